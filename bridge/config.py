@@ -1,0 +1,103 @@
+"""Settings of the bridge: command-line flags, then `BRIDGE_*` environment variables, then a TOML file.
+
+Leaf module; no instance is created at import time. `load_settings()` is called by the CLI and tests,
+and `bridge.app.create_app(settings)` is the only place that builds objects from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEMO = "demo"
+
+
+class Settings(BaseSettings):
+    """Every setting, with its default. The README's configuration table is generated from here."""
+
+    model_config = SettingsConfigDict(env_prefix="BRIDGE_", extra="forbid", frozen=True)
+
+    # --- serving
+    host: str = Field("127.0.0.1", description="address `serve` listens on")
+    port: int = Field(8080, description="port `serve` listens on")
+    max_request_bytes: int = Field(
+        1024 * 1024, gt=0, description="largest SOAP/CSD request body accepted, in bytes (Sender fault above)"
+    )
+    log_level: str = Field("info", description="log level: debug, info, warning, error")
+
+    # --- mapping tables
+    mappings_dir: Path | None = Field(
+        None, description="directory holding a deployment's own copy of `mappings/` (default: the shipped tables)"
+    )
+
+    # --- upstream: the national ROR FHIR API, or the embedded simulator
+    upstream_url: str = Field(
+        DEMO,
+        description="FHIR base URL of the national API (…/ws-diffusion-fhir), or `demo` for the embedded simulator",
+    )
+    upstream_token_url: str | None = Field(None, description="OAuth2 token endpoint (client credentials)")
+    upstream_client_id: str | None = Field(None, description="OAuth2 client_id given by the ROR team")
+    upstream_client_secret: SecretStr | None = Field(None, description="OAuth2 client secret (profile 0)")
+    upstream_client_cert: Path | None = Field(None, description="client certificate (PEM) for mutual TLS")
+    upstream_client_key: Path | None = Field(None, description="private key (PEM) of the client certificate")
+    upstream_ca_bundle: Path | None = Field(None, description="CA bundle (PEM) to verify the national API")
+    upstream_timeout_s: float = Field(30.0, gt=0, description="timeout of one upstream HTTP exchange, seconds")
+    upstream_page_size: int = Field(200, ge=1, le=200, description="`_count` asked of the national API")
+    ror_profile_code: str = Field("CU22", description="`Ror-Profil-Utilisateur-Code` header (given by ANS)")
+    ror_profile_system: str = Field(
+        "1.2.250.1.213.1.6.1.66", description="`Ror-Profil-Utilisateur-System` header"
+    )
+    ror_role_code: str = Field("AUTOMATE", description="`Ror-Role-Metier-Code` header (given by ANS)")
+    ror_role_system: str = Field("1.2.250.1.213.1.1.4.6", description="`Ror-Role-Metier-System` header")
+
+    # --- embedded demo simulator (upstream_url = demo)
+    demo_scale: int = Field(300, ge=1, description="number of offers in the demo dataset")
+    demo_seed: int = Field(1, description="seed of the demo dataset (same seed, same data)")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.lower()
+        if level not in {"debug", "info", "warning", "error"}:
+            raise ValueError("log_level must be one of debug, info, warning, error")
+        return level
+
+    @property
+    def is_demo(self) -> bool:
+        return self.upstream_url == DEMO
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from flags (`overrides`, None values ignored), then BRIDGE_* variables, then the TOML file."""
+    if config_file is not None and not config_file.is_file():
+        raise FileNotFoundError(f"configuration file not found: {config_file}")
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if config_file is None:
+        return Settings(**values)
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=config_file)
+
+    return FileSettings(**values)

@@ -1,0 +1,154 @@
+"""The bridge's exception tree; each class maps to exactly one SOAP fault, in `soap/faults.py`.
+
+Leaf module, importable by every part::
+
+    BridgeError
+    ├── SenderError                    the client's request is wrong       → soap:Sender, HTTP 400
+    │   ├── RequestTooLargeError       body over the byte cap
+    │   ├── MalformedXmlError          not well-formed, DTD, entities, parser limits
+    │   ├── UnsupportedMediaTypeError  neither XML nor SOAP
+    │   ├── UnsupportedRequestError    Body child is not a CSD request, or a required part is missing
+    │   ├── UnknownFunctionError       stored-function URN not in mappings/functions.yaml
+    │   ├── InvalidParameterError      a requestParams value the function cannot use
+    │   ├── UnknownRegionError         /csd/{region} not in mappings/regions.csv
+    │   ├── MustUnderstandError        header block with mustUnderstand="1" we do not process
+    │   └── VersionMismatchError       unknown SOAP envelope namespace
+    ├── ReceiverError                  the bridge or the national API failed → soap:Receiver, HTTP 500
+    │   ├── UpstreamError              the national API failed (status, OperationOutcome text, request)
+    │   │   ├── UpstreamUnavailableError   connection refused / reset, timeout
+    │   │   ├── UpstreamStatusError        an HTTP error status
+    │   │   ├── UpstreamProtocolError      malformed JSON or Bundle, broken paging
+    │   │   └── IncompleteResultError      the answer cannot be made complete
+    │   └── MappingError               a mapping rule failed on real data (table, rule, path)
+    └── ConfigurationError             bad settings or mapping tables at start-up (never reaches a client)
+        └── MappingTableError          a mapping table is invalid (table, rule, path)
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base of every error the bridge raises on purpose."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SenderError(BridgeError):
+    """The request is at fault; the client must change it."""
+
+
+class RequestTooLargeError(SenderError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body larger than the {limit}-byte limit")
+        self.limit = limit
+
+
+class MalformedXmlError(SenderError):
+    pass
+
+
+class UnsupportedMediaTypeError(SenderError):
+    pass
+
+
+class UnsupportedRequestError(SenderError):
+    pass
+
+
+class UnknownFunctionError(SenderError):
+    def __init__(self, urn: str) -> None:
+        super().__init__(f"unknown stored function {urn!r}")
+        self.urn = urn
+
+
+class InvalidParameterError(SenderError):
+    pass
+
+
+class UnknownRegionError(SenderError):
+    def __init__(self, region: str) -> None:
+        super().__init__(f"unknown region {region!r}")
+        self.region = region
+
+
+class MustUnderstandError(SenderError):
+    def __init__(self, header: str) -> None:
+        super().__init__(f"header block {header} is marked mustUnderstand but is not understood")
+        self.header = header
+
+
+class VersionMismatchError(SenderError):
+    def __init__(self, namespace: str) -> None:
+        super().__init__(f"unsupported SOAP envelope namespace {namespace!r}")
+        self.namespace = namespace
+
+
+class ReceiverError(BridgeError):
+    """The bridge or the national API failed; the same request may succeed later."""
+
+
+class UpstreamError(ReceiverError):
+    """The national API did not give a usable answer."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        request: str | None = None,
+        status: int | None = None,
+        outcome: str | None = None,
+    ) -> None:
+        parts = [reason]
+        if status is not None:
+            parts.append(f"HTTP {status}")
+        if outcome:
+            parts.append(f"OperationOutcome: {outcome}")
+        if request:
+            parts.append(f"request: {request}")
+        super().__init__("; ".join(parts))
+        self.request = request
+        self.status = status
+        self.outcome = outcome
+
+
+class UpstreamUnavailableError(UpstreamError):
+    pass
+
+
+class UpstreamStatusError(UpstreamError):
+    pass
+
+
+class UpstreamProtocolError(UpstreamError):
+    pass
+
+
+class IncompleteResultError(UpstreamError):
+    pass
+
+
+class MappingError(ReceiverError):
+    def __init__(self, table: str, rule: str, path: str, problem: str) -> None:
+        super().__init__(f"{table}: rule {rule!r} at {path}: {problem}")
+        self.table = table
+        self.rule = rule
+        self.path = path
+
+
+class ConfigurationError(BridgeError):
+    pass
+
+
+class MappingTableError(ConfigurationError):
+    def __init__(self, table: str, rule: str | None, path: str | None, problem: str) -> None:
+        where = table
+        if rule:
+            where += f": rule {rule!r}"
+        if path:
+            where += f" at {path}"
+        super().__init__(f"{where}: {problem}")
+        self.table = table
+        self.rule = rule
+        self.path = path

@@ -1,0 +1,346 @@
+"""Neutral typed records passed between the parts of the bridge (no XML, no HTTP, no framework).
+
+Leaf module: the inbound edge produces `CsdRequest`, translate/ produces `QueryPlan` and `CsdDocument`,
+fhir/ produces `SearchResult`. CSD names follow the IHE CSD 2014 schema (docs/csd-wire-format.md §5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from enum import StrEnum
+from typing import Any
+
+# A FHIR resource as parsed JSON. The hot path never builds pydantic models (engineering-notes §4.3).
+Resource = Mapping[str, Any]
+
+
+# --------------------------------------------------------------------------------------------------
+# Inbound: the CSD request, whatever its wire form
+
+
+class Transaction(StrEnum):
+    """The IHE transaction a request belongs to."""
+
+    CARE_SERVICES = "ITI-73"  # careServicesRequest (stored functions)
+    MODIFICATIONS = "ITI-74"  # getModificationsRequest
+
+
+class RequestForm(StrEnum):
+    """The historical wire forms of a request, all normalised into one `CsdRequest`."""
+
+    FUNCTION_UUID_2013 = "2013 function/@uuid"
+    FUNCTION_URN_2014 = "2014 function/@urn + requestParams"
+    ROOT_URN_2016 = "2016 careServicesRequest/@urn + requestParams"
+    MODIFICATIONS = "getModificationsRequest"
+
+
+class Envelope(StrEnum):
+    """How the request arrived; the answer uses the same."""
+
+    SOAP12 = "soap12"
+    SOAP11 = "soap11"
+    BARE = "bare"
+
+
+@dataclass(frozen=True, slots=True)
+class CodedType:
+    code: str
+    coding_scheme: str
+    display: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OtherID:
+    code: str
+    assigning_authority_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddressLine:
+    value: str
+    component: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestParams:
+    """`requestParams` of an ITI-73 stored function (IHE parameter names, docs/csd-wire-format.md §4).
+
+    Absent parameters are None / empty. `extra` keeps every other leaf parameter by local name, in
+    document order, for stored functions with their own parameters (ROR functions).
+    """
+
+    entity_id: str | None = None
+    other_ids: tuple[OtherID, ...] = ()
+    primary_name: str | None = None
+    name: str | None = None
+    common_name: str | None = None
+    coded_types: tuple[CodedType, ...] = ()
+    address_lines: tuple[AddressLine, ...] = ()
+    organizations: tuple[str, ...] = ()
+    record_status: str | None = None
+    record_updated: datetime | None = None
+    start: int | None = None
+    max: int | None = None
+    extra: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CsdRequest:
+    """One CSD request, normalised from any of its wire forms."""
+
+    transaction: Transaction
+    form: RequestForm
+    function_urn: str | None = None  # as sent by the client (canonical URN or an alias)
+    encapsulated: bool | None = None  # None: the attribute was absent
+    params: RequestParams = field(default_factory=RequestParams)
+    last_modified: datetime | None = None  # ITI-74 only
+    request_id: str | None = None  # 2016 careServicesRequest/@id
+    region: str | None = None  # legacy regional endpoint the request was posted to
+
+
+# --------------------------------------------------------------------------------------------------
+# Outbound to the national API: what to ask, and what came back
+
+
+@dataclass(frozen=True, slots=True)
+class FhirQuery:
+    """One FHIR search: `GET [base]/{resource_type}?{params}`; params keep their order and repeats."""
+
+    resource_type: str
+    params: tuple[tuple[str, str], ...]
+    purpose: str = ""  # a human label, for logs and golden cases
+
+
+class Directory(StrEnum):
+    """The four CSD directories, in the order the CSD document carries them."""
+
+    ORGANIZATION = "organizationDirectory"
+    SERVICE = "serviceDirectory"
+    FACILITY = "facilityDirectory"
+    PROVIDER = "providerDirectory"
+
+
+@dataclass(frozen=True, slots=True)
+class QueryPlan:
+    """What translate/ decided to ask the national API for one stored function call."""
+
+    function: str  # canonical URN of the stored function
+    queries: tuple[FhirQuery, ...]
+    directories: frozenset[Directory]  # the directories the answer fills (the others stay empty)
+
+
+@dataclass(slots=True)
+class SearchResult:
+    """The complete answer to one `FhirQuery`: every page followed, matches and includes apart."""
+
+    query: FhirQuery
+    matches: list[Resource] = field(default_factory=list)
+    includes: list[Resource] = field(default_factory=list)
+    total: int | None = None
+    pages: int = 0
+
+
+# --------------------------------------------------------------------------------------------------
+# CSD records (the response document), field order = XSD sequence order
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    created: datetime
+    updated: datetime
+    status: str  # "Active" / "Inactive"
+    source_directory: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    lines: tuple[AddressLine, ...]
+    type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContactPoint:
+    coded_type: CodedType  # code e.g. BP / FAX / EMAIL; the number or address is its display text
+    equipment: str | None = None
+    purpose: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Geocode:
+    latitude: float
+    longitude: float
+    altitude: float | None = None
+    coordinate_system: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OperatingHours:
+    open_flag: bool
+    begin_effective_date: date
+    days_of_week: tuple[int, ...] = ()  # CSD numbering: Sunday = 0
+    beginning_hour: time | None = None
+    ending_hour: time | None = None
+    end_effective_date: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionNode:
+    """A child element inside `csd:extension`, written in the ROR extension namespace (ns.ROR_EXT)."""
+
+    name: str
+    text: str | None = None
+    attributes: tuple[tuple[str, str], ...] = ()
+    children: tuple[ExtensionNode, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """`csd:extension type=… urn=…` with at most one child element (CSD schema)."""
+
+    type: str
+    urn: str
+    content: ExtensionNode | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Organization:
+    entity_id: str
+    coded_types: tuple[CodedType, ...]
+    primary_name: str
+    record: Record
+    other_ids: tuple[OtherID, ...] = ()
+    other_names: tuple[str, ...] = ()
+    addresses: tuple[Address, ...] = ()
+    contact_points: tuple[ContactPoint, ...] = ()
+    parent_id: str | None = None
+    extensions: tuple[Extension, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """`serviceDirectory/service`: the 2014 schema allows exactly one codedType, extensions, record."""
+
+    entity_id: str
+    coded_type: CodedType
+    record: Record
+    extensions: tuple[Extension, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FacilityService:
+    """`facility/organizations/organization/service`: an offer given at a facility."""
+
+    entity_id: str
+    names: tuple[str, ...] = ()
+    operating_hours: tuple[OperatingHours, ...] = ()
+    extensions: tuple[Extension, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FacilityOrganization:
+    entity_id: str
+    services: tuple[FacilityService, ...] = ()
+    extensions: tuple[Extension, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Facility:
+    entity_id: str
+    coded_types: tuple[CodedType, ...]
+    primary_name: str
+    record: Record
+    other_ids: tuple[OtherID, ...] = ()
+    other_names: tuple[str, ...] = ()
+    addresses: tuple[Address, ...] = ()
+    contact_points: tuple[ContactPoint, ...] = ()
+    geocode: Geocode | None = None
+    organizations: tuple[FacilityOrganization, ...] = ()
+    operating_hours: tuple[OperatingHours, ...] = ()
+    extensions: tuple[Extension, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PersonName:
+    common_names: tuple[str, ...]
+    honorific: str | None = None
+    forename: str | None = None
+    surname: str | None = None
+    suffix: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Demographic:
+    names: tuple[PersonName, ...]
+    contact_points: tuple[ContactPoint, ...] = ()
+    addresses: tuple[Address, ...] = ()
+    gender: str | None = None
+    date_of_birth: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    coded_type: CodedType
+    number: str
+    issuing_authority: str | None = None
+    issue_date: date | None = None
+    renewal_date: date | None = None
+    extensions: tuple[Extension, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderOrganization:
+    entity_id: str
+    extensions: tuple[Extension, ...] = ()
+    addresses: tuple[Address, ...] = ()
+    contact_points: tuple[ContactPoint, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderService:
+    entity_id: str
+    names: tuple[str, ...] = ()
+    organization_id: str | None = None
+    operating_hours: tuple[OperatingHours, ...] = ()
+    extensions: tuple[Extension, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderFacility:
+    entity_id: str
+    services: tuple[ProviderService, ...] = ()
+    operating_hours: tuple[OperatingHours, ...] = ()
+    extensions: tuple[Extension, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    entity_id: str
+    coded_types: tuple[CodedType, ...]
+    demographic: Demographic
+    record: Record
+    other_ids: tuple[OtherID, ...] = ()
+    organizations: tuple[ProviderOrganization, ...] = ()
+    facilities: tuple[ProviderFacility, ...] = ()
+    credentials: tuple[Credential, ...] = ()
+    specialties: tuple[CodedType, ...] = ()
+    extensions: tuple[Extension, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CsdDocument:
+    """A whole `csd:CSD` answer; the four directories are always written, possibly empty."""
+
+    organizations: Sequence[Organization] = ()
+    services: Sequence[Service] = ()
+    facilities: Sequence[Facility] = ()
+    providers: Sequence[Provider] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CsdResponse:
+    """What the edge writes back for one request: the document and how to wrap it."""
+
+    request: CsdRequest
+    document: CsdDocument

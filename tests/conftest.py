@@ -1,0 +1,79 @@
+"""Shared test fixtures: the reference data folder, the official CSD schema, and a network guard.
+
+No test may reach beyond 127.0.0.1: the guard below refuses any other socket connection.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lxml import etree
+
+REPO = Path(__file__).resolve().parent.parent
+REFERENCE = REPO.parent / "shared" / "reference"
+OFFICIAL_CSD_2014 = REFERENCE / "csd" / "local" / "CSD-2014.xsd"
+OUR_XSD = REPO / "xsd"
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _is_loopback(address: Any) -> bool:
+    if isinstance(address, tuple) and address:
+        host = address[0]
+    else:
+        return True  # AF_UNIX paths and the like stay on the machine
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> None:
+    if not _is_loopback(address):
+        raise ConnectionRefusedError(f"tests may not reach beyond 127.0.0.1 (tried {address!r})")
+    _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
+    if not _is_loopback(address):
+        raise ConnectionRefusedError(f"tests may not reach beyond 127.0.0.1 (tried {address!r})")
+    return _real_connect_ex(self, address)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _block_network() -> Iterator[None]:
+    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = _real_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """`../shared/reference`; tests that read it skip cleanly when it is absent."""
+    if not REFERENCE.is_dir():
+        pytest.skip("../shared/reference is not present next to the repository")
+    return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def official_csd_schema() -> etree.XMLSchema:
+    """The official IHE CSD 2014 schema (offline copy in ../shared/reference/csd/local/)."""
+    if not OFFICIAL_CSD_2014.is_file():
+        pytest.skip("../shared/reference/csd/local/CSD-2014.xsd is not present")
+    return etree.XMLSchema(etree.parse(str(OFFICIAL_CSD_2014)))
+
+
+@pytest.fixture(scope="session")
+def our_csd_schema() -> etree.XMLSchema:
+    """The project's own CSD schema set (xsd/csd.xsd)."""
+    return etree.XMLSchema(etree.parse(str(OUR_XSD / "csd.xsd")))
