@@ -1,0 +1,1 @@
+"""The CSD vocabulary: request parameters in, the streamed CSD document writer out."""

@@ -1,0 +1,1 @@
+"""Outbound edge: the national ROR FHIR API client."""

@@ -1,0 +1,1 @@
+"""The ROR national FHIR API simulator and its deterministic synthetic dataset."""
