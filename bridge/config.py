@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -35,7 +35,8 @@ class Settings(BaseSettings):
 
     # --- mapping tables
     mappings_dir: Path | None = Field(
-        None, description="directory holding a deployment's own copy of `mappings/` (default: the shipped tables)"
+        None,
+        description="directory holding a deployment's own copy of `mappings/` (default: the shipped tables)",
     )
 
     # --- upstream: the national ROR FHIR API, or the embedded simulator
@@ -43,13 +44,9 @@ class Settings(BaseSettings):
         DEMO,
         description="FHIR base URL of the national API (…/ws-diffusion-fhir), or `demo` for the embedded simulator",
     )
-    upstream_token_url: str | None = Field(None, description="OAuth2 token endpoint (client credentials)")
-    upstream_client_id: str | None = Field(None, description="OAuth2 client_id given by the ROR team")
-    upstream_client_secret: SecretStr | None = Field(None, description="OAuth2 client secret (profile 0)")
-    upstream_client_cert: Path | None = Field(None, description="client certificate (PEM) for mutual TLS")
-    upstream_client_key: Path | None = Field(None, description="private key (PEM) of the client certificate")
-    upstream_ca_bundle: Path | None = Field(None, description="CA bundle (PEM) to verify the national API")
-    upstream_timeout_s: float = Field(30.0, gt=0, description="timeout of one upstream HTTP exchange, seconds")
+    upstream_timeout_s: float = Field(
+        30.0, gt=0, description="timeout of one upstream HTTP exchange, seconds"
+    )
     upstream_page_size: int = Field(200, ge=1, le=200, description="`_count` asked of the national API")
     ror_profile_code: str = Field("CU22", description="`Ror-Profil-Utilisateur-Code` header (given by ANS)")
     ror_profile_system: str = Field(

@@ -32,5 +32,6 @@ def qn(namespace: str, local: str) -> str:
     """Clark notation `{ns}local`, the form lxml uses for qualified names."""
     return f"{{{namespace}}}{local}"
 
+
 # Namespace of the bridge's own SOAP fault subcodes and fault detail elements.
 FAULT: Final = "urn:ror:csd:fault"
