@@ -1,0 +1,65 @@
+"""Serving the WSDL and the schemas it imports (`GET /csd?wsdl`, `GET /csd/schemas/{file}`).
+
+Part of the inbound edge (bridge/soap/). The shipped xsd/csd.wsdl is parsed once; each answer is a
+copy with both port addresses set to the URL the client used and the schema import made absolute.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from functools import cache
+from typing import Final
+
+from lxml import etree
+
+from bridge import ns
+from bridge.paths import shipped_dir
+
+WSDL_FILE: Final = "csd.wsdl"
+MAIN_SCHEMA: Final = "csd.xsd"
+
+# A served schema name: one plain file name ending in .xsd, nothing that could leave the directory.
+_SCHEMA_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.xsd")
+
+_ADDRESSES: Final = (ns.qn(ns.WSDL_SOAP12, "address"), ns.qn(ns.WSDL_SOAP11, "address"))
+_SCHEMA_IMPORT: Final = ns.qn(ns.XSD, "import")
+
+
+@cache
+def _template() -> etree._ElementTree:
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=False)
+    return etree.parse(str(shipped_dir("xsd") / WSDL_FILE), parser)
+
+
+def render_wsdl(service_url: str, schema_base_url: str) -> bytes:
+    """The WSDL with both ports at `service_url` and csd.xsd imported from `schema_base_url`.
+
+    `schema_base_url` ends with a slash (e.g. `http://host:8080/csd/schemas/`); csd.xsd imports
+    xml.xsd by a relative location, so a client resolves it next to csd.xsd.
+    """
+    tree = copy.deepcopy(_template())  # the cached template itself is never changed
+    root = tree.getroot()
+    types = root.find(ns.qn(ns.WSDL, "types"))
+    if types is not None:
+        for schema_import in types.iter(_SCHEMA_IMPORT):
+            if schema_import.get("namespace") == ns.CSD:
+                schema_import.set("schemaLocation", schema_base_url + MAIN_SCHEMA)
+    for service in root.iterfind(ns.qn(ns.WSDL, "service")):
+        for port in service.iterfind(ns.qn(ns.WSDL, "port")):
+            for address in port:
+                if address.tag in _ADDRESSES:
+                    address.set("location", service_url)
+    return etree.tostring(tree, xml_declaration=True, encoding="UTF-8")
+
+
+def schema_file(name: str) -> bytes:
+    """The bytes of the shipped schema `name` (a `*.xsd` file of xsd/); FileNotFoundError otherwise."""
+    if not _SCHEMA_NAME.fullmatch(name):
+        raise FileNotFoundError(f"no schema named {name!r}")
+    directory = shipped_dir("xsd")
+    available = {path.name: path for path in directory.glob("*.xsd") if path.is_file()}
+    path = available.get(name)
+    if path is None:
+        raise FileNotFoundError(f"no schema named {name!r}")
+    return path.read_bytes()
