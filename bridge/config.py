@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     # --- upstream: the national ROR FHIR API, or the embedded simulator
     upstream_url: str = Field(
         DEMO,
-        description="FHIR base URL of the national API (…/ws-diffusion-fhir), or `demo` for the embedded simulator",
+        description="national FHIR base URL (…/ws-diffusion-fhir), or `demo` for the embedded simulator",
     )
     upstream_timeout_s: float = Field(
         30.0, gt=0, description="timeout of one upstream HTTP exchange, seconds"

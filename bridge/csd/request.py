@@ -1,0 +1,327 @@
+"""Normalises an ITI-73 careServicesRequest (2013, 2014 and 2016 forms) or ITI-74 request into a CsdRequest.
+
+Part of csd/ (the CSD vocabulary, inbound half). Sources: csd-wire-format §3.1, §3.3, §3.4 and §4;
+architecture.md §2 "Accepted request shapes on the CSD endpoints".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+
+from lxml import etree
+
+from bridge import ns
+from bridge.errors import InvalidParameterError, UnsupportedRequestError
+from bridge.model import (
+    AddressLine,
+    CodedType,
+    CsdRequest,
+    OtherID,
+    RequestForm,
+    RequestParams,
+    Transaction,
+)
+
+# xs:dateTime (XML Schema part 2 §3.2.7) with any number of fractional digits, optionally without the
+# time part (a date alone is read as midnight: legacy clients send `lastModified` as a date).
+_DATETIME = re.compile(
+    r"(?P<year>-?\d{4,})-(?P<month>\d{2})-(?P<day>\d{2})"
+    r"(?:T(?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})(?:\.(?P<fraction>\d+))?)?"
+    r"(?P<tz>Z|[+-]\d{2}:\d{2})?"
+)
+_INTEGER = re.compile(r"[+-]?\d+")  # xs:int lexical space (no "1_000", no "1e3")
+
+# Parameters RequestParams has a field for (csd-wire-format §4); every other leaf goes to `extra`.
+_KNOWN_PARAMS = frozenset(
+    {
+        "id",
+        "otherID",
+        "primaryName",
+        "name",
+        "commonName",
+        "codedType",
+        "address",
+        "organizations",
+        "record",
+        "start",
+        "max",
+    }
+)
+
+
+def parse_xs_datetime(text: str) -> datetime:
+    """Parse an xs:dateTime (or xs:date, as midnight); raise ValueError when it is not one.
+
+    `Z` and `±hh:mm` give an aware datetime; no offset keeps it naive (the translate part decides
+    which timezone applies, from a mapping table). Fractional digits beyond microseconds are dropped.
+    """
+    match = _DATETIME.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not an xs:dateTime")
+    year, month, day = int(match["year"]), int(match["month"]), int(match["day"])
+    hour = int(match["hour"] or 0)
+    minute = int(match["minute"] or 0)
+    second = int(match["second"] or 0)
+    micro = int((match["fraction"] or "0")[:6].ljust(6, "0"))
+    tzinfo: timezone | None = None
+    if match["tz"] == "Z":
+        tzinfo = UTC
+    elif match["tz"]:
+        sign = -1 if match["tz"][0] == "-" else 1
+        tz_hours, tz_minutes = int(match["tz"][1:3]), int(match["tz"][4:6])
+        if tz_hours > 14 or tz_minutes > 59 or (tz_hours == 14 and tz_minutes):
+            raise ValueError(f"{text!r}: timezone offset out of range")
+        tzinfo = timezone(sign * timedelta(hours=tz_hours, minutes=tz_minutes))
+    # XML Schema part 2 §3.2.7: 24:00:00 is the first instant of the next day.
+    end_of_day = hour == 24 and minute == 0 and second == 0 and micro == 0
+    value = datetime(year, month, day, 0 if end_of_day else hour, minute, second, micro, tzinfo=tzinfo)
+    return value + timedelta(days=1) if end_of_day else value
+
+
+def _local(element: etree._Element) -> str:
+    return etree.QName(element).localname
+
+
+def _children(element: etree._Element) -> Iterator[etree._Element]:
+    """Element children in document order; matched by local name (sloppy clients drop namespaces)."""
+    for child in element:
+        if isinstance(child.tag, str):
+            yield child
+
+
+def _child(element: etree._Element, local: str) -> etree._Element | None:
+    for child in _children(element):
+        if _local(child) == local:
+            return child
+    return None
+
+
+def _text(element: etree._Element) -> str | None:
+    value = (element.text or "").strip()
+    return value or None
+
+
+def _attr(element: etree._Element, name: str) -> str | None:
+    value = (element.get(name) or "").strip()
+    return value or None
+
+
+def _xs_boolean(value: str, what: str) -> bool:
+    # XML Schema part 2 §3.2.2: true/false/1/0, whitespace collapsed. Case is tolerated: legacy
+    # generators write "True".
+    folded = value.strip().lower()
+    if folded in ("true", "1"):
+        return True
+    if folded in ("false", "0"):
+        return False
+    raise InvalidParameterError(f"{what} must be an xs:boolean (true, false, 1 or 0), got {value!r}")
+
+
+def _encapsulated(element: etree._Element) -> bool | None:
+    value = element.get("encapsulated")
+    if value is None:
+        return None  # absent in most OIM test docs although the XSD requires it (csd-wire-format §3.4)
+    return _xs_boolean(value, "@encapsulated")
+
+
+def _integer(element: etree._Element, name: str) -> int | None:
+    text = _text(element)
+    if text is None:
+        return None
+    if not _INTEGER.fullmatch(text):
+        raise InvalidParameterError(f"parameter {name!r} must be an integer, got {text!r}")
+    return int(text)
+
+
+def _entity_id(element: etree._Element) -> str | None:
+    """`id/@entityID`, or the older `@oid` (→ urn:oid:) and `@urn` (csd-wire-format §3.4)."""
+    entity_id = _attr(element, "entityID")
+    if entity_id:
+        return entity_id
+    oid = _attr(element, "oid")
+    if oid:
+        return oid if oid.lower().startswith("urn:oid:") else f"urn:oid:{oid}"
+    return _attr(element, "urn") or _text(element)
+
+
+def _leaves(element: etree._Element) -> Iterator[etree._Element]:
+    """`element` itself if it has no element child, else its leaf descendants in document order."""
+    children = list(_children(element))
+    if not children:
+        yield element
+        return
+    for child in children:
+        yield from _leaves(child)
+
+
+def _params(container: etree._Element | None) -> RequestParams:
+    """requestParams → RequestParams. Empty elements are absent parameters: the 2016 stored-function
+    templates send every parameter element empty (csd-wire-format §3.4 b)."""
+    if container is None:
+        return RequestParams()
+    entity_id: str | None = None
+    other_ids: list[OtherID] = []
+    names: dict[str, str | None] = {"primaryName": None, "name": None, "commonName": None}
+    coded_types: list[CodedType] = []
+    address_lines: list[AddressLine] = []
+    organizations: list[str] = []
+    record_status: str | None = None
+    record_updated: datetime | None = None
+    start: int | None = None
+    maximum: int | None = None
+    extra: list[tuple[str, str]] = []
+
+    for param in _children(container):
+        local = _local(param)
+        if local == "id":
+            entity_id = entity_id or _entity_id(param)
+        elif local == "otherID":
+            # Schema: attributes only; OIM-ecosystem clients put the code as text (csd-wire-format §5).
+            code = _attr(param, "code") or _text(param)
+            authority = _attr(param, "assigningAuthorityName")
+            if code:
+                other_ids.append(OtherID(code=code, assigning_authority_name=authority or ""))
+            elif authority:
+                raise InvalidParameterError("parameter 'otherID' has an assigningAuthorityName but no code")
+        elif local in names:
+            names[local] = names[local] or _text(param)
+        elif local == "codedType":
+            code = _attr(param, "code")
+            if code:
+                coded_types.append(
+                    CodedType(
+                        code=code, coding_scheme=_attr(param, "codingScheme") or "", display=_text(param)
+                    )
+                )
+        elif local == "address":
+            for line in _children(param):
+                value = _text(line)
+                if _local(line) == "addressLine" and value:
+                    address_lines.append(AddressLine(value=value, component=_attr(line, "component")))
+        elif local == "organizations":
+            for organization in _children(param):
+                org_id = _entity_id(organization) if _local(organization) == "organization" else None
+                if org_id:
+                    organizations.append(org_id)
+        elif local == "record":
+            record_status = _attr(param, "status")
+            updated = _attr(param, "updated")
+            if updated:
+                try:
+                    record_updated = parse_xs_datetime(updated)
+                except ValueError:
+                    raise InvalidParameterError(
+                        f"parameter 'record/@updated' must be an xs:dateTime, got {updated!r}"
+                    ) from None
+        elif local == "start":
+            start = _integer(param, "start")
+        elif local == "max":
+            maximum = _integer(param, "max")
+        else:
+            extra.extend((_local(leaf), (leaf.text or "").strip()) for leaf in _leaves(param))
+
+    return RequestParams(
+        entity_id=entity_id,
+        other_ids=tuple(other_ids),
+        primary_name=names["primaryName"],
+        name=names["name"],
+        common_name=names["commonName"],
+        coded_types=tuple(coded_types),
+        address_lines=tuple(address_lines),
+        organizations=tuple(organizations),
+        record_status=record_status,
+        record_updated=record_updated,
+        start=start,
+        max=maximum,
+        extra=tuple(extra),
+    )
+
+
+def _care_services(root: etree._Element, region: str | None) -> CsdRequest:
+    """ITI-73: the 2016 root @urn form, else the 2014 function/@urn, else the 2013 function/@uuid form."""
+    if root.get("urn") is not None:
+        urn = _attr(root, "urn")
+        if urn is None:
+            raise UnsupportedRequestError("careServicesRequest/@urn is empty: name a stored function")
+        return CsdRequest(
+            transaction=Transaction.CARE_SERVICES,
+            form=RequestForm.ROOT_URN_2016,
+            function_urn=urn,
+            encapsulated=_encapsulated(root),
+            params=_params(_child(root, "requestParams")),
+            request_id=_attr(root, "id"),
+            region=region,
+        )
+    function = _child(root, "function")
+    if function is not None:
+        urn = _attr(function, "urn")
+        uuid = _attr(function, "uuid")
+        if urn is not None:
+            form, function_urn = RequestForm.FUNCTION_URN_2014, urn
+        elif uuid is not None:
+            form = RequestForm.FUNCTION_UUID_2013
+            function_urn = uuid if uuid.lower().startswith("urn:uuid:") else f"urn:uuid:{uuid}"
+        else:
+            raise UnsupportedRequestError("careServicesRequest/function has neither @urn nor @uuid")
+        # The function's one xs:any child is requestParams in practice (csd-wire-format §3.4 a).
+        return CsdRequest(
+            transaction=Transaction.CARE_SERVICES,
+            form=form,
+            function_urn=function_urn,
+            encapsulated=_encapsulated(function),
+            params=_params(next(_children(function), None)),
+            region=region,
+        )
+    if _child(root, "expression") is not None:
+        raise UnsupportedRequestError(
+            "ad-hoc XQuery expressions are not supported by this service; call a stored function instead "
+            "(careServicesRequest/function/@urn or careServicesRequest/@urn)"
+        )
+    raise UnsupportedRequestError(
+        "careServicesRequest names no stored function: expected @urn with requestParams, or a function child"
+    )
+
+
+def _modifications(root: etree._Element, region: str | None) -> CsdRequest:
+    """ITI-74: lastModified is required; missing or unparsable is the client's error (DHIS2 answers 400,
+    csd-wire-format §3.3), not "everything since 1970" as OpenInfoMan does."""
+    element = _child(root, "lastModified")
+    if element is None:
+        raise InvalidParameterError(
+            "getModificationsRequest has no lastModified element (xs:dateTime required)"
+        )
+    text = _text(element)
+    if text is None:
+        raise InvalidParameterError("getModificationsRequest/lastModified is empty (xs:dateTime required)")
+    try:
+        last_modified = parse_xs_datetime(text)
+    except ValueError:
+        raise InvalidParameterError(
+            f"getModificationsRequest/lastModified must be an xs:dateTime, got {text!r}"
+        ) from None
+    return CsdRequest(
+        transaction=Transaction.MODIFICATIONS,
+        form=RequestForm.MODIFICATIONS,
+        last_modified=last_modified,
+        region=region,
+    )
+
+
+def parse_request(body: etree._Element, *, region: str | None = None) -> CsdRequest:
+    """Normalise the request element (SOAP Body child or bare root) into a CsdRequest.
+
+    The root must be `careServicesRequest` or `getModificationsRequest` in the CSD namespace or in no
+    namespace; children are matched by local name.
+    """
+    name = etree.QName(body)
+    if name.namespace in (ns.CSD, None):
+        if name.localname == "careServicesRequest":
+            return _care_services(body, region)
+        if name.localname == "getModificationsRequest":
+            return _modifications(body, region)
+    raise UnsupportedRequestError(
+        f"unsupported request element {body.tag}: expected csd:careServicesRequest (ITI-73) or "
+        "csd:getModificationsRequest (ITI-74)"
+    )

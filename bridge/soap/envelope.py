@@ -1,0 +1,178 @@
+"""Streams a CSD answer in the request's envelope (SOAP 1.2, SOAP 1.1 or bare), with WS-Addressing headers.
+
+Part of soap/ (the outbound half of the edge). Pattern: engineering-notes §2.4 (xmlfile → bounded queue);
+headers: csd-wire-format §3.2 and §8.1; the Body content itself is written by bridge.csd.writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from lxml import etree
+
+from bridge import ns
+from bridge.csd.writer import write_response_body
+from bridge.model import CsdRequest, CsdResponse, Envelope, Transaction
+from bridge.soap.addressing import respond_to
+from bridge.soap.parser import SoapMessage
+
+# Chunks waiting between the XML producer and the HTTP consumer: enough to keep both busy, small enough
+# that memory stays flat whatever the document size (engineering-notes §2.4: maxsize 8, measured).
+QUEUE_SIZE = 8
+
+
+def response_action(request: CsdRequest) -> str:
+    """The wsa:Action of the answer (csd-wire-format §2, "SOAP / WS-Addressing actions")."""
+    if request.transaction is Transaction.MODIFICATIONS:
+        return ns.ACTION_ITI74_RESPONSE
+    return ns.ACTION_ITI73_RESPONSE
+
+
+def content_type_for(envelope: Envelope, action: str | None) -> str:
+    """Content-Type of a successful answer: SOAP 1.2 carries the action parameter (RFC 3902)."""
+    if envelope is Envelope.SOAP12:
+        if action:
+            return f'application/soap+xml; charset=utf-8; action="{action}"'
+        return "application/soap+xml; charset=utf-8"
+    if envelope is Envelope.SOAP11:
+        return "text/xml; charset=utf-8"
+    return "application/xml; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    """Last queue item: the producer finished, cleanly (error None) or not."""
+
+    error: BaseException | None = None
+
+
+class _QueueSink:
+    """The file-like object xmlfile writes to: hands each chunk to the bounded queue.
+
+    Once poisoned (the producer failed), it drops everything: lxml writes the end tags of open elements
+    when their context exits with an exception, and those would make a truncated document look complete.
+    """
+
+    def __init__(self, queue: asyncio.Queue[bytes | _End]) -> None:
+        self._queue = queue
+        self.poisoned = False
+
+    async def write(self, data: bytes) -> None:
+        if data and not self.poisoned:
+            await self._queue.put(bytes(data))
+
+
+class _GuardedElement:
+    """Wraps an `xf.element(...)` context: poisons the sink before lxml closes the element on error."""
+
+    def __init__(self, inner: Any, sink: _QueueSink) -> None:
+        self._inner = inner
+        self._sink = sink
+
+    async def __aenter__(self) -> Any:
+        return await self._inner.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any:
+        if exc_type is not None:
+            self._sink.poisoned = True
+        return await self._inner.__aexit__(exc_type, exc, tb)
+
+
+class _GuardedWriter:
+    """An async xmlfile whose `element()` contexts are guarded; everything else is delegated."""
+
+    def __init__(self, xf: Any, sink: _QueueSink) -> None:
+        self._xf = xf
+        self._sink = sink
+
+    def element(self, *args: Any, **kwargs: Any) -> _GuardedElement:
+        return _GuardedElement(self._xf.element(*args, **kwargs), self._sink)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._xf, name)
+
+
+def _soap_header(env_ns: str, message: SoapMessage, action: str) -> etree._Element:
+    """wsa:Action (mustUnderstand), MessageID, To anonymous, RelatesTo (csd-wire-format §3.2)."""
+    addressing = respond_to(message.addressing, action)
+    header = etree.Element(ns.qn(env_ns, "Header"), nsmap={"wsa": ns.WSA})
+    must_understand = ns.qn(env_ns, "mustUnderstand")
+    etree.SubElement(header, ns.qn(ns.WSA, "Action"), {must_understand: "1"}).text = addressing.action
+    etree.SubElement(header, ns.qn(ns.WSA, "MessageID")).text = addressing.message_id
+    etree.SubElement(header, ns.qn(ns.WSA, "To"), {must_understand: "1"}).text = addressing.to
+    if addressing.relates_to:
+        etree.SubElement(header, ns.qn(ns.WSA, "RelatesTo")).text = addressing.relates_to
+    return header
+
+
+async def _write_message(xf: Any, response: CsdResponse, message: SoapMessage, *, encapsulated: bool) -> None:
+    if message.envelope is Envelope.BARE:
+        # Bare request, bare answer (OpenInfoMan behaviour, engineering-notes §2.2).
+        await write_response_body(xf, response, encapsulated=encapsulated)
+        return
+    env_ns = ns.SOAP12 if message.envelope is Envelope.SOAP12 else ns.SOAP11
+    prefix = "env" if message.envelope is Envelope.SOAP12 else "soap"
+    async with xf.element(ns.qn(env_ns, "Envelope"), nsmap={prefix: env_ns, "wsa": ns.WSA, "csd": ns.CSD}):
+        await xf.write(_soap_header(env_ns, message, response_action(response.request)))
+        async with xf.element(ns.qn(env_ns, "Body")):
+            await write_response_body(xf, response, encapsulated=encapsulated)
+
+
+async def _produce(
+    sink: _QueueSink,
+    queue: asyncio.Queue[bytes | _End],
+    response: CsdResponse,
+    message: SoapMessage,
+    encapsulated: bool,
+) -> None:
+    try:
+        async with etree.xmlfile(sink, encoding="utf-8") as raw:
+            xf = _GuardedWriter(raw, sink)
+            try:
+                await xf.write_declaration()
+                await _write_message(xf, response, message, encapsulated=encapsulated)
+            except BaseException:
+                sink.poisoned = True
+                raise
+    except asyncio.CancelledError:
+        raise  # the consumer went away: nobody is left to tell
+    except BaseException as exc:
+        await queue.put(_End(exc))
+        return
+    await queue.put(_End())
+
+
+async def stream_response(
+    response: CsdResponse, message: SoapMessage, *, encapsulated: bool
+) -> AsyncIterator[bytes]:
+    """Stream the answer to `message` as UTF-8 chunks, never holding the whole document in memory.
+
+    An exception in the writer propagates out of this generator after the bytes already produced, and
+    nothing written after the failure is sent: the HTTP server must abort the connection, so the client
+    sees a truncated, non-well-formed document rather than a complete-looking one (engineering-notes §2.4).
+    """
+    queue: asyncio.Queue[bytes | _End] = asyncio.Queue(maxsize=QUEUE_SIZE)
+    sink = _QueueSink(queue)
+    producer = asyncio.create_task(_produce(sink, queue, response, message, encapsulated))
+    try:
+        while True:
+            item = await queue.get()
+            if isinstance(item, _End):
+                if item.error is not None:
+                    raise item.error
+                return
+            yield item
+    finally:
+        if not producer.done():
+            producer.cancel()
+        # Wait for the producer to unwind (no "task destroyed but pending"); its outcome is known already.
+        await asyncio.wait({producer})

@@ -1,0 +1,45 @@
+"""Counters of what the engine had to report rather than drop (codes without OID, unresolved references…).
+
+translate/: pure mapping engine. Kept on `Mappings` so `coverage_report` can show them; thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from enum import StrEnum
+
+log = logging.getLogger(__name__)
+
+
+class Finding(StrEnum):
+    """What a finding is about; also the log event name."""
+
+    SYSTEM_WITHOUT_OID = "code system without OID (system URL written as codingScheme)"
+    IDENTIFIER_WITHOUT_OID = "identifier system without OID (system URL written as assigningAuthorityName)"
+    IDENTIFIER_WITHOUT_SYSTEM = "identifier without system (not written as otherID)"
+    UNRESOLVED_REFERENCE = "reference to a resource not received (FHIR-id entityID used)"
+    FHIR_ID_ENTITY = "entity without national identifier (FHIR-id entityID used)"
+    MISSING_NAME = "organization without name (empty primaryName written)"
+
+
+class Findings:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[tuple[Finding, str]] = Counter()
+
+    def add(self, finding: Finding, detail: str) -> None:
+        with self._lock:
+            first = (finding, detail) not in self._counts
+            self._counts[(finding, detail)] += 1
+        if first:
+            log.info("%s: %s", finding.value, detail, extra={"event": finding.name})
+
+    def counts(self) -> dict[tuple[Finding, str], int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def count(self, finding: Finding, detail: str | None = None) -> int:
+        with self._lock:
+            return sum(n for (f, d), n in self._counts.items() if f is finding and detail in (None, d))

@@ -1,0 +1,95 @@
+"""The source-path syntax of the mapping tables: dotted FHIR fields plus `[key=value]` filters.
+
+translate/: pure mapping engine. A path selects values; it never computes (mappings/README.md, "Path syntax").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+_FIELD = r"[A-Za-z_][A-Za-z0-9_]*"
+# One step: a field name, then zero or more filters. A filter value runs to the next `]`, so URLs with
+# dots, slashes and colons need no quoting (`identifier[system=https://oi.esante.gouv.fr]`).
+_STEP = re.compile(rf"(?P<field>{_FIELD})(?P<filters>(?:\[{_FIELD}=[^\]\[]+\])*)")
+_FILTER = re.compile(rf"\[(?P<key>{_FIELD})=(?P<value>[^\]\[]+)\]")
+
+
+class PathSyntaxError(ValueError):
+    """The text is not a valid source path; the message says where."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    field: str
+    filters: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePath:
+    """A parsed source path; `select` returns every value it reaches, arrays flattened, in document order."""
+
+    text: str
+    steps: tuple[Step, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> SourcePath:
+        if not isinstance(text, str) or not text:
+            raise PathSyntaxError("a path must be a non-empty string")
+        steps: list[Step] = []
+        position = 0
+        while True:
+            match = _STEP.match(text, position)
+            if match is None:
+                raise PathSyntaxError(f"expected a field name at character {position + 1} of {text!r}")
+            filters = tuple((f["key"], f["value"]) for f in _FILTER.finditer(match["filters"]))
+            steps.append(Step(match["field"], filters))
+            position = match.end()
+            if position == len(text):
+                return cls(text, tuple(steps))
+            if text[position] != ".":
+                raise PathSyntaxError(
+                    f"unexpected {text[position]!r} at character {position + 1} of {text!r}"
+                )
+            position += 1
+
+    def select(self, resource: Any) -> list[Any]:
+        nodes: list[Any] = [resource]
+        for step in self.steps:
+            found: list[Any] = []
+            for node in nodes:
+                if not isinstance(node, dict):
+                    continue  # a primitive where an object was expected: nothing below it
+                value = node.get(step.field)
+                found.extend(_flatten(value))
+            nodes = [n for n in found if _matches(n, step.filters)]
+        return nodes
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _flatten(value: Any) -> Sequence[Any]:
+    if value is None:
+        return ()
+    if isinstance(value, list):
+        return [v for v in value if v is not None]
+    return (value,)
+
+
+def _matches(node: Any, filters: tuple[tuple[str, str], ...]) -> bool:
+    if not filters:
+        return True
+    if not isinstance(node, dict):
+        return False
+    return all(_scalar(node.get(key)) == value for key, value in filters)
+
+
+def _scalar(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    return None

@@ -1,0 +1,76 @@
+"""Human-readable coverage of the loaded mapping tables, for `ror-bridge mappings check`.
+
+translate/: pure mapping engine. Lists every table, its rules and CSD targets, the code systems with and
+without OID, and what the engine has reported since start-up (codes without OID, unresolved references).
+"""
+
+from __future__ import annotations
+
+from bridge.translate.findings import Finding
+from bridge.translate.tables import FUNCTIONS, IDENTITIES, SYSTEMS, Mappings
+
+
+def coverage_report(mappings: Mappings) -> str:
+    lines = [f"Mapping tables in {mappings.directory}", ""]
+
+    lines.append(f"{FUNCTIONS}: {len(mappings.functions)} stored function(s)")
+    for spec in sorted(mappings.functions.values(), key=lambda s: s.urn):
+        lines.append(f"  {spec.urn}  [{spec.name}]")
+        for alias in spec.aliases:
+            lines.append(f"    alias {alias}")
+        lines.append(f"    parameters: {', '.join(spec.parameters)}")
+        lines.append(f"    fills: {', '.join(sorted(d.value for d in spec.directories))}")
+        for query in spec.queries:
+            params = "&".join(f"{name}={value}" for name, value in query.params)
+            lines.append(f"    GET {query.resource}?{params}")
+    defaults = ", ".join(f"{e.value}={str(v).lower()}" for e, v in mappings.encapsulated_defaults.items())
+    lines.append(
+        f"  defaults: encapsulated when absent: {defaults}; request time zone {mappings.timezone.key}"
+    )
+    lines.append("")
+
+    lines.append(f"{IDENTITIES}: entityID schemes")
+    for scheme in mappings.identities.schemes.values():
+        lines.append(f"  {scheme.prefix}<value>  [{scheme.name}] systems: {', '.join(scheme.systems)}")
+    for resource_type, names in mappings.identities.order.items():
+        fallback = f"{mappings.identities.fallback_prefix}{resource_type}/<id>"
+        lines.append(f"  {resource_type}: {' > '.join(names)} > {fallback}")
+    lines.append("")
+
+    for table in mappings.entities.values():
+        lines.append(
+            f"{table.table}: csd:{table.kind.name} from {table.resource}, {len(table.rules)} rule(s)"
+        )
+        for rule in table.rules:
+            source = str(rule.source) if rule.source is not None else "(whole resource)"
+            extra = f" codes={rule.codes.name}" if rule.codes else ""
+            if rule.extension:
+                extra += f" extension type={rule.extension.type} urn={rule.extension.urn}"
+            if rule.fallback:
+                extra += " (fallback)"
+            lines.append(f"  {rule.id}: {rule.target} <- {source} via {rule.transform.name}{extra}")
+        mapped = {r.target for r in table.rules}
+        unmapped = [t for t in table.kind.targets if t not in mapped]
+        lines.append(f"  CSD targets mapped: {', '.join(t for t in table.kind.targets if t in mapped)}")
+        lines.append(f"  CSD targets not mapped: {', '.join(unmapped) or 'none'}")
+    lines.append("")
+
+    rows = list(mappings.systems.by_url.values())
+    with_oid = [r for r in rows if r.oid]
+    without = [r for r in rows if not r.oid]
+    lines.append(f"{SYSTEMS}: {len(with_oid)} system(s) with OID, {len(without)} without")
+    for row in with_oid:
+        lines.append(f"  OID {row.oid}  {row.name} ({row.kind}, {row.confidence})  {row.system}")
+    for row in without:
+        lines.append(f"  no OID  {row.name} ({row.kind})  {row.system}")
+    for name, codes in sorted(mappings.code_tables.items()):
+        lines.append(f"codes/{name}.csv: {len(codes.entries)} code(s)")
+    lines.append("")
+
+    counts = mappings.findings.counts()
+    lines.append(f"Reported since start-up: {sum(counts.values())}")
+    for finding in Finding:
+        for (kind, detail), count in sorted(counts.items()):
+            if kind is finding:
+                lines.append(f"  {count:>6}  {finding.value}: {detail}")
+    return "\n".join(lines) + "\n"

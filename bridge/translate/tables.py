@@ -1,0 +1,640 @@
+"""Loads and validates the mapping tables of a `mappings/` directory into one immutable `Mappings`.
+
+translate/: pure mapping engine. Every problem raises MappingTableError naming the table, the rule and the
+place in the table (mappings/README.md describes the format).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from bridge.errors import MappingTableError, UnknownFunctionError
+from bridge.model import Address, CodedType, ContactPoint, CsdRequest, Directory, Envelope, OtherID, Record
+from bridge.translate.codes import CodeEntry, CodeSystem, CodeTable, Systems
+from bridge.translate.findings import Findings
+from bridge.translate.identity import ANY_SYSTEM, Identities, IdentityScheme
+from bridge.translate.paths import PathSyntaxError, SourcePath
+from bridge.translate.resolvers import PARAMETERS, RESOLVERS
+from bridge.translate.transforms import TEXT, TRANSFORMS, Transform
+
+FUNCTIONS = "functions.yaml"
+IDENTITIES = "identities.yaml"
+SYSTEMS = "codes/systems.csv"
+ENTITIES = "entities"
+CODES = "codes"
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_RULE_ID = re.compile(r"^[a-z][a-z0-9-]*$")
+_RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]+$")
+
+
+# --------------------------------------------------------------------------------------------------
+# What the tables hold
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A CSD element or attribute a rule may fill: the value type it takes and how many."""
+
+    name: str
+    type: type
+    many: bool
+    required: bool  # the entity table must have a rule for it (CSD minOccurs ≥ 1)
+
+
+@dataclass(frozen=True, slots=True)
+class EntityKind:
+    """A CSD entity kind the engine builds, its directory and targets (CSD 2014, csd-wire-format §5)."""
+
+    name: str
+    directory: Directory
+    targets: Mapping[str, Target]
+
+
+def _targets(*targets: Target) -> dict[str, Target]:
+    return {t.name: t for t in targets}
+
+
+# Extension values are str or CodedType; the Extension wrapper is built by the engine from the rule's spec.
+_EXTENSION = Target("extension", object, many=True, required=False)
+
+ENTITY_KINDS: Mapping[str, EntityKind] = {
+    "organization": EntityKind(
+        "organization",
+        Directory.ORGANIZATION,
+        _targets(
+            Target("@entityID", str, many=False, required=True),
+            Target("otherID", OtherID, many=True, required=False),
+            Target("codedType", CodedType, many=True, required=True),
+            Target("primaryName", str, many=False, required=True),
+            Target("otherName", str, many=True, required=False),
+            Target("address", Address, many=True, required=False),
+            Target("contactPoint", ContactPoint, many=True, required=False),
+            Target("parent", str, many=False, required=False),
+            _EXTENSION,
+            Target("record", Record, many=False, required=True),
+        ),
+    ),
+    "service": EntityKind(
+        "service",
+        Directory.SERVICE,
+        _targets(
+            Target("@entityID", str, many=False, required=True),
+            Target("codedType", CodedType, many=False, required=True),  # 2014 schema: exactly one
+            _EXTENSION,
+            Target("record", Record, many=False, required=True),
+        ),
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionSpec:
+    """`csd:extension type=… urn=…` holding one `<element>` child in the ROR extension namespace."""
+
+    type: str
+    urn: str
+    element: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    target: str
+    source: SourcePath | None
+    transform: Transform
+    codes: CodeTable | None
+    extension: ExtensionSpec | None
+    fallback: bool  # applies only when the earlier rules left the target empty
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class EntityTable:
+    table: str  # e.g. "entities/organization.yaml"
+    kind: EntityKind
+    resource: str  # FHIR resource type the entity is built from
+    rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QuerySpec:
+    resource: str
+    params: tuple[tuple[str, str], ...]  # values may hold {resolver} placeholders
+    purpose: str
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    name: str  # the rule id in functions.yaml
+    urn: str  # canonical URN
+    aliases: tuple[str, ...]
+    description: str
+    parameters: tuple[str, ...]  # the request parameters the function accepts
+    queries: tuple[QuerySpec, ...]
+    directories: frozenset[Directory]
+    note: str
+
+
+@dataclass(frozen=True)
+class Mappings:
+    """Every table of one `mappings/` directory, validated. Immutable except for its findings counters."""
+
+    directory: Path
+    functions: Mapping[str, FunctionSpec]  # by canonical URN
+    aliases: Mapping[str, str]  # alias -> canonical URN
+    encapsulated_defaults: Mapping[Envelope, bool]
+    timezone: ZoneInfo
+    entities: Mapping[str, EntityTable]  # by entity kind name
+    systems: Systems
+    code_tables: Mapping[str, CodeTable]
+    identities: Identities
+    findings: Findings = field(default_factory=Findings, compare=False)
+
+    def function(self, urn: str) -> FunctionSpec:
+        """The stored function a URN names, canonical or alias."""
+        key = urn.strip()
+        spec = self.functions.get(key) or self.functions.get(self.aliases.get(key, ""))
+        if spec is None:
+            raise UnknownFunctionError(urn)
+        return spec
+
+    def encapsulated(self, request: CsdRequest, envelope: Envelope) -> bool:
+        """The request's @encapsulated, else the table default for how it arrived [INFER]."""
+        if request.encapsulated is not None:
+            return request.encapsulated
+        return self.encapsulated_defaults[envelope]
+
+    def entity_for(self, resource_type: str, directories: frozenset[Directory]) -> EntityTable | None:
+        for table in self.entities.values():
+            if table.resource == resource_type and table.kind.directory in directories:
+                return table
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses duplicate keys (a silently overridden rule would go unreviewed)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def _read_yaml(directory: Path, table: str) -> Any:
+    path = directory / table
+    if not path.is_file():
+        raise MappingTableError(table, None, None, f"file not found in {directory}")
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 -- SafeLoader subclass
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
+        raise MappingTableError(table, None, where, f"invalid YAML: {error.problem}") from error
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise MappingTableError(table, None, None, f"invalid YAML: {error}") from error
+
+
+def _read_csv(directory: Path, table: str, columns: tuple[str, ...]) -> list[tuple[str, dict[str, str]]]:
+    """Rows as (rule name "row N", values); blank lines and lines starting with # are skipped."""
+    path = directory / table
+    if not path.is_file():
+        raise MappingTableError(table, None, None, f"file not found in {directory}")
+    lines = [
+        (number, line)
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not lines:
+        raise MappingTableError(table, None, None, "empty table")
+    reader = csv.reader([line for _, line in lines])
+    header = [h.strip() for h in next(reader)]
+    if tuple(header) != columns:
+        raise MappingTableError(
+            table, None, "header", f"columns must be {','.join(columns)}, found {','.join(header)}"
+        )
+    rows = []
+    for (number, _), cells in zip(lines[1:], reader, strict=True):
+        if len(cells) != len(columns):
+            raise MappingTableError(
+                table, f"row {number}", None, f"{len(cells)} cells, expected {len(columns)}"
+            )
+        rows.append((f"row {number}", {c: v.strip() for c, v in zip(columns, cells, strict=True)}))
+    return rows
+
+
+class _Section:
+    """A YAML mapping being validated: typed access with errors that say where."""
+
+    def __init__(self, table: str, rule: str | None, where: str, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise MappingTableError(table, rule, where or None, "expected a mapping")
+        self.table, self.rule, self.where, self.data = table, rule, where, data
+
+    def at(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def fail(self, key: str | None, problem: str) -> MappingTableError:
+        return MappingTableError(
+            self.table, self.rule, self.at(key) if key else (self.where or None), problem
+        )
+
+    def only(self, *allowed: str) -> None:
+        unknown = sorted(set(self.data) - set(allowed))
+        if unknown:
+            raise self.fail(str(unknown[0]), f"unknown key (allowed: {', '.join(allowed)})")
+
+    def text(self, key: str, required: bool = True) -> str | None:
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                raise self.fail(key, "required")
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, "must be a non-empty string")
+        return value.strip()
+
+    def req(self, key: str) -> str:
+        value = self.text(key)
+        if value is None:  # unreachable: text(required=True) raises first; keeps the type exact
+            raise self.fail(key, "required")
+        return value
+
+    def strings(self, key: str, required: bool = False) -> tuple[str, ...]:
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                raise self.fail(key, "required")
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise self.fail(key, "must be a list of non-empty strings")
+        return tuple(v.strip() for v in value)
+
+    def flag(self, key: str) -> bool:
+        value = self.data.get(key, False)
+        if not isinstance(value, bool):
+            raise self.fail(key, "must be true or false")
+        return value
+
+
+def load_mappings(directory: Path) -> Mappings:
+    """Load and validate every table of `directory`; raises MappingTableError naming table, rule and path."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise MappingTableError(str(directory), None, None, "mappings directory not found")
+    systems = _load_systems(directory)
+    code_tables = _load_code_tables(directory)
+    identities = _load_identities(directory)
+    functions, aliases, encapsulated, timezone = _load_functions(directory)
+    entities = _load_entities(directory, code_tables)
+    return Mappings(
+        directory=directory,
+        functions=functions,
+        aliases=aliases,
+        encapsulated_defaults=encapsulated,
+        timezone=timezone,
+        entities=entities,
+        systems=systems,
+        code_tables=code_tables,
+        identities=identities,
+    )
+
+
+def _load_systems(directory: Path) -> Systems:
+    columns = ("system", "oid", "name", "kind", "source", "confidence")
+    by_url: dict[str, CodeSystem] = {}
+    for rule, row in _read_csv(directory, SYSTEMS, columns):
+        for column in ("system", "name", "source"):
+            if not row[column]:
+                raise MappingTableError(SYSTEMS, rule, column, "required")
+        if row["system"] in by_url:
+            raise MappingTableError(SYSTEMS, rule, "system", f"duplicate system {row['system']!r}")
+        if row["kind"] not in ("code", "identifier"):
+            raise MappingTableError(SYSTEMS, rule, "kind", "must be code or identifier")
+        oid = row["oid"] or None
+        if oid is not None and not re.fullmatch(r"[0-2](\.(0|[1-9][0-9]*))+", oid):
+            raise MappingTableError(SYSTEMS, rule, "oid", f"not an OID: {oid!r} (leave empty when unknown)")
+        if row["confidence"] not in ("verified", "unknown"):
+            raise MappingTableError(SYSTEMS, rule, "confidence", "must be verified or unknown")
+        if oid is None and row["confidence"] == "verified":
+            raise MappingTableError(SYSTEMS, rule, "confidence", "a system without OID cannot be verified")
+        by_url[row["system"]] = CodeSystem(
+            row["system"], oid, row["name"], row["kind"], row["source"], row["confidence"]
+        )
+    return Systems(by_url)
+
+
+def _load_code_tables(directory: Path) -> dict[str, CodeTable]:
+    columns = ("source_code", "code", "coding_scheme", "display", "note")
+    tables: dict[str, CodeTable] = {}
+    for path in sorted((directory / CODES).glob("*.csv")):
+        if path.name == Path(SYSTEMS).name:
+            continue
+        table = f"{CODES}/{path.name}"
+        entries: dict[str, CodeEntry] = {}
+        for rule, row in _read_csv(directory, table, columns):
+            for column in ("source_code", "code", "coding_scheme", "note"):
+                if not row[column]:
+                    raise MappingTableError(table, rule, column, "required")
+            if row["source_code"] in entries:
+                raise MappingTableError(table, rule, "source_code", f"duplicate {row['source_code']!r}")
+            coded = CodedType(row["code"], row["coding_scheme"], row["display"] or None)
+            entries[row["source_code"]] = CodeEntry(row["source_code"], coded, row["note"])
+        tables[path.stem] = CodeTable(path.stem, entries)
+    return tables
+
+
+def _load_identities(directory: Path) -> Identities:
+    top = _Section(IDENTITIES, None, "", _read_yaml(directory, IDENTITIES))
+    top.only("schemes", "order", "fallback")
+    fallback = _Section(IDENTITIES, "fallback", "fallback", top.data.get("fallback"))
+    fallback.only("prefix", "note")
+    fallback_prefix = fallback.req("prefix")
+    fallback.req("note")
+    raw_schemes = top.data.get("schemes")
+    if not isinstance(raw_schemes, dict) or not raw_schemes:
+        raise top.fail("schemes", "must be a non-empty mapping of scheme name to scheme")
+    schemes: dict[str, IdentityScheme] = {}
+    for name, raw in raw_schemes.items():
+        section = _Section(IDENTITIES, str(name), f"schemes.{name}", raw)
+        section.only("prefix", "systems", "note")
+        prefix = section.req("prefix")
+        if not prefix.startswith("urn:") or not prefix.endswith(":"):
+            raise section.fail("prefix", "must be a URN prefix ending with ':'")
+        systems = section.strings("systems", required=True)
+        if not systems or (ANY_SYSTEM in systems and len(systems) > 1):
+            raise section.fail("systems", f"list identifier systems, or only {ANY_SYSTEM!r}")
+        schemes[str(name)] = IdentityScheme(str(name), prefix, systems, section.req("note"))
+    prefixes = [(s.name, s.prefix) for s in schemes.values()] + [("fallback", fallback_prefix)]
+    for name, prefix in prefixes:
+        for other_name, other in prefixes:
+            if name != other_name and other.startswith(prefix):
+                raise MappingTableError(
+                    IDENTITIES,
+                    other_name,
+                    "fallback.prefix" if other_name == "fallback" else f"schemes.{other_name}.prefix",
+                    f"{other!r} starts with the prefix of {name!r}: reversal ambiguous",
+                )
+    order_section = _Section(IDENTITIES, None, "order", top.data.get("order"))
+    order: dict[str, tuple[str, ...]] = {}
+    for resource_type in order_section.data:
+        names = order_section.strings(str(resource_type), required=True)
+        for scheme_name in names:
+            if scheme_name not in schemes:
+                raise MappingTableError(
+                    IDENTITIES,
+                    str(resource_type),
+                    f"order.{resource_type}",
+                    f"unknown scheme {scheme_name!r}",
+                )
+        order[str(resource_type)] = names
+    return Identities(schemes, order, fallback_prefix)
+
+
+def _load_functions(
+    directory: Path,
+) -> tuple[dict[str, FunctionSpec], dict[str, str], dict[Envelope, bool], ZoneInfo]:
+    top = _Section(FUNCTIONS, None, "", _read_yaml(directory, FUNCTIONS))
+    top.only("defaults", "functions")
+    defaults = _Section(FUNCTIONS, "defaults", "defaults", top.data.get("defaults"))
+    defaults.only("encapsulated", "request_timezone", "note")
+    enc = _Section(FUNCTIONS, "defaults", "defaults.encapsulated", defaults.data.get("encapsulated"))
+    enc.only(*(e.value for e in Envelope))
+    encapsulated: dict[Envelope, bool] = {}
+    for envelope in Envelope:
+        if envelope.value not in enc.data:
+            raise enc.fail(envelope.value, "required")
+        encapsulated[envelope] = enc.flag(envelope.value)
+    tz_name = defaults.req("request_timezone")
+    try:
+        timezone = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise defaults.fail("request_timezone", f"unknown time zone {tz_name!r}") from error
+
+    raw_functions = top.data.get("functions")
+    if not isinstance(raw_functions, dict) or not raw_functions:
+        raise top.fail("functions", "must be a non-empty mapping of function name to function")
+    functions: dict[str, FunctionSpec] = {}
+    aliases: dict[str, str] = {}
+    for name, raw in raw_functions.items():
+        spec = _load_function(str(name), raw)
+        for urn in (spec.urn, *spec.aliases):
+            if urn in functions or urn in aliases:
+                raise MappingTableError(
+                    FUNCTIONS, spec.name, f"functions.{name}", f"URN {urn!r} is declared twice"
+                )
+            if urn == spec.urn:
+                functions[urn] = spec
+            else:
+                aliases[urn] = spec.urn
+    return functions, aliases, encapsulated, timezone
+
+
+def _load_function(name: str, raw: Any) -> FunctionSpec:
+    where = f"functions.{name}"
+    section = _Section(FUNCTIONS, name, where, raw)
+    section.only("urn", "aliases", "description", "parameters", "queries", "directories", "note")
+    urn = section.req("urn")
+    if not urn.startswith("urn:"):
+        raise section.fail("urn", "must be a URN")
+    parameters = section.strings("parameters", required=True)
+    for parameter in parameters:
+        if parameter not in PARAMETERS and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", parameter):
+            raise section.fail("parameters", f"not a parameter name: {parameter!r}")
+    directories: set[Directory] = set()
+    for value in section.strings("directories", required=True):
+        try:
+            directories.add(Directory(value))
+        except ValueError:
+            allowed = ", ".join(d.value for d in Directory)
+            raise section.fail("directories", f"unknown directory {value!r} (one of {allowed})") from None
+    raw_queries = section.data.get("queries")
+    if not isinstance(raw_queries, list) or not raw_queries:
+        raise section.fail("queries", "must be a non-empty list")
+    queries = []
+    for number, raw_query in enumerate(raw_queries):
+        query = _Section(FUNCTIONS, name, f"{where}.queries[{number}]", raw_query)
+        query.only("resource", "purpose", "params")
+        resource = query.req("resource")
+        if not _RESOURCE_TYPE.match(resource):
+            raise query.fail("resource", f"not a FHIR resource type: {resource!r}")
+        raw_params = query.data.get("params")
+        if not isinstance(raw_params, list) or not raw_params:
+            raise query.fail("params", "must be a non-empty list of [name, value] pairs")
+        params = []
+        for index, pair in enumerate(raw_params):
+            at = f"params[{index}]"
+            if not (
+                isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) and p for p in pair)
+            ):
+                raise query.fail(at, "must be a [name, value] pair of non-empty strings")
+            if pair[0] == "_count":
+                raise query.fail(at, "_count is the client's (upstream_page_size), not the plan's")
+            for placeholder in _PLACEHOLDER.findall(pair[1]):
+                if placeholder not in RESOLVERS:
+                    raise query.fail(
+                        at,
+                        f"unknown resolver {{{placeholder}}} (closed list: {', '.join(sorted(RESOLVERS))})",
+                    )
+            params.append((pair[0], pair[1]))
+        queries.append(QuerySpec(resource, tuple(params), query.text("purpose", required=False) or ""))
+    return FunctionSpec(
+        name=name,
+        urn=urn,
+        aliases=section.strings("aliases"),
+        description=section.req("description"),
+        parameters=parameters,
+        queries=tuple(queries),
+        directories=frozenset(directories),
+        note=section.req("note"),
+    )
+
+
+def _load_entities(directory: Path, code_tables: Mapping[str, CodeTable]) -> dict[str, EntityTable]:
+    entities: dict[str, EntityTable] = {}
+    files = sorted((directory / ENTITIES).glob("*.yaml"))
+    if not files:
+        raise MappingTableError(ENTITIES, None, None, "no entity table (*.yaml) found")
+    for path in files:
+        table = f"{ENTITIES}/{path.name}"
+        entity = _load_entity(table, _read_yaml(directory, table), code_tables)
+        if entity.kind.name in entities:
+            raise MappingTableError(
+                table, None, "entity", f"entity {entity.kind.name!r} already mapped by another table"
+            )
+        entities[entity.kind.name] = entity
+    return entities
+
+
+def _load_entity(table: str, raw: Any, code_tables: Mapping[str, CodeTable]) -> EntityTable:
+    top = _Section(table, None, "", raw)
+    top.only("entity", "resource", "note", "rules")
+    kind_name = top.req("entity")
+    kind = ENTITY_KINDS.get(kind_name)
+    if kind is None:
+        raise top.fail("entity", f"unknown CSD entity {kind_name!r} (known: {', '.join(ENTITY_KINDS)})")
+    resource = top.req("resource")
+    if not _RESOURCE_TYPE.match(resource):
+        raise top.fail("resource", f"not a FHIR resource type: {resource!r}")
+    top.req("note")
+    raw_rules = top.data.get("rules")
+    if not isinstance(raw_rules, list) or not raw_rules:
+        raise top.fail("rules", "must be a non-empty list")
+    rules: list[Rule] = []
+    for number, raw_rule in enumerate(raw_rules):
+        rule = _load_rule(table, kind, f"rules[{number}]", raw_rule, code_tables)
+        if any(r.id == rule.id for r in rules):
+            raise MappingTableError(table, rule.id, f"rules[{number}].id", "duplicate rule id")
+        if rule.fallback and not any(r.target == rule.target for r in rules):
+            raise MappingTableError(
+                table,
+                rule.id,
+                f"rules[{number}].fallback",
+                "a fallback rule must follow a rule of the same target",
+            )
+        rules.append(rule)
+    for target in kind.targets.values():
+        if target.required and not any(r.target == target.name for r in rules):
+            raise MappingTableError(table, None, "rules", f"no rule for required CSD target {target.name!r}")
+    return EntityTable(table, kind, resource, tuple(rules))
+
+
+def _load_rule(
+    table: str, kind: EntityKind, where: str, raw: Any, code_tables: Mapping[str, CodeTable]
+) -> Rule:
+    rule_id = raw.get("id") if isinstance(raw, dict) else None
+    section = _Section(table, rule_id if isinstance(rule_id, str) else None, where, raw)
+    section.only("id", "target", "source", "transform", "codes", "extension", "fallback", "note")
+    rule_id = section.req("id")
+    if not _RULE_ID.match(rule_id):
+        raise section.fail("id", "rule ids are lower-case words joined by '-'")
+    target_name = section.req("target")
+    target = kind.targets.get(target_name)
+    if target is None:
+        raise section.fail(
+            "target", f"{target_name!r} is not a target of csd:{kind.name} (one of {', '.join(kind.targets)})"
+        )
+    source_text = section.text("source", required=False)
+    source = None
+    if source_text is not None:
+        try:
+            source = SourcePath.parse(source_text)
+        except PathSyntaxError as error:
+            raise section.fail("source", str(error)) from error
+    transform_name = section.text("transform", required=False)
+    if transform_name is None:
+        transform = TEXT
+    elif transform_name in TRANSFORMS:
+        transform = TRANSFORMS[transform_name]
+    else:
+        raise section.fail(
+            "transform", f"unknown transform {transform_name!r} (closed list: {', '.join(TRANSFORMS)})"
+        )
+    if transform.source and source is None:
+        raise section.fail("source", f"transform {transform.name!r} needs a source path")
+    if not transform.source and source is not None:
+        raise section.fail(
+            "source", f"transform {transform.name!r} reads the whole resource; remove the source"
+        )
+    extension = None
+    if target.name == "extension":
+        if transform.output not in (str, CodedType):
+            raise section.fail(
+                "transform", f"an extension holds text or a code, not {transform.output.__name__}"
+            )
+        spec = _Section(table, rule_id, f"{where}.extension", section.data.get("extension"))
+        spec.only("type", "urn", "element")
+        element = spec.req("element")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", element):
+            raise spec.fail("element", f"not an XML element name: {element!r}")
+        extension = ExtensionSpec(spec.req("type"), spec.req("urn"), element)
+    else:
+        if "extension" in section.data:
+            raise section.fail("extension", "only a rule whose target is 'extension' has an extension spec")
+        if transform.output is not target.type:
+            raise section.fail(
+                "transform",
+                f"{transform.name!r} gives {transform.output.__name__}, "
+                f"target {target.name!r} takes {target.type.__name__}",
+            )
+    codes_name = section.text("codes", required=False)
+    codes = None
+    if codes_name is not None:
+        codes = code_tables.get(codes_name)
+        if codes is None:
+            raise section.fail("codes", f"no code table {CODES}/{codes_name}.csv")
+        missing = [k for k in transform.required_keys if codes.get(k) is None]
+        if missing:
+            raise section.fail("codes", f"code table {codes_name!r} lacks rows for {', '.join(missing)}")
+    elif transform.codes:
+        raise section.fail("codes", f"transform {transform.name!r} needs a code table")
+    return Rule(
+        id=rule_id,
+        target=target.name,
+        source=source,
+        transform=transform,
+        codes=codes,
+        extension=extension,
+        fallback=section.flag("fallback"),
+        note=section.req("note"),
+    )

@@ -1,0 +1,99 @@
+"""Loading the tables: the shipped set loads; every broken table names its table, rule and path."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bridge.errors import MappingTableError, UnknownFunctionError
+from bridge.model import CsdRequest, Directory, Envelope, RequestForm, Transaction
+from bridge.paths import shipped_dir
+from bridge.translate import Mappings, load_mappings
+
+from .conftest import FIXTURES
+
+BROKEN = FIXTURES / "mappings-broken"
+CASES = sorted(p.name for p in BROKEN.iterdir() if p.is_dir())
+
+
+def overlay(tmp_path: Path, case: str) -> Path:
+    """A copy of the shipped tables with the case's broken files laid over it."""
+    target = tmp_path / "mappings"
+    shutil.copytree(shipped_dir("mappings"), target)
+    for file in (BROKEN / case).rglob("*"):
+        if file.is_file() and file.name != "expected.yaml":
+            destination = target / file.relative_to(BROKEN / case)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(file, destination)
+    return target
+
+
+def test_there_are_broken_cases() -> None:
+    assert len(CASES) >= 10
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_broken_table_error_names_table_rule_and_path(case: str, tmp_path: Path) -> None:
+    expected = yaml.safe_load((BROKEN / case / "expected.yaml").read_text(encoding="utf-8"))
+    with pytest.raises(MappingTableError) as caught:
+        load_mappings(overlay(tmp_path, case))
+    error = caught.value
+    assert (error.table, error.rule, error.path) == (expected["table"], expected["rule"], expected["path"])
+    assert expected["problem"] in error.reason
+    assert expected["table"] in str(error)
+
+
+def test_shipped_tables_load(mappings: Mappings) -> None:
+    assert set(mappings.entities) == {"organization", "service"}
+    spec = mappings.function("urn:ror:csd:stored-function:internal-organization")
+    assert spec.directories == frozenset({Directory.ORGANIZATION, Directory.SERVICE})
+    assert mappings.timezone.key == "Europe/Paris"
+
+
+def test_alias_and_unknown_urn(mappings: Mappings) -> None:
+    canonical = mappings.function("urn:ror:csd:stored-function:internal-organization")
+    assert mappings.function(" urn:ror:csd:stored-function:organisation-interne ") is canonical
+    with pytest.raises(UnknownFunctionError) as caught:
+        mappings.function("urn:ihe:iti:csd:2014:stored-function:teleport")
+    assert caught.value.urn == "urn:ihe:iti:csd:2014:stored-function:teleport"
+
+
+@pytest.mark.parametrize(
+    ("envelope", "attribute", "expected"),
+    [
+        (Envelope.SOAP12, None, True),
+        (Envelope.SOAP11, None, True),
+        (Envelope.BARE, None, False),
+        (Envelope.BARE, True, True),
+        (Envelope.SOAP12, False, False),
+    ],
+)
+def test_encapsulated_default_per_envelope(
+    mappings: Mappings, envelope: Envelope, attribute: bool | None, expected: bool
+) -> None:
+    request = CsdRequest(Transaction.CARE_SERVICES, RequestForm.FUNCTION_URN_2014, encapsulated=attribute)
+    assert mappings.encapsulated(request, envelope) is expected
+
+
+def test_missing_directory_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(MappingTableError, match="mappings directory not found"):
+        load_mappings(tmp_path / "nowhere")
+    copy = tmp_path / "m"
+    shutil.copytree(shipped_dir("mappings"), copy)
+    (copy / "identities.yaml").unlink()
+    with pytest.raises(MappingTableError) as caught:
+        load_mappings(copy)
+    assert caught.value.table == "identities.yaml"
+
+
+def test_every_rule_has_a_note_and_every_system_row_a_source(mappings: Mappings) -> None:
+    for table in mappings.entities.values():
+        for rule in table.rules:
+            assert rule.note.strip(), (table.table, rule.id)
+    for row in mappings.systems.by_url.values():
+        assert row.source
+        # only OIDs checked against the NOS sources are shipped (nomenclatures-extract)
+        assert (row.oid is None) == (row.confidence == "unknown")

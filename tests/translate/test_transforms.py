@@ -1,0 +1,259 @@
+"""Each named transform of the closed list, on hand-made FHIR values."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bridge.model import Address, AddressLine, CodedType, ContactPoint, OtherID, Record
+from bridge.translate import Mappings
+from bridge.translate.findings import Finding
+from bridge.translate.transforms import (
+    TRANSFORMS,
+    Context,
+    TransformError,
+    organization_kind,
+    parse_datetime,
+    reference_key,
+    status_from_closure,
+)
+
+PARIS = ZoneInfo("Europe/Paris")
+NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+R207 = "https://mos.esante.gouv.fr/NOS/TRE_R207-TypeOrganisationInterne/FHIR/TRE-R207-TypeOrganisationInterne"
+R66 = "https://mos.esante.gouv.fr/NOS/TRE_R66-CategorieEtablissement/FHIR/TRE-R66-CategorieEtablissement"
+CREATED = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/ror-meta-creation-date"
+
+
+def context(mappings: Mappings, codes: str | None = None, index: dict | None = None) -> Context:  # type: ignore[type-arg]
+    return Context(
+        systems=mappings.systems,
+        identities=mappings.identities,
+        index=index or {},
+        findings=mappings.findings,
+        now=NOW,
+        timezone=PARIS,
+        codes=mappings.code_tables[codes] if codes else None,
+    )
+
+
+def run(
+    mappings: Mappings,
+    name: str,
+    values: list,
+    resource: dict | None = None,
+    codes: str | None = None,  # type: ignore[type-arg]
+    index: dict | None = None,
+) -> list:  # type: ignore[type-arg]
+    return TRANSFORMS[name].func(values, resource or {}, context(mappings, codes, index))
+
+
+def test_entity_id_reports_fhir_id_fallback(mappings: Mappings) -> None:
+    assert run(mappings, "entity_id", [], {"resourceType": "Organization", "id": "7"}) == [
+        "urn:ror:fhir:Organization/7"
+    ]
+    assert mappings.findings.count(Finding.FHIR_ID_ENTITY) == 1
+
+
+def test_reference_entity_id_resolves_through_received_resources(mappings: Mappings) -> None:
+    parent = {
+        "resourceType": "Organization",
+        "id": "eg",
+        "identifier": [{"system": "urn:oid:1.2.250.1.71.4.2.2", "value": "392"}],
+    }
+    index = {"Organization/eg": parent}
+    refs = ["Organization/eg", "https://ror.example/fhir/Organization/eg/_history/3", "Organization/gone"]
+    assert run(mappings, "reference_entity_id", refs, index=index) == [
+        "urn:ror:idnatstruct:392",
+        "urn:ror:idnatstruct:392",
+        "urn:ror:fhir:Organization/gone",
+    ]
+    assert mappings.findings.count(Finding.UNRESOLVED_REFERENCE, "Organization/gone") == 1
+
+
+def test_reference_key_and_bad_references(mappings: Mappings) -> None:
+    assert reference_key("Organization/1") == "Organization/1"
+    assert reference_key("#contained") is None
+    with pytest.raises(TransformError, match="not a literal reference"):
+        run(mappings, "reference_entity_id", ["#contained"])
+
+
+def test_other_id_uses_oid_else_system_and_reports(mappings: Mappings) -> None:
+    identifiers = [
+        {"system": "urn:oid:1.2.250.1.71.4.2.2", "value": "392"},
+        {"system": "https://finess.esante.gouv.fr", "value": "920000123"},
+        {"value": "no-system"},
+        {"system": "https://oi.esante.gouv.fr"},
+    ]
+    assert run(mappings, "other_id", identifiers, {"resourceType": "Organization"}) == [
+        OtherID("392", "1.2.250.1.71.4.2.2"),
+        OtherID("920000123", "https://finess.esante.gouv.fr"),
+    ]
+    assert mappings.findings.count(Finding.IDENTIFIER_WITHOUT_OID, "https://finess.esante.gouv.fr") == 1
+    assert mappings.findings.count(Finding.IDENTIFIER_WITHOUT_SYSTEM) == 1
+
+
+def test_coded_type_writes_oid_or_reports_the_system_url(mappings: Mappings) -> None:
+    codings = [
+        {"system": R207, "code": "4", "display": "Unité élémentaire"},
+        {"coding": [{"system": R66, "code": "365"}]},
+        {"system": R207},
+    ]
+    assert run(mappings, "coded_type", codings) == [
+        CodedType("4", "1.2.250.1.213.3.3.8", "Unité élémentaire"),
+        CodedType("365", R66, None),
+    ]
+    assert mappings.findings.count(Finding.SYSTEM_WITHOUT_OID, R66) == 1
+    assert mappings.findings.count(Finding.SYSTEM_WITHOUT_OID, R207) == 0
+    with pytest.raises(TransformError, match="has no system"):
+        run(mappings, "coded_type", [{"code": "1"}])
+
+
+def test_coded_type_crosswalks_through_a_code_table(mappings: Mappings) -> None:
+    # any code table works as a crosswalk: organization-kind maps "EG" → its own scheme
+    assert run(
+        mappings,
+        "coded_type",
+        [{"system": R66, "code": "EG"}, {"system": R66, "code": "365"}],
+        codes="organization-kind",
+    ) == [
+        CodedType("EG", "urn:ror:csd:organization-kind", "Entité géographique"),
+        CodedType("365", R66, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("resource", "kind"),
+    [
+        ({"identifier": [{"system": "https://oi.esante.gouv.fr", "value": "1"}], "partOf": {}}, "OI"),
+        (
+            {
+                "identifier": [
+                    {"type": {"coding": [{"system": "…/TRE_R345-TypeIdentifiantAutre", "code": "42"}]}}
+                ]
+            },
+            "OI",
+        ),
+        (
+            {
+                "type": [{"coding": [{"system": R207, "code": "2"}]}],
+                "partOf": {"reference": "Organization/1"},
+            },
+            "OI",
+        ),
+        ({"partOf": {"reference": "Organization/1"}}, "EG"),
+        ({"type": [{"coding": [{"system": R66, "code": "365"}]}]}, "EJ"),
+    ],
+)
+def test_organization_kind(resource: dict, kind: str, mappings: Mappings) -> None:  # type: ignore[type-arg]
+    assert organization_kind(resource) == kind
+    assert run(mappings, "organization_kind", [], resource, codes="organization-kind") == [
+        CodedType(
+            kind,
+            "urn:ror:csd:organization-kind",
+            {"EJ": "Entité juridique", "EG": "Entité géographique", "OI": "Organisation interne"}[kind],
+        )
+    ]
+
+
+def test_address(mappings: Mappings) -> None:
+    value = {
+        "type": "postal",
+        "line": ["12 rue des Tilleuls", "Bât. A"],
+        "city": "BOIS-COLOMBES",
+        "postalCode": "92270",
+    }
+    assert run(mappings, "address", [value, {"use": "work"}]) == [
+        Address(
+            (
+                AddressLine("12 rue des Tilleuls", "streetAddress"),
+                AddressLine("Bât. A", "streetAddress"),
+                AddressLine("BOIS-COLOMBES", "city"),
+                AddressLine("92270", "postalCode"),
+            ),
+            "Mailing",
+        )
+    ]
+
+
+def test_contact_point_maps_system_and_reports_unknown(mappings: Mappings) -> None:
+    telecoms = [
+        {"system": "phone", "value": "01 02"},
+        {"system": "email", "value": "a@b.fr"},
+        {"system": "pager", "value": "9"},
+        {"system": "phone"},
+    ]
+    assert run(mappings, "contact_point", telecoms, codes="contact-point") == [
+        ContactPoint(CodedType("BP", "urn:ihe:iti:csd:2013:contactPoint", "01 02")),
+        ContactPoint(CodedType("EMAIL", "urn:ihe:iti:csd:2013:contactPoint", "a@b.fr")),
+    ]
+    assert mappings.findings.count(Finding.SYSTEM_WITHOUT_OID, "ContactPoint.system 'pager'") == 1
+
+
+def test_record_prefers_creation_date_and_falls_back_on_last_updated(mappings: Mappings) -> None:
+    resource = {
+        "meta": {"lastUpdated": "2024-03-01T09:00:00+01:00"},
+        "extension": [{"url": CREATED, "valueDateTime": "2020-01-15"}],
+    }
+    [record] = run(mappings, "record", [], resource)
+    assert record == Record(
+        created=datetime(2020, 1, 15, tzinfo=PARIS),
+        updated=datetime(2024, 3, 1, 9, tzinfo=timezone(timedelta(hours=1))),
+        status="Active",
+    )
+    [plain] = run(mappings, "record", [], {"meta": {"lastUpdated": "2024-03-01T08:00:00Z"}})
+    assert plain.created == plain.updated == datetime(2024, 3, 1, 8, tzinfo=UTC)
+    with pytest.raises(TransformError, match=r"meta\.lastUpdated is missing"):
+        run(mappings, "record", [], {"meta": {}})
+
+
+PERIOD = "http://hl7.org/fhir/StructureDefinition/organization-period"
+CLOSING = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/ror-organization-closing-type"
+
+
+@pytest.mark.parametrize(
+    ("resource", "status"),
+    [
+        ({}, "Active"),
+        (
+            {"extension": [{"url": PERIOD, "valuePeriod": {"start": "2019-01-01", "end": "2024-05-31"}}]},
+            "Inactive",
+        ),
+        (
+            {"extension": [{"url": PERIOD, "valuePeriod": {"start": "2019-01-01", "end": "2024-12-31"}}]},
+            "Active",
+        ),
+        ({"extension": [{"url": CLOSING, "valueCodeableConcept": {}}]}, "Inactive"),
+        ({"notAvailable": [{"id": "closingReopeningDate", "during": {"start": "2024-01-01"}}]}, "Inactive"),
+        (
+            {
+                "notAvailable": [
+                    {"id": "closingReopeningDate", "during": {"start": "2024-01-01", "end": "2024-02-01"}}
+                ]
+            },
+            "Active",
+        ),
+        ({"notAvailable": [{"id": "closingReopeningDate", "during": {"start": "2024-07-01"}}]}, "Active"),
+        ({"notAvailable": [{"id": "holidays", "during": {"start": "2024-01-01"}}]}, "Active"),
+    ],
+)
+def test_status_from_closure(resource: dict, status: str) -> None:  # type: ignore[type-arg]
+    assert status_from_closure(resource, NOW, PARIS) == status
+
+
+def test_parse_datetime_partial_and_naive_values_take_the_time_zone() -> None:
+    assert parse_datetime("2024", PARIS) == datetime(2024, 1, 1, tzinfo=PARIS)
+    assert parse_datetime("2024-05", PARIS) == datetime(2024, 5, 1, tzinfo=PARIS)
+    assert parse_datetime("2024-05-02T10:00:00", PARIS) == datetime(2024, 5, 2, 10, tzinfo=PARIS)
+    with pytest.raises(TransformError):
+        parse_datetime("yesterday", PARIS)
+
+
+def test_text_refuses_objects(mappings: Mappings) -> None:
+    from bridge.translate.transforms import TEXT
+
+    assert TEXT.func(["a", 3, False], {}, context(mappings)) == ["a", "3", "false"]
+    with pytest.raises(TransformError, match="name a transform"):
+        TEXT.func([{"a": 1}], {}, context(mappings))
