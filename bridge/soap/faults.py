@@ -78,8 +78,10 @@ _SPECS: dict[type[BaseException], FaultSpec] = {
     UnknownFunctionError: FaultSpec("Sender", "UnknownStoredFunction", _SENDER),
     InvalidParameterError: FaultSpec("Sender", "InvalidParameter", _SENDER),
     UnknownRegionError: FaultSpec("Sender", "UnknownRegion", _SENDER),
-    MustUnderstandError: FaultSpec("MustUnderstand", "HeaderNotUnderstood", _SENDER),
-    VersionMismatchError: FaultSpec("VersionMismatch", "UnsupportedEnvelope", _SENDER),
+    # SOAP 1.2 part 2 §7.5.2.2 (table 20): only env:Sender maps to 400; env:MustUnderstand and
+    # env:VersionMismatch map to 500 like env:Receiver.
+    MustUnderstandError: FaultSpec("MustUnderstand", "HeaderNotUnderstood", _RECEIVER),
+    VersionMismatchError: FaultSpec("VersionMismatch", "UnsupportedEnvelope", _RECEIVER),
     SenderError: FaultSpec("Sender", "BadRequest", _SENDER),
     UpstreamUnavailableError: FaultSpec("Receiver", "UpstreamUnavailable", _RECEIVER),
     UpstreamStatusError: FaultSpec("Receiver", "UpstreamStatus", _RECEIVER),

@@ -34,10 +34,16 @@ def to_fhir_plan(mappings: Mappings, request: CsdRequest) -> QueryPlan:
             resolved[name] = RESOLVERS[name](request.params, mappings.identities, mappings.systems)
         return resolved[name]
 
+    # A legacy regional endpoint answers with its own region's data only: the "région source" tag that
+    # every national resource carries (ror-fhir-api §3; comma = OR across the codes it covers).
+    scope: tuple[tuple[str, str], ...] = ()
+    if request.region is not None:
+        region = mappings.region(request.region)
+        scope = (("_tag", ",".join(f"{mappings.region_tag_system}|{code}" for code in region.region_codes)),)
     queries = tuple(
         FhirQuery(
             resource_type=query.resource,
-            params=tuple((name, _PLACEHOLDER.sub(fill, value)) for name, value in query.params),
+            params=tuple((name, _PLACEHOLDER.sub(fill, value)) for name, value in query.params) + scope,
             purpose=query.purpose,
         )
         for query in spec.queries

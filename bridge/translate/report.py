@@ -7,7 +7,7 @@ without OID, and what the engine has reported since start-up (codes without OID,
 from __future__ import annotations
 
 from bridge.translate.findings import Finding
-from bridge.translate.tables import FUNCTIONS, IDENTITIES, SYSTEMS, Mappings
+from bridge.translate.tables import FUNCTIONS, IDENTITIES, REGIONS, SYSTEMS, Mappings
 
 
 def coverage_report(mappings: Mappings) -> str:
@@ -35,6 +35,14 @@ def coverage_report(mappings: Mappings) -> str:
     for resource_type, names in mappings.identities.order.items():
         fallback = f"{mappings.identities.fallback_prefix}{resource_type}/<id>"
         lines.append(f"  {resource_type}: {' > '.join(names)} > {fallback}")
+    lines.append("")
+
+    lines.append(f"{REGIONS}: {len(mappings.regions)} legacy regional endpoint(s), scoped by _tag on")
+    lines.append(f"  {mappings.region_tag_system}")
+    for region in mappings.regions.values():
+        lines.append(
+            f"  /csd/{region.code}  {region.name}: {' '.join(region.region_codes)} ({region.confidence})"
+        )
     lines.append("")
 
     for table in mappings.entities.values():

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from bridge.errors import MappingTableError, UnknownFunctionError
+from bridge.errors import MappingTableError, UnknownFunctionError, UnknownRegionError
 from bridge.model import Address, CodedType, ContactPoint, CsdRequest, Directory, Envelope, OtherID, Record
 from bridge.translate.codes import CodeEntry, CodeSystem, CodeTable, Systems
 from bridge.translate.findings import Findings
@@ -28,6 +28,7 @@ from bridge.translate.transforms import TEXT, TRANSFORMS, Transform
 FUNCTIONS = "functions.yaml"
 IDENTITIES = "identities.yaml"
 SYSTEMS = "codes/systems.csv"
+REGIONS = "regions.csv"
 ENTITIES = "entities"
 CODES = "codes"
 
@@ -144,6 +145,18 @@ class FunctionSpec:
     note: str
 
 
+@dataclass(frozen=True, slots=True)
+class Region:
+    """One legacy regional ROR endpoint (`/csd/{code}`) and the TRE_R30 "région source" codes it covers."""
+
+    code: str
+    name: str
+    region_codes: tuple[str, ...]
+    confidence: str  # sourced | inferred
+    source: str
+    note: str
+
+
 @dataclass(frozen=True)
 class Mappings:
     """Every table of one `mappings/` directory, validated. Immutable except for its findings counters."""
@@ -157,6 +170,8 @@ class Mappings:
     systems: Systems
     code_tables: Mapping[str, CodeTable]
     identities: Identities
+    regions: Mapping[str, Region]  # by lower-case code
+    region_tag_system: str  # meta.tag system of the "région source" (TRE_R30)
     findings: Findings = field(default_factory=Findings, compare=False)
 
     def function(self, urn: str) -> FunctionSpec:
@@ -172,6 +187,13 @@ class Mappings:
         if request.encapsulated is not None:
             return request.encapsulated
         return self.encapsulated_defaults[envelope]
+
+    def region(self, code: str) -> Region:
+        """The legacy regional ROR a `/csd/{region}` path names (case-insensitive)."""
+        region = self.regions.get(code.strip().lower())
+        if region is None:
+            raise UnknownRegionError(code)
+        return region
 
     def entity_for(self, resource_type: str, directories: frozenset[Directory]) -> EntityTable | None:
         for table in self.entities.values():
@@ -305,8 +327,9 @@ def load_mappings(directory: Path) -> Mappings:
     systems = _load_systems(directory)
     code_tables = _load_code_tables(directory)
     identities = _load_identities(directory)
-    functions, aliases, encapsulated, timezone = _load_functions(directory)
+    functions, aliases, encapsulated, timezone, tag_system = _load_functions(directory)
     entities = _load_entities(directory, code_tables)
+    regions = _load_regions(directory)
     return Mappings(
         directory=directory,
         functions=functions,
@@ -317,6 +340,8 @@ def load_mappings(directory: Path) -> Mappings:
         systems=systems,
         code_tables=code_tables,
         identities=identities,
+        regions=regions,
+        region_tag_system=tag_system,
     )
 
 
@@ -413,11 +438,11 @@ def _load_identities(directory: Path) -> Identities:
 
 def _load_functions(
     directory: Path,
-) -> tuple[dict[str, FunctionSpec], dict[str, str], dict[Envelope, bool], ZoneInfo]:
+) -> tuple[dict[str, FunctionSpec], dict[str, str], dict[Envelope, bool], ZoneInfo, str]:
     top = _Section(FUNCTIONS, None, "", _read_yaml(directory, FUNCTIONS))
     top.only("defaults", "functions")
     defaults = _Section(FUNCTIONS, "defaults", "defaults", top.data.get("defaults"))
-    defaults.only("encapsulated", "request_timezone", "note")
+    defaults.only("encapsulated", "request_timezone", "region_tag_system", "note")
     enc = _Section(FUNCTIONS, "defaults", "defaults.encapsulated", defaults.data.get("encapsulated"))
     enc.only(*(e.value for e in Envelope))
     encapsulated: dict[Envelope, bool] = {}
@@ -430,6 +455,7 @@ def _load_functions(
         timezone = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError) as error:
         raise defaults.fail("request_timezone", f"unknown time zone {tz_name!r}") from error
+    tag_system = defaults.req("region_tag_system")
 
     raw_functions = top.data.get("functions")
     if not isinstance(raw_functions, dict) or not raw_functions:
@@ -447,7 +473,38 @@ def _load_functions(
                 functions[urn] = spec
             else:
                 aliases[urn] = spec.urn
-    return functions, aliases, encapsulated, timezone
+    return functions, aliases, encapsulated, timezone, tag_system
+
+
+def _load_regions(directory: Path) -> dict[str, Region]:
+    columns = ("code", "name", "region_codes", "confidence", "source", "note")
+    regions: dict[str, Region] = {}
+    covered: dict[str, str] = {}
+    for rule, row in _read_csv(directory, REGIONS, columns):
+        for column in ("code", "name", "region_codes", "source"):
+            if not row[column]:
+                raise MappingTableError(REGIONS, rule, column, "required")
+        code = row["code"]
+        if not re.fullmatch(r"[a-z][a-z0-9-]*", code):
+            raise MappingTableError(REGIONS, rule, "code", f"{code!r}: use a-z, 0-9 and '-'")
+        if code in regions:
+            raise MappingTableError(REGIONS, rule, "code", f"duplicate region {code!r}")
+        if row["confidence"] not in ("sourced", "inferred"):
+            raise MappingTableError(REGIONS, rule, "confidence", "must be sourced or inferred")
+        region_codes = tuple(row["region_codes"].split())
+        for region_code in region_codes:
+            if not re.fullmatch(r"[0-9]{2}", region_code):
+                raise MappingTableError(REGIONS, rule, "region_codes", f"not a TRE_R30 code: {region_code!r}")
+            if region_code in covered:
+                raise MappingTableError(
+                    REGIONS,
+                    rule,
+                    "region_codes",
+                    f"{region_code} already covered by {covered[region_code]!r}",
+                )
+            covered[region_code] = code
+        regions[code] = Region(code, row["name"], region_codes, row["confidence"], row["source"], row["note"])
+    return regions
 
 
 def _load_function(name: str, raw: Any) -> FunctionSpec:

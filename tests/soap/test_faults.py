@@ -51,9 +51,9 @@ CASES: list[tuple[BaseException, FaultSpec]] = [
     (UnknownRegionError("zz"), FaultSpec("Sender", "UnknownRegion", 400)),
     (
         MustUnderstandError("{urn:example:security}Ticket"),
-        FaultSpec("MustUnderstand", "HeaderNotUnderstood", 400),
+        FaultSpec("MustUnderstand", "HeaderNotUnderstood", 500),
     ),
-    (VersionMismatchError("urn:old"), FaultSpec("VersionMismatch", "UnsupportedEnvelope", 400)),
+    (VersionMismatchError("urn:old"), FaultSpec("VersionMismatch", "UnsupportedEnvelope", 500)),
     (SenderError("generic"), FaultSpec("Sender", "BadRequest", 400)),
     (UpstreamUnavailableError("timeout"), FaultSpec("Receiver", "UpstreamUnavailable", 500)),
     (UpstreamStatusError("bad", status=503), FaultSpec("Receiver", "UpstreamStatus", 500)),
@@ -208,7 +208,7 @@ def test_must_understand_fault_has_a_not_understood_header() -> None:
     block = _one(root, "env:Header/env:NotUnderstood", S12)
     prefix, _, local = (block.get("qname") or "").partition(":")
     assert ns.qn(block.nsmap[prefix], local) == "{urn:example:security}Ticket"
-    assert status == 400
+    assert status == 500
 
 
 def test_must_understand_fault_for_an_unqualified_header() -> None:
