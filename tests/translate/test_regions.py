@@ -70,7 +70,7 @@ def test_unknown_region_is_refused(mappings: Mappings) -> None:
     ("row", "problem"),
     [
         ("idf2,Île-de-France bis,11,sourced,test,", "already covered"),
-        ("Bad Code,X,12,sourced,test,", "lower-case"),
+        ("Bad Code,X,12,sourced,test,", "use a-z"),
         ("x,X,1,sourced,test,", "not a TRE_R30 code"),
         ("x,X,12,maybe,test,", "sourced or inferred"),
         ("idf,X,12,sourced,test,", "duplicate region"),
