@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 
 import httpx
 from fastapi import FastAPI, Request
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from bridge.config import Settings
 from bridge.csd.request import parse_request
+from bridge.errors import BridgeError
 from bridge.fhir.client import FhirClient
 from bridge.model import Envelope
 from bridge.paths import shipped_dir
@@ -31,6 +33,15 @@ from bridge.soap.wsdl import render_wsdl, schema_file
 from bridge.translate import Mappings, coverage_report, load_mappings
 
 log = logging.getLogger("bridge")
+
+
+class LogEvent(StrEnum):
+    """What the HTTP surface logs (house style: events are enum members, never free text)."""
+
+    STARTED = "bridge-started"
+    REQUEST_REFUSED = "request-refused"
+    UNEXPECTED_FAILURE = "unexpected-failure"
+
 
 # The embedded simulator is reached in-process (no socket) under this base; the host name is never
 # resolved. `/ws-diffusion-fhir` mirrors the national API's path so logs read the same.
@@ -96,7 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        log.info("bridge started", extra={"upstream": settings.upstream_url})
+        log.info("%s upstream=%s", LogEvent.STARTED, settings.upstream_url)
         yield
         await upstream.client.aclose()
 
@@ -130,9 +141,10 @@ def create_app(settings: Settings) -> FastAPI:
             response = await pipeline.run(csd_request)
             encapsulated = mappings.encapsulated(csd_request, message.envelope)
         except Exception as error:  # every failure becomes a SOAP fault, in one place
-            log.warning("request refused: %s", getattr(error, "reason", type(error).__name__))
-            if not hasattr(error, "reason"):
-                log.exception("unexpected failure")
+            if isinstance(error, BridgeError):
+                log.warning("%s %s: %s", LogEvent.REQUEST_REFUSED, type(error).__name__, error.reason)
+            else:  # a defect of the bridge: the client gets a generic reason, the log gets the traceback
+                log.exception("%s %s", LogEvent.UNEXPECTED_FAILURE, type(error).__name__)
             fault, status, fault_type = render_fault(error, envelope, addressing)
             return Response(fault, status_code=status, media_type=fault_type)
         return StreamingResponse(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from enum import StrEnum
 
 from bridge.errors import UnsupportedRequestError
 from bridge.fhir.client import FhirClient
@@ -16,6 +17,12 @@ from bridge.model import CsdRequest, CsdResponse, SearchResult, Transaction
 from bridge.translate import Mappings, from_fhir_results, to_fhir_plan
 
 log = logging.getLogger(__name__)
+
+
+class LogEvent(StrEnum):
+    """What the pipeline logs (house style: events are enum members, never free text)."""
+
+    TRANSACTION_DONE = "transaction-done"
 
 
 class Pipeline:
@@ -43,14 +50,13 @@ class Pipeline:
         results: list[SearchResult] = [task.result() for task in tasks]
         document = from_fhir_results(self.mappings, plan, results)
         log.info(
-            "transaction done",
-            extra={
-                "function": plan.function,
-                "fhir_queries": len(plan.queries),
-                "fhir_pages": sum(r.pages for r in results),
-                "organizations": len(document.organizations),
-                "services": len(document.services),
-                "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
-            },
+            "%s %s: %d FHIR queries, %d pages; %d organizations, %d services; %.1f ms",
+            LogEvent.TRANSACTION_DONE,
+            plan.function,
+            len(plan.queries),
+            sum(r.pages for r in results),
+            len(document.organizations),
+            len(document.services),
+            (time.perf_counter() - started) * 1000,
         )
         return CsdResponse(request=request, document=document)

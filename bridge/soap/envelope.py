@@ -101,10 +101,11 @@ class _GuardedWriter:
         return getattr(self._xf, name)
 
 
-def _soap_header(env_ns: str, message: SoapMessage, action: str) -> etree._Element:
+def _soap_header(env_ns: str, prefix: str, message: SoapMessage, action: str) -> etree._Element:
     """wsa:Action (mustUnderstand), MessageID, To anonymous, RelatesTo (csd-wire-format §3.2)."""
     addressing = respond_to(message.addressing, action)
-    header = etree.Element(ns.qn(env_ns, "Header"), nsmap={"wsa": ns.WSA})
+    # Same prefixes as the enclosing Envelope, so the written header reads `env:Header`, not `ns0:Header`.
+    header = etree.Element(ns.qn(env_ns, "Header"), nsmap={prefix: env_ns, "wsa": ns.WSA})
     must_understand = ns.qn(env_ns, "mustUnderstand")
     etree.SubElement(header, ns.qn(ns.WSA, "Action"), {must_understand: "1"}).text = addressing.action
     etree.SubElement(header, ns.qn(ns.WSA, "MessageID")).text = addressing.message_id
@@ -122,7 +123,7 @@ async def _write_message(xf: Any, response: CsdResponse, message: SoapMessage, *
     env_ns = ns.SOAP12 if message.envelope is Envelope.SOAP12 else ns.SOAP11
     prefix = "env" if message.envelope is Envelope.SOAP12 else "soap"
     async with xf.element(ns.qn(env_ns, "Envelope"), nsmap={prefix: env_ns, "wsa": ns.WSA, "csd": ns.CSD}):
-        await xf.write(_soap_header(env_ns, message, response_action(response.request)))
+        await xf.write(_soap_header(env_ns, prefix, message, response_action(response.request)))
         async with xf.element(ns.qn(env_ns, "Body")):
             await write_response_body(xf, response, encapsulated=encapsulated)
 

@@ -15,6 +15,7 @@ import pytest
 import zeep
 from lxml import etree
 from zeep.plugins import HistoryPlugin
+from zeep.wsa import WsAddressingPlugin
 
 from bridge import ns
 from bridge.simulator.dataset import OrgKind
@@ -199,13 +200,20 @@ def test_by_an_entity_id_the_bridge_issued(
     )
 
 
+@pytest.mark.parametrize("with_wsa_plugin", [False, True])
 def test_zeep_client_built_from_the_served_wsdl(
-    bridge: RunningBridge, our_csd_schema: etree.XMLSchema, official_csd_schema: etree.XMLSchema
+    bridge: RunningBridge,
+    our_csd_schema: etree.XMLSchema,
+    official_csd_schema: etree.XMLSchema,
+    with_wsa_plugin: bool,
 ) -> None:
+    """zeep adds WS-Addressing itself (the WSDL declares wsam:Action); its WsAddressingPlugin adds the
+    same headers a second time, which a legacy-tolerant endpoint must accept."""
     org_id = pick(bridge, OrgKind.UE)
     code = identifier(bridge.dataset.resources["Organization"][org_id], OI)
     history = HistoryPlugin()
-    client = zeep.Client(f"{bridge.csd}?wsdl", plugins=[history])
+    plugins: list[object] = [history, WsAddressingPlugin()] if with_wsa_plugin else [history]
+    client = zeep.Client(f"{bridge.csd}?wsdl", plugins=plugins)
     result = client.service.FindMatchingCareServices(
         function={
             "urn": FUNCTION,
@@ -215,7 +223,9 @@ def test_zeep_client_built_from_the_served_wsdl(
     )
     sent = history.last_sent["envelope"]
     received = history.last_received["envelope"]
-    sent_id = sent.findtext(f".//{{{ns.WSA}}}MessageID")
+    sent_ids = [e.text for e in sent.iter(f"{{{ns.WSA}}}MessageID")]
+    assert len(sent_ids) == (2 if with_wsa_plugin else 1)
+    sent_id = sent_ids[0]  # the first occurrence counts (bridge/soap/addressing.py)
     assert sent_id is not None  # zeep adds WS-Addressing because the WSDL declares wsam:Action
     assert received.findtext(f".//{{{ns.WSA}}}RelatesTo") == sent_id
     check_document(csd_of(received), our_csd_schema, official_csd_schema, expected_entities(bridge, org_id))
