@@ -122,3 +122,11 @@ def test_help_and_version(argv: list[str]) -> None:
     result = cli(*argv)
     assert result.returncode == 0
     assert "ror-bridge" in result.stdout
+
+
+def test_the_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "ror-bridge"
+    assert script.is_file(), "`pip install -e .` installs the ror-bridge console script next to python"
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0
+    assert result.stdout.startswith("ror-bridge ")
