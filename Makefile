@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck imports unit test-slow bench clean
+.PHONY: install run test lint typecheck imports unit test-slow bench clean sim-scale
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,14 @@ test: lint typecheck imports
 
 test-slow: install
 	$(BIN)/pytest -m slow
+
+# Pages/s of the national API client against the simulator (0 and 50 ms latency), as a ratio to bare httpx.
+bench: install
+	$(BIN)/python -m tests.bench.bench_paging
+
+# The ROR simulator at one million offers: start time, peak memory, request latency (README, issue 3 item 2).
+sim-scale: install
+	$(BIN)/python -m tests.simulator.scale --scale 1000000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

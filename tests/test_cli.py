@@ -109,10 +109,39 @@ def test_serve_reads_a_toml_file_and_flags_win(tmp_path: Path) -> None:
         assert bundle.json()["total"] == 10
 
 
-def test_the_simulator_runs_alone_under_the_national_path() -> None:
+def test_the_simulator_runs_alone_under_the_national_path_with_access_checks() -> None:
+    port = free_port()
+    root = f"http://127.0.0.1:{port}"
+    base = f"{root}/ws-diffusion-fhir"
+    with running("simulator", "--port", str(port), "--scale", "25", ready_url=f"{base}/metadata"):
+        refused = httpx.get(f"{base}/HealthcareService", params={"_count": "0"})
+        assert refused.status_code == 401
+        assert refused.json()["resourceType"] == "OperationOutcome"
+        token = httpx.post(
+            f"{root}/auth/realms/ror/protocol/openid-connect/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "bridge-demo",
+                "client_secret": "bridge-demo",
+            },
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"} | dict.fromkeys(
+            (
+                "Ror-Profil-Utilisateur-Code",
+                "Ror-Profil-Utilisateur-System",
+                "Ror-Role-Metier-Code",
+                "Ror-Role-Metier-System",
+            ),
+            "x",
+        )
+        bundle = httpx.get(f"{base}/HealthcareService", params={"_count": "0"}, headers=headers).json()
+        assert bundle["total"] == 25
+
+
+def test_the_simulator_open_switch_drops_the_access_checks() -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}/ws-diffusion-fhir"
-    with running("simulator", "--port", str(port), "--scale", "25", ready_url=f"{base}/metadata"):
+    with running("simulator", "--port", str(port), "--scale", "25", "--open", ready_url=f"{base}/metadata"):
         bundle = httpx.get(f"{base}/HealthcareService", params={"_count": "0"}).json()
         assert bundle["total"] == 25
 
@@ -127,6 +156,8 @@ def test_help_and_version(argv: list[str]) -> None:
 def test_the_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "ror-bridge"
     assert script.is_file(), "`pip install -e .` installs the ror-bridge console script next to python"
-    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=30, check=False)
+    result = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, timeout=30, check=False
+    )
     assert result.returncode == 0
     assert result.stdout.startswith("ror-bridge ")

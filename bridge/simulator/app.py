@@ -1,15 +1,17 @@
 """The ROR national API simulator as an ASGI app: FHIR read, search and paging over the dataset (simulator/).
 
 Served at the app's root; the caller mounts it (`/ws-diffusion-fhir` standalone, `/demo/fhir` in the bridge)
-or calls it in-process through `httpx.ASGITransport`. This cut is open: no token, no `Ror-*` headers required
-(access checks come with OAuth2 in a later issue).
+or calls it in-process through `httpx.ASGITransport`. Access checks (access.py), faults (faults.py) and
+`$export` (export.py) are wired in `create_simulator_app`; `create_simulator_server` adds the token endpoint.
 """
 
 from __future__ import annotations
 
+import ssl
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -17,6 +19,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bridge.simulator.access import (
+    AccessMiddleware,
+    CertH11Protocol,
+    TokenEndpoint,
+    TokenStore,
+    WithTokenEndpoint,
+)
 from bridge.simulator.bundle import (
     FhirResponse,
     error_response,
@@ -27,6 +36,8 @@ from bridge.simulator.bundle import (
 )
 from bridge.simulator.capability import capability_statement
 from bridge.simulator.dataset import RESOURCE_TYPES, Dataset, generate_dataset
+from bridge.simulator.export import ExportSettings, add_export_routes
+from bridge.simulator.faults import FaultInjector, FaultMiddleware, parse_faults
 from bridge.simulator.paging import Snapshot, SnapshotStore
 from bridge.simulator.search import (
     IncludeSpec,
@@ -55,6 +66,24 @@ class SimulatorConfig:
     next_link_ttl_s: float = 600
     strict: bool = True  # unknown search parameters → 400; False ignores them (HAPI lenient mode)
     max_snapshots: int = 1000  # stored searches kept for paging; the oldest is evicted beyond this
+    # Access (access.py). Open by default (in-process demo, tests); `ror-bridge simulator` turns checks on.
+    open_access: bool = True
+    clients: Mapping[str, str] = field(default_factory=lambda: {"bridge-demo": "bridge-demo"})  # id → secret
+    client_certs: Mapping[str, str] = field(default_factory=dict)  # cert SHA-256 (hex) → client_id (mTLS)
+    token_ttl_s: float = 300
+    tls_cert: str | None = None  # PEM paths; TLS is on when cert and key are set
+    tls_key: str | None = None
+    tls_ca: str | None = None  # with a CA, clients may present a certificate (RFC 8705)
+    # Faults (faults.py): the fault spec, and a fixed latency added to every FHIR request.
+    faults: str = ""
+    latency_ms: float = 0
+    # $export (export.py)
+    export_file_size: int = 1000  # resources per output file
+    export_step_delay_s: float = 0  # pause before each output file, to watch a job run
+    export_retry_after_s: int = 1  # Retry-After while a job runs
+    # Search (A1): results past this many are not served; Bundle.total still gives the real count
+    # (the ROR truncates searches at 10 000 results, ror-fhir-api.md §5 (A); simulator choice, see README).
+    max_results: int = 10_000
 
 
 class _BareRoot:
@@ -85,6 +114,20 @@ def create_simulator_app(config: SimulatorConfig, dataset: Dataset | None = None
     app.state.dataset = data
     app.state.pages = pages
     app.add_middleware(_BareRoot)
+    # A2: access checks, then faults outermost (so every FHIR request is counted by the fault selectors);
+    # the $export routes go before the generic `/{resource_type}` routes below.
+    tokens = TokenStore(config.token_ttl_s)
+    app.state.tokens = tokens
+    if not config.open_access:
+        app.add_middleware(AccessMiddleware, store=tokens)
+    injector = FaultInjector(parse_faults(config.faults), seed=config.seed, latency_ms=config.latency_ms)
+    app.state.faults = injector
+    app.add_middleware(FaultMiddleware, injector=injector, expire_token=tokens.expire)
+    app.state.exports = add_export_routes(
+        app,
+        data,
+        ExportSettings(config.export_file_size, config.export_step_delay_s, config.export_retry_after_s),
+    )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
@@ -106,8 +149,9 @@ def create_simulator_app(config: SimulatorConfig, dataset: Dataset | None = None
         snapshot: Snapshot | None,
         offset: int,
         count: int,
+        total: int,
     ) -> Response:
-        """One page of a search: matches `ids[offset:offset+count]` and their includes."""
+        """One page of a search: matches `ids[offset:offset+count]` (ids served, truncated) and includes."""
         base = fhir_base(request)
         root = paging_root(request)
         window = list(ids[offset : offset + count])
@@ -123,7 +167,7 @@ def create_simulator_app(config: SimulatorConfig, dataset: Dataset | None = None
         bundle = searchset(
             base=base,
             bundle_id=snapshot.id if snapshot is not None else str(uuid.uuid4()),
-            total=len(ids),
+            total=total,
             links=links,
             matches=page_resources(data, keys),
             includes=page_resources(data, resolve_includes(data, keys, includes)),
@@ -140,6 +184,8 @@ def create_simulator_app(config: SimulatorConfig, dataset: Dataset | None = None
                 fhir_base(request),
                 page_size_default=config.page_size_default,
                 page_size_max=config.page_size_max,
+                max_results=config.max_results,
+                strict=config.strict,
             )
         )
 
@@ -162,7 +208,8 @@ def create_simulator_app(config: SimulatorConfig, dataset: Dataset | None = None
             return error_response(410, f'Search ID "{snapshot_id}" does not exist and may have expired')
         count = page_size(int(raw_count) if raw_count is not None else snapshot.count)
         offset = int(raw_offset)
-        return page(request, snapshot.resource_type, snapshot.ids, snapshot.includes, snapshot, offset, count)
+        rtype, ids, total = snapshot.resource_type, snapshot.ids, snapshot.total
+        return page(request, rtype, ids, snapshot.includes, snapshot, offset, count, total)
 
     @app.get("/{resource_type}")
     async def search(request: Request, resource_type: str) -> Response:
@@ -172,12 +219,15 @@ def create_simulator_app(config: SimulatorConfig, dataset: Dataset | None = None
             query = parse_search(resource_type, request.query_params.multi_items(), strict=config.strict)
         except SearchError as exc:
             return error_response(400, str(exc), code=exc.code)
-        ids = evaluate(data, query)
+        matches = evaluate(data, query)
+        total = len(matches)
+        # Truncation (contract A1): only the first max_results are paged through, no next link after them.
+        ids = matches if total <= config.max_results else matches[: config.max_results]
         count = page_size(query.count)
         snapshot = None
         if count > 0 and len(ids) > count:
-            snapshot = pages.put(resource_type, tuple(ids), query.includes, count)
-        return page(request, resource_type, ids, query.includes, snapshot, 0, count)
+            snapshot = pages.put(resource_type, ids, query.includes, count, total)
+        return page(request, resource_type, ids, query.includes, snapshot, 0, count, total)
 
     @app.get("/{resource_type}/{resource_id}")
     async def read(resource_type: str, resource_id: str) -> Response:
@@ -194,13 +244,47 @@ def create_simulator_app(config: SimulatorConfig, dataset: Dataset | None = None
 
 
 def run_simulator(config: SimulatorConfig, host: str, port: int) -> None:
-    """Serve the simulator alone under `/ws-diffusion-fhir` with uvicorn (blocks until stopped).
-
-    Open access in this cut: no OAuth2 token and no `Ror-*` headers are required.
-    """
+    """Serve `create_simulator_server(config)` with uvicorn and the config's TLS (blocks until stopped)."""
     import uvicorn
 
-    uvicorn.run(mount_simulator(create_simulator_app(config)), host=host, port=port, log_level="info")
+    # Bounded shutdown: a request held by the `timeout` fault, or an idle TLS connection waiting for its
+    # close_notify, would otherwise hold Ctrl-C for minutes.
+    uvicorn.run(
+        create_simulator_server(config),
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_graceful_shutdown=5,
+        **tls_options(config),
+    )
+
+
+def create_simulator_server(config: SimulatorConfig, dataset: Dataset | None = None) -> ASGIApp:
+    """The standalone server's root: FHIR base at `/ws-diffusion-fhir`, OAuth2 token endpoint at `TOKEN_PATH`.
+
+    The token endpoint sits at the server root beside the FHIR base, as the ROR's Keycloak realm path does
+    (ror-fhir-api.md §1.1); it is served even with open access, so clients can keep their token logic.
+    """
+    simulator = create_simulator_app(config, dataset)
+    endpoint = TokenEndpoint(simulator.state.tokens, config.clients, config.client_certs)
+    return WithTokenEndpoint(mount_simulator(simulator), endpoint)
+
+
+def tls_options(config: SimulatorConfig) -> dict[str, Any]:
+    """uvicorn keyword options for the config's TLS settings (none when TLS is off).
+
+    With a CA, client certificates are optional (`CERT_OPTIONAL`) so secret-based clients still connect and a
+    missing certificate gets a readable 401 rather than a dropped handshake (engineering-notes §6.2); the
+    h11 protocol subclass hands the peer certificate to the token endpoint (engineering-notes §6.1).
+    """
+    if not (config.tls_cert and config.tls_key):
+        if config.tls_cert or config.tls_key or config.tls_ca:
+            raise ValueError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
+        return {}
+    options: dict[str, Any] = {"ssl_certfile": config.tls_cert, "ssl_keyfile": config.tls_key}
+    if config.tls_ca:
+        options.update(ssl_ca_certs=config.tls_ca, ssl_cert_reqs=ssl.CERT_OPTIONAL, http=CertH11Protocol)
+    return options
 
 
 def mount_simulator(simulator: ASGIApp, prefix: str = FHIR_MOUNT) -> ASGIApp:

@@ -1,7 +1,8 @@
 """The simulator's CapabilityStatement, generated from what the search engine supports (simulator/).
 
 Shaped like the production one (HAPI FHIR 6.4.4, ror-fhir-api.md §2.1) but listing only this simulator's
-interactions and parameters, so a client reading `/metadata` learns exactly what it may ask.
+interactions, parameters, includes and operations, so a client reading `/metadata` learns exactly what it
+may ask; the tables it reads (search.SEARCH_PARAMS, dataset.REFERENCE_PARAMS) are the ones the parser uses.
 """
 
 from __future__ import annotations
@@ -10,37 +11,51 @@ from typing import Any
 
 from bridge.simulator import codes
 from bridge.simulator.dataset import REFERENCE_PARAMS, RESOURCE_TYPES
-from bridge.simulator.search import SEARCH_PARAMS
+from bridge.simulator.search import SEARCH_PARAMS, SORT_KEYS
 
 SOFTWARE_NAME = "ror-csd-bridge ROR national API simulator"
 SOFTWARE_VERSION = "0.1.0"
+BULK_EXPORT = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
 
 
-def capability_statement(base: str, *, page_size_default: int, page_size_max: int) -> dict[str, Any]:
+def capability_statement(
+    base: str,
+    *,
+    page_size_default: int,
+    page_size_max: int,
+    max_results: int = 10_000,
+    strict: bool = True,
+) -> dict[str, Any]:
     includes = [f"{source}:{param}" for source, param in REFERENCE_PARAMS]
     resources = []
     for rtype in RESOURCE_TYPES:
-        search_params = [
-            {"name": spec.name, "type": spec.type, "documentation": spec.documentation}
-            for spec in SEARCH_PARAMS[rtype]
-        ]
+        search_params = []
+        for spec in SEARCH_PARAMS[rtype]:
+            modifiers = sorted(m for m in spec.modifiers if m)
+            doc = spec.documentation + (
+                f" Modifiers: {', '.join(':' + m for m in modifiers)}." if modifiers else ""
+            )
+            search_params.append({"name": spec.name, "type": spec.type, "documentation": doc})
         search_params += [
             {
                 "name": "_count",
                 "type": "number",
                 "documentation": f"Page size; default {page_size_default}, capped at {page_size_max}.",
             },
+            {"name": "_sort", "type": "special", "documentation": f"One of {', '.join(SORT_KEYS)}."},
         ]
         resources.append(
             {
                 "type": rtype,
                 "profile": codes.PROFILE[rtype],
                 "interaction": [{"code": "read"}, {"code": "search-type"}],
+                # Every include is accepted on every type (and with :iterate); only matching sources add.
                 "searchInclude": includes,
                 "searchRevInclude": includes,
                 "searchParam": search_params,
             }
         )
+    unknown = "answered 400 (strict mode)" if strict else "ignored (lenient mode)"
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -50,7 +65,7 @@ def capability_statement(base: str, *, page_size_default: int, page_size_max: in
         "kind": "instance",
         "software": {"name": SOFTWARE_NAME, "version": SOFTWARE_VERSION},
         "implementation": {
-            "description": "Simulator of the national ROR FHIR API (synthetic data, open access)",
+            "description": "Simulator of the national ROR FHIR API (synthetic data)",
             "url": base,
         },
         "fhirVersion": "4.0.1",
@@ -59,10 +74,13 @@ def capability_statement(base: str, *, page_size_default: int, page_size_max: in
             {
                 "mode": "server",
                 "documentation": (
-                    "Paging: HAPI-style `_getpages` next links, snapshots expire after a configured time "
-                    "(410 Gone). `_include` / `_revinclude` accept `:iterate`."
+                    "Paging: HAPI-style `_getpages` next links; snapshots expire after a configured time "
+                    f"(410 Gone). A search serves its first {max_results} matches only (no next link after "
+                    "them) while Bundle.total gives the real count. `_include` / `_revinclude` accept "
+                    f"`:iterate`. Unknown search parameters or modifiers are {unknown}."
                 ),
                 "resource": resources,
+                "operation": [{"name": "export", "definition": BULK_EXPORT}],
             }
         ],
     }

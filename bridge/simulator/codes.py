@@ -36,6 +36,13 @@ TRE_R23_MODE_EXERCICE = _tre("TRE_R23-ModeExercice")
 TRE_R343_FONCTION_LIEU = _tre("TRE_R343-FonctionLieu")
 # The IG Location example says TRE_R13-Commune; the query examples use TRE_R13-CommuneOM (ror-fhir-api.md §4).
 TRE_R13_COMMUNE = _tre("TRE_R13-CommuneOM")
+TRE_R338_MODALITE_ACCUEIL = _tre("TRE_R338-ModaliteAccueil")
+TRE_R245_SPECIALISATION = _tre("TRE_R245-SpecialisationDePriseEnCharge")
+TRE_R244_CATEGORIE_ORGANISATION = _tre("TRE_R244-CategorieOrganisation")
+TRE_R04_TYPE_SAVOIR_FAIRE = _tre("TRE_R04-TypeSavoirFaire")
+# The IG scenarios spell R330 both StatutCapacite and TypeStatutCapacite; the first (scenario 4) is kept.
+TRE_R330_STATUT_CAPACITE = _tre("TRE_R330-StatutCapacite")
+TRE_R333_TYPE_FERMETURE_CAPACITE = _tre("TRE_R333-TypeFermetureCapacite")
 TRE_G07_TYPE_IDENTIFIANT_STRUCTURE = _tre("TRE_G07-TypeIdentifiantStructure")
 TRE_R354_TYPE_IDENTIFIANT_RESSOURCE = _tre("TRE_R354-TypeIdentifiantRessourceOperationnelle")
 # The IG alias spells this one with an underscore in its last segment (aliases.fsh); kept verbatim.
@@ -73,6 +80,8 @@ EXT_PATIENT_TYPE = f"{IG_SD}/ror-healthcareservice-patient-type"
 EXT_SENSITIVE_UNIT = f"{IG_SD}/ror-healthcareservice-sensitive-unit"
 EXT_ACT_TYPE = f"{IG_SD}/ror-act-type"
 EXT_COMMUNE_COG = f"{IG_SD}/ror-commune-cog"
+EXT_TERRITORIAL_DIVISION = f"{IG_SD}/ror-territorial-division"
+EXT_SUPPORTED_CAPACITY = f"{IG_SD}/ror-location-supported-capacity"
 EXT_UNIT_EXERCISE_MODE = f"{IG_SD}/ror-practitionerrole-unit-exercise-mode"
 EXT_ORGANIZATION_PERIOD = "http://hl7.org/fhir/StructureDefinition/organization-period"
 
@@ -122,6 +131,8 @@ class Commune:
     cog: str
     name: str
     postal_code: str
+    latitude: float  # where the simulator places the commune's locations (data/README.md)
+    longitude: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +150,12 @@ class CodeLists:
     professions: CodeList
     exercise_modes: CodeList
     place_functions: CodeList
+    modalities: CodeList  # characteristic[receptionModality]
+    specialities: CodeList  # characteristic[takingCareSpeciality]
+    offer_categories: CodeList  # category (typeOffre), searched as service-category
+    expertise_types: CodeList  # PractitionerRole specialty[expertiseType]
+    capacity_statuses: CodeList  # ror-location-supported-capacity capacityStatus
+    capacity_closings: CodeList  # ror-location-supported-capacity capacityClosingType
     communes: tuple[Commune, ...]
 
 
@@ -159,7 +176,20 @@ def code_lists() -> CodeLists:
         professions=_load("tre_g15_profession_sante.csv", TRE_G15_PROFESSION_SANTE),
         exercise_modes=_load("tre_r23_mode_exercice.csv", TRE_R23_MODE_EXERCICE),
         place_functions=_load("tre_r343_fonction_lieu.csv", TRE_R343_FONCTION_LIEU),
+        modalities=_load("tre_r338_modalite_accueil.csv", TRE_R338_MODALITE_ACCUEIL),
+        specialities=_load("tre_r245_specialisation_prise_en_charge.csv", TRE_R245_SPECIALISATION),
+        offer_categories=_load("tre_r244_categorie_organisation.csv", TRE_R244_CATEGORIE_ORGANISATION),
+        expertise_types=_load("tre_r04_type_savoir_faire.csv", TRE_R04_TYPE_SAVOIR_FAIRE),
+        capacity_statuses=_load("tre_r330_statut_capacite.csv", TRE_R330_STATUT_CAPACITE),
+        capacity_closings=_load("tre_r333_type_fermeture_capacite.csv", TRE_R333_TYPE_FERMETURE_CAPACITE),
         communes=tuple(
-            Commune(row["code"], row["display"], row["postal_code"]) for row in _read("tre_r13_commune.csv")
+            Commune(
+                row["code"],
+                row["display"],
+                row["postal_code"],
+                float(row["latitude"]),
+                float(row["longitude"]),
+            )
+            for row in _read("tre_r13_commune.csv")
         ),
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bridge.simulator.search import IncludeSpec
@@ -21,7 +21,8 @@ class Snapshot:
     id: str
     created: float  # store clock, seconds
     resource_type: str
-    ids: tuple[str, ...]  # every match, in result order
+    ids: Sequence[str]  # the matches served (at most max_results), in result order
+    total: int  # every match, truncated or not (Bundle.total)
     includes: tuple[IncludeSpec, ...]  # recomputed per page for that page's matches
     count: int  # page size of the search
 
@@ -41,10 +42,23 @@ class SnapshotStore:
         return len(self._entries)
 
     def put(
-        self, resource_type: str, ids: tuple[str, ...], includes: tuple[IncludeSpec, ...], count: int
+        self,
+        resource_type: str,
+        ids: Sequence[str],
+        includes: tuple[IncludeSpec, ...],
+        count: int,
+        total: int | None = None,
     ) -> Snapshot:
         self._purge()
-        snapshot = Snapshot(str(uuid.uuid4()), self.clock(), resource_type, ids, includes, count)
+        snapshot = Snapshot(
+            str(uuid.uuid4()),
+            self.clock(),
+            resource_type,
+            ids,
+            len(ids) if total is None else total,
+            includes,
+            count,
+        )
         self._entries[snapshot.id] = snapshot
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)

@@ -1,20 +1,35 @@
-"""FHIR search evaluation over the simulator's dataset: parameter parsing, matching, _include/_revinclude.
+"""FHIR search over the simulator's dataset: parameter parsing, `_filter`, matching, `_include`/`_revinclude`.
 
-Part of simulator/. Kept apart from HTTP (app.py) and from storage (dataset.py): criteria ask the dataset's
-indexes for candidates where one exists and filter the rest with predicates.
+Part of simulator/. Kept apart from HTTP (app.py) and from storage (dataset.py): every criterion is a boolean
+mask over one type's entity arrays (numpy), so a search costs a few vector operations even at national scale.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from bridge.model import Resource
-from bridge.simulator.dataset import REFERENCE_PARAMS, RESOURCE_TYPES, Dataset, id_sort_key, references
+import numpy as np
+
+from bridge.simulator import codes
+from bridge.simulator.codes import CodeList
+from bridge.simulator.dataset import (
+    AGE_RANGES,
+    EPOCH_UTC,
+    ID_BASE,
+    REFERENCE_PARAMS,
+    RESOURCE_TYPES,
+    BoolArray,
+    Dataset,
+    IdSequence,
+    fold_text,
+    offer_name,
+)
 
 
 class SearchError(ValueError):
@@ -30,25 +45,46 @@ class ParamSpec:
     name: str
     type: str  # FHIR search parameter type, for the CapabilityStatement
     documentation: str
-    modifiers: frozenset[str] = frozenset()  # accepted modifiers ("" = none)
+    modifiers: frozenset[str] = frozenset({""})  # accepted modifiers ("" = none)
 
 
 _COMMON = (
-    ParamSpec("_id", "token", "Logical id; comma = OR.", frozenset({""})),
-    ParamSpec(
-        "identifier", "token", "`system|value`, `value`, `|value` or `system|`; comma = OR.", frozenset({""})
-    ),
-    ParamSpec("_tag", "token", "meta.tag `system|code` or `code` (TRE_R30 source region).", frozenset({""})),
+    ParamSpec("_id", "token", "Logical id; comma = OR."),
+    ParamSpec("identifier", "token", "`system|value`, `value`, `|value` or `system|`; comma = OR."),
+    ParamSpec("_tag", "token", "meta.tag `system|code` or `code` (TRE_R30 source region)."),
     ParamSpec(
         "_lastUpdated",
         "date",
         "meta.lastUpdated with prefixes eq ne gt lt ge le sa eb at any precision; repeat = AND.",
-        frozenset({""}),
     ),
+    ParamSpec("_filter", "special", "Subset: `param op value` joined by and / or / not and parentheses."),
+)
+_STRING = frozenset({"", "contains", "exact"})
+_PLACE = (
+    ParamSpec("address-postalcode", "string", "Postal code, starts-with (a department: `71`).", _STRING),
+    ParamSpec("address-city", "string", "City, starts-with, case- and accent-insensitive.", _STRING),
+    ParamSpec("commune-cog", "token", "ror-commune-cog extension, TRE_R13 commune code; comma = OR."),
+    ParamSpec("near", "special", "`latitude|longitude|distance|unit` (unit km or m; default km)."),
+    ParamSpec(
+        "near-insee-code",
+        "special",
+        "`COG|distance|unit` (TRE_R13 commune; unit km or m): distance from the commune's centre.",
+    ),
+    ParamSpec("capacity-status", "token", "ror-location-supported-capacity capacityStatus (TRE_R330)."),
+    ParamSpec("nb-capacity", "number", "ror-location-supported-capacity nbCapacity with a prefix: `gt0`."),
 )
 
-# What this cut supports, per resource type (ror-fhir-api.md §2.1 names; the CapabilityStatement lists it).
+# What the simulator supports, per resource type (ror-fhir-api.md §2.1 and §5 (D); the CapabilityStatement
+# is generated from this table, so it lists exactly what is accepted).
+_PLACE_NAMES = frozenset(p.name for p in _PLACE)
 SEARCH_PARAMS: dict[str, tuple[ParamSpec, ...]] = dict.fromkeys(RESOURCE_TYPES, _COMMON)
+SEARCH_PARAMS["Location"] = (*_COMMON, *_PLACE)
+SEARCH_PARAMS["Organization"] = (
+    *_COMMON,
+    ParamSpec(
+        "name", "string", "name or alias, starts-with; `:contains`, `:exact` (ror-fhir-api.md §2.4).", _STRING
+    ),
+)
 SEARCH_PARAMS["HealthcareService"] = (
     *_COMMON,
     ParamSpec(
@@ -58,12 +94,51 @@ SEARCH_PARAMS["HealthcareService"] = (
         "through partOf (the whole subtree of an EJ, EG or internal organisation).",
         frozenset({"", "above"}),
     ),
+    ParamSpec(
+        "organization._lastUpdated",
+        "date",
+        "meta.lastUpdated of the providing Organization; with `:above`, of it or any ancestor (partOf).",
+        frozenset({"", "above"}),
+    ),
+    ParamSpec("specialty", "token", "specialty[operationalActivity] (TRE_R211); comma = OR."),
+    ParamSpec(
+        "characteristic",
+        "token",
+        "Any characteristic slice (TRE_R213 careMode, TRE_R338 receptionModality, TRE_R245 "
+        "takingCareSpeciality, TRE_R210 specificAct); comma = OR, repeat = AND.",
+    ),
+    ParamSpec("service-category", "token", "category, typeOffre (TRE_R244); comma = OR."),
+    ParamSpec("type", "token", "type, champ d'activité (TRE_R227); comma = OR."),
+    ParamSpec(
+        "age-range-low",
+        "quantity",
+        "Patient age range low bound, years: `le35` or `le35|http://unitsofmeasure.org|a`.",
+    ),
+    ParamSpec("age-range-high", "quantity", "Patient age range high bound, years (as age-range-low)."),
+    ParamSpec("intervention-zone", "token", "zoneIntervention commune (TRE_R13); comma = OR."),
+    ParamSpec(
+        "patient-type",
+        "token",
+        "ror-healthcareservice-patient-type supportedPatientInfo (TRE_R239). The synthetic offers carry none "
+        "(no TRE_R239 code in the sources), so it matches nothing.",
+    ),
+    ParamSpec(
+        "name",
+        "string",
+        "Offer name, starts-with; `:contains`, `:exact`.",
+        frozenset({"", "contains", "exact"}),
+    ),
+    *(
+        ParamSpec(f"location.{p.name}", p.type, f"Of the offer's Location: {p.documentation}", p.modifiers)
+        for p in _PLACE
+    ),
 )
 
 # Result parameters (never filters): accepted on every type.
-RESULT_PARAMS = frozenset({"_include", "_revinclude", "_count"})
+RESULT_PARAMS = frozenset({"_include", "_revinclude", "_count", "_sort"})
 INCLUDE_MODIFIERS = frozenset({"", "iterate", "recurse"})  # `recurse` is the R3 spelling of `iterate`
 IGNORED_PARAMS = frozenset({"_format", "_pretty"})
+SORT_KEYS = ("_lastUpdated", "-_lastUpdated", "_id", "-_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +159,8 @@ class IncludeSpec:
 
 
 class Criterion(Protocol):
-    def candidates(self, dataset: Dataset, resource_type: str) -> Collection[str] | None:
-        """Matching ids from an index, or None when the criterion can only filter."""
-
-    def matches(self, resource: Resource) -> bool:
-        """Whether a resource matches (called on candidates when `candidates` gave None)."""
+    def mask(self, dataset: Dataset, resource_type: str) -> BoolArray:
+        """Which entities of `resource_type` match (one boolean per index)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +169,7 @@ class SearchRequest:
     criteria: tuple[Criterion, ...]
     includes: tuple[IncludeSpec, ...]
     count: int | None
+    sort: str | None = None  # one of SORT_KEYS; None = id order
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -140,52 +213,46 @@ def _or_values(name: str, text: str) -> list[str]:
     return values
 
 
+_fold = fold_text
+
+
 # ------------------------------------------------------------------------------------------------------
-# Criteria
+# Criteria (each a mask over one type's arrays)
+
+
+def _empty(dataset: Dataset, rtype: str) -> BoolArray:
+    return np.zeros(dataset.count(rtype), dtype=bool)
 
 
 @dataclass(frozen=True, slots=True)
 class IdCriterion:
     ids: tuple[str, ...]
 
-    def candidates(self, dataset: Dataset, resource_type: str) -> Collection[str]:
-        return [i for i in self.ids if dataset.get(resource_type, i) is not None]
+    def mask(self, dataset: Dataset, resource_type: str) -> BoolArray:
+        out = _empty(dataset, resource_type)
+        for rid in self.ids:
+            i = dataset.index_of(resource_type, rid)
+            if i is not None:
+                out[i] = True
+        return out
 
-    def matches(self, resource: Resource) -> bool:
-        return resource.get("id") in self.ids
 
-
-def _identifier_ids(
-    dataset: Dataset, resource_type: str, tokens: Sequence[tuple[str | None, str]]
-) -> set[str]:
-    found: set[str] = set()
+def _identifier_mask(dataset: Dataset, rtype: str, tokens: Sequence[tuple[str | None, str]]) -> BoolArray:
+    out = _empty(dataset, rtype)
     for system, value in tokens:
         if value == "" and system:
-            found.update(dataset.ids_by_identifier_system(resource_type, system))
+            out |= dataset.system_mask(rtype, system)
         else:
-            found.update(dataset.ids_by_identifier(resource_type, system, value))
-    return found
-
-
-def _has_identifier(resource: Resource, tokens: Sequence[tuple[str | None, str]]) -> bool:
-    for ident in resource.get("identifier", []):
-        for system, value in tokens:
-            system_ok = system is None or ident.get("system", "") == system
-            value_ok = (value == "" and bool(system)) or ident.get("value") == value
-            if system_ok and value_ok:
-                return True
-    return False
+            out[dataset.identifier_index(rtype, system, value)] = True
+    return out
 
 
 @dataclass(frozen=True, slots=True)
 class IdentifierCriterion:
     tokens: tuple[tuple[str | None, str], ...]
 
-    def candidates(self, dataset: Dataset, resource_type: str) -> Collection[str]:
-        return _identifier_ids(dataset, resource_type, self.tokens)
-
-    def matches(self, resource: Resource) -> bool:
-        return _has_identifier(resource, self.tokens)
+    def mask(self, dataset: Dataset, resource_type: str) -> BoolArray:
+        return _identifier_mask(dataset, resource_type, self.tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,44 +261,34 @@ class OrganizationIdentifierCriterion:
 
     Without `:above`: offers whose providedBy Organization has the identifier. With `:above`: offers whose
     providedBy Organization has it or has an ancestor (partOf) with it — i.e. every offer of the subtree
-    of the identified EJ, EG or internal organisation (ror-fhir-api.md §5 (C)).
+    of the identified EJ, EG or internal organisation (ror-fhir-api.md §5 (C)): a range of offer indexes.
     """
 
     tokens: tuple[tuple[str | None, str], ...]
     above: bool
 
-    def organizations(self, dataset: Dataset) -> list[str]:
-        orgs = sorted(_identifier_ids(dataset, "Organization", self.tokens), key=id_sort_key)
-        if not self.above:
-            return orgs
-        subtree: dict[str, None] = {}
-        for org in orgs:
-            subtree.update(dict.fromkeys(dataset.subtree(org)))
-        return list(subtree)
-
-    def candidates(self, dataset: Dataset, resource_type: str) -> Collection[str]:
-        found: set[str] = set()
-        for org in self.organizations(dataset):
-            found.update(dataset.referrers("HealthcareService", "organization", f"Organization/{org}"))
-        return found
-
-    def matches(self, resource: Resource) -> bool:  # pragma: no cover - candidates() always answers
-        raise NotImplementedError
+    def mask(self, dataset: Dataset, resource_type: str) -> BoolArray:
+        out = _empty(dataset, resource_type)
+        for org in np.flatnonzero(_identifier_mask(dataset, "Organization", self.tokens)).tolist():
+            hi = int(dataset.org_end[org]) if self.above else org + 1
+            lo_offer, hi_offer = dataset.offers_of_orgs(org, hi)
+            out[lo_offer:hi_offer] = True
+        return out
 
 
 @dataclass(frozen=True, slots=True)
 class TagCriterion:
     tokens: tuple[tuple[str | None, str], ...]
 
-    def candidates(self, dataset: Dataset, resource_type: str) -> None:
-        return None
-
-    def matches(self, resource: Resource) -> bool:
-        for tag in resource.get("meta", {}).get("tag", []):
-            for system, code in self.tokens:
-                if (system is None or tag.get("system", "") == system) and tag.get("code") == code:
-                    return True
-        return False
+    def mask(self, dataset: Dataset, resource_type: str) -> BoolArray:
+        regions = dataset.lists.regions
+        wanted = [
+            n
+            for n, code in enumerate(regions.codes)
+            for system, value in self.tokens
+            if (system is None or system == regions.system) and value == code.code
+        ]
+        return np.isin(dataset.derived(f"region:{resource_type}"), wanted)
 
 
 # [INFER] A date without a time zone is read in the server's zone, as HAPI does (JVM default); the
@@ -281,37 +338,312 @@ def parse_date_range(text: str) -> tuple[str, datetime, datetime]:
         raise SearchError(f"invalid date value {text!r}: {exc}") from exc
 
 
+def _date_mask(seconds: np.ndarray[Any, Any], prefix: str, start: datetime, end: datetime) -> BoolArray:
+    """FHIR R4 search §3.1.1.4.2 prefixes against instants (whole seconds after EPOCH)."""
+    lo = (start - EPOCH_UTC).total_seconds()  # EPOCH_UTC's tzinfo differs: an absolute difference
+    hi = (end - EPOCH_UTC).total_seconds()
+    if prefix == "eq":
+        return np.asarray((seconds >= lo) & (seconds < hi))
+    if prefix == "ne":
+        return np.asarray((seconds < lo) | (seconds >= hi))
+    if prefix in ("gt", "sa"):
+        return np.asarray(seconds >= hi)
+    if prefix in ("lt", "eb"):
+        return np.asarray(seconds < lo)
+    if prefix == "ge":
+        return np.asarray(seconds >= lo)
+    return np.asarray(seconds < hi)  # le
+
+
 @dataclass(frozen=True, slots=True)
 class LastUpdatedCriterion:
-    """`_lastUpdated` against the instant meta.lastUpdated (FHIR R4 search §3.1.1.4.2 prefixes)."""
+    """`_lastUpdated` against meta.lastUpdated (kept as seconds in a compact array)."""
 
     prefix: str
     start: datetime
     end: datetime
 
-    def candidates(self, dataset: Dataset, resource_type: str) -> None:
-        return None
+    def mask(self, dataset: Dataset, resource_type: str) -> BoolArray:
+        return _date_mask(dataset.updated[resource_type], self.prefix, self.start, self.end)
 
-    def matches(self, resource: Resource) -> bool:
-        value = resource.get("meta", {}).get("lastUpdated")
-        if not isinstance(value, str):
-            return False
-        instant = datetime.fromisoformat(value)
-        tests: dict[str, Callable[[], bool]] = {
-            "eq": lambda: self.start <= instant < self.end,
-            "ne": lambda: not self.start <= instant < self.end,
-            "gt": lambda: instant >= self.end,
-            "sa": lambda: instant >= self.end,
-            "lt": lambda: instant < self.start,
-            "eb": lambda: instant < self.start,
-            "ge": lambda: instant >= self.start,
-            "le": lambda: instant < self.end,
-        }
-        return tests[self.prefix]()
+
+@dataclass(frozen=True, slots=True)
+class OrganizationLastUpdatedCriterion:
+    """`organization._lastUpdated[:above]`: the provider's (or, with `:above`, any ancestor's) lastUpdated.
+
+    Backs the ANS delta query "offer or its organisation chain changed" (ror-fhir-api.md §5 (B)).
+    """
+
+    prefix: str
+    start: datetime
+    end: datetime
+    above: bool
+
+    def mask(self, dataset: Dataset, resource_type: str) -> BoolArray:
+        orgs = _date_mask(dataset.updated["Organization"], self.prefix, self.start, self.end)
+        if self.above:
+            # Parents come before children (depth-first numbering): six passes reach the deepest UE.
+            parent = dataset.org_parent
+            has_parent = parent >= 0
+            for _ in range(6):
+                orgs = orgs | (has_parent & orgs[np.where(has_parent, parent, 0)])
+        return np.asarray(orgs[dataset.offer_provider])
+
+
+def _code_indexes(code_list: CodeList, tokens: Sequence[tuple[str | None, str]]) -> list[int]:
+    return [
+        n
+        for n, code in enumerate(code_list.codes)
+        for system, value in tokens
+        if (system is None or system == code_list.system) and value == code.code
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class CodedCriterion:
+    """A token parameter over coded slices kept as code-list indexes (-1 = absent)."""
+
+    slots: tuple[tuple[str, str], ...]  # (dataset array attribute, CodeLists attribute)
+    tokens: tuple[tuple[str | None, str], ...]
+
+    def mask(self, dataset: Dataset, resource_type: str) -> BoolArray:
+        out = _empty(dataset, resource_type)
+        for array_name, list_name in self.slots:
+            wanted = _code_indexes(getattr(dataset.lists, list_name), self.tokens)
+            if wanted:
+                out |= np.isin(getattr(dataset, array_name), wanted)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class AgeCriterion:
+    """`age-range-low` / `age-range-high`: a number (years) with a prefix against the offer's ageRange."""
+
+    bound: int  # 0 = low, 1 = high
+    prefix: str
+    value: float
+
+    def mask(self, dataset: Dataset, resource_type: str) -> BoolArray:
+        table = np.array([r[self.bound] for r in AGE_RANGES], dtype=np.float64)
+        return _compare(table[dataset.offer_age], self.prefix, self.value)
+
+
+def _compare(values: np.ndarray[Any, Any], prefix: str, number: float) -> BoolArray:
+    """Number/quantity prefixes (FHIR R4 search §3.1.1.4.1; sa/eb as gt/lt on exact values)."""
+    if prefix == "eq":
+        return np.asarray(values == number)
+    if prefix == "ne":
+        return np.asarray(values != number)
+    if prefix in ("gt", "sa"):
+        return np.asarray(values > number)
+    if prefix in ("lt", "eb"):
+        return np.asarray(values < number)
+    if prefix == "ge":
+        return np.asarray(values >= number)
+    return np.asarray(values <= number)  # le
+
+
+def _number(name: str, value: str) -> tuple[str, float]:
+    match = re.fullmatch(r"(eq|ne|gt|lt|ge|le|sa|eb)?(-?\d+(?:\.\d+)?)", value)
+    if match is None:
+        raise SearchError(f"invalid {name} value {value!r} (expected [prefix]number)")
+    return match[1] or "eq", float(match[2])
+
+
+def _string_match(text: str, values: Sequence[str], mode: str) -> bool:
+    """FHIR string search: starts-with by default, `:contains`, `:exact` (R4 search §3.1.1.4.7)."""
+    if mode == "exact":
+        return text in values
+    folded = _fold(text)
+    if mode == "contains":
+        return any(_fold(v) in folded for v in values)
+    return any(folded.startswith(_fold(v)) for v in values)
+
+
+@dataclass(frozen=True, slots=True)
+class OrganizationNameCriterion:
+    """Organization `name[:contains|:exact]` over name and alias (HAPI: both), on folded byte arrays."""
+
+    values: tuple[str, ...]
+    mode: str
+
+    def mask(self, dataset: Dataset, resource_type: str) -> BoolArray:
+        out = _empty(dataset, resource_type)
+        for column in ("names", "aliases"):
+            texts = dataset.derived(f"{column}:Organization")
+            for value in self.values:
+                needle = fold_text(value).encode()
+                if self.mode == "contains":
+                    out |= np.strings.find(texts, needle) >= 0
+                elif self.mode == "exact":
+                    out |= texts == needle  # folded equality; the exact spelling is checked below
+                else:
+                    out |= np.strings.startswith(texts, needle)
+        if self.mode == "exact":
+            for i in np.flatnonzero(out).tolist():
+                spellings = [dataset.org_name(i), *dataset.org_aliases(i)]
+                out[i] = any(v in spellings for v in self.values)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class NameCriterion:
+    """Offer `name` (starts-with), `name:contains`, `name:exact`, over the names the arrays produce."""
+
+    values: tuple[str, ...]
+    mode: str  # "", "contains", "exact"
+
+    def _matches(self, name: str) -> bool:
+        return _string_match(name, self.values, self.mode)
+
+    def mask(self, dataset: Dataset, resource_type: str) -> BoolArray:
+        modes, activities = dataset.lists.care_modes.codes, dataset.lists.activities.codes
+        table = np.array(
+            [[self._matches(offer_name(m.display, a.display, a.code)) for a in activities] for m in modes]
+        ).reshape(len(modes), len(activities))
+        return np.asarray(table[dataset.offer_mode, dataset.offer_activity])
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceCriterion:
+    """Location `address-postalcode`, `commune-cog`, `near`; on HealthcareService via `location.` chaining."""
+
+    param: str
+    values: tuple[str, ...]
+    chained: bool
+    mode: str = ""  # string modifier: "", "contains", "exact"
+
+    def location_mask(self, dataset: Dataset) -> BoolArray:
+        communes = dataset.lists.communes
+        if self.param in ("address-postalcode", "address-city"):
+            # The address is the commune's (dataset.py _location): a test per commune, then a lookup.
+            wanted = [
+                n
+                for n, c in enumerate(communes)
+                if _string_match(
+                    c.postal_code if self.param == "address-postalcode" else c.name.upper(),
+                    self.values,
+                    self.mode,
+                )
+            ]
+            return np.isin(dataset.loc_commune, wanted)
+        if self.param == "commune-cog":
+            tokens = [parse_token(v) for v in self.values]
+            wanted = [
+                n
+                for n, c in enumerate(communes)
+                for system, code in tokens
+                if system in (None, codes.TRE_R13_COMMUNE) and code == c.cog
+            ]
+            return np.isin(dataset.loc_commune, wanted)
+        if self.param == "capacity-status":
+            statuses = dataset.lists.capacity_statuses
+            wanted = _code_indexes(statuses, [parse_token(v) for v in self.values])
+            return np.isin(dataset.loc_cap_status, wanted)
+        out = _empty(dataset, "Location")
+        if self.param == "nb-capacity":
+            counts = dataset.loc_cap_nb.astype(np.float64)
+            for value in self.values:
+                prefix, number = _number(self.param, value)
+                out |= (dataset.loc_cap_status >= 0) & _compare(counts, prefix, number)
+            return out
+        for value in self.values:
+            if self.param == "near-insee-code":
+                cog, km = _parse_near_insee(value)
+                commune = next((c for c in communes if c.cog == cog), None)
+                if commune is None:
+                    continue  # a commune the simulator does not know has no location near it
+                lat, lon = commune.latitude, commune.longitude
+            else:
+                lat, lon, km = _parse_near(value)
+            # Haversine distance on a 6371 km sphere.
+            phi1, phi2 = math.radians(lat), np.radians(dataset.loc_lat.astype(np.float64))
+            dphi = phi2 - phi1
+            dlmb = np.radians(dataset.loc_lon.astype(np.float64)) - math.radians(lon)
+            h = np.sin(dphi / 2) ** 2 + math.cos(phi1) * np.cos(phi2) * np.sin(dlmb / 2) ** 2
+            out |= 2 * 6371.0 * np.arcsin(np.sqrt(h)) <= km
+        return out
+
+    def mask(self, dataset: Dataset, resource_type: str) -> BoolArray:
+        locations = self.location_mask(dataset)
+        return np.asarray(locations[dataset.offer_location]) if self.chained else locations
+
+
+def _parse_near_insee(value: str) -> tuple[str, float]:
+    """`COG|distance|unit` (ror-fhir-api.md §5 (D): `location.near-insee-code=44162|15|km`)."""
+    parts = value.split("|")
+    try:
+        distance = float(parts[1]) if len(parts) > 1 and parts[1] else 1.0
+    except ValueError as exc:
+        raise SearchError(f"invalid near-insee-code value {value!r} (expected COG|distance|unit)") from exc
+    unit = parts[2] if len(parts) > 2 else "km"
+    if unit not in ("km", "m") or not re.fullmatch(r"[0-9][0-9AB][0-9]{3}", parts[0]):
+        raise SearchError(f"invalid near-insee-code value {value!r} (a 5-character COG, unit km or m)")
+    return parts[0], distance / 1000 if unit == "m" else distance
+
+
+def _parse_near(value: str) -> tuple[float, float, float]:
+    parts = value.split("|")
+    try:
+        lat, lon = float(parts[0]), float(parts[1])
+        distance = float(parts[2]) if len(parts) > 2 and parts[2] else 1.0
+    except (ValueError, IndexError) as exc:
+        raise SearchError(
+            f"invalid near value {value!r} (expected latitude|longitude|distance|unit)"
+        ) from exc
+    unit = parts[3] if len(parts) > 3 else "km"
+    if unit not in ("km", "m") or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise SearchError(f"invalid near value {value!r} (unit km or m, latitude/longitude in range)")
+    return lat, lon, distance / 1000 if unit == "m" else distance
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    inner: Criterion
+
+    def mask(self, dataset: Dataset, resource_type: str) -> BoolArray:
+        return ~self.inner.mask(dataset, resource_type)
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    parts: tuple[Criterion, ...]
+
+    def mask(self, dataset: Dataset, resource_type: str) -> BoolArray:
+        out = ~_empty(dataset, resource_type)
+        for part in self.parts:
+            out &= part.mask(dataset, resource_type)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    parts: tuple[Criterion, ...]
+
+    def mask(self, dataset: Dataset, resource_type: str) -> BoolArray:
+        out = _empty(dataset, resource_type)
+        for part in self.parts:
+            out |= part.mask(dataset, resource_type)
+        return out
 
 
 # ------------------------------------------------------------------------------------------------------
 # Parsing
+
+_CODED = {
+    "specialty": (("offer_activity", "activities"),),
+    "type": (("offer_champ", "champs"),),
+    "service-category": (("offer_category", "offer_categories"),),
+    "characteristic": (
+        ("offer_mode", "care_modes"),
+        ("offer_modality", "modalities"),
+        ("offer_speciality", "specialities"),
+        ("offer_act", "acts"),
+    ),
+}
+_QUANTITY = re.compile(
+    r"(?P<prefix>eq|ne|gt|lt|ge|le|sa|eb)?(?P<n>-?\d+(?:\.\d+)?)(?:\|(?P<sys>[^|]*)\|(?P<unit>[^|]*))?"
+)
 
 
 def supported_names(resource_type: str) -> list[str]:
@@ -338,10 +670,10 @@ def parse_search(resource_type: str, params: Sequence[tuple[str, str]], *, stric
     Repeated parameters are AND, comma-separated values OR (FHIR R4 search §3.1.1.3). Unknown parameters and
     modifiers raise SearchError in strict mode; otherwise they are ignored, like HAPI's lenient handling.
     """
-    specs = {p.name: p for p in SEARCH_PARAMS[resource_type]}
     criteria: list[Criterion] = []
     includes: list[IncludeSpec] = []
     count: int | None = None
+    sort: str | None = None
     for full_name, value in params:
         name, _, modifier = full_name.partition(":")
         if name in IGNORED_PARAMS:
@@ -354,59 +686,281 @@ def parse_search(resource_type: str, params: Sequence[tuple[str, str]], *, stric
                 raise SearchError(f"invalid _count value {value!r} (expected an integer >= 0)")
             count = int(value)
             continue
-        spec = specs.get(name)
+        if name == "_sort":
+            if modifier or value not in SORT_KEYS:
+                raise SearchError(
+                    f"unsupported _sort {value!r}; supported: {', '.join(SORT_KEYS)}", code="not-supported"
+                )
+            sort = value
+            continue
+        spec = _spec(resource_type, name, modifier, strict=strict)
         if spec is None:
-            if strict:
-                raise SearchError(
-                    f'Unknown search parameter "{full_name}" for resource type "{resource_type}". '
-                    f"Valid search parameters for this search are: {supported_names(resource_type)}",
-                    code="not-supported",
-                )
             continue
-        if modifier not in spec.modifiers:
-            if strict:
-                raise SearchError(
-                    f'Unsupported modifier ":{modifier}" on search parameter "{name}"', code="not-supported"
-                )
-            continue
-        criteria.append(_criterion(name, modifier, value))
-    return SearchRequest(resource_type, tuple(criteria), tuple(dict.fromkeys(includes)), count)
+        if name == "_filter":
+            criteria.append(parse_filter(resource_type, value))
+        else:
+            criteria.append(_criterion(resource_type, name, modifier, value))
+    return SearchRequest(resource_type, tuple(criteria), tuple(dict.fromkeys(includes)), count, sort)
 
 
-def _criterion(name: str, modifier: str, value: str) -> Criterion:
+def _spec(resource_type: str, name: str, modifier: str, *, strict: bool) -> ParamSpec | None:
+    """The parameter's spec; None (lenient) or SearchError (strict) when unknown or wrongly modified."""
+    spec = next((p for p in SEARCH_PARAMS[resource_type] if p.name == name), None)
+    if spec is None:
+        if strict:
+            full = f"{name}:{modifier}" if modifier else name
+            raise SearchError(
+                f'Unknown search parameter "{full}" for resource type "{resource_type}". '
+                f"Valid search parameters for this search are: {supported_names(resource_type)}",
+                code="not-supported",
+            )
+        return None
+    if modifier not in spec.modifiers:
+        if strict:
+            raise SearchError(
+                f'Unsupported modifier ":{modifier}" on search parameter "{name}"', code="not-supported"
+            )
+        return None
+    return spec
+
+
+def _tokens(name: str, value: str) -> tuple[tuple[str | None, str], ...]:
+    return tuple(parse_token(v) for v in _or_values(name, value))
+
+
+def _criterion(resource_type: str, name: str, modifier: str, value: str) -> Criterion:
     if name == "_id":
         return IdCriterion(tuple(_unescape(v) for v in _or_values(name, value)))
     if name == "identifier":
-        return IdentifierCriterion(tuple(parse_token(v) for v in _or_values(name, value)))
+        return IdentifierCriterion(_tokens(name, value))
     if name == "organization.identifier":
-        tokens = tuple(parse_token(v) for v in _or_values(name, value))
-        return OrganizationIdentifierCriterion(tokens, above=modifier == "above")
+        return OrganizationIdentifierCriterion(_tokens(name, value), above=modifier == "above")
     if name == "_tag":
-        return TagCriterion(tuple(parse_token(v) for v in _or_values(name, value)))
-    if name == "_lastUpdated":
+        return TagCriterion(_tokens(name, value))
+    if name in ("_lastUpdated", "organization._lastUpdated"):
         if "," in value:
-            raise SearchError("_lastUpdated takes one value per parameter (repeat it for a range)")
-        return LastUpdatedCriterion(*parse_date_range(value))
+            raise SearchError(f"{name} takes one value per parameter (repeat it for a range)")
+        prefix, start, end = parse_date_range(value)
+        if name == "_lastUpdated":
+            return LastUpdatedCriterion(prefix, start, end)
+        return OrganizationLastUpdatedCriterion(prefix, start, end, above=modifier == "above")
+    if name == "intervention-zone":
+        return _ZoneCriterion(_tokens(name, value))
+    if name in _CODED:
+        return CodedCriterion(_CODED[name], _tokens(name, value))
+    if name in ("age-range-low", "age-range-high"):
+        return AnyOf(tuple(_age(name, v) for v in _or_values(name, value)))
+    if name == "name":
+        values = tuple(_unescape(v) for v in _or_values(name, value))
+        if resource_type == "Organization":
+            return OrganizationNameCriterion(values, modifier)
+        return NameCriterion(values, modifier)
+    if name == "patient-type":
+        _tokens(name, value)  # checked, then nothing matches: the dataset has no supportedPatientInfo
+        return Not(AllOf(()))
+    place = name.removeprefix("location.")
+    if place in _PLACE_NAMES:
+        values = tuple(_unescape(v) for v in _or_values(name, value))
+        for v in values:  # refuse a bad value at parse time
+            if place == "near":
+                _parse_near(v)
+            elif place == "near-insee-code":
+                _parse_near_insee(v)
+            elif place == "nb-capacity":
+                _number(name, v)
+        return PlaceCriterion(place, values, chained=name.startswith("location."), mode=modifier)
     raise SearchError(f"unsupported search parameter {name!r}", code="not-supported")  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True)
+class _ZoneCriterion:
+    """`intervention-zone`: the ror-territorial-division commune (TRE_R13) of the offer."""
+
+    tokens: tuple[tuple[str | None, str], ...]
+
+    def mask(self, dataset: Dataset, resource_type: str) -> BoolArray:
+        wanted = [
+            n
+            for n, c in enumerate(dataset.lists.communes)
+            for system, code in self.tokens
+            if system in (None, codes.TRE_R13_COMMUNE) and code == c.cog
+        ]
+        return np.isin(dataset.offer_zone, wanted)
+
+
+def _age(name: str, value: str) -> AgeCriterion:
+    match = _QUANTITY.fullmatch(value)
+    units = (None, "a")
+    if (
+        match is None
+        or match["unit"] not in units
+        or (match["sys"] or codes.UCUM).rstrip("/").split("://")[-1] != "unitsofmeasure.org"
+    ):
+        raise SearchError(f"invalid {name} value {value!r} (expected [prefix]number[|unitsofmeasure.org|a])")
+    return AgeCriterion(0 if name == "age-range-low" else 1, match["prefix"] or "eq", float(match["n"]))
+
+
+# ------------------------------------------------------------------------------------------------------
+# _filter (FHIR R4 search_filter subset: param op value, and / or / not, parentheses)
+
+_FILTER_TOKEN = re.compile(
+    r'\s*(?:(?P<open>\()|(?P<close>\))|"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<word>[^\s()"]+))'
+)
+_FILTER_OPS = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "co", "sw", "ew"})
+
+
+@dataclass
+class _FilterParser:
+    resource_type: str
+    tokens: list[tuple[str, str]]  # (kind, text): kind in "(", ")", "q" (quoted), "w" (word)
+    pos: int = 0
+
+    def peek(self, offset: int = 0) -> tuple[str, str] | None:
+        i = self.pos + offset
+        return self.tokens[i] if i < len(self.tokens) else None
+
+    def take(self) -> tuple[str, str]:
+        token = self.peek()
+        if token is None:
+            raise SearchError("_filter ends too early")
+        self.pos += 1
+        return token
+
+    def keyword(self, word: str, offset: int = 0) -> bool:
+        token = self.peek(offset)
+        return token is not None and token[0] == "w" and token[1].lower() == word
+
+    def expr(self) -> Criterion:
+        parts = [self.term()]
+        while self.keyword("or"):
+            self.take()
+            parts.append(self.term())
+        return parts[0] if len(parts) == 1 else AnyOf(tuple(parts))
+
+    def term(self) -> Criterion:
+        parts = [self.factor()]
+        while self.keyword("and"):
+            self.take()
+            parts.append(self.factor())
+        return parts[0] if len(parts) == 1 else AllOf(tuple(parts))
+
+    def factor(self) -> Criterion:
+        if self.keyword("not"):
+            self.take()
+            return Not(self.factor())
+        kind, _ = self.peek() or ("", "")
+        if kind == "(":
+            self.take()
+            inner = self.expr()
+            closing = self.peek()
+            if closing is None or closing[0] != ")":
+                raise SearchError("_filter: unbalanced parentheses")
+            self.take()
+            return inner
+        return self.comparison()
+
+    def comparison(self) -> Criterion:
+        kind, param = self.take()
+        if kind != "w":
+            raise SearchError(f"_filter: expected a parameter name, got {param!r}")
+        kind, op = self.take()
+        if kind != "w" or op.lower() not in _FILTER_OPS:
+            raise SearchError(f"_filter: unsupported operator {op!r} after {param!r}")
+        values = [self.value()]
+        # `(location.address-postalcode eq "60000" or "76620")`: a bare value after `or` repeats the
+        # comparison (the ANS query examples, ror-fhir-api.md §5 (D)).
+        while self.keyword("or") and self.peek(1) is not None and not self._starts_comparison(1):
+            self.take()
+            values.append(self.value())
+        return (
+            AnyOf(tuple(self.leaf(param, op.lower(), v) for v in values))
+            if len(values) > 1
+            else self.leaf(param, op.lower(), values[0])
+        )
+
+    def _starts_comparison(self, offset: int) -> bool:
+        first, second = self.peek(offset), self.peek(offset + 1)
+        if first is None or first[0] != "w":
+            return first is None or first[0] != "q"  # `(` starts an expression; a quoted text is a value
+        return second is not None and second[0] == "w" and second[1].lower() in _FILTER_OPS
+
+    def value(self) -> str:
+        kind, text = self.take()
+        if kind not in ("q", "w"):
+            raise SearchError(f"_filter: expected a value, got {text!r}")
+        return re.sub(r'\\(["\\])', r"\1", text) if kind == "q" else text
+
+    def leaf(self, param: str, op: str, value: str) -> Criterion:
+        name, _, modifier = param.partition(":")
+        spec = _spec(self.resource_type, name, modifier, strict=True)
+        assert spec is not None  # strict: unknown names raise
+        if name == "_filter":
+            raise SearchError("_filter cannot nest _filter")
+        if spec.type in ("date", "quantity"):
+            if op in ("co", "sw", "ew"):
+                raise SearchError(f"_filter: operator {op} does not apply to {name}")
+            return _criterion(self.resource_type, name, modifier, op + value)
+        if spec.type == "string":
+            if op == "ew":
+                raise SearchError("_filter: operator ew is not supported")
+            modifier = {"co": "contains", "eq": "exact" if name == "name" else ""}.get(op, modifier)
+            escaped = value.replace("\\", "\\\\").replace(",", "\\,")
+            criterion = _criterion(self.resource_type, name, modifier, escaped)
+            return Not(criterion) if op == "ne" else criterion
+        if op not in ("eq", "ne"):
+            raise SearchError(f"_filter: operator {op} does not apply to {name} (token: eq, ne)")
+        escaped = value.replace("\\", "\\\\").replace(",", "\\,")
+        criterion = _criterion(self.resource_type, name, modifier, escaped)
+        return Not(criterion) if op == "ne" else criterion
+
+
+def parse_filter(resource_type: str, text: str) -> Criterion:
+    """A `_filter` expression → a criterion tree. Supported: every search parameter of the type, operators
+    eq ne gt lt ge le sa eb (dates, quantities), co sw (strings), and / or / not, parentheses."""
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    text = text.strip()
+    while pos < len(text):
+        match = _FILTER_TOKEN.match(text, pos)
+        if match is None or match.end() == pos:
+            raise SearchError(f"_filter: cannot read {text[pos:]!r}")
+        pos = match.end()
+        if match["open"]:
+            tokens.append(("(", "("))
+        elif match["close"]:
+            tokens.append((")", ")"))
+        elif match["quoted"] is not None:
+            tokens.append(("q", match["quoted"]))
+        elif match["word"]:
+            tokens.append(("w", match["word"]))
+    if not tokens:
+        raise SearchError("_filter is empty")
+    parser = _FilterParser(resource_type, tokens)
+    criterion = parser.expr()
+    if parser.peek() is not None:
+        raise SearchError(f"_filter: unexpected {parser.peek()[1]!r}")  # type: ignore[index]  # checked just above
+    return criterion
 
 
 # ------------------------------------------------------------------------------------------------------
 # Evaluation
 
 
-def evaluate(dataset: Dataset, request: SearchRequest) -> list[str]:
-    """The ids matching every criterion, in the server's stable order (numeric id order)."""
-    candidates: set[str] | None = None
-    filters: list[Criterion] = []
-    for criterion in request.criteria:
-        found = criterion.candidates(dataset, request.resource_type)
-        if found is None:
-            filters.append(criterion)
-        else:
-            candidates = set(found) if candidates is None else candidates & set(found)
-    ids = dataset.ids(request.resource_type) if candidates is None else sorted(candidates, key=id_sort_key)
-    by_id = dataset.resources.get(request.resource_type, {})
-    return [rid for rid in ids if all(f.matches(by_id[rid]) for f in filters)]
+def evaluate(dataset: Dataset, request: SearchRequest) -> Sequence[str]:
+    """Every id matching every criterion, in result order (id order, or `_sort`); never truncated.
+
+    The ids are made into strings only when read: a search matching a million offers holds 8 bytes each.
+    """
+    rtype = request.resource_type
+    mask = AllOf(request.criteria).mask(dataset, rtype) if request.criteria else None
+    indexes = np.arange(dataset.count(rtype), dtype=np.int64) if mask is None else np.flatnonzero(mask)
+    if request.sort in ("_lastUpdated", "-_lastUpdated"):
+        # The type's whole order is sorted once and cached; a search keeps its matches in that order (O(n)).
+        order = dataset.derived(f"order{request.sort}:{rtype}")
+        indexes = order if mask is None else order[mask[order]]
+    elif request.sort == "-_id":
+        indexes = indexes[::-1]
+    return IdSequence(ID_BASE[rtype], indexes)
 
 
 Key = tuple[str, str]  # (resource type, id)
@@ -435,14 +989,14 @@ def resolve_includes(dataset: Dataset, matches: Sequence[Key], specs: Sequence[I
                     for s in dataset.referrers(spec.source_type, spec.param, f"{rtype}/{rid}")
                 ]
             else:
-                resource = dataset.get(rtype, rid) if rtype == spec.source_type else None
-                if resource is None:
+                index = dataset.index_of(rtype, rid) if rtype == spec.source_type else None
+                if index is None:
                     continue
-                found = []
-                for ref in references(resource, REFERENCE_PARAMS[(spec.source_type, spec.param)]):
-                    ttype, _, tid = ref.partition("/")
-                    if (spec.target_type is None or ttype == spec.target_type) and dataset.get(ttype, tid):
-                        found.append((ttype, tid))
+                found = [
+                    (ttype, dataset.id_of(ttype, t))
+                    for ttype, t in dataset.forward(spec.source_type, spec.param, index)
+                    if spec.target_type is None or ttype == spec.target_type
+                ]
             for key in found:
                 if key not in seen:
                     seen.add(key)

@@ -16,7 +16,14 @@ from fhir.resources.R4B.practitioner import Practitioner
 from fhir.resources.R4B.practitionerrole import PractitionerRole
 
 from bridge.simulator import codes
-from bridge.simulator.dataset import Dataset, OrgKind, generate_dataset, luhn_key
+from bridge.simulator.dataset import (
+    REFERENCE_PARAMS,
+    Dataset,
+    OrgKind,
+    generate_dataset,
+    luhn_key,
+    references,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "bridge" / "simulator" / "data"
 MODELS: dict[str, Any] = {
@@ -267,3 +274,77 @@ def test_index_lookups(dataset: Dataset) -> None:
     assert subtree[0] == ej_id
     assert all(chain(dataset, oid)[-1] == ej_id for oid in subtree)
     assert all(dataset.ej_of(oid) == ej_id for oid in subtree)
+
+
+# ---- the compact, on-demand store (issue 3 item 2) -----------------------------------------------------
+
+
+def test_every_identifier_finds_its_resource_by_arithmetic(dataset: Dataset) -> None:
+    """Each identifier value, with and without its system, leads back to exactly its resource."""
+    checked = 0
+    for resource in dataset:
+        rtype, rid = resource["resourceType"], resource["id"]
+        for ident in resource.get("identifier", []):
+            assert dataset.ids_by_identifier(rtype, ident["system"], ident["value"]) == [rid]
+            assert dataset.ids_by_identifier(rtype, None, ident["value"]) == [rid]
+            checked += 1
+    assert checked > 1000
+
+
+@pytest.mark.parametrize(
+    ("rtype", "system", "value"),
+    [
+        ("Organization", codes.FINESS, "780000000"),
+        ("Organization", codes.FINESS, "not-a-number"),
+        ("Organization", codes.SIRENE, "12345678901234"),
+        ("Organization", codes.OI, "OI99999999"),
+        ("HealthcareService", codes.OFFER, "11/1"),
+        ("HealthcareService", codes.OFFER, "11/"),
+        ("Location", codes.LOCATION, "xx/12"),
+        ("Practitioner", codes.RPPS, "10000000000"),
+        ("PractitionerRole", None, "anything"),
+    ],
+)
+def test_unknown_identifiers_find_nothing(
+    dataset: Dataset, rtype: str, system: str | None, value: str
+) -> None:
+    assert dataset.ids_by_identifier(rtype, system, value) == []
+
+
+def test_reference_lookups_agree_with_the_resources(dataset: Dataset) -> None:
+    """`referrers` (searches on the arrays) finds exactly the resources whose JSON holds the reference."""
+    expected: dict[tuple[str, str, str], set[str]] = {}
+    for (source, param), element in REFERENCE_PARAMS.items():
+        for resource in dataset.resources[source].values():
+            for ref in references(resource, element):
+                expected.setdefault((source, param, ref), set()).add(resource["id"])
+    assert len(expected) > 500
+    for (source, param, ref), ids in expected.items():
+        assert set(dataset.referrers(source, param, ref)) == ids, (source, param, ref)
+    assert dataset.referrers("HealthcareService", "organization", "Organization/nope") == []
+
+
+def test_subtrees_are_index_ranges_closed_under_part_of(dataset: Dataset) -> None:
+    for oid in dataset.ids("Organization"):
+        below = {o for o in dataset.ids("Organization") if oid in [o, *dataset.ancestors(o)]}
+        assert set(dataset.subtree(oid)) == below
+
+
+def test_last_updated_spreads_over_years_with_recent_bursts(dataset: Dataset) -> None:
+    stamps = [r["meta"]["lastUpdated"] for r in dataset]
+    years = Counter(s[:4] for s in stamps)
+    assert len(years) >= 6
+    days = Counter(s[:10] for s in stamps)
+    busiest = days.most_common(6)
+    # A burst day holds far more than an average day of the seven-year spread (about 1/2555 of the total).
+    assert all(count > len(stamps) / 200 for _, count in busiest)
+    assert all(day >= "2025-08" for day, _ in busiest)
+
+
+def test_resources_are_built_on_demand_and_identical_each_time(dataset: Dataset) -> None:
+    first = dataset.resources["HealthcareService"][dataset.ids("HealthcareService")[7]]
+    again = dataset.resources["HealthcareService"][dataset.ids("HealthcareService")[7]]
+    assert first == again
+    assert first is not again  # nothing is kept: each read builds the resource anew
+    assert "Organization/1" not in dataset.resources["Organization"]
+    assert dataset.get("Organization", dataset.ids("HealthcareService")[0]) is None  # another type's id

@@ -384,14 +384,20 @@ async def test_revinclude_on_location(client: httpx.AsyncClient, dataset: Datase
 @pytest.mark.parametrize(
     ("params", "needle"),
     [
-        ({"name": "x"}, '"name"'),
+        ({"family": "x"}, '"family"'),
+        ({"name:missing": "x"}, ":missing"),
         ({"identifier:of-type": "x"}, "of-type"),
         ({"_include": "HealthcareService:specialty"}, "HealthcareService:specialty"),
         ({"_include": "*"}, "*"),
         ({"_count": "-1"}, "_count"),
         ({"_lastUpdated": "ge2022-13"}, "2022-13"),
         ({"_lastUpdated": "yesterday"}, "yesterday"),
-        ({"_sort": "_id"}, "_sort"),
+        ({"_sort": "name"}, "_sort"),
+        ({"_filter": "name eq"}, "_filter"),
+        ({"_filter": "(type eq 01"}, "parentheses"),
+        ({"_filter": "family eq x"}, '"family"'),
+        ({"age-range-low": "le35|http://unitsofmeasure.org|mo"}, "age-range-low"),
+        ({"location.near": "48.8|2.1|5|mi"}, "near"),
     ],
 )
 async def test_bad_searches_are_400(client: httpx.AsyncClient, params: dict[str, str], needle: str) -> None:
@@ -401,7 +407,7 @@ async def test_bad_searches_are_400(client: httpx.AsyncClient, params: dict[str,
 async def test_lenient_mode_ignores_unknown_parameters(dataset: Dataset) -> None:
     app = create_simulator_app(SimulatorConfig(strict=False), dataset)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as http:
-        response = await http.get("/Organization", params={"name": "x", "_count": "0"})
+        response = await http.get("/Organization", params={"family": "x", "_count": "0"})
     assert response.status_code == 200
     assert response.json()["total"] == dataset.counts()["Organization"]
 
@@ -418,3 +424,27 @@ def test_page_sizes_are_checked(dataset: Dataset) -> None:
 
 async def test_app_state_holds_the_dataset(app: FastAPI, dataset: Dataset) -> None:
     assert app.state.dataset is dataset
+
+
+async def test_metadata_lists_exactly_the_parsers_parameters(client: httpx.AsyncClient) -> None:
+    """Every listed parameter is accepted, and a name the statement does not list is refused (strict)."""
+    statement = (await client.get("/metadata")).json()
+    assert statement["rest"][0]["operation"] == [
+        {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}
+    ]
+    samples = {"token": "x", "date": "ge2020", "string": "x", "quantity": "ge1", "number": "ge1"}
+    special = {
+        "_filter": "_id eq 1",
+        "_sort": "_lastUpdated",
+        "near": "48.8|2.1|5|km",
+        "near-insee-code": "78646|5|km",
+    }
+    for resource in statement["rest"][0]["resource"]:
+        names = {p["name"] for p in resource["searchParam"]}
+        for param in resource["searchParam"]:
+            name = param["name"]
+            value = special.get(name.removeprefix("location.")) or samples.get(param["type"], "1")
+            response = await client.get(f"/{resource['type']}", params={name: value, "_count": "0"})
+            assert response.status_code == 200, (resource["type"], name, response.text)
+        unlisted = "specialty" if "specialty" not in names else "family"
+        assert (await client.get(f"/{resource['type']}", params={unlisted: "x"})).status_code == 400

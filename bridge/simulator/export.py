@@ -1,0 +1,335 @@
+"""Bulk `$export` of the ROR simulator (simulator/): kick-off, background jobs, polling, manifest, Binary.
+
+The ROR's variant of FHIR Bulk Data (ror-fhir-api.md §2.5): fhir+json Bundles per file, ndjson on request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+import tempfile
+import uuid
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from bridge.simulator.bundle import FhirResponse, error_response, fhir_base, operation_outcome
+from bridge.simulator.dataset import RESOURCE_TYPES, Dataset
+from bridge.simulator.faults import SCOPE_KEY, FaultRule
+from bridge.simulator.search import (
+    Key,
+    SearchError,
+    evaluate,
+    page_resources,
+    parse_search,
+    resolve_includes,
+)
+
+# `_outputFormat` → (file media type, ndjson?). The ROR serves application/fhir+json and application/json
+# (ror-fhir-api.md §2.5); the ndjson forms are the simulator's extra, on request (issue 3 item 6).
+OUTPUT_FORMATS: dict[str, tuple[str, bool]] = {
+    "application/fhir+json": ("application/fhir+json", False),
+    "application/json": ("application/fhir+json", False),
+    "application/fhir+ndjson": ("application/fhir+ndjson", True),
+    "application/ndjson": ("application/fhir+ndjson", True),
+    "ndjson": ("application/fhir+ndjson", True),
+}
+KICKOFF_PARAMS = frozenset({"_type", "_typeFilter", "_since", "_outputFormat", "includeAssociatedData"})
+COMPLETE_EXTRACT = "_myCompleteExtract"  # RorIncludeAssociatedDataCodeSystem (ror-fhir-api.md §2.5)
+
+# The "offre complète" around each exported HealthcareService: its organisation and the partOf chain, its
+# locations, the practitioner roles pointing at it and their practitioners. [INFER] from the code-system text
+# "inclure toutes les ressources liées à la ressource identifiée dans _type" (ror-fhir-api.md §2.5).
+_COMPLETE_PARAMS: tuple[tuple[str, str], ...] = (
+    ("_include", "HealthcareService:organization"),
+    ("_include:iterate", "Organization:partof"),
+    ("_include", "HealthcareService:location"),
+    ("_revinclude", "PractitionerRole:service"),
+    ("_include", "PractitionerRole:practitioner"),
+)
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    file_size: int = 1000  # resources per output file ("un par tranche de résultats")
+    step_delay_s: float = 0.0  # pause before each file is written, to watch a job run
+    retry_after_s: int = 1  # Retry-After of a poll while the job runs
+
+
+@dataclass
+class ExportJob:
+    id: str
+    request_url: str
+    base: str
+    transaction_time: str
+    types: tuple[str, ...]
+    filters: dict[str, list[list[tuple[str, str]]]]  # type → each _typeFilter's search params
+    since: str | None
+    ndjson: bool
+    media_type: str
+    fail_on_demand: bool
+    status: str = "running"  # running | complete | failed
+    progress: str = "0%"
+    error: str | None = None
+    output: list[tuple[str, str, int]] = field(default_factory=list)  # (type, binary id, resource count)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(frozen=True)
+class _Binary:
+    job_id: str
+    path: Path
+    media_type: str
+
+
+class ExportStore:
+    """Export jobs and their output files (in a temporary directory, removed with the store)."""
+
+    def __init__(self, dataset: Dataset, settings: ExportSettings) -> None:
+        if settings.file_size < 1:
+            raise ValueError("export file size must be >= 1")
+        self.dataset = dataset
+        self.settings = settings
+        self.jobs: dict[str, ExportJob] = {}
+        self.binaries: dict[str, _Binary] = {}
+        self._directory: Path | None = None
+
+    @property
+    def directory(self) -> Path:
+        """Created on first use; removed when the store is collected or the process exits."""
+        if self._directory is None:
+            self._directory = Path(tempfile.mkdtemp(prefix="ror-simulator-export-"))
+            weakref.finalize(self, shutil.rmtree, self._directory, ignore_errors=True)
+        return self._directory
+
+    def start(self, job: ExportJob) -> None:
+        self.jobs[job.id] = job
+        job.task = asyncio.create_task(self._run(job), name=f"export-{job.id}")
+
+    def delete(self, job_id: str) -> bool:
+        job = self.jobs.pop(job_id, None)
+        if job is None:
+            return False
+        if job.task is not None and not job.task.done():
+            job.task.cancel()
+        self._remove_files(job)
+        return True
+
+    def _remove_files(self, job: ExportJob) -> None:
+        for binary_id in [b for b, binary in self.binaries.items() if binary.job_id == job.id]:
+            with contextlib.suppress(FileNotFoundError):
+                self.binaries.pop(binary_id).path.unlink()
+        job.output.clear()
+
+    async def _run(self, job: ExportJob) -> None:
+        try:
+            await self._export(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any failure becomes the job's error, reported by the poll
+            self.fail(job, f"export failed: {exc}")
+
+    def fail(self, job: ExportJob, message: str) -> None:
+        """End a job as failed: its files go, its poll answers an OperationOutcome error."""
+        self._remove_files(job)
+        job.status = "failed"
+        job.error = message
+
+    async def _export(self, job: ExportJob) -> None:
+        data = self.dataset
+        size = self.settings.file_size
+        complete = parse_search("HealthcareService", _COMPLETE_PARAMS, strict=True).includes
+        primaries = {rtype: self._matches(job, rtype) for rtype in job.types}
+        total = sum(len(ids) for ids in primaries.values()) or 1
+        seen: set[Key] = {(rtype, rid) for rtype, ids in primaries.items() for rid in ids}
+        associated: dict[str, list[str]] = {rtype: [] for rtype in RESOURCE_TYPES}
+        done = 0
+        for rtype, ids in primaries.items():
+            for start in range(0, len(ids), size):
+                keys = [(rtype, rid) for rid in ids[start : start + size]]
+                if rtype == "HealthcareService":
+                    for key in resolve_includes(data, keys, complete):
+                        if key not in seen:
+                            seen.add(key)
+                            associated[key[0]].append(key[1])
+                await self._write(job, rtype, keys)
+                done += len(keys)
+                job.progress = f"{done * 100 // total}%"
+                if job.fail_on_demand:
+                    # export(fail): the job dies after its first file, as a real job failing mid-way would.
+                    self.fail(job, "simulated fault: the export job failed")
+                    return
+        for rtype, ids in associated.items():
+            for start in range(0, len(ids), size):
+                await self._write(job, rtype, [(rtype, rid) for rid in ids[start : start + size]])
+        job.progress = "100%"
+        job.status = "complete"
+
+    def _matches(self, job: ExportJob, rtype: str) -> list[str]:
+        """Every id of `rtype` matching any of its `_typeFilter`s (or all) and `_since`, in result order."""
+        since = [("_lastUpdated", f"gt{job.since}")] if job.since else []
+        filters = job.filters.get(rtype) or [[]]
+        found: dict[str, None] = {}
+        for params in filters:
+            request = parse_search(rtype, [*params, *since], strict=True)
+            found.update(dict.fromkeys(evaluate(self.dataset, request)))
+        return list(found)
+
+    async def _write(self, job: ExportJob, rtype: str, keys: Sequence[Key]) -> None:
+        if self.settings.step_delay_s > 0:
+            await asyncio.sleep(self.settings.step_delay_s)
+        else:
+            await asyncio.sleep(0)  # let the server answer polls between files
+        resources = page_resources(self.dataset, keys)
+        binary_id = uuid.uuid4().hex
+        path = self.directory / f"{binary_id}.{'ndjson' if job.ndjson else 'json'}"
+        if job.ndjson:
+            content = b"".join(orjson.dumps(r) + b"\n" for r in resources)
+        else:
+            bundle = {
+                "resourceType": "Bundle",
+                "id": binary_id,
+                "type": "collection",
+                "entry": [
+                    {"fullUrl": f"{job.base}/{r['resourceType']}/{r['id']}", "resource": r} for r in resources
+                ],
+            }
+            content = orjson.dumps(bundle)
+        path.write_bytes(content)
+        self.binaries[binary_id] = _Binary(job.id, path, job.media_type)
+        job.output.append((rtype, binary_id, len(resources)))
+
+
+_FILTER_SPLIT = re.compile(r",(?=[A-Z][A-Za-z]*\?)")
+
+
+def _plus(text: str) -> str:
+    """Undo form decoding's `+` → space in values sent unencoded (`fhir+json`, `+02:00`)."""
+    return text.replace(" ", "+")
+
+
+def _kickoff_job(request: Request) -> ExportJob:
+    """The job a kick-off request asks for; raises SearchError (→ 400 OperationOutcome) when it is wrong."""
+    params = request.query_params
+    for name in params:
+        if name not in KICKOFF_PARAMS:
+            raise SearchError(f"unsupported $export parameter {name!r}", code="not-supported")
+    fmt = _plus(params.get("_outputFormat", "application/fhir+json").strip())
+    if fmt not in OUTPUT_FORMATS:
+        raise SearchError(f"unsupported _outputFormat {fmt!r}; supported: {', '.join(OUTPUT_FORMATS)}")
+    associated = params.get("includeAssociatedData", COMPLETE_EXTRACT)
+    if associated != COMPLETE_EXTRACT:
+        raise SearchError(f"unsupported includeAssociatedData {associated!r}; supported: {COMPLETE_EXTRACT}")
+    types = tuple(t for value in params.getlist("_type") for t in value.split(",") if t) or RESOURCE_TYPES
+    for rtype in types:
+        if rtype not in RESOURCE_TYPES:
+            raise SearchError(f"unsupported _type {rtype!r}; supported: {', '.join(RESOURCE_TYPES)}")
+    filters: dict[str, list[list[tuple[str, str]]]] = {}
+    for value in params.getlist("_typeFilter"):
+        for text in _FILTER_SPLIT.split(value):
+            rtype, sep, query = text.partition("?")
+            if not sep or rtype not in types:
+                raise SearchError(f"_typeFilter {text!r} must be Type?query with a Type from _type")
+            search = parse_qsl(query, keep_blank_values=True)
+            parse_search(rtype, search, strict=True)  # refuse a bad filter at kick-off, not in the job
+            filters.setdefault(rtype, []).append(search)
+    since = params.get("_since")
+    if since is not None:
+        since = _plus(since.strip())
+        parse_search(types[0], [("_lastUpdated", f"gt{since}")], strict=True)
+    rules: tuple[FaultRule, ...] = request.scope.get(SCOPE_KEY, ())
+    media_type, ndjson = OUTPUT_FORMATS[fmt]
+    return ExportJob(
+        id=str(uuid.uuid4()),
+        request_url=str(request.url),
+        base=fhir_base(request),
+        transaction_time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        types=types,
+        filters=filters,
+        since=since,
+        ndjson=ndjson,
+        media_type=media_type,
+        fail_on_demand=any(r.kind == "export" for r in rules),
+    )
+
+
+def add_export_routes(app: FastAPI, dataset: Dataset, settings: ExportSettings) -> ExportStore:
+    """Register `$export`, `$export-poll-status` and `Binary/{id}` on the simulator app.
+
+    Call it before the generic `/{resource_type}` routes, which would otherwise catch these paths.
+    """
+    store = ExportStore(dataset, settings)
+
+    @app.get("/$export")
+    async def export_kickoff(request: Request) -> Response:
+        try:
+            job = _kickoff_job(request)
+        except SearchError as exc:
+            return error_response(400, str(exc), code=exc.code)
+        store.start(job)
+        poll = f"{job.base}/$export-poll-status?_jobId={job.id}"
+        response = FhirResponse(
+            operation_outcome(f"export job {job.id} accepted", code="informational", severity="information"),
+            status_code=202,
+        )
+        response.headers["Content-Location"] = poll
+        return response
+
+    @app.get("/$export-poll-status")
+    async def export_poll(request: Request) -> Response:
+        job = store.jobs.get(request.query_params.get("_jobId", ""))
+        if job is None:
+            return error_response(404, "unknown or deleted export job", code="not-found")
+        rules: tuple[FaultRule, ...] = request.scope.get(SCOPE_KEY, ())
+        if job.status == "running" and any(r.kind == "export" for r in rules):
+            job.fail_on_demand = True
+            if job.task is not None:
+                job.task.cancel()
+            store.fail(job, "simulated fault: the export job failed")
+        if job.status == "running":
+            response = Response(status_code=202)
+            response.headers["Retry-After"] = str(settings.retry_after_s)
+            response.headers["X-Progress"] = job.progress
+            return response
+        if job.status == "failed":
+            return error_response(500, job.error or "export failed", code="exception")
+        return FhirResponse(_manifest(job))
+
+    @app.delete("/$export-poll-status")
+    async def export_delete(request: Request) -> Response:
+        if not store.delete(request.query_params.get("_jobId", "")):
+            return error_response(404, "unknown or deleted export job", code="not-found")
+        return Response(status_code=202)
+
+    @app.get("/Binary/{binary_id}")
+    async def binary(binary_id: str) -> Response:
+        found = store.binaries.get(binary_id)
+        if found is None or not found.path.is_file():
+            return error_response(404, f"Resource Binary/{binary_id} is not known", code="not-found")
+        return FileResponse(found.path, media_type=found.media_type)
+
+    return store
+
+
+def _manifest(job: ExportJob) -> dict[str, Any]:
+    return {
+        "transactionTime": job.transaction_time,
+        "request": job.request_url,
+        "requiresAccessToken": True,
+        "output": [
+            {"type": rtype, "url": f"{job.base}/Binary/{binary_id}", "count": count}
+            for rtype, binary_id, count in job.output
+        ],
+        "error": [],
+    }
