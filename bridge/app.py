@@ -13,14 +13,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import httpx
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from bridge.config import Settings
 from bridge.csd.request import parse_request
-from bridge.errors import BridgeError
+from bridge.csd.writer import document_to_bytes
+from bridge.errors import BridgeError, ConfigurationError
 from bridge.fhir.client import FhirClient
-from bridge.model import Envelope
+from bridge.model import Directory, Envelope, FhirQuery, QueryPlan, Resource, SearchResult
 from bridge.paths import shipped_dir
 from bridge.pipeline import Pipeline
 from bridge.simulator.app import SimulatorConfig, create_simulator_app
@@ -30,7 +32,7 @@ from bridge.soap.envelope import content_type_for, response_action, stream_respo
 from bridge.soap.faults import render_fault
 from bridge.soap.parser import guess_envelope, parse_message, read_body
 from bridge.soap.wsdl import render_wsdl, schema_file
-from bridge.translate import Mappings, coverage_report, load_mappings
+from bridge.translate import Mappings, coverage_report, from_fhir_results, load_mappings
 
 log = logging.getLogger("bridge")
 
@@ -70,18 +72,57 @@ def check_mappings(settings: Settings) -> str:
 
 
 def build_upstream(settings: Settings) -> Upstream:
+    # Imported here: this function is the only place that turns upstream settings into client parts.
+    from bridge.fhir.auth import build_ssl_context
+    from bridge.fhir.client import Credentials
+    from bridge.fhir.resilience import CircuitBreaker, RetryPolicy
+    from bridge.fhir.validation import SampledValidator
+
     headers = {
         "Ror-Profil-Utilisateur-Code": settings.ror_profile_code,
         "Ror-Profil-Utilisateur-System": settings.ror_profile_system,
         "Ror-Role-Metier-Code": settings.ror_role_code,
         "Ror-Role-Metier-System": settings.ror_role_system,
     }
+    validator = None
+    if settings.upstream_validation_rate > 0:
+        validator = SampledValidator(settings.upstream_validation_rate)
+    options = {
+        "headers": headers,
+        "page_size": settings.upstream_page_size,
+        "timeout_s": settings.upstream_timeout_s,
+        "connect_timeout_s": settings.upstream_connect_timeout_s,
+        "retry": RetryPolicy(
+            max_attempts=settings.upstream_max_attempts,
+            backoff_base_s=settings.upstream_backoff_base_s,
+            backoff_max_s=settings.upstream_backoff_max_s,
+        ),
+        "breaker": CircuitBreaker(settings.upstream_breaker_failures, settings.upstream_breaker_reset_s),
+        "deadline_s": settings.upstream_deadline_s,
+        "export_deadline_s": settings.upstream_export_deadline_s,
+        "concurrency": settings.upstream_concurrency,
+        "max_results": settings.upstream_max_results,
+        "validator": validator,
+    }
     if not settings.is_demo:
+        credentials = None
+        if settings.upstream_token_url is not None:
+            if settings.upstream_client_id is None:
+                raise ConfigurationError("upstream_token_url is set but upstream_client_id is not")
+            secret = settings.upstream_client_secret
+            credentials = Credentials(
+                settings.upstream_token_url,
+                settings.upstream_client_id,
+                secret.get_secret_value() if secret is not None else None,
+            )
+        context = build_ssl_context(
+            settings.upstream_ca_bundle, settings.upstream_client_cert, settings.upstream_client_key
+        )
         client = FhirClient(
             settings.upstream_url,
-            headers=headers,
-            page_size=settings.upstream_page_size,
-            timeout_s=settings.upstream_timeout_s,
+            verify=context if context is not None else True,
+            credentials=credentials,
+            **options,  # type: ignore[arg-type]  # the keyword values are typed by FhirClient itself
         )
         return Upstream(client=client)
     dataset = generate_dataset(settings.demo_scale, settings.demo_seed)
@@ -89,13 +130,7 @@ def build_upstream(settings: Settings) -> Upstream:
         SimulatorConfig(scale=settings.demo_scale, seed=settings.demo_seed), dataset
     )
     transport = httpx.ASGITransport(app=simulator, root_path="/ws-diffusion-fhir")
-    client = FhirClient(
-        DEMO_BASE_URL,
-        headers=headers,
-        page_size=settings.upstream_page_size,
-        timeout_s=settings.upstream_timeout_s,
-        transport=transport,
-    )
+    client = FhirClient(DEMO_BASE_URL, transport=transport, **options)  # type: ignore[arg-type]  # as above
     return Upstream(client=client, simulator=simulator, dataset=dataset)
 
 
@@ -203,3 +238,49 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"status": "ready", "upstream": "reachable", "mappings": "loaded"})
 
     return app
+
+
+@dataclass(frozen=True, slots=True)
+class Translation:
+    """What `ror-bridge translate` produced: the CSD document and what the user should know about it."""
+
+    document: bytes  # a whole `csd:CSD` document, UTF-8, with the XML declaration
+    entities: int  # records written, all directories together
+    notes: tuple[str, ...]  # e.g. a searchset page whose `next` link was not followed (offline)
+
+
+TRANSLATABLE_BUNDLES = ("searchset", "collection")
+
+
+def translate_bundle(settings: Settings, bundle: bytes) -> Translation:
+    """`ror-bridge translate`: one FHIR searchset or collection Bundle → one CSD document, offline.
+
+    Every resource of the Bundle (matches and includes alike) whose type maps into a CSD directory becomes a
+    record, through this deployment's mapping tables; references resolve inside the Bundle only.
+    ValueError says why a file is not a Bundle that can be translated.
+    """
+    try:
+        data = orjson.loads(bundle)
+    except orjson.JSONDecodeError as error:
+        raise ValueError(f"not JSON: {error}") from None
+    if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
+        raise ValueError("not a FHIR Bundle (resourceType must be Bundle)")
+    if data.get("type") not in TRANSLATABLE_BUNDLES:
+        raise ValueError(f"Bundle type {data.get('type')!r} is not one of {', '.join(TRANSLATABLE_BUNDLES)}")
+    resources: list[Resource] = []
+    for number, entry in enumerate(data.get("entry") or ()):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or not resource.get("resourceType") or not resource.get("id"):
+            raise ValueError(f"entry {number} has no resource with resourceType and id")
+        resources.append(resource)
+    notes = []
+    if any(isinstance(link, dict) and link.get("relation") == "next" for link in data.get("link") or ()):
+        notes.append("the Bundle has a next link: only this page was translated (offline, nothing fetched)")
+    query = FhirQuery("Bundle", (), purpose="ror-bridge translate")
+    plan = QueryPlan(function="ror-bridge translate", queries=(query,), directories=frozenset(Directory))
+    document = from_fhir_results(mappings_from(settings), plan, [SearchResult(query, matches=resources)])
+    count = sum(
+        len(records)
+        for records in (document.organizations, document.services, document.facilities, document.providers)
+    )
+    return Translation(document_to_bytes(document), count, tuple(notes))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -54,6 +54,54 @@ class Settings(BaseSettings):
     )
     ror_role_code: str = Field("AUTOMATE", description="`Ror-Role-Metier-Code` header (given by ANS)")
     ror_role_system: str = Field("1.2.250.1.213.1.1.4.6", description="`Ror-Role-Metier-System` header")
+    # --- upstream access and resilience (issue 4; ror-fhir-api.md §1.2)
+    upstream_token_url: str | None = Field(
+        None,
+        description="OAuth2 token endpoint (…/protocol/openid-connect/token); unset = no token",
+    )
+    upstream_client_id: str | None = Field(None, description="OAuth2 client_id given by the ROR team")
+    upstream_client_secret: SecretStr | None = Field(
+        None, description="OAuth2 client secret (profile 0); unset with a client certificate (profiles 1–4)"
+    )
+    upstream_client_cert: Path | None = Field(
+        None, description="PEM client certificate (IGC-Santé ORG/AUTH_CLI) for mutual TLS"
+    )
+    upstream_client_key: Path | None = Field(None, description="PEM private key of the client certificate")
+    upstream_ca_bundle: Path | None = Field(
+        None, description="PEM CA bundle trusted for the upstream (default: the system store)"
+    )
+    upstream_connect_timeout_s: float = Field(
+        5.0, gt=0, description="timeout to open an upstream connection, s"
+    )
+    upstream_max_attempts: int = Field(4, ge=1, description="tries of one idempotent upstream GET")
+    upstream_backoff_base_s: float = Field(
+        0.2, ge=0, description="first retry wait ceiling, seconds (doubled per attempt, full jitter)"
+    )
+    upstream_backoff_max_s: float = Field(10.0, ge=0, description="largest retry wait ceiling, seconds")
+    upstream_deadline_s: float = Field(
+        120.0, gt=0, description="overall time allowed for one upstream search, all pages and retries, s"
+    )
+    upstream_export_deadline_s: float = Field(
+        3600.0, gt=0, description="overall time allowed for one $export, s"
+    )
+    upstream_breaker_failures: int = Field(
+        5, ge=1, description="consecutive upstream failures that open the circuit breaker"
+    )
+    upstream_breaker_reset_s: float = Field(
+        30.0, gt=0, description="seconds the breaker stays open before one probe request"
+    )
+    upstream_concurrency: int = Field(
+        4, ge=1, description="upstream requests in flight at once (partitions fetched concurrently)"
+    )
+    upstream_max_results: int = Field(
+        10_000, ge=1, description="result cap of one national search; a search reaching it is split"
+    )
+    upstream_validation_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of upstream resources validated against FHIR R4B (counted, never rejected)",
+    )
 
     # --- embedded demo simulator (upstream_url = demo)
     demo_scale: int = Field(300, ge=1, description="number of offers in the demo dataset")

@@ -1,4 +1,4 @@
-"""The national ROR FHIR API client: one base URL, the four `Ror-*` headers, complete paging, typed errors.
+"""The national ROR FHIR API client: auth, the four `Ror-*` headers, resilient complete paging, partitions.
 
 Outbound edge (`bridge/fhir/`). Resources stay plain JSON (orjson) on the hot path. Every failure is an
 `UpstreamError` subclass from `bridge.errors`, never an httpx or web-framework exception.
@@ -6,8 +6,15 @@ Outbound edge (`bridge/fhir/`). Resources stay plain JSON (orjson) on the hot pa
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import logging
-from collections.abc import Mapping
+import random
+import ssl
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
@@ -17,10 +24,16 @@ import orjson
 
 from bridge.errors import (
     IncompleteResultError,
+    UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamUnavailableError,
 )
+from bridge.fhir.auth import TokenProvider
+from bridge.fhir.export import ExportRequest, ExportStats, run_export
+from bridge.fhir.outcome import outcome_text, retry_after_s
+from bridge.fhir.resilience import RETRYABLE_STATUSES, CircuitBreaker, Deadline, RetryPolicy
+from bridge.fhir.validation import SampledValidator
 from bridge.model import FhirQuery, Resource, SearchResult
 
 log = logging.getLogger(__name__)
@@ -29,6 +42,56 @@ FHIR_JSON = "application/fhir+json"
 # Safety net against a server that pages forever: 10 000 results (the national API's cap) at the
 # smallest sensible page size. A walk that needs more pages is a protocol error, never a silent stop.
 MAX_PAGES = 10_000
+# "Les résultats de cette requête seront tronqués à 10 000 résultats" (ror-fhir-api.md §2.4).
+MAX_RESULTS = 10_000
+# How many times one walk may start again after an expired cursor or a paging loop.
+MAX_RESUMES = 3
+# `_lastUpdated` windows: below EPOCH and beyond "tomorrow" are open-ended windows of their own, so a split
+# covers the whole time axis; a window narrower than MIN_WINDOW is not split further.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MIN_WINDOW = timedelta(milliseconds=1)
+# Pages buffered per partition when partitions are streamed: memory is bounded by concurrency × this.
+PAGES_PER_PARTITION = 1
+
+
+class LogEvent(StrEnum):
+    """What the client logs (house style: events are enum members, never free text)."""
+
+    DUPLICATE_DROPPED = "upstream-duplicate-dropped"
+    CURSOR_RESUMED = "upstream-cursor-resumed"
+    OFFSET_PAGING = "upstream-offset-paging"
+    TRUNCATION_SPLIT = "upstream-truncation-split"
+    RETRY = "upstream-retry"
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """OAuth2 client credentials (ror-fhir-api.md §1.2); `client_secret` is None with mTLS (profiles 1–4)."""
+
+    token_url: str
+    client_id: str
+    client_secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(slots=True)
+class Page:
+    """One searchset page: its new matches and includes (already-received entries removed)."""
+
+    url: str
+    matches: list[Resource]
+    includes: list[Resource]
+    total: int | None
+
+
+Window = tuple[datetime | None, datetime | None]  # [start, end) of meta.lastUpdated; None = open
+
+
+class _TruncatedError(Exception):
+    """A walk hit the national API's result cap: the caller splits the query."""
+
+    def __init__(self, total: int | None) -> None:
+        super().__init__(f"truncated (total {total})")
+        self.total = total
 
 
 class FhirClient:
@@ -41,16 +104,55 @@ class FhirClient:
         headers: Mapping[str, str],
         page_size: int = 200,
         timeout_s: float = 30.0,
+        connect_timeout_s: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
+        credentials: Credentials | None = None,
+        retry: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        deadline_s: float = 120.0,
+        concurrency: int = 4,
+        max_results: int = MAX_RESULTS,
+        validator: SampledValidator | None = None,
+        export_deadline_s: float = 3600.0,
+        seed: int | None = None,
     ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
         self.base_url = base_url.rstrip("/")
         self.page_size = page_size
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s if connect_timeout_s is not None else timeout_s
+        self.deadline_s = deadline_s
+        self.export_deadline_s = export_deadline_s
+        self.concurrency = concurrency
+        self.max_results = max_results
+        self.retry = retry or RetryPolicy()
+        self.breaker = breaker or CircuitBreaker()
+        self.validator = validator
+        self._headers = {"Accept": FHIR_JSON, **headers}
+        self._rng = random.Random(seed)  # noqa: S311  # backoff jitter, not security
+        # One pool for the FHIR calls and the token endpoint, kept alive between transactions.
         self._http = httpx.AsyncClient(
-            headers={"Accept": FHIR_JSON, **headers},
-            timeout=httpx.Timeout(timeout_s),
+            timeout=httpx.Timeout(timeout_s, connect=self.connect_timeout_s),
             transport=transport,
+            verify=verify,
             follow_redirects=False,
+            limits=httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2),
         )
+        self.tokens: TokenProvider | None = None
+        if credentials is not None:
+            self.tokens = TokenProvider(
+                credentials.token_url,
+                credentials.client_id,
+                client_secret=credentials.client_secret,
+                http=self._http,
+            )
+        # Bounds the HTTP exchanges in flight, whatever the number of partitions being walked.
+        self._slots = asyncio.Semaphore(concurrency)
+
+    def __repr__(self) -> str:
+        return f"FhirClient({self.base_url!r})"
 
     async def __aenter__(self) -> FhirClient:
         return self
@@ -66,6 +168,18 @@ class FhirClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The connection pool (streamed downloads of `$export` files use it directly)."""
+        return self._http
+
+    def with_headers(self, overrides: Mapping[str, str]) -> FhirClient:
+        """The same client (pool, token, breaker) sending other `Ror-*` values, e.g. one legacy client's
+        own access profile (ror-fhir-api.md §1.3–1.4)."""
+        clone = copy.copy(self)
+        clone._headers = {**self._headers, **overrides}
+        return clone
+
     def url_for(self, query: FhirQuery) -> str:
         """The first-page URL of a query (`_count` added unless the query sets it)."""
         params = list(query.params)
@@ -73,87 +187,414 @@ class FhirClient:
             params.append(("_count", str(self.page_size)))
         return f"{self.base_url}/{query.resource_type}?{urlencode(params, safe=':|,/')}"
 
+    def new_deadline(self) -> Deadline:
+        return Deadline(self.deadline_s)
+
     async def read(self, resource_type: str, resource_id: str) -> Resource:
         """`GET [base]/{type}/{id}`."""
         url = f"{self.base_url}/{resource_type}/{resource_id}"
-        body = await self._get_json(url)
+        _, body = await self.get_json(url, self.new_deadline())
         if body.get("resourceType") != resource_type:
             raise UpstreamProtocolError(f"expected a {resource_type}", request=url)
         return body
 
     async def capabilities(self) -> Resource:
         """`GET [base]/metadata`: used by readiness checks."""
-        return await self._get_json(f"{self.base_url}/metadata")
+        _, body = await self.get_json(f"{self.base_url}/metadata", self.new_deadline())
+        return body
+
+    # ------------------------------------------------------------------------------------------------
+    # Searches
 
     async def search(self, query: FhirQuery) -> SearchResult:
-        """Run a search and follow every `next` link; the result is complete or an error says why not."""
+        """Run a search to completion; the result is complete or a typed error says what is missing."""
         result = SearchResult(query=query)
-        seen_urls: set[str] = set()
         match_keys: set[str] = set()
-        include_keys: set[str] = set()
-        url: str | None = self.url_for(query)
-        while url is not None:
-            if url in seen_urls:
-                raise UpstreamProtocolError("paging loops: next link to a page already read", request=url)
-            if result.pages >= MAX_PAGES:
-                raise UpstreamProtocolError(f"more than {MAX_PAGES} pages", request=url)
-            seen_urls.add(url)
-            bundle = await self._get_json(url)
-            if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "searchset":
-                raise UpstreamProtocolError("expected a searchset Bundle", request=url)
+        async for page in self.iter_pages(query):
             result.pages += 1
-            if result.total is None and isinstance(bundle.get("total"), int):
-                result.total = bundle["total"]
-            for entry in bundle.get("entry") or ():
-                resource = entry.get("resource") if isinstance(entry, dict) else None
-                if not isinstance(resource, dict) or "resourceType" not in resource or "id" not in resource:
-                    raise UpstreamProtocolError("a Bundle entry lacks resource type or id", request=url)
-                key = f"{resource['resourceType']}/{resource['id']}"
-                mode = (entry.get("search") or {}).get("mode", "match")
-                if mode == "include":
-                    # Includes repeat from page to page (each page includes for its own matches).
-                    if key not in include_keys and key not in match_keys:
-                        include_keys.add(key)
-                        result.includes.append(resource)
-                elif key in match_keys:
-                    # A server that repeats a match across pages would make counts lie: keep one copy.
-                    log.warning("duplicate match %s dropped (request %s)", key, url)
-                else:
-                    match_keys.add(key)
-                    result.matches.append(resource)
-            url = _next_link(bundle)
-        if result.total is not None and result.total != len(result.matches):
-            raise IncompleteResultError(
-                f"the server announced {result.total} results but {len(result.matches)} were received",
-                request=self.url_for(query),
-            )
+            result.matches.extend(page.matches)
+            result.includes.extend(page.includes)
+            match_keys.update(_key(r) for r in page.matches)
+        # Every walk checked its own `Bundle.total` against what it received (a split search has one total
+        # per window), so the verified total is the number of matches.
+        result.total = len(result.matches)
         # An include that later turned out to be a match is kept once, as a match.
-        result.includes = [r for r in result.includes if f"{r['resourceType']}/{r['id']}" not in match_keys]
+        result.includes = [r for r in result.includes if _key(r) not in match_keys]
         return result
 
-    async def _get_json(self, url: str) -> dict[str, Any]:
+    async def iter_pages(self, query: FhirQuery, *, deadline: Deadline | None = None) -> AsyncIterator[Page]:
+        """Every page of a search, each match and include once, in a deterministic order.
+
+        A search over the result cap is split into `_lastUpdated` windows (issue 4 §3); the keys already
+        handed out are remembered so a re-walk never repeats an entry.
+        """
+        deadline = deadline or self.new_deadline()
+        seen_matches: set[str] = set()
+        seen_includes: set[str] = set()
+        async for page in self._pages(query, (None, None), deadline):
+            matches = [r for r in page.matches if _key(r) not in seen_matches]
+            seen_matches.update(_key(r) for r in matches)
+            includes = [r for r in page.includes if _key(r) not in seen_includes]
+            seen_includes.update(_key(r) for r in includes)
+            if self.validator is not None:
+                for resource in (*matches, *includes):
+                    self.validator.submit(resource)
+            yield Page(page.url, matches, includes, page.total)
+
+    async def iter_partitioned(
+        self, queries: Sequence[FhirQuery], *, deadline: Deadline | None = None
+    ) -> AsyncIterator[tuple[int, Page]]:
+        """Pages of several searches (partitions), fetched concurrently, yielded in query order.
+
+        At most `concurrency` partitions are walked at once and each buffers at most one page, so memory
+        is bounded by the pages in flight, not by the size of the answer.
+        """
+        deadline = deadline or self.new_deadline()
+        producers = [(lambda q=q: self.iter_pages(q, deadline=deadline)) for q in queries]
+        async for index, page in self._ordered(producers):
+            yield index, page
+
+    async def search_partitioned(self, queries: Sequence[FhirQuery]) -> list[SearchResult]:
+        """The complete result of each query, fetched with bounded concurrency (e.g. one per region tag)."""
+        results = [SearchResult(query=q) for q in queries]
+        async for index, page in self.iter_partitioned(queries):
+            result = results[index]
+            result.pages += 1
+            result.matches.extend(page.matches)
+            result.includes.extend(page.includes)
+        for result in results:
+            result.total = len(result.matches)
+            match_keys = {_key(r) for r in result.matches}
+            result.includes = [r for r in result.includes if _key(r) not in match_keys]
+        return results
+
+    async def _pages(self, query: FhirQuery, window: Window, deadline: Deadline) -> AsyncIterator[Page]:
+        """The pages of `query` restricted to `window`; split into sub-windows when truncated."""
         try:
-            response = await self._http.get(url)
-        except httpx.TimeoutException as exc:
-            raise UpstreamUnavailableError(f"timeout ({type(exc).__name__})", request=url) from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamUnavailableError(f"connection failed ({type(exc).__name__})", request=url) from exc
-        if response.status_code >= 400:
-            raise UpstreamStatusError(
-                "the national API refused the request",
-                request=url,
-                status=response.status_code,
-                outcome=_outcome_text(response.content),
+            async for page in self._walk(_windowed(query, window), deadline):
+                yield page
+            return
+        except _TruncatedError as truncated:
+            parts = _split(window)
+            if not parts:
+                raise IncompleteResultError(
+                    f"more than {self.max_results} results share {_describe(window)}: the query cannot be "
+                    "split further by _lastUpdated",
+                    request=self.url_for(_windowed(query, window)),
+                ) from None
+            log.info(
+                "%s %s total=%s into %d windows",
+                LogEvent.TRUNCATION_SPLIT,
+                query.resource_type,
+                truncated.total,
+                len(parts),
             )
-        if response.status_code != 200:
-            raise UpstreamProtocolError(f"unexpected HTTP {response.status_code}", request=url)
+        producers = [(lambda part=part: self._pages(query, part, deadline)) for part in parts]
+        async for _, page in self._ordered(producers):
+            yield page
+
+    async def _walk(self, query: FhirQuery, deadline: Deadline) -> AsyncIterator[Page]:
+        """One search, every page: next links, `_offset` fallback, resumes; raises _TruncatedError."""
+        first_url = self.url_for(query)
+        url = first_url
+        seen_urls: set[str] = set()
+        seen: set[str] = set()  # matches received by this walk
+        total: int | None = None
+        resumes = 0
+        pages = 0
+        offset_mode = False
+        offset_refused = False
+
+        def resume(reason: str, at: str) -> str:
+            nonlocal resumes
+            resumes += 1
+            if resumes > MAX_RESUMES:
+                raise UpstreamProtocolError(f"{reason}, {MAX_RESUMES} resumes did not help", request=at)
+            # The search is run again from its first page: entries are keyed by type/id, so what was
+            # already received is skipped and nothing is lost or repeated (issue 4 §3).
+            log.info(
+                "%s %s after %d matches (%s)", LogEvent.CURSOR_RESUMED, query.resource_type, len(seen), reason
+            )
+            seen_urls.clear()
+            return first_url
+
+        while True:
+            if url in seen_urls:
+                url = resume("paging loops: next link to a page already read", url)
+                continue
+            if pages >= MAX_PAGES:
+                raise UpstreamProtocolError(f"more than {MAX_PAGES} pages", request=url)
+            seen_urls.add(url)
+            try:
+                _, bundle = await self.get_json(url, deadline)
+            except UpstreamStatusError as error:
+                # An expired HAPI search snapshot answers 410 Gone (engineering-notes §1.2).
+                if error.status == 410 and url != first_url:
+                    url = resume("the paging cursor expired", url)
+                    continue
+                if offset_mode and error.status in (400, 404, 422) and not offset_refused:
+                    # A server without `_offset` (the ROR documents none): run the search again instead.
+                    offset_refused = True
+                    url = resume("the server refused _offset paging", url)
+                    continue
+                raise
+            if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "searchset":
+                raise UpstreamProtocolError("expected a searchset Bundle", request=url)
+            pages += 1
+            if isinstance(bundle.get("total"), int):
+                total = bundle["total"]
+                if total >= self.max_results:
+                    raise _TruncatedError(total)
+            matches, includes = _entries(bundle, url)
+            fresh = [r for r in matches if _key(r) not in seen]
+            if len(fresh) < len(matches):
+                log.info("%s %d on %s", LogEvent.DUPLICATE_DROPPED, len(matches) - len(fresh), url)
+            seen.update(_key(r) for r in fresh)
+            if fresh or includes:
+                yield Page(url, fresh, includes, total)
+            next_url = _next_link(bundle)
+            if next_url is not None:
+                url = next_url
+                continue
+            if total is not None and len(seen) < min(total, self.max_results):
+                if offset_mode and not fresh:
+                    break  # the server ignores _offset or has no more: the check below says what is missing
+                if offset_refused:
+                    url = resume("a page lacks its next link and _offset is refused", url)
+                    continue
+                # A total but no next link: page with _count/_offset from what was received (issue 4 §3).
+                offset_mode = True
+                log.info("%s %s from %d", LogEvent.OFFSET_PAGING, query.resource_type, len(seen))
+                url = self.url_for(
+                    FhirQuery(query.resource_type, (*query.params, ("_offset", str(len(seen)))))
+                )
+                continue
+            break
+        if len(seen) >= self.max_results:
+            raise _TruncatedError(total)  # exactly the cap received: possibly truncated (A1 contract)
+        if total is not None and total != len(seen):
+            raise IncompleteResultError(
+                f"the server announced {total} results but {len(seen)} were received "
+                f"({abs(total - len(seen))} {'missing' if total > len(seen) else 'unexpected'})",
+                request=first_url,
+            )
+
+    async def _ordered(
+        self, producers: Sequence[Callable[[], AsyncIterator[Page]]]
+    ) -> AsyncIterator[tuple[int, Page]]:
+        """Runs producers `concurrency` at a time, each into a small queue; yields in producer order."""
+        done = object()
+        queues: list[asyncio.Queue[Any]] = [asyncio.Queue(PAGES_PER_PARTITION) for _ in producers]
+        tasks: dict[int, asyncio.Task[None]] = {}
+
+        async def produce(index: int) -> None:
+            queue = queues[index]
+            try:
+                async for page in producers[index]():
+                    await queue.put(page)
+            except Exception as error:  # handed to the consumer, which raises it in order
+                await queue.put(error)
+                return
+            await queue.put(done)
+
+        def start_up_to(limit: int) -> None:
+            for index in range(min(limit, len(producers))):
+                if index not in tasks:
+                    tasks[index] = asyncio.create_task(produce(index))
+
         try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamProtocolError("the answer is not valid JSON", request=url) from exc
+            for index in range(len(producers)):
+                start_up_to(index + self.concurrency)
+                while True:
+                    item = await queues[index].get()
+                    if item is done:
+                        break
+                    if isinstance(item, Exception):
+                        raise item
+                    yield index, item
+        finally:
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+    def export(
+        self,
+        request: ExportRequest | None = None,
+        *,
+        poll_interval_s: float = 1.0,
+        stats: ExportStats | None = None,
+    ) -> AsyncIterator[Resource]:
+        """Bulk `$export` (ror-fhir-api.md §2.5): every resource of every output file, streamed; the job is
+        deleted at the end. Iterate under `contextlib.aclosing` so an abandoned export is cleaned up too."""
+        return run_export(
+            self,
+            request or ExportRequest(),
+            deadline=Deadline(self.export_deadline_s),
+            poll_interval_s=poll_interval_s,
+            stats=stats,
+        )
+
+    # ------------------------------------------------------------------------------------------------
+    # One exchange: auth, retries, breaker, deadline
+
+    async def auth_headers(self) -> dict[str, str]:
+        """The `Ror-*` headers and, with credentials, a valid bearer token."""
+        headers = dict(self._headers)
+        if self.tokens is not None:
+            headers["Authorization"] = f"Bearer {await self.tokens.token()}"
+        return headers
+
+    async def get_json(self, url: str, deadline: Deadline) -> tuple[httpx.Response, dict[str, Any]]:
+        """GET a JSON object, retried per the policy; raises a typed UpstreamError."""
+        response, body = await self.send("GET", url, deadline, parse_json=True)
         if not isinstance(body, dict):
             raise UpstreamProtocolError("the answer is not a JSON object", request=url)
-        return body
+        return response, body
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        deadline: Deadline,
+        *,
+        extra_headers: Mapping[str, str] | None = None,
+        parse_json: bool = False,
+    ) -> tuple[httpx.Response, Any]:
+        """One idempotent request with auth, retries, backoff, the breaker and the deadline.
+
+        Returns any response below 400 and, with `parse_json`, its body parsed once with orjson (a body
+        that does not parse is a transfer cut short: retried). Raises the typed error of the last failure
+        otherwise. A 401 gets one token refresh and one retry.
+        """
+        attempt = 0
+        refreshed = False
+        while True:
+            attempt += 1
+            left = deadline.check(url)
+            self.breaker.before_call(url)
+            try:
+                headers = await self.auth_headers()
+            except UpstreamError as error:
+                # The token endpoint is down or busy: retried like the FHIR call it serves. A refusal of
+                # the credentials themselves (4xx) is final.
+                if error.status is not None and error.status not in RETRYABLE_STATUSES:
+                    raise
+                await self.pause_before_retry(attempt, error, None, deadline)
+                continue
+            if extra_headers:
+                headers.update(extra_headers)
+            timeout = httpx.Timeout(min(self.timeout_s, left), connect=min(self.connect_timeout_s, left))
+            wait: float | None = None
+            outage = True
+            try:
+                async with self._slots:
+                    response = await self._http.request(method, url, headers=headers, timeout=timeout)
+            except httpx.TimeoutException as exc:
+                failure: UpstreamError = UpstreamUnavailableError(
+                    f"timeout ({type(exc).__name__})", request=url
+                )
+            except httpx.HTTPError as exc:
+                failure = UpstreamUnavailableError(f"connection failed ({type(exc).__name__})", request=url)
+            else:
+                status = response.status_code
+                if status == 401 and self.tokens is not None and not refreshed:
+                    self.breaker.record_success()  # the server answered: not an outage
+                    refreshed = True
+                    attempt -= 1  # the retry after a refresh is not a backoff attempt
+                    self.tokens.invalidate(headers["Authorization"].removeprefix("Bearer "))
+                    continue
+                if status not in RETRYABLE_STATUSES and status >= 400:
+                    self.breaker.record_success()
+                    raise UpstreamStatusError(
+                        "the national API refused the request",
+                        request=f"{method} {url}" if method != "GET" else url,
+                        status=status,
+                        outcome=outcome_text(response.content),
+                    )
+                if status < 400:
+                    self.breaker.record_success()
+                    if not parse_json:
+                        return response, None
+                    try:
+                        return response, orjson.loads(response.content)
+                    except orjson.JSONDecodeError:
+                        outage = False
+                        failure = UpstreamProtocolError("the answer is not valid JSON", request=url)
+                else:
+                    outage = status != 429  # rate limiting is the server protecting itself, not an outage
+                    wait = retry_after_s(response.headers.get("retry-after"))
+                    failure = UpstreamStatusError(
+                        "the national API refused the request",
+                        request=url,
+                        status=status,
+                        outcome=outcome_text(response.content),
+                    )
+            if outage:
+                self.breaker.record_failure()
+            await self.pause_before_retry(attempt, failure, wait, deadline)
+
+    async def pause_before_retry(
+        self, attempt: int, failure: UpstreamError, wait: float | None, deadline: Deadline
+    ) -> None:
+        """Sleep before the next attempt, or raise `failure` when attempts, Retry-After or time run out."""
+        if attempt >= self.retry.max_attempts:
+            raise failure
+        if wait is not None and wait > self.retry.retry_after_max_s:
+            raise failure
+        delay = wait if wait is not None else self.retry.backoff(attempt, self._rng)
+        if delay >= deadline.remaining():
+            raise failure
+        log.info("%s %d/%d in %.2fs: %s", LogEvent.RETRY, attempt, self.retry.max_attempts, delay, failure)
+        await asyncio.sleep(delay)
+
+
+def _windowed(query: FhirQuery, window: Window) -> FhirQuery:
+    start, end = window
+    params = list(query.params)
+    if start is not None:
+        params.append(("_lastUpdated", f"ge{_instant(start)}"))
+    if end is not None:
+        params.append(("_lastUpdated", f"lt{_instant(end)}"))
+    return FhirQuery(query.resource_type, tuple(params), query.purpose)
+
+
+def _instant(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _split(window: Window) -> list[Window]:
+    """Sub-windows covering `window` exactly; [] when it cannot be split (open-ended or too narrow)."""
+    start, end = window
+    horizon = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    if start is None and end is None:
+        return [(None, EPOCH), (EPOCH, horizon), (horizon, None)]
+    if start is None or end is None:
+        return []  # before 1970 or after tomorrow: nothing sensible to bisect
+    if end - start < 2 * MIN_WINDOW:
+        return []
+    middle = start + (end - start) / 2
+    return [(start, middle), (middle, end)]
+
+
+def _describe(window: Window) -> str:
+    start, end = window
+    return f"_lastUpdated in [{_instant(start) if start else '-∞'}, {_instant(end) if end else '+∞'})"
+
+
+def _key(resource: Resource) -> str:
+    return f"{resource['resourceType']}/{resource['id']}"
+
+
+def _entries(bundle: Mapping[str, Any], url: str) -> tuple[list[Resource], list[Resource]]:
+    matches: list[Resource] = []
+    includes: list[Resource] = []
+    for entry in bundle.get("entry") or ():
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or "resourceType" not in resource or "id" not in resource:
+            raise UpstreamProtocolError("a Bundle entry lacks resource type or id", request=url)
+        mode = (entry.get("search") or {}).get("mode", "match")
+        (includes if mode == "include" else matches).append(resource)
+    return matches, includes
 
 
 def _next_link(bundle: Mapping[str, Any]) -> str | None:
@@ -161,20 +602,3 @@ def _next_link(bundle: Mapping[str, Any]) -> str | None:
         if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
             return str(link["url"])
     return None
-
-
-def _outcome_text(content: bytes) -> str | None:
-    """The diagnostics of an OperationOutcome body, if that is what the server sent."""
-    try:
-        body = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
-        return None
-    texts = []
-    for issue in body.get("issue") or ():
-        if isinstance(issue, dict):
-            text = issue.get("diagnostics") or (issue.get("details") or {}).get("text")
-            if text:
-                texts.append(str(text))
-    return "; ".join(texts) or None

@@ -20,6 +20,7 @@ from bridge.errors import (
     UpstreamUnavailableError,
 )
 from bridge.fhir.client import FhirClient
+from bridge.fhir.resilience import RetryPolicy
 from bridge.model import FhirQuery
 from tests.server import running_server
 
@@ -72,7 +73,8 @@ def script(upstream: ScriptedUpstream) -> Iterator[ScriptedUpstream]:
 
 
 def client_for(upstream: ScriptedUpstream, **kwargs: float) -> FhirClient:
-    return FhirClient(upstream.base, headers=ROR_HEADERS, page_size=2, **kwargs)
+    fast = RetryPolicy(max_attempts=2, backoff_base_s=0.001)
+    return FhirClient(upstream.base, headers=ROR_HEADERS, page_size=2, retry=fast, **kwargs)
 
 
 async def test_follows_next_links_and_keeps_matches_and_includes_apart(script: ScriptedUpstream) -> None:
@@ -140,6 +142,7 @@ async def test_a_refused_connection_is_upstream_unavailable() -> None:
     with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    async with FhirClient(f"http://127.0.0.1:{port}/fhir", headers=ROR_HEADERS) as client:
+    fast = RetryPolicy(max_attempts=2, backoff_base_s=0.001)
+    async with FhirClient(f"http://127.0.0.1:{port}/fhir", headers=ROR_HEADERS, retry=fast) as client:
         with pytest.raises(UpstreamUnavailableError, match="connection failed"):
             await client.search(QUERY)

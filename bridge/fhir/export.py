@@ -1,0 +1,247 @@
+"""Bulk `$export` against the national API: kick-off, polling, manifest, streamed downloads, clean-up.
+
+Outbound edge (`bridge/fhir/`). Follows the ROR's variant of FHIR Bulk Data (ror-fhir-api.md §2.5): output
+files are one `collection` Bundle per slice (`application/fhir+json`) or one resource per line (ndjson).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import httpx
+import orjson
+
+from bridge.errors import (
+    IncompleteResultError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamUnavailableError,
+)
+from bridge.fhir.outcome import outcome_text, retry_after_s
+from bridge.fhir.resilience import RETRYABLE_STATUSES, Deadline
+from bridge.model import Resource
+
+if TYPE_CHECKING:
+    from bridge.fhir.client import FhirClient
+
+log = logging.getLogger(__name__)
+
+# "includeAssociatedData=_myCompleteExtract" is always applied by the ROR (ror-fhir-api.md §2.5); sending it
+# keeps the request explicit.
+COMPLETE_EXTRACT = "_myCompleteExtract"
+CLEANUP_TIMEOUT_S = 10.0
+
+
+class LogEvent(StrEnum):
+    EXPORT_STARTED = "upstream-export-started"
+    EXPORT_PROGRESS = "upstream-export-progress"
+    EXPORT_READY = "upstream-export-ready"
+    EXPORT_CLEANUP_FAILED = "upstream-export-cleanup-failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRequest:
+    """What to export: `_type`, `_typeFilter` (each a `Type?params` query), `_since`, `_outputFormat`."""
+
+    types: tuple[str, ...] = ("HealthcareService",)
+    type_filters: tuple[str, ...] = ()
+    since: str | None = None
+    output_format: str = "application/fhir+json"
+
+    def params(self) -> list[tuple[str, str]]:
+        params = [("_outputFormat", self.output_format), ("_type", ",".join(self.types))]
+        params += [("_typeFilter", f) for f in self.type_filters]
+        if self.since is not None:
+            params.append(("_since", self.since))
+        params.append(("includeAssociatedData", COMPLETE_EXTRACT))
+        return params
+
+
+@dataclass(slots=True)
+class ExportStats:
+    """What an export delivered, filled in as it runs (observability and tests)."""
+
+    polls: int = 0
+    files: int = 0
+    resources: int = 0
+    cleaned_up: bool = False
+
+
+async def run_export(
+    client: FhirClient,
+    request: ExportRequest,
+    *,
+    deadline: Deadline,
+    poll_interval_s: float = 1.0,
+    stats: ExportStats | None = None,
+) -> AsyncIterator[Resource]:
+    """Every resource of the export, file after file, each streamed; the job is deleted at the end.
+
+    Use it under `contextlib.aclosing` so that an abandoned export is still cleaned up.
+    """
+    stats = stats if stats is not None else ExportStats()
+    kick_off = f"{client.base_url}/$export?{urlencode(request.params(), safe=':|,/')}"
+    response, _ = await client.send(
+        "GET",
+        kick_off,
+        deadline,
+        extra_headers={"Prefer": "respond-async", "Accept": "application/fhir+json"},
+    )
+    poll_url = response.headers.get("content-location")
+    if response.status_code not in (200, 202) or not poll_url:
+        raise UpstreamProtocolError(
+            f"$export kick-off answered HTTP {response.status_code} without Content-Location",
+            request=kick_off,
+        )
+    log.info("%s", LogEvent.EXPORT_STARTED)
+    try:
+        manifest = await _poll(client, poll_url, deadline, poll_interval_s, stats)
+        outputs = manifest.get("output")
+        if not isinstance(outputs, list):
+            raise UpstreamProtocolError("the $export manifest has no output list", request=poll_url)
+        log.info("%s %d files", LogEvent.EXPORT_READY, len(outputs))
+        for output in outputs:
+            url = output.get("url") if isinstance(output, dict) else None
+            if not isinstance(url, str):
+                raise UpstreamProtocolError("a $export output has no url", request=poll_url)
+            stats.files += 1
+            async for resource in _download(client, url, deadline):
+                stats.resources += 1
+                if client.validator is not None:
+                    client.validator.submit(resource)
+                yield resource
+        if manifest.get("error"):
+            # Bulk Data: `error` lists OperationOutcome files for what could not be exported.
+            raise IncompleteResultError(
+                f"the $export manifest reports {len(manifest['error'])} error file(s)", request=poll_url
+            )
+    finally:
+        stats.cleaned_up = await _cleanup(client, poll_url)
+
+
+async def _poll(
+    client: FhirClient, poll_url: str, deadline: Deadline, interval_s: float, stats: ExportStats
+) -> Mapping[str, Any]:
+    """Poll until the manifest (200); 202 means running: wait `Retry-After` (else `interval_s`)."""
+    while True:
+        response, _ = await client.send(
+            "GET", poll_url, deadline, extra_headers={"Accept": "application/json"}
+        )
+        stats.polls += 1
+        if response.status_code == 200:
+            try:
+                manifest = orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                raise UpstreamProtocolError("the $export manifest is not JSON", request=poll_url) from None
+            if not isinstance(manifest, dict):
+                raise UpstreamProtocolError("the $export manifest is not a JSON object", request=poll_url)
+            return manifest
+        if response.status_code != 202:
+            raise UpstreamProtocolError(
+                f"$export poll answered HTTP {response.status_code}", request=poll_url
+            )
+        log.info("%s %s", LogEvent.EXPORT_PROGRESS, response.headers.get("x-progress", "?"))
+        wait = retry_after_s(response.headers.get("retry-after"))
+        wait = interval_s if wait is None else wait
+        left = deadline.check(poll_url)
+        await asyncio.sleep(max(0.0, min(wait, left)))
+
+
+async def _download(client: FhirClient, url: str, deadline: Deadline) -> AsyncIterator[Resource]:
+    """One output file, streamed; a retried download skips the resources already delivered."""
+    delivered = 0
+    attempt = 0
+    refreshed = False
+    while True:
+        attempt += 1
+        deadline.check(url)
+        client.breaker.before_call(url)
+        # A fresh token per file and per attempt: long exports outlive tokens (ror-fhir-api.md §2.5).
+        headers = await client.auth_headers()
+        headers["Accept"] = "application/fhir+ndjson, application/fhir+json"
+        position = 0
+        wait: float | None = None
+        outage = True
+        try:
+            async with client.http.stream("GET", url, headers=headers) as response:
+                status = response.status_code
+                if status < 500 and status != 429:
+                    client.breaker.record_success()  # the server answered: not an outage
+                if status == 401 and client.tokens is not None and not refreshed:
+                    refreshed = True
+                    attempt -= 1
+                    client.tokens.invalidate(headers["Authorization"].removeprefix("Bearer "))
+                    continue
+                if status >= 400:
+                    content = await response.aread()
+                    error = UpstreamStatusError(
+                        "the national API refused an export file",
+                        request=url,
+                        status=status,
+                        outcome=outcome_text(content),
+                    )
+                    if status not in RETRYABLE_STATUSES:
+                        raise error
+                    failure: UpstreamError = error
+                    outage = status != 429
+                    wait = retry_after_s(response.headers.get("retry-after"))
+                else:
+                    if "ndjson" in response.headers.get("content-type", ""):
+                        async for line in response.aiter_lines():
+                            if not line.strip():
+                                continue
+                            position += 1
+                            if position > delivered:
+                                resource = _resource(orjson.loads(line), url)
+                                delivered += 1
+                                yield resource
+                    else:
+                        # One Bundle per file ("un par tranche de résultats"): bounded by the slice size.
+                        for resource in _bundle_resources(orjson.loads(await response.aread()), url):
+                            position += 1
+                            if position > delivered:
+                                delivered += 1
+                                yield resource
+                    return
+        except orjson.JSONDecodeError:
+            failure = UpstreamProtocolError("an export file holds invalid JSON", request=url)
+            outage = False
+        except httpx.TimeoutException as exc:
+            failure = UpstreamUnavailableError(f"timeout ({type(exc).__name__})", request=url)
+        except httpx.HTTPError as exc:
+            failure = UpstreamUnavailableError(f"connection failed ({type(exc).__name__})", request=url)
+        if outage:
+            client.breaker.record_failure()
+        await client.pause_before_retry(attempt, failure, wait, deadline)
+
+
+async def _cleanup(client: FhirClient, poll_url: str) -> bool:
+    """DELETE the job and its files (Bulk Data "delete a bulk data request"); a failure is only logged."""
+    try:
+        await client.send("DELETE", poll_url, Deadline(CLEANUP_TIMEOUT_S))
+    except UpstreamError as error:
+        log.warning("%s: %s", LogEvent.EXPORT_CLEANUP_FAILED, error.reason)
+        return False
+    return True
+
+
+def _bundle_resources(body: Any, url: str) -> Iterator[Resource]:
+    if isinstance(body, dict) and body.get("resourceType") == "Bundle":
+        for entry in body.get("entry") or ():
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            yield _resource(resource, url)
+    else:
+        yield _resource(body, url)
+
+
+def _resource(value: Any, url: str) -> Resource:
+    if not isinstance(value, dict) or "resourceType" not in value or "id" not in value:
+        raise UpstreamProtocolError("an export file holds something that is not a resource", request=url)
+    return value

@@ -1,0 +1,147 @@
+"""Bulk `$export`: kick-off, polling, manifest, streamed JSON/ndjson downloads, token renewal, clean-up."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+from typing import Any
+
+import orjson
+import pytest
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from bridge.errors import UpstreamStatusError
+from bridge.fhir.client import Credentials, FhirClient
+from bridge.fhir.export import ExportRequest, ExportStats
+from bridge.fhir.resilience import RetryPolicy
+from tests.fhir.scripted import Scripted, fhir, outcome, resources
+
+FAST = RetryPolicy(max_attempts=2, backoff_base_s=0.001)
+
+
+class ExportServer:
+    """An export job: `polls_before_ready` 202 answers, then a manifest of one Bundle and one ndjson file."""
+
+    def __init__(self, scripted: Scripted, *, polls_before_ready: int = 2, fail: bool = False) -> None:
+        self.scripted = scripted
+        self.polls_left = polls_before_ready
+        self.fail = fail
+        self.bundle_file = resources(3, "HealthcareService")
+        self.ndjson_file = resources(4, "Organization")
+        self.deleted = False
+        self.file_delay_s = 0.0
+        self.cut_ndjson_after = 0  # > 0: the first download of the ndjson file breaks after that many lines
+        self.ndjson_downloads = 0
+
+    async def __call__(self, request: Request) -> Response:
+        path = request.url.path.removeprefix("/fhir")
+        base = self.scripted.base
+        if path == "/$export":
+            return Response(
+                status_code=202, headers={"Content-Location": f"{base}/$export-poll-status?_jobId=j1"}
+            )
+        if path == "/$export-poll-status":
+            if request.method == "DELETE":
+                self.deleted = True
+                return Response(status_code=202)
+            if self.fail:
+                return outcome("export job failed: disk full", 500)
+            if self.polls_left > 0:
+                self.polls_left -= 1
+                return Response(status_code=202, headers={"Retry-After": "0", "X-Progress": "50%"})
+            manifest = {
+                "transactionTime": "2026-01-01T00:00:00Z",
+                "request": f"{base}/$export",
+                "requiresAccessToken": True,
+                "output": [
+                    {"type": "HealthcareService", "url": f"{base}/Binary/f1"},
+                    {"type": "Organization", "url": f"{base}/Binary/f2"},
+                ],
+                "error": [],
+            }
+            return Response(orjson.dumps(manifest), media_type="application/json")
+        await asyncio.sleep(self.file_delay_s)
+        if path == "/Binary/f1":
+            entries = [{"resource": r} for r in self.bundle_file]
+            return fhir({"resourceType": "Bundle", "type": "collection", "entry": entries})
+        if path == "/Binary/f2":
+            self.ndjson_downloads += 1
+            cut = self.cut_ndjson_after if self.ndjson_downloads == 1 else 0
+
+            async def lines() -> Any:
+                for number, resource in enumerate(self.ndjson_file, start=1):
+                    yield orjson.dumps(resource) + b"\n"
+                    if number == cut:
+                        raise ConnectionResetError("the connection drops mid-file")
+
+            return StreamingResponse(lines(), media_type="application/fhir+ndjson")
+        return outcome("no such file", 404)
+
+
+async def collect(client: FhirClient, stats: ExportStats, request: ExportRequest | None = None) -> list[str]:
+    found: list[str] = []
+    async with aclosing(client.export(request, poll_interval_s=0.01, stats=stats)) as resources_:
+        async for resource in resources_:
+            found.append(f"{resource['resourceType']}/{resource['id']}")
+    return found
+
+
+async def test_an_export_is_polled_downloaded_in_both_formats_and_deleted(scripted: Scripted) -> None:
+    server = ExportServer(scripted)
+    scripted.fhir_handler = server
+    stats = ExportStats()
+    request = ExportRequest(type_filters=("HealthcareService?_tag=https://example.org/r30|11",))
+    async with FhirClient(scripted.base, headers={"Ror-Role-Metier-Code": "AUTOMATE"}, retry=FAST) as client:
+        found = await collect(client, stats, request)
+    expected = [f"HealthcareService/{r['id']}" for r in server.bundle_file]
+    expected += [f"Organization/{r['id']}" for r in server.ndjson_file]
+    assert found == expected
+    assert (stats.polls, stats.files, stats.resources, stats.cleaned_up) == (3, 2, 7, True)
+    assert server.deleted
+    kick_off = dict(scripted.requests[0].params)
+    assert kick_off["_type"] == "HealthcareService"
+    assert kick_off["_typeFilter"] == "HealthcareService?_tag=https://example.org/r30|11"
+    assert kick_off["includeAssociatedData"] == "_myCompleteExtract"
+    assert scripted.requests[0].headers["prefer"] == "respond-async"
+    assert all(r.headers["ror-role-metier-code"] == "AUTOMATE" for r in scripted.requests)
+
+
+async def test_a_download_cut_mid_file_is_retried_without_repeating_resources(scripted: Scripted) -> None:
+    server = ExportServer(scripted, polls_before_ready=0)
+    server.cut_ndjson_after = 2
+    scripted.fhir_handler = server
+    stats = ExportStats()
+    async with FhirClient(scripted.base, headers={}, retry=FAST) as client:
+        found = await collect(client, stats)
+    assert server.ndjson_downloads == 2
+    assert found[3:] == [f"Organization/{r['id']}" for r in server.ndjson_file]
+    assert len(found) == len(set(found)) == 7
+
+
+async def test_a_failed_export_is_a_typed_error_and_the_job_is_still_deleted(scripted: Scripted) -> None:
+    server = ExportServer(scripted, fail=True)
+    scripted.fhir_handler = server
+    stats = ExportStats()
+    async with FhirClient(scripted.base, headers={}, retry=FAST) as client:
+        with pytest.raises(UpstreamStatusError) as caught:
+            await collect(client, stats)
+    assert caught.value.status == 500
+    assert caught.value.outcome == "export job failed: disk full"
+    assert server.deleted
+    assert stats.cleaned_up
+
+
+async def test_a_long_export_renews_its_token(scripted: Scripted) -> None:
+    server = ExportServer(scripted, polls_before_ready=3)
+    server.file_delay_s = 0.12
+    scripted.fhir_handler = server
+    scripted.require_token = True
+    scripted.token_ttl_s = 0.2  # shorter than the export: each token is used for 0.1 s at most
+    credentials = Credentials(f"{scripted.root}/auth/token", "bridge", "s3cr3t-value")
+    stats = ExportStats()
+    async with FhirClient(scripted.base, headers={}, credentials=credentials, retry=FAST) as client:
+        found = await collect(client, stats)
+    assert len(found) == 7
+    assert len(scripted.token_requests) >= 2
+    assert len({r.headers["authorization"] for r in scripted.requests}) >= 2

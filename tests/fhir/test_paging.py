@@ -1,0 +1,205 @@
+"""Complete paging: `_offset` fallback, expired cursors, duplicates, truncation split, ordered partitions."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bridge.errors import IncompleteResultError
+from bridge.fhir.client import FhirClient
+from bridge.fhir.resilience import RetryPolicy
+from bridge.fhir.validation import SampledValidator
+from bridge.model import FhirQuery
+from tests.fhir.scripted import Scripted, SearchServer, fhir, resources
+
+QUERY = FhirQuery("Organization", ())
+FAST = RetryPolicy(max_attempts=2, backoff_base_s=0.001)
+
+
+def client_for(scripted: Scripted, **kwargs: Any) -> FhirClient:
+    return FhirClient(scripted.base, headers={}, page_size=10, retry=FAST, **kwargs)
+
+
+def ids(found: list[dict[str, Any]]) -> list[str]:
+    return [r["id"] for r in found]
+
+
+async def test_next_links_are_followed_to_the_end(scripted: Scripted) -> None:
+    data = resources(35)
+    scripted.fhir_handler = SearchServer(scripted, data)
+    async with client_for(scripted) as client:
+        result = await client.search(QUERY)
+    assert ids(result.matches) == ids(data)
+    assert (result.total, result.pages) == (35, 4)
+
+
+async def test_without_next_links_a_total_is_paged_with_count_and_offset(scripted: Scripted) -> None:
+    data = resources(35)
+    server = SearchServer(scripted, data)
+    server.next_links = False
+    scripted.fhir_handler = server
+    async with client_for(scripted) as client:
+        result = await client.search(QUERY)
+    assert ids(result.matches) == ids(data)
+    offsets = [dict(r.params).get("_offset") for r in scripted.requests]
+    assert offsets == [None, "10", "20", "30"]
+
+
+async def test_a_server_that_ignores_offset_gives_an_error_naming_what_is_missing(scripted: Scripted) -> None:
+    async def first_page_only(request: Request) -> Response:
+        entries = [{"resource": r, "search": {"mode": "match"}} for r in resources(10)]
+        return fhir({"resourceType": "Bundle", "type": "searchset", "total": 25, "entry": entries})
+
+    scripted.fhir_handler = first_page_only
+    async with client_for(scripted) as client:
+        with pytest.raises(IncompleteResultError, match="announced 25 results but 10 were received"):
+            await client.search(QUERY)
+
+
+async def test_an_expired_cursor_is_resumed_without_losing_or_repeating_entries(scripted: Scripted) -> None:
+    data = resources(35)
+    server = SearchServer(scripted, data)
+    server.expire_once = {20}  # the third page's cursor has expired (410) when the client reaches it
+    scripted.fhir_handler = server
+    async with client_for(scripted) as client:
+        result = await client.search(QUERY)
+    assert ids(result.matches) == ids(data)
+    cursors = [dict(r.params).get("cursor") for r in scripted.requests]
+    assert cursors == [None, "10", "20", None, "10", "20", "30"]  # the search was run again from the start
+
+
+async def test_duplicate_entries_across_pages_are_received_once(scripted: Scripted) -> None:
+    data = resources(6)
+
+    async def repeating(request: Request) -> Response:
+        second = "page" in request.query_params
+        page = data[2:6] if second else data[:3]  # "r0002" is on both pages
+        bundle: dict[str, Any] = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": 6,
+            "entry": [{"resource": r, "search": {"mode": "match"}} for r in page],
+        }
+        if not second:
+            bundle["link"] = [{"relation": "next", "url": f"{scripted.base}/Organization?page=2"}]
+        return fhir(bundle)
+
+    scripted.fhir_handler = repeating
+    async with client_for(scripted) as client:
+        result = await client.search(QUERY)
+    assert ids(result.matches) == ids(data)
+
+
+async def test_a_truncated_search_is_split_by_last_updated_until_complete(scripted: Scripted) -> None:
+    data = resources(120)
+    server = SearchServer(scripted, data, cap=50)  # the national cap, scaled down
+    scripted.fhir_handler = server
+    async with client_for(scripted, max_results=50) as client:
+        result = await client.search(QUERY)
+    assert sorted(ids(result.matches)) == ids(data)
+    assert len(ids(result.matches)) == 120
+    assert result.total == 120
+    assert ids(result.matches) == sorted(ids(result.matches))  # windows come back in time order
+    windowed = [r for r in scripted.requests if any(name == "_lastUpdated" for name, _ in r.params)]
+    assert windowed, "the query was split into _lastUpdated windows"
+
+
+async def test_a_truncation_that_cannot_be_split_is_an_error(scripted: Scripted) -> None:
+    same_instant = datetime(2024, 1, 1, tzinfo=UTC)
+    data = [dict(r, meta={"lastUpdated": same_instant.isoformat()}) for r in resources(60)]
+    scripted.fhir_handler = SearchServer(scripted, data, cap=50)
+    async with client_for(scripted, max_results=50) as client:
+        with pytest.raises(IncompleteResultError, match="cannot be split further"):
+            await client.search(QUERY)
+
+
+async def test_exactly_the_cap_received_is_treated_as_possibly_truncated(scripted: Scripted) -> None:
+    data = resources(50)
+
+    async def capped_without_total(request: Request) -> Response:
+        found = SearchServer(scripted, data).matching(list(request.query_params.multi_items()))
+        entries = [{"resource": r, "search": {"mode": "match"}} for r in found[:50]]
+        return fhir({"resourceType": "Bundle", "type": "searchset", "entry": entries})
+
+    scripted.fhir_handler = capped_without_total
+    async with FhirClient(scripted.base, headers={}, page_size=200, retry=FAST, max_results=50) as client:
+        result = await client.search(QUERY)
+    assert sorted(ids(result.matches)) == ids(data)
+    assert len(scripted.requests) > 1  # the first answer was not trusted as complete
+
+
+async def test_partitions_stream_in_order_with_bounded_concurrency(scripted: Scripted) -> None:
+    data = resources(60)
+    server = SearchServer(scripted, data)
+
+    async def slow(request: Request) -> Response:
+        await asyncio.sleep(0.02)
+        return await server(request)
+
+    scripted.fhir_handler = slow
+    origin = datetime(2024, 1, 1, tzinfo=UTC)
+    bounds = [(origin + timedelta(minutes=m)).strftime("%Y-%m-%dT%H:%M:%SZ") for m in range(0, 61, 10)]
+    queries = [
+        FhirQuery("Organization", (("_lastUpdated", f"ge{lo}"), ("_lastUpdated", f"lt{hi}")))
+        for lo, hi in itertools.pairwise(bounds)
+    ]
+    seen: list[tuple[int, str]] = []
+    async with FhirClient(scripted.base, headers={}, page_size=4, retry=FAST, concurrency=2) as client:
+        async for index, page in client.iter_partitioned(queries):
+            seen.extend((index, r["id"]) for r in page.matches)
+    assert [rid for _, rid in seen] == ids(data)
+    assert [index for index, _ in seen] == sorted(index for index, _ in seen)
+    assert scripted.max_in_flight == 2  # concurrent, and never more than the bound
+
+
+async def test_partitions_do_not_run_ahead_of_a_slow_consumer(scripted: Scripted) -> None:
+    data = resources(60)
+    scripted.fhir_handler = SearchServer(scripted, data)
+    origin = datetime(2024, 1, 1, tzinfo=UTC)
+    bounds = [(origin + timedelta(minutes=m)).strftime("%Y-%m-%dT%H:%M:%SZ") for m in range(0, 61, 10)]
+    queries = [
+        FhirQuery("Organization", (("_lastUpdated", f"ge{lo}"), ("_lastUpdated", f"lt{hi}")))
+        for lo, hi in itertools.pairwise(bounds)
+    ]
+    async with FhirClient(scripted.base, headers={}, page_size=2, retry=FAST, concurrency=2) as client:
+        pages = client.iter_partitioned(queries)
+        await anext(pages)
+        await asyncio.sleep(0.3)  # ample time for unbounded producers to fetch all 30 pages
+        fetched_while_waiting = len(scripted.requests)
+        rest = [page async for _, page in pages]
+    # Two partitions alive, each with one page queued and one waiting to be queued, plus the page handed out.
+    assert fetched_while_waiting <= 5
+    assert sum(len(p.matches) for p in rest) == 58
+
+
+async def test_sampled_validation_counts_defects_and_never_rejects_data(scripted: Scripted) -> None:
+    good = {"resourceType": "Organization", "id": "good", "name": "CH"}
+    bad = {"resourceType": "Organization", "id": "bad", "active": "not-a-boolean"}
+
+    async def two(request: Request) -> Response:
+        entries = [{"resource": r, "search": {"mode": "match"}} for r in (good, bad)]
+        return fhir({"resourceType": "Bundle", "type": "searchset", "total": 2, "entry": entries})
+
+    scripted.fhir_handler = two
+    validator = SampledValidator(1.0, seed=1)
+    async with client_for(scripted, validator=validator) as client:
+        result = await client.search(QUERY)
+        await validator.drain()
+    assert ids(result.matches) == ["good", "bad"]
+    assert (validator.validated, validator.failures) == (2, 1)
+
+
+async def test_validation_sampling_follows_the_rate(scripted: Scripted) -> None:
+    scripted.fhir_handler = SearchServer(scripted, resources(100))
+    validator = SampledValidator(0.25, seed=3)
+    async with client_for(scripted, validator=validator) as client:
+        await client.search(QUERY)
+        await validator.drain()
+    assert 10 <= validator.validated <= 45
+    assert validator.failures == 0
