@@ -1,4 +1,4 @@
-"""The `ror-bridge` command line: serve, simulator, mappings check.
+"""The `ror-bridge` command line: serve, simulator, mappings check, translate, selftest.
 
 Builds settings from flags (then `BRIDGE_*` variables, then `--config FILE`) and hands them to
 `bridge.app`; it never builds the bridge's parts itself.
@@ -45,15 +45,44 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _simulator(args: argparse.Namespace) -> int:
+    from bridge.simulator.access import TOKEN_PATH, normalise_fingerprint
     from bridge.simulator.app import SimulatorConfig, run_simulator
+    from bridge.simulator.faults import FaultSpecError, parse_faults
 
+    try:
+        parse_faults(args.faults)
+        certs = {}
+        for item in args.client_cert:
+            fingerprint, _, client_id = item.partition("=")
+            certs[normalise_fingerprint(fingerprint)] = client_id or "bridge-demo"
+    except (FaultSpecError, ValueError) as error:
+        print(f"ror-bridge simulator: {error}", file=sys.stderr)
+        return 2
+    config = SimulatorConfig(
+        scale=args.scale,
+        seed=args.seed,
+        open_access=args.open,  # the standalone simulator checks access unless --open (docs/architecture.md)
+        client_certs=certs,
+        token_ttl_s=args.token_ttl,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
+        faults=args.faults,
+        latency_ms=args.latency_ms,
+    )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    scheme = "https" if args.tls_cert else "http"
+    access = "open access" if args.open else f"token: {scheme}://{args.host}:{args.port}{TOKEN_PATH}"
     print(
-        f"ROR simulator: http://{args.host}:{args.port}/ws-diffusion-fhir/metadata "
-        f"(scale {args.scale}, seed {args.seed})",
+        f"ROR simulator: {scheme}://{args.host}:{args.port}/ws-diffusion-fhir/metadata "
+        f"(scale {args.scale}, seed {args.seed}; {access})",
         file=sys.stderr,
     )
-    run_simulator(SimulatorConfig(scale=args.scale, seed=args.seed), args.host, args.port)
+    try:
+        run_simulator(config, args.host, args.port)
+    except ValueError as error:
+        print(f"ror-bridge simulator: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -63,6 +92,45 @@ def _mappings_check(args: argparse.Namespace) -> int:
     settings = _settings(args, mappings_dir=args.mappings_dir)
     print(check_mappings(settings))
     return 0
+
+
+def _translate(args: argparse.Namespace) -> int:
+    from bridge.app import translate_bundle
+
+    settings = _settings(args, mappings_dir=args.mappings_dir)
+    try:
+        translation = translate_bundle(settings, args.bundle.read_bytes())
+    except ValueError as error:
+        print(f"ror-bridge translate: {args.bundle}: {error}", file=sys.stderr)
+        return 2
+    if args.output is None:
+        sys.stdout.buffer.write(translation.document)
+        sys.stdout.buffer.flush()
+    else:
+        args.output.write_bytes(translation.document)
+    for note in translation.notes:
+        print(f"ror-bridge translate: note: {note}", file=sys.stderr)
+    print(f"ror-bridge translate: {translation.entities} CSD record(s)", file=sys.stderr)
+    return 0
+
+
+def _selftest(args: argparse.Namespace) -> int:
+    import yaml
+
+    from bridge.compare.selftest import Outcome, csd_endpoint, load_scenarios, render_table, run_scenarios
+
+    try:
+        scenarios = load_scenarios(args.scenarios) if args.scenarios else load_scenarios()
+    except (ValueError, OSError, yaml.YAMLError) as error:
+        print(f"ror-bridge selftest: {error}", file=sys.stderr)
+        return 2
+    if args.only:
+        scenarios = [s for s in scenarios if any(part in s.name for part in args.only)]
+    target = csd_endpoint(args.target, args.region)
+    print(f"ror-bridge selftest: {len(scenarios)} scenario(s) against {target}", file=sys.stderr)
+    results = run_scenarios(target, scenarios, timeout_s=args.timeout)
+    print(render_table(results))
+    return 1 if any(r.outcome is Outcome.FAILED for r in results) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +157,32 @@ def build_parser() -> argparse.ArgumentParser:
     simulator.add_argument("--port", type=int, default=8090, help="listen port (default 8090)")
     simulator.add_argument("--scale", type=int, default=300, help="number of offers (default 300)")
     simulator.add_argument("--seed", type=int, default=1, help="dataset seed (default 1)")
+    simulator.add_argument(
+        "--open", action="store_true", help="no access checks (no token, no Ror-* headers needed)"
+    )
+    simulator.add_argument(
+        "--latency-ms", type=float, default=0, metavar="MS", help="latency added to every FHIR request"
+    )
+    simulator.add_argument(
+        "--faults", default="", metavar="SPEC", help="fault spec, e.g. 'status(503)@p=0.1;next(loop)@n=3'"
+    )
+    simulator.add_argument(
+        "--token-ttl", type=float, default=300, metavar="SECONDS", help="bearer token lifetime (default 300)"
+    )
+    simulator.add_argument(
+        "--tls-cert", metavar="PEM", help="server certificate (turns TLS on, with --tls-key)"
+    )
+    simulator.add_argument("--tls-key", metavar="PEM", help="server private key")
+    simulator.add_argument(
+        "--tls-ca", metavar="PEM", help="CA of client certificates (mTLS at the token endpoint)"
+    )
+    simulator.add_argument(
+        "--client-cert",
+        action="append",
+        default=[],
+        metavar="SHA256[=CLIENT_ID]",
+        help="allow a client certificate by fingerprint (default client bridge-demo); repeatable",
+    )
     simulator.set_defaults(handler=_simulator)
 
     mappings = commands.add_parser("mappings", help="mapping tables")
@@ -97,6 +191,27 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--mappings-dir", type=Path, help="a deployment's own mappings directory")
     check.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     check.set_defaults(handler=_mappings_check)
+
+    translate = commands.add_parser(
+        "translate", help="offline: a FHIR searchset or collection Bundle in, a CSD document out"
+    )
+    translate.add_argument("bundle", type=Path, metavar="BUNDLE.json", help="the FHIR Bundle (JSON)")
+    translate.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here instead of stdout")
+    translate.add_argument("--mappings-dir", type=Path, help="a deployment's own mappings directory")
+    translate.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
+    translate.set_defaults(handler=_translate)
+
+    selftest = commands.add_parser(
+        "selftest", help="run the conformance scenarios against a deployment of the bridge and print a table"
+    )
+    selftest.add_argument(
+        "--target", required=True, metavar="URL", help="the bridge's base URL or its CSD endpoint (…/csd)"
+    )
+    selftest.add_argument("--region", metavar="CODE", help="test the regional endpoint /csd/CODE")
+    selftest.add_argument("--scenarios", type=Path, metavar="FILE", help="a scenario catalogue of your own")
+    selftest.add_argument("--only", action="append", metavar="TEXT", help="scenarios whose name has TEXT")
+    selftest.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
+    selftest.set_defaults(handler=_selftest)
     return parser
 
 

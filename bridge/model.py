@@ -129,6 +129,9 @@ class QueryPlan:
     function: str  # canonical URN of the stored function
     queries: tuple[FhirQuery, ...]
     directories: frozenset[Directory]  # the directories the answer fills (the others stay empty)
+    # How many matches of the first query answer the request (IHE start - 1 + max); None: all of them.
+    # A client may stop following `next` links once it holds that many (translate/select.py).
+    limit: int | None = None
 
 
 @dataclass(slots=True)

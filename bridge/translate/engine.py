@@ -1,12 +1,13 @@
 """FHIR resources that came back for a plan → neutral CSD records, driven by mappings/entities/*.yaml.
 
 translate/: pure mapping engine. Which resources become entities: the matches of every query whose type maps
-into one of the plan's directories, plus every received resource those entities reference (parent, provider).
+into one of the plan's directories, plus every received resource those entities reference (parent, providing
+organisation, lieu); facilities and providers read the offers and practitioners received with them.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -18,11 +19,18 @@ from bridge.model import (
     CodedType,
     ContactPoint,
     CsdDocument,
+    Demographic,
     Directory,
     Extension,
     ExtensionNode,
+    Facility,
+    FacilityOrganization,
+    Geocode,
     Organization,
     OtherID,
+    Provider,
+    ProviderFacility,
+    ProviderOrganization,
     QueryPlan,
     Record,
     Resource,
@@ -31,9 +39,17 @@ from bridge.model import (
 )
 from bridge.translate.findings import Finding
 from bridge.translate.tables import EntityTable, ExtensionSpec, Mappings, Rule
-from bridge.translate.transforms import TRANSFORMS, Context, TransformError, Value, reference_key
+from bridge.translate.transforms import (
+    TRANSFORMS,
+    Context,
+    TransformError,
+    Value,
+    offers_by_location,
+    reference_key,
+)
 
-_REFERENCE = TRANSFORMS["reference_entity_id"]
+# The transforms whose references bring the referenced resources into the answer (README "entities/").
+_REFERENCES = (TRANSFORMS["reference_entity_id"], TRANSFORMS["resolved_entity_id"])
 
 
 def from_fhir_results(
@@ -53,10 +69,13 @@ def from_fhir_results(
         findings=mappings.findings,
         now=now or datetime.now(UTC),
         timezone=mappings.timezone,
+        offers_at=offers_by_location(index),
     )
     selected = _select(mappings, plan, results, index)
     organizations: dict[str, Organization] = {}
     services: dict[str, Service] = {}
+    facilities: dict[str, Facility] = {}
+    providers: dict[str, Provider] = {}
     for resource in selected:
         table = mappings.entity_for(str(resource.get("resourceType")), plan.directories)
         if table is None:
@@ -68,9 +87,18 @@ def from_fhir_results(
         elif table.kind.directory is Directory.SERVICE:
             service = _service(table, values)
             services.setdefault(service.entity_id, service)
+        elif table.kind.directory is Directory.FACILITY:
+            facility = _facility(table, values, mappings)
+            facilities.setdefault(facility.entity_id, facility)
+        elif table.kind.directory is Directory.PROVIDER:
+            provider = _provider(table, values, mappings)
+            if provider is not None:
+                providers.setdefault(provider.entity_id, provider)
     return CsdDocument(
         organizations=_roots_first(organizations),
         services=[services[k] for k in sorted(services)],
+        facilities=[facilities[k] for k in sorted(facilities)],
+        providers=[providers[k] for k in sorted(providers)],
     )
 
 
@@ -84,34 +112,66 @@ def _key(resource: Resource) -> str | None:
 def _select(
     mappings: Mappings, plan: QueryPlan, results: Sequence[SearchResult], index: dict[str, Resource]
 ) -> list[Resource]:
-    """Matches mapped into the plan's directories, then (transitively) what they reference, each once."""
-    queue = [
+    """Matches mapped into the plan's directories, then (transitively) what they reference, each once; then
+    the included resources of a type no entity references (only `_revinclude` brings them: the
+    PractitionerRoles of an offer) that reference a selected entity, and what those reference."""
+    queue = deque(
         r
         for result in results
         for r in result.matches
         if mappings.entity_for(str(r.get("resourceType")), plan.directories) is not None
+    )
+    included = [
+        r
+        for result in results
+        for r in result.includes
+        if mappings.entity_for(str(r.get("resourceType")), plan.directories) is not None
     ]
+    # Types some entity points at (Organization via partOf, Location, HealthcareService) join an answer only
+    # through those references; an included child organisation is not selected because its parent was.
+    referenced = {k.partition("/")[0] for r in included for k in _references(mappings, plan, r)}
+    referenced |= {k.partition("/")[0] for q in queue for k in _references(mappings, plan, q)}
+    reverse = [r for r in included if str(r.get("resourceType")) not in referenced]
     seen: set[str] = set()
     selected: list[Resource] = []
     while queue:
-        resource = queue.pop(0)
-        key = _key(resource)
-        if key is None or key in seen:
-            continue
-        seen.add(key)
-        selected.append(resource)
-        table = mappings.entity_for(str(resource.get("resourceType")), plan.directories)
-        for rule in table.rules if table else ():
-            if rule.transform is not _REFERENCE or rule.source is None:
+        while queue:
+            resource = queue.popleft()
+            key = _key(resource)
+            if key is None or key in seen:
                 continue
-            for reference in rule.source.select(resource):
-                target_key = reference_key(reference) if isinstance(reference, str) else None
-                target = index.get(target_key) if target_key else None
+            seen.add(key)
+            selected.append(resource)
+            for target_key in _references(mappings, plan, resource):
+                target = index.get(target_key)
                 if target is not None and mappings.entity_for(
                     str(target.get("resourceType")), plan.directories
                 ):
                     queue.append(target)
+        waiting = []
+        for resource in reverse:
+            if _key(resource) in seen:
+                continue
+            if any(k in seen for k in _references(mappings, plan, resource)):
+                queue.append(resource)
+            else:
+                waiting.append(resource)
+        reverse = waiting
     return selected
+
+
+def _references(mappings: Mappings, plan: QueryPlan, resource: Resource) -> list[str]:
+    """`Type/id` of what the resource's reference_entity_id rules point at."""
+    table = mappings.entity_for(str(resource.get("resourceType")), plan.directories)
+    keys: list[str] = []
+    for rule in table.rules if table else ():
+        if rule.transform not in _REFERENCES or rule.source is None:
+            continue
+        for reference in rule.source.select(resource):
+            key = reference_key(reference) if isinstance(reference, str) else None
+            if key is not None:
+                keys.append(key)
+    return keys
 
 
 def _apply(table: EntityTable, resource: Resource, base: Context) -> dict[str, list[Any]]:
@@ -137,6 +197,8 @@ def _apply(table: EntityTable, resource: Resource, base: Context) -> dict[str, l
 
 
 def _extension(spec: ExtensionSpec, value: Value) -> Extension:
+    if isinstance(value, ExtensionNode):  # a `tree`: the top node takes the rule's element name
+        return Extension(type=spec.type, urn=spec.urn, content=replace(value, name=spec.element))
     if isinstance(value, CodedType):
         attributes = (("code", value.code), ("codingScheme", value.coding_scheme))
         node = ExtensionNode(spec.element, text=value.display, attributes=attributes)
@@ -208,6 +270,58 @@ def _service(table: EntityTable, values: dict[str, list[Any]]) -> Service:
         entity_id=entity_id,
         coded_type=coded_type,
         record=_first(table, values, "record", Record),
+        extensions=_all(values, "extension", Extension),
+    )
+
+
+def _codes(table: EntityTable, values: dict[str, list[Any]], entity_id: str) -> tuple[CodedType, ...]:
+    coded_types = _all(values, "codedType", CodedType)
+    if not coded_types:
+        # codedType is 1..* (CSD 2014); the shipped tables end with a default_code / kind fallback.
+        rule = next(r for r in table.rules if r.target == "codedType")
+        raise MappingError(
+            table.table, rule.id, str(rule.source or "(whole resource)"), f"no codedType for {entity_id}"
+        )
+    return coded_types
+
+
+def _facility(table: EntityTable, values: dict[str, list[Any]], mappings: Mappings) -> Facility:
+    entity_id = _first(table, values, "@entityID", str)
+    coded_types = _codes(table, values, entity_id)
+    name = _first(table, values, "primaryName", str)
+    if name is None:
+        mappings.findings.add(Finding.MISSING_NAME, entity_id)
+    return Facility(
+        entity_id=entity_id,
+        coded_types=coded_types,
+        primary_name=name or "",
+        record=_first(table, values, "record", Record),
+        other_ids=_all(values, "otherID", OtherID),
+        other_names=_all(values, "otherName", str),
+        addresses=_all(values, "address", Address),
+        contact_points=_all(values, "contactPoint", ContactPoint),
+        geocode=_first(table, values, "geocode", Geocode),
+        organizations=_all(values, "organizations", FacilityOrganization),
+        extensions=_all(values, "extension", Extension),
+    )
+
+
+def _provider(table: EntityTable, values: dict[str, list[Any]], mappings: Mappings) -> Provider | None:
+    """A provider, or None (reported) when its Practitioner was not received: CSD demographic is 1..1."""
+    entity_id = _first(table, values, "@entityID", str)
+    person = _first(table, values, "demographic", Demographic)
+    if person is None:
+        mappings.findings.add(Finding.MISSING_DEMOGRAPHIC, entity_id)
+        return None
+    return Provider(
+        entity_id=entity_id,
+        coded_types=_codes(table, values, entity_id),
+        demographic=person,
+        record=_first(table, values, "record", Record),
+        other_ids=_all(values, "otherID", OtherID),
+        organizations=_all(values, "organizations", ProviderOrganization),
+        facilities=_all(values, "facilities", ProviderFacility),
+        specialties=_all(values, "specialty", CodedType),
         extensions=_all(values, "extension", Extension),
     )
 

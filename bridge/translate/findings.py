@@ -21,7 +21,10 @@ class Finding(StrEnum):
     IDENTIFIER_WITHOUT_SYSTEM = "identifier without system (not written as otherID)"
     UNRESOLVED_REFERENCE = "reference to a resource not received (FHIR-id entityID used)"
     FHIR_ID_ENTITY = "entity without national identifier (FHIR-id entityID used)"
-    MISSING_NAME = "organization without name (empty primaryName written)"
+    MISSING_NAME = "organization or facility without name (empty primaryName written)"
+    CODE_WITHOUT_CROSSWALK = "v3 code without v2.4 crosswalk row (written as received)"
+    MISSING_DEMOGRAPHIC = "provider whose Practitioner was not received (provider not written)"
+    HOURS_WITHOUT_START = "opening hours without effective start date (not written as operatingHours)"
 
 
 class Findings:

@@ -22,9 +22,18 @@ class IdentityScheme:
     prefix: str
     systems: tuple[str, ...]  # (ANY_SYSTEM,) accepts an identifier of any system, or none
     note: str
+    # When not empty, only identifiers whose type.coding carries one of these codes: profiles that slice
+    # identifiers on type rather than system (RORLocation: idLocation = TRE_R354 #25).
+    types: tuple[str, ...] = ()
 
-    def accepts(self, system: str | None) -> bool:
-        return ANY_SYSTEM in self.systems or (system is not None and system in self.systems)
+    def accepts(self, identifier: Mapping[str, Any]) -> bool:
+        system = identifier.get("system")
+        if not (ANY_SYSTEM in self.systems or (isinstance(system, str) and system in self.systems)):
+            return False
+        if not self.types:
+            return True
+        codings = (identifier.get("type") or {}).get("coding") or ()
+        return any(isinstance(c, dict) and c.get("code") in self.types for c in codings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +66,7 @@ class Identities:
             scheme = self.schemes[name]
             for identifier in identifiers:
                 value = identifier.get("value")
-                if isinstance(value, str) and value and scheme.accepts(identifier.get("system")):
+                if isinstance(value, str) and value and scheme.accepts(identifier):
                     return scheme.prefix + encode(value), True
         return self.fallback(resource_type, str(resource.get("id", ""))), False
 

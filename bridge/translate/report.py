@@ -7,7 +7,7 @@ without OID, and what the engine has reported since start-up (codes without OID,
 from __future__ import annotations
 
 from bridge.translate.findings import Finding
-from bridge.translate.tables import FUNCTIONS, IDENTITIES, REGIONS, SYSTEMS, Mappings
+from bridge.translate.tables import FUNCTIONS, IDENTITIES, MODEL, REGIONS, SYSTEMS, Mappings
 
 
 def coverage_report(mappings: Mappings) -> str:
@@ -63,6 +63,9 @@ def coverage_report(mappings: Mappings) -> str:
         lines.append(f"  CSD targets not mapped: {', '.join(unmapped) or 'none'}")
     lines.append("")
 
+    lines.extend(model_coverage(mappings))
+    lines.append("")
+
     rows = list(mappings.systems.by_url.values())
     with_oid = [r for r in rows if r.oid]
     without = [r for r in rows if not r.oid]
@@ -82,3 +85,29 @@ def coverage_report(mappings: Mappings) -> str:
             if kind is finding:
                 lines.append(f"  {count:>6}  {finding.value}: {detail}")
     return "\n".join(lines) + "\n"
+
+
+def model_coverage(mappings: Mappings) -> list[str]:
+    """The ME 2.4 coverage (model-v24.yaml): every class and attribute, the CSD place of each mapped one
+    (entity, then the rule's target or extension type), the reason for each one not mapped."""
+    tables = {t.kind.name: t for t in mappings.entities.values()}
+    attributes = [a for c in mappings.model for a in c.attributes]
+    mapped = sum(1 for a in attributes if a.rules)
+    lines = [
+        f"{MODEL}: ME 2.4 coverage, {len(mappings.model)} classes, {len(attributes)} attributes: "
+        f"{mapped} mapped, {len(attributes) - mapped} not mapped"
+    ]
+    for model_class in mappings.model:
+        lines.append(f"  {model_class.name}  [{model_class.fhir}]")
+        for attribute in model_class.attributes:
+            if attribute.unmapped is not None:
+                lines.append(f"    - {attribute.name}: NOT MAPPED: {' '.join(attribute.unmapped.split())}")
+                continue
+            places = []
+            for reference in attribute.rules:
+                kind, _, rule_id = reference.partition("#")
+                rule = next(r for r in tables[kind].rules if r.id == rule_id)
+                where = f"extension[@type={rule.extension.type}]" if rule.extension else rule.target
+                places.append(f"csd:{kind}/{where} ({reference})")
+            lines.append(f"    + {attribute.name}: {'; '.join(places)}")
+    return lines

@@ -17,12 +17,28 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from bridge.errors import MappingTableError, UnknownFunctionError, UnknownRegionError
-from bridge.model import Address, CodedType, ContactPoint, CsdRequest, Directory, Envelope, OtherID, Record
+from bridge.model import (
+    Address,
+    CodedType,
+    ContactPoint,
+    CsdRequest,
+    Demographic,
+    Directory,
+    Envelope,
+    ExtensionNode,
+    FacilityOrganization,
+    Geocode,
+    OtherID,
+    ProviderFacility,
+    ProviderOrganization,
+    Record,
+)
 from bridge.translate.codes import CodeEntry, CodeSystem, CodeTable, Systems
 from bridge.translate.findings import Findings
 from bridge.translate.identity import ANY_SYSTEM, Identities, IdentityScheme
 from bridge.translate.paths import PathSyntaxError, SourcePath
 from bridge.translate.resolvers import PARAMETERS, RESOLVERS
+from bridge.translate.select import FILTERS, POST_STEPS
 from bridge.translate.transforms import TEXT, TRANSFORMS, Transform
 
 FUNCTIONS = "functions.yaml"
@@ -31,6 +47,7 @@ SYSTEMS = "codes/systems.csv"
 REGIONS = "regions.csv"
 ENTITIES = "entities"
 CODES = "codes"
+MODEL = "model-v24.yaml"
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _RULE_ID = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -94,6 +111,38 @@ ENTITY_KINDS: Mapping[str, EntityKind] = {
             Target("record", Record, many=False, required=True),
         ),
     ),
+    "facility": EntityKind(
+        "facility",
+        Directory.FACILITY,
+        _targets(
+            Target("@entityID", str, many=False, required=True),
+            Target("otherID", OtherID, many=True, required=False),
+            Target("codedType", CodedType, many=True, required=True),
+            Target("primaryName", str, many=False, required=True),
+            Target("otherName", str, many=True, required=False),
+            Target("address", Address, many=True, required=False),
+            Target("geocode", Geocode, many=False, required=False),
+            Target("contactPoint", ContactPoint, many=True, required=False),
+            Target("organizations", FacilityOrganization, many=True, required=False),
+            _EXTENSION,
+            Target("record", Record, many=False, required=True),
+        ),
+    ),
+    "provider": EntityKind(
+        "provider",
+        Directory.PROVIDER,
+        _targets(
+            Target("@entityID", str, many=False, required=True),
+            Target("otherID", OtherID, many=True, required=False),
+            Target("codedType", CodedType, many=True, required=True),
+            Target("demographic", Demographic, many=False, required=True),
+            Target("organizations", ProviderOrganization, many=True, required=False),
+            Target("facilities", ProviderFacility, many=True, required=False),
+            Target("specialty", CodedType, many=True, required=False),
+            _EXTENSION,
+            Target("record", Record, many=False, required=True),
+        ),
+    ),
 }
 
 
@@ -143,6 +192,30 @@ class FunctionSpec:
     queries: tuple[QuerySpec, ...]
     directories: frozenset[Directory]
     note: str
+    # The directory `start`/`max` and the IHE filters apply to (None: the function does not page).
+    result: Directory | None = None
+    # Parameters the national API cannot answer exactly: checked by the bridge on CSD records (select.py).
+    bridge_filters: tuple[str, ...] = ()
+    # A named selection step of select.py run on the records after mapping (closed list), e.g. establishments.
+    post: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAttribute:
+    """One attribute of the ME 2.4 model (model-v24.yaml): the rules that map it, or why it is not mapped."""
+
+    name: str
+    rules: tuple[str, ...]  # "<entity kind>#<rule id>", e.g. "service#champ-activite"
+    unmapped: str | None  # the reason, when no rule maps it
+
+
+@dataclass(frozen=True, slots=True)
+class ModelClass:
+    """One class of the ME 2.4 model ("modèle d'exposition V2" and its annex) and its attributes."""
+
+    name: str
+    fhir: str  # where ME 3.0 FHIR carries it
+    attributes: tuple[ModelAttribute, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +246,7 @@ class Mappings:
     regions: Mapping[str, Region]  # by lower-case code
     region_tag_system: str  # meta.tag system of the "région source" (TRE_R30)
     findings: Findings = field(default_factory=Findings, compare=False)
+    model: tuple[ModelClass, ...] = ()  # the ME 2.4 coverage table (model-v24.yaml)
 
     def function(self, urn: str) -> FunctionSpec:
         """The stored function a URN names, canonical or alias."""
@@ -330,6 +404,7 @@ def load_mappings(directory: Path) -> Mappings:
     functions, aliases, encapsulated, timezone, tag_system = _load_functions(directory)
     entities = _load_entities(directory, code_tables)
     regions = _load_regions(directory)
+    model = _load_model(directory, entities)
     return Mappings(
         directory=directory,
         functions=functions,
@@ -342,6 +417,7 @@ def load_mappings(directory: Path) -> Mappings:
         identities=identities,
         regions=regions,
         region_tag_system=tag_system,
+        model=model,
     )
 
 
@@ -402,14 +478,16 @@ def _load_identities(directory: Path) -> Identities:
     schemes: dict[str, IdentityScheme] = {}
     for name, raw in raw_schemes.items():
         section = _Section(IDENTITIES, str(name), f"schemes.{name}", raw)
-        section.only("prefix", "systems", "note")
+        section.only("prefix", "systems", "types", "note")
         prefix = section.req("prefix")
         if not prefix.startswith("urn:") or not prefix.endswith(":"):
             raise section.fail("prefix", "must be a URN prefix ending with ':'")
         systems = section.strings("systems", required=True)
         if not systems or (ANY_SYSTEM in systems and len(systems) > 1):
             raise section.fail("systems", f"list identifier systems, or only {ANY_SYSTEM!r}")
-        schemes[str(name)] = IdentityScheme(str(name), prefix, systems, section.req("note"))
+        schemes[str(name)] = IdentityScheme(
+            str(name), prefix, systems, section.req("note"), section.strings("types")
+        )
     prefixes = [(s.name, s.prefix) for s in schemes.values()] + [("fallback", fallback_prefix)]
     for name, prefix in prefixes:
         for other_name, other in prefixes:
@@ -510,7 +588,18 @@ def _load_regions(directory: Path) -> dict[str, Region]:
 def _load_function(name: str, raw: Any) -> FunctionSpec:
     where = f"functions.{name}"
     section = _Section(FUNCTIONS, name, where, raw)
-    section.only("urn", "aliases", "description", "parameters", "queries", "directories", "note")
+    section.only(
+        "urn",
+        "aliases",
+        "description",
+        "parameters",
+        "queries",
+        "directories",
+        "note",
+        "result",
+        "bridge_filters",
+        "post",
+    )
     urn = section.req("urn")
     if not urn.startswith("urn:"):
         raise section.fail("urn", "must be a URN")
@@ -555,6 +644,7 @@ def _load_function(name: str, raw: Any) -> FunctionSpec:
                     )
             params.append((pair[0], pair[1]))
         queries.append(QuerySpec(resource, tuple(params), query.text("purpose", required=False) or ""))
+    result, bridge_filters, post = _load_selection(section, parameters, directories)
     return FunctionSpec(
         name=name,
         urn=urn,
@@ -564,7 +654,39 @@ def _load_function(name: str, raw: Any) -> FunctionSpec:
         queries=tuple(queries),
         directories=frozenset(directories),
         note=section.req("note"),
+        result=result,
+        bridge_filters=bridge_filters,
+        post=post,
     )
+
+
+def _load_selection(
+    section: _Section, parameters: tuple[str, ...], directories: set[Directory]
+) -> tuple[Directory | None, tuple[str, ...], str | None]:
+    """`result`, `bridge_filters` and `post` of a function (what select.py does after mapping)."""
+    result: Directory | None = None
+    raw_result = section.text("result", required=False)
+    if raw_result:
+        try:
+            result = Directory(raw_result)
+        except ValueError:
+            raise section.fail("result", f"unknown directory {raw_result!r}") from None
+        if result not in directories:
+            raise section.fail("result", f"{raw_result} is not one of the function's directories")
+    elif any(p in parameters for p in ("start", "max")):
+        raise section.fail("result", "required when the function accepts start/max (the directory they page)")
+    bridge_filters = section.strings("bridge_filters")
+    for parameter in bridge_filters:
+        if parameter not in parameters:
+            raise section.fail("bridge_filters", f"{parameter!r} is not one of the function's parameters")
+        if parameter not in FILTERS:
+            raise section.fail(
+                "bridge_filters", f"no bridge filter for {parameter!r} (closed list: {', '.join(FILTERS)})"
+            )
+    post = section.text("post", required=False) or None
+    if post is not None and post not in POST_STEPS:
+        raise section.fail("post", f"unknown step {post!r} (closed list: {', '.join(POST_STEPS)})")
+    return result, bridge_filters, post
 
 
 def _load_entities(directory: Path, code_tables: Mapping[str, CodeTable]) -> dict[str, EntityTable]:
@@ -655,9 +777,9 @@ def _load_rule(
         )
     extension = None
     if target.name == "extension":
-        if transform.output not in (str, CodedType):
+        if transform.output not in (str, CodedType, ExtensionNode):
             raise section.fail(
-                "transform", f"an extension holds text or a code, not {transform.output.__name__}"
+                "transform", f"an extension holds text, a code or a tree, not {transform.output.__name__}"
             )
         spec = _Section(table, rule_id, f"{where}.extension", section.data.get("extension"))
         spec.only("type", "urn", "element")
@@ -695,3 +817,44 @@ def _load_rule(
         fallback=section.flag("fallback"),
         note=section.req("note"),
     )
+
+
+def _load_model(directory: Path, entities: Mapping[str, EntityTable]) -> tuple[ModelClass, ...]:
+    """model-v24.yaml: every ME 2.4 class and attribute, each with the rules that map it (checked to exist)
+    or the reason it is not mapped (issue 5 item 2; printed by `ror-bridge mappings check`)."""
+    top = _Section(MODEL, None, "", _read_yaml(directory, MODEL))
+    top.only("note", "classes")
+    top.req("note")
+    raw_classes = top.data.get("classes")
+    if not isinstance(raw_classes, list) or not raw_classes:
+        raise top.fail("classes", "must be a non-empty list")
+    classes: list[ModelClass] = []
+    for number, raw_class in enumerate(raw_classes):
+        name = raw_class.get("class") if isinstance(raw_class, dict) else None
+        section = _Section(MODEL, name if isinstance(name, str) else None, f"classes[{number}]", raw_class)
+        section.only("class", "fhir", "attributes")
+        class_name = section.req("class")
+        if any(c.name == class_name for c in classes):
+            raise section.fail("class", f"duplicate class {class_name!r}")
+        raw_attributes = section.data.get("attributes")
+        if not isinstance(raw_attributes, list) or not raw_attributes:
+            raise section.fail("attributes", "must be a non-empty list")
+        attributes: list[ModelAttribute] = []
+        for index, raw_attribute in enumerate(raw_attributes):
+            attribute = _Section(MODEL, class_name, section.at(f"attributes[{index}]"), raw_attribute)
+            attribute.only("name", "rules", "unmapped")
+            attribute_name = attribute.req("name")
+            if any(a.name == attribute_name for a in attributes):
+                raise attribute.fail("name", f"duplicate attribute {attribute_name!r}")
+            rules = attribute.strings("rules")
+            unmapped = attribute.text("unmapped", required=False)
+            if bool(rules) == bool(unmapped):
+                raise attribute.fail(None, "give either rules (the rules that map it) or unmapped (why not)")
+            for reference in rules:
+                kind, _, rule_id = reference.partition("#")
+                table = entities.get(kind)
+                if table is None or not any(r.id == rule_id for r in table.rules):
+                    raise attribute.fail("rules", f"no rule {reference!r} (<entity>#<rule id> of entities/)")
+            attributes.append(ModelAttribute(attribute_name, rules, unmapped))
+        classes.append(ModelClass(class_name, section.req("fhir"), tuple(attributes)))
+    return tuple(classes)

@@ -8,11 +8,29 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, tzinfo
 from typing import Any
 
-from bridge.model import Address, AddressLine, CodedType, ContactPoint, OtherID, Record, Resource
+from bridge.model import (
+    Address,
+    AddressLine,
+    CodedType,
+    ContactPoint,
+    Demographic,
+    ExtensionNode,
+    FacilityOrganization,
+    FacilityService,
+    Geocode,
+    OperatingHours,
+    OtherID,
+    PersonName,
+    ProviderFacility,
+    ProviderOrganization,
+    ProviderService,
+    Record,
+    Resource,
+)
 from bridge.translate.codes import CodeTable, Systems
 from bridge.translate.findings import Finding, Findings
 from bridge.translate.identity import Identities
@@ -32,7 +50,27 @@ OI_IDENTIFIER_SYSTEM = "https://oi.esante.gouv.fr"
 OI_IDENTIFIER_TYPE_CODE = "42"
 OI_TYPE_SYSTEM_MARK = "TRE_R207"
 
-Value = str | CodedType | OtherID | Address | ContactPoint | Record
+# availableTime extensions of RORHealthcareService / RORPractitionerRole (IG 0.1 fork, RORAvailableTime*.fsh).
+_IG_SD = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/"
+AVAILABLE_TIME_PERIOD = f"{_IG_SD}ror-available-time-effective-opening-closing-date"
+AVAILABLE_TIME_DAY = f"{_IG_SD}ror-available-time-number-days-of-week"
+# RORLocation.position: "système géodésique : WGS84" (RORLocation.fsh, position ^short).
+COORDINATE_SYSTEM = "WGS84"
+
+Value = (
+    str
+    | CodedType
+    | OtherID
+    | Address
+    | ContactPoint
+    | Record
+    | Geocode
+    | ExtensionNode
+    | FacilityOrganization
+    | Demographic
+    | ProviderOrganization
+    | ProviderFacility
+)
 
 
 class TransformError(Exception):
@@ -50,6 +88,9 @@ class Context:
     now: datetime
     timezone: tzinfo
     codes: CodeTable | None = None  # the rule's code table, when it names one
+    # "Location/<id>" → the received HealthcareServices whose `location` names it, in index order (built once
+    # per answer by the engine: facility_organizations would otherwise scan every resource per Location)
+    offers_at: Mapping[str, tuple[Resource, ...]] = field(default_factory=dict)
 
 
 TransformFunc = Callable[[Sequence[Any], Resource, Context], list[Value]]
@@ -115,6 +156,14 @@ def reference_key(reference: str) -> str | None:
     return f"{parts[-2]}/{parts[-1]}"
 
 
+def derived_id(target: Resource, ctx: Context) -> str:
+    """The entityID of another received resource; a FHIR-id fallback is reported as for the entity itself."""
+    derived, national = ctx.identities.derive(target)
+    if not national:
+        ctx.findings.add(Finding.FHIR_ID_ENTITY, str(target.get("resourceType")))
+    return derived
+
+
 def reference_entity_id(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
     """The entityID of each referenced resource found among those received; else its FHIR-id entityID."""
     out: list[Value] = []
@@ -126,12 +175,19 @@ def reference_entity_id(values: Sequence[Any], resource: Resource, ctx: Context)
             raise TransformError(f"not a literal reference: {value!r}")
         target = ctx.index.get(key)
         if target is not None:
-            out.append(ctx.identities.derive(target)[0])
+            out.append(derived_id(target, ctx))
         else:
             resource_type, _, logical_id = key.partition("/")
             ctx.findings.add(Finding.UNRESOLVED_REFERENCE, key)
             out.append(ctx.identities.fallback(resource_type, logical_id))
     return out
+
+
+def resolved_entity_id(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The entityID of each referenced resource received; a reference to a resource not received is reported
+    and left out: for links in extensions, a FHIR-id entityID would name the same entity differently from
+    the answers that carry it (identities.yaml)."""
+    return [derived_id(target, ctx) for target in _referenced(values, ctx)]
 
 
 def other_id(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
@@ -263,7 +319,13 @@ def status_from_closure(resource: Resource, now: datetime, timezone: tzinfo) -> 
 
     Organization: organization-period end reached, or a ror-organization-closing-type present.
     HealthcareService: notAvailable[closingReopeningDate] started and not yet reopened.
+    Any resource: FHIR `active` false (Organization, HealthcareService, PractitionerRole) or Location
+    `status` inactive — the FHIR core closure flags (the TRE_R203 lieu status codes are not in the sources).
     """
+    if resource.get("active") is False or (
+        resource.get("resourceType") == "Location" and resource.get("status") == "inactive"
+    ):
+        return "Inactive"
     for extension in _extensions(resource, ORGANIZATION_PERIOD):
         end = (extension.get("valuePeriod") or {}).get("end")
         if end and parse_datetime(end, timezone) <= now:
@@ -311,11 +373,332 @@ def text(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]
     return out
 
 
+def crosswalk(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """v3 code → v2.4 code through the rule's code table; a code without row is written as received and
+    reported (CODE_WITHOUT_CROSSWALK), never dropped (issue 5 item 3; mappings/README.md "Codes")."""
+    if ctx.codes is None:
+        raise TransformError("crosswalk needs a code table")
+    out: list[Value] = []
+    for coding in _codings(values):
+        code, system = coding["code"], coding["system"]
+        # `system|code` rows first: they let one table crosswalk codes of several systems without clashes
+        crosswalked = ctx.codes.get(f"{system}|{code}") or ctx.codes.get(code)
+        if crosswalked is not None:
+            out.append(crosswalked)
+            continue
+        ctx.findings.add(Finding.CODE_WITHOUT_CROSSWALK, f"{ctx.codes.name}: {system}|{code}")
+        out.extend(coded_type([coding], resource, replace(ctx, codes=None)))
+    return out
+
+
+def _codings(values: Sequence[Any]) -> list[dict[str, str]]:
+    """The codings of Codings / CodeableConcepts that carry a code and a system."""
+    out: list[dict[str, str]] = []
+    for value in values:
+        if not isinstance(value, dict):
+            raise TransformError("expected Coding or CodeableConcept objects")
+        codings = value.get("coding") if "coding" in value else [value]
+        for coding in codings or ():
+            if not isinstance(coding, dict) or not isinstance(coding.get("code"), str) or not coding["code"]:
+                continue
+            if not isinstance(coding.get("system"), str) or not coding["system"]:
+                raise TransformError(f"coding {coding['code']!r} has no system")
+            out.append(coding)
+    return out
+
+
+def default_code(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The `default` row of the rule's code table: the codedType of an entity whose data has none [INFER]."""
+    if ctx.codes is None or ctx.codes.get("default") is None:
+        raise TransformError("default_code needs a code table with a 'default' row")
+    coded = ctx.codes.get("default")
+    return [coded] if coded is not None else []
+
+
+def geocode(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """Location.position → CSD geocode (latitude, longitude, altitude; WGS84 per RORLocation)."""
+    out: list[Value] = []
+    for value in values:
+        if not isinstance(value, dict):
+            raise TransformError("geocode needs Location.position objects")
+        latitude, longitude = value.get("latitude"), value.get("longitude")
+        if not isinstance(latitude, int | float) or not isinstance(longitude, int | float):
+            continue
+        altitude = value.get("altitude")
+        out.append(
+            Geocode(
+                float(latitude),
+                float(longitude),
+                float(altitude) if isinstance(altitude, int | float) else None,
+                COORDINATE_SYSTEM,
+            )
+        )
+    return out
+
+
+_XML_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def _node_name(text: str) -> str:
+    """An XML element name from a FHIR key or extension URL (its last path segment)."""
+    name = _XML_NAME.sub("_", text.rstrip("/").rsplit("/", 1)[-1]) or "value"
+    return name if name[0].isalpha() or name[0] == "_" else f"_{name}"
+
+
+def _tree(name: str, value: Any, ctx: Context) -> ExtensionNode:
+    """One FHIR value as an extension node: primitives as text, codings as code/codingScheme attributes,
+    extensions as children named after their URL, other objects as children named after their keys."""
+    if isinstance(value, bool):
+        return ExtensionNode(name, text="true" if value else "false")
+    if isinstance(value, str | int | float):
+        return ExtensionNode(name, text=str(value))
+    if not isinstance(value, dict):
+        raise TransformError(f"cannot write a {type(value).__name__} in an extension")
+    if isinstance(value.get("code"), str) and isinstance(value.get("system"), str) and "value" not in value:
+        # a Coding (a Quantity also has code and system, but with a value: it stays an object)
+        coded = coded_type([value], {}, replace(ctx, codes=None))[0]
+        assert isinstance(coded, CodedType)  # coded_type gives codedTypes only
+        attributes = (("code", coded.code), ("codingScheme", coded.coding_scheme))
+        return ExtensionNode(name, text=coded.display, attributes=attributes)
+    codings = value.get("coding")
+    if set(value) <= {"coding", "text"} and isinstance(codings, list) and len(codings) == 1:
+        return _tree(name, codings[0], ctx)  # a one-coding CodeableConcept is written as its coding
+    children: list[ExtensionNode] = []
+    for key, item in value.items():
+        if key in ("id", "url") or key.startswith("_"):
+            continue
+        items = item if isinstance(item, list) else [item]
+        for element in items:
+            if element is None:  # JSON null is not FHIR; nothing to write
+                continue
+            if key == "extension" and isinstance(element, dict) and isinstance(element.get("url"), str):
+                children.append(_tree(_node_name(element["url"]), _extension_value(element), ctx))
+            elif key == "coding" and isinstance(element, dict):
+                children.append(_tree("coding", element, ctx))
+            else:
+                children.append(_tree(_node_name(key), element, ctx))
+    return ExtensionNode(name, children=tuple(children))
+
+
+def _extension_value(extension: dict[str, Any]) -> Any:
+    """A FHIR extension's content: its value[x] when simple, itself (sub-extensions) when complex."""
+    for key, item in extension.items():
+        if key.startswith("value"):
+            return item
+    return extension
+
+
+def tree(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """Any FHIR element or extension → an extension node tree (for attributes with no CSD element: capacity,
+    tarif, patientèle, zone d'intervention, contacts…). The engine names the top node after the rule's
+    `extension.element`; sub-extensions become children named after their URL's last segment."""
+    out: list[Value] = []
+    for value in values:
+        if isinstance(value, dict) and isinstance(value.get("url"), str):
+            out.append(_tree("value", _extension_value(value), ctx))
+        else:
+            out.append(_tree("value", value, ctx))
+    return out
+
+
+def referenced_other_id(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The identifiers of each referenced resource received (e.g. the Practitioner's RPPS) as otherIDs."""
+    out: list[Value] = []
+    for target in _referenced(values, ctx):
+        out.extend(other_id([i for i in target.get("identifier") or () if isinstance(i, dict)], target, ctx))
+    return out
+
+
+def _referenced(values: Sequence[Any], ctx: Context) -> list[Resource]:
+    """The received resources the references point to; the others are reported."""
+    out: list[Resource] = []
+    for value in values:
+        if not isinstance(value, str):
+            raise TransformError(f"a reference must be a string, got {type(value).__name__}")
+        key = reference_key(value)
+        if key is None:
+            raise TransformError(f"not a literal reference: {value!r}")
+        target = ctx.index.get(key)
+        if target is None:
+            ctx.findings.add(Finding.UNRESOLVED_REFERENCE, key)
+        else:
+            out.append(target)
+    return out
+
+
+# FHIR AdministrativeGender → CSD demographic/gender (free text in CSD; M / F as in the CSD samples [INFER]).
+_GENDER = {"male": "M", "female": "F"}
+
+
+def demographic(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The referenced Practitioner → CSD demographic: name (commonName, honorific = prefix, forename = given,
+    surname = family), telecom (through the rule's contact-point table), gender M / F [INFER]."""
+    out: list[Value] = []
+    for practitioner in _referenced(values, ctx):
+        names = []
+        for name in practitioner.get("name") or ():
+            if not isinstance(name, dict):
+                continue
+            given = " ".join(g for g in name.get("given") or () if isinstance(g, str))
+            family = name.get("family") if isinstance(name.get("family"), str) else None
+            common = name.get("text") if isinstance(name.get("text"), str) else None
+            common = common or " ".join(p for p in (given, family) if p)
+            if not common:
+                continue
+            prefix = " ".join(p for p in name.get("prefix") or () if isinstance(p, str)) or None
+            names.append(PersonName((common,), prefix, given or None, family))
+        if not names:
+            continue
+        telecom = practitioner.get("telecom") or []
+        points = tuple(p for p in contact_point(telecom, practitioner, ctx) if isinstance(p, ContactPoint))
+        gender = _GENDER.get(str(practitioner.get("gender")))
+        out.append(Demographic(tuple(names), contact_points=points, gender=gender))
+    return out
+
+
+def exercise_name(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """RORPractitionerRoleName (exerciseLastName 1..1, exerciseFirstName) → a demographic with that name: the
+    provider's name when its Practitioner was not received (ror-fhir-api §3.4)."""
+    out: list[Value] = []
+    for value in values:
+        if not isinstance(value, dict):
+            raise TransformError("exercise_name needs RORPractitionerRoleName extensions")
+        parts = {
+            e.get("url"): e.get("valueString")
+            for e in value.get("extension") or ()
+            if isinstance(e, dict) and isinstance(e.get("valueString"), str)
+        }
+        last, first = parts.get("exerciseLastName"), parts.get("exerciseFirstName")
+        if last:
+            common = " ".join(p for p in (first, last) if p)
+            out.append(Demographic((PersonName((common,), forename=first, surname=last),)))
+    return out
+
+
+def provider_organization(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """PractitionerRole.organization → provider/organizations/organization (the organisation's entityID)."""
+    return [ProviderOrganization(str(v)) for v in reference_entity_id(values, resource, ctx)]
+
+
+def _entity_ids(references: Any, resource: Resource, ctx: Context, *, resolved: bool = True) -> list[str]:
+    """EntityIDs of FHIR Reference objects: of the resources received only (`resolved`, the others reported),
+    or with the reported FHIR-id fallback where CSD requires an entityID."""
+    refs = [r.get("reference") for r in references or () if isinstance(r, dict)]
+    func = resolved_entity_id if resolved else reference_entity_id
+    return [str(v) for v in func([r for r in refs if isinstance(r, str)], resource, ctx)]
+
+
+def provider_facilities(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """PractitionerRole → provider/facilities/facility (its locations, else its offer's locations), each
+    holding the offer as `service` with the offer's name and providing organisation (csd-wire-format §7.4)."""
+    offers = _referenced(
+        [r.get("reference") for r in resource.get("healthcareService") or () if isinstance(r, dict)], ctx
+    )
+    services = tuple(
+        ProviderService(
+            entity_id=derived_id(offer, ctx),
+            names=tuple(n for n in [offer.get("name")] if isinstance(n, str) and n),
+            organization_id=next(iter(_entity_ids([offer.get("providedBy")], offer, ctx)), None),
+        )
+        for offer in offers
+    )
+    locations = _entity_ids(resource.get("location"), resource, ctx)
+    if not locations:
+        locations = [eid for offer in offers for eid in _entity_ids(offer.get("location"), offer, ctx)]
+    return [ProviderFacility(eid, services) for eid in dict.fromkeys(locations)]
+
+
+_FHIR_DAYS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
+
+
+def operating_hours(available: Any, owner: Resource, ctx: Context) -> list[OperatingHours]:
+    """availableTime → CSD operatingHours (openFlag true, CSD Sunday = 0). jourSemaine (ROR integer) is read
+    as ISO 1 = Monday … 7 = Sunday [INFER: the IG does not say]. A slot without debutDateEffective cannot
+    fill the required beginEffectiveDate: reported and skipped."""
+    out: list[OperatingHours] = []
+    for slot in available or ():
+        if not isinstance(slot, dict):
+            continue
+        days = {_FHIR_DAYS[d] for d in slot.get("daysOfWeek") or () if d in _FHIR_DAYS}
+        for extension in _extensions(slot, AVAILABLE_TIME_DAY):
+            number = extension.get("valueInteger")
+            if isinstance(number, int) and 1 <= number <= 7:
+                days.add(number % 7)
+        period = next((e.get("valuePeriod") or {} for e in _extensions(slot, AVAILABLE_TIME_PERIOD)), {})
+        if not period.get("start"):
+            ctx.findings.add(Finding.HOURS_WITHOUT_START, str(owner.get("resourceType")))
+            continue
+        begin = parse_datetime(period["start"], ctx.timezone).date()
+        end = parse_datetime(period["end"], ctx.timezone).date() if period.get("end") else None
+        out.append(
+            OperatingHours(
+                open_flag=True,
+                begin_effective_date=begin,
+                days_of_week=tuple(sorted(days)),
+                beginning_hour=_time(slot.get("availableStartTime")),
+                ending_hour=_time(slot.get("availableEndTime")),
+                end_effective_date=end,
+            )
+        )
+    return out
+
+
+def _time(value: Any) -> time | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return time.fromisoformat(value)
+    except ValueError as error:
+        raise TransformError(f"not a FHIR time: {value!r}") from error
+
+
+def offers_by_location(index: Mapping[str, Resource]) -> dict[str, tuple[Resource, ...]]:
+    """ "Location/<id>" → the HealthcareServices of `index` whose `location` references it (each once)."""
+    found: dict[str, dict[int, Resource]] = {}
+    for resource in index.values():
+        if resource.get("resourceType") != "HealthcareService":
+            continue
+        for ref in resource.get("location") or ():
+            key = (
+                reference_key(ref["reference"])
+                if isinstance(ref, dict) and isinstance(ref.get("reference"), str)
+                else None
+            )
+            if key is not None:
+                found.setdefault(key, {})[id(resource)] = resource
+    return {key: tuple(offers.values()) for key, offers in found.items()}
+
+
+def facility_organizations(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """Location → facility/organizations/organization/service: the offers received whose `location` is this
+    Location, grouped by providing organisation (CSD: the services an organisation offers at a facility;
+    csd-wire-format §7.4 [INFER]). Each service carries the offer's name and opening hours."""
+    own = f"{resource.get('resourceType')}/{resource.get('id')}"
+    by_org: dict[str, list[FacilityService]] = {}
+    for offer in ctx.offers_at.get(own, ()):
+        # organization/@entityID is required here: the FHIR-id fallback (reported) when not received
+        org_ids = _entity_ids([offer.get("providedBy")], offer, ctx, resolved=False)
+        service = FacilityService(
+            entity_id=derived_id(offer, ctx),
+            names=tuple(n for n in [offer.get("name")] if isinstance(n, str) and n),
+            operating_hours=tuple(operating_hours(offer.get("availableTime"), offer, ctx)),
+        )
+        if not org_ids:  # providedBy 0..1 before IG 0.7.0: no organisation to hold it; reported
+            ctx.findings.add(Finding.UNRESOLVED_REFERENCE, f"HealthcareService/{offer.get('id')}.providedBy")
+        for org_id in org_ids:
+            by_org.setdefault(org_id, []).append(service)
+    return [
+        FacilityOrganization(org_id, tuple(sorted(services, key=lambda s: s.entity_id)))
+        for org_id, services in sorted(by_org.items())
+    ]
+
+
 TRANSFORMS: Mapping[str, Transform] = {
     t.name: t
     for t in (
         Transform("entity_id", str, source=False, codes=False, func=entity_id),
         Transform("reference_entity_id", str, source=True, codes=False, func=reference_entity_id),
+        Transform("resolved_entity_id", str, source=True, codes=False, func=resolved_entity_id),
         Transform("other_id", OtherID, source=True, codes=False, func=other_id),
         Transform("coded_type", CodedType, source=True, codes=False, func=coded_type),
         Transform(
@@ -329,6 +712,32 @@ TRANSFORMS: Mapping[str, Transform] = {
         Transform("address", Address, source=True, codes=False, func=address),
         Transform("contact_point", ContactPoint, source=True, codes=True, func=contact_point),
         Transform("record", Record, source=False, codes=False, func=record),
+        Transform("crosswalk", CodedType, source=True, codes=True, func=crosswalk),
+        Transform(
+            "default_code", CodedType, source=False, codes=True, func=default_code, required_keys=("default",)
+        ),
+        Transform("geocode", Geocode, source=True, codes=False, func=geocode),
+        Transform("tree", ExtensionNode, source=True, codes=False, func=tree),
+        Transform("referenced_other_id", OtherID, source=True, codes=False, func=referenced_other_id),
+        Transform("demographic", Demographic, source=True, codes=True, func=demographic),
+        Transform("exercise_name", Demographic, source=True, codes=False, func=exercise_name),
+        Transform(
+            "provider_organization",
+            ProviderOrganization,
+            source=True,
+            codes=False,
+            func=provider_organization,
+        ),
+        Transform(
+            "provider_facilities", ProviderFacility, source=False, codes=False, func=provider_facilities
+        ),
+        Transform(
+            "facility_organizations",
+            FacilityOrganization,
+            source=False,
+            codes=False,
+            func=facility_organizations,
+        ),
     )
 }
 TEXT = Transform("text", str, source=True, codes=False, func=text)  # what a rule without `transform` does

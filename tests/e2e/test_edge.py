@@ -59,7 +59,7 @@ def test_unknown_stored_function_is_a_sender_fault_naming_the_urn(bridge: Runnin
     assert response.status_code == 400
     code, subcode, reason = fault12(response)
     assert (code, subcode) == ("Sender", "UnknownStoredFunction")
-    assert "urn:ihe:iti:csd:2014:stored-function:facility-search" in reason
+    assert "urn:ihe:iti:csd:2014:adhoc" in reason
     answer = etree.fromstring(response.content)
     assert answer.findtext(f".//{{{ns.WSA}}}RelatesTo") == "urn:uuid:5b1f1c8e-11aa-4f3b-8d21-6f0e2a7c9d02"
     assert answer.findtext(f".//{{{ns.WSA}}}Action") == ns.ACTION_FAULT

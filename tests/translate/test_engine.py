@@ -76,8 +76,8 @@ def test_organisations_root_first_each_once(mappings: Mappings) -> None:
         ("urn:ror:oi:OI-UE-1", "urn:ror:oi:OI-UF-1"),  # UE 1
     ]
     assert [s.entity_id for s in document.services] == ["urn:ror:offre:OFFRE-1", "urn:ror:offre:OFFRE-2"]
-    assert document.facilities == ()
-    assert document.providers == ()
+    assert list(document.facilities) == []
+    assert list(document.providers) == []
 
 
 def test_ej_and_eg(mappings: Mappings) -> None:
@@ -145,6 +145,8 @@ def test_offer_record_in_full(mappings: Mappings) -> None:
             Extension("nomOffre", EXT, ExtensionNode("nomOffre", "Hospitalisation complète de neurologie")),
             Extension("identifiantOffre", EXT, ExtensionNode("identifiantOffre", "OFFRE-1")),
             Extension("organisation", EXT, ExtensionNode("organisation", "urn:ror:oi:OI-UE-1")),
+            # the offer's Location carries no idLocation: FHIR-id fallback, reported
+            Extension("lieu", EXT, ExtensionNode("lieu", "urn:ror:fhir:Location/loc-1")),
             Extension(
                 "champActivite",
                 EXT,
@@ -163,17 +165,52 @@ def test_offer_record_in_full(mappings: Mappings) -> None:
                     (("code", "28"), ("codingScheme", "1.2.250.1.213.3.3.13")),
                 ),
             ),
-            Extension(
-                "typeOffre",
+            Extension(  # v3 typeOffre 11 has no row in codes/type-offre.csv: written as received, reported
+                "categorieOrganisation",
                 EXT,
                 ExtensionNode(
-                    "typeOffre", "Unité d'hospitalisation", (("code", "11"), ("codingScheme", R244))
+                    "categorieOrganisation",
+                    "Unité d'hospitalisation",
+                    (("code", "11"), ("codingScheme", R244)),
                 ),
             ),
             Extension(
                 "temporaliteAccueil",
                 EXT,
                 ExtensionNode("temporaliteAccueil", "Permanent", (("code", "01"), ("codingScheme", R240))),
+            ),
+            Extension(
+                "patientele",
+                EXT,
+                ExtensionNode(
+                    "patientele",
+                    children=(
+                        ExtensionNode(
+                            "ageRange",
+                            children=(
+                                ExtensionNode("low", children=(ExtensionNode("value", "18"),)),
+                                ExtensionNode("high", children=(ExtensionNode("value", "120"),)),
+                            ),
+                        ),
+                    ),
+                ),
+            ),
+            Extension(
+                "fermeture",
+                EXT,
+                ExtensionNode(
+                    "fermeture",
+                    children=(
+                        ExtensionNode("description", "Fermeture"),
+                        ExtensionNode(
+                            "during",
+                            children=(
+                                ExtensionNode("start", "2023-08-01"),
+                                ExtensionNode("end", "2023-08-31"),
+                            ),
+                        ),
+                    ),
+                ),
             ),
             REGION,
         ),
@@ -194,6 +231,9 @@ def test_codes_without_oid_are_written_and_reported(mappings: Mappings) -> None:
     assert mappings.findings.count(Finding.SYSTEM_WITHOUT_OID, R244) == 2
     assert mappings.findings.count(Finding.SYSTEM_WITHOUT_OID, R240) == 2
     assert mappings.findings.count(Finding.IDENTIFIER_WITHOUT_OID, "https://oi.esante.gouv.fr") == 5
+    assert mappings.findings.count(Finding.CODE_WITHOUT_CROSSWALK, f"type-offre: {R244}|11") == 2
+    # loc-1 is received but carries no idLocation: its FHIR-id entityID is reported
+    assert mappings.findings.count(Finding.FHIR_ID_ENTITY, "Location") == 2
 
 
 def test_output_does_not_depend_on_input_order(mappings: Mappings) -> None:

@@ -11,7 +11,7 @@ R66 = "https://mos.esante.gouv.fr/NOS/TRE_R66-CategorieEtablissement/FHIR/TRE-R6
 def test_report_lists_tables_rules_targets_and_systems(mappings: Mappings) -> None:
     report = coverage_report(mappings)
     for expected in (
-        "functions.yaml: 1 stored function(s)",
+        "functions.yaml: 8 stored function(s)",
         "urn:ror:csd:stored-function:internal-organization",
         "alias urn:ror:csd:stored-function:organisation-interne",
         "GET Organization?identifier={identifier}&_include:iterate=Organization:partof",
@@ -33,3 +33,69 @@ def test_report_shows_findings(mappings: Mappings) -> None:
     report = coverage_report(mappings)
     assert "Reported since start-up: 2" in report
     assert f"     2  code system without OID (system URL written as codingScheme): {R66}" in report
+
+
+def test_report_prints_the_v24_coverage_class_by_class(mappings: Mappings) -> None:
+    report = coverage_report(mappings)
+    lines = report.splitlines()
+    attributes = [a for c in mappings.model for a in c.attributes]
+    not_mapped = [a for a in attributes if a.unmapped]
+    assert (
+        f"model-v24.yaml: ME 2.4 coverage, {len(mappings.model)} classes, {len(attributes)} attributes: "
+        f"{len(attributes) - len(not_mapped)} mapped, {len(not_mapped)} not mapped"
+    ) in lines
+    for model_class in mappings.model:
+        assert any(line.startswith(f"  {model_class.name}  [") for line in lines), model_class.name
+    # every attribute is printed once per class, mapped with its CSD place, or with the reason it is not
+    assert sum(1 for line in lines if line.startswith(("    + ", "    - "))) == len(attributes)
+    assert (
+        "    + secteurPsychiatrique: csd:service/extension[@type=secteurPsychiatrique] "
+        "(service#psychiatric-sector)"
+    ) in lines
+    assert "    + latitude: csd:facility/geocode (facility#geocode)" in lines
+    assert any(line.startswith("    - visiteDomicile: NOT MAPPED: ME 2.4 carried it") for line in lines)
+
+
+def test_shipped_model_covers_every_class_the_issue_names(mappings: Mappings) -> None:
+    """Issue 5 item 2 lists the classes of the seed's "modèle d'exposition V2" and its annex."""
+    names = {c.name for c in mappings.model}
+    for required in (
+        "Entité Juridique",
+        "Entité Géographique",
+        "Organisation Interne",
+        "Unité élémentaire",
+        "Activité opérationnelle",
+        "Acte spécifique",
+        "Équipement spécifique",
+        "Capacité d'accueil",
+        "Capacité d'habitation",
+        "Capacité de crise",
+        "Patientèle",
+        "Adresse",
+        "Géolocalisation",
+        "Horaires",
+        "Mode de prise en charge",
+        "Temporalité d'accueil",
+        "Ouverture annuelle",
+        "Secteur psychiatrique",
+        "Type de maternité",
+        "Compétences spécifiques",
+        "Zone d'intervention",
+        "Territoire de santé",
+        "Tarif",
+        "Contact",
+        "Télécommunication",
+        "Zone de poser",
+        "Habilitation soins sans consentement",
+        "Niveau de recours ORSAN",
+        "Aide financière",
+        "Hébergement famille",
+        "Places d'aide sociale",
+        "Accessibilité",
+        "Professionnel",
+        "Situation opérationnelle",
+        "Mode d'exercice",
+        "Visite à domicile",
+        "Métadonnées",
+    ):
+        assert required in names, required

@@ -47,7 +47,7 @@ def test_broken_table_error_names_table_rule_and_path(case: str, tmp_path: Path)
 
 
 def test_shipped_tables_load(mappings: Mappings) -> None:
-    assert set(mappings.entities) == {"organization", "service"}
+    assert set(mappings.entities) == {"organization", "service", "facility", "provider"}
     spec = mappings.function("urn:ror:csd:stored-function:internal-organization")
     assert spec.directories == frozenset({Directory.ORGANIZATION, Directory.SERVICE})
     assert mappings.timezone.key == "Europe/Paris"

@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+import shutil
+from dataclasses import replace
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from bridge.model import Address, AddressLine, CodedType, ContactPoint, OtherID, Record
-from bridge.translate import Mappings
+from bridge.model import (
+    Address,
+    AddressLine,
+    CodedType,
+    ContactPoint,
+    Demographic,
+    ExtensionNode,
+    FacilityOrganization,
+    FacilityService,
+    Geocode,
+    OperatingHours,
+    OtherID,
+    PersonName,
+    Record,
+)
+from bridge.paths import shipped_dir
+from bridge.translate import Mappings, load_mappings
 from bridge.translate.findings import Finding
 from bridge.translate.transforms import (
     TRANSFORMS,
     Context,
     TransformError,
+    offers_by_location,
+    operating_hours,
     organization_kind,
     parse_datetime,
     reference_key,
@@ -257,3 +277,211 @@ def test_text_refuses_objects(mappings: Mappings) -> None:
     assert TEXT.func(["a", 3, False], {}, context(mappings)) == ["a", "3", "false"]
     with pytest.raises(TransformError, match="name a transform"):
         TEXT.func([{"a": 1}], {}, context(mappings))
+
+
+# --------------------------------------------------------------------------------------------------
+# Transforms of the whole v2.4 model (facility, provider, extension trees, crosswalks)
+
+G15 = "https://mos.esante.gouv.fr/NOS/TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante"
+SD = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/"
+
+
+def test_crosswalk_uses_the_row_and_reports_codes_without_one(mappings: Mappings) -> None:
+    codings = [{"system": G15, "code": "60"}, {"system": G15, "code": "93", "display": "Orthoptiste"}]
+    assert run(mappings, "crosswalk", codings, codes="profession") == [
+        CodedType("60", G15, "Infirmier"),  # the row's code, scheme and display
+        CodedType("93", G15, "Orthoptiste"),  # no row: written as received, never dropped
+    ]
+    assert mappings.findings.count(Finding.CODE_WITHOUT_CROSSWALK, f"profession: {G15}|93") == 1
+    assert mappings.findings.count(Finding.CODE_WITHOUT_CROSSWALK) == 1
+
+
+def test_crosswalk_refuses_a_coding_without_system(mappings: Mappings) -> None:
+    with pytest.raises(TransformError, match="no system"):
+        run(mappings, "crosswalk", [{"coding": [{"code": "60"}]}], codes="profession")
+
+
+def test_default_code_gives_the_default_row(mappings: Mappings) -> None:
+    assert run(mappings, "default_code", [], codes="facility-kind") == [
+        CodedType("LIEU", "urn:ror:csd:facility-kind", "Lieu de réalisation de l'offre")
+    ]
+    with pytest.raises(TransformError, match="default"):
+        run(mappings, "default_code", [], codes="contact-point")
+
+
+def test_geocode_needs_both_coordinates(mappings: Mappings) -> None:
+    assert run(mappings, "geocode", [{"latitude": 45, "longitude": 4.5, "altitude": 170}]) == [
+        Geocode(45.0, 4.5, 170.0, "WGS84")
+    ]
+    assert run(mappings, "geocode", [{"latitude": 45}]) == []
+
+
+def test_tree_renders_extensions_codings_and_objects(mappings: Mappings) -> None:
+    extension = {
+        "url": f"{SD}ror-healthcareservice-patient-type",
+        "extension": [
+            {
+                "url": "supportedPatientInfo",
+                "valueCodeableConcept": {"coding": [{"system": G15, "code": "1"}]},
+            },
+            {"url": "ageRange", "valueRange": {"low": {"value": 3, "unit": "a"}}},
+            {"url": "flag", "valueBoolean": True},
+        ],
+    }
+    [node] = run(mappings, "tree", [extension])
+    assert node == ExtensionNode(
+        "value",
+        children=(
+            ExtensionNode("supportedPatientInfo", attributes=(("code", "1"), ("codingScheme", G15))),
+            ExtensionNode(
+                "ageRange",
+                children=(
+                    ExtensionNode("low", children=(ExtensionNode("value", "3"), ExtensionNode("unit", "a"))),
+                ),
+            ),
+            ExtensionNode("flag", "true"),
+        ),
+    )
+    # a simple extension: its value; a plain string: itself
+    assert run(mappings, "tree", [{"url": f"{SD}ror-meta-comment", "valueString": "x"}]) == [
+        ExtensionNode("value", "x")
+    ]
+    assert mappings.findings.count(Finding.SYSTEM_WITHOUT_OID, G15) == 1
+
+
+def test_tree_refuses_what_xml_cannot_hold(mappings: Mappings) -> None:
+    with pytest.raises(TransformError, match="cannot write"):
+        run(mappings, "tree", [[["nested"]]])
+    # a JSON null inside an object has nothing to write and is skipped
+    assert run(mappings, "tree", [{"a": None, "b": [None, 1]}]) == [
+        ExtensionNode("value", children=(ExtensionNode("b", "1"),))
+    ]
+
+
+def test_referenced_other_id_and_demographic_read_the_received_practitioner(mappings: Mappings) -> None:
+    practitioner = {
+        "resourceType": "Practitioner",
+        "id": "p1",
+        "identifier": [{"system": "urn:oid:1.2.250.1.71.4.2.1", "value": "10000000001"}],
+        "name": [{"text": "Dr Jean Martin", "given": ["Jean"], "family": "Martin", "prefix": ["DR"]}],
+        "gender": "male",
+    }
+    index = {"Practitioner/p1": practitioner}
+    refs = ["Practitioner/p1", "Practitioner/absent"]
+    assert run(mappings, "referenced_other_id", refs, index=index) == [
+        OtherID("10000000001", "1.2.250.1.71.4.2.1")
+    ]
+    [person] = run(mappings, "demographic", refs, codes="contact-point", index=index)
+    assert person == Demographic((PersonName(("Dr Jean Martin",), "DR", "Jean", "Martin"),), gender="M")
+    assert mappings.findings.count(Finding.UNRESOLVED_REFERENCE, "Practitioner/absent") == 2
+    # a Practitioner without any name gives no demographic (CSD person/name is 1..*)
+    index["Practitioner/p1"] = {"resourceType": "Practitioner", "id": "p1", "name": [{"use": "official"}]}
+    assert run(mappings, "demographic", refs[:1], codes="contact-point", index=index) == []
+
+
+def test_operating_hours_from_available_time(mappings: Mappings) -> None:
+    slot = {
+        "daysOfWeek": ["sat", "sun"],
+        "availableStartTime": "07:00:00",
+        "extension": [
+            {
+                "url": f"{SD}ror-available-time-effective-opening-closing-date",
+                "valuePeriod": {"start": "2024-02-01"},
+            },
+            {"url": f"{SD}ror-available-time-number-days-of-week", "valueInteger": 1},
+        ],
+    }
+    owner = {"resourceType": "HealthcareService"}
+    hours = operating_hours([slot, {"daysOfWeek": ["mon"]}], owner, context(mappings))
+    assert hours == [OperatingHours(True, date(2024, 2, 1), (0, 1, 6), time(7, 0), None, None)]
+    assert mappings.findings.count(Finding.HOURS_WITHOUT_START, "HealthcareService") == 1
+    slot["availableEndTime"] = "25:99"
+    with pytest.raises(TransformError, match="not a FHIR time"):
+        operating_hours([slot], owner, context(mappings))
+
+
+@pytest.mark.parametrize(
+    ("resource", "status"),
+    [
+        ({"resourceType": "Location", "status": "inactive"}, "Inactive"),
+        ({"resourceType": "Location", "status": "active"}, "Active"),
+        ({"resourceType": "PractitionerRole", "active": False}, "Inactive"),
+        ({"resourceType": "Organization", "active": True}, "Active"),
+    ],
+)
+def test_fhir_core_closure_flags(resource: dict, status: str) -> None:  # type: ignore[type-arg]
+    assert status_from_closure(resource, NOW, PARIS) == status
+
+
+def test_crosswalk_prefers_system_qualified_rows(mappings: Mappings, tmp_path: Path) -> None:
+    shutil.copytree(shipped_dir("mappings"), tmp_path / "m")
+    table = tmp_path / "m" / "codes" / "profession.csv"
+    r94 = "https://mos.esante.gouv.fr/NOS/TRE_R94-ProfessionSocial/FHIR/TRE-R94-ProfessionSocial"
+    table.write_text(
+        table.read_text(encoding="utf-8") + f"{r94}|60,S60,urn:test:v24,Social 60,test row\n",
+        encoding="utf-8",
+    )
+    local = load_mappings(tmp_path / "m")
+    codings = [{"system": r94, "code": "60"}, {"system": G15, "code": "60"}]
+    assert run(local, "crosswalk", codings, codes="profession") == [
+        CodedType("S60", "urn:test:v24", "Social 60"),  # the system-qualified row
+        CodedType("60", G15, "Infirmier"),  # the bare-code row
+    ]
+
+
+def test_resolved_entity_id_leaves_out_what_was_not_received(mappings: Mappings) -> None:
+    location = {
+        "resourceType": "Location",
+        "id": "l1",
+        "identifier": [{"type": {"coding": [{"code": "25"}]}, "value": "84/1"}],
+    }
+    refs = ["Location/l1", "https://ror.example/fhir/Location/l2"]
+    assert run(mappings, "resolved_entity_id", refs, index={"Location/l1": location}) == [
+        "urn:ror:lieu:84%2F1"
+    ]
+    assert mappings.findings.count(Finding.UNRESOLVED_REFERENCE, "Location/l2") == 1
+
+
+def test_facility_organizations_groups_offers_by_providing_organisation(mappings: Mappings) -> None:
+    org = {
+        "resourceType": "Organization",
+        "id": "o1",
+        "identifier": [{"system": "https://oi.esante.gouv.fr", "value": "OI1"}],
+    }
+
+    def offer(offer_id: str, provided_by: str | None) -> dict:  # type: ignore[type-arg]
+        resource = {
+            "resourceType": "HealthcareService",
+            "id": offer_id,
+            "identifier": [{"value": offer_id.upper()}],
+            "name": f"Offre {offer_id}",
+            "location": [{"reference": "Location/l1"}],
+        }
+        if provided_by:
+            resource["providedBy"] = {"reference": provided_by}
+        return resource
+
+    index = {
+        "Organization/o1": org,
+        "HealthcareService/b": offer("b", "Organization/o1"),
+        "HealthcareService/a": offer("a", "Organization/o1"),
+        "HealthcareService/c": offer("c", "Organization/o-absent"),
+        "HealthcareService/d": offer("d", None),
+    }
+    ctx = replace(context(mappings, index=index), offers_at=offers_by_location(index))
+    location = {"resourceType": "Location", "id": "l1"}
+    assert TRANSFORMS["facility_organizations"].func([], location, ctx) == [
+        FacilityOrganization(
+            "urn:ror:fhir:Organization/o-absent", (FacilityService("urn:ror:offre:C", ("Offre c",)),)
+        ),
+        FacilityOrganization(
+            "urn:ror:oi:OI1",
+            (
+                FacilityService("urn:ror:offre:A", ("Offre a",)),
+                FacilityService("urn:ror:offre:B", ("Offre b",)),
+            ),
+        ),
+    ]
+    assert mappings.findings.count(Finding.UNRESOLVED_REFERENCE, "Organization/o-absent") == 1
+    assert mappings.findings.count(Finding.UNRESOLVED_REFERENCE, "HealthcareService/d.providedBy") == 1
+    assert TRANSFORMS["facility_organizations"].func([], {"resourceType": "Location", "id": "l2"}, ctx) == []

@@ -1,0 +1,93 @@
+"""`ror-bridge translate BUNDLE.json` as a user runs it: a real process, files in, a CSD document out."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from bridge import ns
+from tests.test_cli import cli
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "translate"
+DIRECTORY_OF = {
+    "Organization": "organizationDirectory",
+    "HealthcareService": "serviceDirectory",
+    "Location": "facilityDirectory",
+    "PractitionerRole": "providerDirectory",
+}
+
+
+def counts(document: etree._Element) -> dict[str, int]:
+    return {
+        directory: len(document.findall(f"{{{ns.CSD}}}{directory}/*")) for directory in DIRECTORY_OF.values()
+    }
+
+
+def resource_counts(bundle: Path) -> Counter[str]:
+    data = json.loads(bundle.read_text("utf-8"))
+    return Counter(entry["resource"]["resourceType"] for entry in data["entry"])
+
+
+@pytest.mark.parametrize("name", ["searchset-offers.json", "collection-offers.json"])
+def test_every_resource_of_a_bundle_becomes_one_record(
+    name: str, our_csd_schema: etree.XMLSchema, official_csd_schema: etree.XMLSchema
+) -> None:
+    done = cli("translate", str(FIXTURES / name))
+    assert done.returncode == 0, done.stderr
+    document = etree.fromstring(done.stdout.encode("utf-8"))
+    assert etree.QName(document) == etree.QName(ns.CSD, "CSD")
+    assert our_csd_schema.validate(document), str(our_csd_schema.error_log)
+    assert official_csd_schema.validate(document), str(official_csd_schema.error_log)
+    by_type = resource_counts(FIXTURES / name)
+    found = counts(document)
+    # Organisations, offers and lieux map one to one; a PractitionerRole needs its Practitioner in the Bundle.
+    for resource_type in ("Organization", "HealthcareService", "Location"):
+        assert found[DIRECTORY_OF[resource_type]] == by_type[resource_type], resource_type
+    assert 0 < found["providerDirectory"] <= by_type["PractitionerRole"]
+    assert f"{sum(found.values())} CSD record(s)" in done.stderr
+    ids = [e.get("entityID") for e in document.iterfind(f"{{{ns.CSD}}}*/*")]
+    assert len(ids) == len(set(ids))
+
+
+def test_searchset_and_collection_of_the_same_resources_give_the_same_document() -> None:
+    searchset = cli("translate", str(FIXTURES / "searchset-offers.json"))
+    collection = cli("translate", str(FIXTURES / "collection-offers.json"))
+    assert searchset.returncode == collection.returncode == 0
+    assert searchset.stdout == collection.stdout
+
+
+def test_output_file_and_next_link_note(tmp_path: Path) -> None:
+    out = tmp_path / "page.xml"
+    done = cli("translate", str(FIXTURES / "searchset-first-page.json"), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert "next link: only this page was translated" in done.stderr
+    document = etree.parse(str(out)).getroot()
+    assert (
+        counts(document)["serviceDirectory"]
+        == resource_counts(FIXTURES / "searchset-first-page.json")["HealthcareService"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("transaction.json", "'transaction' is not one of searchset, collection"),
+        ("truncated.json", "not JSON"),
+    ],
+)
+def test_what_cannot_be_translated_is_said_with_exit_status_2(name: str, message: str) -> None:
+    done = cli("translate", str(FIXTURES / name))
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert done.stdout == ""
+
+
+def test_a_missing_file_is_exit_status_2(tmp_path: Path) -> None:
+    done = cli("translate", str(tmp_path / "absent.json"))
+    assert done.returncode == 2
+    assert "absent.json" in done.stderr

@@ -1,0 +1,391 @@
+"""The whole v2.4 model through the tables: facility, provider, every extension class, crosswalks, findings.
+
+Runs the engine on tests/fixtures/fhir/whole-model/bundle.json (hand-written after the IG profiles and the
+IG 0.1 extensions) with a plan that fills all four directories, and renders the answer with the CSD writer.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from typing import Any
+
+import pytest
+from lxml import etree
+
+from bridge.csd.writer import document_to_bytes
+from bridge.model import (
+    CodedType,
+    ContactPoint,
+    CsdDocument,
+    Demographic,
+    Directory,
+    ExtensionNode,
+    FacilityOrganization,
+    FacilityService,
+    FhirQuery,
+    Geocode,
+    OperatingHours,
+    OtherID,
+    PersonName,
+    ProviderFacility,
+    ProviderOrganization,
+    ProviderService,
+    QueryPlan,
+    Record,
+    SearchResult,
+)
+from bridge.translate import Mappings, from_fhir_results
+from bridge.translate.findings import Finding
+from bridge.translate.identity import NationalIdentifier
+
+from .conftest import FHIR, NOW, search_result
+
+BUNDLE = FHIR / "whole-model" / "bundle.json"
+CET = timezone(timedelta(hours=1))
+CEST = timezone(timedelta(hours=2))
+NOS = "https://mos.esante.gouv.fr/NOS/"
+G15 = f"{NOS}TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante"
+R244 = f"{NOS}TRE_R244-CategorieOrganisation/FHIR/TRE-R244-CategorieOrganisation"
+R253 = f"{NOS}TRE_R253-TypeMaternite/FHIR/TRE-R253-TypeMaternite"
+R343 = f"{NOS}TRE_R343-FonctionLieu/FHIR/TRE-R343-FonctionLieu"
+QUERY = FhirQuery("HealthcareService", (("_id", "hs-1"),), "whole model")
+PLAN = QueryPlan("urn:test:whole-model", (QUERY,), frozenset(Directory))
+LIEU = "urn:ror:lieu:84%2F5001"
+OFFER = "urn:ror:offre:84%2F100001"
+UE = "urn:ror:oi:OI-UE-CARDIO"
+
+
+def answer(mappings: Mappings, result: SearchResult | None = None) -> CsdDocument:
+    return from_fhir_results(mappings, PLAN, [result or search_result(QUERY, BUNDLE)], now=NOW)
+
+
+def extension(entity: Any, type_: str) -> ExtensionNode:
+    found = [e.content for e in entity.extensions if e.type == type_]
+    assert len(found) == 1, (type_, found)
+    assert found[0] is not None
+    return found[0]
+
+
+def child(node: ExtensionNode, *names: str) -> ExtensionNode:
+    for name in names:
+        matches = [c for c in node.children if c.name == name]
+        assert matches, (name, node)
+        node = matches[0]
+    return node
+
+
+def test_every_directory_is_filled(mappings: Mappings) -> None:
+    document = answer(mappings)
+    assert [o.entity_id for o in document.organizations] == [
+        "urn:ror:idnatstruct:2690000001",
+        "urn:ror:idnatstruct:1690000002",
+        UE,
+    ]
+    assert [s.entity_id for s in document.services] == [OFFER]
+    assert [f.entity_id for f in document.facilities] == [LIEU]
+    # pr-2's Practitioner was not received: CSD demographic is 1..1, so it is reported, not written
+    assert [p.entity_id for p in document.providers] == ["urn:ror:situation:84%2FSO-77"]
+    assert mappings.findings.count(Finding.MISSING_DEMOGRAPHIC, "urn:ror:situation:84%2FSO-78") == 1
+    assert mappings.findings.count(Finding.UNRESOLVED_REFERENCE, "Practitioner/p-absent") == 2
+
+
+def test_facility_in_full(mappings: Mappings) -> None:
+    facility = answer(mappings).facilities[0]
+    assert facility.other_ids == (
+        OtherID("EXT-9", "https://ror.example/lieu-externe"),
+        OtherID("84/5001", "https://ror.example/lieu"),
+    )
+    assert facility.coded_types == (CodedType("001", R343, "Hébergement"),)
+    assert facility.primary_name == "Bâtiment B - cardiologie"
+    assert [(line.value, line.component) for line in facility.addresses[0].lines] == [
+        ("12 rue des Cimes", "streetAddress"),
+        ("Lyon", "city"),
+        ("69003", "postalCode"),
+    ]
+    assert facility.geocode == Geocode(45.7597, 4.8422, None, "WGS84")
+    assert facility.contact_points == (
+        ContactPoint(CodedType("BP", "urn:ihe:iti:csd:2013:contactPoint", "+33 4 00 00 00 01")),
+    )
+    # the offer given at this lieu, under its providing organisation, with its dated opening hours
+    # (jourSemaine 7 = Sunday = CSD 0; the slot without debutDateEffective is reported and skipped)
+    assert facility.organizations == (
+        FacilityOrganization(
+            UE,
+            (
+                FacilityService(
+                    OFFER,
+                    names=("Hospitalisation complète de cardiologie",),
+                    operating_hours=(
+                        OperatingHours(
+                            open_flag=True,
+                            begin_effective_date=date(2024, 1, 1),
+                            days_of_week=(0, 1, 2),
+                            beginning_hour=time(8, 30),
+                            ending_hour=time(18, 0),
+                            end_effective_date=date(2024, 12, 31),
+                        ),
+                    ),
+                ),
+            ),
+        ),
+    )
+    assert mappings.findings.count(Finding.HOURS_WITHOUT_START, "HealthcareService") == 1
+    assert facility.record == Record(
+        datetime(2019, 5, 1, tzinfo=CEST), datetime(2024, 3, 5, 9, tzinfo=CET), "Active"
+    )
+    assert extension(facility, "organisation").text == "urn:ror:idnatstruct:1690000002"
+    assert extension(facility, "communeCog").attributes == (
+        ("code", "69383"),
+        ("codingScheme", f"{NOS}TRE_R13-CommuneOM/FHIR/TRE-R13-CommuneOM"),
+    )
+    capacity = extension(facility, "capacite")
+    assert child(capacity, "nbCapacity").text == "4"
+    assert child(capacity, "crisisType").attributes[0] == ("code", "T60")
+    assert child(extension(facility, "equipementSpecifique"), "nbInService").text == "1"
+    assert child(extension(facility, "capaciteHabitation"), "residentialNumber").text == "2"
+
+
+def test_provider_in_full(mappings: Mappings) -> None:
+    provider = answer(mappings).providers[0]
+    assert provider.other_ids == (
+        OtherID("11111573474", "1.2.250.1.71.4.2.1"),  # RPPS of the Practitioner, NOS OID
+        OtherID("84/SO-77", "https://ror.example/situation"),
+    )
+    # profession 60 has a row in codes/profession.csv: no crosswalk finding for it
+    assert provider.coded_types == (CodedType("60", G15, "Infirmier"),)
+    assert mappings.findings.count(Finding.CODE_WITHOUT_CROSSWALK, f"profession: {G15}|60") == 0
+    assert mappings.findings.count(Finding.CODE_WITHOUT_CROSSWALK, f"profession: {G15}|10") == 1
+    assert provider.demographic == Demographic(
+        names=(PersonName(("Cyndi CHANMET",), honorific="MME", forename="Cyndi", surname="CHANMET"),),
+        contact_points=(
+            ContactPoint(
+                CodedType("EMAIL", "urn:ihe:iti:csd:2013:contactPoint", "cyndi.chanmet@lifen.mssante.fr")
+            ),
+        ),
+        gender="F",
+    )
+    assert provider.organizations == (ProviderOrganization(UE),)
+    # the role names no location: the offer's lieu, holding the offer and its organisation
+    assert provider.facilities == (
+        ProviderFacility(
+            LIEU,
+            (ProviderService(OFFER, ("Hospitalisation complète de cardiologie",), organization_id=UE),),
+        ),
+    )
+    assert [s.code for s in provider.specialties] == ["S", "SM26"]
+    assert extension(provider, "offre").text == OFFER
+    assert extension(provider, "modeExercice").attributes[0] == ("code", "S")
+    assert child(extension(provider, "nomExercice"), "exerciseLastName").text == "CHANMET"
+    assert provider.record.status == "Active"
+
+
+def test_offer_extensions_cover_the_v24_classes(mappings: Mappings) -> None:
+    offer = answer(mappings).services[0]
+    assert [e.type for e in offer.extensions] == [
+        "nomOffre",
+        "identifiantOffre",
+        "organisation",
+        "lieu",
+        "champActivite",
+        "modePriseEnCharge",
+        "familleActivite",
+        "categorieOrganisation",
+        "temporaliteAccueil",
+        "modaliteAccueil",
+        "specialisationPriseEnCharge",
+        "acteSpecifique",
+        "ouvertureAnnuelle",
+        "competenceSpecifique",
+        "typeMaternite",
+        "professionRessource",
+        "professionRessource",
+        "patientele",
+        "zoneIntervention",
+        "uniteSensible",
+        "habilitationSoinsSansConsentement",
+        "secteurPsychiatrique",
+        "telecommunication",
+        "horaire",  # one per availableTime slot
+        "horaire",
+        "commentaire",
+        "regionSource",
+    ]
+    assert extension(offer, "lieu").text == LIEU
+    # patientèle: public and age range in UCUM (a Quantity stays an object: value, unit, system, code)
+    patients = extension(offer, "patientele")
+    assert child(patients, "supportedPatientInfo").attributes[0] == ("code", "01")
+    assert child(patients, "ageRange", "low", "value").text == "18"
+    assert child(patients, "ageRange", "high", "unit").text == "a"
+    assert extension(offer, "secteurPsychiatrique").text == "69G01"
+    assert extension(offer, "habilitationSoinsSansConsentement").text == "true"
+    telecom = extension(offer, "telecommunication")
+    assert child(telecom, "value").text == "cardio@chdesmonts.mssante.fr"
+    assert child(telecom, "ror-telecom-communication-channel").attributes[0] == ("code", "3")
+
+
+def test_crosswalks_rows_and_reported_misses(mappings: Mappings) -> None:
+    offer = answer(mappings).services[0]
+    # typeOffre 43 has a row (ME 2.4 categorieOrganisation from TRE_R244): written from the row, not reported
+    assert extension(offer, "categorieOrganisation").attributes == (("code", "43"), ("codingScheme", R244))
+    assert mappings.findings.count(Finding.CODE_WITHOUT_CROSSWALK, f"type-offre: {R244}|43") == 0
+    # type-maternite has no row yet: the code is still written, and reported
+    maternity = extension(offer, "typeMaternite")
+    assert (maternity.text, maternity.attributes) == ("Type 3", (("code", "3"), ("codingScheme", R253)))
+    assert mappings.findings.count(Finding.CODE_WITHOUT_CROSSWALK, f"type-maternite: {R253}|3") == 1
+
+
+def test_organisation_extensions(mappings: Mappings) -> None:
+    ej, eg, _ = answer(mappings).organizations
+    assert ej.other_names == ("CH des Monts",)  # name extension ror-organization-additional-name
+    assert extension(ej, "dateCreation").text == "1975-01-01"
+    assert extension(eg, "dateOuverture").text == "1976-09-01"
+    assert extension(eg, "zonePoser").text == "true"
+    assert extension(eg, "hebergementFamille").text == "false"
+    assert extension(eg, "nbPlaceAideSocialePermanent").text == "12"
+    assert child(extension(eg, "tarif"), "amount", "value").text == "72.5"
+    assert child(extension(eg, "territoireSante"), "codeTerritorialDivision").attributes[0] == (
+        "code",
+        "T84-01",
+    )
+    assert extension(eg, "commentaire").text == "Accès par l'entrée nord"
+    detail = extension(eg, "detailAdresse")
+    assert [c.name for c in detail.children] == [
+        "iso21090-ADXP-houseNumber",
+        "iso21090-ADXP-streetNameType",
+        "iso21090-ADXP-streetNameBase",
+    ]
+
+
+def test_answer_validates_against_both_schemas(
+    mappings: Mappings, our_csd_schema: etree.XMLSchema, official_csd_schema: etree.XMLSchema
+) -> None:
+    xml = etree.fromstring(document_to_bytes(answer(mappings)))
+    for schema in (our_csd_schema, official_csd_schema):
+        assert schema.validate(xml), schema.error_log
+    ns = {"csd": "urn:ihe:iti:csd:2013"}
+    assert (
+        xml.xpath("count(//csd:facility/csd:organizations/csd:organization/csd:service)", namespaces=ns) == 1
+    )
+    assert xml.xpath("string(//csd:provider/csd:otherID/@code)", namespaces=ns) == "11111573474"
+
+
+def test_entity_ids_are_stable_across_runs_and_input_order(mappings: Mappings) -> None:
+    first = answer(mappings)
+    bundle = json.loads(BUNDLE.read_text(encoding="utf-8"))
+    random.Random(7).shuffle(bundle["entry"])
+    shuffled = SearchResult(query=QUERY, pages=1)
+    for entry in bundle["entry"]:
+        target = shuffled.matches if entry["search"]["mode"] == "match" else shuffled.includes
+        target.append(entry["resource"])
+    second = answer(mappings, shuffled)
+    assert second == first
+
+
+@pytest.mark.parametrize(
+    ("entity_id", "scheme", "value"),
+    [
+        (LIEU, "lieu", "84/5001"),
+        ("urn:ror:rpps:11111573474", "rpps", "11111573474"),
+        ("urn:ror:situation:84%2FSO-77", "situation", "84/SO-77"),
+    ],
+)
+def test_new_entity_ids_reverse_to_their_identifier(
+    mappings: Mappings, entity_id: str, scheme: str, value: str
+) -> None:
+    national = mappings.identities.reverse(entity_id)
+    assert isinstance(national, NationalIdentifier)
+    assert (national.scheme.name, national.value) == (scheme, value)
+
+
+def test_lieu_identity_needs_the_idlocation_type(mappings: Mappings) -> None:
+    location = {
+        "resourceType": "Location",
+        "id": "loc-9",
+        "identifier": [
+            {
+                "type": {"coding": [{"code": "26"}]},  # idExterneSynchro: not the functional identifier
+                "system": "https://ror.example/lieu-externe",
+                "value": "EXT-9",
+            }
+        ],
+    }
+    assert mappings.identities.derive(location) == ("urn:ror:fhir:Location/loc-9", False)
+    location["identifier"].append({"type": {"coding": [{"code": "25"}]}, "value": "84/9"})
+    assert mappings.identities.derive(location) == ("urn:ror:lieu:84%2F9", True)
+
+
+def test_practitioner_identity_is_the_rpps(mappings: Mappings) -> None:
+    practitioner = {
+        "resourceType": "Practitioner",
+        "id": "p-1",
+        "identifier": [{"system": "urn:oid:1.2.250.1.71.4.2.1", "value": "11111573474"}],
+    }
+    assert mappings.identities.derive(practitioner) == ("urn:ror:rpps:11111573474", True)
+
+
+def test_closed_offer_makes_its_facility_service_record_inactive(mappings: Mappings) -> None:
+    bundle = json.loads(BUNDLE.read_text(encoding="utf-8"))
+    result = SearchResult(query=QUERY, pages=1)
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "HealthcareService":
+            start = (NOW - timedelta(days=3)).astimezone(UTC).isoformat()
+            resource["notAvailable"] = [
+                {"id": "closingReopeningDate", "description": "Fermeture", "during": {"start": start}}
+            ]
+        (result.matches if entry["search"]["mode"] == "match" else result.includes).append(resource)
+    offer = answer(mappings, result).services[0]
+    assert offer.record.status == "Inactive"
+    assert child(extension(offer, "fermeture"), "during", "start").text == start
+
+
+def test_role_without_practitioner_falls_back_on_its_name_of_exercise(mappings: Mappings) -> None:
+    bundle = json.loads(BUNDLE.read_text(encoding="utf-8"))
+    result = SearchResult(query=QUERY, pages=1)
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["id"] == "pr-2":  # its Practitioner is not in the answer
+            resource["extension"] = [
+                {
+                    "url": "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/RORPractitionerRoleName",
+                    "extension": [
+                        {"url": "exerciseLastName", "valueString": "DURAND"},
+                        {"url": "exerciseFirstName", "valueString": "Paul"},
+                    ],
+                }
+            ]
+        (result.matches if entry["search"]["mode"] == "match" else result.includes).append(resource)
+    providers = {p.entity_id: p for p in answer(mappings, result).providers}
+    role = providers["urn:ror:situation:84%2FSO-78"]
+    assert role.demographic == Demographic((PersonName(("Paul DURAND",), forename="Paul", surname="DURAND"),))
+    assert role.other_ids == (OtherID("84/SO-78", "https://ror.example/situation"),)  # no RPPS without it
+    assert role.coded_types == (CodedType("10", G15, "Médecin"),)  # no crosswalk row: as received, reported
+    assert mappings.findings.count(Finding.MISSING_DEMOGRAPHIC) == 0
+
+
+def test_revincluded_roles_of_a_selected_offer_become_providers(mappings: Mappings) -> None:
+    """An offer-search answer: offers matched, their roles brought by _revinclude=PractitionerRole:service."""
+    bundle = json.loads(BUNDLE.read_text(encoding="utf-8"))
+    result = SearchResult(query=QUERY, pages=1)
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "HealthcareService":
+            result.matches.append(resource)
+        else:
+            result.includes.append(resource)
+    # a role of an offer not in the answer stays out
+    stray = json.loads(json.dumps(next(r for r in result.includes if r["id"] == "pr-1")))
+    stray.update(id="pr-stray", identifier=[{"value": "STRAY"}])
+    stray["healthcareService"] = [{"reference": "HealthcareService/not-matched"}]
+    result.includes.append(stray)
+    document = answer(mappings, result)
+    assert [p.entity_id for p in document.providers] == ["urn:ror:situation:84%2FSO-77"]
+    assert [f.entity_id for f in document.facilities] == [LIEU]  # through the offer's location
+    # a plan without organization and facility directories: the offer and its roles only
+    services_only = QueryPlan(PLAN.function, PLAN.queries, frozenset({Directory.SERVICE, Directory.PROVIDER}))
+    document = from_fhir_results(mappings, services_only, [result], now=NOW)
+    assert [p.entity_id for p in document.providers] == ["urn:ror:situation:84%2FSO-77"]
+    assert list(document.organizations) == []
+    assert list(document.facilities) == []
