@@ -62,6 +62,9 @@ def _simulator(args: argparse.Namespace) -> int:
         scale=args.scale,
         seed=args.seed,
         open_access=args.open,  # the standalone simulator checks access unless --open (docs/architecture.md)
+        strict=not args.lenient,
+        max_results=args.max_results,
+        next_link_ttl_s=args.next_ttl,
         client_certs=certs,
         token_ttl_s=args.token_ttl,
         tls_cert=args.tls_cert,
@@ -159,6 +162,25 @@ def build_parser() -> argparse.ArgumentParser:
     simulator.add_argument("--seed", type=int, default=1, help="dataset seed (default 1)")
     simulator.add_argument(
         "--open", action="store_true", help="no access checks (no token, no Ror-* headers needed)"
+    )
+    simulator.add_argument(
+        "--lenient",
+        action="store_true",
+        help="ignore unknown search parameters (default: 400 OperationOutcome)",
+    )
+    simulator.add_argument(
+        "--max-results",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="results served per search; Bundle.total stays the real count (default 10000, as the ROR)",
+    )
+    simulator.add_argument(
+        "--next-ttl",
+        type=float,
+        default=600,
+        metavar="SECONDS",
+        help="lifetime of a search's next links (default 600)",
     )
     simulator.add_argument(
         "--latency-ms", type=float, default=0, metavar="MS", help="latency added to every FHIR request"

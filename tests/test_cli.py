@@ -144,6 +144,23 @@ def test_the_simulator_open_switch_drops_the_access_checks() -> None:
     with running("simulator", "--port", str(port), "--scale", "25", "--open", ready_url=f"{base}/metadata"):
         bundle = httpx.get(f"{base}/HealthcareService", params={"_count": "0"}).json()
         assert bundle["total"] == 25
+        strict = httpx.get(f"{base}/HealthcareService", params={"no-such-param": "1"})
+        assert strict.status_code == 400
+        assert "no-such-param" in strict.text
+
+
+def test_the_simulator_lenient_and_max_results_switches() -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/ws-diffusion-fhir"
+    argv = ("simulator", "--port", str(port), "--scale", "25", "--open", "--lenient", "--max-results", "7")
+    with running(*argv, ready_url=f"{base}/metadata"):
+        bundle = httpx.get(f"{base}/HealthcareService", params={"no-such-param": "1", "_count": "5"}).json()
+        assert bundle["total"] == 25  # the real count, as the ROR does past its cap
+        served = len(bundle["entry"])
+        while next_url := next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None):
+            bundle = httpx.get(next_url).json()
+            served += len(bundle.get("entry", []))
+        assert served == 7
 
 
 @pytest.mark.parametrize("argv", [["--version"], ["serve", "--help"]])
