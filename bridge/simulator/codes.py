@@ -43,6 +43,11 @@ TRE_R04_TYPE_SAVOIR_FAIRE = _tre("TRE_R04-TypeSavoirFaire")
 # The IG scenarios spell R330 both StatutCapacite and TypeStatutCapacite; the first (scenario 4) is kept.
 TRE_R330_STATUT_CAPACITE = _tre("TRE_R330-StatutCapacite")
 TRE_R333_TYPE_FERMETURE_CAPACITE = _tre("TRE_R333-TypeFermetureCapacite")
+# Équipement spécifique (JDV_J18 → TRE_R212), its limit's characteristic (JDV_J228 → TRE_R340) and the type
+# d'habitation of a residential capacity (JDV_J32 → TRE_R242): data/README.md names the sources.
+TRE_R212_EQUIPEMENT = _tre("TRE_R212-Equipement")
+TRE_R340_TYPE_CARACTERISTIQUE_EQUIPEMENT = _tre("TRE_R340-TypeCaracteristiqueEquipement")
+TRE_R242_TYPE_HABITATION = _tre("TRE_R242-TypeHabitation")
 TRE_G07_TYPE_IDENTIFIANT_STRUCTURE = _tre("TRE_G07-TypeIdentifiantStructure")
 TRE_R354_TYPE_IDENTIFIANT_RESSOURCE = _tre("TRE_R354-TypeIdentifiantRessourceOperationnelle")
 # The IG alias spells this one with an underscore in its last segment (aliases.fsh); kept verbatim.
@@ -82,6 +87,9 @@ EXT_ACT_TYPE = f"{IG_SD}/ror-act-type"
 EXT_COMMUNE_COG = f"{IG_SD}/ror-commune-cog"
 EXT_TERRITORIAL_DIVISION = f"{IG_SD}/ror-territorial-division"
 EXT_SUPPORTED_CAPACITY = f"{IG_SD}/ror-location-supported-capacity"
+EXT_EQUIPMENT = f"{IG_SD}/ror-location-equipment"
+EXT_EQUIPMENT_LIMIT = f"{IG_SD}/ror-location-equipment-limit"  # nested in ror-location-equipment
+EXT_RESIDENTIAL_CAPACITY = f"{IG_SD}/ror-location-residential-capacity"
 EXT_UNIT_EXERCISE_MODE = f"{IG_SD}/ror-practitionerrole-unit-exercise-mode"
 EXT_ORGANIZATION_PERIOD = "http://hl7.org/fhir/StructureDefinition/organization-period"
 
@@ -136,6 +144,18 @@ class Commune:
 
 
 @dataclass(frozen=True, slots=True)
+class Equipment:
+    """One TRE_R212 equipment with where the simulator places it and the limit its display states
+    (data/README.md: both are the simulator's choices [INFER], the code and display are the list's)."""
+
+    code: Code
+    champs: frozenset[str]  # TRE_R227 codes of the offers whose locations may hold it
+    limit_feature: str  # TRE_R340 code of the limit the display states, "" when it states none
+    limit_value: int
+    limit_unit: str  # UCUM code
+
+
+@dataclass(frozen=True, slots=True)
 class CodeLists:
     """Every code list the dataset generator draws from."""
 
@@ -156,7 +176,24 @@ class CodeLists:
     expertise_types: CodeList  # PractitionerRole specialty[expertiseType]
     capacity_statuses: CodeList  # ror-location-supported-capacity capacityStatus
     capacity_closings: CodeList  # ror-location-supported-capacity capacityClosingType
+    equipment_types: CodeList  # ror-location-equipment equipmentType
+    equipments: tuple[Equipment, ...]  # the same codes, with placement and limit
+    equipment_features: CodeList  # ror-location-equipment-limit equipmentFeature
+    residential_types: CodeList  # ror-location-residential-capacity residentialType
     communes: tuple[Commune, ...]
+
+
+def _equipments(rows: list[dict[str, str]]) -> tuple[Equipment, ...]:
+    return tuple(
+        Equipment(
+            Code(row["code"], row["display"]),
+            frozenset(row["champs"].split()),
+            row["limit_feature"],
+            int(row["limit_value"] or 0),
+            row["limit_unit"],
+        )
+        for row in rows
+    )
 
 
 @cache
@@ -182,6 +219,12 @@ def code_lists() -> CodeLists:
         expertise_types=_load("tre_r04_type_savoir_faire.csv", TRE_R04_TYPE_SAVOIR_FAIRE),
         capacity_statuses=_load("tre_r330_statut_capacite.csv", TRE_R330_STATUT_CAPACITE),
         capacity_closings=_load("tre_r333_type_fermeture_capacite.csv", TRE_R333_TYPE_FERMETURE_CAPACITE),
+        equipment_types=_load("tre_r212_equipement.csv", TRE_R212_EQUIPEMENT),
+        equipments=_equipments(_read("tre_r212_equipement.csv")),
+        equipment_features=_load(
+            "tre_r340_type_caracteristique_equipement.csv", TRE_R340_TYPE_CARACTERISTIQUE_EQUIPEMENT
+        ),
+        residential_types=_load("tre_r242_type_habitation.csv", TRE_R242_TYPE_HABITATION),
         communes=tuple(
             Commune(
                 row["code"],

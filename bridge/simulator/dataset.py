@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from bridge.model import Resource
 from bridge.simulator import codes
-from bridge.simulator.codes import CodeLists, code_lists
+from bridge.simulator.codes import CodeLists, Equipment, code_lists
 
 RESOURCE_TYPES = ("Organization", "HealthcareService", "Location", "PractitionerRole", "Practitioner")
 
@@ -156,6 +156,13 @@ _HOURS = (
     (("mon", "tue", "wed", "thu", "fri"), "08:00:00", "18:00:00"),
     (("mon", "tue", "wed", "thu", "fri", "sat", "sun"), "00:00:00", "23:59:59"),
 )
+# Équipements spécifiques (ror-location-equipment) of a location: the share of locations holding any, by the
+# leading champ d'activité (TRE_R227) of the offers given there, mostly MCO sites [INFER]; one to three
+# equipments are drawn among the TRE_R212 codes placed in that champ (data/tre_r212_equipement.csv).
+EQUIPMENT_SHARE = {"01": 0.5, "02": 0.25, "03": 0.1, "04": 0.08, "05": 0.03}
+# Capacité d'habitation (ror-location-residential-capacity) on the locations of médico-social offers
+# (TRE_R227 04) and of hébergement offers (TRE_R213 46 "Hébergement (accueil jour et nuit)") [INFER].
+RESIDENTIAL_SHARE = {"champ:04": 0.6, "mode:46": 0.8}
 
 
 def fold_text(text: str) -> str:
@@ -903,7 +910,72 @@ class Dataset:
         status = int(self.loc_cap_status[i])
         if status >= 0:
             location["extension"].append(self._capacity(i, status, rng))
+        # Drawn last from the same generator, so the parts above do not depend on them.
+        location["extension"] += self._equipment_and_housing(i, rng)
         return location
+
+    def _equipment_and_housing(self, i: int, rng: random.Random) -> list[dict[str, Any]]:
+        """ror-location-equipment (with its nested ror-location-equipment-limit when the equipment's display
+        states one) and ror-location-residential-capacity, after the champs and care modes of the offers
+        given at the location (EQUIPMENT_SHARE, RESIDENTIAL_SHARE)."""
+        lists = self.lists
+        offers = _equal_range(self.offer_location, i)
+        champs = {lists.champs.codes[int(self.offer_champ[o])].code for o in offers}
+        modes = {lists.care_modes.codes[int(self.offer_mode[o])].code for o in offers}
+        out: list[dict[str, Any]] = []
+        lead = max(sorted(champs), key=lambda c: EQUIPMENT_SHARE.get(c, 0.0))  # MCO first
+        if rng.random() < EQUIPMENT_SHARE.get(lead, 0.0):
+            pool = [e for e in lists.equipments if lead in e.champs]
+            for equipment in rng.sample(pool, min(len(pool), rng.randint(1, 3))):
+                out.append(self._equipment(equipment, rng))
+        keys = {f"champ:{c}" for c in champs} | {f"mode:{m}" for m in modes}
+        if rng.random() < max((RESIDENTIAL_SHARE.get(k, 0.0) for k in keys), default=0.0):
+            for kind in rng.sample(lists.residential_types.codes, rng.randint(1, 2)):
+                parts: list[dict[str, Any]] = [
+                    {
+                        "url": "residentialType",
+                        "valueCodeableConcept": {"coding": [lists.residential_types.coding(kind)]},
+                    }
+                ]
+                if rng.random() < 0.9:
+                    parts.append({"url": "residentialNumber", "valueInteger": rng.randint(1, 60)})
+                out.append({"url": codes.EXT_RESIDENTIAL_CAPACITY, "extension": parts})
+        return out
+
+    def _equipment(self, equipment: Equipment, rng: random.Random) -> dict[str, Any]:
+        lists = self.lists
+        parts: list[dict[str, Any]] = [
+            {
+                "url": "equipmentType",
+                "valueCodeableConcept": {"coding": [lists.equipment_types.coding(equipment.code)]},
+            }
+        ]
+        if rng.random() < 0.85:
+            parts.append({"url": "nbInService", "valueInteger": rng.randint(1, 4)})
+        if equipment.limit_feature and rng.random() < 0.8:
+            # The limit is nested in the equipment (ror-location-equipment-limit has the context
+            # ror-location-equipment in the ROR IG source; data/README.md): the bound the display states,
+            # in UCUM.
+            feature = next(c for c in lists.equipment_features.codes if c.code == equipment.limit_feature)
+            quantity = {
+                "value": equipment.limit_value,
+                "unit": equipment.limit_unit,
+                "system": codes.UCUM,
+                "code": equipment.limit_unit,
+            }
+            parts.append(
+                {
+                    "url": codes.EXT_EQUIPMENT_LIMIT,
+                    "extension": [
+                        {
+                            "url": "equipmentFeature",
+                            "valueCodeableConcept": {"coding": [lists.equipment_features.coding(feature)]},
+                        },
+                        {"url": "limitValue", "valueQuantity": quantity},
+                    ],
+                }
+            )
+        return {"url": codes.EXT_EQUIPMENT, "extension": parts}
 
     def _capacity(self, i: int, status: int, rng: random.Random) -> dict[str, Any]:
         """ror-location-supported-capacity with the parts the sources give codes for (status R330, closing

@@ -243,6 +243,77 @@ def test_offer_extensions_and_closures(dataset: Dataset) -> None:
     assert closed > 0
 
 
+def _parts(extension: dict[str, Any]) -> dict[str, Any]:
+    return {part["url"]: part for part in extension["extension"]}
+
+
+def test_location_equipment_and_residential_capacity() -> None:
+    """Équipement spécifique mostly on MCO sites, capacité d'habitation on médico-social / hébergement
+    locations, with codes (and limits) from the data files (dataset.py EQUIPMENT_SHARE, RESIDENTIAL_SHARE)."""
+    dataset = generate_dataset(2000, 3)
+    with (DATA / "tre_r212_equipement.csv").open(encoding="utf-8", newline="") as handle:
+        equipments = {row["code"]: row for row in csv.DictReader(handle)}
+    offers = dataset.resources["HealthcareService"]
+    champs_at: dict[str, set[str]] = {}
+    modes_at: dict[str, set[str]] = {}
+    for offer in offers.values():
+        lieu = offer["location"][0]["reference"].partition("/")[2]
+        champs_at.setdefault(lieu, set()).update(codings(offer["type"], codes.TRE_R227_CHAMP_ACTIVITE))
+        modes_at.setdefault(lieu, set()).update(
+            codings(offer["characteristic"], codes.TRE_R213_MODE_PRISE_EN_CHARGE)
+        )
+    placed: Counter[str] = Counter()
+    equipped: Counter[bool] = Counter()
+    limits = housed = 0
+    for lid, location in dataset.resources["Location"].items():
+        champs, modes = champs_at[lid], modes_at[lid]
+        items = [e for e in location["extension"] if e["url"] == codes.EXT_EQUIPMENT]
+        equipped["01" in champs] += bool(items)
+        types = [
+            codings([_parts(e)["equipmentType"]["valueCodeableConcept"]], codes.TRE_R212_EQUIPEMENT)
+            for e in items
+        ]
+        assert all(len(t) == 1 for t in types)
+        assert len({t[0] for t in types}) == len(types) <= 3
+        for item, (code,) in zip(items, types, strict=True):
+            parts = _parts(item)
+            row = equipments[code]
+            assert set(row["champs"].split()) & champs
+            placed["MCO" if "01" in row["champs"].split() else "other"] += 1
+            assert 1 <= parts.get("nbInService", {"valueInteger": 1})["valueInteger"] <= 4
+            if codes.EXT_EQUIPMENT_LIMIT in parts:
+                limits += 1
+                limit = _parts(parts[codes.EXT_EQUIPMENT_LIMIT])
+                feature = limit["equipmentFeature"]["valueCodeableConcept"]
+                assert codings([feature], codes.TRE_R340_TYPE_CARACTERISTIQUE_EQUIPEMENT) == [
+                    row["limit_feature"]
+                ]
+                assert limit["limitValue"]["valueQuantity"] == {
+                    "value": int(row["limit_value"]),
+                    "unit": row["limit_unit"],
+                    "system": codes.UCUM,
+                    "code": row["limit_unit"],
+                }
+        housing = [e for e in location["extension"] if e["url"] == codes.EXT_RESIDENTIAL_CAPACITY]
+        if housing:
+            housed += 1
+            assert "04" in champs or "46" in modes
+        for item in housing:
+            parts = _parts(item)
+            kind = codings([parts["residentialType"]["valueCodeableConcept"]], codes.TRE_R242_TYPE_HABITATION)
+            assert kind
+            assert set(kind) <= data_codes("tre_r242_type_habitation.csv")
+            assert 1 <= parts.get("residentialNumber", {"valueInteger": 1})["valueInteger"] <= 60
+    total = dataset.count("Location")
+    assert placed["MCO"] > 2 * placed["other"] > 0
+    assert limits > 0
+    # about half the locations with an MCO offer hold equipment, far fewer of the others
+    with_mco = sum(1 for c in champs_at.values() if "01" in c)
+    assert 0.4 < equipped[True] / with_mco < 0.6
+    assert equipped[False] / (total - with_mco) < 0.2
+    assert 0.1 * total < housed < 0.5 * total
+
+
 def test_references_resolve(dataset: Dataset) -> None:
     for resource in dataset:
         for key in ("providedBy", "partOf", "managingOrganization", "practitioner", "organization"):

@@ -339,6 +339,64 @@ def test_the_checker_catches_missing_and_wrong_values(big: Dataset) -> None:
     assert (codes.EXT_PATIENT_TYPE, "extension[ageRange].value[x].low", "min") in found
 
 
+def test_location_extensions_are_checked_against_their_definitions(big: Dataset) -> None:
+    """Equipment (with its nested limit) and residential capacity are read from the extension definitions
+    (RORLocationEquipment*.fsh, RORLocationResidentialCapacity.fsh): dropping a required part is caught."""
+    for url in (codes.EXT_EQUIPMENT, codes.EXT_EQUIPMENT_LIMIT, codes.EXT_RESIDENTIAL_CAPACITY):
+        assert any(r.min for r in extension_profiles()[url].rules), url
+    prof = profile("Location")
+    location = next(
+        loc
+        for loc in big.resources["Location"].values()
+        if {codes.EXT_EQUIPMENT, codes.EXT_RESIDENTIAL_CAPACITY} <= {e["url"] for e in loc["extension"]}
+        and any(
+            p["url"] == codes.EXT_EQUIPMENT_LIMIT
+            for e in loc["extension"]
+            if e["url"] == codes.EXT_EQUIPMENT
+            for p in e["extension"]
+        )
+    )
+    assert set(violations("Location", prof, location)) <= KNOWN_DEVIATIONS["Location"]
+
+    def without(url: str, part: str) -> Json:
+        def strip(ext: Json) -> Json:
+            parts = [
+                strip(p) for p in ext.get("extension", []) if not (ext["url"] == url and p["url"] == part)
+            ]
+            return dict(ext, extension=parts) if "extension" in ext else ext
+
+        return dict(location, extension=[strip(e) for e in location["extension"]])
+
+    for url, part in (
+        (codes.EXT_EQUIPMENT, "equipmentType"),
+        (codes.EXT_EQUIPMENT_LIMIT, "equipmentFeature"),
+        (codes.EXT_EQUIPMENT_LIMIT, "limitValue"),
+        (codes.EXT_RESIDENTIAL_CAPACITY, "residentialType"),
+    ):
+        assert (url, f"extension[{part}]", "min") in set(violations("Location", prof, without(url, part)))
+
+
+def test_every_slice_the_ig_defines_for_locations_is_generated(big: Dataset) -> None:
+    """The Location extensions the simulator has real codes for all occur (IG RORLocation.fsh)."""
+    locations = list(big.resources["Location"].values())
+    urls = {e["url"] for loc in locations for e in loc["extension"]}
+    assert {
+        codes.EXT_CREATION_DATE,
+        codes.EXT_COMMUNE_COG,
+        codes.EXT_SUPPORTED_CAPACITY,
+        codes.EXT_EQUIPMENT,
+        codes.EXT_RESIDENTIAL_CAPACITY,
+    } <= urls
+    nested = {
+        p["url"]
+        for loc in locations
+        for e in loc["extension"]
+        if e["url"] == codes.EXT_EQUIPMENT
+        for p in e["extension"]
+    }
+    assert nested == {"equipmentType", "nbInService", codes.EXT_EQUIPMENT_LIMIT}
+
+
 @pytest.mark.parametrize(
     "rtype", ["Organization", "HealthcareService", "Location", "PractitionerRole", "Practitioner"]
 )
