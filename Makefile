@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck imports unit test-slow bench clean sim-scale
+.PHONY: install run test lint typecheck imports unit test-slow bench bench-extract bench-modifications clean sim-scale
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,17 @@ test-slow: install
 # Pages/s of the national API client against the simulator (0 and 50 ms latency), as a ratio to bare httpx.
 bench: install
 	$(BIN)/python -m tests.bench.bench_paging
+
+# GET /extraction at 100 000 and 1 000 000 offers: the bridge's peak RSS, duration, bytes (issue 6 item 3).
+# Smaller: make bench-extract SCALES=10000,100000
+SCALES ?= 100000,1000000
+bench-extract: install
+	$(BIN)/python -m tests.bench.bench_extract --scales $(SCALES)
+
+# ITI-74 over the whole directory (every entity changed) at two sizes: the bridge's peak RSS stays flat.
+MOD_SCALES ?= 10000,40000
+bench-modifications: install
+	$(BIN)/python -m tests.bench.bench_modifications --scales $(MOD_SCALES)
 
 # The ROR simulator at one million offers: start time, peak memory, request latency (README, issue 3 item 2).
 sim-scale: install

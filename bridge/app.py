@@ -7,20 +7,42 @@ embedded ROR simulator into one FastAPI application. Also the entry points the C
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from enum import StrEnum
+from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from bridge.config import Settings
 from bridge.csd.request import parse_request
 from bridge.csd.writer import document_to_bytes
-from bridge.errors import BridgeError, ConfigurationError
+from bridge.errors import (
+    BridgeError,
+    ConfigurationError,
+    InvalidParameterError,
+    UnknownRegionError,
+    UpstreamError,
+    UpstreamUnavailableError,
+)
+from bridge.extraction import (
+    ExtractionBusyError,
+    ExtractionCache,
+    Extractor,
+    Progress,
+    ProgressCallback,
+    Source,
+    cached_stream,
+    extraction_request,
+)
 from bridge.fhir.client import FhirClient
 from bridge.model import Directory, Envelope, FhirQuery, QueryPlan, Resource, SearchResult
 from bridge.paths import shipped_dir
@@ -43,6 +65,8 @@ class LogEvent(StrEnum):
     STARTED = "bridge-started"
     REQUEST_REFUSED = "request-refused"
     UNEXPECTED_FAILURE = "unexpected-failure"
+    EXTRACTION_REFUSED = "extraction-refused"
+    EXTRACTION_ABORTED = "extraction-aborted"
 
 
 # The embedded simulator is reached in-process (no socket) under this base; the host name is never
@@ -50,6 +74,11 @@ class LogEvent(StrEnum):
 DEMO_BASE_URL = "http://ror-simulator.internal/ws-diffusion-fhir"
 DEMO_MOUNT = "/demo/fhir"
 XSD_MEDIA_TYPE = "application/xml; charset=utf-8"
+EXTRACTION_CACHE_DIR = (
+    "ror-bridge-extractions"  # under the system temp dir unless extraction_cache_dir is set
+)
+# The progress counters of `ror-bridge extract` (the CLI reaches the extraction through this module only).
+ExtractionProgress = Progress
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +163,83 @@ def build_upstream(settings: Settings) -> Upstream:
     return Upstream(client=client, simulator=simulator, dataset=dataset)
 
 
+def build_extractor(settings: Settings, mappings: Mappings, client: FhirClient) -> Extractor:
+    """The streamed extraction (`GET /extraction`, `ror-bridge extract`) for these settings."""
+    return Extractor(
+        mappings,
+        client,
+        source=Source(settings.extraction_source),
+        deadline_s=settings.upstream_export_deadline_s,
+        max_concurrent=settings.extraction_max_concurrent,
+    )
+
+
+def extraction_cache(settings: Settings) -> ExtractionCache:
+    directory = settings.extraction_cache_dir or Path(tempfile.gettempdir()) / EXTRACTION_CACHE_DIR
+    # Documents depend on the upstream (and its demo dataset) and on the tables: part of every cache key.
+    upstream = settings.upstream_url
+    if settings.is_demo:
+        upstream += f" scale={settings.demo_scale} seed={settings.demo_seed}"
+    scope = f"{upstream}\n{settings.mappings_dir or shipped_dir('mappings')}"
+    return ExtractionCache(directory, settings.extraction_cache_s, scope=scope)
+
+
+def extraction_failure(error: Exception) -> Response:
+    """An extraction that failed before its first byte: a plain-text HTTP error saying why."""
+    if isinstance(error, UnknownRegionError):
+        return PlainTextResponse(f"{error.reason} (see mappings/regions.csv)\n", status_code=404)
+    if isinstance(error, InvalidParameterError):
+        return PlainTextResponse(f"{error.reason}\n", status_code=400)
+    headers = {}
+    if isinstance(error, ExtractionBusyError):
+        status, reason = 503, f"the bridge is busy: {error}; retry later"
+        headers["Retry-After"] = "60"
+    elif isinstance(error, UpstreamUnavailableError):
+        # A timeout or a passed deadline is a gateway timeout; refused connections and an open breaker are
+        # an unavailable upstream.
+        status = 504 if any(word in error.reason for word in ("timeout", "deadline")) else 503
+        reason = f"the national API is unavailable: {error.reason}"
+    elif isinstance(error, UpstreamError):
+        status, reason = 502, f"the national API failed: {error.reason}"
+    else:
+        log.exception("%s %s", LogEvent.UNEXPECTED_FAILURE, type(error).__name__, exc_info=error)
+        return PlainTextResponse(
+            "the extraction failed: internal error (see the bridge's log)\n", status_code=500
+        )
+    log.warning("%s %d: %s", LogEvent.EXTRACTION_REFUSED, status, reason)
+    return PlainTextResponse(f"extraction not started: {reason}\n", status_code=status, headers=headers)
+
+
+def extraction_headers(date: datetime, cache: str) -> dict[str, str]:
+    """When the upstream data was read (HTTP date and ISO 8601), and whether the disk cache answered."""
+    return {
+        "Last-Modified": format_datetime(date.astimezone(UTC), usegmt=True),
+        "X-Extraction-Date": date.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "X-Extraction-Cache": cache,
+    }
+
+
+async def _aborting(first: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The document after its first chunk; a failure is logged and raised, so the server drops the
+    connection without the chunked terminator and the client sees a truncated transfer, never a whole one."""
+    yield first
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except Exception as error:
+        log.error(
+            "%s %s: %s", LogEvent.EXTRACTION_ABORTED, type(error).__name__, getattr(error, "reason", error)
+        )
+        raise
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The bridge application for these settings."""
     mappings = mappings_from(settings)
     upstream = build_upstream(settings)
-    pipeline = Pipeline(mappings, upstream.client)
+    pipeline = Pipeline(mappings, upstream.client, max_changed_entities=settings.modifications_max_entities)
+    extractor = build_extractor(settings, mappings, upstream.client)
+    cache = extraction_cache(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -237,7 +338,71 @@ def create_app(settings: Settings) -> FastAPI:
             return JSONResponse({"status": "not ready", "upstream": reason}, status_code=503)
         return JSONResponse({"status": "ready", "upstream": "reachable", "mappings": "loaded"})
 
+    async def extraction(request: Request, region: str | None) -> Response:
+        try:
+            wanted = extraction_request(mappings, region, request.query_params.multi_items())
+        except BridgeError as error:
+            return extraction_failure(error)
+        cached = cache.lookup(wanted)
+        if cached is not None:
+            return FileResponse(
+                cached.path, media_type=XSD_MEDIA_TYPE, headers=extraction_headers(cached.date, "hit")
+            )
+        started = datetime.now(UTC)
+        chunks = extractor.stream(wanted)
+        try:
+            first = await anext(chunks)
+        except Exception as error:  # nothing was sent: a clean HTTP error
+            return extraction_failure(error)
+        entry = cache.open(wanted, started)
+        return StreamingResponse(
+            cached_stream(_aborting(first, chunks), entry),
+            media_type=XSD_MEDIA_TYPE,
+            headers=extraction_headers(started, "miss" if entry is not None else "off"),
+        )
+
+    @app.get("/extraction")
+    async def extraction_national(request: Request) -> Response:
+        return await extraction(request, None)
+
+    @app.get("/extraction/{region}")
+    async def extraction_regional(request: Request, region: str) -> Response:
+        return await extraction(request, region)
+
     return app
+
+
+async def extract(
+    settings: Settings,
+    sink: BinaryIO,
+    *,
+    region: str | None = None,
+    params: Iterable[tuple[str, str]] = (),
+    on_progress: ProgressCallback | None = None,
+) -> ExtractionProgress:
+    """`ror-bridge extract`: the same document as `GET /extraction[/{region}]`, written to `sink`.
+
+    Raises BridgeError (or ExtractionBusyError) with the reason when the extraction fails; what was
+    written to `sink` by then is a truncated document the caller must discard.
+    """
+    mappings = mappings_from(settings)
+    upstream = build_upstream(settings)
+    try:
+        extractor = build_extractor(settings, mappings, upstream.client)
+        wanted = extraction_request(mappings, region, params)
+        final = ExtractionProgress()
+
+        def remember(progress: ExtractionProgress) -> None:
+            nonlocal final
+            final = progress
+            if on_progress is not None:
+                on_progress(progress)
+
+        async for chunk in extractor.stream(wanted, remember):
+            sink.write(chunk)
+        return final
+    finally:
+        await upstream.client.aclose()
 
 
 @dataclass(frozen=True, slots=True)

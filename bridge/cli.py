@@ -1,4 +1,4 @@
-"""The `ror-bridge` command line: serve, simulator, mappings check, translate, selftest.
+"""The `ror-bridge` command line: serve, simulator, mappings check, translate, selftest, extract.
 
 Builds settings from flags (then `BRIDGE_*` variables, then `--config FILE`) and hands them to
 `bridge.app`; it never builds the bridge's parts itself.
@@ -11,12 +11,16 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from bridge import __version__
 from bridge.config import Settings, load_settings
 from bridge.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from bridge.app import ExtractionProgress
 
 
 def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
@@ -38,6 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
         f"ror-bridge {__version__}: CSD endpoint http://{settings.host}:{settings.port}/csd", file=sys.stderr
     )
     print(f"  WSDL: http://{settings.host}:{settings.port}/csd?wsdl   upstream: {where}", file=sys.stderr)
+    print(f"  extraction: http://{settings.host}:{settings.port}/extraction[/REGION]", file=sys.stderr)
     if settings.is_demo:
         print(f"  demo FHIR data: http://{settings.host}:{settings.port}/demo/fhir/metadata", file=sys.stderr)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, proxy_headers=True)
@@ -115,6 +120,122 @@ def _translate(args: argparse.Namespace) -> int:
         print(f"ror-bridge translate: note: {note}", file=sys.stderr)
     print(f"ror-bridge translate: {translation.entities} CSD record(s)", file=sys.stderr)
     return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+    import os
+    import tempfile
+    import time
+
+    from bridge.app import extract
+    from bridge.errors import BridgeError, SenderError
+
+    params = [("champActivite", code) for code in args.champ or ()]
+    for item in args.param or ():
+        name, equals, value = item.partition("=")
+        if not equals:
+            print(f"ror-bridge extract: --param takes NAME=VALUE, not {item!r}", file=sys.stderr)
+            return 2
+        params.append((name.strip(), value))
+    overrides = {"upstream_url": args.upstream, "extraction_source": args.source}
+    settings = _settings(args, **overrides)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    interactive = sys.stderr.isatty() and not args.quiet
+    shown_at, shown_phase = 0.0, ""
+    sent = 0  # bytes of the document produced so far
+
+    def show(progress: ExtractionProgress) -> None:
+        nonlocal shown_at, shown_phase, sent
+        sent = progress.bytes
+        if args.quiet:
+            return
+        now = time.monotonic()
+        if progress.phase == shown_phase and now - shown_at < (0.2 if interactive else 10.0):
+            return
+        shown_at, shown_phase = now, progress.phase
+        line = _progress_line(progress)
+        if interactive:
+            print(f"\r{line[:160]:<160}", end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    temporary: Path | None = None
+    try:
+        if args.output is None:
+            sink = sys.stdout.buffer
+        else:
+            # Written under a temporary name next to the target, renamed only once complete.
+            descriptor, name = tempfile.mkstemp(
+                prefix=f".{args.output.name}.", suffix=".part", dir=args.output.parent or Path()
+            )
+            temporary = Path(name)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(descriptor, 0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
+            sink = os.fdopen(descriptor, "wb")
+        with contextlib.ExitStack() as stack:
+            if args.output is not None:
+                stack.enter_context(sink)
+            progress = asyncio.run(
+                extract(settings, sink, region=args.region, params=params, on_progress=show)
+            )
+            sink.flush()
+        if temporary is not None:
+            temporary.replace(args.output)
+            temporary = None
+    except BridgeError as error:
+        if interactive:
+            print(file=sys.stderr)
+        print(f"ror-bridge extract: failed: {type(error).__name__}: {error.reason}", file=sys.stderr)
+        if args.output is None and sent:
+            print("ror-bridge extract: what was written to stdout is incomplete", file=sys.stderr)
+        return 2 if isinstance(error, SenderError) else 1
+    except KeyboardInterrupt:
+        print("\nror-bridge extract: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)  # never leave a truncated document behind
+    if interactive:
+        print(file=sys.stderr)
+    if not args.quiet:
+        print(_summary(progress, args.output), file=sys.stderr)
+    return 0
+
+
+def _progress_line(progress: ExtractionProgress) -> str:
+    if progress.phase in ("starting", "fetching"):
+        unit = "files" if progress.source == "export" else "pages"
+        return (
+            f"ror-bridge extract: fetching ({progress.source or '…'}): {progress.pages} {unit}, "
+            f"{progress.received} resources received, {progress.spooled} kept, {progress.elapsed_s:.0f} s"
+        )
+    expected = sum(progress.expected.values()) or 1
+    done = sum(progress.written.values())
+    width = 30
+    filled = min(width, width * done // expected)
+    counts = " ".join(
+        f"{d.value.removesuffix('Directory')} {progress.written[d]}/{progress.expected[d]}"
+        for d in progress.written
+    )
+    bar = "#" * filled + "." * (width - filled)
+    return (
+        f"ror-bridge extract: [{bar}] {min(100, 100 * done // expected):3d}% "
+        f"{counts}, {progress.bytes / 1e6:.1f} MB, {progress.elapsed_s:.0f} s"
+    )
+
+
+def _summary(progress: ExtractionProgress, output: Path | None) -> str:
+    unit = "$export file(s)" if progress.source == "export" else "search page(s)"
+    lines = [
+        f"ror-bridge extract: {progress.request} from {progress.source}: {progress.pages} {unit}, "
+        f"{progress.received} resources received, {progress.spooled} distinct",
+        "  " + ", ".join(f"{directory.value} {count}" for directory, count in progress.written.items()),
+        f"  {progress.bytes} bytes in {progress.elapsed_s:.1f} s -> {output or 'stdout'}",
+    ]
+    return "\n".join(lines)
 
 
 def _selftest(args: argparse.Namespace) -> int:
@@ -234,6 +355,39 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--only", action="append", metavar="TEXT", help="scenarios whose name has TEXT")
     selftest.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     selftest.set_defaults(handler=_selftest)
+
+    extract_command = commands.add_parser(
+        "extract", help="write the national or a regional offer as one CSD document (as GET /extraction)"
+    )
+    extract_command.add_argument("--region", metavar="CODE", help="a legacy region of mappings/regions.csv")
+    extract_command.add_argument(
+        "--champ",
+        action="append",
+        metavar="CODE",
+        help="champ d'activité (TRE_R227 code or system|code); repeatable: alternatives",
+    )
+    extract_command.add_argument(
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="any other offer-search criterion, e.g. categorieOrganisation=43 or departement=69; repeatable",
+    )
+    extract_command.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="write here, not to stdout"
+    )
+    extract_command.add_argument(
+        "--upstream",
+        metavar="demo|URL",
+        help="`demo` (default) or the national FHIR base (BRIDGE_UPSTREAM_URL)",
+    )
+    extract_command.add_argument(
+        "--source",
+        choices=("auto", "export", "search"),
+        help="$export, searches, or auto (default; BRIDGE_EXTRACTION_SOURCE)",
+    )
+    extract_command.add_argument("--quiet", action="store_true", help="no progress line and no summary")
+    extract_command.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
+    extract_command.set_defaults(handler=_extract)
     return parser
 
 

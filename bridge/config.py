@@ -7,7 +7,7 @@ and `bridge.app.create_app(settings)` is the only place that builds objects from
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -101,6 +101,32 @@ class Settings(BaseSettings):
         ge=0,
         le=1,
         description="share of upstream resources validated against FHIR R4B (counted, never rejected)",
+    )
+
+    # --- changes since a date: ITI-74 is spooled to disk (no ceiling); establishments-updated-since is
+    # answered from memory, under a ceiling
+    modifications_max_entities: int = Field(
+        20_000,
+        ge=1,
+        description="changed entities one establishments-updated-since answer may gather in memory; above it "
+        "the request is refused (Sender fault TooManyChanges) and the client is sent to /extraction. ITI-74 "
+        "has no ceiling: its answer is spooled to a temporary file first",
+    )
+
+    # --- the streamed REST extraction (GET /extraction, `ror-bridge extract`)
+    extraction_source: Literal["auto", "export", "search"] = Field(
+        "auto",
+        description="where an extraction reads the offer: $export, paged searches, or auto ($export when the "
+        "upstream CapabilityStatement announces it)",
+    )
+    extraction_cache_s: float = Field(
+        0.0, ge=0, description="seconds a completed extraction is served again from disk; 0 = no cache"
+    )
+    extraction_cache_dir: Path | None = Field(
+        None, description="directory of cached extractions (default: ror-bridge-extractions in the temp dir)"
+    )
+    extraction_max_concurrent: int = Field(
+        2, ge=1, description="extractions running at once; one more is answered 503 with Retry-After"
     )
 
     # --- embedded demo simulator (upstream_url = demo)

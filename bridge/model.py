@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from enum import StrEnum
-from typing import Any
+from typing import Any, BinaryIO
 
 # A FHIR resource as parsed JSON. The hot path never builds pydantic models (engineering-notes §4.3).
 Resource = Mapping[str, Any]
@@ -343,7 +343,13 @@ class CsdDocument:
 
 @dataclass(frozen=True, slots=True)
 class CsdResponse:
-    """What the edge writes back for one request: the document and how to wrap it."""
+    """What the edge writes back for one request: the document and how to wrap it.
+
+    `directories`, when set, replaces `document`: the four directories of the `csd:CSD` answer already
+    written (UTF-8, from `<csd:organizationDirectory>` to `</csd:providerDirectory>`) to an open temporary
+    file, which the edge copies into the envelope and then closes (ITI-74 at flat memory, modifications.py).
+    """
 
     request: CsdRequest
     document: CsdDocument
+    directories: BinaryIO | None = None

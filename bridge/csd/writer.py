@@ -6,13 +6,14 @@ revision (docs/csd-wire-format.md §5; xsd/csd.xsd), which legacy clients valida
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from io import BytesIO
-from typing import Any, Final, TypeVar
+from typing import Any, BinaryIO, Final, TypeVar
 
 from lxml import etree
 
@@ -47,7 +48,12 @@ from bridge.model import (
 
 __all__ = [
     "FLUSH_EVERY",
+    "directory_end",
+    "directory_start",
+    "document_end",
+    "document_start",
     "document_to_bytes",
+    "element_bytes",
     "facility_element",
     "organization_element",
     "provider_element",
@@ -59,6 +65,8 @@ __all__ = [
 # Records written between two flushes of the output: small enough to keep the first bytes flowing and
 # the buffered output small, large enough not to flush a few hundred bytes at a time.
 FLUSH_EVERY: Final = 200
+# Bytes read at a time from a pre-written answer file (CsdResponse.directories) into the envelope.
+COPY_CHUNK: Final = 256 * 1024
 
 _NSMAP: Final = {"csd": ns.CSD}
 _EXT_NSMAP: Final = {"ror": ns.ROR_EXT}
@@ -438,7 +446,10 @@ async def write_response_body(xf: Any, response: CsdResponse, *, encapsulated: b
     document = response.document
     if response.request.transaction == Transaction.MODIFICATIONS:
         async with xf.element(_tag("getModificationsResponse"), nsmap=_NSMAP):
-            await write_csd(xf, document)
+            if response.directories is not None:
+                await _copy_directories(xf, response.directories)
+            else:
+                await write_csd(xf, document)
     elif encapsulated:
         # The stored functions answer XML: content-type as OpenInfoMan writes it (csd-wire-format §3.5).
         async with (
@@ -448,6 +459,16 @@ async def write_response_body(xf: Any, response: CsdResponse, *, encapsulated: b
             await write_csd(xf, document)
     else:
         await write_csd(xf, document)
+
+
+async def _copy_directories(xf: Any, directories: BinaryIO) -> None:
+    """A `csd:CSD` element whose four directories were written beforehand to a file (CsdResponse.directories):
+    lxml writes the CSD tags, the file's bytes go in between as they are, through `xf.write_raw` (the edge's
+    writer, soap/envelope.py: it flushes lxml's buffer first, so the order is kept)."""
+    async with xf.element(_tag("CSD"), nsmap=_NSMAP):
+        directories.seek(0)
+        while chunk := await asyncio.to_thread(directories.read, COPY_CHUNK):
+            await xf.write_raw(chunk)
 
 
 def document_to_bytes(document: CsdDocument) -> bytes:
@@ -465,3 +486,32 @@ def document_to_bytes(document: CsdDocument) -> bytes:
                     for element in elements:
                         xf.write(element)
     return sink.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+# A document assembled piece by piece (the streamed extraction writes each directory from its own pass and
+# sends the pieces as they come): the same bytes `write_csd` writes, declaration included.
+
+_DECLARATION: Final = b"<?xml version='1.0' encoding='utf-8'?>\n"
+
+
+def document_start() -> bytes:
+    """The XML declaration and the `csd:CSD` start tag."""
+    return _DECLARATION + f'<csd:CSD xmlns:csd="{ns.CSD}">'.encode()
+
+
+def document_end() -> bytes:
+    return b"</csd:CSD>"
+
+
+def directory_start(directory: Directory) -> bytes:
+    return f"<csd:{directory.value}>".encode()
+
+
+def directory_end(directory: Directory) -> bytes:
+    return f"</csd:{directory.value}>".encode()
+
+
+def element_bytes(element: etree._Element) -> bytes:
+    """One directory entry (from `organization_element` and the like) as UTF-8 bytes, no declaration."""
+    return etree.tostring(element, encoding="utf-8")

@@ -268,6 +268,79 @@ class FhirClient:
             result.includes = [r for r in result.includes if _key(r) not in match_keys]
         return results
 
+    async def iter_pages_unordered(
+        self, queries: Sequence[FhirQuery], *, deadline: Deadline | None = None
+    ) -> AsyncIterator[Page]:
+        """Every page of several searches, in the order they arrive, for callers that de-duplicate by key
+        themselves (the streamed extraction's disk spool) — at flat memory, whatever the size of the answer.
+
+        Searches over the result cap are split into `_lastUpdated` windows as `iter_pages` does, but nothing
+        is remembered across pages: a page keeps all its includes (each page is complete context for its
+        matches) and matches are de-duplicated within one walk only (at most the cap). A window re-walked
+        after a truncation that came late (no `Bundle.total`), or a resource updated during the walk, can
+        therefore appear twice. Memory: `concurrency` walks, each holding at most one page, plus one queued.
+        """
+        deadline = deadline or self.new_deadline()
+        work: asyncio.Queue[tuple[FhirQuery, Window]] = asyncio.Queue()
+        for query in queries:
+            work.put_nowait((query, (None, None)))
+        done = object()
+        out: asyncio.Queue[Any] = asyncio.Queue(PAGES_PER_PARTITION)
+
+        async def walk(query: FhirQuery, window: Window) -> None:
+            try:
+                async for page in self._walk(_windowed(query, window), deadline):
+                    if self.validator is not None:
+                        for resource in (*page.matches, *page.includes):
+                            self.validator.submit(resource)
+                    await out.put(page)
+            except _TruncatedError as truncated:
+                parts = _split(window)
+                if not parts:
+                    raise IncompleteResultError(
+                        f"more than {self.max_results} results share {_describe(window)}: the query cannot "
+                        "be split further by _lastUpdated",
+                        request=self.url_for(_windowed(query, window)),
+                    ) from None
+                log.info(
+                    "%s %s total=%s into %d windows",
+                    LogEvent.TRUNCATION_SPLIT,
+                    query.resource_type,
+                    truncated.total,
+                    len(parts),
+                )
+                for part in parts:
+                    work.put_nowait((query, part))
+
+        async def worker() -> None:
+            while True:
+                query, window = await work.get()
+                try:
+                    await walk(query, window)
+                except Exception as error:  # handed to the consumer, which raises it
+                    await out.put(error)
+                finally:
+                    work.task_done()
+
+        async def finish() -> None:
+            await work.join()
+            await out.put(done)
+
+        tasks = [asyncio.create_task(worker()) for _ in range(self.concurrency)]
+        tasks.append(asyncio.create_task(finish()))
+        try:
+            while True:
+                item = await out.get()
+                if item is done:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     async def _pages(self, query: FhirQuery, window: Window, deadline: Deadline) -> AsyncIterator[Page]:
         """The pages of `query` restricted to `window`; split into sub-windows when truncated."""
         try:

@@ -97,6 +97,11 @@ class _GuardedWriter:
     def element(self, *args: Any, **kwargs: Any) -> _GuardedElement:
         return _GuardedElement(self._xf.element(*args, **kwargs), self._sink)
 
+    async def write_raw(self, data: bytes) -> None:
+        """Bytes already serialised (a pre-written answer, CsdResponse.directories), after what lxml holds."""
+        await self._xf.flush()
+        await self._sink.write(data)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._xf, name)
 
@@ -177,3 +182,5 @@ async def stream_response(
             producer.cancel()
         # Wait for the producer to unwind (no "task destroyed but pending"); its outcome is known already.
         await asyncio.wait({producer})
+        if response.directories is not None:
+            response.directories.close()  # a temporary file: closing it deletes it

@@ -8,7 +8,7 @@ organisation, lieu); facilities and providers read the offers and practitioners 
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -53,9 +53,19 @@ _REFERENCES = (TRANSFORMS["reference_entity_id"], TRANSFORMS["resolved_entity_id
 
 
 def from_fhir_results(
-    mappings: Mappings, plan: QueryPlan, results: Sequence[SearchResult], *, now: datetime | None = None
+    mappings: Mappings,
+    plan: QueryPlan,
+    results: Sequence[SearchResult],
+    *,
+    now: datetime | None = None,
+    selected: Collection[str] | None = None,
 ) -> CsdDocument:
-    """The CSD document for a plan's results. `now` (default: the current time) decides what is closed."""
+    """The CSD document for a plan's results. `now` (default: the current time) decides what is closed.
+
+    `selected` (`Type/id` keys) names the resources to write as entities instead of the matches and what they
+    reference (a delta answer: what changed, translate/delta.py); every resource received still resolves
+    references. Keys of a type without entity table in the plan's directories are skipped.
+    """
     index: dict[str, Resource] = {}
     for result in results:
         for resource in (*result.matches, *result.includes):
@@ -71,12 +81,16 @@ def from_fhir_results(
         timezone=mappings.timezone,
         offers_at=offers_by_location(index),
     )
-    selected = _select(mappings, plan, results, index)
+    chosen = (
+        _select(mappings, plan, results, index)
+        if selected is None
+        else [index[key] for key in selected if key in index]
+    )
     organizations: dict[str, Organization] = {}
     services: dict[str, Service] = {}
     facilities: dict[str, Facility] = {}
     providers: dict[str, Provider] = {}
-    for resource in selected:
+    for resource in chosen:
         table = mappings.entity_for(str(resource.get("resourceType")), plan.directories)
         if table is None:
             continue

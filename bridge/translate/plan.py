@@ -7,34 +7,62 @@ parameter the request did not send) is left out of the query.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
-from bridge.errors import InvalidParameterError, UnknownFunctionError
-from bridge.model import CsdRequest, FhirQuery, QueryPlan
-from bridge.translate.resolvers import RESOLVERS, present_parameters
+from bridge.errors import InvalidParameterError, UnknownFunctionError, UnsupportedRequestError
+from bridge.model import CsdRequest, FhirQuery, QueryPlan, RequestParams, Transaction
+from bridge.translate.resolvers import RESOLVERS, present_parameters, since_instant
 from bridge.translate.select import needed_matches
-from bridge.translate.tables import Mappings
+from bridge.translate.tables import FunctionSpec, Mappings
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+# A "changed since" instant later than now by more than this is refused [INFER]: it can only be a client
+# error (nothing has changed in the future); the margin absorbs a client clock slightly ahead of ours.
+FUTURE_MARGIN = timedelta(minutes=5)
 
 
-def to_fhir_plan(mappings: Mappings, request: CsdRequest) -> QueryPlan:
-    """The FHIR searches answering a stored-function call (UnknownFunctionError, InvalidParameterError)."""
+def function_of(mappings: Mappings, request: CsdRequest) -> tuple[FunctionSpec, RequestParams]:
+    """The functions.yaml entry answering a request, and the parameters its resolvers read.
+
+    ITI-74 is the `modifications` entry; its `lastModified` becomes the entry's parameter of that name, as an
+    aware UTC instant (a naive one takes `request_timezone`).
+    """
+    if request.transaction is Transaction.MODIFICATIONS:
+        spec = mappings.modifications
+        if spec is None:
+            raise UnsupportedRequestError(
+                "ITI-74 getModificationsRequest is not served: functions.yaml has no `modifications` entry"
+            )
+        if request.last_modified is None:
+            raise InvalidParameterError("getModificationsRequest/lastModified is required (xs:dateTime)")
+        when = request.last_modified
+        if when.tzinfo is None:  # functions.yaml defaults.request_timezone [INFER]
+            when = when.replace(tzinfo=mappings.timezone)
+        return spec, RequestParams(extra=(("lastModified", when.astimezone(UTC).isoformat()),))
     if not request.function_urn:
         raise UnknownFunctionError("")
-    spec = mappings.function(request.function_urn)
-    refused = [name for name in present_parameters(request.params) if name not in spec.parameters]
+    return mappings.function(request.function_urn), request.params
+
+
+def to_fhir_plan(mappings: Mappings, request: CsdRequest, *, now: datetime | None = None) -> QueryPlan:
+    """The FHIR searches answering a stored-function call or an ITI-74 request (UnknownFunctionError,
+    InvalidParameterError). `now` (default: the current time) decides what "in the future" means."""
+    spec, params = function_of(mappings, request)
+    refused = [name for name in present_parameters(params) if name not in spec.parameters]
     if refused:
         # IHE semantics are the AND of the parameters present: ignoring one would widen the answer silently.
         raise InvalidParameterError(
             f"{spec.urn} does not accept {', '.join(refused)} (accepted: {', '.join(spec.parameters)})"
         )
-    if request.params.start is not None and request.params.start < 1:
-        raise InvalidParameterError(f"start is 1-based: {request.params.start} is not allowed")
+    if params.start is not None and params.start < 1:
+        raise InvalidParameterError(f"start is 1-based: {params.start} is not allowed")
+    if spec.delta is not None:
+        _refuse_future(params, mappings, now or datetime.now(UTC))
     resolved: dict[str, str | None] = {}
 
     def value_of(name: str) -> str | None:
         if name not in resolved:
-            resolved[name] = RESOLVERS[name](request.params, mappings.identities, mappings.systems)
+            resolved[name] = RESOLVERS[name](params, mappings.identities, mappings.systems)
         return resolved[name]
 
     def fill(template: str) -> str | None:
@@ -46,23 +74,41 @@ def to_fhir_plan(mappings: Mappings, request: CsdRequest) -> QueryPlan:
 
     # A legacy regional endpoint answers with its own region's data only: the "région source" tag that
     # every national resource carries (ror-fhir-api §3; comma = OR across the codes it covers).
-    scope: tuple[tuple[str, str], ...] = ()
-    if request.region is not None:
-        region = mappings.region(request.region)
-        scope = (("_tag", ",".join(f"{mappings.region_tag_system}|{code}" for code in region.region_codes)),)
+    tags = region_tags(mappings, request.region)
+    scope = (("_tag", ",".join(tags)),) if tags is not None else ()
     queries = []
     for query in spec.queries:
-        params = []
+        pairs = []
         for name, template in query.params:
             value = fill(template)
             if value is not None:
-                params.append((name, value))
+                pairs.append((name, value))
         queries.append(
-            FhirQuery(resource_type=query.resource, params=tuple(params) + scope, purpose=query.purpose)
+            FhirQuery(resource_type=query.resource, params=tuple(pairs) + scope, purpose=query.purpose)
         )
     return QueryPlan(
         function=spec.urn,
         queries=tuple(queries),
         directories=spec.directories,
-        limit=needed_matches(spec, request.params),
+        limit=needed_matches(spec, params),
     )
+
+
+def region_tags(mappings: Mappings, region: str | None) -> tuple[str, ...] | None:
+    """The `system|code` "région source" tags of a legacy regional endpoint; None for the national one."""
+    if region is None:
+        return None
+    return tuple(f"{mappings.region_tag_system}|{code}" for code in mappings.region(region).region_codes)
+
+
+def _refuse_future(params: RequestParams, mappings: Mappings, now: datetime) -> None:
+    when = since_instant(params)
+    if when is None:
+        return  # the resolver says which parameter is missing
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=mappings.timezone)
+    if when > now + FUTURE_MARGIN:
+        raise InvalidParameterError(
+            f"the date of the last update {when.isoformat()} is in the future (now {now.isoformat()}): "
+            "send the instant of your previous update"
+        )

@@ -14,15 +14,22 @@ def coverage_report(mappings: Mappings) -> str:
     lines = [f"Mapping tables in {mappings.directory}", ""]
 
     lines.append(f"{FUNCTIONS}: {len(mappings.functions)} stored function(s)")
-    for spec in sorted(mappings.functions.values(), key=lambda s: s.urn):
-        lines.append(f"  {spec.urn}  [{spec.name}]")
+    specs = sorted(mappings.functions.values(), key=lambda s: s.urn)
+    if mappings.modifications is not None:
+        specs.append(mappings.modifications)
+    for spec in specs:
+        label = "ITI-74 getModificationsRequest" if spec is mappings.modifications else spec.urn
+        lines.append(f"  {label}  [{spec.name}]")
         for alias in spec.aliases:
             lines.append(f"    alias {alias}")
         lines.append(f"    parameters: {', '.join(spec.parameters)}")
         lines.append(f"    fills: {', '.join(sorted(d.value for d in spec.directories))}")
+        if spec.delta is not None:
+            lines.append(f"    delta: {spec.delta} (what changed, each once)")
         for query in spec.queries:
             params = "&".join(f"{name}={value}" for name, value in query.params)
-            lines.append(f"    GET {query.resource}?{params}")
+            changed = f"  [changed too: included {', '.join(query.propagates)}]" if query.propagates else ""
+            lines.append(f"    GET {query.resource}?{params}{changed}")
     defaults = ", ".join(f"{e.value}={str(v).lower()}" for e, v in mappings.encapsulated_defaults.items())
     lines.append(
         f"  defaults: encapsulated when absent: {defaults}; request time zone {mappings.timezone.key}"

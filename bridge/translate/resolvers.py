@@ -156,14 +156,32 @@ def _name(p: RequestParams, i: Identities, s: Systems) -> str | None:
     return text.strip() if text is not None and text.strip() else None
 
 
+# The request parameters that carry "changed since": IHE record/@updated, the ROR dateMiseAJour, and the
+# ITI-74 getModificationsRequest/lastModified (given to the plan as a parameter of the `modifications` entry).
+SINCE_PARAMETERS = ("record/@updated", "dateMiseAJour", "lastModified")
+
+
+def since_instant(p: RequestParams) -> datetime | None:
+    """The "changed since" instant of a request (naive when the client sent no offset), or None."""
+    if p.record_updated is not None:
+        return p.record_updated
+    for name in SINCE_PARAMETERS[1:]:
+        when = _extra_datetime(p, name)
+        if when is not None:
+            return when
+    return None
+
+
 def _updated_since(p: RequestParams, i: Identities, s: Systems) -> str | None:
-    when = p.record_updated if p.record_updated is not None else _extra_datetime(p, "dateMiseAJour")
+    when = since_instant(p)
     if when is None:
         return None
     if when.tzinfo is not None:
         when = when.astimezone(UTC)
-    stamp = when.strftime("%Y-%m-%dT%H:%M:%S") + ("Z" if when.tzinfo is not None else "")
-    return f"ge{stamp}"
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S")
+    if when.microsecond:  # kept: ge floor(T) would also return what changed in [floor(T), T)
+        stamp += f".{when.microsecond:06d}".rstrip("0")
+    return f"ge{stamp}" + ("Z" if when.tzinfo is not None else "")
 
 
 def _updated_since_required(p: RequestParams, i: Identities, s: Systems) -> str:

@@ -34,6 +34,7 @@ from bridge.model import (
     Record,
 )
 from bridge.translate.codes import CodeEntry, CodeSystem, CodeTable, Systems
+from bridge.translate.delta import SELECTIONS
 from bridge.translate.findings import Findings
 from bridge.translate.identity import ANY_SYSTEM, Identities, IdentityScheme
 from bridge.translate.paths import PathSyntaxError, SourcePath
@@ -48,6 +49,10 @@ REGIONS = "regions.csv"
 ENTITIES = "entities"
 CODES = "codes"
 MODEL = "model-v24.yaml"
+
+# The label ITI-74 plans carry as their "function": the transaction's request action (csd-wire-format §2);
+# the `modifications` entry of functions.yaml has no URN of its own (ITI-74 calls no stored function).
+MODIFICATIONS_URN = "urn:ihe:iti:csd:2013:GetDirectoryModificationsRequest"
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _RULE_ID = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -180,6 +185,9 @@ class QuerySpec:
     resource: str
     params: tuple[tuple[str, str], ...]  # values may hold {resolver} placeholders
     purpose: str
+    # Delta functions only: the types of the resources this query includes that count as changed too (an
+    # offer whose lieu or professional changed); its matches always count (translate/delta.py).
+    propagates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +206,9 @@ class FunctionSpec:
     bridge_filters: tuple[str, ...] = ()
     # A named selection step of select.py run on the records after mapping (closed list), e.g. establishments.
     post: str | None = None
+    # Changes since a date (translate/delta.py, closed list): the answer is built from what changed, not from
+    # the matches — `entities` (ITI-74) or `organization-chains` (establishments-updated-since).
+    delta: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +258,8 @@ class Mappings:
     region_tag_system: str  # meta.tag system of the "région source" (TRE_R30)
     findings: Findings = field(default_factory=Findings, compare=False)
     model: tuple[ModelClass, ...] = ()  # the ME 2.4 coverage table (model-v24.yaml)
+    # ITI-74 getModificationsRequest (functions.yaml `modifications`); None: not served by this deployment.
+    modifications: FunctionSpec | None = None
 
     def function(self, urn: str) -> FunctionSpec:
         """The stored function a URN names, canonical or alias."""
@@ -401,7 +414,7 @@ def load_mappings(directory: Path) -> Mappings:
     systems = _load_systems(directory)
     code_tables = _load_code_tables(directory)
     identities = _load_identities(directory)
-    functions, aliases, encapsulated, timezone, tag_system = _load_functions(directory)
+    functions, aliases, encapsulated, timezone, tag_system, modifications = _load_functions(directory)
     entities = _load_entities(directory, code_tables)
     regions = _load_regions(directory)
     model = _load_model(directory, entities)
@@ -418,6 +431,7 @@ def load_mappings(directory: Path) -> Mappings:
         regions=regions,
         region_tag_system=tag_system,
         model=model,
+        modifications=modifications,
     )
 
 
@@ -516,9 +530,9 @@ def _load_identities(directory: Path) -> Identities:
 
 def _load_functions(
     directory: Path,
-) -> tuple[dict[str, FunctionSpec], dict[str, str], dict[Envelope, bool], ZoneInfo, str]:
+) -> tuple[dict[str, FunctionSpec], dict[str, str], dict[Envelope, bool], ZoneInfo, str, FunctionSpec]:
     top = _Section(FUNCTIONS, None, "", _read_yaml(directory, FUNCTIONS))
-    top.only("defaults", "functions")
+    top.only("defaults", "functions", "modifications")
     defaults = _Section(FUNCTIONS, "defaults", "defaults", top.data.get("defaults"))
     defaults.only("encapsulated", "request_timezone", "region_tag_system", "note")
     enc = _Section(FUNCTIONS, "defaults", "defaults.encapsulated", defaults.data.get("encapsulated"))
@@ -551,7 +565,21 @@ def _load_functions(
                 functions[urn] = spec
             else:
                 aliases[urn] = spec.urn
-    return functions, aliases, encapsulated, timezone, tag_system
+    if top.data.get("modifications") is None:
+        raise top.fail("modifications", "required: the ITI-74 getModificationsRequest entry")
+    modifications = _load_function("modifications", top.data["modifications"], modifications=True)
+    if modifications.delta != "entities":
+        raise MappingTableError(
+            FUNCTIONS,
+            "modifications",
+            "modifications.delta",
+            "ITI-74 answers the changed entities: `entities`",
+        )
+    if modifications.directories != frozenset(Directory):
+        raise MappingTableError(
+            FUNCTIONS, "modifications", "modifications.directories", "ITI-74 fills the four directories"
+        )
+    return functions, aliases, encapsulated, timezone, tag_system, modifications
 
 
 def _load_regions(directory: Path) -> dict[str, Region]:
@@ -585,24 +613,20 @@ def _load_regions(directory: Path) -> dict[str, Region]:
     return regions
 
 
-def _load_function(name: str, raw: Any) -> FunctionSpec:
-    where = f"functions.{name}"
+def _load_function(name: str, raw: Any, *, modifications: bool = False) -> FunctionSpec:
+    """One stored function, or (`modifications`) the ITI-74 entry: the same shape without URN or aliases."""
+    where = "modifications" if modifications else f"functions.{name}"
     section = _Section(FUNCTIONS, name, where, raw)
-    section.only(
-        "urn",
-        "aliases",
-        "description",
-        "parameters",
-        "queries",
-        "directories",
-        "note",
-        "result",
-        "bridge_filters",
-        "post",
-    )
-    urn = section.req("urn")
+    keys = ["description", "parameters", "queries", "directories", "note", "result", "bridge_filters", "post"]
+    section.only(*keys, "delta", *(() if modifications else ("urn", "aliases")))
+    urn = MODIFICATIONS_URN if modifications else section.req("urn")
     if not urn.startswith("urn:"):
         raise section.fail("urn", "must be a URN")
+    delta = section.text("delta", required=False)
+    if delta is not None and delta not in SELECTIONS:
+        raise section.fail(
+            "delta", f"unknown delta selection {delta!r} (closed list: {', '.join(SELECTIONS)})"
+        )
     parameters = section.strings("parameters", required=True)
     for parameter in parameters:
         if parameter not in PARAMETERS and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", parameter):
@@ -620,7 +644,7 @@ def _load_function(name: str, raw: Any) -> FunctionSpec:
     queries = []
     for number, raw_query in enumerate(raw_queries):
         query = _Section(FUNCTIONS, name, f"{where}.queries[{number}]", raw_query)
-        query.only("resource", "purpose", "params")
+        query.only("resource", "purpose", "params", "propagates")
         resource = query.req("resource")
         if not _RESOURCE_TYPE.match(resource):
             raise query.fail("resource", f"not a FHIR resource type: {resource!r}")
@@ -643,8 +667,18 @@ def _load_function(name: str, raw: Any) -> FunctionSpec:
                         f"unknown resolver {{{placeholder}}} (closed list: {', '.join(sorted(RESOLVERS))})",
                     )
             params.append((pair[0], pair[1]))
-        queries.append(QuerySpec(resource, tuple(params), query.text("purpose", required=False) or ""))
+        propagates = query.strings("propagates")
+        if propagates and delta is None:
+            raise query.fail("propagates", "only a delta function (with `delta`) propagates changes")
+        for resource_type in propagates:
+            if not _RESOURCE_TYPE.match(resource_type):
+                raise query.fail("propagates", f"not a FHIR resource type: {resource_type!r}")
+        queries.append(
+            QuerySpec(resource, tuple(params), query.text("purpose", required=False) or "", propagates)
+        )
     result, bridge_filters, post = _load_selection(section, parameters, directories)
+    if delta is not None and result is not None:
+        raise section.fail("result", "a delta function answers every change: no start/max paging")
     return FunctionSpec(
         name=name,
         urn=urn,
@@ -657,6 +691,7 @@ def _load_function(name: str, raw: Any) -> FunctionSpec:
         result=result,
         bridge_filters=bridge_filters,
         post=post,
+        delta=delta,
     )
 
 

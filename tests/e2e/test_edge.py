@@ -79,14 +79,27 @@ def test_unknown_stored_function_soap11(bridge: RunningBridge) -> None:
     )
 
 
-def test_iti74_is_refused_plainly_until_complete_deltas_land(bridge: RunningBridge) -> None:
+def test_iti74_is_answered_in_its_own_envelope(bridge: RunningBridge) -> None:
+    """ITI-74 over SOAP 1.2 (the entity sets themselves: tests/e2e/test_modifications.py)."""
     response = httpx.post(
         bridge.csd, content=(FIXTURES / "modifications-soap12.xml").read_bytes(), headers=SOAP12
     )
-    assert response.status_code == 400
-    code, subcode, reason = fault12(response)
-    assert (code, subcode) == ("Sender", "UnsupportedRequest")
-    assert "ITI-74" in reason
+    assert response.status_code == 200, response.text
+    assert f'action="{ns.ACTION_ITI74_RESPONSE}"' in response.headers["content-type"]
+    answer = etree.fromstring(response.content)
+    assert answer.findtext(f".//{{{ns.WSA}}}RelatesTo") == "urn:uuid:77e0a1d4-3f2b-4e61-a0c5-1b9e4d3c2a03"
+    assert answer.findtext(f".//{{{ns.WSA}}}Action") == ns.ACTION_ITI74_RESPONSE
+    body = answer.find(f"{{{ns.SOAP12}}}Body")
+    assert body is not None
+    (csd,) = body.find(f"{{{ns.CSD}}}getModificationsResponse")  # type: ignore[union-attr]
+    directories = [etree.QName(child).localname for child in csd]
+    assert directories == [
+        "organizationDirectory",
+        "serviceDirectory",
+        "facilityDirectory",
+        "providerDirectory",
+    ]
+    assert len(csd[0]) > 0
 
 
 def test_oversized_body_is_refused_before_it_is_read_whole(bridge: RunningBridge) -> None:

@@ -253,7 +253,17 @@ def test_establishments_updated_since(mappings: Mappings) -> None:
         "_filter",
         "(_lastUpdated ge 2025-05-31T22:00:00Z or organization._lastUpdated:above ge 2025-05-31T22:00:00Z)",
     )
-    assert mappings.function(ROR + "establishments-updated-since").post == "establishments"
+    spec = mappings.function(ROR + "establishments-updated-since")
+    assert (spec.post, spec.delta) == ("establishments", "organization-chains")
+    # The ITI-74 searches: a change of lieu or of a professional reaches the establishment too.
+    assert [q.resource_type for q in query_plan.queries] == [
+        "Organization",
+        "HealthcareService",
+        "Location",
+        "PractitionerRole",
+        "Practitioner",
+    ]
+    assert all(q.params[0][1] == "ge2025-05-31T22:00:00Z" for q in query_plan.queries[2:])
     with pytest.raises(InvalidParameterError, match="dateMiseAJour or record/@updated"):
         plan(mappings, ROR + "establishments-updated-since")
     with pytest.raises(InvalidParameterError, match="ISO 8601"):

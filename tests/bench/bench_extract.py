@@ -1,0 +1,185 @@
+"""`make bench-extract`: the streamed extraction at national scale — the bridge's peak memory and the time
+(issue 6 item 3: 100 000 and 1 000 000 offers in the same run; `--scales` runs others).
+
+For each scale, starts `ror-bridge simulator --open --scale N` and `ror-bridge serve --upstream URL` as two
+processes on 127.0.0.1, downloads `GET /extraction` to nowhere, and prints the bridge's peak RSS (VmHWM of its
+process), the duration, the bytes and the entities per directory; then RSS(largest) / RSS(smallest).
+Not collected by pytest (no `test_` prefix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DIRECTORIES = ("organization", "service", "facility", "provider")
+# Each directory entry declares the namespace on itself (the writer writes standalone elements): nested
+# references (facility/organizations/organization…) do not, so this marker counts entries only.
+MARKERS = {name: f'<csd:{name} xmlns:csd="urn:ihe:iti:csd:2013"'.encode() for name in DIRECTORIES}
+CARRY = max(len(marker) for marker in MARKERS.values())
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/{pid}/status: the benchmark needs Linux")
+
+
+@contextmanager
+def process(
+    command: list[str], ready_url: str, log: Path, env: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A `python -m bridge …` process, its output to `log`, until `ready_url` answers 200."""
+    with (
+        log.open("wb") as output,
+        subprocess.Popen(
+            [sys.executable, "-m", "bridge", *command],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+        ) as child,
+    ):
+        try:
+            deadline = time.monotonic() + 600
+            while True:
+                if child.poll() is not None:
+                    raise RuntimeError(f"{' '.join(command)} exited ({child.returncode}); see {log}")
+                try:
+                    if httpx.get(ready_url, timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{' '.join(command)} did not become ready; see {log}")
+                time.sleep(0.2)
+            yield child
+        finally:
+            child.terminate()
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+def run(scale: int, seed: int, source: str, region: str | None, workdir: Path) -> dict[str, Any]:
+    sim_port, bridge_port = free_port(), free_port()
+    upstream = f"http://127.0.0.1:{sim_port}/ws-diffusion-fhir"
+    started = time.monotonic()
+    simulator = ["simulator", "--open", "--scale", str(scale), "--seed", str(seed), "--port", str(sim_port)]
+    with process(simulator, f"{upstream}/metadata", workdir / f"simulator-{scale}.log", {}):
+        simulator_start_s = time.monotonic() - started
+        env = {
+            "BRIDGE_EXTRACTION_SOURCE": source,
+            "BRIDGE_UPSTREAM_EXPORT_DEADLINE_S": "86400",
+            "BRIDGE_LOG_LEVEL": "info",
+        }
+        serve = ["serve", "--upstream", upstream, "--port", str(bridge_port)]
+        bridge_url = f"http://127.0.0.1:{bridge_port}"
+        with process(serve, f"{bridge_url}/healthz", workdir / f"bridge-{scale}.log", env) as bridge:
+            rss_idle_kib = status_kib(bridge.pid, "VmRSS")
+            counts = dict.fromkeys(DIRECTORIES, 0)
+            size = 0
+            tail = b""
+            path = "/extraction" + (f"/{region}" if region else "")
+            began = time.monotonic()
+            first_byte_s = None
+            with (
+                httpx.Client(timeout=httpx.Timeout(120, connect=10)) as http,
+                http.stream("GET", bridge_url + path) as response,
+            ):
+                response.raise_for_status()
+                for chunk in response.iter_raw():
+                    if first_byte_s is None:
+                        first_byte_s = time.monotonic() - began
+                    size += len(chunk)
+                    window = tail + chunk
+                    for name, marker in MARKERS.items():
+                        counts[name] += window.count(marker) - tail.count(marker)
+                    tail = window[-CARRY:]
+            duration_s = time.monotonic() - began
+            peak_kib = status_kib(bridge.pid, "VmHWM")
+    # The bridge logs when the whole offer was received and spooled (extraction.LogEvent.SPOOLED).
+    spooled = re.search(
+        r"extraction-spooled .* in ([0-9.]+) s", (workdir / f"bridge-{scale}.log").read_text()
+    )
+    return {
+        "scale": scale,
+        "source": source,
+        "simulator_start_s": simulator_start_s,
+        "first_byte_s": first_byte_s or 0.0,
+        "duration_s": duration_s,
+        "fetch_s": float(spooled.group(1)) if spooled else float("nan"),
+        "bytes": size,
+        "entities": counts,
+        "rss_idle_mib": rss_idle_kib / 1024,
+        "rss_peak_mib": peak_kib / 1024,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--scales", default="100000,1000000", help="comma-separated offer counts")
+    parser.add_argument("--source", default="auto", choices=("auto", "export", "search"))
+    parser.add_argument("--region", help="a region code of mappings/regions.csv (default: national)")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    scales = [int(s.replace("_", "")) for s in args.scales.split(",") if s.strip()]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-extract-") as work:
+        for scale in scales:
+            print(f"extracting {scale} offers ({args.source}) …", file=sys.stderr, flush=True)
+            figures = run(scale, args.seed, args.source, args.region, Path(work))
+            results.append(figures)
+            entities = figures["entities"]
+            print(
+                f"  {figures['duration_s']:.1f} s (first byte {figures['first_byte_s']:.1f} s, "
+                f"offer fetched and spooled in {figures['fetch_s']:.1f} s), "
+                f"{figures['bytes'] / 1e6:.1f} MB, {sum(entities.values())} entities, "
+                f"bridge peak RSS {figures['rss_peak_mib']:.0f} MiB",
+                file=sys.stderr,
+                flush=True,
+            )
+    print(
+        "| offers | source | duration | of which fetch + spool | first byte | MB | organizations | services "
+        "| facilities | providers | bridge RSS idle | bridge peak RSS (VmHWM) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for f in results:
+        e = f["entities"]
+        counts = " | ".join(str(e[name]) for name in DIRECTORIES)
+        print(
+            f"| {f['scale']} | {f['source']} | {f['duration_s']:.0f} s | {f['fetch_s']:.0f} s "
+            f"| {f['first_byte_s']:.1f} s "
+            f"| {f['bytes'] / 1e6:.0f} | {counts} "
+            f"| {f['rss_idle_mib']:.0f} MiB | {f['rss_peak_mib']:.0f} MiB |"
+        )
+    if len(results) > 1:
+        small, large = results[0], results[-1]
+        ratio = large["rss_peak_mib"] / small["rss_peak_mib"]
+        factor = large["scale"] / small["scale"]
+        print(f"\nRSS({large['scale']}) / RSS({small['scale']}) = {ratio:.2f} for {factor:.0f}x the offers")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

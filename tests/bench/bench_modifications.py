@@ -1,0 +1,128 @@
+"""`make bench-modifications`: ITI-74 getModificationsRequest over the whole directory — the bridge's peak
+memory for change sets of different sizes (issue 6: complete at national scale, at constant memory).
+
+For each scale, starts `ror-bridge simulator --open --scale N` and `ror-bridge serve --upstream URL` as two
+processes on 127.0.0.1 (as bench_extract does), posts one SOAP 1.2 getModificationsRequest whose lastModified
+is older than every record (so every entity changed), reads the answer to nowhere counting its entities, and
+prints the bridge's peak RSS (VmHWM), the duration, the bytes; then RSS(largest) / RSS(smallest).
+Not collected by pytest (no `test_` prefix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.bench.bench_extract import CARRY, DIRECTORIES, MARKERS, free_port, process, status_kib
+
+SINCE = "2000-01-01T00:00:00Z"  # before every record of the simulator: the whole directory changed
+REQUEST = """<?xml version="1.0" encoding="UTF-8"?>
+<env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope" xmlns:wsa="http://www.w3.org/2005/08/addressing"
+  xmlns:csd="urn:ihe:iti:csd:2013">
+  <env:Header>
+    <wsa:Action env:mustUnderstand="1">urn:ihe:iti:csd:2013:GetDirectoryModificationsRequest</wsa:Action>
+    <wsa:MessageID>urn:uuid:1c0a7e36-0f7e-4c55-9d7e-5b1a2d6f0e74</wsa:MessageID>
+    <wsa:ReplyTo><wsa:Address>http://www.w3.org/2005/08/addressing/anonymous</wsa:Address></wsa:ReplyTo>
+    <wsa:To env:mustUnderstand="1">http://127.0.0.1/csd</wsa:To>
+  </env:Header>
+  <env:Body>
+    <csd:getModificationsRequest><csd:lastModified>{since}</csd:lastModified></csd:getModificationsRequest>
+  </env:Body>
+</env:Envelope>"""
+
+
+def run(scale: int, seed: int, since: str, workdir: Path) -> dict[str, Any]:
+    sim_port, bridge_port = free_port(), free_port()
+    upstream = f"http://127.0.0.1:{sim_port}/ws-diffusion-fhir"
+    simulator = ["simulator", "--open", "--scale", str(scale), "--seed", str(seed), "--port", str(sim_port)]
+    with process(simulator, f"{upstream}/metadata", workdir / f"simulator-{scale}.log", {}):
+        env = {"BRIDGE_LOG_LEVEL": "info", "BRIDGE_UPSTREAM_DEADLINE_S": "3600"}
+        serve = ["serve", "--upstream", upstream, "--port", str(bridge_port)]
+        bridge_url = f"http://127.0.0.1:{bridge_port}"
+        with process(serve, f"{bridge_url}/healthz", workdir / f"bridge-{scale}.log", env) as bridge:
+            rss_idle_kib = status_kib(bridge.pid, "VmRSS")
+            counts = dict.fromkeys(DIRECTORIES, 0)
+            size = 0
+            tail = b""
+            began = time.monotonic()
+            first_byte_s = None
+            with (
+                httpx.Client(timeout=httpx.Timeout(3600, connect=10)) as http,
+                http.stream(
+                    "POST",
+                    f"{bridge_url}/csd",
+                    content=REQUEST.format(since=since).encode(),
+                    headers={"content-type": "application/soap+xml; charset=utf-8"},
+                ) as response,
+            ):
+                if response.status_code != 200:
+                    raise RuntimeError(f"HTTP {response.status_code}: {response.read()[:2000]!r}")
+                for chunk in response.iter_raw():
+                    if first_byte_s is None:
+                        first_byte_s = time.monotonic() - began
+                    size += len(chunk)
+                    window = tail + chunk
+                    for name, marker in MARKERS.items():
+                        counts[name] += window.count(marker) - tail.count(marker)
+                    tail = window[-CARRY:]
+            duration_s = time.monotonic() - began
+            peak_kib = status_kib(bridge.pid, "VmHWM")
+    return {
+        "scale": scale,
+        "first_byte_s": first_byte_s or 0.0,
+        "duration_s": duration_s,
+        "bytes": size,
+        "entities": counts,
+        "rss_idle_mib": rss_idle_kib / 1024,
+        "rss_peak_mib": peak_kib / 1024,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--scales", default="10000,40000", help="comma-separated offer counts")
+    parser.add_argument("--since", default=SINCE, help="lastModified (default: before every record)")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    scales = [int(s.replace("_", "")) for s in args.scales.split(",") if s.strip()]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-modifications-") as work:
+        for scale in scales:
+            print(f"ITI-74 since {args.since} at scale {scale} …", file=sys.stderr, flush=True)
+            figures = run(scale, args.seed, args.since, Path(work))
+            results.append(figures)
+            print(
+                f"  {figures['duration_s']:.1f} s (first byte {figures['first_byte_s']:.1f} s), "
+                f"{figures['bytes'] / 1e6:.1f} MB, {sum(figures['entities'].values())} entities, "
+                f"bridge peak RSS {figures['rss_peak_mib']:.0f} MiB",
+                file=sys.stderr,
+                flush=True,
+            )
+    print(
+        "| offers | duration | first byte | MB | organizations | services | facilities | providers "
+        "| bridge RSS idle | bridge peak RSS (VmHWM) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for f in results:
+        counts = " | ".join(str(f["entities"][name]) for name in DIRECTORIES)
+        print(
+            f"| {f['scale']} | {f['duration_s']:.0f} s | {f['first_byte_s']:.1f} s | {f['bytes'] / 1e6:.0f} "
+            f"| {counts} | {f['rss_idle_mib']:.0f} MiB | {f['rss_peak_mib']:.0f} MiB |"
+        )
+    if len(results) > 1:
+        small, large = results[0], results[-1]
+        ratio = large["rss_peak_mib"] / small["rss_peak_mib"]
+        entities = sum(large["entities"].values()) / max(1, sum(small["entities"].values()))
+        scales = f"RSS({large['scale']}) / RSS({small['scale']})"
+        print(f"\n{scales} = {ratio:.2f} for {entities:.1f}x the entities")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""What the simulator's dataset holds for an extraction: the oracle of the extraction tests.
+
+Computed from the dataset itself, never through the bridge: the offers of the scope (région-source tag) and
+champ d'activité, their providing organisations and the whole `partOf` chain, their lieux, and the
+practitioner roles of those offers (the "offre complète" / `_myCompleteExtract` set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from typing import Any
+
+from lxml import etree
+
+from bridge import ns
+from bridge.model import Directory
+from bridge.simulator.dataset import Dataset
+from bridge.translate import Mappings
+
+Resource = dict[str, Any]
+
+
+def resources(dataset: Dataset, resource_type: str) -> Iterator[Resource]:
+    for index in range(dataset.count(resource_type)):
+        resource = dataset.get(resource_type, dataset.id_of(resource_type, index))
+        assert resource is not None
+        yield resource
+
+
+def _ref(reference: dict[str, Any] | None) -> str | None:
+    return reference.get("reference") if isinstance(reference, dict) else None
+
+
+def expected_entities(
+    dataset: Dataset,
+    mappings: Mappings,
+    *,
+    region_codes: Collection[str] | None = None,
+    champs: Collection[str] | None = None,
+) -> dict[Directory, set[str]]:
+    """entityIDs per directory for a scope (None = national) and a champ filter (None = every champ)."""
+    offers = {}
+    for offer in resources(dataset, "HealthcareService"):
+        tags = {t["code"] for t in offer["meta"].get("tag", ())}
+        codes = {c["code"] for t in offer.get("type", ()) for c in t.get("coding", ())}
+        if region_codes is not None and not tags & set(region_codes):
+            continue
+        if champs is not None and not codes & set(champs):
+            continue
+        offers[f"HealthcareService/{offer['id']}"] = offer
+    organizations: dict[str, Resource] = {}
+    locations: dict[str, Resource] = {}
+    for offer in offers.values():
+        key = _ref(offer.get("providedBy"))
+        while key is not None and key not in organizations:
+            parent = dataset.get(*key.split("/"))
+            assert parent is not None
+            organizations[key] = parent
+            key = _ref(parent.get("partOf"))
+        for place in offer.get("location", ()):
+            key = _ref(place)
+            assert key is not None
+            found = dataset.get(*key.split("/"))
+            assert found is not None
+            locations[key] = found
+    roles = [
+        role
+        for role in resources(dataset, "PractitionerRole")
+        if any(_ref(r) in offers for r in role.get("healthcareService", ()))
+    ]
+
+    def ids(found: Collection[Resource]) -> set[str]:
+        return {mappings.identities.derive(r)[0] for r in found}
+
+    return {
+        Directory.ORGANIZATION: ids(list(organizations.values())),
+        Directory.SERVICE: ids(list(offers.values())),
+        Directory.FACILITY: ids(list(locations.values())),
+        Directory.PROVIDER: ids(roles),
+    }
+
+
+def entity_ids(document: bytes) -> dict[Directory, list[str]]:
+    """entityIDs per directory of a `csd:CSD` document, in document order (repeats kept)."""
+    root = etree.fromstring(document, etree.XMLParser(huge_tree=True, resolve_entities=False))
+    assert root.tag == ns.qn(ns.CSD, "CSD")
+    found = {}
+    for directory in Directory:
+        element = root.find(ns.qn(ns.CSD, directory.value))
+        assert element is not None, f"{directory.value} is missing"
+        found[directory] = [str(child.get("entityID")) for child in element]
+    return found

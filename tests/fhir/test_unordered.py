@@ -1,0 +1,117 @@
+"""`iter_pages_unordered`: complete beyond the cap, pages in arrival order, includes kept, memory bounded."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bridge.errors import IncompleteResultError, UpstreamStatusError
+from bridge.fhir.client import FhirClient
+from bridge.fhir.resilience import RetryPolicy
+from bridge.model import FhirQuery
+from tests.fhir.scripted import Scripted, SearchServer, fhir, resources
+
+QUERY = FhirQuery("Organization", ())
+FAST = RetryPolicy(max_attempts=2, backoff_base_s=0.001)
+
+
+def client_for(scripted: Scripted, **kwargs: Any) -> FhirClient:
+    return FhirClient(scripted.base, headers={}, page_size=10, retry=FAST, **kwargs)
+
+
+async def test_a_search_over_the_cap_is_split_and_every_match_comes_once(scripted: Scripted) -> None:
+    data = resources(230)
+    scripted.fhir_handler = SearchServer(scripted, data, cap=50)
+    async with client_for(scripted, max_results=50, concurrency=3) as client:
+        pages = [page async for page in client.iter_pages_unordered([QUERY])]
+    found = [r["id"] for page in pages for r in page.matches]
+    assert sorted(found) == [r["id"] for r in data]
+    assert len(found) == len(set(found)) == 230
+    windowed = [r for r in scripted.requests if any(name == "_lastUpdated" for name, _ in r.params)]
+    assert windowed, "the query was split into _lastUpdated windows"
+    assert scripted.max_in_flight <= 3
+
+
+async def test_includes_are_kept_on_every_page_that_carries_them(scripted: Scripted) -> None:
+    # A parent included by two pages: each page keeps it (it is the context of that page's matches), unlike
+    # iter_pages, which hands each include out once.
+    parent = {"resourceType": "Organization", "id": "parent"}
+
+    async def two_pages(request: Request) -> Response:
+        second = "cursor" in request.query_params
+        matches = resources(4)[2:] if second else resources(4)[:2]
+        entries = [{"resource": r, "search": {"mode": "match"}} for r in matches]
+        entries.append({"resource": parent, "search": {"mode": "include"}})
+        bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": 4, "entry": entries}
+        if not second:
+            bundle["link"] = [{"relation": "next", "url": f"{scripted.base}/Organization?cursor=2"}]
+        return fhir(bundle)
+
+    scripted.fhir_handler = two_pages
+    async with client_for(scripted) as client:
+        pages = [page async for page in client.iter_pages_unordered([QUERY])]
+        ordered = [page async for page in client.iter_pages(QUERY)]
+    assert [[r["id"] for r in p.includes] for p in pages] == [["parent"], ["parent"]]
+    assert [[r["id"] for r in p.includes] for p in ordered] == [["parent"], []]
+
+
+async def test_a_failure_reaches_the_consumer_and_stops_the_walks(scripted: Scripted) -> None:
+    server = SearchServer(scripted, resources(60), cap=50)
+
+    async def failing_window(request: Request) -> Response:
+        if any(
+            value.startswith("ge")
+            for name, value in request.query_params.multi_items()
+            if name == "_lastUpdated"
+        ):
+            return fhir({"resourceType": "OperationOutcome", "issue": []}, status=400)
+        return await server(request)
+
+    scripted.fhir_handler = failing_window
+    async with client_for(scripted, max_results=50) as client:
+        with pytest.raises(UpstreamStatusError):
+            async for _ in client.iter_pages_unordered([QUERY]):
+                pass
+        await asyncio.sleep(0.05)
+        after = len(scripted.requests)
+        await asyncio.sleep(0.1)
+    assert len(scripted.requests) == after  # no walk kept running after the failure
+
+
+async def test_a_truncation_that_cannot_be_split_is_an_error(scripted: Scripted) -> None:
+    data = [dict(r, meta={"lastUpdated": "2024-01-01T00:00:00.000+00:00"}) for r in resources(60)]
+    scripted.fhir_handler = SearchServer(scripted, data, cap=50)
+    async with client_for(scripted, max_results=50) as client:
+        with pytest.raises(IncompleteResultError, match="cannot be split further"):
+            async for _ in client.iter_pages_unordered([QUERY]):
+                pass
+
+
+async def test_walks_do_not_run_ahead_of_a_slow_consumer(scripted: Scripted) -> None:
+    server = SearchServer(scripted, resources(200), cap=50)
+    served: list[bool] = []  # per page served: does it carry matches of a walk (not a truncated probe)?
+
+    async def counting(request: Request) -> Response:
+        response = await server(request)
+        bundle = orjson.loads(bytes(response.body))
+        served.append(bool(bundle.get("entry")) and bundle["total"] < 50)
+        return response
+
+    scripted.fhir_handler = counting
+    async with FhirClient(
+        scripted.base, headers={}, page_size=5, retry=FAST, concurrency=2, max_results=50
+    ) as client:
+        pages = client.iter_pages_unordered([QUERY])
+        first = await anext(pages)
+        await asyncio.sleep(0.3)  # ample time for unbounded walks to fetch all 40 pages
+        pages_while_waiting = sum(served)
+        rest = [first, *[page async for page in pages]]
+    # Two walks, each holding one page, one page queued, one handed out: never the whole answer.
+    assert pages_while_waiting <= 4
+    found = [r["id"] for page in rest for r in page.matches]
+    assert len(found) == len(set(found)) == 200

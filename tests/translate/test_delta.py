@@ -1,0 +1,260 @@
+"""Changes since a date: the ITI-74 plan (functions.yaml `modifications`), the delta collector, selections."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bridge.errors import InvalidParameterError, MappingTableError, TooManyChangesError
+from bridge.model import (
+    CsdRequest,
+    Directory,
+    FhirQuery,
+    RequestForm,
+    RequestParams,
+    SearchResult,
+    Transaction,
+)
+from bridge.paths import shipped_dir
+from bridge.translate import Mappings, from_fhir_results, load_mappings, to_fhir_plan
+from bridge.translate.delta import DeltaCollector, changed_keys, organization_chains
+from bridge.translate.tables import MODIFICATIONS_URN
+
+NOW = datetime(2026, 1, 10, 12, tzinfo=UTC)
+TAG = "https://mos.esante.gouv.fr/NOS/TRE_R30-RegionOM/FHIR/TRE-R30-RegionOM"
+
+
+def iti74(last_modified: datetime | None, region: str | None = None) -> CsdRequest:
+    return CsdRequest(
+        Transaction.MODIFICATIONS, RequestForm.MODIFICATIONS, last_modified=last_modified, region=region
+    )
+
+
+def resource(rtype: str, rid: str, region: str = "11", **fields: Any) -> dict[str, Any]:
+    return {
+        "resourceType": rtype,
+        "id": rid,
+        "meta": {"lastUpdated": "2025-12-01T10:00:00+01:00", "tag": [{"system": TAG, "code": region}]},
+        **fields,
+    }
+
+
+def test_iti74_plan_is_the_modifications_entry(mappings: Mappings) -> None:
+    # A naive lastModified is Paris time (request_timezone): 2025-06-01 00:00 is 2025-05-31 22:00 UTC.
+    plan = to_fhir_plan(mappings, iti74(datetime(2025, 6, 1)), now=NOW)
+    assert plan.function == MODIFICATIONS_URN
+    assert plan.directories == frozenset(Directory)
+    assert [q.resource_type for q in plan.queries] == [
+        "Organization",
+        "HealthcareService",
+        "Location",
+        "PractitionerRole",
+        "Practitioner",
+    ]
+    since = "2025-05-31T22:00:00Z"
+    chain = f"(_lastUpdated ge {since} or organization._lastUpdated:above ge {since})"
+    assert [q.params[0] for q in plan.queries] == [
+        ("_lastUpdated", f"ge{since}"),
+        ("_filter", chain),
+        *[("_lastUpdated", f"ge{since}")] * 3,
+    ]
+    spec = mappings.modifications
+    assert spec is not None
+    assert spec.delta == "entities"
+    assert [q.propagates for q in spec.queries] == [
+        (),
+        (),
+        ("HealthcareService",),
+        ("HealthcareService",),
+        ("PractitionerRole", "HealthcareService"),
+    ]
+
+
+def test_iti74_keeps_fractional_seconds_and_the_region(mappings: Mappings) -> None:
+    when = datetime(2025, 6, 1, 8, 30, 10, 500000, tzinfo=UTC)
+    plan = to_fhir_plan(mappings, iti74(when, region="idf"), now=NOW)
+    assert plan.queries[0].params[0] == ("_lastUpdated", "ge2025-06-01T08:30:10.5Z")
+    assert all(q.params[-1] == ("_tag", f"{TAG}|11") for q in plan.queries)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        iti74(datetime(2026, 1, 11, tzinfo=UTC)),
+        CsdRequest(
+            Transaction.CARE_SERVICES,
+            RequestForm.ROOT_URN_2016,
+            function_urn="urn:ror:csd:stored-function:establishments-updated-since",
+            params=RequestParams(extra=(("dateMiseAJour", "2026-02-01"),)),
+        ),
+    ],
+    ids=["iti74", "establishments"],
+)
+def test_a_date_in_the_future_is_refused(mappings: Mappings, request_: CsdRequest) -> None:
+    with pytest.raises(InvalidParameterError, match="in the future"):
+        to_fhir_plan(mappings, request_, now=NOW)
+
+
+def test_a_few_minutes_ahead_is_a_clock_difference_not_an_error(mappings: Mappings) -> None:
+    to_fhir_plan(mappings, iti74(datetime(2026, 1, 10, 12, 3, tzinfo=UTC)), now=NOW)
+
+
+def test_iti74_without_last_modified_is_refused(mappings: Mappings) -> None:
+    with pytest.raises(InvalidParameterError, match="lastModified"):
+        to_fhir_plan(mappings, iti74(None), now=NOW)
+
+
+def _collector(mappings: Mappings, limit: int = 100, region: tuple[str, ...] | None = None) -> DeltaCollector:
+    assert mappings.modifications is not None
+    return DeltaCollector(
+        mappings.modifications,
+        counted={"Organization", "HealthcareService", "Location", "PractitionerRole"},
+        limit=limit,
+        since="2025-06-01",
+        region_tags=region,
+    )
+
+
+def test_matches_change_and_includes_only_of_the_propagated_types(mappings: Mappings) -> None:
+    collector = _collector(mappings)
+    offer = resource("HealthcareService", "hs1", providedBy={"reference": "Organization/ue"})
+    org = resource("Organization", "ue")
+    lieu = resource("Location", "l1")
+    collector.add(0, [resource("Organization", "o1")], [org])  # Organization query: the parent is context
+    collector.add(2, [lieu], [offer, org])  # Location query: its offers changed, their provider did not
+    collector.add(1, [offer], [org])  # the same offer again, from the HealthcareService query
+    practitioner = resource("Practitioner", "p1")
+    role = resource("PractitionerRole", "r1", practitioner={"reference": "Practitioner/p1"})
+    collector.add(4, [practitioner], [role])  # Practitioner query: its roles changed
+    assert collector.selected() == [
+        "Organization/o1",
+        "Location/l1",
+        "HealthcareService/hs1",
+        "Practitioner/p1",
+        "PractitionerRole/r1",
+    ]
+    assert collector.count == 4  # the Practitioner is no CSD entity of its own
+    assert set(collector.index) == {
+        "Organization/o1",
+        "Organization/ue",
+        "Location/l1",
+        "HealthcareService/hs1",
+        "Practitioner/p1",
+        "PractitionerRole/r1",
+    }
+
+
+def test_a_regional_request_keeps_its_own_region(mappings: Mappings) -> None:
+    collector = _collector(mappings, region=(f"{TAG}|04", f"{TAG}|06"))
+    collector.add(2, [resource("Location", "l1", region="06")], [resource("HealthcareService", "x", "11")])
+    collector.add(0, [resource("Organization", "o1", region="04")], [])
+    assert collector.selected() == ["Location/l1", "Organization/o1"]
+
+
+def test_changed_keys_follow_the_collector_rules(mappings: Mappings) -> None:
+    """What the ITI-74 spool marks changed, page by page (bridge/modifications.py): the collector's rules."""
+    spec = mappings.modifications
+    assert spec is not None
+    offer = resource("HealthcareService", "hs1", region="06")
+    org = resource("Organization", "ue", region="06")
+    lieu = resource("Location", "l1", region="06")
+    assert changed_keys(spec, 2, [lieu], [offer, org]) == ["Location/l1", "HealthcareService/hs1"]
+    assert changed_keys(spec, 0, [resource("Organization", "o1")], [org]) == ["Organization/o1"]
+    regional = (f"{TAG}|04", f"{TAG}|06")
+    foreign = resource("HealthcareService", "x", "11")
+    assert changed_keys(spec, 2, [lieu], [foreign], regional) == ["Location/l1"]
+
+
+def test_above_the_ceiling_the_collector_refuses_at_once(mappings: Mappings) -> None:
+    collector = _collector(mappings, limit=2)
+    collector.add(0, [resource("Organization", "o1"), resource("Organization", "o2")], [])
+    collector.add(4, [resource("Practitioner", "p1")], [])  # not counted
+    with pytest.raises(TooManyChangesError, match="more than 2 entities changed since 2025-06-01") as raised:
+        collector.add(1, [resource("HealthcareService", "hs1")], [])
+    assert "/extraction" in raised.value.reason
+
+
+def test_organization_chains() -> None:
+    index = {
+        "Organization/ej": resource("Organization", "ej"),
+        "Organization/eg": resource("Organization", "eg", partOf={"reference": "Organization/ej"}),
+        "Organization/ue": resource(
+            "Organization", "ue", partOf={"reference": "https://ror.example/fhir/Organization/eg"}
+        ),
+        "HealthcareService/hs": resource(
+            "HealthcareService", "hs", providedBy={"reference": "Organization/ue"}
+        ),
+        "Location/l": resource("Location", "l"),
+        "Organization/lost": resource("Organization", "lost", partOf={"reference": "Organization/unknown"}),
+    }
+    assert organization_chains(["HealthcareService/hs", "Location/l"], index) == [
+        "Organization/ue",
+        "Organization/eg",
+        "Organization/ej",
+    ]
+    assert organization_chains(["Organization/eg", "Organization/lost"], index) == [
+        "Organization/eg",
+        "Organization/ej",
+        "Organization/lost",
+    ]
+
+
+def test_the_engine_writes_the_selected_entities_only(mappings: Mappings) -> None:
+    plan = to_fhir_plan(mappings, iti74(datetime(2025, 6, 1, tzinfo=UTC)), now=NOW)
+    parent = resource(
+        "Organization",
+        "eg",
+        identifier=[{"system": "urn:oid:1.2.250.1.71.4.2.2", "value": "1780000001"}],
+        name="Site",
+    )
+    child = resource(
+        "Organization",
+        "ue",
+        identifier=[{"system": "https://oi.esante.gouv.fr", "value": "OI1"}],
+        name="UE",
+        partOf={"reference": "Organization/eg"},
+    )
+    received = SearchResult(FhirQuery("Organization", ()), matches=[child], includes=[parent])
+    document = from_fhir_results(mappings, plan, [received], now=NOW, selected=["Organization/ue"])
+    assert [o.entity_id for o in document.organizations] == ["urn:ror:oi:OI1"]
+    assert document.organizations[0].parent_id == "urn:ror:idnatstruct:1780000001"  # resolved, not written
+
+
+def _tables(tmp_path: Path, edit: Any) -> Path:
+    source = shipped_dir("mappings")
+    target = tmp_path / "mappings"
+    for path in source.rglob("*"):
+        if path.is_file():
+            (target / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+            (target / path.relative_to(source)).write_bytes(path.read_bytes())
+    data = yaml.safe_load((target / "functions.yaml").read_text("utf-8"))
+    edit(data)
+    (target / "functions.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), "utf-8")
+    return target
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.pop("modifications"), "modifications: required"),
+        (lambda d: d["modifications"].update(delta="organization-chains"), "ITI-74 answers the changed"),
+        (lambda d: d["modifications"].update(delta="everything"), "unknown delta selection"),
+        (lambda d: d["modifications"].update(directories=["serviceDirectory"]), "four directories"),
+        (lambda d: d["modifications"].update(urn="urn:x"), "unknown key"),
+        (
+            lambda d: d["functions"]["service-search"]["queries"][0].update(propagates=["Location"]),
+            "only a delta function",
+        ),
+        (
+            lambda d: d["functions"]["establishments-updated-since"].update(result="organizationDirectory"),
+            "no start/max paging",
+        ),
+    ],
+)
+def test_the_loader_refuses_broken_delta_entries(tmp_path: Path, edit: Any, message: str) -> None:
+    with pytest.raises(MappingTableError, match=message):
+        load_mappings(_tables(tmp_path, edit))
