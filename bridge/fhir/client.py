@@ -295,21 +295,7 @@ class FhirClient:
                             self.validator.submit(resource)
                     await out.put(page)
             except _TruncatedError as truncated:
-                parts = _split(window)
-                if not parts:
-                    raise IncompleteResultError(
-                        f"more than {self.max_results} results share {_describe(window)}: the query cannot "
-                        "be split further by _lastUpdated",
-                        request=self.url_for(_windowed(query, window)),
-                    ) from None
-                log.info(
-                    "%s %s total=%s into %d windows",
-                    LogEvent.TRUNCATION_SPLIT,
-                    query.resource_type,
-                    truncated.total,
-                    len(parts),
-                )
-                for part in parts:
+                for part in self._split_truncated(query, window, truncated):
                     work.put_nowait((query, part))
 
         async def worker() -> None:
@@ -348,23 +334,28 @@ class FhirClient:
                 yield page
             return
         except _TruncatedError as truncated:
-            parts = _split(window)
-            if not parts:
-                raise IncompleteResultError(
-                    f"more than {self.max_results} results share {_describe(window)}: the query cannot be "
-                    "split further by _lastUpdated",
-                    request=self.url_for(_windowed(query, window)),
-                ) from None
-            log.info(
-                "%s %s total=%s into %d windows",
-                LogEvent.TRUNCATION_SPLIT,
-                query.resource_type,
-                truncated.total,
-                len(parts),
-            )
+            parts = self._split_truncated(query, window, truncated)
         producers = [(lambda part=part: self._pages(query, part, deadline)) for part in parts]
         async for _, page in self._ordered(producers):
             yield page
+
+    def _split_truncated(self, query: FhirQuery, window: Window, truncated: _TruncatedError) -> list[Window]:
+        """The sub-windows of a window the server truncated; IncompleteResultError when it cannot be split."""
+        parts = _split(window)
+        if not parts:
+            raise IncompleteResultError(
+                f"more than {self.max_results} results share {_describe(window)}: the query cannot be "
+                "split further by _lastUpdated",
+                request=self.url_for(_windowed(query, window)),
+            ) from None
+        log.info(
+            "%s %s total=%s into %d windows",
+            LogEvent.TRUNCATION_SPLIT,
+            query.resource_type,
+            truncated.total,
+            len(parts),
+        )
+        return parts
 
     async def _walk(self, query: FhirQuery, deadline: Deadline) -> AsyncIterator[Page]:
         """One search, every page: next links, `_offset` fallback, resumes; raises _TruncatedError."""

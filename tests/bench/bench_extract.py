@@ -81,6 +81,23 @@ def process(
                 child.wait()
 
 
+def consume(response: httpx.Response, began: float) -> tuple[float, int, dict[str, int]]:
+    """Read a streamed CSD answer to the end: (first byte after `began`, bytes, entities per directory)."""
+    counts = dict.fromkeys(DIRECTORIES, 0)
+    size = 0
+    tail = b""
+    first_byte_s: float | None = None
+    for chunk in response.iter_raw():
+        if first_byte_s is None:
+            first_byte_s = time.monotonic() - began
+        size += len(chunk)
+        window = tail + chunk
+        for name, marker in MARKERS.items():
+            counts[name] += window.count(marker) - tail.count(marker)
+        tail = window[-CARRY:]
+    return first_byte_s or 0.0, size, counts
+
+
 def run(scale: int, seed: int, source: str, region: str | None, workdir: Path) -> dict[str, Any]:
     sim_port, bridge_port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{sim_port}/ws-diffusion-fhir"
@@ -97,25 +114,14 @@ def run(scale: int, seed: int, source: str, region: str | None, workdir: Path) -
         bridge_url = f"http://127.0.0.1:{bridge_port}"
         with process(serve, f"{bridge_url}/healthz", workdir / f"bridge-{scale}.log", env) as bridge:
             rss_idle_kib = status_kib(bridge.pid, "VmRSS")
-            counts = dict.fromkeys(DIRECTORIES, 0)
-            size = 0
-            tail = b""
             path = "/extraction" + (f"/{region}" if region else "")
             began = time.monotonic()
-            first_byte_s = None
             with (
                 httpx.Client(timeout=httpx.Timeout(120, connect=10)) as http,
                 http.stream("GET", bridge_url + path) as response,
             ):
                 response.raise_for_status()
-                for chunk in response.iter_raw():
-                    if first_byte_s is None:
-                        first_byte_s = time.monotonic() - began
-                    size += len(chunk)
-                    window = tail + chunk
-                    for name, marker in MARKERS.items():
-                        counts[name] += window.count(marker) - tail.count(marker)
-                    tail = window[-CARRY:]
+                first_byte_s, size, counts = consume(response, began)
             duration_s = time.monotonic() - began
             peak_kib = status_kib(bridge.pid, "VmHWM")
     # The bridge logs when the whole offer was received and spooled (extraction.LogEvent.SPOOLED).
@@ -126,7 +132,7 @@ def run(scale: int, seed: int, source: str, region: str | None, workdir: Path) -
         "scale": scale,
         "source": source,
         "simulator_start_s": simulator_start_s,
-        "first_byte_s": first_byte_s or 0.0,
+        "first_byte_s": first_byte_s,
         "duration_s": duration_s,
         "fetch_s": float(spooled.group(1)) if spooled else float("nan"),
         "bytes": size,

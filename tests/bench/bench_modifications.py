@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from tests.bench.bench_extract import CARRY, DIRECTORIES, MARKERS, free_port, process, status_kib
+from tests.bench.bench_extract import DIRECTORIES, consume, free_port, process, status_kib
 
 SINCE = "2000-01-01T00:00:00Z"  # before every record of the simulator: the whole directory changed
 REQUEST = """<?xml version="1.0" encoding="UTF-8"?>
@@ -47,11 +47,7 @@ def run(scale: int, seed: int, since: str, workdir: Path) -> dict[str, Any]:
         bridge_url = f"http://127.0.0.1:{bridge_port}"
         with process(serve, f"{bridge_url}/healthz", workdir / f"bridge-{scale}.log", env) as bridge:
             rss_idle_kib = status_kib(bridge.pid, "VmRSS")
-            counts = dict.fromkeys(DIRECTORIES, 0)
-            size = 0
-            tail = b""
             began = time.monotonic()
-            first_byte_s = None
             with (
                 httpx.Client(timeout=httpx.Timeout(3600, connect=10)) as http,
                 http.stream(
@@ -63,19 +59,12 @@ def run(scale: int, seed: int, since: str, workdir: Path) -> dict[str, Any]:
             ):
                 if response.status_code != 200:
                     raise RuntimeError(f"HTTP {response.status_code}: {response.read()[:2000]!r}")
-                for chunk in response.iter_raw():
-                    if first_byte_s is None:
-                        first_byte_s = time.monotonic() - began
-                    size += len(chunk)
-                    window = tail + chunk
-                    for name, marker in MARKERS.items():
-                        counts[name] += window.count(marker) - tail.count(marker)
-                    tail = window[-CARRY:]
+                first_byte_s, size, counts = consume(response, began)
             duration_s = time.monotonic() - began
             peak_kib = status_kib(bridge.pid, "VmHWM")
     return {
         "scale": scale,
-        "first_byte_s": first_byte_s or 0.0,
+        "first_byte_s": first_byte_s,
         "duration_s": duration_s,
         "bytes": size,
         "entities": counts,
