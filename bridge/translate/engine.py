@@ -245,13 +245,7 @@ def _all(values: dict[str, list[Any]], target: str, kind: type[Any]) -> tuple[An
 
 def _organization(table: EntityTable, values: dict[str, list[Any]], mappings: Mappings) -> Organization:
     entity_id = _first(table, values, "@entityID", str)
-    coded_types = _all(values, "codedType", CodedType)
-    if not coded_types:
-        # codedType is 1..* (CSD 2014); the shipped table's organization_kind fallback always gives one.
-        rule = next(r for r in table.rules if r.target == "codedType")
-        raise MappingError(
-            table.table, rule.id, str(rule.source or "(whole resource)"), f"no codedType for {entity_id}"
-        )
+    coded_types = _codes(table, values, entity_id)
     name = _first(table, values, "primaryName", str)
     if name is None:
         mappings.findings.add(Finding.MISSING_NAME, entity_id)
@@ -273,13 +267,7 @@ def _service(table: EntityTable, values: dict[str, list[Any]]) -> Service:
     entity_id = _first(table, values, "@entityID", str)
     coded_type = _first(table, values, "codedType", CodedType)
     if coded_type is None:
-        rule = next(r for r in table.rules if r.target == "codedType")
-        raise MappingError(
-            table.table,
-            rule.id,
-            str(rule.source or "(whole resource)"),
-            f"service {entity_id} has no codedType",
-        )
+        raise _no_coded_type(table, f"service {entity_id} has no codedType")
     return Service(
         entity_id=entity_id,
         coded_type=coded_type,
@@ -292,11 +280,14 @@ def _codes(table: EntityTable, values: dict[str, list[Any]], entity_id: str) -> 
     coded_types = _all(values, "codedType", CodedType)
     if not coded_types:
         # codedType is 1..* (CSD 2014); the shipped tables end with a default_code / kind fallback.
-        rule = next(r for r in table.rules if r.target == "codedType")
-        raise MappingError(
-            table.table, rule.id, str(rule.source or "(whole resource)"), f"no codedType for {entity_id}"
-        )
+        raise _no_coded_type(table, f"no codedType for {entity_id}")
     return coded_types
+
+
+def _no_coded_type(table: EntityTable, problem: str) -> MappingError:
+    """The error of an entity left without the codedType CSD requires, naming the table's codedType rule."""
+    rule = next(r for r in table.rules if r.target == "codedType")
+    return MappingError(table.table, rule.id, str(rule.source or "(whole resource)"), problem)
 
 
 def _facility(table: EntityTable, values: dict[str, list[Any]], mappings: Mappings) -> Facility:
