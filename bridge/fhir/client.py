@@ -532,8 +532,13 @@ class FhirClient:
         """
         attempt = 0
         refreshed = False
+        last_failure: UpstreamError | None = None
         while True:
             attempt += 1
+            if last_failure is not None and deadline.remaining() <= 0:
+                # The backoff sleep overran the deadline it was sized to fit: the last upstream failure says
+                # more (status, OperationOutcome) than "deadline passed".
+                raise last_failure
             left = deadline.check(url)
             self.breaker.before_call(url)
             try:
@@ -543,6 +548,7 @@ class FhirClient:
                 # the credentials themselves (4xx) is final.
                 if error.status is not None and error.status not in RETRYABLE_STATUSES:
                     raise
+                last_failure = error
                 await self.pause_before_retry(attempt, error, None, deadline)
                 continue
             if extra_headers:
@@ -595,6 +601,7 @@ class FhirClient:
                     )
             if outage:
                 self.breaker.record_failure()
+            last_failure = failure
             await self.pause_before_retry(attempt, failure, wait, deadline)
 
     async def pause_before_retry(
