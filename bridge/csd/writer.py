@@ -211,19 +211,18 @@ def _add_extension(parent: etree._Element, extension: Extension) -> None:
     child.set("type", _text(extension.type))
     child.set("urn", _text(extension.urn))
     if extension.content is not None:  # CSD schema: at most one child element
-        child.append(_extension_node(extension.content, top=True))
+        _extension_node(child, extension.content, top=True)
 
 
-def _extension_node(node: ExtensionNode, *, top: bool = False) -> etree._Element:
+def _extension_node(parent: etree._Element, node: ExtensionNode, *, top: bool = False) -> None:
     # The ror prefix is declared once, on the outermost node of each extension's content.
-    element = etree.Element(ns.qn(ns.ROR_EXT, node.name), nsmap=_EXT_NSMAP if top else None)
+    element = etree.SubElement(parent, ns.qn(ns.ROR_EXT, node.name), nsmap=_EXT_NSMAP if top else None)
     for name, value in node.attributes:
         element.set(name, _text(value))
     if node.text is not None:
         element.text = _text(node.text)
     for child in node.children:
-        element.append(_extension_node(child))
-    return element
+        _extension_node(element, child)
 
 
 def _add_record(parent: etree._Element, record: Record) -> None:

@@ -86,6 +86,7 @@ def from_fhir_results(
         if selected is None
         else [index[key] for key in selected if key in index]
     )
+    contexts: dict[int, Context] = {}  # id(code table) → the base context with those codes
     organizations: dict[str, Organization] = {}
     services: dict[str, Service] = {}
     facilities: dict[str, Facility] = {}
@@ -94,7 +95,7 @@ def from_fhir_results(
         table = mappings.entity_for(str(resource.get("resourceType")), plan.directories)
         if table is None:
             continue
-        values = _apply(table, resource, base)
+        values = _apply(table, resource, base, contexts)
         if table.kind.directory is Directory.ORGANIZATION:
             org = _organization(table, values, mappings)
             organizations.setdefault(org.entity_id, org)
@@ -188,8 +189,11 @@ def _references(mappings: Mappings, plan: QueryPlan, resource: Resource) -> list
     return keys
 
 
-def _apply(table: EntityTable, resource: Resource, base: Context) -> dict[str, list[Any]]:
-    """Every rule of the table, in order: target name → the values it collected."""
+def _apply(
+    table: EntityTable, resource: Resource, base: Context, contexts: dict[int, Context]
+) -> dict[str, list[Any]]:
+    """Every rule of the table, in order: target name → the values it collected. `contexts` keeps the base
+    context with each rule's code table, made once per answer (not once per rule and resource)."""
     values: dict[str, list[Any]] = defaultdict(list)
     for rule in table.rules:
         if rule.fallback and values[rule.target]:
@@ -197,7 +201,11 @@ def _apply(table: EntityTable, resource: Resource, base: Context) -> dict[str, l
         selected = rule.source.select(resource) if rule.source is not None else []
         if rule.transform.source and not selected:
             continue
-        context = replace(base, codes=rule.codes) if rule.codes is not None else base
+        context = base
+        if rule.codes is not None:
+            context = contexts.get(id(rule.codes)) or contexts.setdefault(
+                id(rule.codes), replace(base, codes=rule.codes)
+            )
         try:
             produced = rule.transform.func(selected, resource, context)
         except TransformError as error:

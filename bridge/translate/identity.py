@@ -6,10 +6,13 @@ resource carries; `reverse` turns an entityID the bridge issued back into that i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
+
+_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]*")
 
 ANY_SYSTEM = "any"
 
@@ -87,4 +90,6 @@ class Identities:
 
 def encode(value: str) -> str:
     """Percent-encode (UTF-8) every character outside the RFC 3986 unreserved set `A-Za-z0-9-._~`."""
+    if _UNRESERVED.fullmatch(value):
+        return value  # the usual case (national identifiers, numeric ids), without quote's byte loop
     return quote(value, safe="", encoding="utf-8", errors="strict")

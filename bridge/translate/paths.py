@@ -6,7 +6,6 @@ translate/: pure mapping engine. A path selects values; it never computes (mappi
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,35 +55,42 @@ class SourcePath:
             position += 1
 
     def select(self, resource: Any) -> list[Any]:
+        # The hot loop of every mapping (tens of calls per entity): flattening and filtering inlined.
         nodes: list[Any] = [resource]
         for step in self.steps:
+            field, filters = step.field, step.filters
             found: list[Any] = []
             for node in nodes:
                 if not isinstance(node, dict):
                     continue  # a primitive where an object was expected: nothing below it
-                value = node.get(step.field)
-                found.extend(_flatten(value))
-            nodes = [n for n in found if _matches(n, step.filters)]
+                value = node.get(field)
+                if value is None:
+                    continue
+                if isinstance(value, list):
+                    for item in value:
+                        if item is not None and (not filters or _matches(item, filters)):
+                            found.append(item)
+                elif not filters or _matches(value, filters):
+                    found.append(value)
+            if not found:
+                return found
+            nodes = found
         return nodes
 
     def __str__(self) -> str:
         return self.text
 
 
-def _flatten(value: Any) -> Sequence[Any]:
-    if value is None:
-        return ()
-    if isinstance(value, list):
-        return [v for v in value if v is not None]
-    return (value,)
-
-
 def _matches(node: Any, filters: tuple[tuple[str, str], ...]) -> bool:
-    if not filters:
-        return True
     if not isinstance(node, dict):
         return False
-    return all(_scalar(node.get(key)) == value for key, value in filters)
+    for key, value in filters:
+        found = node.get(key)
+        if found.__class__ is not str:  # exactly str: a str subclass or a number goes through _scalar
+            found = _scalar(found)
+        if found != value:
+            return False
+    return True
 
 
 def _scalar(value: Any) -> str | None:
