@@ -237,7 +237,7 @@ def create_app(settings: Settings) -> FastAPI:
     """The bridge application for these settings."""
     mappings = mappings_from(settings)
     upstream = build_upstream(settings)
-    pipeline = Pipeline(mappings, upstream.client, max_changed_entities=settings.modifications_max_entities)
+    pipeline = Pipeline(mappings, upstream.client)
     extractor = build_extractor(settings, mappings, upstream.client)
     cache = extraction_cache(settings)
 

@@ -103,16 +103,6 @@ class Settings(BaseSettings):
         description="share of upstream resources validated against FHIR R4B (counted, never rejected)",
     )
 
-    # --- changes since a date: ITI-74 is spooled to disk (no ceiling); establishments-updated-since is
-    # answered from memory, under a ceiling
-    modifications_max_entities: int = Field(
-        20_000,
-        ge=1,
-        description="changed entities one establishments-updated-since answer may gather in memory; above it "
-        "the request is refused (Sender fault TooManyChanges) and the client is sent to /extraction. ITI-74 "
-        "has no ceiling: its answer is spooled to a temporary file first",
-    )
-
     # --- the streamed REST extraction (GET /extraction, `ror-bridge extract`)
     extraction_source: Literal["auto", "export", "search"] = Field(
         "auto",

@@ -11,7 +11,6 @@ Leaf module, importable by every part::
     │   ├── UnknownFunctionError       stored-function URN not in mappings/functions.yaml
     │   ├── InvalidParameterError      a requestParams value the function cannot use
     │   ├── UnknownRegionError         /csd/{region} not in mappings/regions.csv
-    │   ├── TooManyChangesError        more changes since a date than one answer may hold (use the extraction)
     │   ├── MustUnderstandError        header block with mustUnderstand="1" we do not process
     │   └── VersionMismatchError       unknown SOAP envelope namespace
     ├── ReceiverError                  the bridge or the national API failed → soap:Receiver, HTTP 500
@@ -72,15 +71,6 @@ class UnknownRegionError(SenderError):
     def __init__(self, region: str) -> None:
         super().__init__(f"unknown region {region!r}")
         self.region = region
-
-
-class TooManyChangesError(SenderError):
-    """Changes since a date answered in memory (establishments-updated-since; ITI-74 is spooled to disk, with
-    no ceiling) above the ceiling: refused, never cut."""
-
-    def __init__(self, reason: str, limit: int) -> None:
-        super().__init__(reason)
-        self.limit = limit
 
 
 class MustUnderstandError(SenderError):

@@ -1,8 +1,10 @@
-"""ITI-74 getModificationsRequest at flat memory: the changes since a date, any number of them, never in part.
+"""Changes since a date at flat memory (ITI-74 getModificationsRequest, establishments-updated-since): any
+number of them, never in part.
 
 Pipeline level, like pipeline.py and extraction.py (which it reuses): the pages of the delta searches go to a
 disk spool (extraction.Spool: each resource once) with a `changed` mark set by the propagation rules of
-translate/delta.py; then the changed entities are mapped a batch at a time, per directory, with what they
+translate/delta.py; then the answer's entities (ITI-74: the changed ones; establishments-updated-since: the EJ
+and EG on the organisation chains of the changes) are mapped a batch at a time, per directory, with what they
 reference read back from the spool (extraction.SpoolWriter), and their elements written to a temporary file.
 Only once that file is complete does the edge send anything (CsdResponse.directories): an upstream failure at
 any point before is still a clean SOAP fault. Memory is the spool's page cache plus one batch; disk is about
@@ -24,20 +26,15 @@ from bridge.fhir.client import FhirClient, Page
 from bridge.fhir.resilience import Deadline
 from bridge.model import QueryPlan, Resource
 from bridge.translate import FunctionSpec, Mappings
-from bridge.translate.delta import ENTITIES, changed_keys
+from bridge.translate.delta import ORGANIZATION_CHAINS, chain_parent, changed_keys, resource_key
 
 log = logging.getLogger(__name__)
 
 
-def spoolable(spec: FunctionSpec) -> bool:
-    """Whether a delta function's answer can be written from the spool: its entities as they are (ITI-74), no
-    post step. establishments-updated-since (organisation chains, then the establishments) stays in memory."""
-    return spec.delta == ENTITIES and spec.post is None and spec.result is None
-
-
 class DeltaSpool(Spool):
-    """A Spool that also records which of its resources changed; `rows` reads back those only, organisations
-    root first by their depth among the changed ones (as the engine orders an answer), then by entityID."""
+    """A Spool that also records which of its resources changed (delta `entities`, ITI-74): `rows` reads back
+    those only, organisations root first by their depth among the changed ones (as the engine orders an
+    answer), then by entityID."""
 
     def __init__(self, mappings: Mappings, spec: FunctionSpec, region_tags: Collection[str] | None) -> None:
         super().__init__(mappings)
@@ -59,19 +56,23 @@ class DeltaSpool(Spool):
     def finish(self) -> None:
         super().finish()
         with self.lock:
-            self._db.execute(
-                "CREATE TEMP TABLE answer_depth AS WITH RECURSIVE"
-                " org (key) AS (SELECT c.key FROM changed c JOIN resource r ON r.key = c.key"
-                "  WHERE r.type = 'Organization'),"
-                " chain (key, depth) AS ("
-                "  SELECT o.key, 0 FROM org o WHERE NOT EXISTS ("
-                "   SELECT 1 FROM ref JOIN org p ON p.key = ref.dst WHERE ref.src = o.key)"
-                "  UNION ALL"
-                "  SELECT ref.src, chain.depth + 1 FROM chain JOIN ref ON ref.dst = chain.key"
-                "  JOIN org c ON c.key = ref.src WHERE chain.depth < 64"
-                ") SELECT key, MIN(depth) AS depth FROM chain GROUP BY key"
-            )
-            self._db.execute("CREATE UNIQUE INDEX answer_depth_key ON answer_depth (key)")
+            self._rank()
+
+    def _rank(self) -> None:
+        """`answer_depth`: the organisations of the answer and their depth in it."""
+        self._db.execute(
+            "CREATE TEMP TABLE answer_depth AS WITH RECURSIVE"
+            " org (key) AS (SELECT c.key FROM changed c JOIN resource r ON r.key = c.key"
+            "  WHERE r.type = 'Organization'),"
+            " chain (key, depth) AS ("
+            "  SELECT o.key, 0 FROM org o WHERE NOT EXISTS ("
+            "   SELECT 1 FROM ref JOIN org p ON p.key = ref.dst WHERE ref.src = o.key)"
+            "  UNION ALL"
+            "  SELECT ref.src, chain.depth + 1 FROM chain JOIN ref ON ref.dst = chain.key"
+            "  JOIN org c ON c.key = ref.src WHERE chain.depth < 64"
+            ") SELECT key, MIN(depth) AS depth FROM chain GROUP BY key"
+        )
+        self._db.execute("CREATE UNIQUE INDEX answer_depth_key ON answer_depth (key)")
 
     def changed_count(self) -> int:
         with self.lock:
@@ -82,6 +83,63 @@ class DeltaSpool(Spool):
             "SELECT r.key, r.entity_id, r.body FROM changed c JOIN resource r ON r.key = c.key"
             " LEFT JOIN answer_depth d ON d.key = r.key WHERE r.type = ?"
             " ORDER BY COALESCE(d.depth, 0), r.entity_id, r.key",
+            (resource_type,),
+        )
+
+
+class ChainSpool(DeltaSpool):
+    """Delta `organization-chains` (establishments-updated-since): besides what changed, the link up the
+    organisation chain of each organisation and offer received (translate/delta.chain_parent). `rows` reads
+    back the establishments on the chains of the changes: the chain of a changed organisation starts at it,
+    that of a changed offer at its providing organisation, and goes up `partOf` while the parent was received;
+    of those organisations, the EJ (no parent among them) and EG (their parent is an EJ) [INFER], roots first,
+    then by entityID."""
+
+    def __init__(self, mappings: Mappings, spec: FunctionSpec, region_tags: Collection[str] | None) -> None:
+        super().__init__(mappings, spec, region_tags)
+        with self.lock:
+            self._db.execute("CREATE TABLE up (src TEXT PRIMARY KEY, dst TEXT NOT NULL)")
+
+    def add_page(self, query: int, matches: Sequence[Resource], includes: Sequence[Resource]) -> int:
+        fresh = super().add_page(query, matches, includes)
+        links = [
+            (key, parent)
+            for resource in (*matches, *includes)
+            if (key := resource_key(resource)) is not None and (parent := chain_parent(resource)) is not None
+        ]
+        with self.lock:
+            self._db.execute("BEGIN")  # the first version received wins, as for the resource itself
+            self._db.executemany("INSERT OR IGNORE INTO up (src, dst) VALUES (?, ?)", links)
+            self._db.execute("COMMIT")
+        return fresh
+
+    def _rank(self) -> None:
+        db = self._db
+        db.execute("CREATE INDEX up_dst ON up (dst)")
+        db.execute(
+            "CREATE TEMP TABLE chain AS WITH RECURSIVE walk (key) AS ("
+            " SELECT key FROM changed WHERE key >= 'Organization/' AND key < 'Organization0'"
+            " UNION SELECT up.dst FROM changed JOIN up ON up.src = changed.key"
+            "  WHERE changed.key >= 'HealthcareService/' AND changed.key < 'HealthcareService0'"
+            " UNION SELECT up.dst FROM walk JOIN up ON up.src = walk.key"
+            ") SELECT walk.key FROM walk JOIN resource r ON r.key = walk.key WHERE r.type = 'Organization'"
+        )
+        db.execute("CREATE UNIQUE INDEX chain_key ON chain (key)")
+        db.execute(
+            "CREATE TEMP TABLE answer_depth AS WITH RECURSIVE ranked (key, depth) AS ("
+            " SELECT c.key, 0 FROM chain c WHERE NOT EXISTS ("
+            "  SELECT 1 FROM up JOIN chain p ON p.key = up.dst WHERE up.src = c.key)"
+            " UNION ALL"
+            " SELECT up.src, ranked.depth + 1 FROM ranked JOIN up ON up.dst = ranked.key"
+            " JOIN chain c ON c.key = up.src WHERE ranked.depth < 1"
+            ") SELECT key, MIN(depth) AS depth FROM ranked GROUP BY key"
+        )
+        db.execute("CREATE UNIQUE INDEX answer_depth_key ON answer_depth (key)")
+
+    def rows(self, resource_type: str) -> sqlite3.Cursor:
+        return self._db.execute(
+            "SELECT r.key, r.entity_id, r.body FROM answer_depth d JOIN resource r ON r.key = d.key"
+            " WHERE r.type = ? ORDER BY d.depth, r.entity_id, r.key",
             (resource_type,),
         )
 
@@ -97,7 +155,7 @@ async def spooled_delta(
     and the counts of what was received and written. Raises the first upstream failure, having written
     nothing anyone can see."""
     progress = Progress(request=plan.function)
-    spool = DeltaSpool(mappings, spec, region_tags)
+    spool = (ChainSpool if spec.delta == ORGANIZATION_CHAINS else DeltaSpool)(mappings, spec, region_tags)
     answer: BinaryIO | None = None
     try:
         # One search's deadline per query: the queries of a delta are walked one after the other.

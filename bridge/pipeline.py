@@ -12,26 +12,18 @@ import time
 from enum import StrEnum
 
 from bridge.fhir.client import FhirClient
-from bridge.fhir.resilience import Deadline
 from bridge.model import (
     CsdDocument,
     CsdRequest,
     CsdResponse,
     Directory,
     FhirQuery,
-    QueryPlan,
     SearchResult,
 )
-from bridge.modifications import spoolable, spooled_delta
-from bridge.translate import FunctionSpec, Mappings, from_fhir_results, to_fhir_plan
-from bridge.translate.delta import DeltaCollector
+from bridge.modifications import spooled_delta
+from bridge.translate import Mappings, from_fhir_results, to_fhir_plan
 from bridge.translate.plan import function_of, region_tags
-from bridge.translate.resolvers import since_instant
 from bridge.translate.select import page_upstream, select_records
-
-# Default of `modifications_max_entities` (config.py): changed entities one in-memory delta answer
-# (establishments-updated-since) may gather. ITI-74 has no such ceiling: it is spooled (modifications.py).
-MAX_CHANGED_ENTITIES = 20_000
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +37,15 @@ class LogEvent(StrEnum):
 class Pipeline:
     """Answers normalised CSD requests from the national API through the mapping tables."""
 
-    def __init__(
-        self, mappings: Mappings, client: FhirClient, *, max_changed_entities: int = MAX_CHANGED_ENTITIES
-    ) -> None:
+    def __init__(self, mappings: Mappings, client: FhirClient) -> None:
         self.mappings = mappings
         self.client = client
-        self.max_changed_entities = max_changed_entities
 
     async def run(self, request: CsdRequest) -> CsdResponse:
         started = time.perf_counter()
         plan = to_fhir_plan(self.mappings, request)
         spec, _ = function_of(self.mappings, request)
-        if spec.delta is not None and spoolable(spec):
+        if spec.delta is not None:
             directories, progress = await spooled_delta(
                 self.mappings, self.client, plan, spec, region_tags(self.mappings, request.region)
             )
@@ -77,20 +66,6 @@ class Pipeline:
                 (time.perf_counter() - started) * 1000,
             )
             return CsdResponse(request=request, document=CsdDocument(), directories=directories)
-        if spec.delta is not None:
-            document = await self._delta(request, plan, spec)
-            log.info(
-                "%s %s: %d FHIR queries; %d organizations, %d services, %d facilities, %d providers; %.1f ms",
-                LogEvent.TRANSACTION_DONE,
-                plan.function,
-                len(plan.queries),
-                len(document.organizations),
-                len(document.services),
-                len(document.facilities),
-                len(document.providers),
-                (time.perf_counter() - started) * 1000,
-            )
-            return CsdResponse(request=request, document=document)
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
@@ -119,33 +94,6 @@ class Pipeline:
             (time.perf_counter() - started) * 1000,
         )
         return CsdResponse(request=request, document=document)
-
-    async def _delta(self, request: CsdRequest, plan: QueryPlan, spec: FunctionSpec) -> CsdDocument:
-        """Changes since a date answered in memory (establishments-updated-since; ITI-74 is spooled): every
-        query complete, each resource once, what changed (with propagation) selected, then mapped. Under a
-        ceiling: above it TooManyChangesError is raised while fetching; an upstream failure fails it whole."""
-        since = request.last_modified or since_instant(request.params)
-        counted = {table.resource for table in self.mappings.entities.values()}
-        collector = DeltaCollector(
-            spec,
-            counted=counted,
-            limit=self.max_changed_entities,
-            since=since.isoformat() if since is not None else "the date sent",
-            region_tags=region_tags(self.mappings, request.region),
-        )
-        # One search's deadline per query: the queries of a delta are walked one after the other.
-        deadline = Deadline(self.client.deadline_s * len(plan.queries))
-        pages = self.client.iter_partitioned(plan.queries, deadline=deadline)
-        try:
-            async for number, page in pages:
-                collector.add(number, page.matches, page.includes)
-        finally:
-            close = getattr(pages, "aclose", None)  # an async generator: stop the partitions now
-            if close is not None:
-                await close()
-        received = SearchResult(query=plan.queries[0], includes=list(collector.index.values()))
-        document = from_fhir_results(self.mappings, plan, [received], selected=collector.selected())
-        return select_records(spec, request.params, document, self.mappings.systems, self.mappings.timezone)
 
     async def _fetch(self, query: FhirQuery, limit: int | None) -> SearchResult:
         """The whole search, or, with a limit (IHE start - 1 + max), its pages until that many matches."""

@@ -442,22 +442,26 @@ async def write_response_body(xf: Any, response: CsdResponse, *, encapsulated: b
     ITI-73: `careServicesResponse/result/CSD` when `encapsulated`, the bare `CSD` otherwise.
     ITI-74: `getModificationsResponse/CSD` (`encapsulated` does not apply).
     """
-    document = response.document
     if response.request.transaction == Transaction.MODIFICATIONS:
         async with xf.element(_tag("getModificationsResponse"), nsmap=_NSMAP):
-            if response.directories is not None:
-                await _copy_directories(xf, response.directories)
-            else:
-                await write_csd(xf, document)
+            await _write_answer(xf, response)
     elif encapsulated:
         # The stored functions answer XML: content-type as OpenInfoMan writes it (csd-wire-format §3.5).
         async with (
             xf.element(_tag("careServicesResponse"), {"content-type": "text/xml"}, nsmap=_NSMAP),
             xf.element(_tag("result")),
         ):
-            await write_csd(xf, document)
+            await _write_answer(xf, response)
     else:
-        await write_csd(xf, document)
+        await _write_answer(xf, response)
+
+
+async def _write_answer(xf: Any, response: CsdResponse) -> None:
+    """The `csd:CSD` of a response: its pre-written directories (a delta answer), else its document."""
+    if response.directories is not None:
+        await _copy_directories(xf, response.directories)
+    else:
+        await write_csd(xf, response.document)
 
 
 async def _copy_directories(xf: Any, directories: BinaryIO) -> None:

@@ -22,7 +22,6 @@ from bridge.errors import (
     ReceiverError,
     RequestTooLargeError,
     SenderError,
-    TooManyChangesError,
     UnknownFunctionError,
     UnknownRegionError,
     UnsupportedMediaTypeError,
@@ -79,7 +78,6 @@ _SPECS: dict[type[BaseException], FaultSpec] = {
     UnknownFunctionError: FaultSpec("Sender", "UnknownStoredFunction", _SENDER),
     InvalidParameterError: FaultSpec("Sender", "InvalidParameter", _SENDER),
     UnknownRegionError: FaultSpec("Sender", "UnknownRegion", _SENDER),
-    TooManyChangesError: FaultSpec("Sender", "TooManyChanges", _SENDER),
     # SOAP 1.2 part 2 §7.5.2.2 (table 20): only env:Sender maps to 400; env:MustUnderstand and
     # env:VersionMismatch map to 500 like env:Receiver.
     MustUnderstandError: FaultSpec("MustUnderstand", "HeaderNotUnderstood", _RECEIVER),

@@ -188,28 +188,6 @@ FILTERS: Mapping[str, Filter] = {
 }
 
 
-def _establishments(document: CsdDocument) -> CsdDocument:
-    """Only the establishments (EJ: no parent; EG: its parent has none) of what was received [INFER].
-
-    The national API says what changed (organisations, offers); each change is reported as the EJ and EG it
-    belongs to (ror-fhir-api §5 (B)); the partOf chain was included upstream, so the ancestors are present.
-    """
-    by_id = {org.entity_id: org for org in document.organizations}
-
-    def depth(org: Organization) -> int:
-        steps, current, seen = 0, org, {org.entity_id}
-        while current.parent_id is not None and current.parent_id in by_id and current.parent_id not in seen:
-            seen.add(current.parent_id)
-            current = by_id[current.parent_id]
-            steps += 1
-        return steps
-
-    kept = [org for org in document.organizations if depth(org) <= 1]
-    return CsdDocument(organizations=kept)
-
-
-POST_STEPS: Mapping[str, Callable[[CsdDocument], CsdDocument]] = {"establishments": _establishments}
-
 _FIELDS: Mapping[Directory, str] = {
     Directory.ORGANIZATION: "organizations",
     Directory.SERVICE: "services",
@@ -232,9 +210,8 @@ def page(records: Sequence[T], start: int | None, maximum: int | None) -> list[T
 def select_records(
     spec: FunctionSpec, params: RequestParams, document: CsdDocument, systems: Systems, timezone: tzinfo
 ) -> CsdDocument:
-    """The records a stored function returns: post step, bridge filters (AND), then start/max."""
-    if spec.post is not None:
-        document = POST_STEPS[spec.post](document)
+    """The records a stored function returns: bridge filters (AND), then start/max. (A delta function's
+    answer, post step included, is written from its spool: bridge/modifications.py.)"""
     if spec.result is None:
         return document
     present = [name for name in spec.bridge_filters if _present(name, params)]

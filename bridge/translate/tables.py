@@ -34,12 +34,12 @@ from bridge.model import (
     Record,
 )
 from bridge.translate.codes import CodeEntry, CodeSystem, CodeTable, Systems
-from bridge.translate.delta import SELECTIONS
+from bridge.translate.delta import POST_STEP, SELECTIONS
 from bridge.translate.findings import Findings
 from bridge.translate.identity import ANY_SYSTEM, Identities, IdentityScheme
 from bridge.translate.paths import PathSyntaxError, SourcePath
 from bridge.translate.resolvers import PARAMETERS, RESOLVERS
-from bridge.translate.select import FILTERS, POST_STEPS
+from bridge.translate.select import FILTERS
 from bridge.translate.transforms import TEXT, TRANSFORMS, Transform
 
 FUNCTIONS = "functions.yaml"
@@ -204,7 +204,8 @@ class FunctionSpec:
     result: Directory | None = None
     # Parameters the national API cannot answer exactly: checked by the bridge on CSD records (select.py).
     bridge_filters: tuple[str, ...] = ()
-    # A named selection step of select.py run on the records after mapping (closed list), e.g. establishments.
+    # The step that goes with a delta selection (translate/delta.POST_STEP, closed pairs), run in the spool
+    # (bridge/modifications.py): `establishments` with `organization-chains`.
     post: str | None = None
     # Changes since a date (translate/delta.py, closed list): the answer is built from what changed, not from
     # the matches — `entities` (ITI-74) or `organization-chains` (establishments-updated-since).
@@ -679,6 +680,11 @@ def _load_function(name: str, raw: Any, *, modifications: bool = False) -> Funct
     result, bridge_filters, post = _load_selection(section, parameters, directories)
     if delta is not None and result is not None:
         raise section.fail("result", "a delta function answers every change: no start/max paging")
+    if post != (POST_STEP[delta] if delta is not None else None):
+        pairs = ", ".join(f"delta {d} → post {p or '(none)'}" for d, p in POST_STEP.items())
+        raise section.fail(
+            "post", f"a post step belongs to its delta selection, written from the spool ({pairs})"
+        )
     return FunctionSpec(
         name=name,
         urn=urn,
@@ -719,8 +725,9 @@ def _load_selection(
                 "bridge_filters", f"no bridge filter for {parameter!r} (closed list: {', '.join(FILTERS)})"
             )
     post = section.text("post", required=False) or None
-    if post is not None and post not in POST_STEPS:
-        raise section.fail("post", f"unknown step {post!r} (closed list: {', '.join(POST_STEPS)})")
+    steps = [step for step in POST_STEP.values() if step is not None]
+    if post is not None and post not in steps:
+        raise section.fail("post", f"unknown step {post!r} (closed list: {', '.join(steps)})")
     return result, bridge_filters, post
 
 

@@ -24,13 +24,8 @@ from zeep.plugins import HistoryPlugin
 from bridge import ns
 from bridge.app import create_app
 from bridge.config import load_settings
-from bridge.csd.writer import document_to_bytes
-from bridge.model import CsdRequest, RequestForm, Transaction
-from bridge.pipeline import Pipeline
 from bridge.simulator.app import SimulatorConfig, create_simulator_app, mount_simulator
 from bridge.simulator.dataset import Dataset, generate_dataset
-from bridge.translate import to_fhir_plan
-from bridge.translate.plan import function_of
 from tests.e2e import deltas
 from tests.server import running_server
 
@@ -297,50 +292,52 @@ def test_upstream_failure_midway_is_a_receiver_fault_never_a_partial_answer(data
     assert b"organizationDirectory" not in response.content
 
 
-def test_above_the_ceiling_establishments_are_refused_and_iti74_is_not(
-    simulator_url: str, dataset: Dataset
+def test_establishments_larger_than_a_batch_many_times_over(
+    simulator_url: str, dataset: Dataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """establishments-updated-since, answered in memory, keeps the ceiling: one changed entity more than it
-    is refused whole (the regional delta, to keep the run short). ITI-74 is spooled to disk: no ceiling."""
-    expected = deltas.expected_modifications(dataset, REGIONAL_SINCE, REGION_CODES)
-    ceiling = sum(len(v) for v in expected.values()) - 1
-    url = f"/csd/{REGION}"
-    body = soap12(establishments(REGIONAL_SINCE.isoformat()))
+    """establishments-updated-since, written from its spool 3 organisations at a time (well over a hundred
+    batches): every EJ and EG of the changes, each once, each EJ before the EG under it."""
+    monkeypatch.setattr("bridge.extraction.BATCH_SIZE", 3)
+    expected = deltas.expected_establishments(dataset, NATIONAL_SINCE)
+    assert len(expected) > 100 * 3
+    body = soap12(establishments(NATIONAL_SINCE.isoformat()))
     body = body.replace(ns.ACTION_ITI74_REQUEST.encode(), ns.ACTION_ITI73_REQUEST.encode())
-    with running_server(_bridge(simulator_url, modifications_max_entities=ceiling)) as bridge:
-        refused = post(bridge + url, body)
-        answered = post(bridge + url, soap12(modifications(REGIONAL_SINCE.isoformat())))
-    assert refused.status_code == 400
-    code, subcode, reason = fault(refused)
-    assert (code, subcode) == ("Sender", "TooManyChanges")
-    assert f"more than {ceiling} entities changed" in reason
-    assert "/extraction" in reason
-    assert b"organizationDirectory" not in refused.content
-    assert answered.status_code == 200, answered.text[:2000]
-    (csd,) = etree.fromstring(answered.content).xpath("//csd:CSD", namespaces=C)
-    check_csd(csd, (), expected)
+    with running_server(_bridge(simulator_url)) as bridge:
+        response = post(f"{bridge}/csd", body)
+    assert response.status_code == 200, response.text[:2000]
+    (csd,) = etree.fromstring(response.content).xpath("//csd:CSD", namespaces=C)
+    empty: set[str] = set()
+    check_csd(csd, (), {"organizationDirectory": expected, **dict.fromkeys(DIRECTORIES[1:], empty)})
+    assert_parents_first(csd, expect_children=True)
+
+
+def assert_parents_first(csd: etree._Element, *, expect_children: bool = False) -> None:
+    """Each organisation whose parent is in the answer comes after it (the engine's order: roots first)."""
+    organizations = csd.xpath("csd:organizationDirectory/csd:organization", namespaces=C)
+    position = {o.get("entityID"): index for index, o in enumerate(organizations)}
+    children = 0
+    for index, organization in enumerate(organizations):
+        parent = organization.find("csd:parent", C)
+        if parent is not None and parent.get("entityID") in position:
+            children += 1
+            assert position[parent.get("entityID")] < index, "a parent comes before its child"
+    assert children > 0 or not expect_children
 
 
 def test_iti74_larger_than_a_batch_many_times_over(
     simulator_url: str, dataset: Dataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The spooled ITI-74 answer, mapped and written 7 entities at a time (a few hundred batches) and with a
-    ceiling of 1 for the in-memory path: every change, each once, organisations root first."""
+    """The spooled ITI-74 answer, mapped and written 7 entities at a time (a few hundred batches): every
+    change, each once, organisations root first."""
     monkeypatch.setattr("bridge.extraction.BATCH_SIZE", 7)
     expected = deltas.expected_modifications(dataset, NATIONAL_SINCE)
     assert sum(map(len, expected.values())) > 50 * 7
-    with running_server(_bridge(simulator_url, modifications_max_entities=1)) as bridge:
+    with running_server(_bridge(simulator_url)) as bridge:
         response = post(f"{bridge}/csd", soap12(modifications(NATIONAL_SINCE.isoformat())))
     assert response.status_code == 200, response.text[:2000]
     (csd,) = etree.fromstring(response.content).xpath("//csd:CSD", namespaces=C)
     check_csd(csd, (), expected)
-    organizations = csd.xpath("csd:organizationDirectory/csd:organization", namespaces=C)
-    ids = [o.get("entityID") for o in organizations]
-    position = {entity: index for index, entity in enumerate(ids)}
-    for organization, entity in zip(organizations, ids, strict=True):
-        parent = organization.find("csd:parent", C)
-        if parent is not None and parent.get("entityID") in position:
-            assert position[parent.get("entityID")] < position[entity], "a parent comes before its child"
+    assert_parents_first(csd)
 
 
 @pytest.mark.slow
@@ -354,7 +351,7 @@ def test_national_changes_at_the_real_10000_cap(
     # The HealthcareService _filter search (own or organisation-chain change) alone matches over 10 000.
     assert len(deltas.changes(data, since, lieux_and_professionals=False).services) > 10_000
     simulator = mount_simulator(create_simulator_app(SimulatorConfig(scale=scale, seed=SEED), data))
-    # About 30 000 changed entities: above the in-memory ceiling (20 000), which ITI-74 does not have.
+    # About 30 000 changed entities, written from the spool.
     with (
         running_server(simulator) as sim,
         running_server(_bridge(sim, upstream_max_results=10_000, upstream_page_size=200)) as bridge,
@@ -366,33 +363,3 @@ def test_national_changes_at_the_real_10000_cap(
     (csd,) = etree.fromstring(response.content).xpath("//csd:CSD", namespaces=C)
     check_csd(csd, (our_csd_schema, official_csd_schema), expected)
     print(f"ITI-74 at scale {scale}: {sum(map(len, expected.values()))} entities in {elapsed:.1f} s")
-
-
-@pytest.mark.parametrize("region", [None, REGION])
-async def test_the_spooled_answer_is_the_in_memory_one_byte_for_byte(
-    simulator_url: str, region: str | None
-) -> None:
-    """The same delta through both paths: the spool (ITI-74 today) and the in-memory collector (the path
-    establishments-updated-since keeps), the latter written by write_csd as ITI-74 was before."""
-    since = NATIONAL_SINCE if region is None else REGIONAL_SINCE
-    app = _bridge(simulator_url, modifications_max_entities=1_000_000)
-    mappings, client = app.state.mappings, app.state.upstream.client
-    request = CsdRequest(
-        transaction=Transaction.MODIFICATIONS,
-        form=RequestForm.MODIFICATIONS,
-        last_modified=since,
-        region=region,
-    )
-    pipeline = Pipeline(mappings, client, max_changed_entities=1_000_000)
-    spec, _ = function_of(mappings, request)
-    plan = to_fhir_plan(mappings, request)
-    async with client:
-        in_memory = await pipeline._delta(request, plan, spec)
-        spooled = await pipeline.run(request)
-    assert spooled.directories is not None
-    with spooled.directories as file:
-        file.seek(0)
-        written = file.read()
-    reference = document_to_bytes(in_memory)
-    assert reference.count(b"<csd:organization ") > 10
-    assert written == reference[reference.index(b"<csd:organizationDirectory") : -len(b"</csd:CSD>")]

@@ -20,7 +20,6 @@ from bridge.errors import (
     ReceiverError,
     RequestTooLargeError,
     SenderError,
-    TooManyChangesError,
     UnknownFunctionError,
     UnknownRegionError,
     UnsupportedMediaTypeError,
@@ -50,7 +49,6 @@ CASES: list[tuple[BaseException, FaultSpec]] = [
     (UnknownFunctionError("urn:x:nope"), FaultSpec("Sender", "UnknownStoredFunction", 400)),
     (InvalidParameterError("max"), FaultSpec("Sender", "InvalidParameter", 400)),
     (UnknownRegionError("zz"), FaultSpec("Sender", "UnknownRegion", 400)),
-    (TooManyChangesError("use the extraction", 10), FaultSpec("Sender", "TooManyChanges", 400)),
     (
         MustUnderstandError("{urn:example:security}Ticket"),
         FaultSpec("MustUnderstand", "HeaderNotUnderstood", 500),

@@ -1,4 +1,5 @@
-"""Changes since a date: the ITI-74 plan (functions.yaml `modifications`), the delta collector, selections."""
+"""Changes since a date: the ITI-74 plan (functions.yaml `modifications`), what a page says changed, the
+organisation chain, the loader's checks of delta entries."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.errors import InvalidParameterError, MappingTableError, TooManyChangesError
+from bridge.errors import InvalidParameterError, MappingTableError
 from bridge.model import (
     CsdRequest,
     Directory,
@@ -21,7 +22,7 @@ from bridge.model import (
 )
 from bridge.paths import shipped_dir
 from bridge.translate import Mappings, from_fhir_results, load_mappings, to_fhir_plan
-from bridge.translate.delta import DeltaCollector, changed_keys, organization_chains
+from bridge.translate.delta import chain_parent, changed_keys
 from bridge.translate.tables import MODIFICATIONS_URN
 
 NOW = datetime(2026, 1, 10, 12, tzinfo=UTC)
@@ -108,99 +109,49 @@ def test_iti74_without_last_modified_is_refused(mappings: Mappings) -> None:
         to_fhir_plan(mappings, iti74(None), now=NOW)
 
 
-def _collector(mappings: Mappings, limit: int = 100, region: tuple[str, ...] | None = None) -> DeltaCollector:
-    assert mappings.modifications is not None
-    return DeltaCollector(
-        mappings.modifications,
-        counted={"Organization", "HealthcareService", "Location", "PractitionerRole"},
-        limit=limit,
-        since="2025-06-01",
-        region_tags=region,
-    )
-
-
 def test_matches_change_and_includes_only_of_the_propagated_types(mappings: Mappings) -> None:
-    collector = _collector(mappings)
+    spec = mappings.modifications
+    assert spec is not None
     offer = resource("HealthcareService", "hs1", providedBy={"reference": "Organization/ue"})
     org = resource("Organization", "ue")
     lieu = resource("Location", "l1")
-    collector.add(0, [resource("Organization", "o1")], [org])  # Organization query: the parent is context
-    collector.add(2, [lieu], [offer, org])  # Location query: its offers changed, their provider did not
-    collector.add(1, [offer], [org])  # the same offer again, from the HealthcareService query
+    # Organization query: the parent is context. Location query: its offers changed, their provider did not.
+    assert changed_keys(spec, 0, [resource("Organization", "o1")], [org]) == ["Organization/o1"]
+    assert changed_keys(spec, 2, [lieu], [offer, org]) == ["Location/l1", "HealthcareService/hs1"]
     practitioner = resource("Practitioner", "p1")
     role = resource("PractitionerRole", "r1", practitioner={"reference": "Practitioner/p1"})
-    collector.add(4, [practitioner], [role])  # Practitioner query: its roles changed
-    assert collector.selected() == [
-        "Organization/o1",
-        "Location/l1",
-        "HealthcareService/hs1",
+    # Practitioner query: its roles changed, and the offers those roles include.
+    assert changed_keys(spec, 4, [practitioner], [role, offer, org]) == [
         "Practitioner/p1",
         "PractitionerRole/r1",
+        "HealthcareService/hs1",
     ]
-    assert collector.count == 4  # the Practitioner is no CSD entity of its own
-    assert set(collector.index) == {
-        "Organization/o1",
-        "Organization/ue",
-        "Location/l1",
-        "HealthcareService/hs1",
-        "Practitioner/p1",
-        "PractitionerRole/r1",
-    }
 
 
 def test_a_regional_request_keeps_its_own_region(mappings: Mappings) -> None:
-    collector = _collector(mappings, region=(f"{TAG}|04", f"{TAG}|06"))
-    collector.add(2, [resource("Location", "l1", region="06")], [resource("HealthcareService", "x", "11")])
-    collector.add(0, [resource("Organization", "o1", region="04")], [])
-    assert collector.selected() == ["Location/l1", "Organization/o1"]
-
-
-def test_changed_keys_follow_the_collector_rules(mappings: Mappings) -> None:
-    """What the ITI-74 spool marks changed, page by page (bridge/modifications.py): the collector's rules."""
     spec = mappings.modifications
     assert spec is not None
-    offer = resource("HealthcareService", "hs1", region="06")
-    org = resource("Organization", "ue", region="06")
-    lieu = resource("Location", "l1", region="06")
-    assert changed_keys(spec, 2, [lieu], [offer, org]) == ["Location/l1", "HealthcareService/hs1"]
-    assert changed_keys(spec, 0, [resource("Organization", "o1")], [org]) == ["Organization/o1"]
     regional = (f"{TAG}|04", f"{TAG}|06")
+    lieu = resource("Location", "l1", region="06")
     foreign = resource("HealthcareService", "x", "11")
     assert changed_keys(spec, 2, [lieu], [foreign], regional) == ["Location/l1"]
-
-
-def test_above_the_ceiling_the_collector_refuses_at_once(mappings: Mappings) -> None:
-    collector = _collector(mappings, limit=2)
-    collector.add(0, [resource("Organization", "o1"), resource("Organization", "o2")], [])
-    collector.add(4, [resource("Practitioner", "p1")], [])  # not counted
-    with pytest.raises(TooManyChangesError, match="more than 2 entities changed since 2025-06-01") as raised:
-        collector.add(1, [resource("HealthcareService", "hs1")], [])
-    assert "/extraction" in raised.value.reason
-
-
-def test_organization_chains() -> None:
-    index = {
-        "Organization/ej": resource("Organization", "ej"),
-        "Organization/eg": resource("Organization", "eg", partOf={"reference": "Organization/ej"}),
-        "Organization/ue": resource(
-            "Organization", "ue", partOf={"reference": "https://ror.example/fhir/Organization/eg"}
-        ),
-        "HealthcareService/hs": resource(
-            "HealthcareService", "hs", providedBy={"reference": "Organization/ue"}
-        ),
-        "Location/l": resource("Location", "l"),
-        "Organization/lost": resource("Organization", "lost", partOf={"reference": "Organization/unknown"}),
-    }
-    assert organization_chains(["HealthcareService/hs", "Location/l"], index) == [
-        "Organization/ue",
-        "Organization/eg",
-        "Organization/ej",
+    assert changed_keys(spec, 0, [resource("Organization", "o1", region="04")], [], regional) == [
+        "Organization/o1"
     ]
-    assert organization_chains(["Organization/eg", "Organization/lost"], index) == [
-        "Organization/eg",
-        "Organization/ej",
-        "Organization/lost",
-    ]
+    assert changed_keys(spec, 0, [resource("Organization", "o2", region="11")], [], regional) == []
+
+
+def test_chain_parent() -> None:
+    assert chain_parent(resource("Organization", "eg", partOf={"reference": "Organization/ej"})) == (
+        "Organization/ej"
+    )
+    absolute = {"reference": "https://ror.example/fhir/Organization/eg/_history/3"}
+    assert chain_parent(resource("Organization", "ue", partOf=absolute)) == "Organization/eg"
+    offer = resource("HealthcareService", "hs", providedBy={"reference": "Organization/ue"})
+    assert chain_parent(offer) == "Organization/ue"
+    assert chain_parent(resource("Organization", "ej")) is None
+    managed = {"reference": "Organization/eg"}
+    assert chain_parent(resource("Location", "l", managingOrganization=managed)) is None
 
 
 def test_the_engine_writes_the_selected_entities_only(mappings: Mappings) -> None:
@@ -241,7 +192,10 @@ def _tables(tmp_path: Path, edit: Any) -> Path:
     ("edit", "message"),
     [
         (lambda d: d.pop("modifications"), "modifications: required"),
-        (lambda d: d["modifications"].update(delta="organization-chains"), "ITI-74 answers the changed"),
+        (
+            lambda d: d["modifications"].update(delta="organization-chains", post="establishments"),
+            "ITI-74 answers the changed",
+        ),
         (lambda d: d["modifications"].update(delta="everything"), "unknown delta selection"),
         (lambda d: d["modifications"].update(directories=["serviceDirectory"]), "four directories"),
         (lambda d: d["modifications"].update(urn="urn:x"), "unknown key"),
@@ -253,6 +207,13 @@ def _tables(tmp_path: Path, edit: Any) -> Path:
             lambda d: d["functions"]["establishments-updated-since"].update(result="organizationDirectory"),
             "no start/max paging",
         ),
+        (
+            lambda d: d["functions"]["establishments-updated-since"].pop("post"),
+            "delta organization-chains → post establishments",
+        ),
+        (lambda d: d["modifications"].update(post="establishments"), "a post step belongs to its delta"),
+        (lambda d: d["functions"]["service-search"].update(post="establishments"), "belongs to its delta"),
+        (lambda d: d["modifications"].update(post="everything"), "unknown step 'everything'"),
     ],
 )
 def test_the_loader_refuses_broken_delta_entries(tmp_path: Path, edit: Any, message: str) -> None:

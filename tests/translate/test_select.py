@@ -186,18 +186,3 @@ def test_page_upstream_windows_the_first_query_when_nothing_is_left_to_the_bridg
     # a bridge filter present: every match is kept for select_records to filter, then page
     orgs = mappings.function(IHE + "organization-search")
     assert page_upstream(orgs, RequestParams(name="x", max=1), results)[0].matches == matches
-
-
-def test_establishments_keeps_ej_and_eg_only(mappings: Mappings) -> None:
-    doc = CsdDocument(
-        organizations=[
-            org("ej", "EJ"),
-            org("eg", "EG", "ej"),
-            org("pole", "Pôle", "eg"),
-            org("uf", "UF", "pole"),
-        ],
-        services=[Service("s", CodedType("1", "x"), record())],
-    )
-    found = run(mappings, "urn:ror:csd:stored-function:establishments-updated-since", doc)
-    assert ids(found.organizations) == ["ej", "eg"]
-    assert list(found.services) == []
