@@ -48,10 +48,12 @@ SCALES ?= 100000,1000000
 bench-extract: install
 	$(BIN)/python -m tests.bench.bench_extract --scales $(SCALES)
 
-# ITI-74 over the whole directory (every entity changed) at two sizes: the bridge's peak RSS stays flat.
+# Changes since a date over the whole directory (every entity changed) at two sizes: the bridge's peak RSS
+# stays flat. MOD_FUNCTION=iti74 (getModificationsRequest) or establishments (establishments-updated-since).
 MOD_SCALES ?= 10000,40000
+MOD_FUNCTION ?= iti74
 bench-modifications: install
-	$(BIN)/python -m tests.bench.bench_modifications --scales $(MOD_SCALES)
+	$(BIN)/python -m tests.bench.bench_modifications --scales $(MOD_SCALES) --function $(MOD_FUNCTION)
 
 # The ROR simulator at one million offers: start time, peak memory, request latency (README, issue 3 item 2).
 sim-scale: install
