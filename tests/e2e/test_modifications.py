@@ -92,9 +92,10 @@ def modifications(last_modified: str) -> str:
     )
 
 
-def establishments(date_text: str) -> str:
+def establishments(date_text: str, encapsulated: str | None = None) -> str:
+    attribute = f' encapsulated="{encapsulated}"' if encapsulated is not None else ""
     return f"""<csd:careServicesRequest xmlns:csd="{ns.CSD}" xmlns:ror="urn:ror:csd:params"
-  urn="{ESTABLISHMENTS}">
+  urn="{ESTABLISHMENTS}"{attribute}>
   <csd:requestParams><ror:dateMiseAJour>{date_text}</ror:dateMiseAJour></csd:requestParams>
 </csd:careServicesRequest>"""
 
@@ -216,13 +217,17 @@ def test_nothing_changed_gives_four_empty_directories_bare(
 
 
 @pytest.mark.parametrize(
-    ("region", "since"), [(None, NATIONAL_SINCE), (REGION, REGIONAL_SINCE)], ids=["national", "regional"]
+    ("region", "since", "encapsulated", "parent"),
+    [(None, NATIONAL_SINCE, "true", "result"), (REGION, REGIONAL_SINCE, "false", "Body")],
+    ids=["national-encapsulated", "regional-bare"],
 )
 def test_establishments_updated_since_beyond_the_cap(
     bridge_url: str,
     dataset: Dataset,
     region: str | None,
     since: datetime,
+    encapsulated: str,
+    parent: str,
     our_csd_schema: etree.XMLSchema,
     official_csd_schema: etree.XMLSchema,
 ) -> None:
@@ -234,13 +239,14 @@ def test_establishments_updated_since_beyond_the_cap(
     # (regionally, with the older date, every establishment changed through an organisation or offer too).
     without = deltas.expected_establishments(dataset, since, codes, lieux_and_professionals=False)
     assert without < expected if region is None else without <= expected
-    body = establishments(since.isoformat())
+    body = establishments(since.isoformat(), encapsulated)
     url = f"{bridge_url}/csd" + (f"/{region}" if region else "")
     response = post(
         url, soap12(body).replace(ns.ACTION_ITI74_REQUEST.encode(), ns.ACTION_ITI73_REQUEST.encode())
     )
     assert response.status_code == 200, response.text
     (csd,) = etree.fromstring(response.content).xpath("//csd:CSD", namespaces=C)
+    assert etree.QName(csd.getparent()).localname == parent  # careServicesResponse/result, or bare
     check_csd(
         csd,
         (our_csd_schema, official_csd_schema),
