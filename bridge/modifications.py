@@ -93,7 +93,7 @@ class ChainSpool(DeltaSpool):
     back the establishments on the chains of the changes: the chain of a changed organisation starts at it,
     that of a changed offer at its providing organisation, and goes up `partOf` while the parent was received;
     of those organisations, the EJ (no parent among them) and EG (their parent is an EJ) [INFER], roots first,
-    then by entityID."""
+    then by entityID. (Organisations on a `partOf` cycle, invalid data, have no root: none is written.)"""
 
     def __init__(self, mappings: Mappings, spec: FunctionSpec, region_tags: Collection[str] | None) -> None:
         super().__init__(mappings, spec, region_tags)
