@@ -171,6 +171,7 @@ def build_extractor(settings: Settings, mappings: Mappings, client: FhirClient) 
         source=Source(settings.extraction_source),
         deadline_s=settings.upstream_export_deadline_s,
         max_concurrent=settings.extraction_max_concurrent,
+        workers=settings.effective_mapping_workers,
     )
 
 
@@ -237,7 +238,7 @@ def create_app(settings: Settings) -> FastAPI:
     """The bridge application for these settings."""
     mappings = mappings_from(settings)
     upstream = build_upstream(settings)
-    pipeline = Pipeline(mappings, upstream.client)
+    pipeline = Pipeline(mappings, upstream.client, mapping_workers=settings.effective_mapping_workers)
     extractor = build_extractor(settings, mappings, upstream.client)
     cache = extraction_cache(settings)
 

@@ -6,6 +6,7 @@ and `bridge.app.create_app(settings)` is the only place that builds objects from
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -118,6 +119,21 @@ class Settings(BaseSettings):
     extraction_max_concurrent: int = Field(
         2, ge=1, description="extractions running at once; one more is answered 503 with Retry-After"
     )
+    mapping_workers: int | None = Field(
+        None,
+        ge=0,
+        description="worker processes mapping a large answer written from a spool (the extraction, ITI-74, "
+        "establishments-updated-since: from 20 000 entities of a directory) in parallel; 0: in the "
+        "request's own thread (default: one per available CPU core, none on a single core)",
+    )
+
+    @property
+    def effective_mapping_workers(self) -> int:
+        """`mapping_workers`, or its default: the CPU cores this process may use, 0 when there is one."""
+        if self.mapping_workers is not None:
+            return self.mapping_workers
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return cores if cores > 1 else 0
 
     # --- embedded demo simulator (upstream_url = demo)
     demo_scale: int = Field(300, ge=1, description="number of offers in the demo dataset")

@@ -135,6 +135,11 @@ class MappingError(ReceiverError):
         self.table = table
         self.rule = rule
         self.path = path
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[type[MappingError], tuple[str, str, str, str]]:
+        # Raised in a mapping worker process (extraction.py), it comes back to the parent pickled.
+        return type(self), (self.table, self.rule, self.path, self.problem)
 
 
 class ConfigurationError(BridgeError):

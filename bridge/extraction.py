@@ -9,13 +9,15 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import multiprocessing
 import os
 import sqlite3
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -53,7 +55,8 @@ from bridge.model import (
     SearchResult,
     Transaction,
 )
-from bridge.translate import FunctionSpec, Mappings, from_fhir_results, to_fhir_plan
+from bridge.translate import FunctionSpec, Mappings, from_fhir_results, load_mappings, to_fhir_plan
+from bridge.translate.findings import Finding
 from bridge.translate.transforms import reference_key
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,11 @@ OFFER_SEARCH = "offer-search"
 PAGING = frozenset({"start", "max"})
 # Entities mapped and written per step of the read-back: one chunk of the streamed document.
 BATCH_SIZE = 200
+# A directory of at least this many spooled resources is mapped in worker processes (when the deployment has
+# any, `mapping_workers`): below it, starting them (about a second) costs more than they save.
+PARALLEL_FROM = 20_000
+# Batches handed to the workers ahead of the one being written, per worker (bounds memory, keeps them busy).
+AHEAD_PER_WORKER = 2
 # Resources spooled per SQLite transaction from an `$export` (search pages are spooled page by page).
 EXPORT_BATCH = 500
 # Whitespace sent this often while the upstream answer is being spooled, so that proxies and client read
@@ -267,6 +275,19 @@ class Spool:
         )
         self._db.execute("CREATE TABLE ref (src TEXT NOT NULL, dst TEXT NOT NULL)")
         self._closed = False
+        self._pool: ProcessPoolExecutor | None = None  # the mapping workers, started by the read-back
+
+    def mapping_pool(self, workers: int) -> ProcessPoolExecutor:
+        """The spool's mapping worker processes (started on first use, ended with the spool)."""
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=workers,
+                # spawn: a fork of this multi-threaded process could inherit a lock held by another thread.
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(str(self._mappings.directory),),
+            )
+        return self._pool
 
     async def call(self, func: Callable[..., _T], *args: Any) -> _T:
         """`func(*args)` in the spool's thread, after whatever runs there already."""
@@ -277,6 +298,9 @@ class Spool:
             if not self._closed:
                 self._closed = True
                 self._db.close()
+                if self._pool is not None:
+                    # Batches still queued are dropped; a worker ends once its current batch is mapped.
+                    self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def aclose(self) -> None:
         """Close once the operation in progress (if any) has ended; the thread ends with it."""
@@ -354,17 +378,23 @@ class Spool:
 
     # -- read-back (the caller holds the lock)
 
-    def rows(self, resource_type: str) -> sqlite3.Cursor:
-        """`(key, entity_id, body)` of every resource of a type, in document order."""
-        return self._db.execute(
-            "SELECT key, entity_id, body FROM resource WHERE type = ? ORDER BY depth, entity_id, key",
-            (resource_type,),
-        )
+    # `(key, entity_id, body)` of every resource of a type (the one parameter), in document order: what the
+    # read-back writes. A subclass answering part of the spool (modifications.py) says which part here.
+    ROWS_SQL = "SELECT key, entity_id, body FROM resource WHERE type = ? ORDER BY depth, entity_id, key"
 
-    def context(self, keys: Sequence[str], *, offers_at: bool) -> list[Resource]:
+    def rows(self, resource_type: str) -> sqlite3.Cursor:
+        """The rows to write for a type (ROWS_SQL)."""
+        return self._db.execute(self.ROWS_SQL, (resource_type,))
+
+    def count_rows(self, resource_type: str) -> int:
+        """How many rows `rows` gives for a type."""
+        sql = f"SELECT COUNT(*) FROM ({self.ROWS_SQL})"  # noqa: S608 (a class constant, no input)
+        return int(self._db.execute(sql, (resource_type,)).fetchone()[0])
+
+    def context(self, keys: Sequence[str], *, offers_at: bool) -> list[bytes]:
         """What the entity tables read besides the resources `keys` name: what they reference and, through the
         offers among those (and, with `offers_at`, the offers whose `location` is one of them), what the
-        offers reference — an offer's organisation and lieux (mappings/entities/*.yaml)."""
+        offers reference — an offer's organisation and lieux (mappings/entities/*.yaml); as stored (JSON)."""
         targets = self._targets(keys)
         if offers_at:
             sql = "SELECT src FROM ref WHERE dst IN ({marks}) AND src >= ? AND src < ?"
@@ -373,7 +403,7 @@ class Spool:
         targets.update(self._targets(offers))
         targets.difference_update(keys)
         sql = "SELECT body FROM resource WHERE key IN ({marks})"
-        return [orjson.loads(body) for (body,) in _select_in(self._db, sql, sorted(targets))]
+        return [body for (body,) in _select_in(self._db, sql, sorted(targets))]
 
     def _targets(self, keys: Sequence[str]) -> set[str]:
         return {dst for (dst,) in _select_in(self._db, "SELECT dst FROM ref WHERE src IN ({marks})", keys)}
@@ -381,13 +411,20 @@ class Spool:
 
 class _Writer:
     """The read-back: each directory, entity by entity in document order, mapped a batch at a time with the
-    context each batch needs, as chunks of the document. `next_chunk` runs in the spool's thread."""
+    context each batch needs, as chunks of the document. `next_chunk` runs in the spool's thread.
 
-    def __init__(self, spool: Spool, mappings: Mappings, now: datetime, progress: Progress) -> None:
+    With `workers` > 0, a directory of at least PARALLEL_FROM resources is mapped in that many worker
+    processes: this thread reads the batches and their context from the spool and hands them out, a few
+    ahead, and writes the results in order; anything a worker reports (findings) is merged here."""
+
+    def __init__(
+        self, spool: Spool, mappings: Mappings, now: datetime, progress: Progress, *, workers: int = 0
+    ) -> None:
         self._spool = spool
         self._mappings = mappings
         self._now = now
         self._progress = progress
+        self._workers = workers
         self._chunks = self._generate()
 
     def next_chunk(self) -> bytes | None:
@@ -403,28 +440,95 @@ class _Writer:
             yield directory_end(directory)
 
     def _directory(self, directory: Directory, resource_type: str) -> Iterator[bytes]:
+        parallel = self._workers > 0 and self._spool.count_rows(resource_type) >= PARALLEL_FROM
+        pool = self._spool.mapping_pool(self._workers) if parallel else None
         cursor = self._spool.rows(resource_type)
-        query = FhirQuery(resource_type, (), purpose="extraction")
-        plan = QueryPlan(function="extraction", queries=(query,), directories=frozenset({directory}))
-        build = _BUILDERS[directory]
-        last: str | None = None  # rows come sorted by entityID: a repeated entityID is written once
+        offers_at = resource_type == "Location"
+        pending: deque[Future[_Mapped]] = deque()
+        last: list[str | None] = [None]  # rows come sorted by entityID: a repeated entityID is written once
         while batch := cursor.fetchmany(BATCH_SIZE):
-            keys = [key for key, _, _ in batch]
-            resources = [orjson.loads(body) for _, _, body in batch]
-            context = self._spool.context(keys, offers_at=resource_type == "Location")
-            result = SearchResult(query, matches=resources, includes=context)
-            # The batch's own entities only: an organisation's parent in the context is written in its turn.
-            document = from_fhir_results(self._mappings, plan, [result], now=self._now, selected=keys)
-            records = {record.entity_id: record for record in _records(document, directory)}
-            parts = []
-            for _, entity_id, _ in batch:
-                record = records.get(entity_id)
-                if record is None or entity_id == last:
-                    continue  # e.g. a provider whose Practitioner was not received (reported by the engine)
-                last = entity_id
-                parts.append(element_bytes(build(record)))
-            self._progress.written[directory] += len(parts)
-            yield b"".join(parts)
+            context = self._spool.context([key for key, _, _ in batch], offers_at=offers_at)
+            if pool is None:
+                parts = map_batch(self._mappings, directory, resource_type, batch, context, self._now)
+                yield self._emit(directory, parts, last)
+                continue
+            pending.append(pool.submit(_map_in_worker, directory, resource_type, batch, context, self._now))
+            if len(pending) >= AHEAD_PER_WORKER * self._workers:
+                yield self._emit_mapped(directory, pending.popleft(), last)
+        while pending:
+            yield self._emit_mapped(directory, pending.popleft(), last)
+
+    def _emit_mapped(self, directory: Directory, future: Future[_Mapped], last: list[str | None]) -> bytes:
+        parts, findings = future.result()  # a worker's failure (or death) fails the answer here
+        self._mappings.findings.merge(findings)
+        return self._emit(directory, parts, last)
+
+    def _emit(self, directory: Directory, parts: list[tuple[str, bytes]], last: list[str | None]) -> bytes:
+        kept = []
+        for entity_id, element in parts:
+            if entity_id != last[0]:
+                kept.append(element)
+                last[0] = entity_id
+        self._progress.written[directory] += len(kept)
+        return b"".join(kept)
+
+
+# A mapped batch: (entityID, element bytes) in row order, and the findings counted while mapping it.
+_Mapped = tuple[list[tuple[str, bytes]], dict[tuple[Finding, str], int]]
+
+
+def map_batch(
+    mappings: Mappings,
+    directory: Directory,
+    resource_type: str,
+    rows: Sequence[tuple[str, str | None, bytes]],
+    context: Sequence[bytes],
+    now: datetime,
+) -> list[tuple[str, bytes]]:
+    """One batch of spooled rows (`key, entity_id, body`) mapped with its context (stored JSON): the element
+    of each entity, in row order. An entity the engine did not write (e.g. a provider whose Practitioner was
+    not received, reported by the engine) has no element."""
+    query = FhirQuery(resource_type, (), purpose="extraction")
+    plan = QueryPlan(function="extraction", queries=(query,), directories=frozenset({directory}))
+    resources = [orjson.loads(body) for _, _, body in rows]
+    result = SearchResult(query, matches=resources, includes=[orjson.loads(body) for body in context])
+    # The batch's own entities only: an organisation's parent in the context is written in its turn.
+    keys = [key for key, _, _ in rows]
+    document = from_fhir_results(mappings, plan, [result], now=now, selected=keys)
+    records = {record.entity_id: record for record in _records(document, directory)}
+    build = _BUILDERS[directory]
+    return [
+        (entity_id, element_bytes(build(records[entity_id])))
+        for _, entity_id, _ in rows
+        if entity_id is not None and entity_id in records
+    ]
+
+
+# The mapping tables of a worker process, loaded once when it starts.
+_worker_mappings: Mappings | None = None
+
+
+def _start_worker(directory: str) -> None:
+    global _worker_mappings
+    # A worker's findings are counted and sent back with each batch; the parent logs them (Findings.merge).
+    logging.getLogger(Finding.__module__).setLevel(logging.WARNING)
+    _worker_mappings = load_mappings(Path(directory))
+
+
+def _map_in_worker(
+    directory: Directory,
+    resource_type: str,
+    rows: Sequence[tuple[str, str | None, bytes]],
+    context: Sequence[bytes],
+    now: datetime,
+) -> _Mapped:
+    mappings = _worker_mappings
+    if mappings is None:
+        raise RuntimeError("mapping worker started without its mapping tables")
+    before = mappings.findings.counts()
+    parts = map_batch(mappings, directory, resource_type, rows, context, now)
+    after = mappings.findings.counts()
+    return parts, {key: n - before.get(key, 0) for key, n in after.items() if n != before.get(key, 0)}
 
 
 def _records(document: CsdDocument, directory: Directory) -> Sequence[Any]:
@@ -458,8 +562,10 @@ class Extractor:
         deadline_s: float = 3600.0,
         max_concurrent: int = 2,
         heartbeat_s: float = HEARTBEAT_S,
+        workers: int = 0,
     ) -> None:
         self.mappings = mappings
+        self.workers = workers
         self.client = client
         self.source = source
         self.deadline_s = deadline_s
@@ -540,7 +646,7 @@ class Extractor:
             for table in self.mappings.entities.values():
                 progress.expected[table.kind.directory] = await spool.call(spool.count, table.resource)
             progress.phase = "writing"
-            writer = _Writer(spool, self.mappings, now, progress)
+            writer = _Writer(spool, self.mappings, now, progress, workers=self.workers)
             while (part := await spool.call(writer.next_chunk)) is not None:
                 progress.bytes += len(part)
                 notify(progress)

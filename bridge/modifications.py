@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 import tempfile
 from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime
@@ -78,13 +77,11 @@ class DeltaSpool(Spool):
         with self.lock:
             return int(self._db.execute("SELECT COUNT(*) FROM changed").fetchone()[0])
 
-    def rows(self, resource_type: str) -> sqlite3.Cursor:
-        return self._db.execute(
-            "SELECT r.key, r.entity_id, r.body FROM changed c JOIN resource r ON r.key = c.key"
-            " LEFT JOIN answer_depth d ON d.key = r.key WHERE r.type = ?"
-            " ORDER BY COALESCE(d.depth, 0), r.entity_id, r.key",
-            (resource_type,),
-        )
+    ROWS_SQL = (
+        "SELECT r.key, r.entity_id, r.body FROM changed c JOIN resource r ON r.key = c.key"
+        " LEFT JOIN answer_depth d ON d.key = r.key WHERE r.type = ?"
+        " ORDER BY COALESCE(d.depth, 0), r.entity_id, r.key"
+    )
 
 
 class ChainSpool(DeltaSpool):
@@ -136,12 +133,10 @@ class ChainSpool(DeltaSpool):
         )
         db.execute("CREATE UNIQUE INDEX answer_depth_key ON answer_depth (key)")
 
-    def rows(self, resource_type: str) -> sqlite3.Cursor:
-        return self._db.execute(
-            "SELECT r.key, r.entity_id, r.body FROM answer_depth d JOIN resource r ON r.key = d.key"
-            " WHERE r.type = ? ORDER BY d.depth, r.entity_id, r.key",
-            (resource_type,),
-        )
+    ROWS_SQL = (
+        "SELECT r.key, r.entity_id, r.body FROM answer_depth d JOIN resource r ON r.key = d.key"
+        " WHERE r.type = ? ORDER BY d.depth, r.entity_id, r.key"
+    )
 
 
 async def spooled_delta(
@@ -150,6 +145,8 @@ async def spooled_delta(
     plan: QueryPlan,
     spec: FunctionSpec,
     region_tags: Collection[str] | None,
+    *,
+    workers: int = 0,
 ) -> tuple[BinaryIO, Progress]:
     """The four directories of the delta answer, written to an open temporary file (deleted when closed),
     and the counts of what was received and written. Raises the first upstream failure, having written
@@ -167,7 +164,7 @@ async def spooled_delta(
         await spool.call(spool.finish)
         progress.phase = "writing"
         answer = tempfile.TemporaryFile(prefix="ror-bridge-iti74-")  # noqa: SIM115 (handed to the edge)
-        writer = SpoolWriter(spool, mappings, datetime.now(UTC), progress)
+        writer = SpoolWriter(spool, mappings, datetime.now(UTC), progress, workers=workers)
 
         def step(file: BinaryIO) -> bool:
             part = writer.next_chunk()

@@ -37,9 +37,10 @@ class LogEvent(StrEnum):
 class Pipeline:
     """Answers normalised CSD requests from the national API through the mapping tables."""
 
-    def __init__(self, mappings: Mappings, client: FhirClient) -> None:
+    def __init__(self, mappings: Mappings, client: FhirClient, *, mapping_workers: int = 0) -> None:
         self.mappings = mappings
         self.client = client
+        self.mapping_workers = mapping_workers  # for answers written from a spool (modifications.py)
 
     async def run(self, request: CsdRequest) -> CsdResponse:
         started = time.perf_counter()
@@ -47,7 +48,12 @@ class Pipeline:
         spec, _ = function_of(self.mappings, request)
         if spec.delta is not None:
             directories, progress = await spooled_delta(
-                self.mappings, self.client, plan, spec, region_tags(self.mappings, request.region)
+                self.mappings,
+                self.client,
+                plan,
+                spec,
+                region_tags(self.mappings, request.region),
+                workers=self.mapping_workers,
             )
             written = progress.written
             log.info(

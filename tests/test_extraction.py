@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
+import signal
+import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -215,6 +220,74 @@ async def test_heartbeats_keep_the_connection_alive_and_the_document_valid(
     document = etree.fromstring(b"".join(chunks))
     assert our_csd_schema.validate(document), our_csd_schema.error_log.last_error
     assert entity_ids(b"".join(chunks))[Directory.SERVICE]
+
+
+def _no_mapping_workers_left() -> bool:
+    """Whether the mapping worker processes have all ended (they end shortly after their spool closed)."""
+    deadline = time.monotonic() + 20
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not multiprocessing.active_children()
+
+
+async def test_worker_processes_write_the_same_document_and_report_the_same_findings(
+    base: str, national_search: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every directory mapped in two worker processes (threshold lowered to 1), a few batches ahead: the
+    document is byte for byte the one mapped in-thread, and the findings the workers counted reach the
+    bridge's own counters, as they would have in-thread."""
+    monkeypatch.setattr("bridge.extraction.PARALLEL_FROM", 1)
+    monkeypatch.setattr("bridge.extraction.BATCH_SIZE", 20)
+    counted = {}
+    documents = {}
+    running: dict[int, int] = {0: 0, 2: 0}  # most worker processes seen while writing
+    for workers in (0, 2):
+
+        def watch(progress: Progress, workers: int = workers) -> None:
+            if progress.phase == "writing":
+                running[workers] = max(running[workers], len(multiprocessing.active_children()))
+
+        mappings = load_mappings(shipped_dir("mappings"))
+        async with client(base) as upstream:
+            extractor = Extractor(mappings, upstream, source=Source.SEARCH, workers=workers)
+            documents[workers] = b"".join([chunk async for chunk in extractor.stream(national(), watch)])
+        counted[workers] = mappings.findings.counts()
+    assert running == {0: 0, 2: 2}
+    assert documents[2] == documents[0] == national_search
+    assert counted[2] == counted[0]
+    assert counted[0], "the synthetic data has findings (codes without OID…): the comparison means something"
+    assert _no_mapping_workers_left()
+
+
+async def test_a_mapping_worker_dying_aborts_the_document(monkeypatch: pytest.MonkeyPatch, base: str) -> None:
+    """A worker killed while the directories are written: the stream raises after its first bytes (the edge
+    then aborts the transfer), never ends the document, and leaves no process behind."""
+    monkeypatch.setattr("bridge.extraction.PARALLEL_FROM", 1)
+    monkeypatch.setattr("bridge.extraction.BATCH_SIZE", 5)
+    killed: list[int] = []
+
+    def kill_a_worker(progress: Progress) -> None:
+        workers = multiprocessing.active_children()
+        if progress.phase == "writing" and workers and not killed:
+            killed.append(workers[0].pid or 0)
+            os.kill(workers[0].pid or 0, signal.SIGKILL)
+
+    chunks: list[bytes] = []
+
+    async def read_all() -> None:
+        async with client(base) as upstream:
+            extractor = Extractor(MAPPINGS, upstream, source=Source.SEARCH, workers=2)
+            async for chunk in extractor.stream(national(), kill_a_worker):
+                chunks.append(chunk)
+
+    with pytest.raises(BrokenProcessPool):
+        await read_all()
+    assert killed, "a worker was running while the document was written"
+    document = b"".join(chunks)
+    assert document.startswith(b"<?xml")
+    assert b"<csd:organization " in document, "the first directory had begun"
+    assert b"</csd:CSD>" not in document
+    assert _no_mapping_workers_left()
 
 
 async def test_auto_takes_export_when_the_capability_statement_announces_it(base: str) -> None:

@@ -8,9 +8,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from enum import StrEnum
 
 log = logging.getLogger(__name__)
+
+# Distinct details kept per finding (a detail is often a resource key): beyond, counted under OTHER_DETAILS.
+MAX_DETAILS = 1000
+OTHER_DETAILS = "(other details, not kept one by one)"
 
 
 class Finding(StrEnum):
@@ -31,13 +36,23 @@ class Findings:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[tuple[Finding, str]] = Counter()
+        self._details: Counter[Finding] = Counter()  # distinct details per finding
 
-    def add(self, finding: Finding, detail: str) -> None:
+    def add(self, finding: Finding, detail: str, times: int = 1) -> None:
         with self._lock:
+            if (finding, detail) not in self._counts and self._details[finding] >= MAX_DETAILS:
+                detail = OTHER_DETAILS  # a long-running bridge keeps a bounded table
             first = (finding, detail) not in self._counts
-            self._counts[(finding, detail)] += 1
+            if first:
+                self._details[finding] += 1
+            self._counts[(finding, detail)] += times
         if first:
             log.info("%s: %s", finding.value, detail, extra={"event": finding.name})
+
+    def merge(self, counts: Mapping[tuple[Finding, str], int]) -> None:
+        """Add what another Findings counted (a mapping worker process's share of an answer)."""
+        for (finding, detail), times in counts.items():
+            self.add(finding, detail, times)
 
     def counts(self) -> dict[tuple[Finding, str], int]:
         with self._lock:

@@ -3,7 +3,9 @@
 
 For each scale, starts `ror-bridge simulator --open --scale N` and `ror-bridge serve --upstream URL` as two
 processes on 127.0.0.1, downloads `GET /extraction` to nowhere, and prints the bridge's peak RSS (VmHWM of its
-process), the duration, the bytes and the entities per directory; then RSS(largest) / RSS(smallest).
+process; and, sampled every 0.2 s, the largest sum of the RSS of the bridge and its child processes: the
+mapping workers and multiprocessing's resource tracker), the duration, the bytes and the entities per
+directory; then RSS(largest) / RSS(smallest).
 Not collected by pytest (no `test_` prefix).
 """
 
@@ -16,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +38,50 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def descendants(pid: int) -> list[int]:
+    """The process ids below `pid` (children, their children…), read from /proc."""
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue  # the thread or process ended meanwhile
+            found += children
+            stack += children
+    return found
+
+
+class TreeSampler(threading.Thread):
+    """The largest sum of VmRSS over a process and its descendants, sampled every `period_s`."""
+
+    def __init__(self, pid: int, period_s: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.period_s = period_s
+        self.peak_kib = 0
+        self.most_processes = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.period_s):
+            total, processes = 0, 0
+            for pid in (self.pid, *descendants(self.pid)):
+                try:
+                    total += status_kib(pid, "VmRSS")
+                    processes += 1
+                except (OSError, RuntimeError):
+                    continue  # gone between the listing and the read
+            self.peak_kib = max(self.peak_kib, total)
+            self.most_processes = max(self.most_processes, processes)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
 
 
 def status_kib(pid: int, field: str) -> int:
@@ -98,7 +145,9 @@ def consume(response: httpx.Response, began: float) -> tuple[float, int, dict[st
     return first_byte_s or 0.0, size, counts
 
 
-def run(scale: int, seed: int, source: str, region: str | None, workdir: Path) -> dict[str, Any]:
+def run(
+    scale: int, seed: int, source: str, region: str | None, workers: int | None, workdir: Path
+) -> dict[str, Any]:
     sim_port, bridge_port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{sim_port}/ws-diffusion-fhir"
     started = time.monotonic()
@@ -110,11 +159,15 @@ def run(scale: int, seed: int, source: str, region: str | None, workdir: Path) -
             "BRIDGE_UPSTREAM_EXPORT_DEADLINE_S": "86400",
             "BRIDGE_LOG_LEVEL": "info",
         }
+        if workers is not None:
+            env["BRIDGE_MAPPING_WORKERS"] = str(workers)
         serve = ["serve", "--upstream", upstream, "--port", str(bridge_port)]
         bridge_url = f"http://127.0.0.1:{bridge_port}"
         with process(serve, f"{bridge_url}/healthz", workdir / f"bridge-{scale}.log", env) as bridge:
             rss_idle_kib = status_kib(bridge.pid, "VmRSS")
             path = "/extraction" + (f"/{region}" if region else "")
+            sampler = TreeSampler(bridge.pid)
+            sampler.start()
             began = time.monotonic()
             with (
                 httpx.Client(timeout=httpx.Timeout(120, connect=10)) as http,
@@ -124,6 +177,7 @@ def run(scale: int, seed: int, source: str, region: str | None, workdir: Path) -
                 first_byte_s, size, counts = consume(response, began)
             duration_s = time.monotonic() - began
             peak_kib = status_kib(bridge.pid, "VmHWM")
+            sampler.stop()
     # The bridge logs when the whole offer was received and spooled (extraction.LogEvent.SPOOLED).
     spooled = re.search(
         r"extraction-spooled .* in ([0-9.]+) s", (workdir / f"bridge-{scale}.log").read_text()
@@ -139,6 +193,8 @@ def run(scale: int, seed: int, source: str, region: str | None, workdir: Path) -
         "entities": counts,
         "rss_idle_mib": rss_idle_kib / 1024,
         "rss_peak_mib": peak_kib / 1024,
+        "tree_peak_mib": sampler.peak_kib / 1024,
+        "processes": sampler.most_processes,
     }
 
 
@@ -148,28 +204,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", default="auto", choices=("auto", "export", "search"))
     parser.add_argument("--region", help="a region code of mappings/regions.csv (default: national)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--workers", type=int, help="BRIDGE_MAPPING_WORKERS of the bridge (default: the bridge's default)"
+    )
     args = parser.parse_args(argv)
     scales = [int(s.replace("_", "")) for s in args.scales.split(",") if s.strip()]
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-extract-") as work:
         for scale in scales:
             print(f"extracting {scale} offers ({args.source}) …", file=sys.stderr, flush=True)
-            figures = run(scale, args.seed, args.source, args.region, Path(work))
+            figures = run(scale, args.seed, args.source, args.region, args.workers, Path(work))
             results.append(figures)
             entities = figures["entities"]
             print(
                 f"  {figures['duration_s']:.1f} s (first byte {figures['first_byte_s']:.1f} s, "
                 f"offer fetched and spooled in {figures['fetch_s']:.1f} s), "
                 f"{figures['bytes'] / 1e6:.1f} MB, {sum(entities.values())} entities, "
-                f"bridge peak RSS {figures['rss_peak_mib']:.0f} MiB",
+                f"bridge peak RSS {figures['rss_peak_mib']:.0f} MiB, with its "
+                f"{figures['processes'] - 1} child processes {figures['tree_peak_mib']:.0f} MiB",
                 file=sys.stderr,
                 flush=True,
             )
     print(
         "| offers | source | duration | of which fetch + spool | first byte | MB | organizations | services "
-        "| facilities | providers | bridge RSS idle | bridge peak RSS (VmHWM) |"
+        "| facilities | providers | bridge RSS idle | bridge peak RSS (VmHWM) "
+        "| bridge + child processes peak RSS (sampled) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for f in results:
         e = f["entities"]
         counts = " | ".join(str(e[name]) for name in DIRECTORIES)
@@ -177,13 +238,18 @@ def main(argv: list[str] | None = None) -> int:
             f"| {f['scale']} | {f['source']} | {f['duration_s']:.0f} s | {f['fetch_s']:.0f} s "
             f"| {f['first_byte_s']:.1f} s "
             f"| {f['bytes'] / 1e6:.0f} | {counts} "
-            f"| {f['rss_idle_mib']:.0f} MiB | {f['rss_peak_mib']:.0f} MiB |"
+            f"| {f['rss_idle_mib']:.0f} MiB | {f['rss_peak_mib']:.0f} MiB "
+            f"| {f['tree_peak_mib']:.0f} MiB ({f['processes'] - 1} children) |"
         )
     if len(results) > 1:
         small, large = results[0], results[-1]
         ratio = large["rss_peak_mib"] / small["rss_peak_mib"]
+        tree = large["tree_peak_mib"] / small["tree_peak_mib"]
         factor = large["scale"] / small["scale"]
-        print(f"\nRSS({large['scale']}) / RSS({small['scale']}) = {ratio:.2f} for {factor:.0f}x the offers")
+        print(
+            f"\nRSS({large['scale']}) / RSS({small['scale']}) = {ratio:.2f} (bridge), {tree:.2f} (bridge and "
+            f"children) for {factor:.0f}x the offers"
+        )
     return 0
 
 

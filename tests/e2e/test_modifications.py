@@ -330,15 +330,18 @@ def assert_parents_first(csd: etree._Element, *, expect_children: bool = False) 
     assert children > 0 or not expect_children
 
 
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-thread", "two-worker-processes"])
 def test_iti74_larger_than_a_batch_many_times_over(
-    simulator_url: str, dataset: Dataset, monkeypatch: pytest.MonkeyPatch
+    simulator_url: str, dataset: Dataset, monkeypatch: pytest.MonkeyPatch, workers: int
 ) -> None:
-    """The spooled ITI-74 answer, mapped and written 7 entities at a time (a few hundred batches): every
-    change, each once, organisations root first."""
+    """The spooled ITI-74 answer, mapped and written 7 entities at a time (a few hundred batches), in the
+    request's thread or in two worker processes (every directory, whatever its size): every change, each
+    once, organisations root first."""
     monkeypatch.setattr("bridge.extraction.BATCH_SIZE", 7)
+    monkeypatch.setattr("bridge.extraction.PARALLEL_FROM", 1)
     expected = deltas.expected_modifications(dataset, NATIONAL_SINCE)
     assert sum(map(len, expected.values())) > 50 * 7
-    with running_server(_bridge(simulator_url)) as bridge:
+    with running_server(_bridge(simulator_url, mapping_workers=workers)) as bridge:
         response = post(f"{bridge}/csd", soap12(modifications(NATIONAL_SINCE.isoformat())))
     assert response.status_code == 200, response.text[:2000]
     (csd,) = etree.fromstring(response.content).xpath("//csd:CSD", namespaces=C)
