@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import shutil
 import tempfile
@@ -93,6 +94,27 @@ class _Binary:
     media_type: str
 
 
+_DIRECTORY_PREFIX = "ror-simulator-export-"  # then the owning process id, a dash, a random part
+
+
+def _remove_stale_directories(root: Path) -> None:
+    """Remove the export directories whose owning process has ended (named `…-<pid>-<random>`)."""
+    for path in root.glob(f"{_DIRECTORY_PREFIX}*-*"):
+        pid = path.name[len(_DIRECTORY_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 class ExportStore:
     """Export jobs and their output files (in a temporary directory, removed with the store)."""
 
@@ -107,9 +129,13 @@ class ExportStore:
 
     @property
     def directory(self) -> Path:
-        """Created on first use; removed when the store is collected or the process exits."""
+        """Created on first use; removed when the store is collected or the process exits normally. A
+        process ended by a signal (uvicorn re-raises SIGTERM after its graceful shutdown, skipping atexit) or
+        killed leaves its directory: the next store removes those of processes that no longer run."""
         if self._directory is None:
-            self._directory = Path(tempfile.mkdtemp(prefix="ror-simulator-export-"))
+            root = Path(tempfile.gettempdir())
+            _remove_stale_directories(root)
+            self._directory = Path(tempfile.mkdtemp(prefix=f"{_DIRECTORY_PREFIX}{os.getpid()}-", dir=root))
             weakref.finalize(self, shutil.rmtree, self._directory, ignore_errors=True)
         return self._directory
 

@@ -6,7 +6,12 @@ Expected contents are computed from the dataset's own references, independently 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +22,7 @@ from fastapi import FastAPI
 from bridge.simulator.access import TOKEN_PATH
 from bridge.simulator.app import SimulatorConfig, create_simulator_app, create_simulator_server
 from bridge.simulator.dataset import Dataset
+from bridge.simulator.export import ExportSettings, ExportStore
 from bridge.simulator.faults import FAULTS_HEADER
 
 ROOT = "http://sim"
@@ -262,3 +268,26 @@ async def test_with_access_checks_the_files_need_the_same_token(dataset: Dataset
             url = manifest["output"][0]["url"]
             assert (await fhir.get(url)).status_code == 401
             assert (await fhir.get(url, headers=headers)).status_code == 200
+
+
+def test_export_directories_of_ended_processes_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dataset: Dataset
+) -> None:
+    """A simulator ended by a signal skips its exit handlers and leaves its export files: the next store
+    removes the directories of processes that no longer run, and only those."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    gone = tmp_path / f"ror-simulator-export-{int(ended.stdout)}-abc"
+    (gone / "sub").mkdir(parents=True)
+    (gone / "sub" / "file.ndjson").write_bytes(b"{}\n")
+    alive = tmp_path / f"ror-simulator-export-{os.getppid()}-def"  # the process that runs this test's runner
+    alive.mkdir()
+    unrelated = tmp_path / "ror-simulator-export-notapid"
+    unrelated.mkdir()
+    store = ExportStore(dataset, ExportSettings())
+    own = store.directory
+    assert own.parent == tmp_path
+    assert own.name.startswith(f"ror-simulator-export-{os.getpid()}-")
+    assert not gone.exists()
+    assert alive.exists()
+    assert unrelated.exists()
