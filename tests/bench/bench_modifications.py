@@ -5,8 +5,8 @@ For each scale, starts `ror-bridge simulator --open --scale N` and `ror-bridge s
 processes on 127.0.0.1 (as bench_extract does), posts one SOAP 1.2 request whose date is older than every
 record (so every entity changed): ITI-74 getModificationsRequest, or with `--function establishments` the
 establishments-updated-since stored function (every EJ and EG then). Reads the answer to nowhere counting
-its entities, and prints the bridge's peak RSS (VmHWM), the duration, the bytes; then RSS(largest) /
-RSS(smallest).
+its entities, and prints the bridge's peak RSS (VmHWM; and, sampled, with its child processes: the mapping
+workers), the duration, the bytes; then RSS(largest) / RSS(smallest).
 Not collected by pytest (no `test_` prefix).
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from bridge import ns
-from tests.bench.bench_extract import DIRECTORIES, consume, free_port, process, status_kib
+from tests.bench.bench_extract import DIRECTORIES, TreeSampler, consume, free_port, process, status_kib
 
 SINCE = "2000-01-01T00:00:00Z"  # before every record of the simulator: the whole directory changed
 ITI74_BODY = (
@@ -65,6 +65,8 @@ def run(scale: int, seed: int, since: str, function: str, workdir: Path) -> dict
         bridge_url = f"http://127.0.0.1:{bridge_port}"
         with process(serve, f"{bridge_url}/healthz", workdir / f"bridge-{scale}.log", env) as bridge:
             rss_idle_kib = status_kib(bridge.pid, "VmRSS")
+            sampler = TreeSampler(bridge.pid)
+            sampler.start()
             began = time.monotonic()
             with (
                 httpx.Client(timeout=httpx.Timeout(3600, connect=10)) as http,
@@ -80,6 +82,7 @@ def run(scale: int, seed: int, since: str, function: str, workdir: Path) -> dict
                 first_byte_s, size, counts = consume(response, began)
             duration_s = time.monotonic() - began
             peak_kib = status_kib(bridge.pid, "VmHWM")
+            sampler.stop()
     return {
         "scale": scale,
         "first_byte_s": first_byte_s,
@@ -88,6 +91,7 @@ def run(scale: int, seed: int, since: str, function: str, workdir: Path) -> dict
         "entities": counts,
         "rss_idle_mib": rss_idle_kib / 1024,
         "rss_peak_mib": peak_kib / 1024,
+        "tree_peak_mib": sampler.peak_kib / 1024,
     }
 
 
@@ -114,21 +118,25 @@ def main(argv: list[str] | None = None) -> int:
             )
     print(
         "| offers | duration | first byte | MB | organizations | services | facilities | providers "
-        "| bridge RSS idle | bridge peak RSS (VmHWM) |"
+        "| bridge RSS idle | bridge peak RSS (VmHWM) | bridge + child processes, peak (sampled) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for f in results:
         counts = " | ".join(str(f["entities"][name]) for name in DIRECTORIES)
         print(
             f"| {f['scale']} | {f['duration_s']:.0f} s | {f['first_byte_s']:.1f} s | {f['bytes'] / 1e6:.0f} "
-            f"| {counts} | {f['rss_idle_mib']:.0f} MiB | {f['rss_peak_mib']:.0f} MiB |"
+            f"| {counts} | {f['rss_idle_mib']:.0f} MiB | {f['rss_peak_mib']:.0f} MiB "
+            f"| {f['tree_peak_mib']:.0f} MiB |"
         )
     if len(results) > 1:
         small, large = results[0], results[-1]
         ratio = large["rss_peak_mib"] / small["rss_peak_mib"]
+        tree = large["tree_peak_mib"] / small["tree_peak_mib"]
         entities = sum(large["entities"].values()) / max(1, sum(small["entities"].values()))
         scales = f"RSS({large['scale']}) / RSS({small['scale']})"
-        print(f"\n{scales} = {ratio:.2f} for {entities:.1f}x the entities")
+        print(
+            f"\n{scales} = {ratio:.2f} (bridge), {tree:.2f} (with children) for {entities:.1f}x the entities"
+        )
     return 0
 
 
