@@ -73,10 +73,6 @@ class DeltaSpool(Spool):
         )
         self._db.execute("CREATE UNIQUE INDEX answer_depth_key ON answer_depth (key)")
 
-    def changed_count(self) -> int:
-        with self.lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM changed").fetchone()[0])
-
     ROWS_SQL = (
         "SELECT r.key, r.entity_id, r.body FROM changed c JOIN resource r ON r.key = c.key"
         " LEFT JOIN answer_depth d ON d.key = r.key WHERE r.type = ?"

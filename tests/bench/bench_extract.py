@@ -164,20 +164,8 @@ def run(
         serve = ["serve", "--upstream", upstream, "--port", str(bridge_port)]
         bridge_url = f"http://127.0.0.1:{bridge_port}"
         with process(serve, f"{bridge_url}/healthz", workdir / f"bridge-{scale}.log", env) as bridge:
-            rss_idle_kib = status_kib(bridge.pid, "VmRSS")
             path = "/extraction" + (f"/{region}" if region else "")
-            sampler = TreeSampler(bridge.pid)
-            sampler.start()
-            began = time.monotonic()
-            with (
-                httpx.Client(timeout=httpx.Timeout(120, connect=10)) as http,
-                http.stream("GET", bridge_url + path) as response,
-            ):
-                response.raise_for_status()
-                first_byte_s, size, counts = consume(response, began)
-            duration_s = time.monotonic() - began
-            peak_kib = status_kib(bridge.pid, "VmHWM")
-            sampler.stop()
+            figures = measure(bridge.pid, 120, "GET", bridge_url + path)
     # The bridge logs when the whole offer was received and spooled (extraction.LogEvent.SPOOLED).
     spooled = re.search(
         r"extraction-spooled .* in ([0-9.]+) s", (workdir / f"bridge-{scale}.log").read_text()
@@ -186,9 +174,33 @@ def run(
         "scale": scale,
         "source": source,
         "simulator_start_s": simulator_start_s,
+        "fetch_s": float(spooled.group(1)) if spooled else float("nan"),
+        **figures,
+    }
+
+
+def measure(pid: int, read_timeout_s: float, method: str, url: str, **request: Any) -> dict[str, Any]:
+    """One streamed answer of the bridge process `pid`, read to the end: its timing, size and entities, and
+    the bridge's memory (idle before, VmHWM after, and sampled with its child processes meanwhile)."""
+    rss_idle_kib = status_kib(pid, "VmRSS")
+    sampler = TreeSampler(pid)
+    sampler.start()
+    began = time.monotonic()
+    try:
+        with (
+            httpx.Client(timeout=httpx.Timeout(read_timeout_s, connect=10)) as http,
+            http.stream(method, url, **request) as response,
+        ):
+            if response.status_code != 200:
+                raise RuntimeError(f"HTTP {response.status_code}: {response.read()[:2000]!r}")
+            first_byte_s, size, counts = consume(response, began)
+        duration_s = time.monotonic() - began
+        peak_kib = status_kib(pid, "VmHWM")
+    finally:
+        sampler.stop()
+    return {
         "first_byte_s": first_byte_s,
         "duration_s": duration_s,
-        "fetch_s": float(spooled.group(1)) if spooled else float("nan"),
         "bytes": size,
         "entities": counts,
         "rss_idle_mib": rss_idle_kib / 1024,

@@ -15,14 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bridge import ns
-from tests.bench.bench_extract import DIRECTORIES, TreeSampler, consume, free_port, process, status_kib
+from tests.bench.bench_extract import DIRECTORIES, free_port, measure, process
 
 SINCE = "2000-01-01T00:00:00Z"  # before every record of the simulator: the whole directory changed
 ITI74_BODY = (
@@ -64,35 +61,15 @@ def run(scale: int, seed: int, since: str, function: str, workdir: Path) -> dict
         serve = ["serve", "--upstream", upstream, "--port", str(bridge_port)]
         bridge_url = f"http://127.0.0.1:{bridge_port}"
         with process(serve, f"{bridge_url}/healthz", workdir / f"bridge-{scale}.log", env) as bridge:
-            rss_idle_kib = status_kib(bridge.pid, "VmRSS")
-            sampler = TreeSampler(bridge.pid)
-            sampler.start()
-            began = time.monotonic()
-            with (
-                httpx.Client(timeout=httpx.Timeout(3600, connect=10)) as http,
-                http.stream(
-                    "POST",
-                    f"{bridge_url}/csd",
-                    content=request.encode(),
-                    headers={"content-type": "application/soap+xml; charset=utf-8"},
-                ) as response,
-            ):
-                if response.status_code != 200:
-                    raise RuntimeError(f"HTTP {response.status_code}: {response.read()[:2000]!r}")
-                first_byte_s, size, counts = consume(response, began)
-            duration_s = time.monotonic() - began
-            peak_kib = status_kib(bridge.pid, "VmHWM")
-            sampler.stop()
-    return {
-        "scale": scale,
-        "first_byte_s": first_byte_s,
-        "duration_s": duration_s,
-        "bytes": size,
-        "entities": counts,
-        "rss_idle_mib": rss_idle_kib / 1024,
-        "rss_peak_mib": peak_kib / 1024,
-        "tree_peak_mib": sampler.peak_kib / 1024,
-    }
+            figures = measure(
+                bridge.pid,
+                3600,
+                "POST",
+                f"{bridge_url}/csd",
+                content=request.encode(),
+                headers={"content-type": "application/soap+xml; charset=utf-8"},
+            )
+    return {"scale": scale, **figures}
 
 
 def main(argv: list[str] | None = None) -> int:
