@@ -1,6 +1,7 @@
-"""WS-Addressing 1.0 (2005/08) headers of the inbound edge: read them from a request, compute the answer's.
+"""WS-Addressing 1.0 (2005/08) headers: read them from a request, and THE rule for the answer's (and faults').
 
-Part of soap/. Sources: WS-Addressing 1.0 SOAP Binding §2 and §3, csd-wire-format §3.1/§3.2/§8.
+Part of soap/. Sources: WS-Addressing 1.0 SOAP Binding §2 and §3, IHE ITI TF-2x Appendix V,
+csd-wire-format §3.
 """
 
 from __future__ import annotations
@@ -25,16 +26,23 @@ class Addressing:
     message_id: str | None = None
     reply_to: str | None = ns.WSA_ANONYMOUS
     to: str | None = None
+    # Local names of the WS-Addressing headers the request marked mustUnderstand="1"/"true".
+    must_understand: frozenset[str] = frozenset()
+
+    @property
+    def engaged(self) -> bool:
+        """The request engaged WS-Addressing: it carried wsa:Action or wsa:MessageID."""
+        return self.action is not None or self.message_id is not None
 
 
 @dataclass
 class ResponseAddressing:
-    """The WS-Addressing headers of the bridge's answer (csd-wire-format §3.2)."""
+    """The WS-Addressing headers of an answer (IHE ITI TF-2x Appendix V) and which are mustUnderstand."""
 
     action: str
     message_id: str
     relates_to: str | None
-    to: str = ns.WSA_ANONYMOUS
+    must_understand: frozenset[str] = frozenset()
 
 
 def _is_element(node: etree._Element) -> bool:
@@ -53,13 +61,17 @@ def read_addressing(header: etree._Element | None) -> Addressing:
     """
     if header is None:
         return Addressing()
+    env_ns = etree.QName(header).namespace or ""
     found: dict[str, str | None] = {}
+    must_understand: set[str] = set()
     for block in header:
         if not _is_element(block):
             continue
         name = etree.QName(block)
         if name.namespace != ns.WSA or name.localname in found:
             continue
+        if (block.get(ns.qn(env_ns, "mustUnderstand")) or "").strip() in ("1", "true"):
+            must_understand.add(name.localname)
         if name.localname == "ReplyTo":
             address = block.find(ns.qn(ns.WSA, "Address"))
             found["ReplyTo"] = _text(address) if address is not None else None
@@ -70,6 +82,7 @@ def read_addressing(header: etree._Element | None) -> Addressing:
         message_id=found.get("MessageID"),
         reply_to=found.get("ReplyTo") or ns.WSA_ANONYMOUS,
         to=found.get("To"),
+        must_understand=frozenset(must_understand),
     )
 
 
@@ -78,15 +91,36 @@ def new_message_id() -> str:
     return f"urn:uuid:{uuid.uuid4()}"
 
 
-def respond_to(request: Addressing, action: str) -> ResponseAddressing:
-    """The answer's headers: `action`, a new MessageID, RelatesTo = the request's MessageID, To anonymous.
+def respond_to(request: Addressing | None, action: str) -> ResponseAddressing | None:
+    """THE answer-header rule, for answers and faults alike (README "Answer headers").
 
-    The bridge only answers synchronously on the same connection, so To is always anonymous whatever
-    ReplyTo said (csd-wire-format §3.2 and §8.1).
+    No WS-Addressing in the answer unless the request engaged it (wsa:Action or wsa:MessageID): a client
+    that did not engage it (.NET ASMX, JAX-WS without the addressing feature) must refuse a header it is
+    told it must understand (SOAP 1.1 §4.2.3, SOAP 1.2 part 1 §5.2.3). When engaged: `action`, a new
+    MessageID and RelatesTo = the request's MessageID (when it had one), as IHE ITI TF-2x Appendix V shows
+    them; no wsa:To (anonymous, the default: the bridge only answers on the same connection). Action and
+    MessageID are mustUnderstand only if the request marked its own Action / MessageID so; RelatesTo never.
     """
+    if request is None or not request.engaged:
+        return None
     return ResponseAddressing(
         action=action,
         message_id=new_message_id(),
         relates_to=request.message_id,
-        to=ns.WSA_ANONYMOUS,
+        must_understand=request.must_understand & {"Action", "MessageID"},
     )
+
+
+def append_answer_headers(header: etree._Element, request: Addressing | None, action: str) -> None:
+    """Append to a SOAP `header` (its namespace gives the version) the answer's WS-Addressing headers."""
+    answer = respond_to(request, action)
+    if answer is None:
+        return
+    must_understand = ns.qn(etree.QName(header).namespace or "", "mustUnderstand")
+    values = (("Action", answer.action), ("MessageID", answer.message_id), ("RelatesTo", answer.relates_to))
+    for local, value in values:
+        if value is None:
+            continue
+        # "1" is valid as xs:boolean in both SOAP 1.1 and SOAP 1.2.
+        attributes = {must_understand: "1"} if local in answer.must_understand else {}
+        etree.SubElement(header, ns.qn(ns.WSA, local), attributes).text = value

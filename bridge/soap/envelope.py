@@ -1,4 +1,4 @@
-"""Streams a CSD answer in the request's envelope (SOAP 1.2, SOAP 1.1 or bare), with WS-Addressing headers.
+"""Streams a CSD answer in the request's envelope (SOAP 1.2, SOAP 1.1 or bare), with the answer headers.
 
 Part of soap/ (the outbound half of the edge). Pattern: engineering-notes §2.4 (xmlfile → bounded queue);
 headers: csd-wire-format §3.2 and §8.1; the Body content itself is written by bridge.csd.writer.
@@ -17,7 +17,7 @@ from lxml import etree
 from bridge import ns
 from bridge.csd.writer import write_response_body
 from bridge.model import CsdRequest, CsdResponse, Envelope, Transaction
-from bridge.soap.addressing import respond_to
+from bridge.soap.addressing import append_answer_headers
 from bridge.soap.parser import SoapMessage
 
 # Chunks waiting between the XML producer and the HTTP consumer: enough to keep both busy, small enough
@@ -106,18 +106,12 @@ class _GuardedWriter:
         return getattr(self._xf, name)
 
 
-def _soap_header(env_ns: str, prefix: str, message: SoapMessage, action: str) -> etree._Element:
-    """wsa:Action (mustUnderstand), MessageID, To anonymous, RelatesTo (csd-wire-format §3.2)."""
-    addressing = respond_to(message.addressing, action)
+def _soap_header(env_ns: str, prefix: str, message: SoapMessage, action: str) -> etree._Element | None:
+    """The answer's Header, or None when it would be empty (the rule: addressing.respond_to)."""
     # Same prefixes as the enclosing Envelope, so the written header reads `env:Header`, not `ns0:Header`.
     header = etree.Element(ns.qn(env_ns, "Header"), nsmap={prefix: env_ns, "wsa": ns.WSA})
-    must_understand = ns.qn(env_ns, "mustUnderstand")
-    etree.SubElement(header, ns.qn(ns.WSA, "Action"), {must_understand: "1"}).text = addressing.action
-    etree.SubElement(header, ns.qn(ns.WSA, "MessageID")).text = addressing.message_id
-    etree.SubElement(header, ns.qn(ns.WSA, "To"), {must_understand: "1"}).text = addressing.to
-    if addressing.relates_to:
-        etree.SubElement(header, ns.qn(ns.WSA, "RelatesTo")).text = addressing.relates_to
-    return header
+    append_answer_headers(header, message.addressing, action)
+    return header if len(header) else None
 
 
 async def _write_message(xf: Any, response: CsdResponse, message: SoapMessage, *, encapsulated: bool) -> None:
@@ -127,8 +121,13 @@ async def _write_message(xf: Any, response: CsdResponse, message: SoapMessage, *
         return
     env_ns = ns.SOAP12 if message.envelope is Envelope.SOAP12 else ns.SOAP11
     prefix = "env" if message.envelope is Envelope.SOAP12 else "soap"
-    async with xf.element(ns.qn(env_ns, "Envelope"), nsmap={prefix: env_ns, "wsa": ns.WSA, "csd": ns.CSD}):
-        await xf.write(_soap_header(env_ns, prefix, message, response_action(response.request)))
+    nsmap = {prefix: env_ns, "csd": ns.CSD}
+    if message.addressing.engaged:
+        nsmap["wsa"] = ns.WSA
+    async with xf.element(ns.qn(env_ns, "Envelope"), nsmap=nsmap):
+        header = _soap_header(env_ns, prefix, message, response_action(response.request))
+        if header is not None:
+            await xf.write(header)
         async with xf.element(ns.qn(env_ns, "Body")):
             await write_response_body(xf, response, encapsulated=encapsulated)
 

@@ -33,7 +33,7 @@ from bridge.errors import (
     VersionMismatchError,
 )
 from bridge.model import Envelope
-from bridge.soap.addressing import Addressing, new_message_id
+from bridge.soap.addressing import Addressing, append_answer_headers
 
 FaultCode = Literal["Sender", "Receiver", "MustUnderstand", "VersionMismatch"]
 
@@ -145,15 +145,12 @@ def _append_detail(parent: etree._Element, tag: str, spec: FaultSpec, error: Bas
         etree.SubElement(entry, ns.qn(ns.FAULT, local)).text = text
 
 
-def _append_addressing(header: etree._Element, env_ns: str, request: Addressing | None) -> None:
-    """WS-Addressing 1.0 SOAP binding §6: fault Action, a new MessageID, RelatesTo the request."""
-    action = etree.SubElement(header, ns.qn(ns.WSA, "Action"))
-    action.set(ns.qn(env_ns, "mustUnderstand"), "1")  # "1": valid in SOAP 1.1 and 1.2
-    action.text = ns.ACTION_FAULT
-    etree.SubElement(header, ns.qn(ns.WSA, "MessageID")).text = new_message_id()
-    etree.SubElement(header, ns.qn(ns.WSA, "To")).text = ns.WSA_ANONYMOUS
-    if request is not None and request.message_id:
-        etree.SubElement(header, ns.qn(ns.WSA, "RelatesTo")).text = request.message_id
+def _nsmap(prefix: str, env_ns: str, request: Addressing | None) -> dict[str, str]:
+    """The fault Envelope's prefixes: wsa only when the answer carries WS-Addressing headers."""
+    nsmap = {prefix: env_ns, "f": ns.FAULT}
+    if request is not None and request.engaged:
+        nsmap["wsa"] = ns.WSA
+    return nsmap
 
 
 def _split_clark(name: str) -> tuple[str | None, str]:
@@ -165,7 +162,7 @@ def _split_clark(name: str) -> tuple[str | None, str]:
 
 def _soap12_fault(error: BaseException, spec: FaultSpec, request: Addressing | None) -> etree._Element:
     env = ns.SOAP12
-    envelope = etree.Element(ns.qn(env, "Envelope"), nsmap={"env": env, "wsa": ns.WSA, "f": ns.FAULT})
+    envelope = etree.Element(ns.qn(env, "Envelope"), nsmap=_nsmap("env", env, request))
     header = etree.SubElement(envelope, ns.qn(env, "Header"))
     if isinstance(error, MustUnderstandError):
         # SOAP 1.2 part 1 §5.4.8: one NotUnderstood block per header not understood; its qname
@@ -186,7 +183,10 @@ def _soap12_fault(error: BaseException, spec: FaultSpec, request: Addressing | N
         etree.SubElement(
             upgrade, ns.qn(env, "SupportedEnvelope"), {"qname": "s11:Envelope"}, nsmap={"s11": ns.SOAP11}
         )
-    _append_addressing(header, env, request)
+    # WS-Addressing 1.0 SOAP binding §6 (fault Action), only if the request engaged WS-Addressing.
+    append_answer_headers(header, request, ns.ACTION_FAULT)
+    if not len(header):
+        envelope.remove(header)
 
     fault = etree.SubElement(etree.SubElement(envelope, ns.qn(env, "Body")), ns.qn(env, "Fault"))
     code = etree.SubElement(fault, ns.qn(env, "Code"))
@@ -202,9 +202,11 @@ def _soap12_fault(error: BaseException, spec: FaultSpec, request: Addressing | N
 
 def _soap11_fault(error: BaseException, spec: FaultSpec, request: Addressing | None) -> etree._Element:
     env = ns.SOAP11
-    envelope = etree.Element(ns.qn(env, "Envelope"), nsmap={"soap": env, "wsa": ns.WSA, "f": ns.FAULT})
+    envelope = etree.Element(ns.qn(env, "Envelope"), nsmap=_nsmap("soap", env, request))
     header = etree.SubElement(envelope, ns.qn(env, "Header"))
-    _append_addressing(header, env, request)
+    append_answer_headers(header, request, ns.ACTION_FAULT)
+    if not len(header):
+        envelope.remove(header)
     fault = etree.SubElement(etree.SubElement(envelope, ns.qn(env, "Body")), ns.qn(env, "Fault"))
     # SOAP 1.1 §4.4: faultcode, faultstring and detail are unqualified; BP 1.1 R1004 prefers a standard
     # code over the "Client.Xxx" dot notation, so our subcode goes in detail.

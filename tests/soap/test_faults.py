@@ -173,10 +173,19 @@ def test_bare_requests_get_a_soap12_fault() -> None:
     assert content_type.startswith("application/soap+xml")
 
 
-@pytest.mark.parametrize("request_addressing", [None, Addressing(), Addressing(action="urn:a")])
-def test_no_relates_to_without_a_request_message_id(request_addressing: Addressing | None) -> None:
+@pytest.mark.parametrize("request_addressing", [None, Addressing()])
+def test_no_addressing_in_a_fault_to_a_request_without_it(request_addressing: Addressing | None) -> None:
     for envelope, namespaces in ((Envelope.SOAP12, S12), (Envelope.SOAP11, S11)):
         body, _, _ = render_fault(MalformedXmlError("x"), envelope, request_addressing)
+        root = etree.fromstring(body)
+        assert root.xpath("//wsa:*", namespaces=namespaces) == []
+        # Nothing else to say in a Header either: none at all.
+        assert root.xpath("/*/*[local-name()='Header']") == []
+
+
+def test_no_relates_to_without_a_request_message_id() -> None:
+    for envelope, namespaces in ((Envelope.SOAP12, S12), (Envelope.SOAP11, S11)):
+        body, _, _ = render_fault(MalformedXmlError("x"), envelope, Addressing(action="urn:a"))
         root = etree.fromstring(body)
         assert root.xpath("//wsa:RelatesTo", namespaces=namespaces) == []
         message_ids = root.xpath("//wsa:MessageID", namespaces=namespaces)
