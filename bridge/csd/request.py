@@ -175,6 +175,10 @@ def _params(container: etree._Element | None) -> RequestParams:
 
     for param in _children(container):
         local = _local(param)
+        if (param.get(ns.qn(ns.XSI, "nil")) or "").strip() in ("1", "true"):
+            # A nil element has no value: an absent parameter. Apache Axis 1.4 stubs send the xs:any
+            # members of requestParams they were not given as <_any2 xsi:nil="true"/> (README "Interop lab").
+            continue
         if local == "id":
             entity_id = entity_id or _entity_id(param)
         elif local == "otherID":

@@ -410,3 +410,17 @@ def test_parse_xs_datetime(text: str, expected: datetime) -> None:
 def test_parse_xs_datetime_refuses(text: str) -> None:
     with pytest.raises(ValueError, match=r"xs:dateTime|range|must be"):
         parse_xs_datetime(text)
+
+
+def test_nil_parameters_are_absent() -> None:
+    """Apache Axis 1.4 stubs send the unset xs:any members of requestParams as xsi:nil elements."""
+    body = etree.fromstring(
+        f'<csd:careServicesRequest xmlns:csd="{ns.CSD}" xmlns:xsi="{ns.XSI}">'
+        '<csd:function urn="urn:x" encapsulated="true"><csd:requestParams><csd:max>5</csd:max>'
+        '<csd:_any2 xsi:nil="true"/><csd:primaryName xsi:nil="1"/></csd:requestParams></csd:function>'
+        "</csd:careServicesRequest>"
+    )
+    params = parse_request(body).params
+    assert params.max == 5
+    assert params.extra == ()
+    assert params.primary_name is None
