@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck imports unit test-slow bench bench-extract bench-modifications clean sim-scale
+.PHONY: install run test lint typecheck imports unit test-slow bench bench-extract bench-modifications clean sim-scale interop-install interop
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -31,12 +31,20 @@ imports: install
 unit: install
 	$(BIN)/pytest
 
-test: lint typecheck imports
+test: lint typecheck imports interop-install
 	$(BIN)/ror-bridge mappings check
 	$(BIN)/pytest
 
-test-slow: install
+test-slow: install interop-install
 	$(BIN)/pytest -m slow
+
+# The SOAP stacks of the interop lab (Debian packages + the pinned npm package `soap`); a no-op when present,
+# needs root otherwise (README "Interop lab"). `make interop` runs the lab alone, slow stacks included.
+interop-install:
+	sh tests/interop/install.sh
+
+interop: install interop-install
+	$(BIN)/pytest tests/interop -m '' -v
 
 # Pages/s of the national API client against the simulator (0 and 50 ms latency), as a ratio to bare httpx.
 bench: install
