@@ -153,7 +153,7 @@ class Stack:
     """One SOAP toolkit of the lab: its tools, how it builds proxies, how it runs one call."""
 
     name: str
-    versions: tuple[str, ...]  # "11", "12"
+    versions: tuple[str, ...]  # "11", "12"; "12wsa": SOAP 1.2 with WS-Addressing engaged by the client
     tools: tuple[str, ...]  # executables it needs on PATH
     sources: tuple[Path, ...]  # client sources (part of the cache key)
     build_steps: Callable[[Path, str, str], None] | None  # (workdir, wsdl_url, version) → proxies built
@@ -218,6 +218,35 @@ def _asmx_build(work: Path, wsdl_url: str, version: str) -> None:
 
 def _asmx_command(work: Path, wsdl_url: str, endpoint: str, version: str, call: Call) -> list[str | Path]:
     return ["mono", work / "lab.exe", endpoint, *call.args]
+
+
+def _wcf_build(work: Path, wsdl_url: str, version: str) -> None:
+    # The data types from Mono's `wsdl` (XmlSerializer classes); the contract is LabWcf.cs (svcutil of Mono
+    # generates nothing usable from this WSDL: README "Interop lab").
+    run(
+        ["wsdl", "-nologo", "-namespace:Lab.Asmx", "-protocol:SOAP", "-out:Types.cs", wsdl_url],
+        work,
+        "Mono wsdl",
+    )
+    run(
+        [
+            "mcs",
+            "-nologo",
+            "-r:System.ServiceModel.dll",
+            "-r:System.Runtime.Serialization.dll",
+            "-r:System.Web.Services.dll",
+            "-r:System.Xml.dll",
+            "-out:lab.exe",
+            "Types.cs",
+            CLIENTS / "LabWcf.cs",
+        ],
+        work,
+        "mcs",
+    )
+
+
+def _wcf_command(work: Path, wsdl_url: str, endpoint: str, version: str, call: Call) -> list[str | Path]:
+    return ["mono", work / "lab.exe", endpoint, version, *call.args]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -341,6 +370,14 @@ STACKS: list[Stack] = [
         (CLIENTS / "LabAsmx.cs",),
         _asmx_build,
         _asmx_command,
+    ),
+    Stack(
+        "mono-wcf",
+        ("11", "12", "12wsa"),
+        ("wsdl", "mcs", "mono"),
+        (CLIENTS / "LabWcf.cs",),
+        _wcf_build,
+        _wcf_command,
     ),
     Stack(
         "jaxws-ri",
