@@ -61,6 +61,8 @@ class LabWsdl:
     calls: Callable[[Any], Sequence[Call]]
     # The plain-HTTP request of a call, as the oracle sends it (no toolkit in between).
     plain_request: Callable[[Call], bytes]
+    # The schemas the WSDL imports, part of the proxies' cache key.
+    schema_paths: tuple[str, ...] = ()
 
 
 def summary(csd: etree._Element | None, code: str | None) -> str:
@@ -137,10 +139,10 @@ def result_line(output: str) -> str:
     return lines[-1]
 
 
-def fingerprint(wsdl_url: str, base_url: str, *sources: Path) -> str:
+def fingerprint(wsdl: LabWsdl, base_url: str, *sources: Path) -> str:
     """Hash of the served WSDL and schemas (its own address blanked out) and the client sources."""
     digest = hashlib.sha256()
-    for url in (wsdl_url, f"{base_url}/csd/schemas/csd.xsd"):
+    for url in (base_url + wsdl.wsdl_path, *(base_url + path for path in wsdl.schema_paths)):
         text = httpx.get(url, timeout=30).text.replace(base_url, "http://bridge")
         digest.update(text.encode())
     for source in sources:
@@ -159,6 +161,8 @@ class Stack:
     build_steps: Callable[[Path, str, str], None] | None  # (workdir, wsdl_url, version) → proxies built
     command: Callable[[Path, str, str, str, Call], list[str | Path]]  # (workdir, wsdl, endpoint, ver, call)
     slow: bool = False
+    # The LabWsdl rows (by name) its client implements: a new WSDL row runs on the stacks that list it.
+    wsdls: tuple[str, ...] = ("ihe-csd",)
     jars: tuple[str, ...] = field(default=())  # Debian jars it needs under /usr/share/java
     probe: tuple[str, ...] = ()  # a command that fails when the toolkit's library is missing
 
@@ -170,11 +174,12 @@ class Stack:
         if self.probe and subprocess.run(self.probe, capture_output=True, check=False).returncode != 0:
             raise LabError(f"{self.name}: `{' '.join(self.probe)}` failed; {INSTALL_HINT}")
 
-    def workdir(self, wsdl_url: str, base_url: str, version: str) -> Path:
+    def workdir(self, wsdl: LabWsdl, base_url: str, version: str) -> Path:
         """The proxies for this WSDL, built once (cached under BUILD_ROOT, keyed by the WSDL hash)."""
         self.check_tools()
-        key = fingerprint(wsdl_url, base_url, *self.sources)
-        target = BUILD_ROOT / f"{self.name}-{version}-{key}"
+        key = fingerprint(wsdl, base_url, *self.sources)
+        wsdl_url = base_url + wsdl.wsdl_path
+        target = BUILD_ROOT / f"{self.name}-{version}-{wsdl.name}-{key}"
         if (target / ".built").is_file() or self.build_steps is None:
             target.mkdir(parents=True, exist_ok=True)
             return target

@@ -6,16 +6,30 @@ plain-HTTP answer to the same request. A missing toolchain fails, naming `make i
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import RunningBridge
-from tests.interop.lab import STACKS, WSDLS, Call, LabWsdl, Stack, expected_summary, result_line, run
+from tests.interop.lab import (
+    CLIENTS,
+    STACKS,
+    WSDLS,
+    Call,
+    LabError,
+    LabWsdl,
+    Stack,
+    expected_summary,
+    result_line,
+    run,
+)
 
 CASES: list[Any] = []
 for _wsdl in WSDLS:
     for _stack in STACKS:
+        if _wsdl.name not in _stack.wsdls:
+            continue
         for _version in _stack.versions:
             CASES.append(
                 pytest.param(
@@ -41,7 +55,7 @@ def _expected(bridge: RunningBridge, wsdl: LabWsdl, call: Call) -> str:
 def test_stack_calls_the_bridge(lab_bridge: RunningBridge, wsdl: LabWsdl, stack: Stack, version: str) -> None:
     wsdl_url = lab_bridge.url + wsdl.wsdl_path
     endpoint = lab_bridge.url + wsdl.endpoint_path
-    work = stack.workdir(wsdl_url, lab_bridge.url, version)
+    work = stack.workdir(wsdl, lab_bridge.url, version)
     calls = wsdl.calls(lab_bridge.dataset)
     results = {}
     for call in calls:
@@ -51,3 +65,35 @@ def test_stack_calls_the_bridge(lab_bridge: RunningBridge, wsdl: LabWsdl, stack:
     assert results == expected
     # The checks must compare something: each call of the lab answers at least one organisation.
     assert all(not line.startswith("organizations=0 ") for line in expected.values())
+
+
+def _nothing(*_: object) -> list[str | Path]:
+    return []
+
+
+@pytest.mark.parametrize(
+    ("tools", "jars", "missing"),
+    [
+        (("no-such-soap-toolkit",), (), "no-such-soap-toolkit"),
+        ((), ("no-such-axis.jar",), "no-such-axis.jar"),
+    ],
+)
+def test_a_missing_toolchain_fails_and_names_the_install_target(
+    tools: tuple[str, ...], jars: tuple[str, ...], missing: str
+) -> None:
+    stack = Stack("ghost", ("11",), tools, (), None, _nothing, jars=jars)
+    with pytest.raises(LabError, match=f"{missing} missing; run `make interop-install`"):
+        stack.check_tools()
+
+
+def test_a_missing_library_fails_and_names_the_install_target() -> None:
+    stack = Stack("ghost", ("11",), (), (), None, _nothing, probe=("sh", "-c", "exit 3"))
+    with pytest.raises(LabError, match="make interop-install"):
+        stack.check_tools()
+
+
+def test_a_client_that_fails_is_a_failure_with_its_output() -> None:
+    with pytest.raises(LabError, match="boom"):
+        run(["sh", "-c", "echo boom >&2; exit 1"], CLIENTS, "a client")
+    with pytest.raises(LabError, match="no summary"):
+        result_line("nothing useful\n")
