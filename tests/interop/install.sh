@@ -19,6 +19,9 @@ javac:default-jdk-headless
 /usr/share/java/javax.mail.jar:libmail-java
 /usr/share/java/jaxb-api.jar:libjaxb-api-java
 /usr/share/perl5/SOAP/Lite.pm:libsoap-lite-perl
+wsdl2h:gsoap
+/usr/include/stdsoap2.h:libgsoap-dev
+g++:g++
 php:php-cli
 /usr/share/php-soap-probe:php-soap
 node:nodejs

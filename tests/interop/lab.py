@@ -346,6 +346,38 @@ def _axis_command(work: Path, wsdl_url: str, endpoint: str, version: str, call: 
 
 
 # ------------------------------------------------------------------------------------------------
+# gSOAP (wsdl2h + soapcpp2 + g++)
+
+
+def _gsoap_build(work: Path, wsdl_url: str, version: str) -> None:
+    run(["wsdl2h", "-P", "-o", "csd.h", "-t", "/usr/share/gsoap/WS/typemap.dat", wsdl_url], work, "wsdl2h")
+    # -1 / -2: the SOAP version of the generated proxy (one proxy class serves both bindings of the WSDL).
+    flag = "-1" if version == "11" else "-2"
+    run(["soapcpp2", flag, "-j", "-C", "-x", "-L", "-I/usr/share/gsoap/import", "csd.h"], work, "soapcpp2")
+    proxies = sorted(path.name for path in work.glob("soap*Proxy.cpp"))
+    run(
+        [
+            "g++",
+            "-O0",
+            "-w",
+            "-I.",
+            "-o",
+            "lab",
+            "soapC.cpp",
+            *proxies,
+            CLIENTS / "lab_gsoap.cpp",
+            "-lgsoap++",
+        ],
+        work,
+        "g++",
+    )
+
+
+def _gsoap_command(work: Path, wsdl_url: str, endpoint: str, version: str, call: Call) -> list[str | Path]:
+    return [work / "lab", endpoint, version, *call.args]
+
+
+# ------------------------------------------------------------------------------------------------
 # Scripted stacks: Perl SOAP::Lite, PHP SoapClient, node-soap (no build step)
 
 
@@ -401,6 +433,15 @@ STACKS: list[Stack] = [
         _axis_build,
         _axis_command,
         jars=_AXIS_JARS,
+    ),
+    Stack(
+        "gsoap",
+        ("11", "12"),
+        ("wsdl2h", "soapcpp2", "g++"),
+        (CLIENTS / "lab_gsoap.cpp",),
+        _gsoap_build,
+        _gsoap_command,
+        probe=("test", "-f", "/usr/include/stdsoap2.h"),
     ),
     Stack(
         "perl-soap-lite",
