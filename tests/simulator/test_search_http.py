@@ -135,7 +135,14 @@ async def test_metadata_is_a_capability_statement(client: httpx.AsyncClient) -> 
         "Practitioner",
     }
     hs_params = {p["name"] for p in by_type["HealthcareService"]["searchParam"]}
-    assert {"_id", "identifier", "organization.identifier:above", "_tag", "_lastUpdated", "_count"} <= hs_params
+    assert {
+        "_id",
+        "identifier",
+        "organization.identifier:above",
+        "_tag",
+        "_lastUpdated",
+        "_count",
+    } <= hs_params
     assert "PractitionerRole:service" in by_type["HealthcareService"]["searchRevInclude"]
 
 

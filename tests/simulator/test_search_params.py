@@ -225,9 +225,14 @@ async def test_filter_and_or_not_and_parentheses(client: httpx.AsyncClient, offe
         return str(o["meta"]["tag"][0]["code"])
 
     and_ = expected(offers, lambda o: champ_of(o) == champ and region_of(o) == region)
-    assert await matches(client, {"_filter": f"service-type eq {champ_sys}|{champ} and _tag eq {region}"}) == and_
+    assert (
+        await matches(client, {"_filter": f"service-type eq {champ_sys}|{champ} and _tag eq {region}"})
+        == and_
+    )
     or_ = expected(offers, lambda o: champ_of(o) == champ or region_of(o) == region)
-    assert await matches(client, {"_filter": f"service-type eq {champ_sys}|{champ} or _tag eq {region}"}) == or_
+    assert (
+        await matches(client, {"_filter": f"service-type eq {champ_sys}|{champ} or _tag eq {region}"}) == or_
+    )
     not_ = expected(offers, lambda o: not (champ_of(o) == champ or region_of(o) == region))
     assert await matches(client, {"_filter": f"not (service-type eq {champ} or _tag eq {region})"}) == not_
     ne = expected(offers, lambda o: champ_of(o) != champ)
@@ -242,7 +247,9 @@ async def test_filter_and_or_not_and_parentheses(client: httpx.AsyncClient, offe
         offers, lambda o: (region_of(o) == region and champ_of(o) == champ) or age_range(o)[0] >= 18
     )
     assert (
-        await matches(client, {"_filter": f"_tag eq {region} and service-type eq {champ} or age-range-low ge 18"})
+        await matches(
+            client, {"_filter": f"_tag eq {region} and service-type eq {champ} or age-range-low ge 18"}
+        )
         == loose
     )
 
