@@ -132,6 +132,10 @@ class QueryPlan:
     # How many matches of the first query answer the request (IHE start - 1 + max); None: all of them.
     # A client may stop following `next` links once it holds that many (translate/select.py).
     limit: int | None = None
+    # The directory an IHE search answers in (functions.yaml `result`): its records are the matches only;
+    # an entity of it that a match references (a parent) is received to resolve the reference's entityID,
+    # not written. None: every entity the matches reference is written too.
+    result: Directory | None = None
 
 
 @dataclass(slots=True)

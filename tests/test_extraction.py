@@ -325,11 +325,11 @@ def test_the_filter_uses_the_offer_search_parameter_and_a_stable_key() -> None:
     plan = extraction_plan(MAPPINGS, one)
     params = dict(plan.query.params)
     champ = "https://mos.esante.gouv.fr/NOS/TRE_R227-ChampActivite/FHIR/TRE-R227-ChampActivite"
-    assert params["type"] == f"{champ}|01,{champ}|04"
+    assert params["service-type"] == f"{champ}|01,{champ}|04"
     assert params["_tag"] == "https://mos.esante.gouv.fr/NOS/TRE_R30-RegionOM/FHIR/TRE-R30-RegionOM|11"
     assert plan.export.types == ("HealthcareService",)
     (type_filter,) = plan.export.type_filters
-    assert type_filter.startswith("HealthcareService?type=")
+    assert type_filter.startswith("HealthcareService?service-type=")
     assert "_tag=" in type_filter
 
 

@@ -35,7 +35,10 @@ def capability_statement(
             doc = spec.documentation + (
                 f" Modifiers: {', '.join(':' + m for m in modifiers)}." if modifiers else ""
             )
-            search_params.append({"name": spec.name, "type": spec.type, "documentation": doc})
+            # A parameter served only with a modifier is listed under that name, as the national
+            # CapabilityStatement lists `organization.identifier:above`.
+            names = [spec.name] if "" in spec.modifiers else [f"{spec.name}:{m}" for m in modifiers]
+            search_params += [{"name": name, "type": spec.type, "documentation": doc} for name in names]
         search_params += [
             {
                 "name": "_count",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from bridge.simulator import codes
+from bridge.simulator import codes, rendered
 from bridge.simulator.codes import CodeList
 from bridge.simulator.dataset import (
     AGE_RANGES,
@@ -50,14 +50,16 @@ class ParamSpec:
 
 _COMMON = (
     ParamSpec("_id", "token", "Logical id; comma = OR."),
-    ParamSpec("identifier", "token", "`system|value`, `value`, `|value` or `system|`; comma = OR."),
     ParamSpec("_tag", "token", "meta.tag `system|code` or `code` (TRE_R30 source region)."),
     ParamSpec(
         "_lastUpdated",
         "date",
         "meta.lastUpdated with prefixes eq ne gt lt ge le sa eb at any precision; repeat = AND.",
     ),
-    ParamSpec("_filter", "special", "Subset: `param op value` joined by and / or / not and parentheses."),
+)
+_IDENTIFIER = ParamSpec("identifier", "token", "`system|value`, `value`, `|value` or `system|`; comma = OR.")
+_FILTER = ParamSpec(
+    "_filter", "special", "Subset: `param op value` joined by and / or / not and parentheses."
 )
 _STRING = frozenset({"", "contains", "exact"})
 _PLACE = (
@@ -73,32 +75,78 @@ _PLACE = (
     ParamSpec("capacity-status", "token", "ror-location-supported-capacity capacityStatus (TRE_R330)."),
     ParamSpec("nb-capacity", "number", "ror-location-supported-capacity nbCapacity with a prefix: `gt0`."),
 )
+# Read from the rendered resources (rendered.py): the IG SearchParameters' elements and extensions.
+_RENDERED_DOC = {
+    "token": "`system|code` or `code`; comma = OR.",
+    "number": "A number with a prefix (`ge2`); comma = OR.",
+    "quantity": "`[prefix]number[|system|unit]`; comma = OR.",
+    "date": "A date with a prefix (`ge2024-01-01`); repeat = AND.",
+    "string": "Starts-with; `:contains`, `:exact`.",
+}
 
-# What the simulator supports, per resource type (ror-fhir-api.md §2.1 and §5 (D); the CapabilityStatement
-# is generated from this table, so it lists exactly what is accepted).
-_PLACE_NAMES = frozenset(p.name for p in _PLACE)
-SEARCH_PARAMS: dict[str, tuple[ParamSpec, ...]] = dict.fromkeys(RESOURCE_TYPES, _COMMON)
-SEARCH_PARAMS["Location"] = (*_COMMON, *_PLACE)
-SEARCH_PARAMS["Organization"] = (
+
+def _rendered(resource_type: str) -> tuple[ParamSpec, ...]:
+    return tuple(
+        ParamSpec(
+            name,
+            "token" if kind == "token" else kind,
+            f"{name} (IG SearchParameter, read from the resource): {_RENDERED_DOC[kind]}",
+            _STRING if kind == "string" else frozenset({""}),
+        )
+        for (rtype, name), kind in rendered.PARAMS.items()
+        if rtype == resource_type
+    )
+
+
+_LOCATION = (*_COMMON, _IDENTIFIER, _FILTER, *_PLACE, *_rendered("Location"))
+_ORGANIZATION_OWN = (
     *_COMMON,
+    _IDENTIFIER,
     ParamSpec(
         "name", "string", "name or alias, starts-with; `:contains`, `:exact` (ror-fhir-api.md §2.4).", _STRING
     ),
+    *(p for p in _rendered("Organization") if p.name != "type"),
 )
+# Organization `type` is searched only through the offers' chain (organization.type:above): the production
+# CapabilityStatement declares no `type` on Organization itself.
+_ORGANIZATION_CHAINED = (
+    *(p for p in _ORGANIZATION_OWN if p.name not in ("_lastUpdated", "identifier", "period-end")),
+    *(p for p in _rendered("Organization") if p.name == "type"),
+)
+
+# What the simulator supports, per resource type: the national API's surface (the production
+# CapabilityStatement ror-serveur-prod, ror-fhir-api.md §2.1; tests/simulator/test_national_surface.py derives
+# it from the IG files and checks this table against it), except NOT_SERVED. The CapabilityStatement is
+# generated from this table, so it lists exactly what is accepted.
+_PLACE_NAMES = frozenset(p.name for p in _PLACE)
+SEARCH_PARAMS: dict[str, tuple[ParamSpec, ...]] = dict.fromkeys(RESOURCE_TYPES, _COMMON)
+SEARCH_PARAMS["Location"] = _LOCATION
+SEARCH_PARAMS["Organization"] = _ORGANIZATION_OWN
 SEARCH_PARAMS["HealthcareService"] = (
     *_COMMON,
+    _IDENTIFIER,
+    _FILTER,
     ParamSpec(
         "organization.identifier",
         "token",
-        "Identifier of the providing Organization; with `:above`, of that Organization or any ancestor "
-        "through partOf (the whole subtree of an EJ, EG or internal organisation).",
-        frozenset({"", "above"}),
+        "Identifier of the providing Organization or any ancestor through partOf (`:above`, the only form "
+        "the national API declares): the whole subtree of an EJ, EG or internal organisation.",
+        frozenset({"above"}),
     ),
     ParamSpec(
         "organization._lastUpdated",
         "date",
-        "meta.lastUpdated of the providing Organization; with `:above`, of it or any ancestor (partOf).",
-        frozenset({"", "above"}),
+        "meta.lastUpdated of the providing Organization or any ancestor (partOf); `:above` only.",
+        frozenset({"above"}),
+    ),
+    *(
+        ParamSpec(
+            f"organization.{p.name}",
+            p.type,
+            f"Of the providing Organization or any ancestor (`:above` only): {p.documentation}",
+            frozenset({"above"}),
+        )
+        for p in _ORGANIZATION_CHAINED
     ),
     ParamSpec("specialty", "token", "specialty[operationalActivity] (TRE_R211); comma = OR."),
     ParamSpec(
@@ -108,7 +156,7 @@ SEARCH_PARAMS["HealthcareService"] = (
         "takingCareSpeciality, TRE_R210 specificAct); comma = OR, repeat = AND.",
     ),
     ParamSpec("service-category", "token", "category, typeOffre (TRE_R244); comma = OR."),
-    ParamSpec("type", "token", "type, champ d'activité (TRE_R227); comma = OR."),
+    ParamSpec("service-type", "token", "type, champ d'activité (TRE_R227); comma = OR."),
     ParamSpec(
         "age-range-low",
         "quantity",
@@ -128,11 +176,31 @@ SEARCH_PARAMS["HealthcareService"] = (
         "Offer name, starts-with; `:contains`, `:exact`.",
         frozenset({"", "contains", "exact"}),
     ),
+    ParamSpec(
+        "practitioner.identifier",
+        "string",
+        "Identifier (RPPS) of a professional with a situation opérationnelle in the offer (chained through "
+        "PractitionerRole.healthcareService); the bare value or `system|value`; comma = OR.",
+    ),
+    *_rendered("HealthcareService"),
     *(
         ParamSpec(f"location.{p.name}", p.type, f"Of the offer's Location: {p.documentation}", p.modifiers)
-        for p in _PLACE
+        for p in _LOCATION
+        if p.name != "_filter"
     ),
 )
+
+# Parameters the national API declares that the simulator refuses (400 in strict mode), with why.
+NOT_SERVED: Mapping[str, Mapping[str, str]] = {
+    "Location": {"_has": "reverse chaining is not implemented"},
+    "Organization": {
+        "_content": "full-text search is not implemented",
+        "extension.typeActivity": "no SearchParameter defines it in the IG files",
+    },
+    "HealthcareService": {
+        "location.identifier:of-type": "the identifier type modifier is not implemented",
+    },
+}
 
 # Result parameters (never filters): accepted on every type.
 RESULT_PARAMS = frozenset({"_include", "_revinclude", "_count", "_sort"})
@@ -632,7 +700,7 @@ class AnyOf:
 
 _CODED = {
     "specialty": (("offer_activity", "activities"),),
-    "type": (("offer_champ", "champs"),),
+    "service-type": (("offer_champ", "champs"),),
     "service-category": (("offer_category", "offer_categories"),),
     "characteristic": (
         ("offer_mode", "care_modes"),
@@ -758,6 +826,15 @@ def _criterion(resource_type: str, name: str, modifier: str, value: str) -> Crit
     if name == "patient-type":
         _tokens(name, value)  # checked, then nothing matches: the dataset has no supportedPatientInfo
         return Not(AllOf(()))
+    if (resource_type, name) in rendered.PARAMS:
+        return _rendered_criterion(resource_type, name, modifier, value)
+    if name == "practitioner.identifier":
+        return PractitionerIdentifierCriterion(_tokens(name, value))
+    if name.startswith("organization."):
+        inner = _criterion("Organization", name.removeprefix("organization."), "", value)
+        return OrganizationChainCriterion(inner)
+    if name.startswith("location.") and name.removeprefix("location.") not in _PLACE_NAMES:
+        return LocationChainCriterion(_criterion("Location", name.removeprefix("location."), modifier, value))
     place = name.removeprefix("location.")
     if place in _PLACE_NAMES:
         values = tuple(_unescape(v) for v in _or_values(name, value))
@@ -770,6 +847,102 @@ def _criterion(resource_type: str, name: str, modifier: str, value: str) -> Crit
                 _number(name, v)
         return PlaceCriterion(place, values, chained=name.startswith("location."), mode=modifier)
     raise SearchError(f"unsupported search parameter {name!r}", code="not-supported")  # pragma: no cover
+
+
+def _rendered_criterion(resource_type: str, name: str, modifier: str, value: str) -> Criterion:
+    """A parameter read from the rendered resources (rendered.py); its values are checked here."""
+    kind = rendered.PARAMS[(resource_type, name)]
+    if kind == "date":  # one value per parameter, as _lastUpdated
+        wanted: tuple[Any, ...] = (parse_date_range(value),)
+    elif kind == "token":
+        wanted = _tokens(name, value)
+    elif kind in ("number", "quantity"):
+        wanted = tuple(_number(name, text.split("|", 1)[0]) for text in _or_values(name, value))
+    else:
+        wanted = tuple(_unescape(text) for text in _or_values(name, value))
+    return RenderedCriterion(resource_type, name, kind, modifier, wanted)
+
+
+def _date_matches(value: str, prefix: str, start: datetime, end: datetime) -> bool:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=SERVER_ZONE)
+    seconds = np.array([(moment - EPOCH_UTC).total_seconds()])
+    return bool(_date_mask(seconds, prefix, start, end)[0])
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedCriterion:
+    """A parameter of rendered.PARAMS: the resources one of whose values matches one wanted value (OR)."""
+
+    resource_type: str
+    param: str
+    kind: str  # token, number, quantity, date, string
+    modifier: str
+    wanted: tuple[Any, ...]  # tokens, (prefix, number), (prefix, start, end), or texts
+
+    def _matches(self, value: rendered.Value) -> bool:
+        if self.kind == "token":
+            return isinstance(value, tuple) and any(
+                value[1] == code and (system is None or (value[0] or "") == system)
+                for system, code in self.wanted
+            )
+        if self.kind in ("number", "quantity"):
+            return isinstance(value, float) and any(
+                bool(_compare(np.array([value]), prefix, number)[0]) for prefix, number in self.wanted
+            )
+        if not isinstance(value, str):
+            return False
+        if self.kind == "date":
+            return any(_date_matches(value, *bounds) for bounds in self.wanted)
+        return _string_match(value, self.wanted, self.modifier)
+
+    def mask(self, dataset: Dataset, resource_type: str) -> BoolArray:
+        values = rendered.values(dataset, self.resource_type, self.param)
+        hits = (any(self._matches(v) for v in vs) for vs in values)
+        return np.fromiter(hits, dtype=bool, count=len(values))
+
+
+@dataclass(frozen=True, slots=True)
+class LocationChainCriterion:
+    """HealthcareService `location.<param>`: the offers whose Location matches (one lieu per offer)."""
+
+    inner: Criterion
+
+    def mask(self, dataset: Dataset, resource_type: str) -> BoolArray:
+        return np.asarray(self.inner.mask(dataset, "Location")[dataset.offer_location])
+
+
+@dataclass(frozen=True, slots=True)
+class OrganizationChainCriterion:
+    """HealthcareService `organization.<param>:above`: the providing Organization or an ancestor matches."""
+
+    inner: Criterion
+
+    def mask(self, dataset: Dataset, resource_type: str) -> BoolArray:
+        orgs = self.inner.mask(dataset, "Organization")
+        parent = dataset.org_parent
+        has_parent = parent >= 0
+        for _ in range(6):  # parents come before children: six passes reach the deepest UE
+            orgs = orgs | (has_parent & orgs[np.where(has_parent, parent, 0)])
+        return np.asarray(orgs[dataset.offer_provider])
+
+
+@dataclass(frozen=True, slots=True)
+class PractitionerIdentifierCriterion:
+    """HealthcareService `practitioner.identifier`: an offer one of whose situations has that professional."""
+
+    tokens: tuple[tuple[str | None, str], ...]
+
+    def mask(self, dataset: Dataset, resource_type: str) -> BoolArray:
+        practitioners = _identifier_mask(dataset, "Practitioner", self.tokens)
+        roles = practitioners[dataset.role_practitioner]
+        out = _empty(dataset, resource_type)
+        out[dataset.role_offer[roles]] = True
+        return out
 
 
 @dataclass(frozen=True, slots=True)

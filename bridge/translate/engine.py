@@ -147,6 +147,9 @@ def _select(
     referenced = {k.partition("/")[0] for r in included for k in _references(mappings, plan, r)}
     referenced |= {k.partition("/")[0] for q in queue for k in _references(mappings, plan, q)}
     reverse = [r for r in included if str(r.get("resourceType")) not in referenced]
+    # An IHE search's result directory holds its matches only (QueryPlan.result): a referenced entity of that
+    # directory (an organisation's parent) only resolves the reference's entityID.
+    match_keys = {_key(r) for r in queue}
     seen: set[str] = set()
     selected: list[Resource] = []
     while queue:
@@ -159,10 +162,12 @@ def _select(
             selected.append(resource)
             for target_key in _references(mappings, plan, resource):
                 target = index.get(target_key)
-                if target is not None and mappings.entity_for(
-                    str(target.get("resourceType")), plan.directories
-                ):
-                    queue.append(target)
+                if target is None:
+                    continue
+                table = mappings.entity_for(str(target.get("resourceType")), plan.directories)
+                if table is None or (table.kind.directory is plan.result and target_key not in match_keys):
+                    continue
+                queue.append(target)
         waiting = []
         for resource in reverse:
             if _key(resource) in seen:

@@ -68,7 +68,8 @@ def changes(
     lieux_and_professionals: bool = True,
 ) -> Changes:
     """ITI-74 semantics: own meta.lastUpdated >= since; an offer also when its lieu, an organisation of its
-    chain, one of its roles or a role's practitioner changed; a role also when its practitioner changed.
+    chain, one of its roles or a role's practitioner changed; a role also when its practitioner changed; a
+    lieu also when an offer given there changed itself or through its organisation chain.
     `lieux_and_professionals=False` leaves the lieu and role propagation out (to show it matters)."""
     t0 = (since - EPOCH_UTC).total_seconds()
     updated = {rtype: dataset.updated[rtype] >= t0 for rtype in dataset.updated}
@@ -80,13 +81,16 @@ def changes(
             chain[i] = True
     roles = updated["PractitionerRole"] | updated["Practitioner"][dataset.role_practitioner]
     offers = updated["HealthcareService"] | chain[dataset.offer_provider]
+    # A lieu's record lists the offers given there: it changed when one of them did (own data or chain).
+    lieux = updated["Location"].copy()
+    lieux[dataset.offer_location[offers]] = True
     if lieux_and_professionals:
         offers |= updated["Location"][dataset.offer_location]
         offers[dataset.role_offer[roles]] = True
     return Changes(
         organizations=np.flatnonzero(orgs & _region_mask(dataset, "Organization", region_codes)),
         services=np.flatnonzero(offers & _region_mask(dataset, "HealthcareService", region_codes)),
-        facilities=np.flatnonzero(updated["Location"] & _region_mask(dataset, "Location", region_codes)),
+        facilities=np.flatnonzero(lieux & _region_mask(dataset, "Location", region_codes)),
         providers=np.flatnonzero(roles & _region_mask(dataset, "PractitionerRole", region_codes)),
     )
 

@@ -79,9 +79,6 @@ def _after(stamp: str, since: str) -> bool:
 # Search parameters the simulator does not implement yet: (resource type, name) → predicate on a match.
 Predicate = Callable[[str, dict[str, Any], Dataset], bool]
 EMULATED: dict[tuple[str, str], Predicate] = {
-    ("Organization", "name:contains"): lambda v, r, d: any(
-        v.casefold() in str(n).casefold() for n in [r.get("name"), *r.get("alias", [])]
-    ),
     ("Location", "address-city:contains"): lambda v, r, d: (
         v.casefold() in str(r.get("address", {}).get("city", "")).casefold()
     ),

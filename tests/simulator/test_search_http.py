@@ -135,7 +135,14 @@ async def test_metadata_is_a_capability_statement(client: httpx.AsyncClient) -> 
         "Practitioner",
     }
     hs_params = {p["name"] for p in by_type["HealthcareService"]["searchParam"]}
-    assert {"_id", "identifier", "organization.identifier", "_tag", "_lastUpdated", "_count"} <= hs_params
+    assert {
+        "_id",
+        "identifier",
+        "organization.identifier:above",
+        "_tag",
+        "_lastUpdated",
+        "_count",
+    } <= hs_params
     assert "PractitionerRole:service" in by_type["HealthcareService"]["searchRevInclude"]
 
 
@@ -217,18 +224,16 @@ async def test_organization_identifier_above_by_finess_of_an_ej(
     assert set(ids) == offers_below(dataset, ej_id)
 
 
-async def test_organization_identifier_without_above_is_the_direct_provider(
+async def test_organization_identifier_without_above_is_refused(
     client: httpx.AsyncClient, dataset: Dataset
 ) -> None:
+    """The national API declares `organization.identifier:above` only (ror-serveur-prod): bare is a 400."""
     eg_id = org_of_kind(dataset, OrgKind.EG)
     value = ident(dataset.resources["Organization"][eg_id], codes.ID_NAT_STRUCT)
-    ids, _ = await search_all(client, "/HealthcareService", {"organization.identifier": value})
-    direct = {
-        oid
-        for oid, o in dataset.resources["HealthcareService"].items()
-        if o["providedBy"]["reference"] == f"Organization/{eg_id}"
-    }
-    assert set(ids) == direct
+    response = await client.get("/HealthcareService", params={"organization.identifier": value})
+    assert response.status_code == 400
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert "organization.identifier" in response.json()["issue"][0]["diagnostics"]
 
 
 async def test_tag_selects_a_source_region(client: httpx.AsyncClient, dataset: Dataset) -> None:
@@ -394,7 +399,7 @@ async def test_revinclude_on_location(client: httpx.AsyncClient, dataset: Datase
         ({"_lastUpdated": "yesterday"}, "yesterday"),
         ({"_sort": "name"}, "_sort"),
         ({"_filter": "name eq"}, "_filter"),
-        ({"_filter": "(type eq 01"}, "parentheses"),
+        ({"_filter": "(service-type eq 01"}, "parentheses"),
         ({"_filter": "family eq x"}, '"family"'),
         ({"age-range-low": "le35|http://unitsofmeasure.org|mo"}, "age-range-low"),
         ({"location.near": "48.8|2.1|5|mi"}, "near"),

@@ -82,7 +82,7 @@ async def test_characteristic_repeat_is_and_comma_is_or(
 @pytest.mark.parametrize(
     ("param", "element", "system"),
     [
-        ("type", "type", codes.TRE_R227_CHAMP_ACTIVITE),
+        ("service-type", "type", codes.TRE_R227_CHAMP_ACTIVITE),
         ("service-category", "category", codes.TRE_R244_CATEGORIE_ORGANISATION),
     ],
 )
@@ -199,7 +199,9 @@ async def test_organization_last_updated_above_and_the_delta_filter(
     since = stamps[len(stamps) * 3 // 4]
     value = since.isoformat(timespec="seconds")
     provider_only = expected(offers, lambda o: instant(org_chain(dataset, o)[0]) >= since)
-    assert await matches(client, {"organization._lastUpdated": f"ge{value}"}) == provider_only
+    # Bare organization._lastUpdated is not on the national surface (`:above` only): refused.
+    refused = await client.get("/HealthcareService", params={"organization._lastUpdated": f"ge{value}"})
+    assert refused.status_code == 400
     chain = expected(offers, lambda o: any(instant(org) >= since for org in org_chain(dataset, o)))
     assert await matches(client, {"organization._lastUpdated:above": f"ge{value}"}) == chain
     assert len(provider_only) < len(chain) < len(offers)
@@ -223,24 +225,31 @@ async def test_filter_and_or_not_and_parentheses(client: httpx.AsyncClient, offe
         return str(o["meta"]["tag"][0]["code"])
 
     and_ = expected(offers, lambda o: champ_of(o) == champ and region_of(o) == region)
-    assert await matches(client, {"_filter": f"type eq {champ_sys}|{champ} and _tag eq {region}"}) == and_
+    assert (
+        await matches(client, {"_filter": f"service-type eq {champ_sys}|{champ} and _tag eq {region}"})
+        == and_
+    )
     or_ = expected(offers, lambda o: champ_of(o) == champ or region_of(o) == region)
-    assert await matches(client, {"_filter": f"type eq {champ_sys}|{champ} or _tag eq {region}"}) == or_
+    assert (
+        await matches(client, {"_filter": f"service-type eq {champ_sys}|{champ} or _tag eq {region}"}) == or_
+    )
     not_ = expected(offers, lambda o: not (champ_of(o) == champ or region_of(o) == region))
-    assert await matches(client, {"_filter": f"not (type eq {champ} or _tag eq {region})"}) == not_
+    assert await matches(client, {"_filter": f"not (service-type eq {champ} or _tag eq {region})"}) == not_
     ne = expected(offers, lambda o: champ_of(o) != champ)
-    assert await matches(client, {"_filter": f'type ne "{champ}"'}) == ne
+    assert await matches(client, {"_filter": f'service-type ne "{champ}"'}) == ne
     grouped = expected(
         offers, lambda o: region_of(o) == region and (champ_of(o) == champ or age_range(o)[0] >= 18)
     )
-    query = f"_tag eq {region} and (type eq {champ} or age-range-low ge 18)"
+    query = f"_tag eq {region} and (service-type eq {champ} or age-range-low ge 18)"
     assert await matches(client, {"_filter": query}) == grouped
     # and binds tighter than or
     loose = expected(
         offers, lambda o: (region_of(o) == region and champ_of(o) == champ) or age_range(o)[0] >= 18
     )
     assert (
-        await matches(client, {"_filter": f"_tag eq {region} and type eq {champ} or age-range-low ge 18"})
+        await matches(
+            client, {"_filter": f"_tag eq {region} and service-type eq {champ} or age-range-low ge 18"}
+        )
         == loose
     )
 

@@ -68,7 +68,7 @@ def test_iti74_plan_is_the_modifications_entry(mappings: Mappings) -> None:
     assert spec.delta == "entities"
     assert [q.propagates for q in spec.queries] == [
         (),
-        (),
+        ("Location",),
         ("HealthcareService",),
         ("HealthcareService",),
         ("PractitionerRole", "HealthcareService"),

@@ -199,7 +199,7 @@ def test_offer_search_sends_every_criterion_upstream(mappings: Mappings) -> None
     sent = dict(filters(query_plan))
     assert sent["specialty"] == f"{R211}|481,{R211}|055"
     assert sent["characteristic"].endswith("TRE-R213-ModePriseEnCharge|46")
-    assert sent["type"].endswith("TRE-R227-ChampActivite|01")
+    assert sent["service-type"].endswith("TRE-R227-ChampActivite|01")
     assert sent["service-category"].endswith("TRE-R244-CategorieOrganisation|50")
     assert sent["patient-type"].endswith("TRE-R239-PublicPrisEnCharge|10")
     assert sent["age-range-low"] == "le35|http://unitsofmeasure.org|a"
