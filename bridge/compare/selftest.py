@@ -136,7 +136,11 @@ def _check(scenario: Scenario, response: httpx.Response, message_id: str) -> lis
         if etree.QName(first).localname != expect["root"]:
             problems.append(f"answer element {etree.QName(first).localname}, expected {expect['root']}")
     if expect.get("directories"):
-        missing = [d for d in DIRECTORIES if not root.xpath(f"count(//csd:CSD/csd:{d})", namespaces=NS)]
+        missing = [
+            d
+            for d in DIRECTORIES
+            if not root.xpath(f"count(//*[self::csd:CSD or self::csd:queryResult]/csd:{d})", namespaces=NS)
+        ]
         if missing:
             problems.append(f"directories missing: {', '.join(missing)}")
     for directory, bound in (expect.get("min") or {}).items():
@@ -152,7 +156,9 @@ def _check(scenario: Scenario, response: httpx.Response, message_id: str) -> lis
             problems.append(f"{directory} is not empty")
     if "entity" in expect:
         wanted = expect["entity"]
-        if not root.xpath("//csd:CSD/*/*[@entityID=$wanted]", namespaces=NS, wanted=wanted):
+        if not root.xpath(
+            "//*[self::csd:CSD or self::csd:queryResult]/*/*[@entityID=$wanted]", namespaces=NS, wanted=wanted
+        ):
             problems.append(f"entity {wanted} is not in the answer")
     if expect.get("relates_to"):
         relates = root.xpath("string(//wsa:RelatesTo)", namespaces=NS)
@@ -163,7 +169,7 @@ def _check(scenario: Scenario, response: httpx.Response, message_id: str) -> lis
 
 def _count(root: etree._Element, directory: str) -> int:
     """Records in one directory of the answer's csd:CSD (0 when it is absent)."""
-    value = root.xpath(f"count(//csd:CSD/csd:{directory}/*)", namespaces=NS)
+    value = root.xpath(f"count(//*[self::csd:CSD or self::csd:queryResult]/csd:{directory}/*)", namespaces=NS)
     return int(value) if isinstance(value, float) else 0
 
 
