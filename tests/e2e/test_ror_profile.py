@@ -686,3 +686,29 @@ def test_the_bridge_own_urns_stay_aliases(bridge: RunningBridge, demo: Demo) -> 
     first = answer_csd(body_of(send(bridge, own.encode(), "soap12")))
     second = answer_csd(body_of(send(bridge, profile.encode(), "soap12")))
     assert etree.tostring(first, method="c14n2") == etree.tostring(second, method="c14n2")
+
+
+# --------------------------------------------------------------------------------------------------
+# Serving the ROR WSDL
+
+
+@pytest.mark.parametrize("path", ["/csd", "/csd/ara"])
+def test_ror_wsdl_is_served_next_to_the_ihe_one(bridge: RunningBridge, path: str) -> None:
+    ror = httpx.get(f"{bridge.url}{path}?wsdl=ror")
+    assert ror.status_code == 200
+    root = etree.fromstring(ror.content)
+    assert root.get("targetNamespace") == ns.ROR
+    assert root.xpath("//*[local-name()='address']/@location") == [f"{bridge.url}{path}"]
+    for location in root.xpath("//*[local-name()='import']/@schemaLocation"):
+        assert str(location).startswith(f"{bridge.url}/csd/schemas/")
+        assert httpx.get(str(location)).status_code == 200
+    for name in ("ror-operations.xsd", "ror-profile.xsd", "csd.xsd", "xml.xsd"):
+        assert httpx.get(f"{bridge.url}/csd/schemas/{name}").status_code == 200
+    # ?wsdl and ?wsdl=ihe stay the IHE WSDL; anything else is a 404 naming the choices.
+    for query in ("wsdl", "WSDL", "wsdl=ihe"):
+        ihe = etree.fromstring(httpx.get(f"{bridge.url}{path}?{query}").content)
+        assert ihe.get("targetNamespace") == ns.CSD
+    assert httpx.get(f"{bridge.url}{path}?wsdl=ROR").status_code == 200
+    wrong = httpx.get(f"{bridge.url}{path}?wsdl=nope")
+    assert wrong.status_code == 404
+    assert "?wsdl=ror" in wrong.text
