@@ -712,3 +712,39 @@ def test_ror_wsdl_is_served_next_to_the_ihe_one(bridge: RunningBridge, path: str
     wrong = httpx.get(f"{bridge.url}{path}?wsdl=nope")
     assert wrong.status_code == 404
     assert "?wsdl=ror" in wrong.text
+
+
+@pytest.mark.parametrize("project", [LECTURE, NOTIF])
+def test_platines_interface_templates_of_the_notif(
+    bridge: RunningBridge,
+    platines: Path,
+    project: str,
+    demo: Demo,
+    our_profile: etree.XMLSchema,
+    official_profile: etree.XMLSchema,
+) -> None:
+    """The interface's TR-Notif template (both projects carry one), every parameter filled."""
+    (template,) = [t for t in load_project(platines / project).templates if ns.ROR_NOTIF_REQUEST in t]
+    response = send(bridge, fill_template(template, None, demo), "soap12")
+    assert response.status_code == 200, response.text[:2000]
+    answer = body_of(response)
+    our_profile.assertValid(answer)
+    official_profile.assertValid(answer)
+    # supportedPatient 01 matches no demo offer: the establishments of the changed organisations, lieux and
+    # professionals remain (the filters narrow the changed offers only).
+    assert set(notif_codes(answer)) <= expected_egs(bridge.dataset, demo.since)
+
+
+def test_notif_bare_and_regional(bridge: RunningBridge, demo: Demo) -> None:
+    """A bare TR-Notif (no envelope) is answered bare; /csd/{region} lists that region's establishments."""
+    bare = f"""<r:{ns.ROR_NOTIF_REQUEST} xmlns:r="{ns.ROR}" xmlns:c="{ns.CSD}"><c:params>
+      <c:dateRef>{demo.since.isoformat()}</c:dateRef></c:params></r:{ns.ROR_NOTIF_REQUEST}>"""
+    response = httpx.post(bridge.csd, content=bare, headers={"Content-Type": "application/xml"}, timeout=120)
+    assert response.status_code == 200, response.text[:2000]
+    national = set(notif_codes(etree.fromstring(response.content)))
+    assert national == expected_egs(bridge.dataset, demo.since)
+    regional = httpx.post(
+        f"{bridge.csd}/ara", content=bare, headers={"Content-Type": "application/xml"}, timeout=120
+    )
+    assert regional.status_code == 200, regional.text[:2000]
+    assert set(notif_codes(etree.fromstring(regional.content))) < national
