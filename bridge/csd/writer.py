@@ -451,7 +451,8 @@ def facility_number(document: CsdDocument) -> int:
 def _spooled_elements(directories: BinaryIO, local: str) -> Iterator[etree._Element]:
     """Each `csd:{local}` directory entry of a pre-written answer file (CsdResponse.directories), parsed one
     at a time (flat memory: each is cleared once the caller moved on). Leaves the file at its end."""
-    parser = etree.XMLPullParser(events=("end",), tag=_tag(local), resolve_entities=False, no_network=True)
+    parser = etree.XMLPullParser(events=("end",), resolve_entities=False, no_network=True)
+    wanted = _tag(local)
     parser.feed(f'<spool xmlns:csd="{ns.CSD}">'.encode())
     directories.seek(0)
     done = False
@@ -467,11 +468,13 @@ def _spooled_elements(directories: BinaryIO, local: str) -> Iterator[etree._Elem
                 continue  # only "end" events are asked for: always elements
             element = event_item
             parent = element.getparent()
-            if parent is not None and etree.QName(parent).localname.endswith("Directory"):
+            if parent is None or not etree.QName(parent).localname.endswith("Directory"):
+                continue  # inside an entry (cleared with it), a directory, or the wrapper
+            if element.tag == wanted:
                 yield element
-                element.clear()
-                while element.getprevious() is not None:
-                    del parent[0]
+            element.clear()  # every entry, wanted or not: the tree never holds more than one
+            while element.getprevious() is not None:
+                del parent[0]
     parser.close()
 
 
