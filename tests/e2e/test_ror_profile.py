@@ -36,6 +36,24 @@ CHAMP_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_R227-ChampActivite/FHIR/TRE-R
 EJ, EG, UE = 0, 1, 5  # Dataset.org_kind
 C = {"csd": ns.CSD, "ror": ns.ROR, "s12": ns.SOAP12, "s11": ns.SOAP11}
 OUR_XSD = Path(__file__).resolve().parents[2] / "xsd"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ror-profile"
+
+
+def fixture(name: str, **values: str) -> bytes:
+    """A request file of tests/fixtures/ror-profile/ with its {placeholders} filled."""
+    text = (FIXTURES / name).read_text(encoding="utf-8")
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", value)
+    assert "{" not in text, f"{name}: a placeholder is left"
+    return text.encode("utf-8")
+
+
+def reading(code: str, extra: str = "", authority: str = ns.OID_IDNATSTRUCT) -> bytes:
+    return fixture("reading-establishment.xml", code=code, authority=authority, extra=extra)
+
+
+def notif_request(params: str) -> bytes:
+    return fixture("notif.xml", params=params)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,16 +303,7 @@ def official_profile(reference_dir: Path, tmp_path_factory: pytest.TempPathFacto
     if not xsd.is_file():
         pytest.skip("the profile's local schema is not in ../shared/reference/ror-v24/local")
     wrapper = tmp_path_factory.mktemp("profile") / "ror-2015.xsd"
-    wrapper.write_text(
-        f"""<xs:schema xmlns:xs="{ns.XSD}" xmlns:csd="{ns.CSD}" targetNamespace="{ns.ROR}"
-           elementFormDefault="qualified">
-  <xs:import namespace="{ns.CSD}" schemaLocation="{xsd.as_uri()}"/>
-  <xs:element name="{ns.ROR_NOTIF_REQUEST}" type="csd:{ns.ROR_NOTIF_REQUEST}"/>
-  <xs:element name="{ns.ROR_NOTIF_RESPONSE}" type="csd:{ns.ROR_NOTIF_RESPONSE}"/>
-  <xs:element name="erreur" type="csd:error"/>
-</xs:schema>""",
-        encoding="utf-8",
-    )
+    wrapper.write_bytes(fixture("official-ror-2015.xsd", official=xsd.as_uri()))
     return etree.XMLSchema(etree.parse(str(wrapper)))
 
 
@@ -447,24 +456,19 @@ def test_reading_filters_narrow_the_offers(bridge: RunningBridge, demo: Demo) ->
     organisation chain changed)."""
 
     def services(inner: str) -> set[str]:
-        body = f"""<s:Envelope xmlns:s="{ns.SOAP12}" xmlns:c="{ns.CSD}"><s:Body><c:careServicesRequest>
-          <c:function urn="{ns.ROR_READ_URN}" encapsulated="true"><c:{ns.ROR_READ_ESTABLISHMENT}>
-          <c:etablissementDemandeLecture><c:id_etablissement code="{demo.eg_code}"
-          assigningAuthorityName="{ns.OID_IDNATSTRUCT}"/>{inner}</c:etablissementDemandeLecture>
-          </c:{ns.ROR_READ_ESTABLISHMENT}></c:function></c:careServicesRequest></s:Body></s:Envelope>"""
-        response = send(bridge, body.encode(), "soap12")
+        response = send(bridge, reading(demo.eg_code, inner), "soap12")
         assert response.status_code == 200, response.text[:2000]
         found = body_of(response).xpath("//csd:service/@entityID", namespaces=C)
         return {str(s) for s in found}
 
     everything = services("")
     assert everything
-    champ = services(f'<c:typeActivity code="{demo.champ}" codingScheme="1.2.250.1.213.3.3.17"/>')
+    champ = services(f'<csd:typeActivity code="{demo.champ}" codingScheme="1.2.250.1.213.3.3.17"/>')
     assert champ
     assert champ <= everything
-    other = services('<c:typeActivity code="99" codingScheme="1.2.250.1.213.3.3.17"/>')
+    other = services('<csd:typeActivity code="99" codingScheme="1.2.250.1.213.3.3.17"/>')
     assert other == set()
-    future_enough = services("<c:dateRef>2026-01-01T00:00:00Z</c:dateRef>")
+    future_enough = services("<csd:dateRef>2026-01-01T00:00:00Z</csd:dateRef>")
     assert future_enough < everything
 
 
@@ -511,19 +515,15 @@ def test_platines_notif(
 def test_notif_lists_exactly_the_changed_establishments(bridge: RunningBridge, demo: Demo) -> None:
     """Without filters, the EG of every changed organisation and offer (an offer also through its lieu or
     its professionals), against an oracle computed from the dataset."""
-    body = f"""<s:Envelope xmlns:s="{ns.SOAP12}" xmlns:r="{ns.ROR}" xmlns:c="{ns.CSD}"><s:Body>
-      <r:{ns.ROR_NOTIF_REQUEST}><c:params><c:dateRef>{demo.since.isoformat()}</c:dateRef></c:params>
-      </r:{ns.ROR_NOTIF_REQUEST}></s:Body></s:Envelope>"""
-    response = send(bridge, body.encode(), "soap12")
+    date = f"<csd:dateRef>{demo.since.isoformat()}</csd:dateRef>"
+    response = send(bridge, notif_request(date), "soap12")
     assert response.status_code == 200, response.text[:2000]
     codes = set(notif_codes(body_of(response)))
     assert codes == expected_egs(bridge.dataset, demo.since)
     assert codes < all_eg_codes(bridge.dataset), "the date must leave some establishments out"
     # A champ d'activité narrows the changed offers, never widens the list.
-    filtered = body.replace(
-        "</c:dateRef>", f'</c:dateRef><c:typeActivity code="{demo.champ}" codingScheme="x"/>'
-    )
-    narrowed = set(notif_codes(body_of(send(bridge, filtered.encode(), "soap12"))))
+    filtered = notif_request(f'{date}<csd:typeActivity code="{demo.champ}" codingScheme="x"/>')
+    narrowed = set(notif_codes(body_of(send(bridge, filtered, "soap12"))))
     assert narrowed <= codes
 
 
@@ -623,57 +623,38 @@ def test_zeep_sees_the_profile_erreur(
 # --------------------------------------------------------------------------------------------------
 # Errors as the profile's erreur, plain posts
 
-_READ_UNKNOWN = f"""<c:careServicesRequest><c:function urn="{ns.ROR_READ_URN}" encapsulated="true">
-  <c:{ns.ROR_READ_ESTABLISHMENT}><c:etablissementDemandeLecture><c:id_etablissement code="1999999999"
-  assigningAuthorityName="{ns.OID_IDNATSTRUCT}"/></c:etablissementDemandeLecture></c:{ns.ROR_READ_ESTABLISHMENT}>
-  </c:function></c:careServicesRequest>"""
-_READ_UNKNOWN_OI = f"""<c:careServicesRequest><c:function urn="{ns.ROR_READ_URN}" encapsulated="true">
-  <c:{ns.ROR_READ_INTERNAL_ORGANIZATION}><c:organisationID code="99/NOPE" assigningAuthorityName="{OI}"/>
-  </c:{ns.ROR_READ_INTERNAL_ORGANIZATION}></c:function></c:careServicesRequest>"""
-_READ_BAD_DATE = _READ_UNKNOWN.replace(
-    "</c:etablissementDemandeLecture>", "<c:dateRef>hier</c:dateRef></c:etablissementDemandeLecture>"
-)
-_NOTIF_NO_DATE = f"<r:{ns.ROR_NOTIF_REQUEST}><c:params/></r:{ns.ROR_NOTIF_REQUEST}>"
-_NOTIF_BAD_DATE = _NOTIF_NO_DATE.replace(
-    "<c:params/>", "<c:params><c:dateRef>30/05/2018</c:dateRef></c:params>"
-)
-_READ_RESTRICTED = _READ_UNKNOWN.replace(
-    "</c:etablissementDemandeLecture>",
-    "<c:restrictedOrganisation>1</c:restrictedOrganisation></c:etablissementDemandeLecture>",
-)
+_UNKNOWN = "1999999999"
+_ERRORS: dict[str, bytes] = {
+    "unknown-establishment": reading(_UNKNOWN),
+    "unknown-oi": fixture("reading-internal-organization.xml", code="99/NOPE", authority=OI),
+    "reading-bad-date": reading(_UNKNOWN, "<csd:dateRef>hier</csd:dateRef>"),
+    "restricted": reading(_UNKNOWN, "<csd:restrictedOrganisation>1</csd:restrictedOrganisation>"),
+    "notif-no-date": notif_request(""),
+    "notif-bad-date": notif_request("<csd:dateRef>30/05/2018</csd:dateRef>"),
+}
 
 
 @pytest.mark.parametrize("envelope", ENVELOPES)
 @pytest.mark.parametrize(
-    ("request_body", "subcode", "code"),
+    ("name", "subcode", "code"),
     [
-        (_READ_UNKNOWN, "UnknownEntity", "110"),
-        (_READ_UNKNOWN_OI, "UnknownEntity", "110"),
-        (_READ_BAD_DATE, "InvalidParameter", "106"),
-        (_READ_RESTRICTED, "InvalidParameter", "106"),
-        (_NOTIF_NO_DATE, "InvalidParameter", "106"),
-        (_NOTIF_BAD_DATE, "InvalidParameter", "106"),
-    ],
-    ids=[
-        "unknown-establishment",
-        "unknown-oi",
-        "reading-bad-date",
-        "restricted",
-        "notif-no-date",
-        "notif-bad-date",
+        ("unknown-establishment", "UnknownEntity", "110"),
+        ("unknown-oi", "UnknownEntity", "110"),
+        ("reading-bad-date", "InvalidParameter", "106"),
+        ("restricted", "InvalidParameter", "106"),
+        ("notif-no-date", "InvalidParameter", "106"),
+        ("notif-bad-date", "InvalidParameter", "106"),
     ],
 )
 def test_errors_are_the_profile_erreur(
     bridge: RunningBridge,
     envelope: str,
-    request_body: str,
+    name: str,
     subcode: str,
     code: str,
     official_profile: etree.XMLSchema,
 ) -> None:
-    body = f"""<s:Envelope xmlns:s="{ns.SOAP12}" xmlns:r="{ns.ROR}" xmlns:c="{ns.CSD}"><s:Header/>
-      <s:Body>{request_body}</s:Body></s:Envelope>"""
-    response = send(bridge, body.encode(), envelope)
+    response = send(bridge, _ERRORS[name], envelope)
     assert response.status_code == (400 if envelope == "soap12" else 500)
     root = etree.fromstring(response.content)
     (erreur,) = root.xpath(
@@ -689,17 +670,10 @@ def test_errors_are_the_profile_erreur(
 
 def test_the_bridge_own_urns_stay_aliases(bridge: RunningBridge, demo: Demo) -> None:
     """The bridge's own establishment-offers URN answers the same records as the profile's reading."""
-    own = f"""<s:Envelope xmlns:s="{ns.SOAP12}" xmlns:c="{ns.CSD}"><s:Body><c:careServicesRequest>
-      <c:function urn="urn:ror:csd:stored-function:establishment-offers" encapsulated="true"><c:requestParams>
-      <c:otherID code="{demo.eg_code}" assigningAuthorityName="{ns.OID_IDNATSTRUCT}"/></c:requestParams>
-      </c:function></c:careServicesRequest></s:Body></s:Envelope>"""
-    profile = f"""<s:Envelope xmlns:s="{ns.SOAP12}" xmlns:c="{ns.CSD}"><s:Body><c:careServicesRequest>
-      <c:function urn="{ns.ROR_READ_URN}" encapsulated="true"><c:{ns.ROR_READ_ESTABLISHMENT}>
-      <c:etablissementDemandeLecture><c:id_etablissement code="{demo.eg_code}"
-      assigningAuthorityName="{ns.OID_IDNATSTRUCT}"/></c:etablissementDemandeLecture>
-      </c:{ns.ROR_READ_ESTABLISHMENT}></c:function></c:careServicesRequest></s:Body></s:Envelope>"""
-    first = answer_csd(body_of(send(bridge, own.encode(), "soap12")))
-    second = answer_csd(body_of(send(bridge, profile.encode(), "soap12")))
+    own = fixture("establishment-offers-own-urn.xml", code=demo.eg_code, authority=ns.OID_IDNATSTRUCT)
+    profile = reading(demo.eg_code)
+    first = answer_csd(body_of(send(bridge, own, "soap12")))
+    second = answer_csd(body_of(send(bridge, profile, "soap12")))
     assert etree.tostring(first, method="c14n2") == etree.tostring(second, method="c14n2")
 
 
@@ -752,8 +726,7 @@ def test_platines_interface_templates_of_the_notif(
 
 def test_notif_bare_and_regional(bridge: RunningBridge, demo: Demo) -> None:
     """A bare TR-Notif (no envelope) is answered bare; /csd/{region} lists that region's establishments."""
-    bare = f"""<r:{ns.ROR_NOTIF_REQUEST} xmlns:r="{ns.ROR}" xmlns:c="{ns.CSD}"><c:params>
-      <c:dateRef>{demo.since.isoformat()}</c:dateRef></c:params></r:{ns.ROR_NOTIF_REQUEST}>"""
+    bare = fixture("notif-bare.xml", date=demo.since.isoformat())
     response = httpx.post(bridge.csd, content=bare, headers={"Content-Type": "application/xml"}, timeout=120)
     assert response.status_code == 200, response.text[:2000]
     national = set(notif_codes(etree.fromstring(response.content)))
