@@ -52,7 +52,13 @@ from bridge.simulator.dataset import Dataset, generate_dataset
 from bridge.soap.addressing import Addressing
 from bridge.soap.envelope import content_type_for, response_action, stream_response
 from bridge.soap.faults import render_fault
-from bridge.soap.parser import guess_envelope, is_profile_request, parse_message, read_body
+from bridge.soap.parser import (
+    guess_envelope,
+    is_profile_action,
+    is_profile_request,
+    parse_message,
+    read_body,
+)
 from bridge.soap.wsdl import WSDL_FILES, render_wsdl, schema_file
 from bridge.translate import Mappings, coverage_report, from_fhir_results, load_mappings
 
@@ -268,14 +274,14 @@ def create_app(settings: Settings) -> FastAPI:
         soap_action = request.headers.get("soapaction")
         envelope: Envelope = guess_envelope(content_type, soap_action)
         addressing: Addressing | None = None
-        profile = False
+        profile = is_profile_action(content_type, soap_action)
         try:
             if region is not None:
                 mappings.region(region)  # an unknown region is refused before the body is read
             body = await read_body(request.stream(), settings.max_request_bytes)
             message = parse_message(body, content_type, soap_action)
             envelope, addressing = message.envelope, message.addressing
-            profile = is_profile_request(message.body)
+            profile = profile or is_profile_request(message.body)
             csd_request = parse_request(message.body, region=region)
             response = await pipeline.run(csd_request)
             encapsulated = mappings.encapsulated(csd_request, message.envelope)

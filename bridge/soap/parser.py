@@ -123,6 +123,17 @@ def _unquote(value: str | None) -> str | None:
     return value or None
 
 
+_PROFILE_ACTIONS = frozenset({ns.ACTION_ROR_SEARCH, ns.ACTION_ROR_UPDATE})
+
+
+def is_profile_action(content_type: str | None, soap_action: str | None) -> bool:
+    """Whether the HTTP headers name one of the ROR v2.4 profile's soapActions (the Content-Type action
+    parameter, RFC 3902, or SOAPAction): its faults carry the profile's `erreur` even when the body cannot
+    be read."""
+    _, params = _split_content_type(content_type)
+    return bool({(params.get("action") or "").strip(), _unquote(soap_action) or ""} & _PROFILE_ACTIONS)
+
+
 def guess_envelope(content_type: str | None, soap_action: str | None) -> Envelope:
     """The version to answer a fault in when the body cannot be parsed.
 

@@ -736,3 +736,17 @@ def test_notif_bare_and_regional(bridge: RunningBridge, demo: Demo) -> None:
     )
     assert regional.status_code == 200, regional.text[:2000]
     assert set(notif_codes(etree.fromstring(regional.content))) < national
+
+
+@pytest.mark.parametrize("envelope", ENVELOPES)
+def test_an_unreadable_profile_request_still_gets_the_erreur(bridge: RunningBridge, envelope: str) -> None:
+    """The profile's soapAction in the headers is enough: malformed XML is answered with erreur 101."""
+    broken = reading("1").replace(b"</soap:Body>", b"</soap:Bod>")
+    response = send(bridge, broken, envelope)
+    assert response.status_code == (400 if envelope == "soap12" else 500)
+    erreur = etree.fromstring(response.content).find(f".//{{{ns.ROR}}}erreur")
+    assert erreur is not None
+    assert erreur.get("code") == "101"
+    # Without the profile's action, the same fault has no erreur (an IHE client's).
+    plain = httpx.post(bridge.csd, content=broken, headers={"Content-Type": "application/soap+xml"})
+    assert etree.fromstring(plain.content).find(f".//{{{ns.ROR}}}erreur") is None
