@@ -536,41 +536,42 @@ async def _copy_directories(xf: Any, directories: BinaryIO, tag: str = "CSD") ->
             await xf.write_raw(chunk)
 
 
-def _notif_establishment(organization: etree._Element) -> etree._Element | None:
-    """An EG of the answer (an organisation with a parent) as the profile's `etablissementReponseNotif`:
-    `id_etablissement` = its idNatStruct (ns.OID_IDNATSTRUCT, PLATINES validation_identifiants). An EJ, or an
-    organisation without idNatStruct, gives None."""
+def _notif_code(organization: etree._Element) -> str | None:
+    """The idNatStruct (ns.OID_IDNATSTRUCT, PLATINES validation_identifiants) of an EG of the answer (an
+    organisation with a parent); None for an EJ or an organisation without idNatStruct."""
     if organization.find(_tag("parent")) is None:
         return None
     for other in organization.iterfind(_tag("otherID")):
         code = other.get("code")
         if other.get("assigningAuthorityName") == ns.OID_IDNATSTRUCT and code:
-            entry = etree.Element(_tag("etablissementReponseNotif"), nsmap=_NSMAP)
-            etree.SubElement(
-                entry, _tag("id_etablissement"), {"code": code, "assigningAuthorityName": ns.OID_IDNATSTRUCT}
-            )
-            return entry
+            return code
     return None
 
 
-async def _write_notif(xf: Any, response: CsdResponse) -> None:
-    """`TR-Notif-ListeEtablissementMajApresDate_Reponse`: one `etablissementReponseNotif` per EG of the
-    answer's organisations, then `result` = how many [INFER: the profile's schema says only xs:integer]."""
+def _notif_codes(response: CsdResponse) -> list[str]:
+    """The idNatStruct of every EG of an answer, in answer order; read from its spool at flat memory (one
+    string per EG is kept), in a worker thread so that the event loop is not held by the parse."""
     if response.directories is not None:
         organizations: Iterable[etree._Element] = _spooled_elements(response.directories, "organization")
     else:
         organizations = _lazy(response.document.organizations, organization_element)
-    count = 0
+    return [code for code in map(_notif_code, organizations) if code is not None]
+
+
+async def _write_notif(xf: Any, response: CsdResponse) -> None:
+    """`TR-Notif-ListeEtablissementMajApresDate_Reponse`: one `etablissementReponseNotif/id_etablissement`
+    per EG of the answer's organisations, then `result` = how many [INFER: the profile's schema says only
+    xs:integer; PLATINES checks no value]."""
+    codes = await asyncio.to_thread(_notif_codes, response)
     async with xf.element(ns.qn(ns.ROR, ns.ROR_NOTIF_RESPONSE), nsmap={"ror": ns.ROR, "csd": ns.CSD}):
-        for organization in organizations:
-            entry = _notif_establishment(organization)
-            if entry is not None:
-                await xf.write(entry)
-                count += 1
-                if count % FLUSH_EVERY == 0:
-                    await xf.flush()
+        for count, code in enumerate(codes, 1):
+            async with xf.element(_tag("etablissementReponseNotif")):
+                identifier = {"code": code, "assigningAuthorityName": ns.OID_IDNATSTRUCT}
+                await xf.write(etree.Element(_tag("id_etablissement"), identifier, nsmap=_NSMAP))
+            if count % FLUSH_EVERY == 0:
+                await xf.flush()
         async with xf.element(_tag("result")):
-            await xf.write(str(count))
+            await xf.write(str(len(codes)))
 
 
 def document_to_bytes(document: CsdDocument) -> bytes:
