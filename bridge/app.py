@@ -52,8 +52,14 @@ from bridge.simulator.dataset import Dataset, generate_dataset
 from bridge.soap.addressing import Addressing
 from bridge.soap.envelope import content_type_for, response_action, stream_response
 from bridge.soap.faults import render_fault
-from bridge.soap.parser import guess_envelope, parse_message, read_body
-from bridge.soap.wsdl import render_wsdl, schema_file
+from bridge.soap.parser import (
+    guess_envelope,
+    is_profile_action,
+    is_profile_request,
+    parse_message,
+    read_body,
+)
+from bridge.soap.wsdl import WSDL_FILES, render_wsdl, schema_file
 from bridge.translate import Mappings, coverage_report, from_fhir_results, load_mappings
 
 log = logging.getLogger("bridge")
@@ -268,12 +274,14 @@ def create_app(settings: Settings) -> FastAPI:
         soap_action = request.headers.get("soapaction")
         envelope: Envelope = guess_envelope(content_type, soap_action)
         addressing: Addressing | None = None
+        profile = is_profile_action(content_type, soap_action)
         try:
             if region is not None:
                 mappings.region(region)  # an unknown region is refused before the body is read
             body = await read_body(request.stream(), settings.max_request_bytes)
             message = parse_message(body, content_type, soap_action)
             envelope, addressing = message.envelope, message.addressing
+            profile = profile or is_profile_request(message.body)
             csd_request = parse_request(message.body, region=region)
             response = await pipeline.run(csd_request)
             encapsulated = mappings.encapsulated(csd_request, message.envelope)
@@ -282,7 +290,7 @@ def create_app(settings: Settings) -> FastAPI:
                 log.warning("%s %s: %s", LogEvent.REQUEST_REFUSED, type(error).__name__, error.reason)
             else:  # a defect of the bridge: the client gets a generic reason, the log gets the traceback
                 log.exception("%s %s", LogEvent.UNEXPECTED_FAILURE, type(error).__name__)
-            fault, status, fault_type = render_fault(error, envelope, addressing)
+            fault, status, fault_type = render_fault(error, envelope, addressing, profile=profile)
             return Response(fault, status_code=status, media_type=fault_type)
         return StreamingResponse(
             stream_response(response, message, encapsulated=encapsulated),
@@ -294,14 +302,22 @@ def create_app(settings: Settings) -> FastAPI:
             return PlainTextResponse(
                 f"unknown region {region!r} (see mappings/regions.csv)\n", status_code=404
             )
-        if not any(key.lower() == "wsdl" for key in request.query_params):
+        wanted = [value for key, value in request.query_params.multi_items() if key.lower() == "wsdl"]
+        if not wanted:
             return PlainTextResponse(
-                "This is a CSD SOAP endpoint: POST ITI-73/ITI-74 requests here; the WSDL is at ?wsdl\n",
+                "This is a CSD SOAP endpoint: POST ITI-73/ITI-74 requests here; the WSDL is at ?wsdl "
+                "(IHE CSD) and ?wsdl=ror (the ROR v2.4 profile)\n",
+                status_code=404,
+            )
+        wsdl_file = WSDL_FILES.get(wanted[0].strip().lower())
+        if wsdl_file is None:
+            return PlainTextResponse(
+                f"no WSDL named {wanted[0]!r}: ?wsdl (IHE CSD), ?wsdl=ihe or ?wsdl=ror (ROR v2.4 profile)\n",
                 status_code=404,
             )
         service_url = str(request.url.replace(query=""))
         schema_base = f"{str(request.base_url).rstrip('/')}/csd/schemas/"
-        return Response(render_wsdl(service_url, schema_base), media_type=XSD_MEDIA_TYPE)
+        return Response(render_wsdl(service_url, schema_base, wsdl_file), media_type=XSD_MEDIA_TYPE)
 
     @app.post("/csd")
     async def csd_national(request: Request) -> Response:

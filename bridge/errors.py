@@ -10,6 +10,7 @@ Leaf module, importable by every part::
     │   ├── UnsupportedRequestError    Body child is not a CSD request, or a required part is missing
     │   ├── UnknownFunctionError       stored-function URN not in mappings/functions.yaml
     │   ├── InvalidParameterError      a requestParams value the function cannot use
+    │   ├── UnknownEntityError         a ROR v2.4 reading names an entity that does not exist
     │   ├── UnknownRegionError         /csd/{region} not in mappings/regions.csv
     │   ├── MustUnderstandError        header block with mustUnderstand="1" we do not process
     │   └── VersionMismatchError       unknown SOAP envelope namespace
@@ -65,6 +66,15 @@ class UnknownFunctionError(SenderError):
 
 class InvalidParameterError(SenderError):
     pass
+
+
+class UnknownEntityError(SenderError):
+    """The ROR v2.4 profile's readings name one entity: none found is the client's error, not an empty
+    answer."""
+
+    def __init__(self, what: str, identifier: str) -> None:
+        super().__init__(f"no {what} with identifier {identifier!r}")
+        self.identifier = identifier
 
 
 class UnknownRegionError(SenderError):

@@ -25,6 +25,7 @@ class Transaction(StrEnum):
 
     CARE_SERVICES = "ITI-73"  # careServicesRequest (stored functions)
     MODIFICATIONS = "ITI-74"  # getModificationsRequest
+    ROR_NOTIF = "TR-Notif"  # the ROR v2.4 profile's TR-Notif-ListeEtablissementsMajApresDate operation
 
 
 class RequestForm(StrEnum):
@@ -34,6 +35,7 @@ class RequestForm(StrEnum):
     FUNCTION_URN_2014 = "2014 function/@urn + requestParams"
     ROOT_URN_2016 = "2016 careServicesRequest/@urn + requestParams"
     MODIFICATIONS = "getModificationsRequest"
+    ROR_PROFILE = "ROR v2.4 profile (TR_Lecture function child, TR-Notif operation)"
 
 
 class Envelope(StrEnum):
@@ -98,6 +100,9 @@ class CsdRequest:
     last_modified: datetime | None = None  # ITI-74 only
     request_id: str | None = None  # 2016 careServicesRequest/@id
     region: str | None = None  # legacy regional endpoint the request was posted to
+    # ROR v2.4 profile: the element naming the function (a TR_Lecture child of csd:function, or the TR-Notif
+    # operation's root element); functions.yaml `official` maps it (with function_urn) to a stored function.
+    selector: str | None = None
 
 
 # --------------------------------------------------------------------------------------------------

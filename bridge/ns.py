@@ -35,3 +35,21 @@ def qn(namespace: str, local: str) -> str:
 
 # Namespace of the bridge's own SOAP fault subcodes and fault detail elements.
 FAULT: Final = "urn:ror:csd:fault"
+
+# The official ROR CSD v2.4 profile (ANS, shared/reference/ror-v24/): the WSDL's target namespace (the
+# TR-Notif operation's root elements and `erreur`), its soapActions, and the URN of its reading function.
+ROR: Final = "urn:asip:ror:2015"
+ACTION_ROR_SEARCH: Final = "urn:asip:ror:2015:stored-function:ror-search"
+ACTION_ROR_UPDATE: Final = "urn:asip:ror:2015:stored-function:ror-update"
+ROR_READ_URN: Final = "urn:asip:ror:lecture:offreSoinEtablissement:2017"
+# WS-Addressing 1.0 Metadata §4.4.4 default action of the TR-Notif operation's output (the WSDL names none).
+ACTION_ROR_NOTIF_RESPONSE: Final = (
+    "urn:asip:ror:2015/CareServicesRequest_PortType/TR-Notif-ListeEtablissementsMajApresDate_DemandeResponse"
+)
+# The profile's request and answer elements (TR_Lecture children of csd:function; TR-Notif roots in ns.ROR).
+ROR_READ_ESTABLISHMENT: Final = "TR_Lecture-OffresSanteEtablissement"
+ROR_READ_INTERNAL_ORGANIZATION: Final = "TR_Lecture-OffreSanteOrganisationInterne"
+ROR_NOTIF_REQUEST: Final = "TR-Notif-ListeEtablissementsMajApresDate_Demande"
+ROR_NOTIF_RESPONSE: Final = "TR-Notif-ListeEtablissementMajApresDate_Reponse"
+# Assigning authority of the idNatStruct (the profile's id_etablissement, PLATINES validation_identifiants).
+OID_IDNATSTRUCT: Final = "1.2.250.1.71.4.2.2"

@@ -11,6 +11,8 @@ import logging
 import time
 from enum import StrEnum
 
+from bridge import ns
+from bridge.errors import UnknownEntityError
 from bridge.fhir.client import FhirClient
 from bridge.model import (
     CsdDocument,
@@ -32,6 +34,13 @@ class LogEvent(StrEnum):
     """What the pipeline logs (house style: events are enum members, never free text)."""
 
     TRANSACTION_DONE = "transaction-done"
+
+
+# What a ROR v2.4 profile reading names, for the "not found" error.
+_PROFILE_ENTITIES = {
+    ns.ROR_READ_ESTABLISHMENT: "establishment (id_etablissement)",
+    ns.ROR_READ_INTERNAL_ORGANIZATION: "internal organisation (organisationID)",
+}
 
 
 class Pipeline:
@@ -82,6 +91,11 @@ class Pipeline:
             # The other queries were cancelled; the first failure is the one the client is told about.
             raise failures.exceptions[0] from None
         results: list[SearchResult] = [task.result() for task in tasks]
+        if request.selector is not None and results and not results[0].matches:
+            # The profile's readings name one establishment or internal organisation (its first query).
+            code = request.params.other_ids[0].code if request.params.other_ids else ""
+            what = _PROFILE_ENTITIES.get(request.selector, request.selector)
+            raise UnknownEntityError(what, code)
         # start/max on the national API's matches when it answered every parameter; else, after mapping, the
         # IHE filters it cannot answer, then start/max; and the function's `post` step (translate/select.py).
         results = page_upstream(spec, request.params, results)

@@ -90,3 +90,19 @@ def entity_ids(document: bytes) -> dict[Directory, list[str]]:
         assert element is not None, f"{directory.value} is missing"
         found[directory] = [str(child.get("entityID")) for child in element]
     return found
+
+
+def answer_csd(answer: etree._Element) -> etree._Element:
+    """The one CSD of an answer: `csd:CSD` (bare, ITI-74), or the ROR v2.4 profile's
+    `careServicesResponse/result/queryResult` (of type CSD) as a standalone `csd:CSD` copy, so that it
+    validates as a document."""
+    found = answer.xpath("//csd:CSD | //csd:queryResult", namespaces={"csd": ns.CSD})
+    assert isinstance(found, list)
+    assert len(found) == 1, f"{len(found)} CSD documents in the answer"
+    element = found[0]
+    assert isinstance(element, etree._Element)
+    if etree.QName(element).localname == "CSD":
+        return element
+    copy = etree.fromstring(etree.tostring(element))
+    copy.tag = ns.qn(ns.CSD, "CSD")
+    return copy

@@ -116,3 +116,22 @@ def test_the_whole_catalogue_passes_against_the_demo_bridge(bridge_url: str) -> 
     assert done.returncode == 0, done.stdout + done.stderr
     scenarios = load_scenarios()
     assert f"{len(scenarios)} scenarios: {len(scenarios)} passed, 0 failed, 0 skipped" in done.stdout
+
+
+def test_the_erreur_check_fails_on_another_code_or_none(bridge_url: str, tmp_path: Path) -> None:
+    catalogue = yaml.safe_load(SCENARIOS.read_text("utf-8"))
+    other = dict(
+        next(s for s in catalogue["scenarios"] if s["name"] == "error-ror-profile-notif-without-date")
+    )
+    other["name"] = "notif-erreur-with-another-code"
+    other["expect"] = {"status": 400, "erreur": 999}
+    plain = dict(next(s for s in catalogue["scenarios"] if s["name"] == "error-start-zero"))
+    plain["name"] = "ihe-fault-has-no-erreur"
+    plain["expect"] = {"status": 400, "erreur": 106}
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"scenarios": [other, plain]}), "utf-8")
+    done = cli("selftest", "--target", bridge_url, "--scenarios", str(tmp_path / "mine.yaml"))
+    assert done.returncode == 1
+    row = next(line for line in done.stdout.splitlines() if line.startswith(other["name"]))
+    assert "erreur @code '106', expected 999" in row
+    row = next(line for line in done.stdout.splitlines() if line.startswith(plain["name"]))
+    assert "erreur @code '(none)', expected 106" in row

@@ -19,7 +19,7 @@ import httpx
 import yaml
 from lxml import etree
 
-from bridge.ns import CSD
+from bridge.ns import CSD, ROR, ROR_NOTIF_REQUEST
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios.yaml"
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
@@ -27,7 +27,7 @@ SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 WSA = "http://www.w3.org/2005/08/addressing"
 FAULT = "urn:ror:csd:fault"
 ACTION = "urn:ihe:iti:csd:2013:GetCareServicesRequest"
-NS = {"csd": CSD, "s12": SOAP12, "s11": SOAP11, "wsa": WSA, "f": FAULT}
+NS = {"csd": CSD, "s12": SOAP12, "s11": SOAP11, "wsa": WSA, "f": FAULT, "ror": ROR}
 DIRECTORIES = ("organizationDirectory", "serviceDirectory", "facilityDirectory", "providerDirectory")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -47,6 +47,7 @@ class Scenario:
     request: str  # the careServicesRequest, with {placeholders} of captured values
     expect: Mapping[str, Any]
     capture: Mapping[str, str] = field(default_factory=dict)  # name → XPath 1.0 (string result)
+    action: str = ACTION  # the SOAP action sent (the ROR v2.4 profile's: ror-search, ror-update)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,18 @@ class CatalogueError(ValueError):
     """The scenario file is not a valid catalogue (names the scenario and the problem)."""
 
 
-_EXPECT_KEYS = {"status", "fault", "root", "directories", "min", "max", "empty", "entity", "relates_to"}
+_EXPECT_KEYS = {
+    "status",
+    "fault",
+    "root",
+    "directories",
+    "min",
+    "max",
+    "empty",
+    "entity",
+    "relates_to",
+    "erreur",
+}
 
 
 def load_scenarios(path: Path = SCENARIOS) -> list[Scenario]:
@@ -80,8 +92,12 @@ def load_scenarios(path: Path = SCENARIOS) -> list[Scenario]:
         if unknown:
             raise CatalogueError(f"{path}: {name}: unknown checks {sorted(unknown)}")
         request = item.get("request")
-        if not isinstance(request, str) or "careServicesRequest" not in request:
-            raise CatalogueError(f"{path}: {name}: request must be a careServicesRequest")
+        if not isinstance(request, str) or not any(
+            root in request for root in ("careServicesRequest", ROR_NOTIF_REQUEST)
+        ):
+            raise CatalogueError(
+                f"{path}: {name}: request must be a careServicesRequest or a {ROR_NOTIF_REQUEST}"
+            )
         scenarios.append(
             Scenario(
                 name=name,
@@ -91,22 +107,23 @@ def load_scenarios(path: Path = SCENARIOS) -> list[Scenario]:
                 request=request.strip(),
                 expect=expect,
                 capture=item.get("capture") or {},
+                action=str(item.get("action") or ACTION),
             )
         )
     return scenarios
 
 
-def _wrap(envelope: str, body: str, message_id: str) -> tuple[bytes, dict[str, str]]:
+def _wrap(envelope: str, body: str, message_id: str, action: str = ACTION) -> tuple[bytes, dict[str, str]]:
     if envelope == "soap12":
         xml = (
             f'<s:Envelope xmlns:s="{SOAP12}" xmlns:wsa="{WSA}"><s:Header>'
-            f'<wsa:Action s:mustUnderstand="1">{ACTION}</wsa:Action>'
+            f'<wsa:Action s:mustUnderstand="1">{action}</wsa:Action>'
             f"<wsa:MessageID>{message_id}</wsa:MessageID></s:Header><s:Body>{body}</s:Body></s:Envelope>"
         )
-        return xml.encode(), {"Content-Type": f'application/soap+xml; charset=utf-8; action="{ACTION}"'}
+        return xml.encode(), {"Content-Type": f'application/soap+xml; charset=utf-8; action="{action}"'}
     if envelope == "soap11":
         xml = f'<s:Envelope xmlns:s="{SOAP11}"><s:Body>{body}</s:Body></s:Envelope>'
-        return xml.encode(), {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{ACTION}"'}
+        return xml.encode(), {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{action}"'}
     return body.encode(), {"Content-Type": "application/xml; charset=utf-8"}
 
 
@@ -136,7 +153,11 @@ def _check(scenario: Scenario, response: httpx.Response, message_id: str) -> lis
         if etree.QName(first).localname != expect["root"]:
             problems.append(f"answer element {etree.QName(first).localname}, expected {expect['root']}")
     if expect.get("directories"):
-        missing = [d for d in DIRECTORIES if not root.xpath(f"count(//csd:CSD/csd:{d})", namespaces=NS)]
+        missing = [
+            d
+            for d in DIRECTORIES
+            if not root.xpath(f"count(//*[self::csd:CSD or self::csd:queryResult]/csd:{d})", namespaces=NS)
+        ]
         if missing:
             problems.append(f"directories missing: {', '.join(missing)}")
     for directory, bound in (expect.get("min") or {}).items():
@@ -152,8 +173,14 @@ def _check(scenario: Scenario, response: httpx.Response, message_id: str) -> lis
             problems.append(f"{directory} is not empty")
     if "entity" in expect:
         wanted = expect["entity"]
-        if not root.xpath("//csd:CSD/*/*[@entityID=$wanted]", namespaces=NS, wanted=wanted):
+        if not root.xpath(
+            "//*[self::csd:CSD or self::csd:queryResult]/*/*[@entityID=$wanted]", namespaces=NS, wanted=wanted
+        ):
             problems.append(f"entity {wanted} is not in the answer")
+    if "erreur" in expect:
+        code = root.xpath("string(//ror:erreur/@code)", namespaces=NS)
+        if code != str(expect["erreur"]):
+            problems.append(f"the profile's erreur @code {code or '(none)'!r}, expected {expect['erreur']!r}")
     if expect.get("relates_to"):
         relates = root.xpath("string(//wsa:RelatesTo)", namespaces=NS)
         if relates != message_id:
@@ -163,7 +190,7 @@ def _check(scenario: Scenario, response: httpx.Response, message_id: str) -> lis
 
 def _count(root: etree._Element, directory: str) -> int:
     """Records in one directory of the answer's csd:CSD (0 when it is absent)."""
-    value = root.xpath(f"count(//csd:CSD/csd:{directory}/*)", namespaces=NS)
+    value = root.xpath(f"count(//*[self::csd:CSD or self::csd:queryResult]/csd:{directory}/*)", namespaces=NS)
     return int(value) if isinstance(value, float) else 0
 
 
@@ -206,7 +233,7 @@ def run_scenarios(
                 result = Result(scenario, Outcome.SKIPPED, f"nothing captured for {needed}")
             else:
                 message_id = f"urn:uuid:{uuid.uuid4()}"
-                body, headers = _wrap(scenario.envelope, request, message_id)
+                body, headers = _wrap(scenario.envelope, request, message_id, scenario.action)
                 try:
                     response = client.post(target, content=body, headers=headers)
                 except httpx.HTTPError as error:

@@ -243,6 +243,114 @@ def _params(container: etree._Element | None) -> RequestParams:
     )
 
 
+# ---------------------------------------------------------------------------------------------------
+# The official ROR v2.4 profile (shared/reference/ror-v24/): TR_Lecture children of csd:function and the
+# TR-Notif operation. Their parameters keep the profile's names in RequestParams.extra (functions.yaml
+# declares them); the identifier goes to other_ids like an IHE otherID.
+
+# PLATINES's own TR-Notif default dateRef is "2018-05-30T7:00:00": a one-digit hour is read as two.
+_ONE_DIGIT_HOUR = re.compile(r"(T)(\d)(:)")
+
+
+def _profile_datetime(element: etree._Element, where: str) -> str | None:
+    """An xs:dateTime parameter of the profile, as an ISO 8601 string (None when empty)."""
+    text = _text(element)
+    if text is None:
+        return None
+    try:
+        value = parse_xs_datetime(text)
+    except ValueError:
+        try:
+            value = parse_xs_datetime(_ONE_DIGIT_HOUR.sub(r"\g<1>0\g<2>\g<3>", text, count=1))
+        except ValueError:
+            raise InvalidParameterError(f"{where} must be an xs:dateTime, got {text!r}") from None
+    return value.isoformat()
+
+
+def _profile_id(element: etree._Element, where: str) -> OtherID:
+    code = _attr(element, "code") or _text(element)
+    if code is None:
+        raise InvalidParameterError(f"{where}/@code is required (the national identifier)")
+    return OtherID(code=code, assigning_authority_name=_attr(element, "assigningAuthorityName") or "")
+
+
+def _profile_params(container: etree._Element, where: str, identifier: str | None) -> RequestParams:
+    """The children of etablissementDemandeLecture / TR_Lecture-OffreSanteOrganisationInterne / params.
+
+    `identifier` names the identifier element (required when given); dateRef, typeActivity, supportedPatient
+    and restrictedOrganisation are kept under their profile names. Any other element is refused: the
+    parameters combine with AND, ignoring one would widen the answer.
+    """
+    other_ids: list[OtherID] = []
+    extra: list[tuple[str, str]] = []
+    for child in _children(container):
+        local = _local(child)
+        if identifier is not None and local == identifier:
+            other_ids.append(_profile_id(child, f"{where}/{local}"))
+        elif local == "dateRef":
+            when = _profile_datetime(child, f"{where}/dateRef")
+            if when is not None:
+                extra.append(("dateRef", when))
+        elif local in ("typeActivity", "supportedPatient"):
+            code = _attr(child, "code")
+            if code is None:
+                raise InvalidParameterError(f"{where}/{local}/@code is required")
+            extra.append((local, code))
+        elif local == "restrictedOrganisation" and identifier == "id_etablissement":
+            value = _text(child)
+            if value is not None:
+                flag = _xs_boolean(value, f"{where}/restrictedOrganisation")
+                extra.append(("restrictedOrganisation", "true" if flag else "false"))
+        else:
+            raise InvalidParameterError(f"{where} does not accept {local!r}")
+    if identifier is not None and len(other_ids) != 1:
+        raise InvalidParameterError(f"{where} needs exactly one {identifier} (got {len(other_ids)})")
+    return RequestParams(other_ids=tuple(other_ids), extra=tuple(extra))
+
+
+def _profile_read(function: etree._Element, child: etree._Element, region: str | None) -> CsdRequest:
+    """function[@urn]/TR_Lecture-OffresSanteEtablissement or TR_Lecture-OffreSanteOrganisationInterne."""
+    selector = _local(child)
+    if selector == ns.ROR_READ_ESTABLISHMENT:
+        container = _child(child, "etablissementDemandeLecture")
+        if container is None:
+            raise InvalidParameterError(f"{selector} has no etablissementDemandeLecture")
+        params = _profile_params(container, f"{selector}/etablissementDemandeLecture", "id_etablissement")
+    else:
+        params = _profile_params(child, selector, "organisationID")
+    return CsdRequest(
+        transaction=Transaction.CARE_SERVICES,
+        form=RequestForm.ROR_PROFILE,
+        function_urn=_attr(function, "urn"),
+        encapsulated=_encapsulated(function),
+        params=params,
+        region=region,
+        selector=selector,
+    )
+
+
+def _profile_notif(root: etree._Element, region: str | None) -> CsdRequest:
+    """TR-Notif-ListeEtablissementsMajApresDate_Demande/params: dateRef (required), typeActivity*,
+    supportedPatient*."""
+    params_element = _child(root, "params")
+    where = f"{ns.ROR_NOTIF_REQUEST}/params"
+    if params_element is None:
+        raise InvalidParameterError(f"{ns.ROR_NOTIF_REQUEST} has no params element")
+    params = _profile_params(params_element, where, None)
+    if not any(name == "dateRef" for name, _ in params.extra):
+        raise InvalidParameterError(f"{where}/dateRef is required (xs:dateTime)")
+    return CsdRequest(
+        transaction=Transaction.ROR_NOTIF,
+        form=RequestForm.ROR_PROFILE,
+        params=params,
+        region=region,
+        selector=ns.ROR_NOTIF_REQUEST,
+    )
+
+
+_PROFILE_READS = frozenset({ns.ROR_READ_ESTABLISHMENT, ns.ROR_READ_INTERNAL_ORGANIZATION})
+
+
 def _care_services(root: etree._Element, region: str | None) -> CsdRequest:
     """ITI-73: the 2016 root @urn form, else the 2014 function/@urn, else the 2013 function/@uuid form."""
     if root.get("urn") is not None:
@@ -260,6 +368,9 @@ def _care_services(root: etree._Element, region: str | None) -> CsdRequest:
         )
     function = _child(root, "function")
     if function is not None:
+        first = next(_children(function), None)
+        if first is not None and _local(first) in _PROFILE_READS:
+            return _profile_read(function, first, region)
         urn = _attr(function, "urn")
         uuid = _attr(function, "uuid")
         if urn is not None:
@@ -320,12 +431,14 @@ def parse_request(body: etree._Element, *, region: str | None = None) -> CsdRequ
     namespace; children are matched by local name.
     """
     name = etree.QName(body)
+    if name.namespace == ns.ROR and name.localname == ns.ROR_NOTIF_REQUEST:
+        return _profile_notif(body, region)
     if name.namespace in (ns.CSD, None):
         if name.localname == "careServicesRequest":
             return _care_services(body, region)
         if name.localname == "getModificationsRequest":
             return _modifications(body, region)
     raise UnsupportedRequestError(
-        f"unsupported request element {body.tag}: expected csd:careServicesRequest (ITI-73) or "
-        "csd:getModificationsRequest (ITI-74)"
+        f"unsupported request element {body.tag}: expected csd:careServicesRequest (ITI-73), "
+        f"csd:getModificationsRequest (ITI-74) or {{{ns.ROR}}}{ns.ROR_NOTIF_REQUEST} (ROR v2.4 profile)"
     )

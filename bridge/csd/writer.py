@@ -55,6 +55,7 @@ __all__ = [
     "document_to_bytes",
     "element_bytes",
     "facility_element",
+    "facility_number",
     "organization_element",
     "provider_element",
     "service_element",
@@ -419,14 +420,15 @@ def _directories(document: CsdDocument) -> Iterator[tuple[str, Iterator[etree._E
     yield _tag(Directory.PROVIDER), _lazy(document.providers, provider_element)
 
 
-async def write_csd(xf: Any, document: CsdDocument) -> None:
+async def write_csd(xf: Any, document: CsdDocument, tag: str = "CSD") -> None:
     """Write one `csd:CSD` element into an open async `etree.xmlfile` context, one record at a time.
 
     All four directories are always written, possibly empty. The output is flushed every
-    `FLUSH_EVERY` records so that the sink receives the document in chunks.
+    `FLUSH_EVERY` records so that the sink receives the document in chunks. `tag`: the element's local
+    name (`queryResult`, of type CSD, in the ROR v2.4 profile's encapsulated answer).
     """
     written = 0
-    async with xf.element(_tag("CSD"), nsmap=_NSMAP):
+    async with xf.element(_tag(tag), nsmap=_NSMAP):
         for directory, elements in _directories(document):
             async with xf.element(directory):
                 for element in elements:
@@ -436,42 +438,140 @@ async def write_csd(xf: Any, document: CsdDocument) -> None:
                         await xf.flush()
 
 
+# The ROR v2.4 profile's `result/facilityNumber` counts the unités élémentaires: PLATINES RG_ALIM_019 checks
+# it equals count(//facility/codedType[@code="4"]) (TRE_R207 "4" = unité élémentaire).
+UNIT_CODE: Final = "4"
+
+
+def facility_number(document: CsdDocument) -> int:
+    """`facilityNumber` of an answer: its facilities' codedType elements with code 4, as PLATINES counts."""
+    return sum(1 for f in document.facilities for coded in f.coded_types if coded.code == UNIT_CODE)
+
+
+def _spooled_elements(directories: BinaryIO, local: str) -> Iterator[etree._Element]:
+    """Each `csd:{local}` directory entry of a pre-written answer file (CsdResponse.directories), parsed one
+    at a time (flat memory: each is cleared once the caller moved on). Leaves the file at its end."""
+    parser = etree.XMLPullParser(events=("end",), resolve_entities=False, no_network=True)
+    wanted = _tag(local)
+    parser.feed(f'<spool xmlns:csd="{ns.CSD}">'.encode())
+    directories.seek(0)
+    done = False
+    while not done:
+        chunk = directories.read(COPY_CHUNK)
+        if chunk:
+            parser.feed(chunk)
+        else:
+            parser.feed(b"</spool>")
+            done = True
+        for _, event_item in parser.read_events():
+            if not isinstance(event_item, etree._Element):
+                continue  # only "end" events are asked for: always elements
+            element = event_item
+            parent = element.getparent()
+            if parent is None or not etree.QName(parent).localname.endswith("Directory"):
+                continue  # inside an entry (cleared with it), a directory, or the wrapper
+            if element.tag == wanted:
+                yield element
+            element.clear()  # every entry, wanted or not: the tree never holds more than one
+            while element.getprevious() is not None:
+                del parent[0]
+    parser.close()
+
+
+def _spooled_facility_number(directories: BinaryIO) -> int:
+    return sum(
+        1
+        for facility in _spooled_elements(directories, "facility")
+        for coded in facility.iterfind(_tag("codedType"))
+        if coded.get("code") == UNIT_CODE
+    )
+
+
 async def write_response_body(xf: Any, response: CsdResponse, *, encapsulated: bool) -> None:
     """Write what goes in the SOAP Body (or the whole bare answer) for one request.
 
-    ITI-73: `careServicesResponse/result/CSD` when `encapsulated`, the bare `CSD` otherwise.
+    ITI-73: `careServicesResponse/result` with `facilityNumber` and `queryResult` (a CSD), the ROR v2.4
+    profile's `Result`, when `encapsulated`; the bare `CSD` otherwise.
     ITI-74: `getModificationsResponse/CSD` (`encapsulated` does not apply).
+    TR-Notif: the profile's `TR-Notif-ListeEtablissementMajApresDate_Reponse`.
     """
     if response.request.transaction == Transaction.MODIFICATIONS:
         async with xf.element(_tag("getModificationsResponse"), nsmap=_NSMAP):
             await _write_answer(xf, response)
+    elif response.request.transaction == Transaction.ROR_NOTIF:
+        await _write_notif(xf, response)
     elif encapsulated:
         # The stored functions answer XML: content-type as OpenInfoMan writes it (csd-wire-format §3.5).
+        if response.directories is not None:
+            units = await asyncio.to_thread(_spooled_facility_number, response.directories)
+        else:
+            units = facility_number(response.document)
         async with (
             xf.element(_tag("careServicesResponse"), {"content-type": "text/xml"}, nsmap=_NSMAP),
             xf.element(_tag("result")),
         ):
-            await _write_answer(xf, response)
+            async with xf.element(_tag("facilityNumber")):
+                await xf.write(str(units))
+            await _write_answer(xf, response, "queryResult")
     else:
         await _write_answer(xf, response)
 
 
-async def _write_answer(xf: Any, response: CsdResponse) -> None:
-    """The `csd:CSD` of a response: its pre-written directories (a delta answer), else its document."""
+async def _write_answer(xf: Any, response: CsdResponse, tag: str = "CSD") -> None:
+    """The `csd:CSD` (or `tag`) of a response: its pre-written directories (a delta answer), else its
+    document."""
     if response.directories is not None:
-        await _copy_directories(xf, response.directories)
+        await _copy_directories(xf, response.directories, tag)
     else:
-        await write_csd(xf, response.document)
+        await write_csd(xf, response.document, tag)
 
 
-async def _copy_directories(xf: Any, directories: BinaryIO) -> None:
+async def _copy_directories(xf: Any, directories: BinaryIO, tag: str = "CSD") -> None:
     """A `csd:CSD` element whose four directories were written beforehand to a file (CsdResponse.directories):
     lxml writes the CSD tags, the file's bytes go in between as they are, through `xf.write_raw` (the edge's
     writer, soap/envelope.py: it flushes lxml's buffer first, so the order is kept)."""
-    async with xf.element(_tag("CSD"), nsmap=_NSMAP):
+    async with xf.element(_tag(tag), nsmap=_NSMAP):
         directories.seek(0)
         while chunk := await asyncio.to_thread(directories.read, COPY_CHUNK):
             await xf.write_raw(chunk)
+
+
+def _notif_code(organization: etree._Element) -> str | None:
+    """The idNatStruct (ns.OID_IDNATSTRUCT, PLATINES validation_identifiants) of an EG of the answer (an
+    organisation with a parent); None for an EJ or an organisation without idNatStruct."""
+    if organization.find(_tag("parent")) is None:
+        return None
+    for other in organization.iterfind(_tag("otherID")):
+        code = other.get("code")
+        if other.get("assigningAuthorityName") == ns.OID_IDNATSTRUCT and code:
+            return code
+    return None
+
+
+def _notif_codes(response: CsdResponse) -> list[str]:
+    """The idNatStruct of every EG of an answer, in answer order; read from its spool at flat memory (one
+    string per EG is kept), in a worker thread so that the event loop is not held by the parse."""
+    if response.directories is not None:
+        organizations: Iterable[etree._Element] = _spooled_elements(response.directories, "organization")
+    else:
+        organizations = _lazy(response.document.organizations, organization_element)
+    return [code for code in map(_notif_code, organizations) if code is not None]
+
+
+async def _write_notif(xf: Any, response: CsdResponse) -> None:
+    """`TR-Notif-ListeEtablissementMajApresDate_Reponse`: one `etablissementReponseNotif/id_etablissement`
+    per EG of the answer's organisations, then `result` = how many [INFER: the profile's schema says only
+    xs:integer; PLATINES checks no value]."""
+    codes = await asyncio.to_thread(_notif_codes, response)
+    async with xf.element(ns.qn(ns.ROR, ns.ROR_NOTIF_RESPONSE), nsmap={"ror": ns.ROR, "csd": ns.CSD}):
+        for count, code in enumerate(codes, 1):
+            async with xf.element(_tag("etablissementReponseNotif")):
+                identifier = {"code": code, "assigningAuthorityName": ns.OID_IDNATSTRUCT}
+                await xf.write(etree.Element(_tag("id_etablissement"), identifier, nsmap=_NSMAP))
+            if count % FLUSH_EVERY == 0:
+                await xf.flush()
+        async with xf.element(_tag("result")):
+            await xf.write(str(len(codes)))
 
 
 def document_to_bytes(document: CsdDocument) -> bytes:

@@ -29,6 +29,9 @@ def response_action(request: CsdRequest) -> str:
     """The wsa:Action of the answer (csd-wire-format §2, "SOAP / WS-Addressing actions")."""
     if request.transaction is Transaction.MODIFICATIONS:
         return ns.ACTION_ITI74_RESPONSE
+    if request.transaction is Transaction.ROR_NOTIF:
+        # The ROR v2.4 WSDL declares no wsam:Action: WS-Addressing's default action of its output.
+        return ns.ACTION_ROR_NOTIF_RESPONSE
     return ns.ACTION_ITI73_RESPONSE
 
 

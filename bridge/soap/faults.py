@@ -22,6 +22,7 @@ from bridge.errors import (
     ReceiverError,
     RequestTooLargeError,
     SenderError,
+    UnknownEntityError,
     UnknownFunctionError,
     UnknownRegionError,
     UnsupportedMediaTypeError,
@@ -53,7 +54,9 @@ INTERNAL_REASON = "internal error in the bridge; the request may be retried late
 
 @dataclass(frozen=True)
 class FaultSpec:
-    """How one error class is reported: SOAP 1.2 Code, our Subcode (local name in ns.FAULT), HTTP status.
+    """How one error class is reported: SOAP 1.2 Code, our Subcode (local name in ns.FAULT), HTTP status, and
+    the `@code` of the ROR v2.4 profile's `erreur` (the bridge's own numbers: the profile publishes none;
+    1xx the request, 2xx the national API or the mapping, 500 a defect).
 
     `http_status` is the SOAP 1.2 status (400 Sender, 500 Receiver); SOAP 1.1 faults always use 500.
     """
@@ -61,6 +64,7 @@ class FaultSpec:
     code: FaultCode
     subcode: str
     http_status: int
+    number: int
 
 
 _SENDER = 400
@@ -71,27 +75,28 @@ _RECEIVER = 500
 # and architecture decision). Note: SOAP 1.2 part 2 §7.5.2.2 suggests 500 for these two codes; change
 # the status here if a client needs it.
 _SPECS: dict[type[BaseException], FaultSpec] = {
-    RequestTooLargeError: FaultSpec("Sender", "RequestTooLarge", _SENDER),
-    MalformedXmlError: FaultSpec("Sender", "MalformedXml", _SENDER),
-    UnsupportedMediaTypeError: FaultSpec("Sender", "UnsupportedMediaType", _SENDER),
-    UnsupportedRequestError: FaultSpec("Sender", "UnsupportedRequest", _SENDER),
-    UnknownFunctionError: FaultSpec("Sender", "UnknownStoredFunction", _SENDER),
-    InvalidParameterError: FaultSpec("Sender", "InvalidParameter", _SENDER),
-    UnknownRegionError: FaultSpec("Sender", "UnknownRegion", _SENDER),
+    RequestTooLargeError: FaultSpec("Sender", "RequestTooLarge", _SENDER, 103),
+    MalformedXmlError: FaultSpec("Sender", "MalformedXml", _SENDER, 101),
+    UnsupportedMediaTypeError: FaultSpec("Sender", "UnsupportedMediaType", _SENDER, 102),
+    UnsupportedRequestError: FaultSpec("Sender", "UnsupportedRequest", _SENDER, 104),
+    UnknownFunctionError: FaultSpec("Sender", "UnknownStoredFunction", _SENDER, 105),
+    InvalidParameterError: FaultSpec("Sender", "InvalidParameter", _SENDER, 106),
+    UnknownEntityError: FaultSpec("Sender", "UnknownEntity", _SENDER, 110),
+    UnknownRegionError: FaultSpec("Sender", "UnknownRegion", _SENDER, 107),
     # SOAP 1.2 part 2 §7.5.2.2 (table 20): only env:Sender maps to 400; env:MustUnderstand and
     # env:VersionMismatch map to 500 like env:Receiver.
-    MustUnderstandError: FaultSpec("MustUnderstand", "HeaderNotUnderstood", _RECEIVER),
-    VersionMismatchError: FaultSpec("VersionMismatch", "UnsupportedEnvelope", _RECEIVER),
-    SenderError: FaultSpec("Sender", "BadRequest", _SENDER),
-    UpstreamUnavailableError: FaultSpec("Receiver", "UpstreamUnavailable", _RECEIVER),
-    UpstreamStatusError: FaultSpec("Receiver", "UpstreamStatus", _RECEIVER),
-    UpstreamProtocolError: FaultSpec("Receiver", "UpstreamProtocol", _RECEIVER),
-    IncompleteResultError: FaultSpec("Receiver", "IncompleteResult", _RECEIVER),
-    UpstreamError: FaultSpec("Receiver", "UpstreamFailed", _RECEIVER),
-    MappingError: FaultSpec("Receiver", "MappingFailed", _RECEIVER),
-    ReceiverError: FaultSpec("Receiver", "ReceiverFailed", _RECEIVER),
+    MustUnderstandError: FaultSpec("MustUnderstand", "HeaderNotUnderstood", _RECEIVER, 108),
+    VersionMismatchError: FaultSpec("VersionMismatch", "UnsupportedEnvelope", _RECEIVER, 109),
+    SenderError: FaultSpec("Sender", "BadRequest", _SENDER, 100),
+    UpstreamUnavailableError: FaultSpec("Receiver", "UpstreamUnavailable", _RECEIVER, 201),
+    UpstreamStatusError: FaultSpec("Receiver", "UpstreamStatus", _RECEIVER, 202),
+    UpstreamProtocolError: FaultSpec("Receiver", "UpstreamProtocol", _RECEIVER, 203),
+    IncompleteResultError: FaultSpec("Receiver", "IncompleteResult", _RECEIVER, 204),
+    UpstreamError: FaultSpec("Receiver", "UpstreamFailed", _RECEIVER, 200),
+    MappingError: FaultSpec("Receiver", "MappingFailed", _RECEIVER, 205),
+    ReceiverError: FaultSpec("Receiver", "ReceiverFailed", _RECEIVER, 299),
 }
-_INTERNAL = FaultSpec("Receiver", "InternalError", _RECEIVER)
+_INTERNAL = FaultSpec("Receiver", "InternalError", _RECEIVER, 500)
 
 _SOAP11_CODES: dict[FaultCode, str] = {
     "Sender": "Client",
@@ -127,6 +132,8 @@ def _detail_items(error: BaseException) -> list[tuple[str, str]]:
         items.append(("functionUrn", error.urn))
     elif isinstance(error, UnknownRegionError):
         items.append(("region", error.region))
+    elif isinstance(error, UnknownEntityError):
+        items.append(("identifier", error.identifier))
     elif isinstance(error, MustUnderstandError):
         items.append(("header", error.header))
     elif isinstance(error, VersionMismatchError):
@@ -138,8 +145,20 @@ def _detail_items(error: BaseException) -> list[tuple[str, str]]:
     return items
 
 
-def _append_detail(parent: etree._Element, tag: str, spec: FaultSpec, error: BaseException) -> None:
+def _append_detail(
+    parent: etree._Element, tag: str, spec: FaultSpec, error: BaseException, profile: bool
+) -> None:
     detail = etree.SubElement(parent, tag)
+    if profile:
+        # The ROR v2.4 WSDL's fault message: element `erreur` (urn:asip:ror:2015) of type csd:error, the
+        # reason as text, @code the number, @message the subcode.
+        erreur = etree.SubElement(
+            detail,
+            ns.qn(ns.ROR, "erreur"),
+            {"code": str(spec.number), "message": spec.subcode},
+            nsmap={"ror": ns.ROR},
+        )
+        erreur.text = fault_reason(error)
     entry = etree.SubElement(detail, ns.qn(ns.FAULT, "error"), {"subcode": spec.subcode})
     for local, text in _detail_items(error):
         etree.SubElement(entry, ns.qn(ns.FAULT, local)).text = text
@@ -160,7 +179,9 @@ def _split_clark(name: str) -> tuple[str | None, str]:
     return None, name
 
 
-def _soap12_fault(error: BaseException, spec: FaultSpec, request: Addressing | None) -> etree._Element:
+def _soap12_fault(
+    error: BaseException, spec: FaultSpec, request: Addressing | None, profile: bool
+) -> etree._Element:
     env = ns.SOAP12
     envelope = etree.Element(ns.qn(env, "Envelope"), nsmap=_nsmap("env", env, request))
     header = etree.SubElement(envelope, ns.qn(env, "Header"))
@@ -196,11 +217,13 @@ def _soap12_fault(error: BaseException, spec: FaultSpec, request: Addressing | N
     reason = etree.SubElement(fault, ns.qn(env, "Reason"))
     text = etree.SubElement(reason, ns.qn(env, "Text"), {ns.qn(ns.XML, "lang"): "en"})
     text.text = fault_reason(error)
-    _append_detail(fault, ns.qn(env, "Detail"), spec, error)
+    _append_detail(fault, ns.qn(env, "Detail"), spec, error, profile)
     return envelope
 
 
-def _soap11_fault(error: BaseException, spec: FaultSpec, request: Addressing | None) -> etree._Element:
+def _soap11_fault(
+    error: BaseException, spec: FaultSpec, request: Addressing | None, profile: bool
+) -> etree._Element:
     env = ns.SOAP11
     envelope = etree.Element(ns.qn(env, "Envelope"), nsmap=_nsmap("soap", env, request))
     header = etree.SubElement(envelope, ns.qn(env, "Header"))
@@ -213,20 +236,28 @@ def _soap11_fault(error: BaseException, spec: FaultSpec, request: Addressing | N
     etree.SubElement(fault, "faultcode").text = f"soap:{_SOAP11_CODES[spec.code]}"
     faultstring = etree.SubElement(fault, "faultstring", {ns.qn(ns.XML, "lang"): "en"})
     faultstring.text = fault_reason(error)
-    _append_detail(fault, "detail", spec, error)
+    _append_detail(fault, "detail", spec, error, profile)
     return envelope
 
 
 def render_fault(
-    error: BaseException, envelope: Envelope, request_addressing: Addressing | None
+    error: BaseException,
+    envelope: Envelope,
+    request_addressing: Addressing | None,
+    *,
+    profile: bool = False,
 ) -> tuple[bytes, int, str]:
-    """The whole fault message: (body, HTTP status, Content-Type). Bare requests get a SOAP 1.2 fault."""
+    """The whole fault message: (body, HTTP status, Content-Type). Bare requests get a SOAP 1.2 fault.
+
+    `profile`: the request was one of the ROR v2.4 profile's (parser.is_profile_request); the detail starts
+    with the profile's `erreur`.
+    """
     spec = fault_spec(error)
     if envelope is Envelope.SOAP11:
-        root = _soap11_fault(error, spec, request_addressing)
+        root = _soap11_fault(error, spec, request_addressing, profile)
         status, content_type = SOAP11_FAULT_STATUS, SOAP11_CONTENT_TYPE
     else:
-        root = _soap12_fault(error, spec, request_addressing)
+        root = _soap12_fault(error, spec, request_addressing, profile)
         status, content_type = spec.http_status, SOAP12_CONTENT_TYPE
     body = etree.tostring(root, xml_declaration=True, encoding="utf-8")
     return body, status, content_type

@@ -123,6 +123,17 @@ def _unquote(value: str | None) -> str | None:
     return value or None
 
 
+_PROFILE_ACTIONS = frozenset({ns.ACTION_ROR_SEARCH, ns.ACTION_ROR_UPDATE})
+
+
+def is_profile_action(content_type: str | None, soap_action: str | None) -> bool:
+    """Whether the HTTP headers name one of the ROR v2.4 profile's soapActions (the Content-Type action
+    parameter, RFC 3902, or SOAPAction): its faults carry the profile's `erreur` even when the body cannot
+    be read."""
+    _, params = _split_content_type(content_type)
+    return bool({(params.get("action") or "").strip(), _unquote(soap_action) or ""} & _PROFILE_ACTIONS)
+
+
 def guess_envelope(content_type: str | None, soap_action: str | None) -> Envelope:
     """The version to answer a fault in when the body cannot be parsed.
 
@@ -266,7 +277,9 @@ def parse_message(body: bytes, content_type: str | None, soap_action: str | None
     elif name.localname == "Envelope":
         # SOAP 1.2 part 1 §5.4.7: any other Envelope namespace is a VersionMismatch.
         raise VersionMismatchError(name.namespace or "")
-    elif name.localname in _CSD_REQUESTS and name.namespace in (ns.CSD, None):
+    elif (name.localname in _CSD_REQUESTS and name.namespace in (ns.CSD, None)) or (
+        name.localname == ns.ROR_NOTIF_REQUEST and name.namespace == ns.ROR
+    ):
         # OpenInfoMan-style bare request (architecture.md §2); sloppy clients drop the namespace.
         envelope, content, addressing = Envelope.BARE, root, read_addressing(None)
     else:
@@ -279,3 +292,22 @@ def parse_message(body: bytes, content_type: str | None, soap_action: str | None
     # dispatch is on the Body content.
     action = addressing.action or (params.get("action") or "").strip() or _unquote(soap_action)
     return SoapMessage(envelope=envelope, addressing=addressing, body=content, action=action or None)
+
+
+_PROFILE_READS = frozenset({ns.ROR_READ_ESTABLISHMENT, ns.ROR_READ_INTERNAL_ORGANIZATION})
+
+
+def is_profile_request(body: etree._Element) -> bool:
+    """Whether the request is one of the official ROR v2.4 profile's (the TR-Notif operation, or a
+    careServicesRequest calling its reading function): its faults then carry the profile's `erreur`."""
+    name = etree.QName(body)
+    if name.namespace == ns.ROR:
+        return True
+    for function in _elements(body):
+        if etree.QName(function).localname != "function":
+            continue
+        if (function.get("urn") or "").strip() == ns.ROR_READ_URN:
+            return True
+        first = _first_element_child(function)
+        return first is not None and etree.QName(first).localname in _PROFILE_READS
+    return False

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from bridge.errors import InvalidParameterError, UnknownFunctionError, UnsupportedRequestError
 from bridge.model import CsdRequest, FhirQuery, QueryPlan, RequestParams, Transaction
-from bridge.translate.resolvers import RESOLVERS, present_parameters, since_instant
+from bridge.translate.resolvers import RESOLVERS, extra_value, present_parameters, since_instant
 from bridge.translate.select import needed_matches
 from bridge.translate.tables import FunctionSpec, Mappings
 
@@ -39,6 +39,8 @@ def function_of(mappings: Mappings, request: CsdRequest) -> tuple[FunctionSpec, 
         if when.tzinfo is None:  # functions.yaml defaults.request_timezone [INFER]
             when = when.replace(tzinfo=mappings.timezone)
         return spec, RequestParams(extra=(("lastModified", when.astimezone(UTC).isoformat()),))
+    if request.selector is not None:  # ROR v2.4 profile: functions.yaml `official`
+        return mappings.official_function(request.function_urn, request.selector), request.params
     if not request.function_urn:
         raise UnknownFunctionError("")
     return mappings.function(request.function_urn), request.params
@@ -53,6 +55,11 @@ def to_fhir_plan(mappings: Mappings, request: CsdRequest, *, now: datetime | Non
         # IHE semantics are the AND of the parameters present: ignoring one would widen the answer silently.
         raise InvalidParameterError(
             f"{spec.urn} does not accept {', '.join(refused)} (accepted: {', '.join(spec.parameters)})"
+        )
+    if extra_value(params, "restrictedOrganisation") == "true":
+        raise InvalidParameterError(
+            "restrictedOrganisation=true (the ROR v2.4 profile's restricted answer, RG_ALIM_015) is not "
+            "served yet: send false or leave it out"
         )
     if params.start is not None and params.start < 1:
         raise InvalidParameterError(f"start is 1-based: {params.start} is not allowed")

@@ -158,7 +158,7 @@ def _name(p: RequestParams, i: Identities, s: Systems) -> str | None:
 
 # The request parameters that carry "changed since": IHE record/@updated, the ROR dateMiseAJour, and the
 # ITI-74 getModificationsRequest/lastModified (given to the plan as a parameter of the `modifications` entry).
-SINCE_PARAMETERS = ("record/@updated", "dateMiseAJour", "lastModified")
+SINCE_PARAMETERS = ("record/@updated", "dateMiseAJour", "lastModified", "dateRef")
 
 
 def since_instant(p: RequestParams) -> datetime | None:
@@ -191,6 +191,11 @@ def _updated_since_required(p: RequestParams, i: Identities, s: Systems) -> str:
     if p.record_updated is not None and extra_values(p, "dateMiseAJour"):
         raise InvalidParameterError("send dateMiseAJour or record/@updated, not both")
     return since
+
+
+def _updated_filter_optional(p: RequestParams, i: Identities, s: Systems) -> str | None:
+    # The ROR v2.4 reading's dateRef: only the offers changed since (or whose organisation chain changed).
+    return _updated_filter(p, i, s) if since_instant(p) is not None else None
 
 
 def _updated_filter(p: RequestParams, i: Identities, s: Systems) -> str:
@@ -398,6 +403,13 @@ RESOLVERS: Mapping[str, Resolver] = {
     "public_pris_en_charge": _codes(
         "publicPrisEnCharge", f"{_NOS}/TRE_R239-PublicPrisEnCharge/FHIR/TRE-R239-PublicPrisEnCharge"
     ),
+    # ROR v2.4 profile parameters (TR_Lecture, TR-Notif): typeActivity = champ d'activité (JDV_20 ⊂ TRE_R227),
+    # supportedPatient = public pris en charge (JDV_J29 ⊂ TRE_R239), dateRef = changed since.
+    "type_activity": _codes("typeActivity", f"{_NOS}/TRE_R227-ChampActivite/FHIR/TRE-R227-ChampActivite"),
+    "supported_patient": _codes(
+        "supportedPatient", f"{_NOS}/TRE_R239-PublicPrisEnCharge/FHIR/TRE-R239-PublicPrisEnCharge"
+    ),
+    "updated_filter_optional": _updated_filter_optional,
     "age_low": _age_low,
     "age_high": _age_high,
     "commune": _commune,

@@ -210,6 +210,10 @@ class FunctionSpec:
     # Changes since a date (translate/delta.py, closed list): the answer is built from what changed, not from
     # the matches — `entities` (ITI-74) or `organization-chains` (establishments-updated-since).
     delta: str | None = None
+    # The ROR v2.4 profile's requests this function answers: (function/@urn, or None for an operation of its
+    # own, selecting element), e.g. (urn:asip:ror:lecture:offreSoinEtablissement:2017,
+    # TR_Lecture-OffresSanteEtablissement) or (None, TR-Notif-ListeEtablissementsMajApresDate_Demande).
+    official: tuple[tuple[str | None, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +273,15 @@ class Mappings:
         if spec is None:
             raise UnknownFunctionError(urn)
         return spec
+
+    def official_function(self, urn: str | None, element: str) -> FunctionSpec:
+        """The stored function answering a ROR v2.4 profile request: function/@urn (None for the TR-Notif
+        operation) and the element selecting it (functions.yaml `official`)."""
+        key = (urn.strip() if urn else None, element)
+        for spec in self.functions.values():
+            if key in spec.official:
+                return spec
+        raise UnknownFunctionError(f"{urn or ''} {element}".strip())
 
     def encapsulated(self, request: CsdRequest, envelope: Envelope) -> bool:
         """The request's @encapsulated, else the table default for how it arrived [INFER]."""
@@ -555,8 +568,15 @@ def _load_functions(
         raise top.fail("functions", "must be a non-empty mapping of function name to function")
     functions: dict[str, FunctionSpec] = {}
     aliases: dict[str, str] = {}
+    official: set[tuple[str | None, str]] = set()
     for name, raw in raw_functions.items():
         spec = _load_function(str(name), raw)
+        for key in spec.official:
+            if key in official:
+                raise MappingTableError(
+                    FUNCTIONS, spec.name, f"functions.{name}.official", f"{key} is declared twice"
+                )
+            official.add(key)
         for urn in (spec.urn, *spec.aliases):
             if urn in functions or urn in aliases:
                 raise MappingTableError(
@@ -619,7 +639,7 @@ def _load_function(name: str, raw: Any, *, modifications: bool = False) -> Funct
     where = "modifications" if modifications else f"functions.{name}"
     section = _Section(FUNCTIONS, name, where, raw)
     keys = ["description", "parameters", "queries", "directories", "note", "result", "bridge_filters", "post"]
-    section.only(*keys, "delta", *(() if modifications else ("urn", "aliases")))
+    section.only(*keys, "delta", *(() if modifications else ("urn", "aliases", "official")))
     urn = MODIFICATIONS_URN if modifications else section.req("urn")
     if not urn.startswith("urn:"):
         raise section.fail("urn", "must be a URN")
@@ -698,7 +718,29 @@ def _load_function(name: str, raw: Any, *, modifications: bool = False) -> Funct
         bridge_filters=bridge_filters,
         post=post,
         delta=delta,
+        official=_load_official(section),
     )
+
+
+def _load_official(section: _Section) -> tuple[tuple[str | None, str], ...]:
+    """`official`: the ROR v2.4 profile requests a function answers, each {urn (optional), element}."""
+    raw = section.data.get("official")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise section.fail("official", "must be a non-empty list of {urn, element}")
+    found: list[tuple[str | None, str]] = []
+    for number, item in enumerate(raw):
+        entry = _Section(section.table, section.rule, f"{section.where}.official[{number}]", item)
+        entry.only("urn", "element")
+        urn = entry.text("urn", required=False)
+        if urn is not None and not urn.startswith("urn:"):
+            raise entry.fail("urn", "must be a URN")
+        element = entry.req("element")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", element):
+            raise entry.fail("element", f"not an XML element name: {element!r}")
+        found.append((urn, element))
+    return tuple(found)
 
 
 def _load_selection(

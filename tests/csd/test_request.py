@@ -424,3 +424,113 @@ def test_nil_parameters_are_absent() -> None:
     assert params.max == 5
     assert params.extra == ()
     assert params.primary_name is None
+# ------------------------------------------------------------------------------------------------
+# The official ROR v2.4 profile's requests (shared/reference/ror-v24/)
+
+PROFILE_SCHEMA = etree.XMLSchema(etree.parse(str(XSD.parent / "ror-operations.xsd")))
+
+
+def _reading(inner: str, child: str = ns.ROR_READ_ESTABLISHMENT) -> etree._Element:
+    return _csr(
+        f'<function urn="{ns.ROR_READ_URN}" encapsulated="true"><{child}>{inner}</{child}></function>'
+    )
+
+
+def _notif(inner: str) -> etree._Element:
+    return etree.fromstring(
+        f'<r:{ns.ROR_NOTIF_REQUEST} xmlns:r="{ns.ROR}" xmlns:c="{ns.CSD}"><c:params>{inner}</c:params>'
+        f"</r:{ns.ROR_NOTIF_REQUEST}>"
+    )
+
+
+def test_profile_establishment_reading_normalises() -> None:
+    root = _reading(
+        "<etablissementDemandeLecture>"
+        '<id_etablissement code="1750712184" assigningAuthorityName="1.2.250.1.71.4.2.2"/>'
+        "<dateRef>2024-01-02T03:04:05+01:00</dateRef>"
+        '<typeActivity code="01" codingScheme="1.2.250.1.213.3.3.17">MCO</typeActivity>'
+        '<typeActivity code="04" codingScheme="1.2.250.1.213.3.3.17"/>'
+        '<supportedPatient code="01" codingScheme="1.2.250.1.213.3.3.29"/>'
+        "<restrictedOrganisation>0</restrictedOrganisation>"
+        "</etablissementDemandeLecture>"
+    )
+    PROFILE_SCHEMA.assertValid(root)
+    assert parse_request(root, region="ara") == CsdRequest(
+        transaction=Transaction.CARE_SERVICES,
+        form=RequestForm.ROR_PROFILE,
+        function_urn=ns.ROR_READ_URN,
+        encapsulated=True,
+        params=RequestParams(
+            other_ids=(OtherID("1750712184", "1.2.250.1.71.4.2.2"),),
+            extra=(
+                ("dateRef", "2024-01-02T03:04:05+01:00"),
+                ("typeActivity", "01"),
+                ("typeActivity", "04"),
+                ("supportedPatient", "01"),
+                ("restrictedOrganisation", "false"),
+            ),
+        ),
+        region="ara",
+        selector=ns.ROR_READ_ESTABLISHMENT,
+    )
+
+
+def test_profile_internal_organization_reading_normalises() -> None:
+    root = _reading(
+        '<organisationID code="75/1234" assigningAuthorityName="x"/>', ns.ROR_READ_INTERNAL_ORGANIZATION
+    )
+    PROFILE_SCHEMA.assertValid(root)
+    request = parse_request(root)
+    assert request.selector == ns.ROR_READ_INTERNAL_ORGANIZATION
+    assert request.params == RequestParams(other_ids=(OtherID("75/1234", "x"),))
+
+
+def test_profile_notif_normalises_and_tolerates_platines_one_digit_hour() -> None:
+    # PLATINES's own default dateRef (C_Notif project) is "2018-05-30T7:00:00".
+    request = parse_request(
+        _notif('<c:dateRef>2018-05-30T7:00:00</c:dateRef><c:supportedPatient code="01" codingScheme="x"/>')
+    )
+    assert request.transaction is Transaction.ROR_NOTIF
+    assert request.selector == ns.ROR_NOTIF_REQUEST
+    assert request.function_urn is None
+    assert request.params.extra == (("dateRef", "2018-05-30T07:00:00"), ("supportedPatient", "01"))
+
+
+def _lecture(inner: str) -> etree._Element:
+    """An etablissementDemandeLecture with an id_etablissement, then `inner`."""
+    return _reading(
+        f'<etablissementDemandeLecture><id_etablissement code="1"/>{inner}</etablissementDemandeLecture>'
+    )
+
+
+@pytest.mark.parametrize(
+    ("root", "words"),
+    [
+        (_notif(""), "dateRef is required"),
+        (_notif("<c:dateRef>yesterday</c:dateRef>"), "must be an xs:dateTime"),
+        (
+            _notif(
+                "<c:dateRef>2024-01-01T00:00:00</c:dateRef><c:restrictedOrganisation>1</c:restrictedOrganisation>"
+            ),
+            "does not accept",
+        ),
+        (etree.fromstring(f'<r:{ns.ROR_NOTIF_REQUEST} xmlns:r="{ns.ROR}"/>'), "no params"),
+        (_reading(""), "no etablissementDemandeLecture"),
+        (_reading("<etablissementDemandeLecture/>"), "exactly one id_etablissement"),
+        (
+            _reading(
+                "<etablissementDemandeLecture>"
+                '<id_etablissement assigningAuthorityName="x"/></etablissementDemandeLecture>'
+            ),
+            "@code is required",
+        ),
+        (_lecture("<dateRef>2024-13-01</dateRef>"), "xs:dateTime"),
+        (_lecture("<restrictedOrganisation>peut-être</restrictedOrganisation>"), "xs:boolean"),
+        (_lecture('<typeActivity codingScheme="x"/>'), "typeActivity/@code"),
+        (_lecture("<finess>1</finess>"), "does not accept 'finess'"),
+        (_reading("", ns.ROR_READ_INTERNAL_ORGANIZATION), "exactly one organisationID"),
+    ],
+)
+def test_profile_request_refusals(root: etree._Element, words: str) -> None:
+    with pytest.raises(InvalidParameterError, match=words):
+        parse_request(root)

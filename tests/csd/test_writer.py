@@ -3,7 +3,9 @@ official 2014 one, XSD element order, the streaming path, the response wrappers 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any, overload
 
@@ -12,8 +14,11 @@ from lxml import etree
 
 from bridge import ns
 from bridge.csd.writer import (
+    COPY_CHUNK,
     FLUSH_EVERY,
+    _spooled_elements,
     document_to_bytes,
+    facility_number,
     write_csd,
     write_response_body,
     xs_date,
@@ -638,10 +643,51 @@ async def test_iti73_encapsulated_wrapper(
     assert root.tag == q("careServicesResponse")
     assert dict(root.attrib) == {"content-type": "text/xml"}
     assert children(root) == ["result"]
-    assert [child.tag for child in root[0]] == [q("CSD")]
-    assert c14n(etree.tostring(root[0][0])) == c14n(document_to_bytes(FULL))
+    # The ROR v2.4 profile's Result: facilityNumber (the unités élémentaires, PLATINES RG_ALIM_019), then
+    # queryResult of type CSD (the four directories directly inside).
+    assert [child.tag for child in root[0]] == [q("facilityNumber"), q("queryResult")]
+    units = sum(1 for f in FULL.facilities for c in f.coded_types if c.code == "4")
+    assert root[0][0].text == str(units) == str(facility_number(FULL))
+    query_result = root[0][1]
+    query_result.tag = q("CSD")
+    assert c14n(etree.tostring(query_result)) == c14n(document_to_bytes(FULL))
     assert_valid(our_csd_schema, data)
     assert_valid(official_csd_schema, data)
+
+
+async def test_facility_number_counts_units_as_platines_does() -> None:
+    """count(//facility/codedType[@code="4"]) of the answer, whether written from records or a spool."""
+    unit = CodedType("4", "1.2.250.1.213.3.3.8", "Unité élémentaire")
+    facilities = [
+        replace(FULL.facilities[0], entity_id=f"urn:x:{n}", coded_types=(unit,) if n % 2 else ())
+        for n in range(5)
+    ]
+    document = replace(FULL, facilities=facilities)
+    assert facility_number(document) == 2
+    data = await stream_body(CsdResponse(request(), document), encapsulated=True)
+    root = parse(data)
+    assert root[0][0].text == "2"
+    assert len(root.findall(f".//{q('facility')}/{q('codedType')}[@code='4']")) == 2
+    # A delta answer's directories, pre-written to a file (CsdResponse.directories): same count.
+    with tempfile.TemporaryFile() as spool:
+        spool.write(document_to_bytes(document).split(b">", 2)[2].rsplit(b"</csd:CSD>", 1)[0])
+        sink = Sink()
+        async with etree.xmlfile(sink, encoding="utf-8") as xf:
+
+            async def write_raw(data: bytes) -> None:
+                await xf.flush()
+                await sink.write(data)
+
+            class Raw:  # the edge's writer (soap/envelope.py) adds write_raw to lxml's
+                def __getattr__(self, name: str) -> Any:
+                    return write_raw if name == "write_raw" else getattr(xf, name)
+
+            await write_response_body(
+                Raw(), CsdResponse(request(), EMPTY, directories=spool), encapsulated=True
+            )
+        spooled = parse(sink.data)
+    assert spooled[0][0].text == "2"
+    assert c14n(etree.tostring(spooled[0][1])) == c14n(etree.tostring(root[0][1]))
 
 
 async def test_iti73_not_encapsulated_is_the_bare_document(our_csd_schema: etree.XMLSchema) -> None:
@@ -695,3 +741,27 @@ async def test_output_is_flushed_every_flush_every_records() -> None:
             ),
         )
     assert writer.flushes == records // FLUSH_EVERY
+
+
+def test_a_spooled_answer_is_read_one_chunk_at_a_time() -> None:
+    """Reading a pre-written answer (facilityNumber, TR-Notif) holds the entries of one read chunk at most,
+    the other directories' entries included (measured: 4.7 MiB of peak RSS growth for a 147 MiB spool of
+    200 000 organisations and 200 000 facilities, against 743 MiB when only the wanted entries were
+    cleared)."""
+    count = 3000
+    document = CsdDocument(
+        organizations=[minimal_organization(i) for i in range(count)],
+        facilities=[replace(full_facility(), entity_id=f"urn:x:{i}") for i in range(count)],
+    )
+    with tempfile.TemporaryFile() as spool:
+        data = document_to_bytes(document).split(b">", 2)[2].rsplit(b"</csd:CSD>", 1)[0]
+        assert len(data) > 4 * COPY_CHUNK  # several read chunks
+        spool.write(data)
+        held = []
+        for element in _spooled_elements(spool, "facility"):
+            root = element.getroottree().getroot()
+            assert len(root[0]) <= 1  # the organisations read before are gone
+            held.append(sum(len(directory) for directory in root))
+        assert len(held) == count
+        assert max(held) < count // 2
+        assert sum(1 for _ in _spooled_elements(spool, "organization")) == count

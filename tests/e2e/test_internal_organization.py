@@ -20,6 +20,7 @@ from zeep.wsa import WsAddressingPlugin
 from bridge import ns
 from bridge.simulator.dataset import OrgKind
 from tests.e2e.conftest import RunningBridge, identifier
+from tests.expected import answer_csd
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "e2e"
 OI = "https://oi.esante.gouv.fr"
@@ -77,9 +78,7 @@ def fill(fixture: str, **values: str) -> bytes:
 
 
 def csd_of(answer: etree._Element) -> etree._Element:
-    found = answer.xpath("//csd:CSD", namespaces=C)
-    assert len(found) == 1
-    return found[0]
+    return answer_csd(answer)
 
 
 def check_document(
@@ -132,7 +131,9 @@ def test_soap12_with_ws_addressing(
     assert message_id is not None
     assert message_id.startswith("urn:uuid:")
     assert message_id != "urn:uuid:0f3d3c2e-7c55-4c8e-9d7e-2d6d0b1a9e01"
-    assert answer.xpath("count(s12:Body/csd:careServicesResponse/csd:result/csd:CSD)", namespaces=C) == 1
+    assert (
+        answer.xpath("count(s12:Body/csd:careServicesResponse/csd:result/csd:queryResult)", namespaces=C) == 1
+    )
     check_document(csd_of(answer), our_csd_schema, official_csd_schema, expected_entities(bridge, org_id))
 
 
@@ -230,7 +231,9 @@ def test_zeep_client_built_from_the_served_wsdl(
     assert received.findtext(f".//{{{ns.WSA}}}RelatesTo") == sent_id
     check_document(csd_of(received), our_csd_schema, official_csd_schema, expected_entities(bridge, org_id))
     # zeep also turned the answer into objects through the served schema.
-    organizations = result.result.CSD.organizationDirectory.organization
+    # The ROR v2.4 profile's Result: facilityNumber, then queryResult of type CSD.
+    assert isinstance(result.result.facilityNumber, int)
+    organizations = result.result.queryResult.organizationDirectory.organization
     assert {o.entityID for o in organizations} == expected_entities(bridge, org_id)[0]
 
 

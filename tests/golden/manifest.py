@@ -75,11 +75,15 @@ def fault_summary(response: httpx.Response) -> dict[str, Any]:
     root = etree.fromstring(response.content)
     code = root.findtext(f".//{{{SOAP12_NS}}}Code/{{{SOAP12_NS}}}Value") or ""
     error = root.find(f".//{{{FAULT_NS}}}error")
-    return {
+    summary = {
         "status": response.status_code,
         "code": code.rpartition(":")[2],
         "subcode": error.get("subcode") if error is not None else None,
     }
+    erreur = root.find(".//{urn:asip:ror:2015}erreur")  # a ROR v2.4 profile request's fault
+    if erreur is not None:
+        summary["erreur"] = erreur.get("code")
+    return summary
 
 
 class Upstream:

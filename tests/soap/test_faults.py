@@ -20,6 +20,7 @@ from bridge.errors import (
     ReceiverError,
     RequestTooLargeError,
     SenderError,
+    UnknownEntityError,
     UnknownFunctionError,
     UnknownRegionError,
     UnsupportedMediaTypeError,
@@ -42,29 +43,30 @@ REQUEST = Addressing(
 
 # Every error class the bridge raises on purpose, with the fault it must become.
 CASES: list[tuple[BaseException, FaultSpec]] = [
-    (RequestTooLargeError(1024), FaultSpec("Sender", "RequestTooLarge", 400)),
-    (MalformedXmlError("DTD not allowed"), FaultSpec("Sender", "MalformedXml", 400)),
-    (UnsupportedMediaTypeError("json"), FaultSpec("Sender", "UnsupportedMediaType", 400)),
-    (UnsupportedRequestError("empty Body"), FaultSpec("Sender", "UnsupportedRequest", 400)),
-    (UnknownFunctionError("urn:x:nope"), FaultSpec("Sender", "UnknownStoredFunction", 400)),
-    (InvalidParameterError("max"), FaultSpec("Sender", "InvalidParameter", 400)),
-    (UnknownRegionError("zz"), FaultSpec("Sender", "UnknownRegion", 400)),
+    (RequestTooLargeError(1024), FaultSpec("Sender", "RequestTooLarge", 400, 103)),
+    (MalformedXmlError("DTD not allowed"), FaultSpec("Sender", "MalformedXml", 400, 101)),
+    (UnsupportedMediaTypeError("json"), FaultSpec("Sender", "UnsupportedMediaType", 400, 102)),
+    (UnsupportedRequestError("empty Body"), FaultSpec("Sender", "UnsupportedRequest", 400, 104)),
+    (UnknownFunctionError("urn:x:nope"), FaultSpec("Sender", "UnknownStoredFunction", 400, 105)),
+    (InvalidParameterError("max"), FaultSpec("Sender", "InvalidParameter", 400, 106)),
+    (UnknownRegionError("zz"), FaultSpec("Sender", "UnknownRegion", 400, 107)),
+    (UnknownEntityError("establishment", "1999"), FaultSpec("Sender", "UnknownEntity", 400, 110)),
     (
         MustUnderstandError("{urn:example:security}Ticket"),
-        FaultSpec("MustUnderstand", "HeaderNotUnderstood", 500),
+        FaultSpec("MustUnderstand", "HeaderNotUnderstood", 500, 108),
     ),
-    (VersionMismatchError("urn:old"), FaultSpec("VersionMismatch", "UnsupportedEnvelope", 500)),
-    (SenderError("generic"), FaultSpec("Sender", "BadRequest", 400)),
-    (UpstreamUnavailableError("timeout"), FaultSpec("Receiver", "UpstreamUnavailable", 500)),
-    (UpstreamStatusError("bad", status=503), FaultSpec("Receiver", "UpstreamStatus", 500)),
-    (UpstreamProtocolError("not a Bundle"), FaultSpec("Receiver", "UpstreamProtocol", 500)),
-    (IncompleteResultError("paging broke"), FaultSpec("Receiver", "IncompleteResult", 500)),
-    (UpstreamError("other"), FaultSpec("Receiver", "UpstreamFailed", 500)),
+    (VersionMismatchError("urn:old"), FaultSpec("VersionMismatch", "UnsupportedEnvelope", 500, 109)),
+    (SenderError("generic"), FaultSpec("Sender", "BadRequest", 400, 100)),
+    (UpstreamUnavailableError("timeout"), FaultSpec("Receiver", "UpstreamUnavailable", 500, 201)),
+    (UpstreamStatusError("bad", status=503), FaultSpec("Receiver", "UpstreamStatus", 500, 202)),
+    (UpstreamProtocolError("not a Bundle"), FaultSpec("Receiver", "UpstreamProtocol", 500, 203)),
+    (IncompleteResultError("paging broke"), FaultSpec("Receiver", "IncompleteResult", 500, 204)),
+    (UpstreamError("other"), FaultSpec("Receiver", "UpstreamFailed", 500, 200)),
     (
         MappingError("entities/facility.yaml", "name", "$.name", "missing"),
-        FaultSpec("Receiver", "MappingFailed", 500),
+        FaultSpec("Receiver", "MappingFailed", 500, 205),
     ),
-    (ReceiverError("generic"), FaultSpec("Receiver", "ReceiverFailed", 500)),
+    (ReceiverError("generic"), FaultSpec("Receiver", "ReceiverFailed", 500, 299)),
 ]
 
 
@@ -76,6 +78,28 @@ def test_fault_spec(error: BaseException, expected: FaultSpec) -> None:
 def test_one_subcode_per_error_class() -> None:
     subcodes = [spec.subcode for _, spec in CASES]
     assert len(subcodes) == len(set(subcodes))
+
+
+def test_one_profile_error_number_per_error_class() -> None:
+    numbers = [spec.number for _, spec in CASES]
+    assert len(numbers) == len(set(numbers))
+
+
+@pytest.mark.parametrize("envelope", [Envelope.SOAP12, Envelope.SOAP11])
+def test_profile_fault_carries_erreur(envelope: Envelope) -> None:
+    """ROR v2.4 profile requests: the detail starts with `erreur` (urn:asip:ror:2015), text @code @message."""
+    error = InvalidParameterError("dateRef must be an xs:dateTime")
+    body, _, _ = render_fault(error, envelope, None, profile=True)
+    erreur = etree.fromstring(body).find(f".//{{{ns.ROR}}}erreur")
+    assert erreur is not None
+    parent = erreur.getparent()
+    assert parent is not None
+    assert etree.QName(parent).localname in ("Detail", "detail")
+    assert erreur.get("code") == "106"
+    assert erreur.get("message") == "InvalidParameter"
+    assert erreur.text == "dateRef must be an xs:dateTime"
+    plain, _, _ = render_fault(error, envelope, None)
+    assert etree.fromstring(plain).find(f".//{{{ns.ROR}}}erreur") is None
 
 
 def test_subclass_of_a_known_error_inherits_its_fault() -> None:
@@ -96,7 +120,7 @@ def test_subclass_of_a_known_error_inherits_its_fault() -> None:
     ],
 )
 def test_unknown_exceptions_are_internal_and_do_not_leak(error: BaseException) -> None:
-    assert fault_spec(error) == FaultSpec("Receiver", "InternalError", 500)
+    assert fault_spec(error) == FaultSpec("Receiver", "InternalError", 500, 500)
     body, status, _ = render_fault(error, Envelope.SOAP12, REQUEST)
     assert status == 500
     root = etree.fromstring(body)

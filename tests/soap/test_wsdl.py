@@ -15,7 +15,7 @@ from lxml import etree
 
 from bridge import ns
 from bridge.paths import shipped_dir
-from bridge.soap.wsdl import render_wsdl, schema_file
+from bridge.soap.wsdl import ROR_WSDL_FILE, render_wsdl, schema_file
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "csd"
 REQUESTS = FIXTURES / "requests"
@@ -198,7 +198,7 @@ def test_iti74_request_is_valid_against_the_official_schema(official_csd_schema:
 @pytest.fixture
 def local_wsdl(tmp_path: Path) -> Path:
     """The rendered WSDL and the served schemas in one directory, importing csd.xsd from there."""
-    for name in ("csd.xsd", "xml.xsd"):
+    for name in ("csd.xsd", "xml.xsd", "ror-profile.xsd"):
         (tmp_path / name).write_bytes(schema_file(name))
     path = tmp_path / "csd.wsdl"
     path.write_bytes(render_wsdl(SERVICE_URL, f"{tmp_path}/"))
@@ -297,3 +297,133 @@ def test_zeep_builds_a_valid_iti74_request_on_the_soap11_port(
     header = envelope.find(ns.qn(ns.SOAP11, "Header"))
     assert header is not None
     assert header.findtext(ns.qn(ns.WSA, "Action")) == ns.ACTION_ITI74_REQUEST
+
+
+# --------------------------------------------------------------------------------------------------
+# The ROR v2.4 profile's WSDL (xsd/ror.wsdl, served at ?wsdl=ror)
+
+ROR_URL = "http://bridge.example.fr:8080/csd/ara"
+
+
+def ror_root() -> etree._Element:
+    return parse(render_wsdl(ROR_URL, SCHEMA_BASE, ROR_WSDL_FILE))
+
+
+def _qname(element: etree._Element, value: str | None) -> str:
+    """A QName attribute value (`prefix:local` or `local` in the default namespace) in Clark notation."""
+    assert value is not None
+    prefix, _, local = value.rpartition(":")
+    namespace = element.nsmap.get(prefix or None)
+    return f"{{{namespace}}}{local}" if namespace else local
+
+
+def wire_contract(root: etree._Element) -> dict[str, object]:
+    """What a client generated from a WSDL depends on: names, elements, soapActions, SOAP version."""
+    messages = {
+        m.get("name"): [(p.get("name"), _qname(p, p.get("element"))) for p in m.findall("wsdl:part", NS)]
+        for m in root.findall("wsdl:message", NS)
+    }
+    port_types = {
+        pt.get("name"): {
+            op.get("name"): {
+                child.tag.split("}")[1] + (f"/{child.get('name')}" if child.get("name") else ""): _qname(
+                    child, child.get("message")
+                ).split("}")[-1]
+                for child in op
+                if isinstance(child.tag, str) and child.tag != ns.qn(ns.WSDL, "documentation")
+            }
+            for op in pt.findall("wsdl:operation", NS)
+        }
+        for pt in root.findall("wsdl:portType", NS)
+    }
+    bindings = {}
+    for binding in root.findall("wsdl:binding", NS):
+        soap = binding.find("soap12:binding", NS)
+        assert soap is not None, "SOAP 1.2 binding"
+        operations = {}
+        for op in binding.findall("wsdl:operation", NS):
+            action = op.find("soap12:operation", NS)
+            assert action is not None
+            bodies = [b.get("use") for b in op.iter(ns.qn(ns.WSDL_SOAP12, "body"))]
+            faults = sorted(str(f.get("name")) for f in op.findall("wsdl:fault", NS))
+            operations[op.get("name")] = (action.get("soapAction"), bodies, faults)
+        bindings[binding.get("name")] = (
+            soap.get("style"),
+            soap.get("transport"),
+            _qname(binding, binding.get("type")).split("}")[-1],
+            operations,
+        )
+    services = {
+        s.get("name"): {
+            p.get("name"): _qname(p, p.get("binding")).split("}")[-1] for p in s.findall("wsdl:port", NS)
+        }
+        for s in root.findall("wsdl:service", NS)
+    }
+    return {
+        "targetNamespace": root.get("targetNamespace"),
+        "messages": messages,
+        "portTypes": port_types,
+        "bindings": bindings,
+        "services": services,
+    }
+
+
+def test_ror_wsdl_has_the_official_wire_contract(reference_dir: Path) -> None:
+    """Same target namespace, messages (parts and elements), portType (inputs, outputs, faults), SOAP 1.2
+    document/literal binding with the same soapActions, service and port names as ANS's ROR-v2.4.wsdl."""
+    official = reference_dir / "ror-v24" / "official" / "ROR-v2.4.wsdl"
+    if not official.is_file():
+        pytest.skip("ROR-v2.4.wsdl is not in ../shared/reference/ror-v24/official")
+    ours = wire_contract(ror_root())
+    theirs = wire_contract(parse(official.read_bytes()))
+    assert ours == theirs
+    binding = ours["bindings"]["CareServicesRequest_Binding"]  # type: ignore[index]
+    assert binding[3]["careServicesRequest_Request"][0] == ns.ACTION_ROR_SEARCH
+    assert binding[3]["TR-Notif-ListeEtablissementsMajApresDate_Demande"][0] == ns.ACTION_ROR_UPDATE
+
+
+def test_ror_wsdl_address_and_schema_imports() -> None:
+    root = ror_root()
+    (address,) = root.findall("wsdl:service/wsdl:port/soap12:address", NS)
+    assert address.get("location") == ROR_URL
+    imports = root.findall("wsdl:types/xs:schema/xs:import", NS)
+    assert [(i.get("namespace"), i.get("schemaLocation")) for i in imports] == [
+        (ns.ROR, SCHEMA_BASE + "ror-operations.xsd"),
+        (ns.CSD, SCHEMA_BASE + "csd.xsd"),
+    ]
+    # Our rendering of the IHE WSDL is unchanged by the second template.
+    assert wsdl_root().get("targetNamespace") == ns.CSD
+
+
+def test_ror_schemas_compile_offline_with_both_engines() -> None:
+    directory = shipped_dir("xsd")
+    etree.XMLSchema(etree.parse(str(directory / "ror-operations.xsd")))
+    schema = xmlschema.XMLSchema(str(directory / "ror-operations.xsd"))
+    assert {etree.QName(name).localname for name in schema.elements} == {
+        ns.ROR_NOTIF_REQUEST,
+        ns.ROR_NOTIF_RESPONSE,
+        "erreur",
+    }
+
+
+def test_zeep_loads_the_ror_wsdl_offline(tmp_path: Path) -> None:
+    for name in ("csd.xsd", "xml.xsd", "ror-profile.xsd", "ror-operations.xsd"):
+        (tmp_path / name).write_bytes(schema_file(name))
+    path = tmp_path / "ror.wsdl"
+    path.write_bytes(render_wsdl(ROR_URL, f"{tmp_path}/", ROR_WSDL_FILE))
+    client = zeep.Client(str(path))
+    (service,) = client.wsdl.services.values()
+    (port,) = service.ports.values()
+    assert port.binding_options["address"] == ROR_URL
+    assert set(port.binding._operations) == {
+        "careServicesRequest_Request",
+        "TR-Notif-ListeEtablissementsMajApresDate_Demande",
+    }
+    envelope = client.create_message(
+        client.service,
+        "TR-Notif-ListeEtablissementsMajApresDate_Demande",
+        params={"dateRef": datetime(2024, 1, 1, tzinfo=UTC)},
+    )
+    body = body_child(envelope)
+    assert body.tag == ns.qn(ns.ROR, ns.ROR_NOTIF_REQUEST)
+    etree.XMLSchema(etree.parse(str(tmp_path / "ror-operations.xsd"))).assertValid(body)

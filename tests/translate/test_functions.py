@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bridge.errors import InvalidParameterError, MappingTableError
+from bridge.errors import InvalidParameterError, MappingTableError, UnknownFunctionError
 from bridge.model import (
     AddressLine,
     CodedType,
@@ -28,6 +28,8 @@ IHE = "urn:ihe:iti:csd:2014:stored-function:"
 ROR = "urn:ror:csd:stored-function:"
 R211 = "https://mos.esante.gouv.fr/NOS/TRE_R211-ActiviteOperationnelle/FHIR/TRE-R211-ActiviteOperationnelle"
 R13 = "https://mos.esante.gouv.fr/NOS/TRE_R13-CommuneOM/FHIR/TRE-R13-CommuneOM"
+R227 = "https://mos.esante.gouv.fr/NOS/TRE_R227-ChampActivite/FHIR/TRE-R227-ChampActivite"
+R239 = "https://mos.esante.gouv.fr/NOS/TRE_R239-PublicPrisEnCharge/FHIR/TRE-R239-PublicPrisEnCharge"
 
 
 def plan(mappings: Mappings, urn: str, **params: object) -> QueryPlan:
@@ -313,3 +315,127 @@ def test_the_loader_names_the_function_and_the_problem(
     with pytest.raises(MappingTableError, match=message) as caught:
         load_mappings(_broken(tmp_path, change))
     assert "service-search" in str(caught.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# The ROR v2.4 profile's requests (functions.yaml `official`)
+
+READ = "urn:asip:ror:lecture:offreSoinEtablissement:2017"
+
+
+def profile_plan(mappings: Mappings, urn: str | None, element: str, **params: object) -> QueryPlan:
+    request = CsdRequest(
+        Transaction.ROR_NOTIF if urn is None else Transaction.CARE_SERVICES,
+        RequestForm.ROR_PROFILE,
+        function_urn=urn,
+        params=RequestParams(**params),  # type: ignore[arg-type]
+        selector=element,
+    )
+    return to_fhir_plan(mappings, request)
+
+
+@pytest.mark.parametrize(
+    ("urn", "element", "function"),
+    [
+        (READ, "TR_Lecture-OffresSanteEtablissement", ROR + "establishment-offers"),
+        (READ, "TR_Lecture-OffreSanteOrganisationInterne", ROR + "internal-organization"),
+        (None, "TR-Notif-ListeEtablissementsMajApresDate_Demande", ROR + "establishments-updated-since"),
+    ],
+)
+def test_profile_requests_name_a_stored_function(
+    mappings: Mappings, urn: str | None, element: str, function: str
+) -> None:
+    assert mappings.official_function(urn, element).urn == function
+
+
+@pytest.mark.parametrize(
+    ("urn", "element"),
+    [
+        (READ, "TR-Notif-ListeEtablissementsMajApresDate_Demande"),  # the operation has no function URN
+        (None, "TR_Lecture-OffresSanteEtablissement"),
+        ("urn:asip:ror:lecture:autre:2017", "TR_Lecture-OffresSanteEtablissement"),
+    ],
+)
+def test_profile_requests_must_match_urn_and_element(
+    mappings: Mappings, urn: str | None, element: str
+) -> None:
+    with pytest.raises(UnknownFunctionError):
+        mappings.official_function(urn, element)
+
+
+def test_profile_reading_plan_with_every_parameter(mappings: Mappings) -> None:
+    query_plan = profile_plan(
+        mappings,
+        READ,
+        "TR_Lecture-OffresSanteEtablissement",
+        other_ids=(OtherID("1750712184", "1.2.250.1.71.4.2.2"),),
+        extra=(
+            ("dateRef", "2024-01-02T03:04:05+01:00"),
+            ("typeActivity", "01"),
+            ("typeActivity", "04"),
+            ("supportedPatient", "01"),
+            ("restrictedOrganisation", "false"),
+        ),
+    )
+    assert query_plan.function == ROR + "establishment-offers"
+    assert filters(query_plan, 1) == [
+        ("organization.identifier:above", "1750712184"),
+        ("type", f"{R227}|01,{R227}|04"),
+        ("patient-type", f"{R239}|01"),
+        (
+            "_filter",
+            "(_lastUpdated ge 2024-01-02T02:04:05Z"
+            " or organization._lastUpdated:above ge 2024-01-02T02:04:05Z)",
+        ),
+    ]
+    # Without them, the establishment-offers plan of the bridge's own URN.
+    bare = profile_plan(
+        mappings, READ, "TR_Lecture-OffresSanteEtablissement", other_ids=(OtherID("1750712184", ""),)
+    )
+    assert (
+        bare.queries
+        == plan(mappings, ROR + "establishment-offers", other_ids=(OtherID("1750712184", ""),)).queries
+    )
+
+
+def test_profile_restricted_reading_is_refused_not_ignored(mappings: Mappings) -> None:
+    with pytest.raises(InvalidParameterError, match="restrictedOrganisation=true"):
+        profile_plan(
+            mappings,
+            READ,
+            "TR_Lecture-OffresSanteEtablissement",
+            other_ids=(OtherID("1750712184", ""),),
+            extra=(("restrictedOrganisation", "true"),),
+        )
+
+
+def test_profile_notif_plan(mappings: Mappings) -> None:
+    query_plan = profile_plan(
+        mappings,
+        None,
+        "TR-Notif-ListeEtablissementsMajApresDate_Demande",
+        extra=(("dateRef", "2024-01-02T03:04:05"), ("typeActivity", "04")),
+    )
+    assert query_plan.function == ROR + "establishments-updated-since"
+    offers = dict(filters(query_plan, 1))
+    assert offers["type"] == f"{R227}|04"  # the changed offers of that champ d'activité
+    # A naive dateRef is sent naive, as the function's dateMiseAJour is.
+    assert offers["_filter"] == (
+        "(_lastUpdated ge 2024-01-02T03:04:05 or organization._lastUpdated:above ge 2024-01-02T03:04:05)"
+    )
+    assert dict(filters(query_plan, 0))["_lastUpdated"] == "ge2024-01-02T03:04:05"
+
+
+@pytest.mark.parametrize(
+    ("official", "message"),
+    [
+        ("TR_Lecture-OffresSanteEtablissement", "non-empty list"),
+        ([{"element": "bad element"}], "not an XML element name"),
+        ([{"urn": "nope", "element": "X"}], "must be a URN"),
+        ([{"element": "X", "other": 1}], "other"),
+        ([{"urn": READ, "element": "TR_Lecture-OffresSanteEtablissement"}], "declared twice"),
+    ],
+)
+def test_the_loader_checks_official(tmp_path: Path, official: object, message: str) -> None:
+    with pytest.raises(MappingTableError, match=message):
+        load_mappings(_broken(tmp_path, {"official": official}))
