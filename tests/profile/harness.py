@@ -19,7 +19,7 @@ from lxml import etree
 
 from tests.profile.nos import NosFiles
 from tests.profile.platines import Assertion, load_assertions, run_xpath_match
-from tests.profile.schematron import Schematron, node_path
+from tests.profile.schematron import Schematron
 
 CSD = "urn:ihe:iti:csd:2013"
 ROR = "urn:asip:ror:2015"
@@ -218,12 +218,26 @@ def summary(failures: Iterable[Failure]) -> dict[tuple[str, str], int]:
     return counts
 
 
-__all__ = [
-    "CONFORMANCE_RULES",
-    "LECTURE_PROJECT",
-    "NOTIF_PROJECT",
-    "Failure",
-    "OfficialProfile",
-    "node_path",
-    "summary",
-]
+# The answers are not yet in the profile's shape: the combined official-profile checks of the answer tests
+# carry this strict xfail, so that each flips to a failure (and its marker must go) the moment its answer
+# conforms.
+PROFILE_SHAPE_PENDING = (
+    "issue 11 item 2 (branch `shape`): answers not yet in the ROR v2.4 profile's shape — result/CSD "
+    "instead of result/facilityNumber + queryResult, no deviceDirectory, extensions in urn:ror:csd:extension "
+    "instead of the typed elements, lieux as facilities coded TRE_R343 instead of internal organisations "
+    "coded TRE_R207, FHIR URLs where NOS OIDs are due"
+)
+
+
+def assert_follows_profile(
+    profile: OfficialProfile,
+    document: etree._Element,
+    *,
+    project: str | None = None,
+    skip: Sequence[str] = (USER_ATTRIBUTE_ASSERTION,),
+) -> None:
+    """Fails with every failure (rule or assertion, node path, message) of the answer against the profile."""
+    failures = profile.check(document, project=project, skip=skip)
+    counts = ", ".join(f"{rule}: {n}" for (_check, rule), n in summary(failures).items())
+    shown = "\n".join(str(failure) for failure in failures[:30])
+    assert not failures, f"{len(failures)} failures ({counts})\n{shown}"

@@ -39,6 +39,7 @@ from bridge.model import (
 from bridge.translate import Mappings, from_fhir_results
 from bridge.translate.findings import Finding
 from bridge.translate.identity import NationalIdentifier
+from tests.profile.harness import PROFILE_SHAPE_PENDING, OfficialProfile, assert_follows_profile
 
 from .conftest import FHIR, NOW, search_result
 
@@ -389,3 +390,11 @@ def test_revincluded_roles_of_a_selected_offer_become_providers(mappings: Mappin
     assert [p.entity_id for p in document.providers] == ["urn:ror:situation:84%2FSO-77"]
     assert list(document.organizations) == []
     assert list(document.facilities) == []
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=PROFILE_SHAPE_PENDING)
+def test_answer_follows_the_official_ror_profile(
+    mappings: Mappings, official_profile: OfficialProfile
+) -> None:
+    """The whole-model answer against ANS's v2.4 schema and Schematron rules (tests/profile/)."""
+    assert_follows_profile(official_profile, etree.fromstring(document_to_bytes(answer(mappings))))
