@@ -36,8 +36,16 @@ def csd_elements(schema_path: Path, root: str = "CSD") -> list[SchemaElement]:
     except (OSError, etree.XMLSyntaxError) as error:
         raise MappingTableError(str(schema_path), None, "", f"cannot read the schema: {error}") from error
     schema = tree.getroot()
-    types = {t.get("name"): t for t in schema if t.tag in (f"{{{XS}}}complexType", f"{{{XS}}}simpleType")}
-    groups = {g.get("name"): g for g in schema.iterfind(f"{{{XS}}}group")}
+    parts = [schema]  # the schema and the files it includes (same namespace), one level deep
+    for include in schema.iterfind(f"{{{XS}}}include"):
+        location = schema_path.parent / str(include.get("schemaLocation"))
+        try:
+            parts.append(etree.parse(str(location), _SAFE).getroot())
+        except (OSError, etree.XMLSyntaxError) as error:
+            raise MappingTableError(str(location), None, "", f"cannot read the schema: {error}") from error
+    kinds = (f"{{{XS}}}complexType", f"{{{XS}}}simpleType")
+    types = {t.get("name"): t for part in parts for t in part if t.tag in kinds}
+    groups = {g.get("name"): g for part in parts for g in part.iterfind(f"{{{XS}}}group")}
     top = next((e for e in schema.iterfind(f"{{{XS}}}element") if e.get("name") == root), None)
     if top is None:
         raise MappingTableError(str(schema_path), None, root, f"no top-level element {root!r}")
@@ -73,7 +81,7 @@ def csd_elements(schema_path: Path, root: str = "CSD") -> list[SchemaElement]:
             elif child.tag == f"{{{XS}}}element":
                 walk_element(child, prefix, seen)
 
-    elements = {e.get("name"): e for e in schema.iterfind(f"{{{XS}}}element")}
+    elements = {e.get("name"): e for part in parts for e in part.iterfind(f"{{{XS}}}element")}
 
     def walk_element(declaration: etree._Element, prefix: str, seen: tuple[str, ...]) -> None:
         name = declaration.get("name") or local(declaration.get("ref"))

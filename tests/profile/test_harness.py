@@ -219,3 +219,28 @@ def test_rg_exp_029_single_room_only(official_profile: OfficialProfile, code: st
     assert [(f.path, f.message) for f in failures] == (
         [] if code == "02" else [("/CSD/x[1]/residentialType[1]/@code", "'03' (expected '02')")]
     )
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("75/UE-1", []),
+        ("99/UE-1", ["L'identifiant OI doit commencer par un code région."]),
+        ("75-UE-1", ["L'identifiant OI doit contenir un slash.", "L'identifiant OI doit commencer par"]),
+    ],
+)
+def test_the_identifier_rules_run_once_the_shadowing_rule_is_dropped(
+    official_profile: OfficialProfile, code: str, expected: list[str]
+) -> None:
+    document = etree.parse(str(FIXTURES / "profile-shaped-answer.xml")).getroot()
+    (other_id,) = document.xpath("//c:facility/c:otherID", namespaces={"c": CSD})
+    other_id.set("code", code)
+    failures = official_profile.schematron_failures(document, ["validation_identifiants.sch"])
+    messages = [f.message.split(" — ")[1] for f in failures]
+    assert len(messages) == len(expected)
+    for message, start in zip(messages, expected, strict=True):
+        assert message.startswith(start), message
+    assert all(
+        f.path == "/careServicesResponse/result[1]/queryResult[1]/facilityDirectory[1]/facility[1]/otherID[1]"
+        for f in failures
+    )
