@@ -241,3 +241,34 @@ def assert_follows_profile(
     counts = ", ".join(f"{rule}: {n}" for (_check, rule), n in summary(failures).items())
     shown = "\n".join(str(failure) for failure in failures[:30])
     assert not failures, f"{len(failures)} failures ({counts})\n{shown}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m tests.profile.harness FILE… [--project lecture|notif]`: each answer file's failures."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.profile.harness", description=main.__doc__)
+    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument(
+        "--project", choices=("lecture", "notif"), help="also the PLATINES project's assertions"
+    )
+    parser.add_argument(
+        "--reference", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "reference"
+    )
+    args = parser.parse_args(argv)
+    profile = OfficialProfile(args.reference)
+    project = {"lecture": LECTURE_PROJECT, "notif": NOTIF_PROJECT}.get(args.project or "")
+    failed = 0
+    for path in args.files:
+        document = etree.parse(str(path), etree.XMLParser(resolve_entities=False, huge_tree=True)).getroot()
+        failures = profile.check(document, project=project)
+        failed += bool(failures)
+        counts = ", ".join(f"{rule}: {n}" for (_check, rule), n in summary(failures).items())
+        print(f"{path}: {len(failures)} failure(s){' (' + counts + ')' if counts else ''}")
+        for failure in failures:
+            print(f"  {failure}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -166,6 +166,10 @@ def test_every_rule_file_and_the_corrected_contexts_compile(official_profile: Of
     assert len(names) == 12
     document = _answer(EMPTY_DIRECTORIES, 0)
     for name in names:
+        # read as UTF-8 (their ISO-8859-1 origin converted): no mojibake of the French messages
+        text = (official_profile.rules_dir / name).read_text("utf-8")
+        assert "Ã" not in text
+        assert "é" in text or "è" in text or "à" in text, name
         rules = official_profile.schematron(name)
         assert rules.query_binding == "xslt2"
         # no rule context or let fails to evaluate on an empty answer (the access-profile rules included)
@@ -244,3 +248,14 @@ def test_the_identifier_rules_run_once_the_shadowing_rule_is_dropped(
         f.path == "/careServicesResponse/result[1]/queryResult[1]/facilityDirectory[1]/facility[1]/otherID[1]"
         for f in failures
     )
+
+
+def test_the_harness_command_reports_each_file(tmp_path: Path) -> None:
+    from tests.profile.harness import main
+
+    good, bad = (
+        FIXTURES / "profile-shaped-answer.xml",
+        FIXTURES / "bridge-establishment-offers-2026-12-05.xml",
+    )
+    assert main([str(good), "--project", "lecture"]) == 0
+    assert main([str(good), str(bad)]) == 1
