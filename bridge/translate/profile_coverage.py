@@ -73,8 +73,10 @@ def profile_coverage(
 
     Produced: a directory or entity the tables fill; an entity's child that is some rule's target; deeper, an
     element under a produced one that our own schema (xsd/csd.xsd, the writer's contract) also has at that
-    path. Our extension: an official element under `extension` whose name is the `type` of one of our
-    extension rules (same content, written in urn:ror:csd:extension). Everything else is not produced.
+    path, unless it is (or is under) an `extension` or a `record` there (an approximation: what our schema
+    allows there, not what the writer fills). Our extension: an official element under `extension` whose name
+    is the `type` of one of our extension rules (same content, written in urn:ror:csd:extension). Everything
+    else is not produced.
     """
     kinds = {table.kind.name: table for table in mappings.entities.values()}
     produced_paths: dict[str, str] = {}
@@ -104,11 +106,18 @@ def profile_coverage(
         deepest = max(parents, key=len, default=None)
         if path in extension_types:
             out.append(ElementCoverage(path, "extension", ", ".join(extension_types[path])))
-        elif deepest is not None and deepest.count("/") >= 2 and path in ours and "/extension/" not in path:
+        elif deepest is not None and deepest.count("/") >= 2 and path in ours and _plain(path):
             out.append(ElementCoverage(path, "produced", f"inside {deepest.rpartition('/')[2]}"))
         else:
             out.append(ElementCoverage(path, "not produced", _reason(path, reasons)))
     return out
+
+
+def _plain(path: str) -> bool:
+    # Below an entity's child, the writer writes the IHE content of the value (address lines, coordinates,
+    # names…), never an `extension` or a `record` (only entities carry a record).
+    steps = path.split("/")
+    return "extension" not in steps[2:] and "record" not in steps[3:]
 
 
 def coverage_lines(coverage: Sequence[ElementCoverage], schema: str) -> list[str]:
