@@ -101,9 +101,36 @@ def mappings_from(settings: Settings) -> Mappings:
     return load_mappings(settings.mappings_dir or shipped_dir("mappings"))
 
 
-def check_mappings(settings: Settings) -> str:
-    """`ror-bridge mappings check`: load and validate every table, return the coverage report."""
-    return coverage_report(mappings_from(settings))
+def check_mappings(settings: Settings, profile_schema: Path | None = None) -> str:
+    """`ror-bridge mappings check`: load and validate every table, return the coverage report, then the
+    coverage of the official ROR CSD v2.4 profile's elements (`profile_schema`, else the profile's schema in
+    ../shared/reference/ror-v24/ next to a source checkout; skipped, and said so, when neither exists)."""
+    from bridge.csd.profile import csd_elements
+    from bridge.translate.profile_coverage import coverage_lines, load_reasons, profile_coverage
+
+    mappings = mappings_from(settings)
+    report = coverage_report(mappings)
+    schema = profile_schema or default_profile_schema()
+    if schema is None or not schema.is_file():
+        wanted = schema or PROFILE_SCHEMA_NAME
+        return (
+            report + f"\nOfficial profile coverage skipped: {wanted} not found (give --profile-schema FILE)\n"
+        )
+    official = [element.path for element in csd_elements(schema)]
+    ours = {element.path for element in csd_elements(shipped_dir("xsd") / "csd.xsd")}
+    coverage = profile_coverage(mappings, official, ours, load_reasons(mappings.directory))
+    return report + "\n" + "\n".join(coverage_lines(coverage, schema.name)) + "\n"
+
+
+PROFILE_SCHEMA_NAME = "IHE_ProfilCSD-ExtensionROR_fr-v2.4.xsd"
+
+
+def default_profile_schema() -> Path | None:
+    """ANS's ROR CSD v2.4 schema in ../shared/reference/ror-v24/local/, next to a source checkout."""
+    candidate = (
+        shipped_dir("xsd").parent.parent / "shared" / "reference" / "ror-v24" / "local" / PROFILE_SCHEMA_NAME
+    )
+    return candidate if candidate.is_file() else None
 
 
 def build_upstream(settings: Settings) -> Upstream:

@@ -98,7 +98,7 @@ def _mappings_check(args: argparse.Namespace) -> int:
     from bridge.app import check_mappings
 
     settings = _settings(args, mappings_dir=args.mappings_dir)
-    print(check_mappings(settings))
+    print(check_mappings(settings, args.profile_schema))
     return 0
 
 
@@ -333,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     check = mappings_commands.add_parser("check", help="validate every mapping table and print its coverage")
     check.add_argument("--mappings-dir", type=Path, help="a deployment's own mappings directory")
     check.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
+    check.add_argument(
+        "--profile-schema",
+        type=Path,
+        metavar="FILE",
+        help="the official ROR CSD v2.4 schema to report coverage against "
+        "(default: ../shared/reference/ror-v24/local/ next to a source checkout)",
+    )
     check.set_defaults(handler=_mappings_check)
 
     translate = commands.add_parser(

@@ -77,3 +77,14 @@ def official_csd_schema() -> etree.XMLSchema:
 def our_csd_schema() -> etree.XMLSchema:
     """The project's own CSD schema set (xsd/csd.xsd)."""
     return etree.XMLSchema(etree.parse(str(OUR_XSD / "csd.xsd")))
+
+
+@pytest.fixture(scope="session")
+def official_profile() -> Any:
+    """ANS's ROR CSD v2.4 profile as a test oracle (schema, Schematron rules, PLATINES assertions): see
+    tests/profile/harness.py. Skips when ../shared/reference/ror-v24/ is absent."""
+    if not (REFERENCE / "ror-v24" / "local").is_dir():
+        pytest.skip("../shared/reference/ror-v24/ is not present")
+    from tests.profile.harness import OfficialProfile
+
+    return OfficialProfile(REFERENCE)

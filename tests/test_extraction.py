@@ -46,6 +46,7 @@ from bridge.simulator.app import SimulatorConfig, create_simulator_server
 from bridge.simulator.dataset import generate_dataset
 from bridge.translate import load_mappings
 from tests.expected import entity_ids, expected_entities
+from tests.profile.harness import PROFILE_SHAPE_PENDING, OfficialProfile, assert_follows_profile
 from tests.server import running_server
 
 SCALE = 240
@@ -125,6 +126,13 @@ def test_the_document_validates_against_the_official_schema(
 ) -> None:
     document = etree.fromstring(national_search)
     assert official_csd_schema.validate(document), official_csd_schema.error_log.last_error
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=PROFILE_SHAPE_PENDING)
+def test_the_document_follows_the_official_ror_profile(
+    national_search: bytes, official_profile: OfficialProfile
+) -> None:
+    assert_follows_profile(official_profile, etree.fromstring(national_search))
 
 
 def test_every_entity_of_the_national_offer_comes_exactly_once(national_search: bytes) -> None:

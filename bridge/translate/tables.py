@@ -426,7 +426,7 @@ def load_mappings(directory: Path) -> Mappings:
     if not directory.is_dir():
         raise MappingTableError(str(directory), None, None, "mappings directory not found")
     systems = _load_systems(directory)
-    code_tables = _load_code_tables(directory)
+    code_tables = _load_code_tables(directory, systems)
     identities = _load_identities(directory)
     functions, aliases, encapsulated, timezone, tag_system, modifications = _load_functions(directory)
     entities = _load_entities(directory, code_tables)
@@ -473,7 +473,7 @@ def _load_systems(directory: Path) -> Systems:
     return Systems(by_url)
 
 
-def _load_code_tables(directory: Path) -> dict[str, CodeTable]:
+def _load_code_tables(directory: Path, systems: Systems) -> dict[str, CodeTable]:
     columns = ("source_code", "code", "coding_scheme", "display", "note")
     tables: dict[str, CodeTable] = {}
     for path in sorted((directory / CODES).glob("*.csv")):
@@ -487,7 +487,8 @@ def _load_code_tables(directory: Path) -> dict[str, CodeTable]:
                     raise MappingTableError(table, rule, column, "required")
             if row["source_code"] in entries:
                 raise MappingTableError(table, rule, "source_code", f"duplicate {row['source_code']!r}")
-            coded = CodedType(row["code"], row["coding_scheme"], row["display"] or None)
+            # A crosswalk names its target system by URL, like the data: written as its NOS OID when known.
+            coded = CodedType(row["code"], systems.scheme(row["coding_scheme"]), row["display"] or None)
             entries[row["source_code"]] = CodeEntry(row["source_code"], coded, row["note"])
         tables[path.stem] = CodeTable(path.stem, entries)
     return tables

@@ -55,6 +55,7 @@ from bridge.model import (
     Service,
     Transaction,
 )
+from tests.profile.harness import PROFILE_SHAPE_PENDING, OfficialProfile, assert_follows_profile
 
 CSD = ns.CSD
 
@@ -305,6 +306,14 @@ def test_document_is_valid_against_the_official_2014_schema(
     document: CsdDocument, official_csd_schema: etree.XMLSchema
 ) -> None:
     assert_valid(official_csd_schema, document_to_bytes(document))
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=PROFILE_SHAPE_PENDING)
+@pytest.mark.parametrize("document", [FULL, EMPTY], ids=["full", "empty"])
+def test_document_follows_the_official_ror_profile(
+    document: CsdDocument, official_profile: OfficialProfile
+) -> None:
+    assert_follows_profile(official_profile, parse(document_to_bytes(document)))
 
 
 def test_our_schema_rejects_what_the_official_one_rejects(

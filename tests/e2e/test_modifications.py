@@ -28,6 +28,7 @@ from bridge.simulator.app import SimulatorConfig, create_simulator_app, mount_si
 from bridge.simulator.dataset import Dataset, generate_dataset
 from tests.e2e import deltas
 from tests.expected import answer_csd
+from tests.profile.harness import PROFILE_SHAPE_PENDING, OfficialProfile, assert_follows_profile
 from tests.server import running_server
 
 SCALE = 2000
@@ -215,6 +216,23 @@ def test_nothing_changed_gives_four_empty_directories_bare(
     assert root.tag == f"{{{ns.CSD}}}getModificationsResponse"
     (csd,) = root
     check_csd(csd, (our_csd_schema, official_csd_schema), {d: set() for d in DIRECTORIES})
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=PROFILE_SHAPE_PENDING)
+def test_an_iti74_answer_follows_the_official_ror_profile(
+    bridge_url: str, official_profile: OfficialProfile
+) -> None:
+    """The ITI-74 answer (bare getModificationsResponse) against ANS's v2.4 schema and Schematron rules."""
+    body = f'<csd:getModificationsRequest xmlns:csd="{ns.CSD}">{_last_modified(NATIONAL_SINCE)}'
+    response = post(
+        f"{bridge_url}/csd", (body + "</csd:getModificationsRequest>").encode(), "application/xml"
+    )
+    assert response.status_code == 200, response.text
+    assert_follows_profile(official_profile, etree.fromstring(response.content))
+
+
+def _last_modified(since: datetime) -> str:
+    return f"<csd:lastModified>{since.isoformat()}</csd:lastModified>"
 
 
 @pytest.mark.parametrize(

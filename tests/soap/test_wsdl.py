@@ -198,7 +198,7 @@ def test_iti74_request_is_valid_against_the_official_schema(official_csd_schema:
 @pytest.fixture
 def local_wsdl(tmp_path: Path) -> Path:
     """The rendered WSDL and the served schemas in one directory, importing csd.xsd from there."""
-    for name in ("csd.xsd", "xml.xsd", "ror-profile.xsd"):
+    for name in ("csd.xsd", "xml.xsd", "ror-profile.xsd", "ror-v24.xsd"):
         (tmp_path / name).write_bytes(schema_file(name))
     path = tmp_path / "csd.wsdl"
     path.write_bytes(render_wsdl(SERVICE_URL, f"{tmp_path}/"))

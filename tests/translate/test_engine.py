@@ -38,10 +38,12 @@ EXT = "urn:ror:csd:extension"
 R30 = "https://mos.esante.gouv.fr/NOS/TRE_R30-RegionOM/FHIR/TRE-R30-RegionOM"
 R244 = "https://mos.esante.gouv.fr/NOS/TRE_R244-CategorieOrganisation/FHIR/TRE-R244-CategorieOrganisation"
 R240 = "https://mos.esante.gouv.fr/NOS/TRE_R240-TemporaliteAccueil/FHIR/TRE-R240-TemporaliteAccueil"
+# their NOS OIDs (codes/systems.csv, from the NOS files of 2023-06-14)
+R30_OID, R244_OID, R240_OID = "1.2.250.1.213.2.25", "1.2.250.1.213.3.3.39", "1.2.250.1.213.3.3.31"
 REGION = Extension(
     "regionSource",
     EXT,
-    ExtensionNode("regionSource", "Île-de-France", (("code", "11"), ("codingScheme", R30))),
+    ExtensionNode("regionSource", "Île-de-France", (("code", "11"), ("codingScheme", R30_OID))),
 )
 
 
@@ -85,14 +87,14 @@ def test_ej_and_eg(mappings: Mappings) -> None:
     assert [c.code for c in ej.coded_types] == ["72", "2200"]
     assert ej.other_ids == (
         OtherID("2921317258", "1.2.250.1.71.4.2.2"),
-        OtherID("921317258", "http://sirene.fr"),
+        OtherID("921317258", "1.3.2"),  # SIREN/SIRET as ANS's identifier rule expects
     )
     assert ej.record == Record(
         datetime(2019, 6, 1, tzinfo=CEST), datetime(2023, 12, 20, 10, tzinfo=CET), "Active"
     )
     assert eg.primary_name == "Clinique des Tilleuls"
     assert eg.other_names == ("Les Tilleuls",)
-    assert eg.other_ids[1] == OtherID("920000123", "http://finess.esante.gouv.fr")
+    assert eg.other_ids[1] == OtherID("920000123", "1.2.250.1.213.3.2")  # FINESS, as the profile writes it
     assert eg.contact_points == (
         ContactPoint(CodedType("BP", "urn:ihe:iti:csd:2013:contactPoint", "01 02 03 04 05")),
     )
@@ -171,13 +173,15 @@ def test_offer_record_in_full(mappings: Mappings) -> None:
                 ExtensionNode(
                     "categorieOrganisation",
                     "Unité d'hospitalisation",
-                    (("code", "11"), ("codingScheme", R244)),
+                    (("code", "11"), ("codingScheme", R244_OID)),
                 ),
             ),
             Extension(
                 "temporaliteAccueil",
                 EXT,
-                ExtensionNode("temporaliteAccueil", "Permanent", (("code", "01"), ("codingScheme", R240))),
+                ExtensionNode(
+                    "temporaliteAccueil", "Permanent", (("code", "01"), ("codingScheme", R240_OID))
+                ),
             ),
             Extension(
                 "patientele",
@@ -226,10 +230,9 @@ def test_offer_closed_and_not_reopened_is_inactive(mappings: Mappings) -> None:
 
 def test_codes_without_oid_are_written_and_reported(mappings: Mappings) -> None:
     answer(mappings)
-    # R30 region tag: one per organisation (7) and per offer (2); R244 / R240 once per offer
-    assert mappings.findings.count(Finding.SYSTEM_WITHOUT_OID, R30) == 9
-    assert mappings.findings.count(Finding.SYSTEM_WITHOUT_OID, R244) == 2
-    assert mappings.findings.count(Finding.SYSTEM_WITHOUT_OID, R240) == 2
+    # R30 region tag, R244, R240: written as their NOS OIDs, nothing reported
+    for system in (R30, R244, R240):
+        assert mappings.findings.count(Finding.SYSTEM_WITHOUT_OID, system) == 0
     assert mappings.findings.count(Finding.IDENTIFIER_WITHOUT_OID, "https://oi.esante.gouv.fr") == 5
     assert mappings.findings.count(Finding.CODE_WITHOUT_CROSSWALK, f"type-offre: {R244}|11") == 2
     # loc-1 is received but carries no idLocation: its FHIR-id entityID is reported

@@ -6,6 +6,7 @@ from bridge.translate import Mappings, coverage_report
 from bridge.translate.findings import Finding
 
 R66 = "https://mos.esante.gouv.fr/NOS/TRE_R66-CategorieEtablissement/FHIR/TRE-R66-CategorieEtablissement"
+R343 = "https://mos.esante.gouv.fr/NOS/TRE_R343-FonctionLieu/FHIR/TRE-R343-FonctionLieu"
 
 
 def test_report_lists_tables_rules_targets_and_systems(mappings: Mappings) -> None:
@@ -20,7 +21,8 @@ def test_report_lists_tables_rules_targets_and_systems(mappings: Mappings) -> No
         "  parent: parent <- partOf.reference via reference_entity_id",
         "extension type=nomOffre urn=urn:ror:csd:extension",
         "OID 1.2.250.1.213.3.3.12  TRE_R211-ActiviteOperationnelle",
-        f"no OID  TRE_R66-CategorieEtablissement (code)  {R66}",
+        f"no OID  TRE_R343-FonctionLieu (code)  {R343}",
+        f"OID 1.2.250.1.213.1.6.1.8  TRE_R66-CategorieEtablissement (code, verified)  {R66}",
         "Organization: oi > idnatstruct > finess > urn:ror:fhir:Organization/<id>",
         "Reported since start-up: 0",
     ):

@@ -44,6 +44,9 @@ PARIS = ZoneInfo("Europe/Paris")
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 R207 = "https://mos.esante.gouv.fr/NOS/TRE_R207-TypeOrganisationInterne/FHIR/TRE-R207-TypeOrganisationInterne"
 R66 = "https://mos.esante.gouv.fr/NOS/TRE_R66-CategorieEtablissement/FHIR/TRE-R66-CategorieEtablissement"
+R66_OID = "1.2.250.1.213.1.6.1.8"  # NOS files of 2023-06-14
+# a TRE newer than the NOS files of 2023-06-14: no OID in codes/systems.csv
+R343 = "https://mos.esante.gouv.fr/NOS/TRE_R343-FonctionLieu/FHIR/TRE-R343-FonctionLieu"
 CREATED = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/ror-meta-creation-date"
 
 
@@ -107,25 +110,28 @@ def test_other_id_uses_oid_else_system_and_reports(mappings: Mappings) -> None:
         {"value": "no-system"},
         {"system": "https://oi.esante.gouv.fr"},
     ]
+    identifiers.append({"system": "https://oi.esante.gouv.fr", "value": "75/OI-1"})
     assert run(mappings, "other_id", identifiers, {"resourceType": "Organization"}) == [
         OtherID("392", "1.2.250.1.71.4.2.2"),
-        OtherID("920000123", "https://finess.esante.gouv.fr"),
+        OtherID("920000123", "1.2.250.1.213.3.2"),  # FINESS as ANS's identifier rule expects it
+        OtherID("75/OI-1", "https://oi.esante.gouv.fr"),  # no OID: the system, reported
     ]
-    assert mappings.findings.count(Finding.IDENTIFIER_WITHOUT_OID, "https://finess.esante.gouv.fr") == 1
+    assert mappings.findings.count(Finding.IDENTIFIER_WITHOUT_OID, "https://finess.esante.gouv.fr") == 0
+    assert mappings.findings.count(Finding.IDENTIFIER_WITHOUT_OID, "https://oi.esante.gouv.fr") == 1
     assert mappings.findings.count(Finding.IDENTIFIER_WITHOUT_SYSTEM) == 1
 
 
 def test_coded_type_writes_oid_or_reports_the_system_url(mappings: Mappings) -> None:
     codings = [
         {"system": R207, "code": "4", "display": "Unité élémentaire"},
-        {"coding": [{"system": R66, "code": "365"}]},
+        {"coding": [{"system": R343, "code": "002"}]},
         {"system": R207},
     ]
     assert run(mappings, "coded_type", codings) == [
         CodedType("4", "1.2.250.1.213.3.3.8", "Unité élémentaire"),
-        CodedType("365", R66, None),
+        CodedType("002", R343, None),
     ]
-    assert mappings.findings.count(Finding.SYSTEM_WITHOUT_OID, R66) == 1
+    assert mappings.findings.count(Finding.SYSTEM_WITHOUT_OID, R343) == 1
     assert mappings.findings.count(Finding.SYSTEM_WITHOUT_OID, R207) == 0
     with pytest.raises(TransformError, match="has no system"):
         run(mappings, "coded_type", [{"code": "1"}])
@@ -140,7 +146,7 @@ def test_coded_type_crosswalks_through_a_code_table(mappings: Mappings) -> None:
         codes="organization-kind",
     ) == [
         CodedType("EG", "urn:ror:csd:organization-kind", "Entité géographique"),
-        CodedType("365", R66, None),
+        CodedType("365", R66_OID, None),
     ]
 
 
@@ -283,14 +289,15 @@ def test_text_refuses_objects(mappings: Mappings) -> None:
 # Transforms of the whole v2.4 model (facility, provider, extension trees, crosswalks)
 
 G15 = "https://mos.esante.gouv.fr/NOS/TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante"
+G15_OID = "1.2.250.1.71.1.2.7"
 SD = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/"
 
 
 def test_crosswalk_uses_the_row_and_reports_codes_without_one(mappings: Mappings) -> None:
     codings = [{"system": G15, "code": "60"}, {"system": G15, "code": "93", "display": "Orthoptiste"}]
     assert run(mappings, "crosswalk", codings, codes="profession") == [
-        CodedType("60", G15, "Infirmier"),  # the row's code, scheme and display
-        CodedType("93", G15, "Orthoptiste"),  # no row: written as received, never dropped
+        CodedType("60", G15_OID, "Infirmier"),  # the row's code, scheme (its NOS OID) and display
+        CodedType("93", G15_OID, "Orthoptiste"),  # no row: written as received, never dropped
     ]
     assert mappings.findings.count(Finding.CODE_WITHOUT_CROSSWALK, f"profession: {G15}|93") == 1
     assert mappings.findings.count(Finding.CODE_WITHOUT_CROSSWALK) == 1
@@ -332,7 +339,7 @@ def test_tree_renders_extensions_codings_and_objects(mappings: Mappings) -> None
     assert node == ExtensionNode(
         "value",
         children=(
-            ExtensionNode("supportedPatientInfo", attributes=(("code", "1"), ("codingScheme", G15))),
+            ExtensionNode("supportedPatientInfo", attributes=(("code", "1"), ("codingScheme", G15_OID))),
             ExtensionNode(
                 "ageRange",
                 children=(
@@ -346,7 +353,7 @@ def test_tree_renders_extensions_codings_and_objects(mappings: Mappings) -> None
     assert run(mappings, "tree", [{"url": f"{SD}ror-meta-comment", "valueString": "x"}]) == [
         ExtensionNode("value", "x")
     ]
-    assert mappings.findings.count(Finding.SYSTEM_WITHOUT_OID, G15) == 1
+    assert mappings.findings.count(Finding.SYSTEM_WITHOUT_OID, G15) == 0  # written as its NOS OID
 
 
 def test_tree_refuses_what_xml_cannot_hold(mappings: Mappings) -> None:
@@ -425,7 +432,7 @@ def test_crosswalk_prefers_system_qualified_rows(mappings: Mappings, tmp_path: P
     codings = [{"system": r94, "code": "60"}, {"system": G15, "code": "60"}]
     assert run(local, "crosswalk", codings, codes="profession") == [
         CodedType("S60", "urn:test:v24", "Social 60"),  # the system-qualified row
-        CodedType("60", G15, "Infirmier"),  # the bare-code row
+        CodedType("60", G15_OID, "Infirmier"),  # the bare-code row
     ]
 
 

@@ -1,0 +1,274 @@
+"""The official ROR CSD v2.4 profile as a test oracle: ANS's schema, Schematron rules and PLATINES assertions.
+
+Part of the official-profile conformance harness (tests/profile/). `OfficialProfile(reference_dir).check(doc)`
+lists every failure of an answer document (`csd:CSD`, `careServicesResponse`, ITI-74
+`getModificationsResponse`, `TR-Notif-ListeEtablissementMajApresDate_Reponse`) with the rule or assertion
+that failed and the node path. Everything is read from ../shared/reference/ror-v24/ at test time; nothing of
+it is copied into the repository.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from lxml import etree
+
+from tests.profile.nos import NosFiles
+from tests.profile.platines import Assertion, load_assertions, run_xpath_match
+from tests.profile.schematron import Schematron
+
+CSD = "urn:ihe:iti:csd:2013"
+ROR = "urn:asip:ror:2015"
+
+# The rules ANS applies to every answer: identifiers, nomenclatures, UE conformity, metadata. The others of
+# the folder (filtre_profil0..3, RG_ALIM_050_profil0, avecRestrictionOI) check access profiles and the OI
+# restriction of a request: runnable by name with `schematron_failures(doc, rules=[...])`.
+CONFORMANCE_RULES = (
+    "validation_identifiants.sch",
+    "validation_elements_nomenclatures.sch",
+    "validation_nomenclatures_ressources_opérationnelles.sch",
+    "validation_nomenclatures_type_fermeture.sch",
+    "validation_conformite_UE.sch",
+    "validation_metadonnees.sch",
+)
+# Defects of ANS's rules, handled at load (tests/profile/test_harness.py proves each one).
+# 1. Rules that no document can satisfy, dropped: both patterns of validation_identifiants.sch open with a
+#    rule whose context `//*` matches EVERY element. Under Schematron's semantics (first matching rule of a
+#    pattern wins) it fires on every element and shadows every later rule of its pattern, so the identifier
+#    checks never ran; and its test fails on every element (TR_Lecture: the unprefixed `facilityDirectory`
+#    is in no namespace, never in a CSD answer; TR-Notif: `count(//*/*:etablissementID) < 1` is false for
+#    any answer that lists an establishment). Dropping them lets the identifier rules after them run, as
+#    ANS meant.
+EXCLUDED_RULES = {
+    "validation_identifiants.sch": (
+        ("validite-idNat-Struct-TRLecture", "//*"),
+        ("validite-idNat-Struct-TRNotif", "//*"),
+    ),
+}
+# 2. Contexts that are not XPath (a static error: an XSLT engine refuses the whole file), corrected to their
+#    evident intent: seven contexts of the operational-capacity rules write `/*capacityStatus` (and
+#    capacityTemporality, capacityGenderAvailability, capacityClosingType, capacityExtraBed,
+#    capacitySourceType, crisisType) without the colon of every sibling step `/*:name`.
+_MISSING_COLON = re.compile(r"/\*([A-Za-z])")
+CORRECTED_FILES = {"validation_nomenclatures_ressources_opérationnelles.sch"}
+
+
+def _correct(context: str) -> str:
+    return _MISSING_COLON.sub(r"/*:\1", context)
+
+
+# The Lecture project's last assertion checks an element whose name the tester types into the project
+# property `Attribut` (stored value: the placeholder `nom_attribut`): it has no meaning without a tester, so
+# the harness skips it unless asked.
+USER_ATTRIBUTE_ASSERTION = (
+    "Vérification de la présence de l'attribut défini par l'utilisateur au niveau de l'EJ"
+)
+LECTURE_PROJECT = "C_Lecture_EG_Offre_complete_EJ_sans_date_sans_restrictionOI_profil1.xml"
+NOTIF_PROJECT = "C_Notif_parametrable__conformite_au_schema.xml"
+
+# The elements the WSDL (not the schema) declares in urn:asip:ror:2015, with the schema's types: the
+# harness declares them the same way in a small schema of its own that imports the profile's, so that a
+# TR-Notif answer and an `erreur` validate like the WSDL's messages.
+_WSDL_ELEMENTS = """<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:csd="urn:ihe:iti:csd:2013"
+    targetNamespace="urn:asip:ror:2015" elementFormDefault="qualified">
+  <xs:import namespace="urn:ihe:iti:csd:2013" schemaLocation="{xsd}"/>
+  <xs:element name="TR-Notif-ListeEtablissementsMajApresDate_Demande"
+      type="csd:TR-Notif-ListeEtablissementsMajApresDate_Demande"/>
+  <xs:element name="TR-Notif-ListeEtablissementMajApresDate_Reponse"
+      type="csd:TR-Notif-ListeEtablissementMajApresDate_Reponse"/>
+  <xs:element name="erreur" type="csd:error"/>
+</xs:schema>"""
+
+
+@dataclass(frozen=True)
+class Failure:
+    check: str  # "xsd", "schematron", "platines"
+    # xsd: the validator's error type; schematron: "file#pattern"; platines: "project: assertion name"
+    rule: str
+    path: str  # the failing node
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.check}] {self.rule} at {self.path}: {self.message}"
+
+
+class OfficialProfile:
+    """ANS's conformance material in `reference_dir/ror-v24/`, compiled once."""
+
+    def __init__(self, reference_dir: Path) -> None:
+        self.root = reference_dir / "ror-v24"
+        self.xsd_path = self.root / "local" / "IHE_ProfilCSD-ExtensionROR_fr-v2.4.xsd"
+        self.rules_dir = self.root / "platines" / "schematron"
+        self.nos = NosFiles(self.root / "platines" / "2023-06-14_NOS-Fichiers_Publics.zip")
+        self._schematrons: dict[str, Schematron] = {}
+
+    @cached_property
+    def schema(self) -> etree.XMLSchema:
+        """The profile's schema, with the WSDL's three urn:asip:ror:2015 elements.
+
+        Validator choice: the file declares `vc:minVersion="1.1"` on xs:schema. An XSD 1.0 processor that
+        implements the versioning namespace (xmlschema.XMLSchema10) must then IGNORE the whole schema, and
+        does: it compiles with 0 elements. xmlschema.XMLSchema11 compiles it (7 elements, 61 types); libxml2
+        (lxml) ignores vc: and compiles it as XSD 1.0. The schema uses no XSD 1.1 construct (no assert,
+        alternative, openContent, xs:all with maxOccurs > 1), so both give the same verdicts —
+        tests/profile/test_harness.py checks that on valid and invalid documents — and lxml is used here: it
+        is much faster on large answers.
+        """
+        text = _WSDL_ELEMENTS.format(xsd=self.xsd_path.as_uri())
+        return etree.XMLSchema(etree.fromstring(text.encode(), base_url=str(self.xsd_path)))
+
+    def schema_failures(self, document: etree._Element) -> list[Failure]:
+        schema = self.schema
+        if schema.validate(document):
+            return []
+        return [
+            Failure("xsd", error.type_name, error.path or "/", error.message)
+            for error in schema.error_log  # type: ignore[attr-defined]  # lxml-stubs: _ErrorLog is iterable
+        ]
+
+    def schematron(self, name: str) -> Schematron:
+        if name not in self._schematrons:
+            self._schematrons[name] = Schematron(
+                self.rules_dir / name,
+                self._table,
+                correct=_correct if name in CORRECTED_FILES else None,
+                excluded=EXCLUDED_RULES.get(name, ()),
+            )
+        return self._schematrons[name]
+
+    def _table(self, reference: str) -> etree._ElementTree | None:
+        table = self.nos.find(reference)
+        return None if table is None else table.svs_document()
+
+    def schematron_failures(
+        self, document: etree._Element, rules: Iterable[str] = CONFORMANCE_RULES
+    ) -> list[Failure]:
+        failures = []
+        for name in rules:
+            for found in self.schematron(name).validate(document):
+                failures.append(
+                    Failure(
+                        "schematron",
+                        f"{found.file}#{found.pattern}",
+                        found.path,
+                        f"{found.test} — {found.message}",
+                    )
+                )
+        return failures
+
+    @cached_property
+    def assertions(self) -> dict[str, list[Assertion]]:
+        return {
+            project: load_assertions(self.root / "platines" / project)
+            for project in (LECTURE_PROJECT, NOTIF_PROJECT)
+        }
+
+    def platines_failures(
+        self, document: etree._Element, project: str, *, skip: Sequence[str] = (USER_ATTRIBUTE_ASSERTION,)
+    ) -> list[Failure]:
+        """The project's XPath Match and NotContains assertions (its schema and Schematron assertions are the
+        other two checks). `skip` names assertions that do not apply to this answer (e.g. RG_ALIM_018, one
+        EJ / one EG, for a reading that is not by one establishment)."""
+        failures: list[Failure] = []
+        text = etree.tostring(document, encoding="unicode")
+        for assertion in self.assertions[project]:
+            if assertion.name in skip:
+                continue
+            if assertion.type == "XPath Match":
+                failures.extend(
+                    Failure("platines", f"{f.project}: {f.assertion}", f.path, f.message)
+                    for f in run_xpath_match(assertion, document)
+                )
+            elif assertion.type == "Simple NotContains" and assertion.expected in text:
+                failures.append(
+                    Failure(
+                        "platines",
+                        f"{assertion.project}: {assertion.name}",
+                        "/",
+                        f"contains {assertion.expected!r}",
+                    )
+                )
+        return failures
+
+    def check(
+        self,
+        document: etree._Element,
+        *,
+        rules: Iterable[str] = CONFORMANCE_RULES,
+        project: str | None = None,
+        skip: Sequence[str] = (USER_ATTRIBUTE_ASSERTION,),
+    ) -> list[Failure]:
+        """Schema, Schematron rules and (when a project is named) the PLATINES assertions, in that order."""
+        failures = self.schema_failures(document) + self.schematron_failures(document, rules)
+        if project is not None:
+            failures += self.platines_failures(document, project, skip=skip)
+        return failures
+
+
+def summary(failures: Iterable[Failure]) -> dict[tuple[str, str], int]:
+    """Failures counted per (check, rule): the compact form tests compare."""
+    counts: dict[tuple[str, str], int] = {}
+    for failure in failures:
+        key = (failure.check, failure.rule)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+# The answers are not yet in the profile's shape: the combined official-profile checks of the answer tests
+# carry this strict xfail, so that each flips to a failure (and its marker must go) the moment its answer
+# conforms.
+PROFILE_SHAPE_PENDING = (
+    "issue 11 item 2 (branch `shape`): answers not yet in the ROR v2.4 profile's shape — result/CSD "
+    "instead of result/facilityNumber + queryResult, no deviceDirectory, extensions in urn:ror:csd:extension "
+    "instead of the typed elements, lieux as facilities coded TRE_R343 instead of internal organisations "
+    "coded TRE_R207, FHIR URLs where NOS OIDs are due"
+)
+
+
+def assert_follows_profile(
+    profile: OfficialProfile,
+    document: etree._Element,
+    *,
+    project: str | None = None,
+    skip: Sequence[str] = (USER_ATTRIBUTE_ASSERTION,),
+) -> None:
+    """Fails with every failure (rule or assertion, node path, message) of the answer against the profile."""
+    failures = profile.check(document, project=project, skip=skip)
+    counts = ", ".join(f"{rule}: {n}" for (_check, rule), n in summary(failures).items())
+    shown = "\n".join(str(failure) for failure in failures[:30])
+    assert not failures, f"{len(failures)} failures ({counts})\n{shown}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m tests.profile.harness FILE… [--project lecture|notif]`: each answer file's failures."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.profile.harness", description=main.__doc__)
+    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument(
+        "--project", choices=("lecture", "notif"), help="also the PLATINES project's assertions"
+    )
+    parser.add_argument(
+        "--reference", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "reference"
+    )
+    args = parser.parse_args(argv)
+    profile = OfficialProfile(args.reference)
+    project = {"lecture": LECTURE_PROJECT, "notif": NOTIF_PROJECT}.get(args.project or "")
+    failed = 0
+    for path in args.files:
+        document = etree.parse(str(path), etree.XMLParser(resolve_entities=False, huge_tree=True)).getroot()
+        failures = profile.check(document, project=project)
+        failed += bool(failures)
+        counts = ", ".join(f"{rule}: {n}" for (_check, rule), n in summary(failures).items())
+        print(f"{path}: {len(failures)} failure(s){' (' + counts + ')' if counts else ''}")
+        for failure in failures:
+            print(f"  {failure}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

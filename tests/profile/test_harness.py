@@ -1,0 +1,261 @@
+"""The official-profile harness itself: it passes a conforming answer, fails a known-bad one with the exact
+rule ids, assertion names and node paths, and reads ANS's files (schema, rules, NOS tables, PLATINES) as
+they are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import xmlschema
+from lxml import etree
+
+from tests.profile.harness import (
+    CONFORMANCE_RULES,
+    EXCLUDED_RULES,
+    LECTURE_PROJECT,
+    NOTIF_PROJECT,
+    USER_ATTRIBUTE_ASSERTION,
+    OfficialProfile,
+    summary,
+)
+from tests.profile.schematron import Schematron
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "profile"
+CSD = "urn:ihe:iti:csd:2013"
+EMPTY_DIRECTORIES = (
+    "<organizationDirectory/><serviceDirectory/><facilityDirectory/><providerDirectory/><deviceDirectory/>"
+)
+
+
+def _xml(text: str) -> etree._Element:
+    return etree.fromstring(text.encode())
+
+
+def _answer(csd_content: str, number: int) -> etree._Element:
+    return _xml(
+        f'<careServicesResponse xmlns="{CSD}"><result><facilityNumber>{number}</facilityNumber>'
+        f"<queryResult>{csd_content}</queryResult></result></careServicesResponse>"
+    )
+
+
+def _ej(coding_scheme: str, code: str) -> str:
+    return (
+        '<organizationDirectory><organization entityID="urn:ror:idnatstruct:1750000001">'
+        '<otherID code="1750000001" assigningAuthorityName="1.2.250.1.71.4.2.2"/>'
+        f'<codedType code="{code}" codingScheme="{coding_scheme}"/>'
+        '<primaryName>EJ</primaryName><record created="2020-01-01T00:00:00" updated="2021-01-01T00:00:00"'
+        ' status="Active"/></organization></organizationDirectory>'
+        "<serviceDirectory/><facilityDirectory/><providerDirectory/><deviceDirectory/>"
+    )
+
+
+def test_an_empty_profile_answer_passes_every_check(official_profile: OfficialProfile) -> None:
+    document = _answer(EMPTY_DIRECTORIES, 0)
+    skip = [a.name for a in official_profile.assertions[LECTURE_PROJECT] if a.name.startswith("RG_ALIM_018")]
+    assert (
+        official_profile.check(document, project=LECTURE_PROJECT, skip=[*skip, USER_ATTRIBUTE_ASSERTION])
+        == []
+    )
+
+
+def test_the_nomenclature_rule_accepts_a_nos_code_and_refuses_a_fhir_url(
+    official_profile: OfficialProfile,
+) -> None:
+    # TRE_R72 (statut juridique) is one of the two tables the rule allows for an EJ's codedType.
+    r72 = official_profile.nos.tables["TRE_R72"]
+    good = _answer(_ej(r72.concepts[0].code_system, r72.concepts[0].code), 0)
+    assert official_profile.check(good) == []
+    url = "https://mos.esante.gouv.fr/NOS/TRE_R72-FinessStatutJuridique/FHIR/TRE-R72-FinessStatutJuridique"
+    bad = official_profile.check(_answer(_ej(url, "ZZ"), 0))
+    path = (
+        "/careServicesResponse/result[1]/queryResult[1]/organizationDirectory[1]/organization[1]/codedType[1]"
+    )
+    assert [(f.rule, f.path, f.message.split(" — ")[1].split(" :")[0]) for f in bad] == [
+        ("validation_elements_nomenclatures.sch#conformite-nomenclatures", path, "Mauvais OID"),
+        ("validation_elements_nomenclatures.sch#conformite-nomenclatures", path, "Code nomenclature inconnu"),
+    ]
+
+
+def test_todays_bridge_answer_fails_with_the_exact_rules(official_profile: OfficialProfile) -> None:
+    # establishment-offers as the bridge answered it on 2026-12-05 (before the profile's shape): known bad.
+    document = etree.parse(str(FIXTURES / "bridge-establishment-offers-2026-12-05.xml")).getroot()
+    failures = official_profile.check(document, project=LECTURE_PROJECT)
+    assert summary(failures) == {
+        ("xsd", "SCHEMAV_ELEMENT_CONTENT"): 1,
+        ("schematron", "validation_elements_nomenclatures.sch#conformite-nomenclatures"): 13,
+        (
+            "platines",
+            f"{LECTURE_PROJECT}: RG_ALIM_018, RG_EXP_001 : Objet du contrôle : "
+            "La réponse contient au moins une UE par EG ouverte",
+        ): 1,
+        (
+            "platines",
+            f"{LECTURE_PROJECT}: RG_ALIM_019 : Objet du contrôle : "
+            "Le nombre de réponses annoncé dans le résultat est valide",
+        ): 1,
+        (
+            "platines",
+            f"{LECTURE_PROJECT}: RG_ALIM_018 : Objet du contrôle : "
+            "La réponse doit contenir 1 EJ, 1 EG et 1 UE",
+        ): 1,
+    }
+    xsd = failures[0]
+    assert xsd.path == "/csd:careServicesResponse/csd:result/csd:CSD"
+    assert "facilityNumber" in xsd.message
+    schematron = [(f.path, f.message.split(" — ")[1]) for f in failures if f.check == "schematron"]
+    csd = "/careServicesResponse/result[1]/CSD[1]"
+    ej = f"{csd}/organizationDirectory[1]/organization[1]/codedType[1]"
+    assert any(p == ej and m.startswith("Mauvais OID : https://mos.esante.gouv.fr/") for p, m in schematron)
+    # a lieu written as a facility coded TRE_R343 where the profile has TRE_R207 internal organisations
+    lieu = f"{csd}/facilityDirectory[1]/facility[1]/codedType[1]"
+    assert any(p == lieu and m.startswith("Code nomenclature inconnu : 002.") for p, m in schematron)
+    platines = [f.message for f in failures if f.check == "platines"]
+    assert "'Absence de nombre de résultat' (expected 'Résultat valide')" in platines
+
+
+def test_the_schema_is_the_profile_with_the_wsdl_elements(official_profile: OfficialProfile) -> None:
+    notif = _xml(
+        '<TR-Notif-ListeEtablissementMajApresDate_Reponse xmlns="urn:asip:ror:2015"'
+        ' xmlns:c="urn:ihe:iti:csd:2013"><c:etablissementReponseNotif>'
+        '<c:id_etablissement code="1750000001" assigningAuthorityName="1.2.250.1.71.4.2.2"/>'
+        "</c:etablissementReponseNotif><c:result>1</c:result></TR-Notif-ListeEtablissementMajApresDate_Reponse>"
+    )
+    assert official_profile.schema_failures(notif) == []
+    wrong = _xml(
+        '<TR-Notif-ListeEtablissementMajApresDate_Reponse xmlns="urn:asip:ror:2015"><x/>'
+        "</TR-Notif-ListeEtablissementMajApresDate_Reponse>"
+    )
+    assert [f.rule for f in official_profile.schema_failures(wrong)] == ["SCHEMAV_ELEMENT_CONTENT"]
+
+
+def test_lxml_and_xmlschema_11_agree_on_the_profile_schema(official_profile: OfficialProfile) -> None:
+    # Why lxml (XSD 1.0) may validate a schema marked vc:minVersion="1.1": see OfficialProfile.schema.
+    assert len(xmlschema.XMLSchema10(official_profile.xsd_path).elements) == 0  # 1.0 + versioning skips it
+    xsd11 = xmlschema.XMLSchema11(official_profile.xsd_path)
+    documents = [
+        _answer(EMPTY_DIRECTORIES, 0),
+        _answer(_ej("1.2.250.1.213.1.6.1.8", "01"), 0),
+        etree.parse(str(FIXTURES / "bridge-establishment-offers-2026-12-05.xml")).getroot(),
+        _xml(
+            f'<CSD xmlns="{CSD}"><organizationDirectory/><serviceDirectory/><facilityDirectory/>'
+            "<providerDirectory/></CSD>"
+        ),
+        _xml(f'<CSD xmlns="{CSD}">{EMPTY_DIRECTORIES}</CSD>'),
+    ]
+    verdicts = [(official_profile.schema_failures(d) == [], xsd11.is_valid(d)) for d in documents]
+    assert verdicts == [(True, True), (True, True), (False, False), (False, False), (True, True)]
+
+
+def test_the_excluded_rules_fail_on_every_element(official_profile: OfficialProfile) -> None:
+    # Proof that EXCLUDED_RULES are unsatisfiable (and still in ANS's file as described): run unmodified.
+    raw = Schematron(official_profile.rules_dir / "validation_identifiants.sch", official_profile._table)
+    for pattern, context in EXCLUDED_RULES["validation_identifiants.sch"]:
+        assert any(p.id == pattern and p.rules[0].context == context for p in raw.patterns)
+    document = _answer(_ej("1.2.250.1.213.1.6.1.8", "01"), 0)
+    failures = raw.validate(document)
+    elements = sum(1 for _ in document.iter())
+    assert [f.path for f in failures if f.test == "facilityDirectory/*:facility/*:otherID"] == [
+        f.path for f in failures
+    ]
+    assert len(failures) == elements
+
+
+def test_every_rule_file_and_the_corrected_contexts_compile(official_profile: OfficialProfile) -> None:
+    names = sorted(p.name for p in official_profile.rules_dir.glob("*.sch"))
+    assert len(names) == 12
+    document = _answer(EMPTY_DIRECTORIES, 0)
+    for name in names:
+        # read as UTF-8 (their ISO-8859-1 origin converted): no mojibake of the French messages
+        text = (official_profile.rules_dir / name).read_text("utf-8")
+        assert "Ã" not in text
+        assert "é" in text or "è" in text or "à" in text, name
+        rules = official_profile.schematron(name)
+        assert rules.query_binding == "xslt2"
+        # no rule context or let fails to evaluate on an empty answer (the access-profile rules included)
+        assert [f for f in rules.validate(document) if "fails" in f.message or "cannot" in f.message] == []
+    corrected = official_profile.schematron(
+        "validation_nomenclatures_ressources_opérationnelles.sch"
+    ).corrected
+    assert len(corrected) == 7
+    assert all(before.replace("/*", "/*:").replace("/*::", "/*:") == after for before, after in corrected)
+
+
+def test_nos_tables_are_read_with_their_encoding_and_oids(official_profile: OfficialProfile) -> None:
+    nos = official_profile.nos
+    assert len(nos.tables) == 285
+    assert nos.tables["TRE_R30"].oid == "1.2.250.1.213.2.25"
+    assert any(c.label == "Auvergne-Rhône-Alpes" for c in nos.tables["TRE_R30"].concepts)  # ISO-8859-1 file
+    assert nos.tables["JDV_J185"].concepts[0].label == "Définitive"  # UTF-8 file
+    # ANS's rules name tables by older descriptive names: the key finds them
+    found = nos.find("TRE_R69-FinessAgregatStatutJuridiqueNiv2.xml")
+    assert found is not None
+    assert found.file == "TRE_R69-FinessSousEnsembleAgregatStatutJuridique.tabs"
+    assert nos.find("COMPLETER AVEC NOM DE LA TABLE") is None
+
+
+def test_platines_assertions_are_read_with_their_names(official_profile: OfficialProfile) -> None:
+    lecture = official_profile.assertions[LECTURE_PROJECT]
+    assert [a.type for a in lecture].count("XPath Match") == 5
+    assert sorted(a.schematron for a in lecture if a.schematron) == sorted(
+        [
+            "validation_elements_nomenclatures.sch",
+            "validation_metadonnees.sch",
+            "validation_identifiants.sch",
+            "validation_conformite_UE.sch",
+            "filtre_profil1.sch",
+        ]
+    )
+    assert {a.schematron for a in lecture if a.schematron} - {"filtre_profil1.sch"} <= set(CONFORMANCE_RULES)
+    notif = official_profile.assertions[NOTIF_PROJECT]
+    assert [a.type for a in notif] == ["SOAP Fault Assertion", "Schema Compliance", "Simple NotContains"]
+
+
+@pytest.mark.parametrize("code", ["02", "03"])
+def test_rg_exp_029_single_room_only(official_profile: OfficialProfile, code: str) -> None:
+    rule = next(a for a in official_profile.assertions[LECTURE_PROJECT] if a.name.startswith("RG_EXP_029"))
+    document = _xml(f'<CSD xmlns="{CSD}"><x><residentialType code="{code}" codingScheme="s"/></x></CSD>')
+    failures = official_profile.platines_failures(
+        document,
+        LECTURE_PROJECT,
+        skip=[a.name for a in official_profile.assertions[LECTURE_PROJECT] if a is not rule],
+    )
+    assert [(f.path, f.message) for f in failures] == (
+        [] if code == "02" else [("/CSD/x[1]/residentialType[1]/@code", "'03' (expected '02')")]
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("75/UE-1", []),
+        ("99/UE-1", ["L'identifiant OI doit commencer par un code région."]),
+        ("75-UE-1", ["L'identifiant OI doit contenir un slash.", "L'identifiant OI doit commencer par"]),
+    ],
+)
+def test_the_identifier_rules_run_once_the_shadowing_rule_is_dropped(
+    official_profile: OfficialProfile, code: str, expected: list[str]
+) -> None:
+    document = etree.parse(str(FIXTURES / "profile-shaped-answer.xml")).getroot()
+    (other_id,) = document.xpath("//c:facility/c:otherID", namespaces={"c": CSD})
+    other_id.set("code", code)
+    failures = official_profile.schematron_failures(document, ["validation_identifiants.sch"])
+    messages = [f.message.split(" — ")[1] for f in failures]
+    assert len(messages) == len(expected)
+    for message, start in zip(messages, expected, strict=True):
+        assert message.startswith(start), message
+    assert all(
+        f.path == "/careServicesResponse/result[1]/queryResult[1]/facilityDirectory[1]/facility[1]/otherID[1]"
+        for f in failures
+    )
+
+
+def test_the_harness_command_reports_each_file(tmp_path: Path) -> None:
+    from tests.profile.harness import main
+
+    good, bad = (
+        FIXTURES / "profile-shaped-answer.xml",
+        FIXTURES / "bridge-establishment-offers-2026-12-05.xml",
+    )
+    assert main([str(good), "--project", "lecture"]) == 0
+    assert main([str(good), str(bad)]) == 1
