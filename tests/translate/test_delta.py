@@ -197,7 +197,7 @@ def _tables(tmp_path: Path, edit: Any) -> Path:
             "ITI-74 answers the changed",
         ),
         (lambda d: d["modifications"].update(delta="everything"), "unknown delta selection"),
-        (lambda d: d["modifications"].update(directories=["serviceDirectory"]), "four directories"),
+        (lambda d: d["modifications"].update(directories=["serviceDirectory"]), "every directory"),
         (lambda d: d["modifications"].update(urn="urn:x"), "unknown key"),
         (
             lambda d: d["functions"]["service-search"]["queries"][0].update(propagates=["Location"]),
