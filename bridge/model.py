@@ -191,8 +191,9 @@ class OperatingHours:
 
 @dataclass(frozen=True, slots=True)
 class ExtensionNode:
-    """A child element inside `csd:extension`: in the ROR extension namespace (ns.ROR_EXT), or, for a typed
-    element of the ROR CSD v2.4 profile (`Extension.profile`), in the CSD namespace with its children."""
+    """A child element inside `csd:extension`: unqualified (the one child the v2.4 profile's extension type
+    leaves open), or, for a typed element of the ROR CSD v2.4 profile (`Extension.profile`), in the CSD
+    namespace with its children."""
 
     name: str
     text: str | None = None

@@ -71,7 +71,6 @@ FLUSH_EVERY: Final = 200
 COPY_CHUNK: Final = 256 * 1024
 
 _NSMAP: Final = {"csd": ns.CSD}
-_EXT_NSMAP: Final = {"ror": ns.ROR_EXT}
 _XML_LANG: Final = ns.qn(ns.XML, "lang")
 
 # Characters XML 1.0 cannot carry at all (§2.2 Char production), including lone surrogates, which
@@ -213,7 +212,7 @@ def _add_extension(parent: etree._Element, extension: Extension) -> None:
     child.set("type", _text(extension.type))
     child.set("urn", _text(extension.urn))
     if extension.content is not None:  # CSD schema: at most one child element
-        _extension_node(child, extension.content, top=True)
+        _extension_node(child, extension.content)
 
 
 def _add_extensions(parent: etree._Element, extensions: Sequence[Extension]) -> None:
@@ -238,9 +237,10 @@ def _add_extensions(parent: etree._Element, extensions: Sequence[Extension]) -> 
             _profile_node(child, node)
 
 
-def _extension_node(parent: etree._Element, node: ExtensionNode, *, top: bool = False) -> None:
-    # The ror prefix is declared once, on the outermost node of each extension's content.
-    element = etree.SubElement(parent, ns.qn(ns.ROR_EXT, node.name), nsmap=_EXT_NSMAP if top else None)
+def _extension_node(parent: etree._Element, node: ExtensionNode) -> None:
+    # Unqualified: the one child the v2.4 profile's extension type leaves open (xs:any ##local), which CSD
+    # 2014 (##any) accepts too.
+    element = etree.SubElement(parent, node.name)
     for name, value in node.attributes:
         element.set(name, _text(value))
     if node.text is not None:

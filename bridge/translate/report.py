@@ -59,7 +59,9 @@ def coverage_report(mappings: Mappings) -> str:
         for rule in table.rules:
             source = str(rule.source) if rule.source is not None else "(whole resource)"
             extra = f" codes={rule.codes.name}" if rule.codes else ""
-            if rule.extension:
+            if rule.extension and rule.extension.profile:
+                extra += f" extension {rule.extension.type}/{rule.extension.element} (v2.4 profile)"
+            elif rule.extension:
                 extra += f" extension type={rule.extension.type} urn={rule.extension.urn}"
             if rule.fallback:
                 extra += " (fallback)"
@@ -114,7 +116,10 @@ def model_coverage(mappings: Mappings) -> list[str]:
             for reference in attribute.rules:
                 kind, _, rule_id = reference.partition("#")
                 rule = next(r for r in tables[kind].rules if r.id == rule_id)
-                where = f"extension[@type={rule.extension.type}]" if rule.extension else rule.target
+                if rule.extension and rule.extension.profile:
+                    where = f"extension/{rule.extension.element}"
+                else:
+                    where = f"extension[@type={rule.extension.type}]" if rule.extension else rule.target
                 places.append(f"csd:{kind}/{where} ({reference})")
             lines.append(f"    + {attribute.name}: {'; '.join(places)}")
     return lines

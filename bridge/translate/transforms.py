@@ -693,6 +693,141 @@ def facility_organizations(values: Sequence[Any], resource: Resource, ctx: Conte
     ]
 
 
+# --------------------------------------------------------------------------------------------------
+# Typed elements of the ROR CSD v2.4 profile (rules with `extension: {profile: …}`): extension nodes named
+# and ordered as the profile's schema types (contact, territorialDivision, …), `record` included where the
+# profile requires it. The writer puts them in the CSD namespace (mappings/README.md, "Typed elements").
+
+CONTACT_FUNCTION = f"{_IG_SD}ror-contact-function-contact"
+CONTACT_DESCRIPTION = f"{_IG_SD}ror-contact-description"
+CONTACT_CONFIDENTIALITY = f"{_IG_SD}ror-contact-confidentiality-level"
+TELECOM_CONFIDENTIALITY = (
+    f"{_IG_SD}ror-contact-telecom-confidentiality-level",
+    f"{_IG_SD}ror-telecom-confidentiality-level",
+)
+TELECOM_CHANNEL = f"{_IG_SD}ror-telecom-communication-channel"
+
+
+def _record_node(resource: Resource, ctx: Context) -> ExtensionNode:
+    """The profile's `record` of a sub-element: the record of the resource that carries it."""
+    (made,) = record((), resource, ctx)
+    assert isinstance(made, Record)  # record gives one Record
+    attributes = (
+        ("created", made.created.isoformat()),
+        ("updated", made.updated.isoformat()),
+        ("status", made.status),
+    )
+    return ExtensionNode("record", attributes=attributes)
+
+
+def _coded_node(name: str, value: Any, ctx: Context) -> ExtensionNode | None:
+    """The first coding of a Coding / CodeableConcept as a codedtype element (codingScheme = the NOS OID)."""
+    if not isinstance(value, dict):
+        return None
+    found = coded_type([value], {}, replace(ctx, codes=None))
+    if not found or not isinstance(found[0], CodedType):
+        return None
+    coded = found[0]
+    return ExtensionNode(
+        name, text=coded.display, attributes=(("code", coded.code), ("codingScheme", coded.coding_scheme))
+    )
+
+
+def _first_value(holder: Any, url: str) -> Any:
+    """value[x] of the first extension of `holder` with that URL (None when absent)."""
+    for extension in (holder or {}).get("extension") or ():
+        if isinstance(extension, dict) and extension.get("url") == url:
+            return _extension_value(extension)
+    return None
+
+
+def _confidentiality(holder: Any, urls: Sequence[str], ctx: Context) -> ExtensionNode:
+    """confidentialityLevel (TRE_R283) from the first of `urls` present; [INFER] absent: the code table's
+    `public` row (the national API gave the value to this caller, so it is not restricted for it)."""
+    for url in urls:
+        node = _coded_node("confidentialityLevel", _first_value(holder, url), ctx)
+        if node is not None:
+            return node
+    public = ctx.codes.get("public") if ctx.codes else None
+    if public is None:
+        raise TransformError("the code table has no 'public' row (TRE_R283 level of an unmarked contact)")
+    attributes = (("code", public.code), ("codingScheme", public.coding_scheme))
+    return ExtensionNode("confidentialityLevel", text=public.display, attributes=attributes)
+
+
+def _telecom_node(telecom: Any, owner: Resource, ctx: Context) -> ExtensionNode | None:
+    """A FHIR ContactPoint as the profile's contactPoint: codedType = canal (TRE_R200, from the telecom's
+    communication-channel extension, else its `system` through the code table), equipment = the address
+    (ANS requires it), extension = its confidentialityLevel and record."""
+    if not isinstance(telecom, dict) or not isinstance(telecom.get("value"), str) or not telecom["value"]:
+        return None
+    channel = _coded_node("codedType", _first_value(telecom, TELECOM_CHANNEL), ctx)
+    if channel is None:
+        system = str(telecom.get("system"))
+        row = ctx.codes.get(f"{system}|{telecom.get('use')}") or ctx.codes.get(system) if ctx.codes else None
+        if row is None:
+            ctx.findings.add(Finding.SYSTEM_WITHOUT_OID, f"ContactPoint.system {telecom.get('system')!r}")
+            return None
+        attributes = (("code", row.code), ("codingScheme", row.coding_scheme))
+        channel = ExtensionNode("codedType", text=row.display, attributes=attributes)
+    extension = ExtensionNode(
+        "extension",
+        attributes=(("type", "contactPointExtension"), ("urn", "urn:asip:ror:2015")),
+        children=(_confidentiality(telecom, TELECOM_CONFIDENTIALITY, ctx), _record_node(owner, ctx)),
+    )
+    return ExtensionNode(
+        "contactPoint", children=(channel, ExtensionNode("equipment", text=telecom["value"]), extension)
+    )
+
+
+def profile_contact(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """A FHIR contact (Organization.contact, the offer's contact extension) → the profile's `contact`: name,
+    function (TRE_R251), nature (purpose, TRE_R287), description, confidentialityLevel (TRE_R283),
+    contactPoint*, record."""
+    out: list[Value] = []
+    for value in values:
+        if not isinstance(value, dict):
+            raise TransformError("profile_contact needs contact objects")
+        children: list[ExtensionNode] = []
+        name = value.get("name")
+        if isinstance(name, dict):
+            given = [str(g) for g in name.get("given") or ()]
+            parts = name.get("text") or " ".join([*given, str(name.get("family") or "")]).strip()
+            if parts:
+                children.append(ExtensionNode("name", text=str(parts)))
+        for node in (
+            _coded_node("function", _first_value(value, CONTACT_FUNCTION), ctx),
+            _coded_node("nature", value.get("purpose"), ctx),
+        ):
+            if node is not None:
+                children.append(node)
+        description = _first_value(value, CONTACT_DESCRIPTION)
+        if isinstance(description, str) and description:
+            children.append(ExtensionNode("description", text=description))
+        children.append(_confidentiality(value, (CONTACT_CONFIDENTIALITY,), ctx))
+        for telecom in value.get("telecom") or ():
+            node = _telecom_node(telecom, resource, ctx)
+            if node is not None:
+                children.append(node)
+        children.append(_record_node(resource, ctx))
+        out.append(ExtensionNode("contact", children=tuple(children)))
+    return out
+
+
+def profile_territorial_division(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """ror-territorial-division → territorialDivision: type (TRE_R201), codedType (the division's code),
+    record; a division without both codes is reported and left out (the profile requires them)."""
+    out: list[Value] = []
+    for value in values:
+        kind = _coded_node("type", _first_value(value, "typeTerritorialDivision"), ctx)
+        code = _coded_node("codedType", _first_value(value, "codeTerritorialDivision"), ctx)
+        if kind is None or code is None:
+            ctx.findings.add(Finding.INCOMPLETE_TYPED_ELEMENT, "territorialDivision without type or code")
+            continue
+        out.append(ExtensionNode("value", children=(kind, code, _record_node(resource, ctx))))
+    return out
+
+
 TRANSFORMS: Mapping[str, Transform] = {
     t.name: t
     for t in (
@@ -718,6 +853,21 @@ TRANSFORMS: Mapping[str, Transform] = {
         ),
         Transform("geocode", Geocode, source=True, codes=False, func=geocode),
         Transform("tree", ExtensionNode, source=True, codes=False, func=tree),
+        Transform(
+            "profile_contact",
+            ExtensionNode,
+            source=True,
+            codes=True,
+            func=profile_contact,
+            required_keys=("public", "phone", "email"),
+        ),
+        Transform(
+            "profile_territorial_division",
+            ExtensionNode,
+            source=True,
+            codes=False,
+            func=profile_territorial_division,
+        ),
         Transform("referenced_other_id", OtherID, source=True, codes=False, func=referenced_other_id),
         Transform("demographic", Demographic, source=True, codes=True, func=demographic),
         Transform("exercise_name", Demographic, source=True, codes=False, func=exercise_name),

@@ -507,20 +507,20 @@ def test_xs_date_time_decimal() -> None:
         xs_decimal(float("nan"))
 
 
-def test_extension_content_is_written_in_the_ror_namespace() -> None:
+def test_extension_content_is_written_unqualified() -> None:
+    # The one child the v2.4 profile's extension type leaves open is unqualified (xs:any ##local).
     root = parse(document_to_bytes(CsdDocument(services=(full_service(),))))
     extension = root.find(f"{q('serviceDirectory')}/{q('service')}/{q('extension')}")
     assert extension is not None
     assert dict(extension.attrib) == {"type": "capacite", "urn": "urn:ror:csd:extension:capacite"}
     assert len(extension) == 1  # CSD schema: at most one child element
     content = extension[0]
-    assert content.tag == ns.qn(ns.ROR_EXT, "capacite")
-    assert content.prefix == "ror"
+    assert content.tag == "capacite"
     assert dict(content.attrib) == {"nature": "01"}
-    assert [child.tag for child in content] == [ns.qn(ns.ROR_EXT, "nombreLits"), ns.qn(ns.ROR_EXT, "statut")]
+    assert [child.tag for child in content] == ["nombreLits", "statut"]
     assert content[0].text == "24"
     assert content[1].get("code") == "A"
-    assert content[1][0].tag == ns.qn(ns.ROR_EXT, "libelle")
+    assert content[1][0].tag == "libelle"
     assert content[1][0].text == "Actif"
 
 

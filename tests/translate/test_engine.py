@@ -93,9 +93,20 @@ def test_ej_and_eg(mappings: Mappings) -> None:
     assert eg.primary_name == "Clinique des Tilleuls"
     assert eg.other_names == ("Les Tilleuls",)
     assert eg.other_ids[1] == OtherID("920000123", "http://finess.esante.gouv.fr")
-    assert eg.contact_points == (
-        ContactPoint(CodedType("BP", "urn:ihe:iti:csd:2013:contactPoint", "01 02 03 04 05")),
+    # The contact and its telecom: the v2.4 profile's organisationExtension/contact, no CSD contactPoint.
+    assert eg.contact_points == ()
+    (contact,) = [e.content for e in eg.extensions if e.profile and e.content and e.content.name == "contact"]
+    assert contact is not None
+    assert [c.name for c in contact.children] == ["nature", "confidentialityLevel", "contactPoint", "record"]
+    level, point = contact.children[1], contact.children[2]
+    assert level.attributes == (("code", "1"), ("codingScheme", "1.2.250.1.213.1.1.4.344"))  # [INFER] public
+    channel, equipment, extension = point.children
+    assert (channel.name, channel.attributes) == (
+        "codedType",
+        (("code", "2"), ("codingScheme", "1.2.250.1.213.3.3.1")),  # TRE_R200 téléphone fixe
     )
+    assert (equipment.name, equipment.text) == ("equipment", "01 02 03 04 05")
+    assert [c.name for c in extension.children] == ["confidentialityLevel", "record"]
     assert eg.addresses[0].type == "Practice"
     assert [line.component for line in eg.addresses[0].lines] == ["streetAddress", "city", "postalCode"]
     assert eg.record.status == "Active"  # organization-period has a start and no end

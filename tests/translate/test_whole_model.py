@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 from datetime import UTC, date, datetime, time, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,6 +56,7 @@ PLAN = QueryPlan("urn:test:whole-model", (QUERY,), frozenset(Directory))
 LIEU = "urn:ror:lieu:84%2F5001"
 OFFER = "urn:ror:offre:84%2F100001"
 UE = "urn:ror:oi:OI-UE-CARDIO"
+V24 = "ror-v24/local/IHE_ProfilCSD-ExtensionROR_fr-v2.4.xsd"
 
 
 def answer(mappings: Mappings, result: SearchResult | None = None) -> CsdDocument:
@@ -64,6 +66,14 @@ def answer(mappings: Mappings, result: SearchResult | None = None) -> CsdDocumen
 def extension(entity: Any, type_: str) -> ExtensionNode:
     found = [e.content for e in entity.extensions if e.type == type_]
     assert len(found) == 1, (type_, found)
+    assert found[0] is not None
+    return found[0]
+
+
+def typed(entity: Any, element: str) -> ExtensionNode:
+    """The one typed element of the v2.4 profile of that name on the entity."""
+    found = [e.content for e in entity.extensions if e.profile and e.content and e.content.name == element]
+    assert len(found) == 1, (element, found)
     assert found[0] is not None
     return found[0]
 
@@ -239,22 +249,51 @@ def test_crosswalks_rows_and_reported_misses(mappings: Mappings) -> None:
 def test_organisation_extensions(mappings: Mappings) -> None:
     ej, eg, _ = answer(mappings).organizations
     assert ej.other_names == ("CH des Monts",)  # name extension ror-organization-additional-name
-    assert extension(ej, "dateCreation").text == "1975-01-01"
-    assert extension(eg, "dateOuverture").text == "1976-09-01"
-    assert extension(eg, "zonePoser").text == "true"
-    assert extension(eg, "hebergementFamille").text == "false"
-    assert extension(eg, "nbPlaceAideSocialePermanent").text == "12"
+    # Typed elements of the profile's organisationExtension
+    assert typed(ej, "creationDate").text == "1975-01-01"  # ror-organization-creation-date
+    assert typed(eg, "creationDate").text == "1976-09-01"  # organization-period start (dateOuverture)
+    assert typed(eg, "useName").text == "Hôpital des Monts"
+    assert typed(eg, "dropZone").text == "true"
+    assert typed(eg, "accomodationFamily").text == "false"
+    assert typed(eg, "nbPermanentSocialHelpPlace").text == "12"
+    assert typed(eg, "financialHelpType").attributes[0] == ("code", "02")
+    assert typed(eg, "levelRecourseORSAN").attributes[0] == ("code", "2")
+    territorial = typed(eg, "healthCareTerritorial")
+    assert [c.name for c in territorial.children] == ["type", "codedType", "record"]
+    assert child(territorial, "codedType").attributes[0] == ("code", "T84-01")
+    assert child(territorial, "type").attributes[0] == ("code", "4")
+    # What the profile has no element for stays in the bridge's own (unqualified) trees
     assert child(extension(eg, "tarif"), "amount", "value").text == "72.5"
-    assert child(extension(eg, "territoireSante"), "codeTerritorialDivision").attributes[0] == (
-        "code",
-        "T84-01",
-    )
     assert extension(eg, "commentaire").text == "Accès par l'entrée nord"
     detail = extension(eg, "detailAdresse")
     assert [c.name for c in detail.children] == [
         "iso21090-ADXP-houseNumber",
         "iso21090-ADXP-streetNameType",
         "iso21090-ADXP-streetNameBase",
+    ]
+
+
+def test_organisations_are_valid_against_the_official_v24_profile(
+    mappings: Mappings, reference_dir: Path
+) -> None:
+    schema = etree.XMLSchema(etree.parse(str(reference_dir / V24)))
+    organizations = answer(mappings).organizations
+    xml = etree.fromstring(document_to_bytes(CsdDocument(organizations=organizations)))
+    assert schema.validate(xml), schema.error_log
+    (typed_extension,) = xml.xpath(
+        "//csd:organization[csd:primaryName='CH des Monts - site principal']"
+        "/csd:extension[@type='organisationExtension']",
+        namespaces={"csd": "urn:ihe:iti:csd:2013"},
+    )
+    assert [etree.QName(c).localname for c in typed_extension] == [
+        "useName",
+        "healthCareTerritorial",
+        "dropZone",
+        "financialHelpType",
+        "accomodationFamily",
+        "nbPermanentSocialHelpPlace",
+        "creationDate",
+        "levelRecourseORSAN",
     ]
 
 
