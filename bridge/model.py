@@ -187,6 +187,7 @@ class OperatingHours:
     beginning_hour: time | None = None
     ending_hour: time | None = None
     end_effective_date: date | None = None
+    extensions: tuple[Extension, ...] = ()  # the v2.4 profile's operatingHoursExtension (slot type, record)
 
 
 @dataclass(frozen=True, slots=True)

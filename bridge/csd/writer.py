@@ -278,6 +278,7 @@ def _add_operating_hours(parent: etree._Element, hours: OperatingHours) -> None:
     _sub(child, "beginEffectiveDate", xs_date(hours.begin_effective_date))
     if hours.end_effective_date is not None:
         _sub(child, "endEffectiveDate", xs_date(hours.end_effective_date))
+    _add_extensions(child, hours.extensions)
 
 
 def _add_geocode(parent: etree._Element, geocode: Geocode) -> None:

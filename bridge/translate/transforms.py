@@ -12,12 +12,14 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, tzinfo
 from typing import Any
 
+from bridge import profile
 from bridge.model import (
     Address,
     AddressLine,
     CodedType,
     ContactPoint,
     Demographic,
+    Extension,
     ExtensionNode,
     FacilityOrganization,
     FacilityService,
@@ -42,6 +44,10 @@ ORGANIZATION_PERIOD = "http://hl7.org/fhir/StructureDefinition/organization-peri
 ORGANIZATION_CLOSING_TYPE = (
     "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/ror-organization-closing-type"
 )
+# Statut du lieu (TRE_R203-StatutLieu, OID 1.2.250.1.213.3.3.4; JDV_J224 its ROR subset): #1 closes for good.
+LOCATION_STATUS = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/ror-location-status"
+LIEU_CLOSED_FOR_GOOD = "1"
+LIEU_STATUS_SYSTEM_MARKS = ("TRE_R203", "JDV_J224", "1.2.250.1.213.3.3.4")
 CLOSING_REOPENING_ID = "closingReopeningDate"  # HealthcareService.notAvailable slice, id fixed by the profile
 # How an internal organisation is recognised (ROROrganization: slice identifierOI, its system and type
 # TRE_R345 #42; type slice OIType from TRE_R207). The IG does not spell the EJ/EG/OI test out
@@ -54,6 +60,8 @@ OI_TYPE_SYSTEM_MARK = "TRE_R207"
 _IG_SD = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/"
 AVAILABLE_TIME_PERIOD = f"{_IG_SD}ror-available-time-effective-opening-closing-date"
 AVAILABLE_TIME_DAY = f"{_IG_SD}ror-available-time-number-days-of-week"
+AVAILABLE_TIME_TYPE = f"{_IG_SD}ror-available-time-type-of-time"
+CLOSING_SLOT_CODE = "08"  # TRE_R252-TypeHoraire / JDV_J41 "Horaire de fermeture"
 # RORLocation.position: "système géodésique : WGS84" (RORLocation.fsh, position ^short).
 COORDINATE_SYSTEM = "WGS84"
 
@@ -314,17 +322,38 @@ def contact_point(values: Sequence[Any], resource: Resource, ctx: Context) -> li
     return out
 
 
+def _closed_for_good(location: Resource) -> bool:
+    """The lieu's status (operationalStatus, or the IG 0.1 ror-location-status extension) is TRE_R203 #1
+    "Fermé définitivement" (NOS file of 2023-06-14); #2 "Fermé temporairement" stays Active [INFER: the lieu
+    reopens, the profile's record/@status is the entity's validity]."""
+    codings: list[Any] = [location.get("operationalStatus")]
+    for extension in _extensions(location, LOCATION_STATUS):
+        value = _extension_value(extension)
+        codings.extend((value or {}).get("coding") or () if isinstance(value, dict) else ())
+        codings.append(value)
+    for coding in codings:
+        if not isinstance(coding, dict) or coding.get("code") != LIEU_CLOSED_FOR_GOOD:
+            continue
+        system = str(coding.get("system") or "")
+        if any(mark in system for mark in LIEU_STATUS_SYSTEM_MARKS):
+            return True
+    return False
+
+
 def status_from_closure(resource: Resource, now: datetime, timezone: tzinfo) -> str:
     """`Inactive` when the resource is closed at `now`, else `Active` (csd-wire-format §7.4, [INFER]).
 
     Organization: organization-period end reached, or a ror-organization-closing-type present.
     HealthcareService: notAvailable[closingReopeningDate] started and not yet reopened.
+    Location: its TRE_R203 status is #1 "Fermé définitivement" (_closed_for_good).
     Any resource: FHIR `active` false (Organization, HealthcareService, PractitionerRole) or Location
-    `status` inactive — the FHIR core closure flags (the TRE_R203 lieu status codes are not in the sources).
+    `status` inactive — the FHIR core closure flags.
     """
     if resource.get("active") is False or (
         resource.get("resourceType") == "Location" and resource.get("status") == "inactive"
     ):
+        return "Inactive"
+    if resource.get("resourceType") == "Location" and _closed_for_good(resource):
         return "Inactive"
     for extension in _extensions(resource, ORGANIZATION_PERIOD):
         end = (extension.get("valuePeriod") or {}).get("end")
@@ -611,10 +640,17 @@ def provider_facilities(values: Sequence[Any], resource: Resource, ctx: Context)
 _FHIR_DAYS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
 
 
+def _is_closing_slot(slot_type: ExtensionNode | None) -> bool:
+    """TRE_R252 (JDV_J41, the binding of ror-available-time-type-of-time) #08 "Horaire de fermeture"."""
+    return slot_type is not None and dict(slot_type.attributes).get("code") == CLOSING_SLOT_CODE
+
+
 def operating_hours(available: Any, owner: Resource, ctx: Context) -> list[OperatingHours]:
-    """availableTime → CSD operatingHours (openFlag true, CSD Sunday = 0). jourSemaine (ROR integer) is read
-    as ISO 1 = Monday … 7 = Sunday [INFER: the IG does not say]. A slot without debutDateEffective cannot
-    fill the required beginEffectiveDate: reported and skipped."""
+    """availableTime → CSD operatingHours (CSD Sunday = 0): openFlag false for a closing slot (type TRE_R252
+    #08), true otherwise; the v2.4 profile's operatingHoursExtension with the slot's type
+    (ror-available-time-type-of-time) and the owner's record. jourSemaine (ROR integer) is read as ISO
+    1 = Monday … 7 = Sunday [INFER: the IG does not say]. A slot without debutDateEffective cannot fill the
+    required beginEffectiveDate: reported and skipped."""
     out: list[OperatingHours] = []
     for slot in available or ():
         if not isinstance(slot, dict):
@@ -630,9 +666,16 @@ def operating_hours(available: Any, owner: Resource, ctx: Context) -> list[Opera
             continue
         begin = parse_datetime(period["start"], ctx.timezone).date()
         end = parse_datetime(period["end"], ctx.timezone).date() if period.get("end") else None
+        type_node = _coded_node("operatingHoursType", _first_value(slot, AVAILABLE_TIME_TYPE), ctx)
+        extensions = tuple(
+            Extension("operatingHoursExtension", profile.URN, node, profile=True)
+            for node in (type_node, _record_node(owner, ctx))
+            if node is not None
+        )
         out.append(
             OperatingHours(
-                open_flag=True,
+                open_flag=not _is_closing_slot(type_node),
+                extensions=extensions,
                 begin_effective_date=begin,
                 days_of_week=tuple(sorted(days)),
                 beginning_hour=_time(slot.get("availableStartTime")),

@@ -6,6 +6,7 @@ import shutil
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -233,6 +234,9 @@ PERIOD = "http://hl7.org/fhir/StructureDefinition/organization-period"
 CLOSING = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/ror-organization-closing-type"
 
 
+R203 = "https://mos.esante.gouv.fr/NOS/TRE_R203-StatutLieu/FHIR/TRE-R203-StatutLieu"
+
+
 @pytest.mark.parametrize(
     ("resource", "status"),
     [
@@ -391,13 +395,45 @@ def test_operating_hours_from_available_time(mappings: Mappings) -> None:
             {"url": f"{SD}ror-available-time-number-days-of-week", "valueInteger": 1},
         ],
     }
-    owner = {"resourceType": "HealthcareService"}
+    owner = {"resourceType": "HealthcareService", "meta": {"lastUpdated": "2024-03-01T10:00:00+01:00"}}
     hours = operating_hours([slot, {"daysOfWeek": ["mon"]}], owner, context(mappings))
-    assert hours == [OperatingHours(True, date(2024, 2, 1), (0, 1, 6), time(7, 0), None, None)]
+    assert len(hours) == 1
+    assert replace(hours[0], extensions=()) == OperatingHours(
+        True, date(2024, 2, 1), (0, 1, 6), time(7, 0), None, None
+    )
+    # the v2.4 profile's operatingHoursExtension: no slot type here, the owner's record
+    assert [(e.type, e.profile, e.content and e.content.name) for e in hours[0].extensions] == [
+        ("operatingHoursExtension", True, "record")
+    ]
     assert mappings.findings.count(Finding.HOURS_WITHOUT_START, "HealthcareService") == 1
     slot["availableEndTime"] = "25:99"
     with pytest.raises(TransformError, match="not a FHIR time"):
         operating_hours([slot], owner, context(mappings))
+
+
+def test_a_closing_slot_is_not_open(mappings: Mappings) -> None:
+    j41 = "https://mos.esante.gouv.fr/NOS/JDV_J41-TypeHoraire-ROR/FHIR/JDV-J41-TypeHoraire-ROR"
+
+    def slot(code: str) -> dict[str, Any]:
+        return {
+            "extension": [
+                {
+                    "url": f"{SD}ror-available-time-effective-opening-closing-date",
+                    "valuePeriod": {"start": "2024"},
+                },
+                {
+                    "url": f"{SD}ror-available-time-type-of-time",
+                    "valueCodeableConcept": {"coding": [{"system": j41, "code": code}]},
+                },
+            ]
+        }
+
+    owner = {"resourceType": "HealthcareService", "meta": {"lastUpdated": "2024-03-01T10:00:00+01:00"}}
+    opening, closing = operating_hours([slot("01"), slot("08")], owner, context(mappings))
+    assert (opening.open_flag, closing.open_flag) == (True, False)  # TRE_R252 #08 Horaire de fermeture
+    slot_type = closing.extensions[0].content
+    assert slot_type is not None
+    assert (slot_type.name, dict(slot_type.attributes)["code"]) == ("operatingHoursType", "08")
 
 
 @pytest.mark.parametrize(
@@ -407,6 +443,20 @@ def test_operating_hours_from_available_time(mappings: Mappings) -> None:
         ({"resourceType": "Location", "status": "active"}, "Active"),
         ({"resourceType": "PractitionerRole", "active": False}, "Inactive"),
         ({"resourceType": "Organization", "active": True}, "Active"),
+        # TRE_R203-StatutLieu (NOS 2023-06-14): 1 fermé définitivement, 2 fermé temporairement, 3 opérationnel
+        ({"resourceType": "Location", "operationalStatus": {"system": R203, "code": "1"}}, "Inactive"),
+        ({"resourceType": "Location", "operationalStatus": {"system": R203, "code": "2"}}, "Active"),
+        ({"resourceType": "Location", "operationalStatus": {"system": R203, "code": "3"}}, "Active"),
+        ({"resourceType": "Location", "operationalStatus": {"system": "urn:other", "code": "1"}}, "Active"),
+        (
+            {
+                "resourceType": "Location",
+                "extension": [
+                    {"url": f"{SD}ror-location-status", "valueCoding": {"system": R203, "code": "1"}}
+                ],
+            },
+            "Inactive",
+        ),
     ],
 )
 def test_fhir_core_closure_flags(resource: dict, status: str) -> None:  # type: ignore[type-arg]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,22 @@ def test_facility_in_full(mappings: Mappings) -> None:
     )
     # the offer given at this lieu, under its providing organisation, with its dated opening hours
     # (jourSemaine 7 = Sunday = CSD 0; the slot without debutDateEffective is reported and skipped)
-    assert facility.organizations == (
+    hours = facility.organizations[0].services[0].operating_hours
+    # the v2.4 profile's operatingHoursExtension: the slot's record (the slot has no type of slot)
+    assert [[(e.type, e.content and e.content.name) for e in h.extensions] for h in hours] == [
+        [("operatingHoursExtension", "record")]
+    ]
+    without_profile = tuple(
+        replace(
+            o,
+            services=tuple(
+                replace(v, operating_hours=tuple(replace(h, extensions=()) for h in v.operating_hours))
+                for v in o.services
+            ),
+        )
+        for o in facility.organizations
+    )
+    assert without_profile == (
         FacilityOrganization(
             UE,
             (
