@@ -6,6 +6,7 @@ without OID, and what the engine has reported since start-up (codes without OID,
 
 from __future__ import annotations
 
+from bridge import profile
 from bridge.translate.findings import Finding
 from bridge.translate.tables import FUNCTIONS, IDENTITIES, MODEL, REGIONS, SYSTEMS, Mappings
 
@@ -75,6 +76,9 @@ def coverage_report(mappings: Mappings) -> str:
     lines.extend(model_coverage(mappings))
     lines.append("")
 
+    lines.extend(profile_coverage(mappings))
+    lines.append("")
+
     rows = list(mappings.systems.by_url.values())
     with_oid = [r for r in rows if r.oid]
     without = [r for r in rows if not r.oid]
@@ -122,4 +126,22 @@ def model_coverage(mappings: Mappings) -> list[str]:
                     where = f"extension[@type={rule.extension.type}]" if rule.extension else rule.target
                 places.append(f"csd:{kind}/{where} ({reference})")
             lines.append(f"    + {attribute.name}: {'; '.join(places)}")
+    return lines
+
+
+def profile_coverage(mappings: Mappings) -> list[str]:
+    """Coverage of the ROR CSD v2.4 profile's typed extensions (bridge/profile.py, from the official schema):
+    for each entity kind with a table, the elements of its typed extension some rule fills, and the others."""
+    lines = ["ROR CSD v2.4 profile: typed extension elements filled by the entity tables"]
+    for table in mappings.entities.values():
+        extension_type = profile.BY_ENTITY.get(table.kind.name)
+        if extension_type is None:
+            continue
+        sequence = profile.SEQUENCES[extension_type]
+        filled = {r.extension.element for r in table.rules if r.extension and r.extension.profile}
+        lines.append(
+            f"  csd:{table.kind.name}/extension ({extension_type}): {len(filled)} of {len(sequence)} elements"
+        )
+        lines.append(f"    filled: {', '.join(e for e in sequence if e in filled) or 'none'}")
+        lines.append(f"    not filled: {', '.join(e for e in sequence if e not in filled) or 'none'}")
     return lines
