@@ -133,6 +133,9 @@ class QueryPlan:
     # How many matches of the first query answer the request (IHE start - 1 + max); None: all of them.
     # A client may stop following `next` links once it holds that many (translate/select.py).
     limit: int | None = None
+    # False: what the matches reference serves their entityIDs only and is not written (functions.yaml
+    # `referenced: resolve`).
+    write_referenced: bool = True
 
 
 @dataclass(slots=True)

@@ -157,6 +157,8 @@ def _select(
                 continue
             seen.add(key)
             selected.append(resource)
+            if not plan.write_referenced:
+                continue  # the references resolve entityIDs only (functions.yaml `referenced: resolve`)
             for target_key in _references(mappings, plan, resource):
                 target = index.get(target_key)
                 if target is not None and mappings.entity_for(

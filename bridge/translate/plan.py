@@ -91,6 +91,7 @@ def to_fhir_plan(mappings: Mappings, request: CsdRequest, *, now: datetime | Non
         queries=tuple(queries),
         directories=spec.directories,
         limit=needed_matches(spec, params),
+        write_referenced=spec.write_referenced,
     )
 
 

@@ -54,6 +54,9 @@ MODEL = "model-v24.yaml"
 # The label ITI-74 plans carry as their "function": the transaction's request action (csd-wire-format §2);
 # the `modifications` entry of functions.yaml has no URN of its own (ITI-74 calls no stored function).
 MODIFICATIONS_URN = "urn:ihe:iti:csd:2013:GetDirectoryModificationsRequest"
+# functions.yaml `referenced`: what becomes of the resources the matches reference.
+REFERENCED_WRITE = "write"
+REFERENCED_RESOLVE = "resolve"
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _RULE_ID = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -213,6 +216,9 @@ class FunctionSpec:
     # Changes since a date (translate/delta.py, closed list): the answer is built from what changed, not from
     # the matches — `entities` (ITI-74) or `organization-chains` (establishments-updated-since).
     delta: str | None = None
+    # `referenced: resolve`: resources the matches reference (a parent…) are fetched for their entityIDs only,
+    # not written as entities of the answer (IHE searches answer their matches); default `write`.
+    write_referenced: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -621,7 +627,17 @@ def _load_function(name: str, raw: Any, *, modifications: bool = False) -> Funct
     """One stored function, or (`modifications`) the ITI-74 entry: the same shape without URN or aliases."""
     where = "modifications" if modifications else f"functions.{name}"
     section = _Section(FUNCTIONS, name, where, raw)
-    keys = ["description", "parameters", "queries", "directories", "note", "result", "bridge_filters", "post"]
+    keys = [
+        "description",
+        "parameters",
+        "queries",
+        "directories",
+        "note",
+        "result",
+        "bridge_filters",
+        "post",
+        "referenced",
+    ]
     section.only(*keys, "delta", *(() if modifications else ("urn", "aliases")))
     urn = MODIFICATIONS_URN if modifications else section.req("urn")
     if not urn.startswith("urn:"):
@@ -681,6 +697,11 @@ def _load_function(name: str, raw: Any, *, modifications: bool = False) -> Funct
             QuerySpec(resource, tuple(params), query.text("purpose", required=False) or "", propagates)
         )
     result, bridge_filters, post = _load_selection(section, parameters, directories)
+    referenced = section.text("referenced", required=False) or REFERENCED_WRITE
+    if referenced not in (REFERENCED_WRITE, REFERENCED_RESOLVE):
+        raise section.fail(
+            "referenced", f"{referenced!r}: {REFERENCED_WRITE} (the default) or {REFERENCED_RESOLVE}"
+        )
     if delta is not None and result is not None:
         raise section.fail("result", "a delta function answers every change: no start/max paging")
     if post != (POST_STEP[delta] if delta is not None else None):
@@ -701,6 +722,7 @@ def _load_function(name: str, raw: Any, *, modifications: bool = False) -> Funct
         bridge_filters=bridge_filters,
         post=post,
         delta=delta,
+        write_referenced=referenced == REFERENCED_WRITE,
     )
 
 

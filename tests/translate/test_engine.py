@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import random
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -307,3 +308,22 @@ def test_default_now_is_the_current_time(mappings: Mappings) -> None:
     document = from_fhir_results(mappings, plan, results)
     # the offer closed on 2024-01-15 and never reopened stays closed today
     assert document.services[1].record.status == "Inactive"
+
+
+def test_referenced_resolve_names_the_parent_without_writing_it(mappings: Mappings) -> None:
+    # functions.yaml `referenced: resolve` (organization-search): the included parent gives the match's
+    # `parent` its national entityID, the same the parent has when it is written itself; it is not an entity
+    # of the answer.
+    plan, results = plan_and_results(mappings)
+    only_organizations = [results[0]]
+    written = from_fhir_results(mappings, plan, only_organizations, now=NOW)
+    resolve = replace(plan, write_referenced=False)
+    searched = from_fhir_results(mappings, resolve, only_organizations, now=NOW)
+    assert [o.entity_id for o in searched.organizations] == ["urn:ror:oi:OI-POLE-1"]
+    (pole,) = searched.organizations
+    eg = next(o for o in written.organizations if o.entity_id == pole.parent_id)
+    assert pole.parent_id == "urn:ror:idnatstruct:392131725800020" == eg.entity_id
+    # without the parent received, the reference falls back on the FHIR id (and is reported)
+    alone = SearchResult(results[0].query, matches=list(results[0].matches))
+    (orphan,) = from_fhir_results(mappings, resolve, [alone], now=NOW).organizations
+    assert orphan.parent_id == "urn:ror:fhir:Organization/eg-1"
