@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, tzinfo
+from decimal import Decimal
 from typing import Any
 
 from bridge import profile
@@ -871,6 +872,67 @@ def profile_territorial_division(values: Sequence[Any], resource: Resource, ctx:
     return out
 
 
+GEOLOCATION = "http://hl7.org/fhir/StructureDefinition/geolocation"
+
+
+def _is_insee_code(extension: Any) -> bool:
+    """The address's INSEE commune code slice (`inseeCode`, from FrAddress): its URL differs between the
+    French core IG versions [INFER: recognised by its URL ending in insee-code / InseeCode]."""
+    url = str(extension.get("url", "")) if isinstance(extension, dict) else ""
+    return url.replace("-", "").casefold().endswith("inseecode")
+
+
+def _decimal(value: float) -> str:
+    """xs:decimal text (no exponent)."""
+    text = format(Decimal(repr(float(value))), "f")
+    return text[:-2] if text.endswith(".0") else text
+
+
+def profile_location(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """An EG's address (Organization.address) → the profile's `location`: address, geoCoordinates (the
+    address's `geolocation` extension, WGS84, record), cityNumber (its INSEE code, TRE_R13), record. The
+    profile requires cityNumber: an address without INSEE code is reported and left out."""
+    out: list[Value] = []
+    for value in values:
+        if not isinstance(value, dict):
+            raise TransformError("profile_location needs Address objects")
+        insee = next((e for e in value.get("extension") or () if _is_insee_code(e)), None)
+        city = _coded_node("cityNumber", _extension_value(insee), ctx) if insee is not None else None
+        if city is None:
+            ctx.findings.add(Finding.INCOMPLETE_TYPED_ELEMENT, "location without INSEE code (cityNumber)")
+            continue
+        children: list[ExtensionNode] = []
+        for made in address([value], resource, ctx):
+            assert isinstance(made, Address)  # address gives Address values
+            lines = tuple(
+                ExtensionNode("addressLine", text=line.value, attributes=(("component", line.component),))
+                if line.component
+                else ExtensionNode("addressLine", text=line.value)
+                for line in made.lines
+            )
+            children.append(ExtensionNode("address", children=lines))
+        where = next(
+            (e for e in value.get("extension") or () if isinstance(e, dict) and e.get("url") == GEOLOCATION),
+            None,
+        )
+        latitude, longitude = _first_value(where, "latitude"), _first_value(where, "longitude")
+        if isinstance(latitude, int | float) and isinstance(longitude, int | float):
+            children.append(
+                ExtensionNode(
+                    "geoCoordinates",
+                    children=(
+                        ExtensionNode("latitude", text=_decimal(latitude)),
+                        ExtensionNode("longitude", text=_decimal(longitude)),
+                        ExtensionNode("coordinateSystem", text=COORDINATE_SYSTEM),
+                        _record_node(resource, ctx),
+                    ),
+                )
+            )
+        children += [city, _record_node(resource, ctx)]
+        out.append(ExtensionNode("location", children=tuple(children)))
+    return out
+
+
 TRANSFORMS: Mapping[str, Transform] = {
     t.name: t
     for t in (
@@ -904,6 +966,7 @@ TRANSFORMS: Mapping[str, Transform] = {
             func=profile_contact,
             required_keys=("public", "phone", "email"),
         ),
+        Transform("profile_location", ExtensionNode, source=True, codes=False, func=profile_location),
         Transform(
             "profile_territorial_division",
             ExtensionNode,

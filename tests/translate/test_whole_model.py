@@ -274,6 +274,13 @@ def test_organisation_extensions(mappings: Mappings) -> None:
     assert typed(eg, "nbPermanentSocialHelpPlace").text == "12"
     assert typed(eg, "financialHelpType").attributes[0] == ("code", "02")
     assert typed(eg, "levelRecourseORSAN").attributes[0] == ("code", "2")
+    location = typed(eg, "location")  # adresseEG with its INSEE code and geolocation
+    assert [c.name for c in location.children] == ["address", "geoCoordinates", "cityNumber", "record"]
+    assert child(location, "cityNumber").attributes[0] == ("code", "69383")
+    assert [c.text for c in child(location, "geoCoordinates").children[:3]] == ["45.7597", "4.8422", "WGS84"]
+    assert ("city", "Lyon") in [
+        (dict(line.attributes).get("component"), line.text) for line in child(location, "address").children
+    ]
     territorial = typed(eg, "healthCareTerritorial")
     assert [c.name for c in territorial.children] == ["type", "codedType", "record"]
     assert child(territorial, "codedType").attributes[0] == ("code", "T84-01")
@@ -304,6 +311,7 @@ def test_organisations_are_valid_against_the_official_v24_profile(
     assert [etree.QName(c).localname for c in typed_extension] == [
         "useName",
         "healthCareTerritorial",
+        "location",
         "dropZone",
         "financialHelpType",
         "accomodationFamily",
