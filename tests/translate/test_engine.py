@@ -233,7 +233,9 @@ def test_offer_closed_and_not_reopened_is_inactive(mappings: Mappings) -> None:
     offer2 = answer(mappings).services[1]
     assert offer2.record.status == "Inactive"
     assert offer2.coded_type == CodedType("229", "1.2.250.1.213.3.3.12", "Neurologie")
-    assert [e.type for e in offer2.extensions if e.type == "familleActivite"] == ["familleActivite"]
+    (family,) = [e.content for e in offer2.extensions if e.type == "serviceExtension"]
+    assert family is not None
+    assert family.name == "actFamily"  # the v2.4 profile's serviceExtension/actFamily (TRE_R266)
 
 
 def test_codes_without_oid_are_written_and_reported(mappings: Mappings) -> None:

@@ -216,7 +216,7 @@ def test_offer_extensions_cover_the_v24_classes(mappings: Mappings) -> None:
         "lieu",
         "champActivite",
         "modePriseEnCharge",
-        "familleActivite",
+        "serviceExtension",  # actFamily, the profile's typed element
         "categorieOrganisation",
         "temporaliteAccueil",
         "modaliteAccueil",
