@@ -933,6 +933,49 @@ def profile_location(values: Sequence[Any], resource: Resource, ctx: Context) ->
     return out
 
 
+EXERCISE_MODE = f"{_IG_SD}ror-practitionerrole-unit-exercise-mode"
+
+
+def _hours_node(hours: OperatingHours) -> ExtensionNode:
+    """An OperatingHours as the profile's operatingHours element (inside operationalStatus)."""
+    children = [ExtensionNode("openFlag", text="true" if hours.open_flag else "false")]
+    children += [ExtensionNode("dayOfTheWeek", text=str(day)) for day in hours.days_of_week]
+    if hours.beginning_hour is not None:
+        children.append(ExtensionNode("beginningHour", text=hours.beginning_hour.isoformat()))
+    if hours.ending_hour is not None:
+        children.append(ExtensionNode("endingHour", text=hours.ending_hour.isoformat()))
+    children.append(ExtensionNode("beginEffectiveDate", text=hours.begin_effective_date.isoformat()))
+    if hours.end_effective_date is not None:
+        children.append(ExtensionNode("endEffectiveDate", text=hours.end_effective_date.isoformat()))
+    typed = tuple(e.content for e in hours.extensions if e.profile and e.content is not None)
+    if typed:
+        attributes = (("type", "operatingHoursExtension"), ("urn", profile.URN))
+        children.append(ExtensionNode("extension", attributes=attributes, children=typed))
+    return ExtensionNode("operatingHours", children=tuple(children))
+
+
+def profile_operational_status(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """A PractitionerRole (situation opérationnelle) → the profile's `operationalStatus`: exerciceModeInUnit
+    (ror-practitionerrole-unit-exercise-mode, TRE_R23; required: a role without it is reported and left
+    out), contactPoint (its first telecom, as in a contact), operatingHours (its first dated slot), record.
+    The profile holds one telecom and one slot: all of them stay in the `telecommunication` / `horaire`
+    trees."""
+    mode = _coded_node("exerciceModeInUnit", _first_value(resource, EXERCISE_MODE), ctx)
+    if mode is None:
+        ctx.findings.add(Finding.INCOMPLETE_TYPED_ELEMENT, "operationalStatus without exerciceModeInUnit")
+        return []
+    children = [mode]
+    telecoms = (_telecom_node(t, resource, ctx) for t in resource.get("telecom") or ())
+    first_telecom = next((t for t in telecoms if t is not None), None)
+    if first_telecom is not None:
+        children.append(first_telecom)
+    slots = operating_hours(resource.get("availableTime"), resource, ctx)
+    if slots:
+        children.append(_hours_node(slots[0]))
+    children.append(_record_node(resource, ctx))
+    return [ExtensionNode("operationalStatus", children=tuple(children))]
+
+
 TRANSFORMS: Mapping[str, Transform] = {
     t.name: t
     for t in (
@@ -967,6 +1010,14 @@ TRANSFORMS: Mapping[str, Transform] = {
             required_keys=("public", "phone", "email"),
         ),
         Transform("profile_location", ExtensionNode, source=True, codes=False, func=profile_location),
+        Transform(
+            "profile_operational_status",
+            ExtensionNode,
+            source=False,
+            codes=True,
+            func=profile_operational_status,
+            required_keys=("public", "phone", "email"),
+        ),
         Transform(
             "profile_territorial_division",
             ExtensionNode,

@@ -535,3 +535,45 @@ def test_facility_organizations_groups_offers_by_providing_organisation(mappings
     assert mappings.findings.count(Finding.UNRESOLVED_REFERENCE, "Organization/o-absent") == 1
     assert mappings.findings.count(Finding.UNRESOLVED_REFERENCE, "HealthcareService/d.providedBy") == 1
     assert TRANSFORMS["facility_organizations"].func([], {"resourceType": "Location", "id": "l2"}, ctx) == []
+
+
+def test_operational_status_of_a_situation(mappings: Mappings) -> None:
+    r23 = "https://mos.esante.gouv.fr/NOS/TRE_R23-ModeExercice/FHIR/TRE-R23-ModeExercice"
+    role: dict[str, Any] = {
+        "resourceType": "PractitionerRole",
+        "meta": {"lastUpdated": "2024-03-06T09:00:00+01:00"},
+        "extension": [
+            {
+                "url": f"{SD}ror-practitionerrole-unit-exercise-mode",
+                "valueCodeableConcept": {"coding": [{"system": r23, "code": "L", "display": "Libéral"}]},
+            }
+        ],
+        "telecom": [{"system": "email", "value": "dr@example.fr"}, {"system": "phone", "value": "01"}],
+        "availableTime": [
+            {
+                "daysOfWeek": ["mon"],
+                "extension": [
+                    {
+                        "url": f"{SD}ror-available-time-effective-opening-closing-date",
+                        "valuePeriod": {"start": "2024-01-01"},
+                    }
+                ],
+            }
+        ],
+    }
+    (status,) = run(mappings, "profile_operational_status", [], role, codes="contact-channel")
+    assert [c.name for c in status.children] == [
+        "exerciceModeInUnit",
+        "contactPoint",  # the first telecom only: the profile holds one
+        "operatingHours",
+        "record",
+    ]
+    assert status.children[0].attributes[0] == ("code", "L")
+    channel, equipment, _ = status.children[1].children
+    assert (channel.attributes[0], equipment.text) == (("code", "3"), "dr@example.fr")  # TRE_R200 e-mail
+    hours = status.children[2]
+    assert [c.name for c in hours.children] == ["openFlag", "dayOfTheWeek", "beginEffectiveDate", "extension"]
+    # without its exercise mode (required by the profile) the situation has no operationalStatus, reported
+    del role["extension"]
+    assert run(mappings, "profile_operational_status", [], role, codes="contact-channel") == []
+    assert mappings.findings.count(Finding.INCOMPLETE_TYPED_ELEMENT) == 1
