@@ -305,7 +305,9 @@ def address(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Val
 
 
 def contact_point(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
-    """FHIR ContactPoint → CSD contactPoint: its `system` looked up in the code table, the value as text."""
+    """FHIR ContactPoint → CSD contactPoint as the v2.4 profile writes it: codedType = the canal TRE_R200 (the
+    telecom's ror-telecom-communication-channel, else its `system|use` or `system` row of the code table),
+    equipment = the number or address."""
     if ctx.codes is None:
         raise TransformError("contact_point needs a code table")
     out: list[Value] = []
@@ -315,11 +317,16 @@ def contact_point(values: Sequence[Any], resource: Resource, ctx: Context) -> li
         number = value.get("value")
         if not isinstance(number, str) or not number:
             continue
-        coded = ctx.codes.get(str(value.get("system")))
+        channel = _first_value(value, TELECOM_CHANNEL)
+        found = coded_type([channel], {}, replace(ctx, codes=None)) if isinstance(channel, dict) else []
+        coded = found[0] if found and isinstance(found[0], CodedType) else None
+        if coded is None:
+            system = str(value.get("system"))
+            coded = ctx.codes.get(f"{system}|{value.get('use')}") or ctx.codes.get(system)
         if coded is None:
             ctx.findings.add(Finding.SYSTEM_WITHOUT_OID, f"ContactPoint.system {value.get('system')!r}")
             continue
-        out.append(ContactPoint(CodedType(coded.code, coded.coding_scheme, number)))
+        out.append(ContactPoint(coded, equipment=number))
     return out
 
 

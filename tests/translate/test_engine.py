@@ -131,7 +131,8 @@ def test_unit_record_in_full(mappings: Mappings) -> None:
         other_ids=(OtherID("OI-UE-1", "https://oi.esante.gouv.fr"),),
         contact_points=(
             ContactPoint(
-                CodedType("EMAIL", "urn:ihe:iti:csd:2013:contactPoint", "neuro@tilleuls.mssante.fr")
+                CodedType("3", "1.2.250.1.213.3.3.1", "Courrier électronique"),
+                equipment="neuro@tilleuls.mssante.fr",
             ),
         ),
         parent_id="urn:ror:oi:OI-UF-1",

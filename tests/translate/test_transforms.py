@@ -43,6 +43,7 @@ from bridge.translate.transforms import (
 
 PARIS = ZoneInfo("Europe/Paris")
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+R200 = "1.2.250.1.213.3.3.1"  # TRE_R200-CanalCommunication
 R207 = "https://mos.esante.gouv.fr/NOS/TRE_R207-TypeOrganisationInterne/FHIR/TRE-R207-TypeOrganisationInterne"
 R66 = "https://mos.esante.gouv.fr/NOS/TRE_R66-CategorieEtablissement/FHIR/TRE-R66-CategorieEtablissement"
 CREATED = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/ror-meta-creation-date"
@@ -207,10 +208,23 @@ def test_contact_point_maps_system_and_reports_unknown(mappings: Mappings) -> No
         {"system": "phone"},
     ]
     assert run(mappings, "contact_point", telecoms, codes="contact-point") == [
-        ContactPoint(CodedType("BP", "urn:ihe:iti:csd:2013:contactPoint", "01 02")),
-        ContactPoint(CodedType("EMAIL", "urn:ihe:iti:csd:2013:contactPoint", "a@b.fr")),
+        ContactPoint(
+            CodedType("2", R200, "Téléphone fixe"), equipment="01 02"
+        ),  # TRE_R200, value in equipment
+        ContactPoint(CodedType("3", R200, "Courrier électronique"), equipment="a@b.fr"),
     ]
     assert mappings.findings.count(Finding.SYSTEM_WITHOUT_OID, "ContactPoint.system 'pager'") == 1
+    # the telecom's own channel (ror-telecom-communication-channel, TRE_R200) wins over its FHIR system
+    r200 = "https://mos.esante.gouv.fr/NOS/TRE_R200-CanalCommunication/FHIR/TRE-R200-CanalCommunication"
+    alert = {
+        "system": "phone",
+        "value": "15",
+        "extension": [
+            {"url": f"{SD}ror-telecom-communication-channel", "valueCoding": {"system": r200, "code": "8"}}
+        ],
+    }
+    (point,) = run(mappings, "contact_point", [alert], codes="contact-point")
+    assert (point.coded_type.code, point.equipment) == ("8", "15")
 
 
 def test_record_prefers_creation_date_and_falls_back_on_last_updated(mappings: Mappings) -> None:

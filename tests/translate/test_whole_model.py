@@ -118,7 +118,7 @@ def test_facility_in_full(mappings: Mappings) -> None:
     ]
     assert facility.geocode == Geocode(45.7597, 4.8422, None, "WGS84")
     assert facility.contact_points == (
-        ContactPoint(CodedType("BP", "urn:ihe:iti:csd:2013:contactPoint", "+33 4 00 00 00 01")),
+        ContactPoint(CodedType("2", "1.2.250.1.213.3.3.1", "Téléphone fixe"), equipment="+33 4 00 00 00 01"),
     )
     # the offer given at this lieu, under its providing organisation, with its dated opening hours
     # (jourSemaine 7 = Sunday = CSD 0; the slot without debutDateEffective is reported and skipped)
@@ -188,7 +188,8 @@ def test_provider_in_full(mappings: Mappings) -> None:
         names=(PersonName(("Cyndi CHANMET",), honorific="MME", forename="Cyndi", surname="CHANMET"),),
         contact_points=(
             ContactPoint(
-                CodedType("EMAIL", "urn:ihe:iti:csd:2013:contactPoint", "cyndi.chanmet@lifen.mssante.fr")
+                CodedType("3", "1.2.250.1.213.3.3.1", "Courrier électronique"),
+                equipment="cyndi.chanmet@lifen.mssante.fr",
             ),
         ),
         gender="F",
