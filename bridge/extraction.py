@@ -29,6 +29,7 @@ from urllib.parse import urlencode
 import orjson
 
 from bridge.csd.writer import (
+    device_element,
     directory_end,
     directory_start,
     document_end,
@@ -85,13 +86,20 @@ SPOOL_CACHE_KIB = 16 * 1024
 ORPHAN_PART_S = 24 * 3600.0
 # Host parameters per SQL statement (SQLite's limit is 32766 since 3.32; stay far below it).
 SQL_CHUNK = 500
-_DIRECTORIES = (Directory.ORGANIZATION, Directory.SERVICE, Directory.FACILITY, Directory.PROVIDER)
+_DIRECTORIES = (
+    Directory.ORGANIZATION,
+    Directory.SERVICE,
+    Directory.FACILITY,
+    Directory.PROVIDER,
+    Directory.DEVICE,
+)
 _OFFER = "HealthcareService"
 _BUILDERS: dict[Directory, Callable[[Any], Any]] = {
     Directory.ORGANIZATION: organization_element,
     Directory.SERVICE: service_element,
     Directory.FACILITY: facility_element,
     Directory.PROVIDER: provider_element,
+    Directory.DEVICE: device_element,
 }
 
 
@@ -551,7 +559,7 @@ SpoolWriter = _Writer
 
 
 class Extractor:
-    """Runs extractions: fetch into a spool, then write the four directories from it, streaming."""
+    """Runs extractions: fetch into a spool, then write the five directories from it, streaming."""
 
     def __init__(
         self,

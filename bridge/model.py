@@ -125,6 +125,7 @@ class Directory(StrEnum):
     SERVICE = "serviceDirectory"
     FACILITY = "facilityDirectory"
     PROVIDER = "providerDirectory"
+    DEVICE = "deviceDirectory"  # ROR CSD v2.4 profile: the equipment, after the four IHE directories
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,11 +196,14 @@ class OperatingHours:
     beginning_hour: time | None = None
     ending_hour: time | None = None
     end_effective_date: date | None = None
+    extensions: tuple[Extension, ...] = ()  # the v2.4 profile's operatingHoursExtension (slot type, record)
 
 
 @dataclass(frozen=True, slots=True)
 class ExtensionNode:
-    """A child element inside `csd:extension`, written in the ROR extension namespace (ns.ROR_EXT)."""
+    """A child element inside `csd:extension`: unqualified (the one child the v2.4 profile's extension type
+    leaves open), or, for a typed element of the ROR CSD v2.4 profile (`Extension.profile`), in the CSD
+    namespace with its children."""
 
     name: str
     text: str | None = None
@@ -209,11 +213,17 @@ class ExtensionNode:
 
 @dataclass(frozen=True, slots=True)
 class Extension:
-    """`csd:extension type=… urn=…` with at most one child element (CSD schema)."""
+    """`csd:extension type=… urn=…` with at most one child element (CSD schema).
+
+    `profile`: the content is one typed element of the ROR CSD v2.4 profile (bridge/profile.py, `type` names
+    the typed extension, e.g. `organisationExtension`); the writer gathers every such element of an entity
+    into one `csd:extension`, in the profile's sequence order.
+    """
 
     type: str
     urn: str
     content: ExtensionNode | None = None
+    profile: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,21 +351,35 @@ class Provider:
 
 
 @dataclass(frozen=True, slots=True)
+class Device:
+    """`deviceDirectory/device` (ROR CSD v2.4 profile): an equipment, referenced by the facilities using it
+    (`facilityExtension/equipment`)."""
+
+    entity_id: str
+    coded_type: CodedType
+    record: Record
+    other_ids: tuple[OtherID, ...] = ()
+    extensions: tuple[Extension, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class CsdDocument:
-    """A whole `csd:CSD` answer; the four directories are always written, possibly empty."""
+    """A whole `csd:CSD` answer; the five directories (the four IHE ones, then the profile's deviceDirectory)
+    are always written, possibly empty."""
 
     organizations: Sequence[Organization] = ()
     services: Sequence[Service] = ()
     facilities: Sequence[Facility] = ()
     providers: Sequence[Provider] = ()
+    devices: Sequence[Device] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class CsdResponse:
     """What the edge writes back for one request: the document and how to wrap it.
 
-    `directories`, when set, replaces `document`: the four directories of the `csd:CSD` answer already
-    written (UTF-8, from `<csd:organizationDirectory>` to `</csd:providerDirectory>`) to an open temporary
+    `directories`, when set, replaces `document`: the five directories of the `csd:CSD` answer already
+    written (UTF-8, from `<csd:organizationDirectory>` to `</csd:deviceDirectory>`) to an open temporary
     file, which the edge copies into the envelope and then closes (ITI-74 at flat memory, modifications.py).
     """
 

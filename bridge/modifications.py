@@ -144,7 +144,7 @@ async def spooled_delta(
     *,
     workers: int = 0,
 ) -> tuple[BinaryIO, Progress]:
-    """The four directories of the delta answer, written to an open temporary file (deleted when closed),
+    """The five directories of the delta answer, written to an open temporary file (deleted when closed),
     and the counts of what was received and written. Raises the first upstream failure, having written
     nothing anyone can see."""
     progress = Progress(request=plan.function)

@@ -17,7 +17,8 @@ WSDL: Final = "http://schemas.xmlsoap.org/wsdl/"
 WSDL_SOAP11: Final = "http://schemas.xmlsoap.org/wsdl/soap/"
 WSDL_SOAP12: Final = "http://schemas.xmlsoap.org/wsdl/soap12/"
 WSAM: Final = "http://www.w3.org/2007/05/addressing/metadata"
-# Namespace of the children the bridge writes inside csd:extension (ROR data CSD has no element for).
+# `urn` of the bridge's own csd:extension trees (ROR data with no element in CSD nor in the v2.4 profile);
+# their content is unqualified, the one child the profile's extension type leaves open.
 ROR_EXT: Final = "urn:ror:csd:extension"
 
 # WS-Addressing actions (IHE ITI-73 / ITI-74 as implemented by OpenInfoMan, DHIS2, MOTECH).

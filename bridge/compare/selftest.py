@@ -28,7 +28,13 @@ WSA = "http://www.w3.org/2005/08/addressing"
 FAULT = "urn:ror:csd:fault"
 ACTION = "urn:ihe:iti:csd:2013:GetCareServicesRequest"
 NS = {"csd": CSD, "s12": SOAP12, "s11": SOAP11, "wsa": WSA, "f": FAULT, "ror": ROR}
-DIRECTORIES = ("organizationDirectory", "serviceDirectory", "facilityDirectory", "providerDirectory")
+DIRECTORIES = (
+    "organizationDirectory",
+    "serviceDirectory",
+    "facilityDirectory",
+    "providerDirectory",
+    "deviceDirectory",
+)
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

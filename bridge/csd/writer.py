@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, Final, TypeVar
 
 from lxml import etree
 
-from bridge import ns
+from bridge import ns, profile
 from bridge.model import (
     Address,
     CodedType,
@@ -26,6 +26,7 @@ from bridge.model import (
     CsdDocument,
     CsdResponse,
     Demographic,
+    Device,
     Directory,
     Extension,
     ExtensionNode,
@@ -48,6 +49,7 @@ from bridge.model import (
 
 __all__ = [
     "FLUSH_EVERY",
+    "device_element",
     "directory_end",
     "directory_start",
     "document_end",
@@ -70,7 +72,6 @@ FLUSH_EVERY: Final = 200
 COPY_CHUNK: Final = 256 * 1024
 
 _NSMAP: Final = {"csd": ns.CSD}
-_EXT_NSMAP: Final = {"ror": ns.ROR_EXT}
 _XML_LANG: Final = ns.qn(ns.XML, "lang")
 
 # Characters XML 1.0 cannot carry at all (§2.2 Char production), including lone surrogates, which
@@ -212,18 +213,50 @@ def _add_extension(parent: etree._Element, extension: Extension) -> None:
     child.set("type", _text(extension.type))
     child.set("urn", _text(extension.urn))
     if extension.content is not None:  # CSD schema: at most one child element
-        _extension_node(child, extension.content, top=True)
+        _extension_node(child, extension.content)
 
 
-def _extension_node(parent: etree._Element, node: ExtensionNode, *, top: bool = False) -> None:
-    # The ror prefix is declared once, on the outermost node of each extension's content.
-    element = etree.SubElement(parent, ns.qn(ns.ROR_EXT, node.name), nsmap=_EXT_NSMAP if top else None)
+def _add_extensions(parent: etree._Element, extensions: Sequence[Extension]) -> None:
+    """Each extension in turn, except the typed elements of the ROR v2.4 profile (`Extension.profile`): those
+    of one typed extension go together in one `csd:extension`, where the first of them comes, in the order
+    of the profile's sequence (bridge/profile.py; repeats keep their order)."""
+    groups: dict[tuple[str, str], tuple[etree._Element, list[ExtensionNode]]] = {}
+    for extension in extensions:
+        if not extension.profile:
+            _add_extension(parent, extension)
+            continue
+        key = (extension.type, extension.urn)
+        if key not in groups:  # the element takes its place now, its content once the group is complete
+            child = _sub(parent, "extension")
+            child.set("type", _text(extension.type))
+            child.set("urn", _text(extension.urn))
+            groups[key] = (child, [])
+        if extension.content is not None:
+            groups[key][1].append(extension.content)
+    for (extension_type, _urn), (child, nodes) in groups.items():
+        for node in sorted(nodes, key=lambda n: profile.position(extension_type, n.name)):
+            _profile_node(child, node)
+
+
+def _extension_node(parent: etree._Element, node: ExtensionNode) -> None:
+    # Unqualified: the one child the v2.4 profile's extension type leaves open (xs:any ##local), which CSD
+    # 2014 (##any) accepts too.
+    element = etree.SubElement(parent, node.name)
     for name, value in node.attributes:
         element.set(name, _text(value))
     if node.text is not None:
         element.text = _text(node.text)
     for child in node.children:
         _extension_node(element, child)
+
+
+def _profile_node(parent: etree._Element, node: ExtensionNode) -> None:
+    # A typed element of the ROR v2.4 profile: in the CSD namespace, as its children.
+    element = _sub(parent, node.name, node.text)
+    for name, value in node.attributes:
+        element.set(name, _text(value))
+    for child in node.children:
+        _profile_node(element, child)
 
 
 def _add_record(parent: etree._Element, record: Record) -> None:
@@ -246,6 +279,7 @@ def _add_operating_hours(parent: etree._Element, hours: OperatingHours) -> None:
     _sub(child, "beginEffectiveDate", xs_date(hours.begin_effective_date))
     if hours.end_effective_date is not None:
         _sub(child, "endEffectiveDate", xs_date(hours.end_effective_date))
+    _add_extensions(child, hours.extensions)
 
 
 def _add_geocode(parent: etree._Element, geocode: Geocode) -> None:
@@ -312,7 +346,7 @@ def organization_element(organization: Organization) -> etree._Element:
     _each(element, organization.contact_points, _add_contact_point)
     if organization.parent_id:
         _entity(element, "parent", organization.parent_id)
-    _each(element, organization.extensions, _add_extension)
+    _add_extensions(element, organization.extensions)
     _add_record(element, organization.record)
     return element
 
@@ -321,7 +355,7 @@ def service_element(service: Service) -> etree._Element:
     """`csd:service`: exactly one codedType, extension*, record (CSD 2014 schema)."""
     element = _entity(None, "service", service.entity_id)
     _add_coded(element, service.coded_type)
-    _each(element, service.extensions, _add_extension)
+    _add_extensions(element, service.extensions)
     _add_record(element, service.record)
     return element
 
@@ -355,7 +389,7 @@ def facility_element(facility: Facility) -> etree._Element:
     if facility.organizations:  # organizations holds organization 1..*: omit when there is none
         _each(_sub(element, "organizations"), facility.organizations, _add_facility_organization)
     _each(element, facility.operating_hours, _add_operating_hours)
-    _each(element, facility.extensions, _add_extension)
+    _add_extensions(element, facility.extensions)
     _add_record(element, facility.record)
     return element
 
@@ -399,8 +433,18 @@ def provider_element(provider: Provider) -> etree._Element:
     _each(element, provider.credentials, _add_credential)
     for specialty in provider.specialties:
         _add_coded(element, specialty, "specialty")
-    _each(element, provider.extensions, _add_extension)
+    _add_extensions(element, provider.extensions)
     _add_record(element, provider.record)
+    return element
+
+
+def device_element(device: Device) -> etree._Element:
+    """`csd:device` (ROR CSD v2.4 profile): otherID*, codedType, extension?, record."""
+    element = _entity(None, "device", device.entity_id)
+    _each(element, device.other_ids, _add_other_id)
+    _add_coded(element, device.coded_type)
+    _add_extensions(element, device.extensions)
+    _add_record(element, device.record)
     return element
 
 
@@ -413,17 +457,18 @@ def _lazy(items: Sequence[_T], build: Callable[[_T], etree._Element]) -> Iterato
 
 
 def _directories(document: CsdDocument) -> Iterator[tuple[str, Iterator[etree._Element]]]:
-    """The four directories in document order, each with its entries built one at a time."""
+    """The five directories in document order, each with its entries built one at a time."""
     yield _tag(Directory.ORGANIZATION), _lazy(document.organizations, organization_element)
     yield _tag(Directory.SERVICE), _lazy(document.services, service_element)
     yield _tag(Directory.FACILITY), _lazy(document.facilities, facility_element)
     yield _tag(Directory.PROVIDER), _lazy(document.providers, provider_element)
+    yield _tag(Directory.DEVICE), _lazy(document.devices, device_element)
 
 
 async def write_csd(xf: Any, document: CsdDocument, tag: str = "CSD") -> None:
     """Write one `csd:CSD` element into an open async `etree.xmlfile` context, one record at a time.
 
-    All four directories are always written, possibly empty. The output is flushed every
+    All five directories are always written, possibly empty. The output is flushed every
     `FLUSH_EVERY` records so that the sink receives the document in chunks. `tag`: the element's local
     name (`queryResult`, of type CSD, in the ROR v2.4 profile's encapsulated answer).
     """
@@ -527,7 +572,7 @@ async def _write_answer(xf: Any, response: CsdResponse, tag: str = "CSD") -> Non
 
 
 async def _copy_directories(xf: Any, directories: BinaryIO, tag: str = "CSD") -> None:
-    """A `csd:CSD` element whose four directories were written beforehand to a file (CsdResponse.directories):
+    """A `csd:CSD` element whose five directories were written beforehand to a file (CsdResponse.directories):
     lxml writes the CSD tags, the file's bytes go in between as they are, through `xf.write_raw` (the edge's
     writer, soap/envelope.py: it flushes lxml's buffer first, so the order is kept)."""
     async with xf.element(_tag(tag), nsmap=_NSMAP):

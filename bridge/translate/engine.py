@@ -225,13 +225,13 @@ def _apply(
 
 def _extension(spec: ExtensionSpec, value: Value) -> Extension:
     if isinstance(value, ExtensionNode):  # a `tree`: the top node takes the rule's element name
-        return Extension(type=spec.type, urn=spec.urn, content=replace(value, name=spec.element))
-    if isinstance(value, CodedType):
+        node = replace(value, name=spec.element)
+    elif isinstance(value, CodedType):
         attributes = (("code", value.code), ("codingScheme", value.coding_scheme))
         node = ExtensionNode(spec.element, text=value.display, attributes=attributes)
     else:
         node = ExtensionNode(spec.element, text=str(value))
-    return Extension(type=spec.type, urn=spec.urn, content=node)
+    return Extension(type=spec.type, urn=spec.urn, content=node, profile=spec.profile)
 
 
 def _error(table: EntityTable, rule: Rule, resource: Resource, problem: str) -> MappingError:

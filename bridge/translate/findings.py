@@ -30,6 +30,7 @@ class Finding(StrEnum):
     CODE_WITHOUT_CROSSWALK = "v3 code without v2.4 crosswalk row (written as received)"
     MISSING_DEMOGRAPHIC = "provider whose Practitioner was not received (provider not written)"
     HOURS_WITHOUT_START = "opening hours without effective start date (not written as operatingHours)"
+    INCOMPLETE_TYPED_ELEMENT = "typed element of the v2.4 profile missing a required part (not written)"
 
 
 class Findings:

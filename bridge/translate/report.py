@@ -6,6 +6,7 @@ without OID, and what the engine has reported since start-up (codes without OID,
 
 from __future__ import annotations
 
+from bridge import profile
 from bridge.translate.findings import Finding
 from bridge.translate.tables import FUNCTIONS, IDENTITIES, MODEL, REGIONS, SYSTEMS, Mappings
 
@@ -59,7 +60,9 @@ def coverage_report(mappings: Mappings) -> str:
         for rule in table.rules:
             source = str(rule.source) if rule.source is not None else "(whole resource)"
             extra = f" codes={rule.codes.name}" if rule.codes else ""
-            if rule.extension:
+            if rule.extension and rule.extension.profile:
+                extra += f" extension {rule.extension.type}/{rule.extension.element} (v2.4 profile)"
+            elif rule.extension:
                 extra += f" extension type={rule.extension.type} urn={rule.extension.urn}"
             if rule.fallback:
                 extra += " (fallback)"
@@ -71,6 +74,9 @@ def coverage_report(mappings: Mappings) -> str:
     lines.append("")
 
     lines.extend(model_coverage(mappings))
+    lines.append("")
+
+    lines.extend(profile_coverage(mappings))
     lines.append("")
 
     rows = list(mappings.systems.by_url.values())
@@ -114,7 +120,28 @@ def model_coverage(mappings: Mappings) -> list[str]:
             for reference in attribute.rules:
                 kind, _, rule_id = reference.partition("#")
                 rule = next(r for r in tables[kind].rules if r.id == rule_id)
-                where = f"extension[@type={rule.extension.type}]" if rule.extension else rule.target
+                if rule.extension and rule.extension.profile:
+                    where = f"extension/{rule.extension.element}"
+                else:
+                    where = f"extension[@type={rule.extension.type}]" if rule.extension else rule.target
                 places.append(f"csd:{kind}/{where} ({reference})")
             lines.append(f"    + {attribute.name}: {'; '.join(places)}")
+    return lines
+
+
+def profile_coverage(mappings: Mappings) -> list[str]:
+    """Coverage of the ROR CSD v2.4 profile's typed extensions (bridge/profile.py, from the official schema):
+    for each entity kind with a table, the elements of its typed extension some rule fills, and the others."""
+    lines = ["ROR CSD v2.4 profile: typed extension elements filled by the entity tables"]
+    for table in mappings.entities.values():
+        extension_type = profile.BY_ENTITY.get(table.kind.name)
+        if extension_type is None:
+            continue
+        sequence = profile.SEQUENCES[extension_type]
+        filled = {r.extension.element for r in table.rules if r.extension and r.extension.profile}
+        lines.append(
+            f"  csd:{table.kind.name}/extension ({extension_type}): {len(filled)} of {len(sequence)} elements"
+        )
+        lines.append(f"    filled: {', '.join(e for e in sequence if e in filled) or 'none'}")
+        lines.append(f"    not filled: {', '.join(e for e in sequence if e not in filled) or 'none'}")
     return lines

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from bridge import profile
 from bridge.errors import MappingTableError, UnknownFunctionError, UnknownRegionError
 from bridge.model import (
     Address,
@@ -53,6 +54,7 @@ MODEL = "model-v24.yaml"
 # The label ITI-74 plans carry as their "function": the transaction's request action (csd-wire-format §2);
 # the `modifications` entry of functions.yaml has no URN of its own (ITI-74 calls no stored function).
 MODIFICATIONS_URN = "urn:ihe:iti:csd:2013:GetDirectoryModificationsRequest"
+# functions.yaml `referenced`: what becomes of the resources the matches reference.
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _RULE_ID = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -153,11 +155,13 @@ ENTITY_KINDS: Mapping[str, EntityKind] = {
 
 @dataclass(frozen=True, slots=True)
 class ExtensionSpec:
-    """`csd:extension type=… urn=…` holding one `<element>` child in the ROR extension namespace."""
+    """`csd:extension type=… urn=…` holding one `<element>` child in the ROR extension namespace; or, with
+    `profile`, one typed element of the ROR CSD v2.4 profile's extension of the entity (bridge/profile.py)."""
 
     type: str
     urn: str
     element: str
+    profile: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -599,7 +603,7 @@ def _load_functions(
         )
     if modifications.directories != frozenset(Directory):
         raise MappingTableError(
-            FUNCTIONS, "modifications", "modifications.directories", "ITI-74 fills the four directories"
+            FUNCTIONS, "modifications", "modifications.directories", "ITI-74 fills every directory"
         )
     return functions, aliases, encapsulated, timezone, tag_system, modifications
 
@@ -867,11 +871,15 @@ def _load_rule(
                 "transform", f"an extension holds text, a code or a tree, not {transform.output.__name__}"
             )
         spec = _Section(table, rule_id, f"{where}.extension", section.data.get("extension"))
-        spec.only("type", "urn", "element")
-        element = spec.req("element")
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", element):
-            raise spec.fail("element", f"not an XML element name: {element!r}")
-        extension = ExtensionSpec(spec.req("type"), spec.req("urn"), element)
+        if isinstance(spec.data, dict) and "profile" in spec.data:
+            spec.only("profile")
+            extension = _profile_extension(spec, kind)
+        else:
+            spec.only("type", "urn", "element")
+            element = spec.req("element")
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", element):
+                raise spec.fail("element", f"not an XML element name: {element!r}")
+            extension = ExtensionSpec(spec.req("type"), spec.req("urn"), element)
     else:
         if "extension" in section.data:
             raise section.fail("extension", "only a rule whose target is 'extension' has an extension spec")
@@ -902,6 +910,21 @@ def _load_rule(
         fallback=section.flag("fallback"),
         note=section.req("note"),
     )
+
+
+def _profile_extension(spec: _Section, kind: EntityKind) -> ExtensionSpec:
+    """`extension: {profile: <element>}`: a typed element of the profile's extension of this entity kind."""
+    element = spec.req("profile")
+    extension_type = profile.BY_ENTITY.get(kind.name)
+    if extension_type is None:
+        raise spec.fail("profile", f"the ROR v2.4 profile has no typed extension for csd:{kind.name}")
+    if element not in profile.SEQUENCES[extension_type]:
+        raise spec.fail(
+            "profile",
+            f"{element!r} is not an element of the profile's {extension_type} "
+            f"(one of {', '.join(profile.SEQUENCES[extension_type])})",
+        )
+    return ExtensionSpec(extension_type, profile.URN, element, profile=True)
 
 
 def _load_model(directory: Path, entities: Mapping[str, EntityTable]) -> tuple[ModelClass, ...]:

@@ -10,14 +10,17 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, tzinfo
+from decimal import Decimal
 from typing import Any
 
+from bridge import profile
 from bridge.model import (
     Address,
     AddressLine,
     CodedType,
     ContactPoint,
     Demographic,
+    Extension,
     ExtensionNode,
     FacilityOrganization,
     FacilityService,
@@ -42,6 +45,10 @@ ORGANIZATION_PERIOD = "http://hl7.org/fhir/StructureDefinition/organization-peri
 ORGANIZATION_CLOSING_TYPE = (
     "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/ror-organization-closing-type"
 )
+# Statut du lieu (TRE_R203-StatutLieu, OID 1.2.250.1.213.3.3.4; JDV_J224 its ROR subset): #1 closes for good.
+LOCATION_STATUS = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/ror-location-status"
+LIEU_CLOSED_FOR_GOOD = "1"
+LIEU_STATUS_SYSTEM_MARKS = ("TRE_R203", "JDV_J224", "1.2.250.1.213.3.3.4")
 CLOSING_REOPENING_ID = "closingReopeningDate"  # HealthcareService.notAvailable slice, id fixed by the profile
 # How an internal organisation is recognised (ROROrganization: slice identifierOI, its system and type
 # TRE_R345 #42; type slice OIType from TRE_R207). The IG does not spell the EJ/EG/OI test out
@@ -54,6 +61,8 @@ OI_TYPE_SYSTEM_MARK = "TRE_R207"
 _IG_SD = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/"
 AVAILABLE_TIME_PERIOD = f"{_IG_SD}ror-available-time-effective-opening-closing-date"
 AVAILABLE_TIME_DAY = f"{_IG_SD}ror-available-time-number-days-of-week"
+AVAILABLE_TIME_TYPE = f"{_IG_SD}ror-available-time-type-of-time"
+CLOSING_SLOT_CODE = "08"  # TRE_R252-TypeHoraire / JDV_J41 "Horaire de fermeture"
 # RORLocation.position: "système géodésique : WGS84" (RORLocation.fsh, position ^short).
 COORDINATE_SYSTEM = "WGS84"
 
@@ -296,7 +305,9 @@ def address(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Val
 
 
 def contact_point(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
-    """FHIR ContactPoint → CSD contactPoint: its `system` looked up in the code table, the value as text."""
+    """FHIR ContactPoint → CSD contactPoint as the v2.4 profile writes it: codedType = the canal TRE_R200 (the
+    telecom's ror-telecom-communication-channel, else its `system|use` or `system` row of the code table),
+    equipment = the number or address."""
     if ctx.codes is None:
         raise TransformError("contact_point needs a code table")
     out: list[Value] = []
@@ -306,12 +317,35 @@ def contact_point(values: Sequence[Any], resource: Resource, ctx: Context) -> li
         number = value.get("value")
         if not isinstance(number, str) or not number:
             continue
-        coded = ctx.codes.get(str(value.get("system")))
+        channel = _first_value(value, TELECOM_CHANNEL)
+        found = coded_type([channel], {}, replace(ctx, codes=None)) if isinstance(channel, dict) else []
+        coded = found[0] if found and isinstance(found[0], CodedType) else None
+        if coded is None:
+            system = str(value.get("system"))
+            coded = ctx.codes.get(f"{system}|{value.get('use')}") or ctx.codes.get(system)
         if coded is None:
             ctx.findings.add(Finding.SYSTEM_WITHOUT_OID, f"ContactPoint.system {value.get('system')!r}")
             continue
-        out.append(ContactPoint(CodedType(coded.code, coded.coding_scheme, number)))
+        out.append(ContactPoint(coded, equipment=number))
     return out
+
+
+def _closed_for_good(location: Resource) -> bool:
+    """The lieu's status (operationalStatus, or the IG 0.1 ror-location-status extension) is TRE_R203 #1
+    "Fermé définitivement" (NOS file of 2023-06-14); #2 "Fermé temporairement" stays Active [INFER: the lieu
+    reopens, the profile's record/@status is the entity's validity]."""
+    codings: list[Any] = [location.get("operationalStatus")]
+    for extension in _extensions(location, LOCATION_STATUS):
+        value = _extension_value(extension)
+        codings.extend((value or {}).get("coding") or () if isinstance(value, dict) else ())
+        codings.append(value)
+    for coding in codings:
+        if not isinstance(coding, dict) or coding.get("code") != LIEU_CLOSED_FOR_GOOD:
+            continue
+        system = str(coding.get("system") or "")
+        if any(mark in system for mark in LIEU_STATUS_SYSTEM_MARKS):
+            return True
+    return False
 
 
 def status_from_closure(resource: Resource, now: datetime, timezone: tzinfo) -> str:
@@ -319,12 +353,15 @@ def status_from_closure(resource: Resource, now: datetime, timezone: tzinfo) -> 
 
     Organization: organization-period end reached, or a ror-organization-closing-type present.
     HealthcareService: notAvailable[closingReopeningDate] started and not yet reopened.
+    Location: its TRE_R203 status is #1 "Fermé définitivement" (_closed_for_good).
     Any resource: FHIR `active` false (Organization, HealthcareService, PractitionerRole) or Location
-    `status` inactive — the FHIR core closure flags (the TRE_R203 lieu status codes are not in the sources).
+    `status` inactive — the FHIR core closure flags.
     """
     if resource.get("active") is False or (
         resource.get("resourceType") == "Location" and resource.get("status") == "inactive"
     ):
+        return "Inactive"
+    if resource.get("resourceType") == "Location" and _closed_for_good(resource):
         return "Inactive"
     for extension in _extensions(resource, ORGANIZATION_PERIOD):
         end = (extension.get("valuePeriod") or {}).get("end")
@@ -611,10 +648,17 @@ def provider_facilities(values: Sequence[Any], resource: Resource, ctx: Context)
 _FHIR_DAYS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
 
 
+def _is_closing_slot(slot_type: ExtensionNode | None) -> bool:
+    """TRE_R252 (JDV_J41, the binding of ror-available-time-type-of-time) #08 "Horaire de fermeture"."""
+    return slot_type is not None and dict(slot_type.attributes).get("code") == CLOSING_SLOT_CODE
+
+
 def operating_hours(available: Any, owner: Resource, ctx: Context) -> list[OperatingHours]:
-    """availableTime → CSD operatingHours (openFlag true, CSD Sunday = 0). jourSemaine (ROR integer) is read
-    as ISO 1 = Monday … 7 = Sunday [INFER: the IG does not say]. A slot without debutDateEffective cannot
-    fill the required beginEffectiveDate: reported and skipped."""
+    """availableTime → CSD operatingHours (CSD Sunday = 0): openFlag false for a closing slot (type TRE_R252
+    #08), true otherwise; the v2.4 profile's operatingHoursExtension with the slot's type
+    (ror-available-time-type-of-time) and the owner's record. jourSemaine (ROR integer) is read as ISO
+    1 = Monday … 7 = Sunday [INFER: the IG does not say]. A slot without debutDateEffective cannot fill the
+    required beginEffectiveDate: reported and skipped."""
     out: list[OperatingHours] = []
     for slot in available or ():
         if not isinstance(slot, dict):
@@ -630,9 +674,16 @@ def operating_hours(available: Any, owner: Resource, ctx: Context) -> list[Opera
             continue
         begin = parse_datetime(period["start"], ctx.timezone).date()
         end = parse_datetime(period["end"], ctx.timezone).date() if period.get("end") else None
+        type_node = _coded_node("operatingHoursType", _first_value(slot, AVAILABLE_TIME_TYPE), ctx)
+        extensions = tuple(
+            Extension("operatingHoursExtension", profile.URN, node, profile=True)
+            for node in (type_node, _record_node(owner, ctx))
+            if node is not None
+        )
         out.append(
             OperatingHours(
-                open_flag=True,
+                open_flag=not _is_closing_slot(type_node),
+                extensions=extensions,
                 begin_effective_date=begin,
                 days_of_week=tuple(sorted(days)),
                 beginning_hour=_time(slot.get("availableStartTime")),
@@ -693,6 +744,245 @@ def facility_organizations(values: Sequence[Any], resource: Resource, ctx: Conte
     ]
 
 
+# --------------------------------------------------------------------------------------------------
+# Typed elements of the ROR CSD v2.4 profile (rules with `extension: {profile: …}`): extension nodes named
+# and ordered as the profile's schema types (contact, territorialDivision, …), `record` included where the
+# profile requires it. The writer puts them in the CSD namespace (mappings/README.md, "Typed elements").
+
+CONTACT_FUNCTION = f"{_IG_SD}ror-contact-function-contact"
+CONTACT_DESCRIPTION = f"{_IG_SD}ror-contact-description"
+CONTACT_CONFIDENTIALITY = f"{_IG_SD}ror-contact-confidentiality-level"
+TELECOM_CONFIDENTIALITY = (
+    f"{_IG_SD}ror-contact-telecom-confidentiality-level",
+    f"{_IG_SD}ror-telecom-confidentiality-level",
+)
+TELECOM_CHANNEL = f"{_IG_SD}ror-telecom-communication-channel"
+
+
+def _record_node(resource: Resource, ctx: Context) -> ExtensionNode:
+    """The profile's `record` of a sub-element: the record of the resource that carries it."""
+    (made,) = record((), resource, ctx)
+    assert isinstance(made, Record)  # record gives one Record
+    attributes = (
+        ("created", made.created.isoformat()),
+        ("updated", made.updated.isoformat()),
+        ("status", made.status),
+    )
+    return ExtensionNode("record", attributes=attributes)
+
+
+def _coded_node(name: str, value: Any, ctx: Context) -> ExtensionNode | None:
+    """The first coding of a Coding / CodeableConcept as a codedtype element (codingScheme = the NOS OID)."""
+    if not isinstance(value, dict):
+        return None
+    found = coded_type([value], {}, replace(ctx, codes=None))
+    if not found or not isinstance(found[0], CodedType):
+        return None
+    coded = found[0]
+    return ExtensionNode(
+        name, text=coded.display, attributes=(("code", coded.code), ("codingScheme", coded.coding_scheme))
+    )
+
+
+def _first_value(holder: Any, url: str) -> Any:
+    """value[x] of the first extension of `holder` with that URL (None when absent)."""
+    for extension in (holder or {}).get("extension") or ():
+        if isinstance(extension, dict) and extension.get("url") == url:
+            return _extension_value(extension)
+    return None
+
+
+def _confidentiality(holder: Any, urls: Sequence[str], ctx: Context) -> ExtensionNode:
+    """confidentialityLevel (TRE_R283) from the first of `urls` present; [INFER] absent: the code table's
+    `public` row (the national API gave the value to this caller, so it is not restricted for it)."""
+    for url in urls:
+        node = _coded_node("confidentialityLevel", _first_value(holder, url), ctx)
+        if node is not None:
+            return node
+    public = ctx.codes.get("public") if ctx.codes else None
+    if public is None:
+        raise TransformError("the code table has no 'public' row (TRE_R283 level of an unmarked contact)")
+    attributes = (("code", public.code), ("codingScheme", public.coding_scheme))
+    return ExtensionNode("confidentialityLevel", text=public.display, attributes=attributes)
+
+
+def _telecom_node(telecom: Any, owner: Resource, ctx: Context) -> ExtensionNode | None:
+    """A FHIR ContactPoint as the profile's contactPoint: codedType = canal (TRE_R200, from the telecom's
+    communication-channel extension, else its `system` through the code table), equipment = the address
+    (ANS requires it), extension = its confidentialityLevel and record."""
+    if not isinstance(telecom, dict) or not isinstance(telecom.get("value"), str) or not telecom["value"]:
+        return None
+    channel = _coded_node("codedType", _first_value(telecom, TELECOM_CHANNEL), ctx)
+    if channel is None:
+        system = str(telecom.get("system"))
+        row = ctx.codes.get(f"{system}|{telecom.get('use')}") or ctx.codes.get(system) if ctx.codes else None
+        if row is None:
+            ctx.findings.add(Finding.SYSTEM_WITHOUT_OID, f"ContactPoint.system {telecom.get('system')!r}")
+            return None
+        attributes = (("code", row.code), ("codingScheme", row.coding_scheme))
+        channel = ExtensionNode("codedType", text=row.display, attributes=attributes)
+    extension = ExtensionNode(
+        "extension",
+        attributes=(("type", "contactPointExtension"), ("urn", "urn:asip:ror:2015")),
+        children=(_confidentiality(telecom, TELECOM_CONFIDENTIALITY, ctx), _record_node(owner, ctx)),
+    )
+    return ExtensionNode(
+        "contactPoint", children=(channel, ExtensionNode("equipment", text=telecom["value"]), extension)
+    )
+
+
+def profile_contact(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """A FHIR contact (Organization.contact, the offer's contact extension) → the profile's `contact`: name,
+    function (TRE_R251), nature (purpose, TRE_R287), description, confidentialityLevel (TRE_R283),
+    contactPoint*, record."""
+    out: list[Value] = []
+    for value in values:
+        if not isinstance(value, dict):
+            raise TransformError("profile_contact needs contact objects")
+        children: list[ExtensionNode] = []
+        name = value.get("name")
+        if isinstance(name, dict):
+            given = [str(g) for g in name.get("given") or ()]
+            parts = name.get("text") or " ".join([*given, str(name.get("family") or "")]).strip()
+            if parts:
+                children.append(ExtensionNode("name", text=str(parts)))
+        for node in (
+            _coded_node("function", _first_value(value, CONTACT_FUNCTION), ctx),
+            _coded_node("nature", value.get("purpose"), ctx),
+        ):
+            if node is not None:
+                children.append(node)
+        description = _first_value(value, CONTACT_DESCRIPTION)
+        if isinstance(description, str) and description:
+            children.append(ExtensionNode("description", text=description))
+        children.append(_confidentiality(value, (CONTACT_CONFIDENTIALITY,), ctx))
+        for telecom in value.get("telecom") or ():
+            node = _telecom_node(telecom, resource, ctx)
+            if node is not None:
+                children.append(node)
+        children.append(_record_node(resource, ctx))
+        out.append(ExtensionNode("contact", children=tuple(children)))
+    return out
+
+
+def profile_territorial_division(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """ror-territorial-division → territorialDivision: type (TRE_R201), codedType (the division's code),
+    record; a division without both codes is reported and left out (the profile requires them)."""
+    out: list[Value] = []
+    for value in values:
+        kind = _coded_node("type", _first_value(value, "typeTerritorialDivision"), ctx)
+        code = _coded_node("codedType", _first_value(value, "codeTerritorialDivision"), ctx)
+        if kind is None or code is None:
+            ctx.findings.add(Finding.INCOMPLETE_TYPED_ELEMENT, "territorialDivision without type or code")
+            continue
+        out.append(ExtensionNode("value", children=(kind, code, _record_node(resource, ctx))))
+    return out
+
+
+GEOLOCATION = "http://hl7.org/fhir/StructureDefinition/geolocation"
+
+
+def _is_insee_code(extension: Any) -> bool:
+    """The address's INSEE commune code slice (`inseeCode`, from FrAddress): its URL differs between the
+    French core IG versions [INFER: recognised by its URL ending in insee-code / InseeCode]."""
+    url = str(extension.get("url", "")) if isinstance(extension, dict) else ""
+    return url.replace("-", "").casefold().endswith("inseecode")
+
+
+def _decimal(value: float) -> str:
+    """xs:decimal text (no exponent)."""
+    text = format(Decimal(repr(float(value))), "f")
+    return text[:-2] if text.endswith(".0") else text
+
+
+def profile_location(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """An EG's address (Organization.address) → the profile's `location`: address, geoCoordinates (the
+    address's `geolocation` extension, WGS84, record), cityNumber (its INSEE code, TRE_R13), record. The
+    profile requires cityNumber: an address without INSEE code is reported and left out."""
+    out: list[Value] = []
+    for value in values:
+        if not isinstance(value, dict):
+            raise TransformError("profile_location needs Address objects")
+        insee = next((e for e in value.get("extension") or () if _is_insee_code(e)), None)
+        city = _coded_node("cityNumber", _extension_value(insee), ctx) if insee is not None else None
+        if city is None:
+            ctx.findings.add(Finding.INCOMPLETE_TYPED_ELEMENT, "location without INSEE code (cityNumber)")
+            continue
+        children: list[ExtensionNode] = []
+        for made in address([value], resource, ctx):
+            assert isinstance(made, Address)  # address gives Address values
+            lines = tuple(
+                ExtensionNode("addressLine", text=line.value, attributes=(("component", line.component),))
+                if line.component
+                else ExtensionNode("addressLine", text=line.value)
+                for line in made.lines
+            )
+            children.append(ExtensionNode("address", children=lines))
+        where = next(
+            (e for e in value.get("extension") or () if isinstance(e, dict) and e.get("url") == GEOLOCATION),
+            None,
+        )
+        latitude, longitude = _first_value(where, "latitude"), _first_value(where, "longitude")
+        if isinstance(latitude, int | float) and isinstance(longitude, int | float):
+            children.append(
+                ExtensionNode(
+                    "geoCoordinates",
+                    children=(
+                        ExtensionNode("latitude", text=_decimal(latitude)),
+                        ExtensionNode("longitude", text=_decimal(longitude)),
+                        ExtensionNode("coordinateSystem", text=COORDINATE_SYSTEM),
+                        _record_node(resource, ctx),
+                    ),
+                )
+            )
+        children += [city, _record_node(resource, ctx)]
+        out.append(ExtensionNode("location", children=tuple(children)))
+    return out
+
+
+EXERCISE_MODE = f"{_IG_SD}ror-practitionerrole-unit-exercise-mode"
+
+
+def _hours_node(hours: OperatingHours) -> ExtensionNode:
+    """An OperatingHours as the profile's operatingHours element (inside operationalStatus)."""
+    children = [ExtensionNode("openFlag", text="true" if hours.open_flag else "false")]
+    children += [ExtensionNode("dayOfTheWeek", text=str(day)) for day in hours.days_of_week]
+    if hours.beginning_hour is not None:
+        children.append(ExtensionNode("beginningHour", text=hours.beginning_hour.isoformat()))
+    if hours.ending_hour is not None:
+        children.append(ExtensionNode("endingHour", text=hours.ending_hour.isoformat()))
+    children.append(ExtensionNode("beginEffectiveDate", text=hours.begin_effective_date.isoformat()))
+    if hours.end_effective_date is not None:
+        children.append(ExtensionNode("endEffectiveDate", text=hours.end_effective_date.isoformat()))
+    typed = tuple(e.content for e in hours.extensions if e.profile and e.content is not None)
+    if typed:
+        attributes = (("type", "operatingHoursExtension"), ("urn", profile.URN))
+        children.append(ExtensionNode("extension", attributes=attributes, children=typed))
+    return ExtensionNode("operatingHours", children=tuple(children))
+
+
+def profile_operational_status(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """A PractitionerRole (situation opérationnelle) → the profile's `operationalStatus`: exerciceModeInUnit
+    (ror-practitionerrole-unit-exercise-mode, TRE_R23; required: a role without it is reported and left
+    out), contactPoint (its first telecom, as in a contact), operatingHours (its first dated slot), record.
+    The profile holds one telecom and one slot: all of them stay in the `telecommunication` / `horaire`
+    trees."""
+    mode = _coded_node("exerciceModeInUnit", _first_value(resource, EXERCISE_MODE), ctx)
+    if mode is None:
+        ctx.findings.add(Finding.INCOMPLETE_TYPED_ELEMENT, "operationalStatus without exerciceModeInUnit")
+        return []
+    children = [mode]
+    telecoms = (_telecom_node(t, resource, ctx) for t in resource.get("telecom") or ())
+    first_telecom = next((t for t in telecoms if t is not None), None)
+    if first_telecom is not None:
+        children.append(first_telecom)
+    slots = operating_hours(resource.get("availableTime"), resource, ctx)
+    if slots:
+        children.append(_hours_node(slots[0]))
+    children.append(_record_node(resource, ctx))
+    return [ExtensionNode("operationalStatus", children=tuple(children))]
+
+
 TRANSFORMS: Mapping[str, Transform] = {
     t.name: t
     for t in (
@@ -718,6 +1008,30 @@ TRANSFORMS: Mapping[str, Transform] = {
         ),
         Transform("geocode", Geocode, source=True, codes=False, func=geocode),
         Transform("tree", ExtensionNode, source=True, codes=False, func=tree),
+        Transform(
+            "profile_contact",
+            ExtensionNode,
+            source=True,
+            codes=True,
+            func=profile_contact,
+            required_keys=("public", "phone", "email"),
+        ),
+        Transform("profile_location", ExtensionNode, source=True, codes=False, func=profile_location),
+        Transform(
+            "profile_operational_status",
+            ExtensionNode,
+            source=False,
+            codes=True,
+            func=profile_operational_status,
+            required_keys=("public", "phone", "email"),
+        ),
+        Transform(
+            "profile_territorial_division",
+            ExtensionNode,
+            source=True,
+            codes=False,
+            func=profile_territorial_division,
+        ),
         Transform("referenced_other_id", OtherID, source=True, codes=False, func=referenced_other_id),
         Transform("demographic", Demographic, source=True, codes=True, func=demographic),
         Transform("exercise_name", Demographic, source=True, codes=False, func=exercise_name),

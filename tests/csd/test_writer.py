@@ -7,12 +7,13 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta, timezone
+from pathlib import Path
 from typing import Any, overload
 
 import pytest
 from lxml import etree
 
-from bridge import ns
+from bridge import ns, profile
 from bridge.csd.writer import (
     COPY_CHUNK,
     FLUSH_EVERY,
@@ -36,6 +37,7 @@ from bridge.model import (
     CsdRequest,
     CsdResponse,
     Demographic,
+    Device,
     Extension,
     ExtensionNode,
     Facility,
@@ -305,6 +307,7 @@ def test_document_is_valid_against_our_schema(document: CsdDocument, our_csd_sch
 def test_document_is_valid_against_the_official_2014_schema(
     document: CsdDocument, official_csd_schema: etree.XMLSchema
 ) -> None:
+    # The fixture sets the profile's deviceDirectory aside (conftest.Csd2014WithDevices) ...
     assert_valid(official_csd_schema, document_to_bytes(document))
 
 
@@ -314,6 +317,13 @@ def test_document_follows_the_official_ror_profile(
     document: CsdDocument, official_profile: OfficialProfile
 ) -> None:
     assert_follows_profile(official_profile, parse(document_to_bytes(document)))
+def test_the_2014_schema_alone_refuses_the_device_directory(official_csd_schema: Any) -> None:
+    # ... which plain CSD 2014 does not have.
+    root = parse(document_to_bytes(EMPTY))
+    assert root[-1].tag == q("deviceDirectory")
+    assert not official_csd_schema.schema.validate(etree.ElementTree(root))
+    root.remove(root[-1])
+    assert official_csd_schema.schema.validate(etree.ElementTree(root))
 
 
 def test_our_schema_rejects_what_the_official_one_rejects(
@@ -328,7 +338,7 @@ def test_our_schema_rejects_what_the_official_one_rejects(
         assert not schema.validate(etree.ElementTree(root))
 
 
-def test_empty_document_has_the_four_directories_in_order() -> None:
+def test_empty_document_has_the_five_directories_in_order() -> None:
     root = parse(document_to_bytes(EMPTY))
     assert root.tag == q("CSD")
     assert children(root) == [
@@ -336,6 +346,7 @@ def test_empty_document_has_the_four_directories_in_order() -> None:
         "serviceDirectory",
         "facilityDirectory",
         "providerDirectory",
+        "deviceDirectory",
     ]
     assert all(len(directory) == 0 for directory in root)
 
@@ -507,20 +518,20 @@ def test_xs_date_time_decimal() -> None:
         xs_decimal(float("nan"))
 
 
-def test_extension_content_is_written_in_the_ror_namespace() -> None:
+def test_extension_content_is_written_unqualified() -> None:
+    # The one child the v2.4 profile's extension type leaves open is unqualified (xs:any ##local).
     root = parse(document_to_bytes(CsdDocument(services=(full_service(),))))
     extension = root.find(f"{q('serviceDirectory')}/{q('service')}/{q('extension')}")
     assert extension is not None
     assert dict(extension.attrib) == {"type": "capacite", "urn": "urn:ror:csd:extension:capacite"}
     assert len(extension) == 1  # CSD schema: at most one child element
     content = extension[0]
-    assert content.tag == ns.qn(ns.ROR_EXT, "capacite")
-    assert content.prefix == "ror"
+    assert content.tag == "capacite"
     assert dict(content.attrib) == {"nature": "01"}
-    assert [child.tag for child in content] == [ns.qn(ns.ROR_EXT, "nombreLits"), ns.qn(ns.ROR_EXT, "statut")]
+    assert [child.tag for child in content] == ["nombreLits", "statut"]
     assert content[0].text == "24"
     assert content[1].get("code") == "A"
-    assert content[1][0].tag == ns.qn(ns.ROR_EXT, "libelle")
+    assert content[1][0].tag == "libelle"
     assert content[1][0].text == "Actif"
 
 
@@ -774,3 +785,89 @@ def test_a_spooled_answer_is_read_one_chunk_at_a_time() -> None:
         assert len(held) == count
         assert max(held) < count // 2
         assert sum(1 for _ in _spooled_elements(spool, "organization")) == count
+# --------------------------------------------------------------------------------------------------
+# Typed elements of the ROR CSD v2.4 profile (Extension.profile)
+
+ROR_V24 = "ror-v24/local/IHE_ProfilCSD-ExtensionROR_fr-v2.4.xsd"
+
+
+def profile_element(name: str, text: str | None = None, **attributes: str) -> Extension:
+    node = ExtensionNode(name, text=text, attributes=tuple(attributes.items()))
+    return Extension("organisationExtension", profile.URN, node, profile=True)
+
+
+def test_profile_elements_go_into_one_extension_in_the_sequence_order() -> None:
+    organization = Organization(
+        entity_id="urn:ror:idnatstruct:1",
+        coded_types=(CODED,),
+        primary_name="Hôpital",
+        record=RECORD,
+        extensions=(
+            profile_element("dropZone", "true"),
+            Extension("commentaire", "urn:ror:csd:extension", ExtensionNode("commentaire", text="c")),
+            profile_element("financialHelpType", "aide sociale", code="01", codingScheme="1.2.3"),
+            profile_element("useName", "Hôpital Nord"),
+            profile_element("financialHelpType", None, code="02", codingScheme="1.2.3"),
+        ),
+    )
+    root = parse(document_to_bytes(CsdDocument(organizations=(organization,))))
+    extensions = root.findall(f"{q('organizationDirectory')}/{q('organization')}/{q('extension')}")
+    # The typed extension takes the place of its first element; the ROR tree stays where it was.
+    assert [e.get("type") for e in extensions] == ["organisationExtension", "commentaire"]
+    typed = extensions[0]
+    assert typed.get("urn") == profile.URN
+    assert [child.tag for child in typed] == [
+        q("useName"),
+        q("dropZone"),
+        q("financialHelpType"),
+        q("financialHelpType"),
+    ]
+    assert [child.get("code") for child in typed[2:]] == ["01", "02"]  # repeats keep their order
+    assert typed[0].text == "Hôpital Nord"
+
+
+def test_profile_elements_nest_in_the_csd_namespace() -> None:
+    record = ExtensionNode("record", attributes=(("created", "2020-01-01T00:00:00Z"),))
+    node = ExtensionNode("healthCareTerritorial", children=(ExtensionNode("type", attributes=()), record))
+    organization = replace(
+        full_organization(), extensions=(Extension("organisationExtension", profile.URN, node, profile=True),)
+    )
+    root = parse(document_to_bytes(CsdDocument(organizations=(organization,))))
+    territorial = root.find(f".//{q('extension')}/{q('healthCareTerritorial')}")
+    assert territorial is not None
+    assert [child.tag for child in territorial] == [q("type"), q("record")]
+
+
+def test_an_element_outside_the_sequence_is_refused() -> None:
+    organization = replace(full_organization(), extensions=(profile_element("typeActivity", "x"),))
+    with pytest.raises(ValueError, match="typeActivity"):
+        document_to_bytes(CsdDocument(organizations=(organization,)))
+
+
+def test_organization_with_profile_elements_is_valid_against_the_official_v24_schema(
+    reference_dir: Path,
+) -> None:
+    schema = etree.XMLSchema(etree.parse(str(reference_dir / ROR_V24)))
+    organization = Organization(
+        entity_id="urn:ror:idnatstruct:1",
+        coded_types=(CODED,),
+        primary_name="Hôpital",
+        record=RECORD,
+        other_ids=(OtherID("1", "1.2.250.1.71.4.2.2"),),
+        parent_id="urn:ror:idnatstruct:0",
+        extensions=(
+            profile_element("closingDate", "2030-01-01"),
+            profile_element("dropZone", "false"),
+            profile_element("useName", "Hôpital Nord"),
+            profile_element("nbPermanentSocialHelpPlace", "12"),
+        ),
+    )
+    device = Device("urn:ror:equipement:1", CodedType("052", "1.2.250.1.213.3.3.70"), RECORD)
+    data = document_to_bytes(CsdDocument(organizations=(organization,), devices=(device,)))
+    assert_valid(schema, data)
+    # The same organisation with the elements out of order would not be: the writer's order is the schema's.
+    root = parse(data)
+    typed = root.find(f".//{q('extension')}")
+    assert typed is not None
+    typed.insert(0, typed[-1])
+    assert not schema.validate(etree.ElementTree(root))

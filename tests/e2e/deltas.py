@@ -109,6 +109,7 @@ def expected_modifications(
         "serviceDirectory": entity_ids(dataset, "HealthcareService", found.services),
         "facilityDirectory": entity_ids(dataset, "Location", found.facilities),
         "providerDirectory": entity_ids(dataset, "PractitionerRole", found.providers),
+        "deviceDirectory": set(),  # equipment is not mapped to devices yet
     }
 
 

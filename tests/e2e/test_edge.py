@@ -98,6 +98,7 @@ def test_iti74_is_answered_in_its_own_envelope(bridge: RunningBridge) -> None:
         "serviceDirectory",
         "facilityDirectory",
         "providerDirectory",
+        "deviceDirectory",
     ]
     assert len(csd[0]) > 0
 

@@ -250,6 +250,7 @@ def test_unknown_identifier_gives_an_empty_but_complete_document(bridge: Running
         "serviceDirectory",
         "facilityDirectory",
         "providerDirectory",
+        "deviceDirectory",
     ]
     assert len(csd.xpath("//csd:organization | //csd:service", namespaces=C)) == 0
 

@@ -76,6 +76,28 @@ def _after(stamp: str, since: str) -> bool:
     return parse(stamp) >= parse(since)
 
 
+def _references(value: object) -> set[str]:
+    """Every literal `Type/id` reference in a resource."""
+    if isinstance(value, dict):
+        found = {str(value["reference"])} if isinstance(value.get("reference"), str) else set()
+        return found.union(*(_references(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_references(v) for v in value))
+    return set()
+
+
+def _dropped_but_included(every: list[dict[str, Any]], kept: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The matches an emulated filter dropped that a kept entry references (its parent…): the simulator did
+    not include them because they were matches, the national API would, so they come back as includes."""
+    kept_keys = {f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in kept}
+    wanted = set().union(*(_references(e["resource"]) for e in kept)) - kept_keys if kept else set()
+    return [
+        {**e, "search": {"mode": "include"}}
+        for e in every
+        if f"{e['resource']['resourceType']}/{e['resource']['id']}" in wanted
+    ]
+
+
 # Search parameters the simulator does not implement yet: (resource type, name) → predicate on a match.
 Predicate = Callable[[str, dict[str, Any], Dataset], bool]
 EMULATED: dict[tuple[str, str], Predicate] = {
@@ -112,6 +134,8 @@ def _recorder(simulator: FastAPI, dataset: Dataset, log: list[tuple[str, Params,
                 if e.get("search", {}).get("mode") != "match"
                 or all(EMULATED[(resource_type, k)](v, e["resource"], dataset) for k, v in emulated)
             ]
+            if any(k.startswith("_include") for k, _ in params):
+                entries += _dropped_but_included(answer.get("entry", []), entries)
             answer = {
                 "resourceType": "Bundle",
                 "type": "searchset",

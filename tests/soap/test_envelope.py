@@ -179,7 +179,7 @@ async def test_soap11_iti74() -> None:
     assert root.xpath("soap:Header", namespaces=NS) == []
     directories = root.xpath("soap:Body/csd:getModificationsResponse/csd:CSD/*", namespaces=NS)
     assert isinstance(directories, list)
-    assert len(directories) == 4
+    assert len(directories) == 5  # the four IHE directories and the profile's deviceDirectory
     content = root.xpath("soap:Body/*", namespaces=NS)
     assert isinstance(content, list)
     assert isinstance(content[0], etree._Element)

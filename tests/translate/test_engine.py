@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import random
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -95,9 +96,20 @@ def test_ej_and_eg(mappings: Mappings) -> None:
     assert eg.primary_name == "Clinique des Tilleuls"
     assert eg.other_names == ("Les Tilleuls",)
     assert eg.other_ids[1] == OtherID("920000123", "1.2.250.1.213.3.2")  # FINESS, as the profile writes it
-    assert eg.contact_points == (
-        ContactPoint(CodedType("BP", "urn:ihe:iti:csd:2013:contactPoint", "01 02 03 04 05")),
+    # The contact and its telecom: the v2.4 profile's organisationExtension/contact, no CSD contactPoint.
+    assert eg.contact_points == ()
+    (contact,) = [e.content for e in eg.extensions if e.profile and e.content and e.content.name == "contact"]
+    assert contact is not None
+    assert [c.name for c in contact.children] == ["nature", "confidentialityLevel", "contactPoint", "record"]
+    level, point = contact.children[1], contact.children[2]
+    assert level.attributes == (("code", "1"), ("codingScheme", "1.2.250.1.213.1.1.4.344"))  # [INFER] public
+    channel, equipment, extension = point.children
+    assert (channel.name, channel.attributes) == (
+        "codedType",
+        (("code", "2"), ("codingScheme", "1.2.250.1.213.3.3.1")),  # TRE_R200 téléphone fixe
     )
+    assert (equipment.name, equipment.text) == ("equipment", "01 02 03 04 05")
+    assert [c.name for c in extension.children] == ["confidentialityLevel", "record"]
     assert eg.addresses[0].type == "Practice"
     assert [line.component for line in eg.addresses[0].lines] == ["streetAddress", "city", "postalCode"]
     assert eg.record.status == "Active"  # organization-period has a start and no end
@@ -121,7 +133,8 @@ def test_unit_record_in_full(mappings: Mappings) -> None:
         other_ids=(OtherID("OI-UE-1", "https://oi.esante.gouv.fr"),),
         contact_points=(
             ContactPoint(
-                CodedType("EMAIL", "urn:ihe:iti:csd:2013:contactPoint", "neuro@tilleuls.mssante.fr")
+                CodedType("3", "1.2.250.1.213.3.3.1", "Courrier électronique"),
+                equipment="neuro@tilleuls.mssante.fr",
             ),
         ),
         parent_id="urn:ror:oi:OI-UF-1",
@@ -225,7 +238,9 @@ def test_offer_closed_and_not_reopened_is_inactive(mappings: Mappings) -> None:
     offer2 = answer(mappings).services[1]
     assert offer2.record.status == "Inactive"
     assert offer2.coded_type == CodedType("229", "1.2.250.1.213.3.3.12", "Neurologie")
-    assert [e.type for e in offer2.extensions if e.type == "familleActivite"] == ["familleActivite"]
+    (family,) = [e.content for e in offer2.extensions if e.type == "serviceExtension"]
+    assert family is not None
+    assert family.name == "actFamily"  # the v2.4 profile's serviceExtension/actFamily (TRE_R266)
 
 
 def test_codes_without_oid_are_written_and_reported(mappings: Mappings) -> None:
@@ -299,3 +314,22 @@ def test_default_now_is_the_current_time(mappings: Mappings) -> None:
     document = from_fhir_results(mappings, plan, results)
     # the offer closed on 2024-01-15 and never reopened stays closed today
     assert document.services[1].record.status == "Inactive"
+
+
+def test_referenced_resolve_names_the_parent_without_writing_it(mappings: Mappings) -> None:
+    # An IHE search's result directory (functions.yaml `result`, organization-search): the included parent gives the match's
+    # `parent` its national entityID, the same the parent has when it is written itself; it is not an entity
+    # of the answer.
+    plan, results = plan_and_results(mappings)
+    only_organizations = [results[0]]
+    written = from_fhir_results(mappings, plan, only_organizations, now=NOW)
+    resolve = replace(plan, result=Directory.ORGANIZATION)
+    searched = from_fhir_results(mappings, resolve, only_organizations, now=NOW)
+    assert [o.entity_id for o in searched.organizations] == ["urn:ror:oi:OI-POLE-1"]
+    (pole,) = searched.organizations
+    eg = next(o for o in written.organizations if o.entity_id == pole.parent_id)
+    assert pole.parent_id == "urn:ror:idnatstruct:392131725800020" == eg.entity_id
+    # without the parent received, the reference falls back on the FHIR id (and is reported)
+    alone = SearchResult(results[0].query, matches=list(results[0].matches))
+    (orphan,) = from_fhir_results(mappings, resolve, [alone], now=NOW).organizations
+    assert orphan.parent_id == "urn:ror:fhir:Organization/eg-1"

@@ -101,3 +101,22 @@ def test_shipped_model_covers_every_class_the_issue_names(mappings: Mappings) ->
         "Métadonnées",
     ):
         assert required in names, required
+
+
+def test_report_prints_the_coverage_of_the_profiles_typed_extensions(mappings: Mappings) -> None:
+    lines = coverage_report(mappings).splitlines()
+    start = lines.index("ROR CSD v2.4 profile: typed extension elements filled by the entity tables")
+    section = lines[start : start + 13]
+    header = "  csd:organization/extension (organisationExtension): "
+    (organization,) = [line for line in section if line.startswith(header)]
+    filled = section[section.index(organization) + 1]
+    missing = section[section.index(organization) + 2]
+    for element in ("useName", "contact", "healthCareTerritorial"):
+        assert element in filled
+        assert element not in missing
+    assert missing.startswith("    not filled: ")
+    assert "price" in missing
+    # the counts agree with the lists, against the profile's sequence (16 elements in organisationExtension)
+    count = len(filled.removeprefix("    filled: ").split(", "))
+    assert organization == f"{header}{count} of 16 elements"
+    assert count + len(missing.removeprefix("    not filled: ").split(", ")) == 16

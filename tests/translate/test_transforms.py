@@ -6,6 +6,7 @@ import shutil
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -42,6 +43,7 @@ from bridge.translate.transforms import (
 
 PARIS = ZoneInfo("Europe/Paris")
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+R200 = "1.2.250.1.213.3.3.1"  # TRE_R200-CanalCommunication
 R207 = "https://mos.esante.gouv.fr/NOS/TRE_R207-TypeOrganisationInterne/FHIR/TRE-R207-TypeOrganisationInterne"
 R66 = "https://mos.esante.gouv.fr/NOS/TRE_R66-CategorieEtablissement/FHIR/TRE-R66-CategorieEtablissement"
 R66_OID = "1.2.250.1.213.1.6.1.8"  # NOS files of 2023-06-14
@@ -212,10 +214,23 @@ def test_contact_point_maps_system_and_reports_unknown(mappings: Mappings) -> No
         {"system": "phone"},
     ]
     assert run(mappings, "contact_point", telecoms, codes="contact-point") == [
-        ContactPoint(CodedType("BP", "urn:ihe:iti:csd:2013:contactPoint", "01 02")),
-        ContactPoint(CodedType("EMAIL", "urn:ihe:iti:csd:2013:contactPoint", "a@b.fr")),
+        ContactPoint(
+            CodedType("2", R200, "Téléphone fixe"), equipment="01 02"
+        ),  # TRE_R200, value in equipment
+        ContactPoint(CodedType("3", R200, "Courrier électronique"), equipment="a@b.fr"),
     ]
     assert mappings.findings.count(Finding.SYSTEM_WITHOUT_OID, "ContactPoint.system 'pager'") == 1
+    # the telecom's own channel (ror-telecom-communication-channel, TRE_R200) wins over its FHIR system
+    r200 = "https://mos.esante.gouv.fr/NOS/TRE_R200-CanalCommunication/FHIR/TRE-R200-CanalCommunication"
+    alert = {
+        "system": "phone",
+        "value": "15",
+        "extension": [
+            {"url": f"{SD}ror-telecom-communication-channel", "valueCoding": {"system": r200, "code": "8"}}
+        ],
+    }
+    (point,) = run(mappings, "contact_point", [alert], codes="contact-point")
+    assert (point.coded_type.code, point.equipment) == ("8", "15")
 
 
 def test_record_prefers_creation_date_and_falls_back_on_last_updated(mappings: Mappings) -> None:
@@ -237,6 +252,9 @@ def test_record_prefers_creation_date_and_falls_back_on_last_updated(mappings: M
 
 PERIOD = "http://hl7.org/fhir/StructureDefinition/organization-period"
 CLOSING = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/ror-organization-closing-type"
+
+
+R203 = "https://mos.esante.gouv.fr/NOS/TRE_R203-StatutLieu/FHIR/TRE-R203-StatutLieu"
 
 
 @pytest.mark.parametrize(
@@ -398,13 +416,45 @@ def test_operating_hours_from_available_time(mappings: Mappings) -> None:
             {"url": f"{SD}ror-available-time-number-days-of-week", "valueInteger": 1},
         ],
     }
-    owner = {"resourceType": "HealthcareService"}
+    owner = {"resourceType": "HealthcareService", "meta": {"lastUpdated": "2024-03-01T10:00:00+01:00"}}
     hours = operating_hours([slot, {"daysOfWeek": ["mon"]}], owner, context(mappings))
-    assert hours == [OperatingHours(True, date(2024, 2, 1), (0, 1, 6), time(7, 0), None, None)]
+    assert len(hours) == 1
+    assert replace(hours[0], extensions=()) == OperatingHours(
+        True, date(2024, 2, 1), (0, 1, 6), time(7, 0), None, None
+    )
+    # the v2.4 profile's operatingHoursExtension: no slot type here, the owner's record
+    assert [(e.type, e.profile, e.content and e.content.name) for e in hours[0].extensions] == [
+        ("operatingHoursExtension", True, "record")
+    ]
     assert mappings.findings.count(Finding.HOURS_WITHOUT_START, "HealthcareService") == 1
     slot["availableEndTime"] = "25:99"
     with pytest.raises(TransformError, match="not a FHIR time"):
         operating_hours([slot], owner, context(mappings))
+
+
+def test_a_closing_slot_is_not_open(mappings: Mappings) -> None:
+    j41 = "https://mos.esante.gouv.fr/NOS/JDV_J41-TypeHoraire-ROR/FHIR/JDV-J41-TypeHoraire-ROR"
+
+    def slot(code: str) -> dict[str, Any]:
+        return {
+            "extension": [
+                {
+                    "url": f"{SD}ror-available-time-effective-opening-closing-date",
+                    "valuePeriod": {"start": "2024"},
+                },
+                {
+                    "url": f"{SD}ror-available-time-type-of-time",
+                    "valueCodeableConcept": {"coding": [{"system": j41, "code": code}]},
+                },
+            ]
+        }
+
+    owner = {"resourceType": "HealthcareService", "meta": {"lastUpdated": "2024-03-01T10:00:00+01:00"}}
+    opening, closing = operating_hours([slot("01"), slot("08")], owner, context(mappings))
+    assert (opening.open_flag, closing.open_flag) == (True, False)  # TRE_R252 #08 Horaire de fermeture
+    slot_type = closing.extensions[0].content
+    assert slot_type is not None
+    assert (slot_type.name, dict(slot_type.attributes)["code"]) == ("operatingHoursType", "08")
 
 
 @pytest.mark.parametrize(
@@ -414,6 +464,20 @@ def test_operating_hours_from_available_time(mappings: Mappings) -> None:
         ({"resourceType": "Location", "status": "active"}, "Active"),
         ({"resourceType": "PractitionerRole", "active": False}, "Inactive"),
         ({"resourceType": "Organization", "active": True}, "Active"),
+        # TRE_R203-StatutLieu (NOS 2023-06-14): 1 fermé définitivement, 2 fermé temporairement, 3 opérationnel
+        ({"resourceType": "Location", "operationalStatus": {"system": R203, "code": "1"}}, "Inactive"),
+        ({"resourceType": "Location", "operationalStatus": {"system": R203, "code": "2"}}, "Active"),
+        ({"resourceType": "Location", "operationalStatus": {"system": R203, "code": "3"}}, "Active"),
+        ({"resourceType": "Location", "operationalStatus": {"system": "urn:other", "code": "1"}}, "Active"),
+        (
+            {
+                "resourceType": "Location",
+                "extension": [
+                    {"url": f"{SD}ror-location-status", "valueCoding": {"system": R203, "code": "1"}}
+                ],
+            },
+            "Inactive",
+        ),
     ],
 )
 def test_fhir_core_closure_flags(resource: dict, status: str) -> None:  # type: ignore[type-arg]
@@ -492,3 +556,45 @@ def test_facility_organizations_groups_offers_by_providing_organisation(mappings
     assert mappings.findings.count(Finding.UNRESOLVED_REFERENCE, "Organization/o-absent") == 1
     assert mappings.findings.count(Finding.UNRESOLVED_REFERENCE, "HealthcareService/d.providedBy") == 1
     assert TRANSFORMS["facility_organizations"].func([], {"resourceType": "Location", "id": "l2"}, ctx) == []
+
+
+def test_operational_status_of_a_situation(mappings: Mappings) -> None:
+    r23 = "https://mos.esante.gouv.fr/NOS/TRE_R23-ModeExercice/FHIR/TRE-R23-ModeExercice"
+    role: dict[str, Any] = {
+        "resourceType": "PractitionerRole",
+        "meta": {"lastUpdated": "2024-03-06T09:00:00+01:00"},
+        "extension": [
+            {
+                "url": f"{SD}ror-practitionerrole-unit-exercise-mode",
+                "valueCodeableConcept": {"coding": [{"system": r23, "code": "L", "display": "Libéral"}]},
+            }
+        ],
+        "telecom": [{"system": "email", "value": "dr@example.fr"}, {"system": "phone", "value": "01"}],
+        "availableTime": [
+            {
+                "daysOfWeek": ["mon"],
+                "extension": [
+                    {
+                        "url": f"{SD}ror-available-time-effective-opening-closing-date",
+                        "valuePeriod": {"start": "2024-01-01"},
+                    }
+                ],
+            }
+        ],
+    }
+    (status,) = run(mappings, "profile_operational_status", [], role, codes="contact-channel")
+    assert [c.name for c in status.children] == [
+        "exerciceModeInUnit",
+        "contactPoint",  # the first telecom only: the profile holds one
+        "operatingHours",
+        "record",
+    ]
+    assert status.children[0].attributes[0] == ("code", "L")
+    channel, equipment, _ = status.children[1].children
+    assert (channel.attributes[0], equipment.text) == (("code", "3"), "dr@example.fr")  # TRE_R200 e-mail
+    hours = status.children[2]
+    assert [c.name for c in hours.children] == ["openFlag", "dayOfTheWeek", "beginEffectiveDate", "extension"]
+    # without its exercise mode (required by the profile) the situation has no operationalStatus, reported
+    del role["extension"]
+    assert run(mappings, "profile_operational_status", [], role, codes="contact-channel") == []
+    assert mappings.findings.count(Finding.INCOMPLETE_TYPED_ELEMENT) == 1

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +31,7 @@ from bridge.model import (
     OperatingHours,
     OtherID,
     PersonName,
+    Provider,
     ProviderFacility,
     ProviderOrganization,
     ProviderService,
@@ -58,6 +61,7 @@ PLAN = QueryPlan("urn:test:whole-model", (QUERY,), frozenset(Directory))
 LIEU = "urn:ror:lieu:84%2F5001"
 OFFER = "urn:ror:offre:84%2F100001"
 UE = "urn:ror:oi:OI-UE-CARDIO"
+V24 = "ror-v24/local/IHE_ProfilCSD-ExtensionROR_fr-v2.4.xsd"
 
 
 def answer(mappings: Mappings, result: SearchResult | None = None) -> CsdDocument:
@@ -67,6 +71,14 @@ def answer(mappings: Mappings, result: SearchResult | None = None) -> CsdDocumen
 def extension(entity: Any, type_: str) -> ExtensionNode:
     found = [e.content for e in entity.extensions if e.type == type_]
     assert len(found) == 1, (type_, found)
+    assert found[0] is not None
+    return found[0]
+
+
+def typed(entity: Any, element: str) -> ExtensionNode:
+    """The one typed element of the v2.4 profile of that name on the entity."""
+    found = [e.content for e in entity.extensions if e.profile and e.content and e.content.name == element]
+    assert len(found) == 1, (element, found)
     assert found[0] is not None
     return found[0]
 
@@ -109,11 +121,26 @@ def test_facility_in_full(mappings: Mappings) -> None:
     ]
     assert facility.geocode == Geocode(45.7597, 4.8422, None, "WGS84")
     assert facility.contact_points == (
-        ContactPoint(CodedType("BP", "urn:ihe:iti:csd:2013:contactPoint", "+33 4 00 00 00 01")),
+        ContactPoint(CodedType("2", "1.2.250.1.213.3.3.1", "Téléphone fixe"), equipment="+33 4 00 00 00 01"),
     )
     # the offer given at this lieu, under its providing organisation, with its dated opening hours
     # (jourSemaine 7 = Sunday = CSD 0; the slot without debutDateEffective is reported and skipped)
-    assert facility.organizations == (
+    hours = facility.organizations[0].services[0].operating_hours
+    # the v2.4 profile's operatingHoursExtension: the slot's record (the slot has no type of slot)
+    assert [[(e.type, e.content and e.content.name) for e in h.extensions] for h in hours] == [
+        [("operatingHoursExtension", "record")]
+    ]
+    without_profile = tuple(
+        replace(
+            o,
+            services=tuple(
+                replace(v, operating_hours=tuple(replace(h, extensions=()) for h in v.operating_hours))
+                for v in o.services
+            ),
+        )
+        for o in facility.organizations
+    )
+    assert without_profile == (
         FacilityOrganization(
             UE,
             (
@@ -164,7 +191,8 @@ def test_provider_in_full(mappings: Mappings) -> None:
         names=(PersonName(("Cyndi CHANMET",), honorific="MME", forename="Cyndi", surname="CHANMET"),),
         contact_points=(
             ContactPoint(
-                CodedType("EMAIL", "urn:ihe:iti:csd:2013:contactPoint", "cyndi.chanmet@lifen.mssante.fr")
+                CodedType("3", "1.2.250.1.213.3.3.1", "Courrier électronique"),
+                equipment="cyndi.chanmet@lifen.mssante.fr",
             ),
         ),
         gender="F",
@@ -179,7 +207,9 @@ def test_provider_in_full(mappings: Mappings) -> None:
     )
     assert [s.code for s in provider.specialties] == ["S", "SM26"]
     assert extension(provider, "offre").text == OFFER
-    assert extension(provider, "modeExercice").attributes[0] == ("code", "S")
+    status = typed(provider, "operationalStatus")  # the v2.4 profile's providerExtension
+    assert [c.name for c in status.children] == ["exerciceModeInUnit", "record"]
+    assert child(status, "exerciceModeInUnit").attributes[0] == ("code", "S")
     assert child(extension(provider, "nomExercice"), "exerciseLastName").text == "CHANMET"
     assert provider.record.status == "Active"
 
@@ -193,7 +223,7 @@ def test_offer_extensions_cover_the_v24_classes(mappings: Mappings) -> None:
         "lieu",
         "champActivite",
         "modePriseEnCharge",
-        "familleActivite",
+        "serviceExtension",  # actFamily, the profile's typed element
         "categorieOrganisation",
         "temporaliteAccueil",
         "modaliteAccueil",
@@ -245,22 +275,78 @@ def test_crosswalks_rows_and_reported_misses(mappings: Mappings) -> None:
 def test_organisation_extensions(mappings: Mappings) -> None:
     ej, eg, _ = answer(mappings).organizations
     assert ej.other_names == ("CH des Monts",)  # name extension ror-organization-additional-name
-    assert extension(ej, "dateCreation").text == "1975-01-01"
-    assert extension(eg, "dateOuverture").text == "1976-09-01"
-    assert extension(eg, "zonePoser").text == "true"
-    assert extension(eg, "hebergementFamille").text == "false"
-    assert extension(eg, "nbPlaceAideSocialePermanent").text == "12"
+    # Typed elements of the profile's organisationExtension
+    assert typed(ej, "creationDate").text == "1975-01-01"  # ror-organization-creation-date
+    assert typed(eg, "creationDate").text == "1976-09-01"  # organization-period start (dateOuverture)
+    assert typed(eg, "useName").text == "Hôpital des Monts"
+    assert typed(eg, "dropZone").text == "true"
+    assert typed(eg, "accomodationFamily").text == "false"
+    assert typed(eg, "nbPermanentSocialHelpPlace").text == "12"
+    assert typed(eg, "financialHelpType").attributes[0] == ("code", "02")
+    assert typed(eg, "levelRecourseORSAN").attributes[0] == ("code", "2")
+    location = typed(eg, "location")  # adresseEG with its INSEE code and geolocation
+    assert [c.name for c in location.children] == ["address", "geoCoordinates", "cityNumber", "record"]
+    assert child(location, "cityNumber").attributes[0] == ("code", "69383")
+    assert [c.text for c in child(location, "geoCoordinates").children[:3]] == ["45.7597", "4.8422", "WGS84"]
+    assert ("city", "Lyon") in [
+        (dict(line.attributes).get("component"), line.text) for line in child(location, "address").children
+    ]
+    territorial = typed(eg, "healthCareTerritorial")
+    assert [c.name for c in territorial.children] == ["type", "codedType", "record"]
+    assert child(territorial, "codedType").attributes[0] == ("code", "T84-01")
+    assert child(territorial, "type").attributes[0] == ("code", "4")
+    # What the profile has no element for stays in the bridge's own (unqualified) trees
     assert child(extension(eg, "tarif"), "amount", "value").text == "72.5"
-    assert child(extension(eg, "territoireSante"), "codeTerritorialDivision").attributes[0] == (
-        "code",
-        "T84-01",
-    )
     assert extension(eg, "commentaire").text == "Accès par l'entrée nord"
     detail = extension(eg, "detailAdresse")
     assert [c.name for c in detail.children] == [
         "iso21090-ADXP-houseNumber",
         "iso21090-ADXP-streetNameType",
         "iso21090-ADXP-streetNameBase",
+    ]
+
+
+def test_a_provider_extension_is_valid_in_the_official_v24_profile(
+    reference_dir: Path, mappings: Mappings
+) -> None:
+    # The typed extension on a bare provider: the rest of today's provider is not the profile's yet (its
+    # trees are extensions without operationalStatus, its honorific is not coded, one provider per role).
+    schema = etree.XMLSchema(etree.parse(str(reference_dir / V24)))
+    provider = next(p for p in answer(mappings).providers if any(e.profile for e in p.extensions))
+    typed_only = Provider(
+        provider.entity_id,
+        provider.coded_types[:1],
+        Demographic((PersonName(("CHANMET Cyndi",)),)),
+        provider.record,
+        extensions=tuple(e for e in provider.extensions if e.profile),
+    )
+    assert schema.validate(etree.fromstring(document_to_bytes(CsdDocument(providers=(typed_only,))))), (
+        schema.error_log
+    )
+
+
+def test_organisations_are_valid_against_the_official_v24_profile(
+    mappings: Mappings, reference_dir: Path
+) -> None:
+    schema = etree.XMLSchema(etree.parse(str(reference_dir / V24)))
+    organizations = answer(mappings).organizations
+    xml = etree.fromstring(document_to_bytes(CsdDocument(organizations=organizations)))
+    assert schema.validate(xml), schema.error_log
+    (typed_extension,) = xml.xpath(
+        "//csd:organization[csd:primaryName='CH des Monts - site principal']"
+        "/csd:extension[@type='organisationExtension']",
+        namespaces={"csd": "urn:ihe:iti:csd:2013"},
+    )
+    assert [etree.QName(c).localname for c in typed_extension] == [
+        "useName",
+        "healthCareTerritorial",
+        "location",
+        "dropZone",
+        "financialHelpType",
+        "accomodationFamily",
+        "nbPermanentSocialHelpPlace",
+        "creationDate",
+        "levelRecourseORSAN",
     ]
 
 
