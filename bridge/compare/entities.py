@@ -168,6 +168,10 @@ def iter_entities(source: str | Path | IO[bytes], rules: CompareRules) -> Iterat
 
     Raises CompareInputError when the source is not XML.
     """
+    if isinstance(source, str | Path):
+        with Path(source).open("rb") as stream:
+            yield from iter_entities(stream, rules)
+        return
     flattener = _Flattener(rules)
     parser = etree.iterparse(
         source, events=("end",), resolve_entities=False, no_network=True, huge_tree=True, remove_comments=True

@@ -93,6 +93,9 @@ def region_of(url: str) -> str:
 
 def answer_problem(status: int, source: str | Path | IO[bytes]) -> str:
     """'' for a usable answer; else why not (HTTP status, SOAP fault and its reason, not XML)."""
+    if isinstance(source, str | Path):
+        with Path(source).open("rb") as stream:
+            return answer_problem(status, stream)
     reason = ""
     try:
         for event, element in etree.iterparse(
