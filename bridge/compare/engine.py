@@ -8,6 +8,7 @@ fields diffed (codes through the crosswalks, references through the match), and 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 import sqlite3
 from collections import Counter
@@ -69,7 +70,8 @@ class Counts:
         }
 
 
-def _pattern(patterns: Iterable[str]) -> re.Pattern[str] | None:
+@functools.lru_cache(maxsize=64)
+def _pattern(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
     compiled = [fnmatch.translate(p) for p in patterns]
     return re.compile("|".join(f"(?:{p})" for p in compiled)) if compiled else None
 
@@ -84,7 +86,7 @@ def diff_fields(
     """The differing fields of two flattened entities: per path, values compared as a multiset (in order for
     the `ordered` paths); legacy values at reference paths are first translated to the bridge's entityIDs."""
     ignore = _pattern(rules.ignore)
-    ordered = _pattern(rules.ordered)
+    ordered = _pattern(tuple(sorted(rules.ordered)))
     referring = set(references)
     by_path: dict[str, tuple[list[str], list[str]]] = {}
     for side, pairs in ((0, legacy), (1, bridge)):
@@ -121,6 +123,7 @@ class Store:
         self.db.execute("PRAGMA temp_store=FILE")
         self.db.executescript(_SCHEMA)
         self.db.execute("BEGIN")
+        self._next_id = 0
 
     def close(self) -> None:
         self.db.commit()
@@ -150,12 +153,15 @@ class Store:
     def add(
         self, unit: int, side: int, entities: Iterable[Entity], on_entity: Callable[[], None] | None = None
     ) -> int:
+        """Keep one side's entities of a unit (inserted in batches; ids assigned here)."""
         count = 0
+        rows: list[tuple[Any, ...]] = []
+        identifiers: list[tuple[Any, ...]] = []
         for entity in entities:
-            cursor = self.db.execute(
-                "INSERT INTO entity (unit, side, kind, eid, region, fields, refs) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            self._next_id += 1
+            rows.append(
                 (
+                    self._next_id,
                     unit,
                     side,
                     entity.kind,
@@ -163,17 +169,28 @@ class Store:
                     entity.region,
                     orjson.dumps(entity.fields),
                     orjson.dumps(sorted(entity.references)),
-                ),
+                )
             )
-            row = cursor.lastrowid
-            self.db.executemany(
-                "INSERT INTO ident VALUES (?, ?, ?, ?, ?, ?)",
-                [(row, unit, side, entity.kind, scheme, value) for scheme, value in entity.identifiers],
+            identifiers.extend(
+                (self._next_id, unit, side, entity.kind, scheme, value)
+                for scheme, value in entity.identifiers
             )
             count += 1
+            if len(rows) >= 1000:
+                self._flush(rows, identifiers)
             if on_entity is not None:
                 on_entity()
+        self._flush(rows, identifiers)
         return count
+
+    def _flush(self, rows: list[tuple[Any, ...]], identifiers: list[tuple[Any, ...]]) -> None:
+        self.db.executemany(
+            "INSERT INTO entity (id, unit, side, kind, eid, region, fields, refs) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        self.db.executemany("INSERT INTO ident VALUES (?, ?, ?, ?, ?, ?)", identifiers)
+        rows.clear()
+        identifiers.clear()
 
     # --- matching and diffing
     def _match(self, unit: int) -> None:

@@ -21,6 +21,8 @@ from bridge.errors import CompareInputError
 from bridge.ns import CSD
 
 CODE_ATTRIBUTES = ("codingScheme", "assigningAuthorityName")
+# The entries of the CSD directories (2013/2014 schema, and the official ROR v2.4 profile's deviceDirectory).
+ENTRY_ELEMENTS = ("organization", "service", "facility", "provider", "device")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,13 @@ def _is_element(node: Any) -> bool:
 class _Flattener:
     def __init__(self, rules: CompareRules) -> None:
         self.rules = rules
+        self.by_authority: dict[str, list[str]] = {}
+        self.by_element: dict[str, list[str]] = {}
+        for rule in rules.identifiers.values():
+            for authority in {rules.scheme(s) for s in rule.other_id}:
+                self.by_authority.setdefault(authority, []).append(rule.name)
+            for element in rule.elements:
+                self.by_element.setdefault(element, []).append(rule.name)
 
     def kind(self, element: etree._Element) -> str:
         name = etree.QName(element).localname
@@ -106,15 +115,18 @@ class _Flattener:
         region: list[str],
     ) -> None:
         rules = self.rules
+        key_attributes = rules.key_attributes
         for child in element:
-            if not _is_element(child):
+            tag: Any = child.tag
+            if not isinstance(tag, str):
                 continue  # comments and processing instructions carry nothing
-            name = etree.QName(child).localname
-            keys = "".join(
-                f"[@{etree.QName(a).localname}={text_value(str(v))}]"
-                for a, v in sorted(child.attrib.items())
-                if etree.QName(a).localname in rules.key_attributes
-            )
+            name = _local(tag)
+            attributes = {_local(str(a)): str(v) for a, v in child.attrib.items()} if child.attrib else {}
+            keys = ""
+            if attributes:
+                keys = "".join(
+                    f"[@{a}={text_value(v)}]" for a, v in sorted(attributes.items()) if a in key_attributes
+                )
             path = f"{prefix}/{name}{keys}"
             if name in rules.opaque:
                 canonical = etree.canonicalize(
@@ -122,10 +134,11 @@ class _Flattener:
                 )
                 fields.append((path, canonical))
                 continue
-            attributes = {etree.QName(a).localname: str(v) for a, v in child.attrib.items()}
-            scheme_attribute = next((a for a in CODE_ATTRIBUTES if a in attributes), None)
-            text = text_value(child.text) if len(child) == 0 else ""
-            if "code" in attributes and scheme_attribute is not None:
+            text = text_value(child.text) if len(child) == 0 and child.text else ""
+            scheme_attribute = (
+                next((a for a in CODE_ATTRIBUTES if a in attributes), None) if attributes else None
+            )
+            if scheme_attribute is not None and "code" in attributes:
                 scheme = attributes.pop(scheme_attribute)
                 code = attributes.pop("code")
                 key = rules.code_key(scheme, code)
@@ -133,27 +146,29 @@ class _Flattener:
                 if text:
                     fields.append((f"{path}/text()", text))
                 if name == "otherID":
-                    canonical = rules.scheme(scheme)
-                    for rule in rules.identifiers.values():
-                        if canonical in {rules.scheme(s) for s in rule.other_id}:
-                            identifiers.append((rule.name, code.strip()))
+                    for identifier in self.by_authority.get(rules.scheme(scheme), ()):
+                        identifiers.append((identifier, code.strip()))
                 if name in rules.region_elements and not region:
                     region.append(code.strip())
             elif text:
                 fields.append((path, text))
                 if name in rules.references:
                     references.add(path)
-                for rule in rules.identifiers.values():
-                    if name in rule.elements:
-                        identifiers.append((rule.name, text))
+                for identifier in self.by_element.get(name, ()):
+                    identifiers.append((identifier, text))
             for attribute, value in sorted(attributes.items()):
-                if attribute in rules.key_attributes:
+                if attribute in key_attributes:
                     continue
                 field_path = f"{path}/@{attribute}"
                 fields.append((field_path, text_value(value)))
                 if attribute == ENTITY_ID:
                     references.add(field_path)
-            self._walk(child, path, fields, identifiers, references, region)
+            if len(child):
+                self._walk(child, path, fields, identifiers, references, region)
+
+
+def _local(tag: str) -> str:
+    return tag[tag.rfind("}") + 1 :]
 
 
 def _is_directory(element: etree._Element | None) -> bool:
@@ -173,13 +188,27 @@ def iter_entities(source: str | Path | IO[bytes], rules: CompareRules) -> Iterat
             yield from iter_entities(stream, rules)
         return
     flattener = _Flattener(rules)
+    directories: dict[str, bool] = {}
+    entries = sorted({*ENTRY_ELEMENTS, *(rule.element for rule in rules.kinds)})
     parser = etree.iterparse(
-        source, events=("end",), resolve_entities=False, no_network=True, huge_tree=True, remove_comments=True
+        source,
+        events=("end",),
+        tag=[f"{{{CSD}}}{name}" for name in entries],  # only candidate entries reach Python
+        resolve_entities=False,
+        no_network=True,
+        huge_tree=True,
+        remove_comments=True,
     )
     try:
         for _event, element in parser:
             parent = element.getparent()
-            if not _is_directory(parent):
+            if parent is None:
+                continue
+            tag = parent.tag
+            known = directories.get(tag)
+            if known is None:
+                known = directories[tag] = _is_directory(parent)
+            if not known:
                 continue
             yield flattener.entity(element)
             element.clear()
