@@ -185,7 +185,8 @@ class Store:
 
     def _flush(self, rows: list[tuple[Any, ...]], identifiers: list[tuple[Any, ...]]) -> None:
         self.db.executemany(
-            "INSERT INTO entity (id, unit, side, kind, eid, region, fields, refs) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO entity (id, unit, side, kind, eid, region, fields, refs) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         self.db.executemany("INSERT INTO ident VALUES (?, ?, ?, ?, ?, ?)", identifiers)
