@@ -450,40 +450,41 @@ class Store:
                     "region": region,
                 }
 
-    def drill(self, limit: int) -> list[dict[str, Any]]:
+    def drill(self, limit: int) -> Iterator[dict[str, Any]]:
         """Up to `limit` entities with their fields side by side: differing and unmatched ones first."""
-        cursor = self.db.execute(
+        self.db.execute("CREATE INDEX IF NOT EXISTS diff_entity ON diff (unit, entity)")
+        cursor = self.db.cursor()
+        cursor.execute(
             "SELECT o.rowid, o.kind, o.region, o.status, o.legacy_eid, o.bridge_eid, o.legacy_fields, "
             "o.bridge_fields, u.name, u.function FROM outcome o JOIN unit u ON u.id=o.unit "
             "ORDER BY CASE o.status WHEN 'equal' THEN 1 ELSE 0 END, o.rowid LIMIT ?",
             (limit,),
         )
-        result = []
         diffs = self.db.cursor()
-        for (
-            row,
-            kind,
-            region,
-            status,
-            legacy_eid,
-            bridge_eid,
-            legacy_fields,
-            bridge_fields,
-            unit,
-            function,
-        ) in cursor.fetchall():
-            paths = sorted(
-                {
-                    r[0]
-                    for r in diffs.execute(
-                        "SELECT path FROM diff d JOIN outcome o ON o.unit=d.unit AND o.bridge_eid=d.entity "
-                        "WHERE o.rowid=?",
-                        (row,),
-                    )
-                }
-            )
-            result.append(
-                {
+        while rows := cursor.fetchmany(200):
+            for (
+                row,
+                kind,
+                region,
+                status,
+                legacy_eid,
+                bridge_eid,
+                legacy_fields,
+                bridge_fields,
+                unit,
+                function,
+            ) in rows:
+                paths = sorted(
+                    {
+                        r[0]
+                        for r in diffs.execute(
+                            "SELECT path FROM diff d JOIN outcome o "
+                            "ON o.unit=d.unit AND o.bridge_eid=d.entity WHERE o.rowid=?",
+                            (row,),
+                        )
+                    }
+                )
+                yield {
                     "kind": kind,
                     "region": region,
                     "status": status,
@@ -495,8 +496,6 @@ class Store:
                     "bridge": orjson.loads(bridge_fields) if bridge_fields else [],
                     "differing_paths": paths,
                 }
-            )
-        return result
 
 
 def entity_key(rules: CompareRules, entity: Entity) -> str:

@@ -19,7 +19,7 @@ from lxml import etree
 from bridge.compare.engine import ONLY_BRIDGE, ONLY_LEGACY, Counts, Store
 
 REPORT_VERSION = 1
-DRILL_LIMIT = 5000  # entities shown with their fields in report.html (report.json has every difference)
+DRILL_LIMIT = 3000  # entities shown with their fields in report.html (report.json has every difference)
 
 
 @dataclass(frozen=True)
@@ -114,14 +114,16 @@ def write_junit(head: Mapping[str, Any], path: Path) -> None:
     etree.ElementTree(suite).write(str(path), xml_declaration=True, encoding="utf-8", pretty_print=True)
 
 
-def _bars(title: str, data: Mapping[str, Mapping[str, Any]], *, value: str = "parity") -> str:
-    """A horizontal bar chart as inline SVG (no script, no network)."""
+def _bars(
+    title: str, data: Mapping[str, Mapping[str, Any]], *, value: str = "parity", label: int = 190
+) -> str:
+    """A horizontal bar chart as inline SVG (no script, no network), scaled to its box."""
     rows = list(data.items())[:25]
-    width, bar, gap, label = 640, 18, 6, 190
+    width, bar, gap = 640, 18, 6
     height = 30 + len(rows) * (bar + gap)
     parts = [
         f'<svg class="chart" role="img" aria-label="{html.escape(title)}" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
+        f'width="100%" xmlns="http://www.w3.org/2000/svg">',
         f'<text x="0" y="16" class="t">{html.escape(title)}</text>',
     ]
     largest = max((float(v[value]) for _, v in rows), default=1.0) or 1.0
@@ -140,7 +142,8 @@ def _bars(title: str, data: Mapping[str, Mapping[str, Any]], *, value: str = "pa
         if value != "parity":
             colour = "#1565c0"
         shown = f"{amount * 100:.1f} %" if value == "parity" else f"{int(amount)}"
-        parts.append(f'<text x="0" y="{y + 13}" class="l">{html.escape(name[:30])}</text>')
+        shown_name = name if len(name) * 6.5 < label - 8 else "…" + name[-int((label - 8) / 6.5) + 1 :]
+        parts.append(f'<text x="0" y="{y + 13}" class="l">{html.escape(shown_name)}</text>')
         parts.append(
             f'<rect x="{label}" y="{y}" width="{length:.1f}" height="{bar}" fill="{colour}" rx="3"/>'
         )
@@ -235,10 +238,9 @@ def _table(title: str, data: Mapping[str, Mapping[str, Any]], label: str) -> str
 
 def write_html(store: Store, head: Mapping[str, Any], path: Path) -> None:
     totals = head["totals"]
-    entities = store.drill(DRILL_LIMIT)
-    payload = _dump({"summary": {k: v for k, v in head.items() if k != "units"}, "entities": entities})
-    # Inside <script type="application/json"> only "</" could end the element early.
-    embedded = payload.decode().replace("</", "<\\/")
+    summary = {k: v for k, v in head.items() if k != "units"}
+    everything = totals["matched"] + totals["only_legacy"] + totals["only_bridge"]
+    embedded_count = min(DRILL_LIMIT, everything)
     top = {f"{t['path']}": {"count": t["count"]} for t in head["top_fields"]}
     cards = "".join(
         f'<div class="card{" parity" if key == "parity" else ""}" data-key="{key}"><span>{label}</span>'
@@ -271,7 +273,7 @@ Parity = equal / (matched + only legacy + only bridge).</p></header>
 <div class="grid"><section>{_bars("Parity per entity kind", head["by_kind"])}</section>
 <section>{_bars("Parity per function", head["by_function"])}</section>
 <section>{_bars("Parity per region", head["by_region"])}</section>
-<section>{_bars("Most frequent differing fields", top, value="count")}</section></div>
+<section>{_bars("Most frequent differing fields", top, value="count", label=330)}</section></div>
 <section>{_table("Per entity kind", head["by_kind"], "kind")}</section>
 <section>{_table("Per function", head["by_function"], "function")}</section>
 <section>{_table("Per region", head["by_region"], "region")}</section>
@@ -282,12 +284,23 @@ Parity = equal / (matched + only legacy + only bridge).</p></header>
 <table><thead><tr><th>entity</th><th>kind</th><th>region</th><th>function</th><th>status</th>
 <th>differing fields</th></tr></thead><tbody id="entities"></tbody></table>
 <p class="muted">Click an entity to see its fields side by side. Differing and unmatched entities first;
-{len(entities)} of {totals["matched"] + totals["only_legacy"] + totals["only_bridge"]} entities embedded
+{embedded_count} of {everything} entities embedded
 (every difference is in report.json).</p></section></main>
-<script type="application/json" id="report-data">{embedded}</script>
+<script type="application/json" id="report-data">
+{{"summary": {_json_in_html(summary)}, "entities": [@@ENTITIES@@]}}</script>
 <script>{_SCRIPT}</script></body></html>
 """
-    path.write_text(document, "utf-8")
+    before, after = document.rsplit("@@ENTITIES@@", 1)
+    with path.open("w", encoding="utf-8") as out:  # the entities streamed: flat memory whatever the limit
+        out.write(before)
+        for index, entity in enumerate(store.drill(DRILL_LIMIT)):
+            out.write(("," if index else "") + _json_in_html(entity))
+        out.write(after)
+
+
+def _json_in_html(value: Any) -> str:
+    # Inside <script type="application/json"> only "</" could end the element early.
+    return _dump(value).decode().replace("</", "<\\/")
 
 
 def write_reports(store: Store, info: RunInfo, out: Path) -> dict[str, Any]:

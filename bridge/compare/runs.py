@@ -290,7 +290,7 @@ def compare_answers(
         store.add(unit, BRIDGE, iter_entities(io.BytesIO(bridge), rules))
         counts = store.settle(unit)
         outcomes = []
-        for entity in store.drill(limit=1_000_000):
+        for entity in store.drill(limit=10_000_000):
             item: dict[str, Any] = {
                 "kind": entity["kind"],
                 "region": entity["region"],
