@@ -216,6 +216,10 @@ def load_rules(mappings_dir: Path) -> CompareRules:
                 raise CompareRulesError(f"{table}: a row lacks source_code, code or coding_scheme")
             target = (rules.scheme(scheme), code.strip())
             targets.add(target[0])
+            system_of_row, bar, code_of_row = source.strip().rpartition("|")
+            if bar:  # a `<system>|<code>` row names its own source system
+                crosswalk[(rules.scheme(system_of_row), code_of_row)] = target
+                continue
             for system in sources or ["*"]:
                 crosswalk[(system, source.strip())] = target
     regions: dict[str, str] = {}
