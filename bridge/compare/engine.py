@@ -388,22 +388,30 @@ class Store:
         """Counts per function (`u.function`), kind (`o.kind`) or region (`o.region`)."""
         if column not in ("u.function", "o.kind", "o.region", "u.id"):
             raise ValueError(column)
-        values = [
-            row[0]
-            for row in self.db.execute(
-                f"SELECT DISTINCT {column} FROM outcome o JOIN unit u ON u.id=o.unit ORDER BY 1"  # noqa: S608
+        totals: dict[str, Counter[str]] = {}
+        query = f"SELECT {column}, o.status, COUNT(*) FROM outcome o JOIN unit u ON u.id=o.unit"  # noqa: S608
+        for value, status, count in self.db.execute(f"{query} GROUP BY 1, 2 ORDER BY 1"):
+            totals.setdefault(str(value), Counter())[status] = count
+        return {
+            value: Counts(
+                matched=c[EQUAL] + c[DIFFERENT],
+                equal=c[EQUAL],
+                only_legacy=c[ONLY_LEGACY],
+                only_bridge=c[ONLY_BRIDGE],
             )
-        ]
-        return {str(value): self.counts(f"WHERE {column}=?", (value,)) for value in values}
+            for value, c in totals.items()
+        }
 
     def units(self) -> list[dict[str, Any]]:
         rows = self.db.execute(
             "SELECT id, name, function, region, legacy_status, bridge_status, problem FROM unit ORDER BY id"
         )
         result = []
+        per_unit = self.counts_by("u.id")
+        differences_of = dict(self.db.execute("SELECT unit, COUNT(*) FROM diff GROUP BY unit").fetchall())
         for unit, name, function, region, legacy, bridge, problem in rows.fetchall():
-            counts = self.counts("WHERE u.id=?", (unit,))
-            differences = self.db.execute("SELECT COUNT(*) FROM diff WHERE unit=?", (unit,)).fetchone()[0]
+            counts = per_unit.get(str(unit), Counts())
+            differences = differences_of.get(unit, 0)
             result.append(
                 {
                     "name": name,
