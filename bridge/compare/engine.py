@@ -31,7 +31,8 @@ _SCHEMA = """
 CREATE TABLE unit (id INTEGER PRIMARY KEY, name TEXT, function TEXT, region TEXT,
                    legacy_status TEXT, bridge_status TEXT, problem TEXT);
 CREATE TABLE entity (id INTEGER PRIMARY KEY, unit INT, side INT, kind TEXT, eid TEXT, region TEXT,
-                     fields BLOB, refs BLOB, partner INT);
+                     partner INT);
+CREATE TABLE payload (id INTEGER PRIMARY KEY, fields BLOB, refs BLOB);
 CREATE TABLE ident (entity INT, unit INT, side INT, kind TEXT, scheme TEXT, value TEXT);
 CREATE TABLE outcome (unit INT, kind TEXT, region TEXT, status TEXT, legacy_eid TEXT, bridge_eid TEXT,
                       legacy_fields BLOB, bridge_fields BLOB, differences INT);
@@ -184,10 +185,13 @@ class Store:
         return count
 
     def _flush(self, rows: list[tuple[Any, ...]], identifiers: list[tuple[Any, ...]]) -> None:
+        # Fields in their own table: matching walks the narrow entity rows only.
         self.db.executemany(
-            "INSERT INTO entity (id, unit, side, kind, eid, region, fields, refs) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
+            "INSERT INTO entity (id, unit, side, kind, eid, region) VALUES (?, ?, ?, ?, ?, ?)",
+            [row[:6] for row in rows],
+        )
+        self.db.executemany(
+            "INSERT INTO payload VALUES (?, ?, ?)", [(row[0], row[6], row[7]) for row in rows]
         )
         self.db.executemany("INSERT INTO ident VALUES (?, ?, ?, ?, ?, ?)", identifiers)
         rows.clear()
@@ -259,8 +263,9 @@ class Store:
         counts = Counter[str]()
         reader = self.db.cursor()
         reader.execute(
-            "SELECT l.kind, l.eid, l.region, l.fields, l.refs, b.eid, b.region, b.fields FROM entity l "
-            "JOIN entity b ON b.id=l.partner WHERE l.unit=? AND l.side=0 ORDER BY l.id",
+            "SELECT l.kind, l.eid, l.region, lp.fields, lp.refs, b.eid, b.region, bp.fields FROM entity l "
+            "JOIN entity b ON b.id=l.partner JOIN payload lp ON lp.id=l.id JOIN payload bp ON bp.id=b.id "
+            "WHERE l.unit=? AND l.side=0 ORDER BY l.id",
             (unit,),
         )
         while rows := reader.fetchmany(500):
@@ -306,7 +311,7 @@ class Store:
                     on_entity()
         for side, status in ((LEGACY, ONLY_LEGACY), (BRIDGE, ONLY_BRIDGE)):
             reader.execute(
-                "SELECT kind, eid, region, fields FROM entity "
+                "SELECT kind, eid, region, fields FROM entity JOIN payload USING (id) "
                 "WHERE unit=? AND side=? AND partner IS NULL ORDER BY id",
                 (unit, side),
             )
@@ -329,6 +334,7 @@ class Store:
                         ),
                     )
         self.db.execute("DELETE FROM ident WHERE unit=?", (unit,))
+        self.db.execute("DELETE FROM payload WHERE id IN (SELECT id FROM entity WHERE unit=?)", (unit,))
         self.db.execute("DELETE FROM entity WHERE unit=?", (unit,))
         return Counts(
             matched=counts[EQUAL] + counts[DIFFERENT],
