@@ -223,16 +223,15 @@ class Store:
                     found = self.db.execute("SELECT COUNT(*) FROM temp.pairs").fetchone()[0]
                     if not found:
                         break
-                    self.db.execute("CREATE INDEX temp.pairs_l ON pairs (lid)")
-                    self.db.execute("CREATE INDEX temp.pairs_b ON pairs (bid)")
-                    self.db.execute(
-                        "UPDATE entity SET partner=(SELECT bid FROM temp.pairs WHERE lid=entity.id) "
-                        "WHERE id IN (SELECT lid FROM temp.pairs)"
-                    )
-                    self.db.execute(
-                        "UPDATE entity SET partner=(SELECT lid FROM temp.pairs WHERE bid=entity.id) "
-                        "WHERE id IN (SELECT bid FROM temp.pairs)"
-                    )
+                    pairs = self.db.cursor()
+                    pairs.execute("SELECT lid, bid FROM temp.pairs")
+                    while batch := pairs.fetchmany(
+                        10_000
+                    ):  # by primary key: a correlated UPDATE is far slower
+                        self.db.executemany(
+                            "UPDATE entity SET partner=? WHERE id=?", [(b, a) for a, b in batch]
+                        )
+                        self.db.executemany("UPDATE entity SET partner=? WHERE id=?", batch)
         self.db.execute("DROP TABLE IF EXISTS temp.pairs")
 
     def _region(self, unit_region: str, *regions: str) -> str:
