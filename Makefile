@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install run test lint typecheck imports unit test-slow bench bench-extract bench-modifications clean sim-scale interop-install interop
+.PHONY: browser bench-compare
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -66,6 +67,19 @@ bench-modifications: install
 # The ROR simulator at one million offers: start time, peak memory, request latency (README, issue 3 item 2).
 sim-scale: install
 	$(BIN)/python -m tests.simulator.scale --scale 1000000
+
+# Headless Chromium for the report.html browser test (Debian package; Playwright drives it, never downloads one).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq chromium >/dev/null) || echo "no Chromium could be installed: the browser test is skipped"
+
+test: browser
+
+# `ror-bridge compare documents` on two extractions of COMPARE_SCALE offers (one with injected differences):
+# peak RSS and entities per second (README, "Comparison"). Smaller: make bench-compare COMPARE_SCALE=20000
+COMPARE_SCALE ?= 1000000
+bench-compare: install
+	$(BIN)/python -m tests.bench.bench_compare --scale $(COMPARE_SCALE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

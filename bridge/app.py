@@ -14,14 +14,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import httpx
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.types import Message
 
+from bridge.compare.shadow import Shadow
 from bridge.config import Settings
 from bridge.csd.request import parse_request
 from bridge.csd.writer import document_to_bytes
@@ -108,8 +111,10 @@ def check_mappings(settings: Settings, profile_schema: Path | None = None) -> st
     from bridge.csd.profile import csd_elements
     from bridge.translate.profile_coverage import coverage_lines, load_reasons, profile_coverage
 
+    from bridge.compare.rules import describe, load_rules
+
     mappings = mappings_from(settings)
-    report = coverage_report(mappings)
+    report = coverage_report(mappings) + f"\n{describe(load_rules(mappings.directory))}"
     schema = profile_schema or default_profile_schema()
     if schema is None or not schema.is_file():
         wanted = schema or PROFILE_SCHEMA_NAME
@@ -131,6 +136,25 @@ def default_profile_schema() -> Path | None:
         shipped_dir("xsd").parent.parent / "shared" / "reference" / "ror-v24" / "local" / PROFILE_SCHEMA_NAME
     )
     return candidate if candidate.is_file() else None
+
+
+def build_shadow(settings: Settings) -> Shadow | None:
+    """Shadow mode (BRIDGE_SHADOW_LEGACY_URL set): the legacy side and the comparison rules; else None."""
+    if not settings.shadow_legacy_url:
+        return None
+    from bridge.compare.rules import load_rules
+
+    rules = load_rules(settings.mappings_dir or shipped_dir("mappings"))
+    log_path = settings.shadow_log or Path("ror-bridge-shadow.jsonl")
+    return Shadow(rules, settings.shadow_legacy_url, log_path, settings.shadow_budget_ms)
+
+
+async def _replayed_body(body: bytes) -> Message:
+    return {"type": "http.request", "body": body, "more_body": False}
+
+
+async def _chunks(content: bytes) -> AsyncIterator[bytes]:
+    yield content
 
 
 def build_upstream(settings: Settings) -> Upstream:
@@ -274,11 +298,14 @@ def create_app(settings: Settings) -> FastAPI:
     pipeline = Pipeline(mappings, upstream.client, mapping_workers=settings.effective_mapping_workers)
     extractor = build_extractor(settings, mappings, upstream.client)
     cache = extraction_cache(settings)
+    shadow = build_shadow(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log.info("%s upstream=%s", LogEvent.STARTED, settings.upstream_url)
         yield
+        if shadow is not None:
+            await shadow.aclose()
         await upstream.client.aclose()
 
     app = FastAPI(
@@ -324,6 +351,27 @@ def create_app(settings: Settings) -> FastAPI:
             media_type=content_type_for(message.envelope, response_action(csd_request)),
         )
 
+    async def csd_serve(request: Request, region: str | None) -> Response:
+        """The CSD endpoint; in shadow mode the request also goes to the other side (compare/shadow.py)."""
+        if shadow is None:
+            return await csd_post(request, region)
+        try:
+            body = await read_body(request.stream(), settings.max_request_bytes)
+        except BridgeError as error:
+            envelope = guess_envelope(request.headers.get("content-type"), request.headers.get("soapaction"))
+            fault, status, fault_type = render_fault(error, envelope, None)
+            return Response(fault, status_code=status, media_type=fault_type)
+
+        async def bridge_call(payload: bytes) -> tuple[int, AsyncIterator[bytes], str]:
+            response = await csd_post(Request(request.scope, partial(_replayed_body, payload)), region)
+            media_type = response.headers.get("content-type", XSD_MEDIA_TYPE)
+            if isinstance(response, StreamingResponse):
+                return response.status_code, cast(AsyncIterator[bytes], response.body_iterator), media_type
+            return response.status_code, _chunks(bytes(response.body)), media_type
+
+        status, chunks, media_type = await shadow.handle(body, dict(request.headers), region, bridge_call)
+        return StreamingResponse(chunks, status_code=status, headers={"content-type": media_type})
+
     def wsdl_or_hint(request: Request, region: str | None = None) -> Response:
         if region is not None and region.strip().lower() not in mappings.regions:
             return PlainTextResponse(
@@ -348,11 +396,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/csd")
     async def csd_national(request: Request) -> Response:
-        return await csd_post(request, None)
+        return await csd_serve(request, None)
 
     @app.post("/csd/{region}")
     async def csd_regional(request: Request, region: str) -> Response:
-        return await csd_post(request, region)
+        return await csd_serve(request, region)
 
     @app.get("/csd")
     async def wsdl_national(request: Request) -> Response:

@@ -1,4 +1,4 @@
-"""The `ror-bridge` command line: serve, simulator, mappings check, translate, selftest, extract.
+"""The `ror-bridge` command line: serve, simulator, mappings check, translate, selftest, extract, compare.
 
 Builds settings from flags (then `BRIDGE_*` variables, then `--config FILE`) and hands them to
 `bridge.app`; it never builds the bridge's parts itself.
@@ -257,6 +257,149 @@ def _selftest(args: argparse.Namespace) -> int:
     return 1 if any(r.outcome is Outcome.FAILED for r in results) else 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    import tempfile
+    import time
+
+    from bridge.compare import runs
+    from bridge.compare.engine import Store
+    from bridge.compare.report import RunInfo, summary_table, write_reports
+    from bridge.compare.rules import load_rules
+    from bridge.errors import BridgeError
+    from bridge.paths import shipped_dir
+
+    settings = _settings(args, mappings_dir=args.mappings_dir)
+    interactive = sys.stderr.isatty() and not args.quiet
+    shown_at = [0.0]
+
+    def show(progress: runs.Progress) -> None:
+        now = time.monotonic()
+        if args.quiet or (now - shown_at[0] < (0.2 if interactive else 10.0) and progress.phase != "done"):
+            return
+        shown_at[0] = now
+        width = 30
+        filled = min(width, width * progress.done // progress.total) if progress.total else 0
+        bar = "#" * filled + "." * (width - filled)
+        done = (
+            f"{progress.done}/{progress.total}"
+            if args.mode != "documents"
+            else f"{progress.done / 1e6:.0f} MB"
+        )
+        line = (
+            f"ror-bridge compare {args.mode}: [{bar}] {done} {progress.phase}, "
+            f"{progress.entities} entities, {progress.elapsed_s:.0f} s"
+        )
+        print(
+            f"\r{line[:160]:<160}" if interactive else line, end="" if interactive else "\n", file=sys.stderr
+        )
+
+    try:
+        rules = load_rules(settings.mappings_dir or shipped_dir("mappings"))
+        with tempfile.TemporaryDirectory(prefix="ror-bridge-compare-", dir=args.work_dir) as work:
+            store = Store(rules, Path(work) / "run.sqlite")
+            try:
+                if args.mode == "replay":
+                    legacy, bridge = args.legacy, args.bridge
+                    runs.replay(
+                        store, args.requests, legacy, bridge, timeout_s=args.timeout, on_progress=show
+                    )
+                elif args.mode == "archive":
+                    legacy, bridge = str(args.pairs), args.bridge
+                    runs.archive(store, args.pairs, bridge, timeout_s=args.timeout, on_progress=show)
+                elif args.mode == "documents":
+                    legacy, bridge = str(args.legacy), str(args.bridge)
+                    runs.documents(
+                        store,
+                        args.legacy,
+                        args.bridge,
+                        function=args.function,
+                        region=args.region or "",
+                        on_progress=show,
+                    )
+                else:
+                    legacy, bridge = str(args.log), "shadow mode"
+                    runs.shadow_log(store, args.log, on_progress=show)
+                info = RunInfo(args.mode, legacy, bridge, args.min_parity)
+                head = write_reports(store, info, args.out)
+            finally:
+                store.close()
+    except BridgeError as error:
+        if interactive:
+            print(file=sys.stderr)
+        print(f"ror-bridge compare {args.mode}: {error.reason}", file=sys.stderr)
+        return 2
+    if interactive:
+        print(file=sys.stderr)
+    if not args.quiet:
+        print(summary_table(head), file=sys.stderr)
+        print(f"ror-bridge compare: parity {head['parity']:.4f}; reports in {args.out}/", file=sys.stderr)
+    if args.min_parity is not None and head["parity"] < args.min_parity:
+        print(
+            f"ror-bridge compare: parity {head['parity']:.4f} is below --min-parity {args.min_parity}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _add_compare(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    compare = commands.add_parser(
+        "compare",
+        help="legacy CSD answers side by side with the bridge's: report.html, report.json, junit.xml",
+    )
+    modes = compare.add_subparsers(dest="mode", required=True, metavar="MODE")
+
+    def common(mode: argparse.ArgumentParser) -> None:
+        mode.add_argument(
+            "--out", type=Path, required=True, metavar="DIR", help="where the reports are written"
+        )
+        mode.add_argument(
+            "--min-parity", type=float, metavar="P", help="exit 1 when the parity (0-1) is below P (CI gate)"
+        )
+        mode.add_argument("--mappings-dir", type=Path, help="a deployment's own mappings (its compare.yaml)")
+        mode.add_argument(
+            "--work-dir", type=Path, help="where the run's temporary store goes (default: temp dir)"
+        )
+        mode.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+        mode.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
+        mode.set_defaults(handler=_compare)
+
+    replay = modes.add_parser("replay", help="send every CSD request of a folder to both services")
+    replay.add_argument("--legacy", required=True, metavar="URL", help="the legacy CSD endpoint")
+    replay.add_argument(
+        "--bridge", required=True, metavar="URL", help="the bridge's CSD endpoint (…/csd[/REGION])"
+    )
+    replay.add_argument(
+        "--requests", required=True, type=Path, metavar="DIR", help="folder of *.xml requests"
+    )
+    replay.add_argument("--timeout", type=float, default=120.0, help="seconds per answer (default 120)")
+    common(replay)
+    archive = modes.add_parser(
+        "archive", help="archived legacy request/response pairs replayed against the bridge"
+    )
+    archive.add_argument(
+        "--pairs", required=True, type=Path, metavar="DIR", help="NAME.request.xml + NAME.response.xml"
+    )
+    archive.add_argument(
+        "--bridge", required=True, metavar="URL", help="the bridge's CSD endpoint (…/csd[/REGION])"
+    )
+    archive.add_argument("--timeout", type=float, default=120.0, help="seconds per answer (default 120)")
+    common(archive)
+    documents = modes.add_parser(
+        "documents", help="two csd:CSD documents (e.g. a legacy extraction and GET /extraction)"
+    )
+    documents.add_argument("legacy", type=Path, metavar="LEGACY.xml")
+    documents.add_argument("bridge", type=Path, metavar="BRIDGE.xml")
+    documents.add_argument(
+        "--function", default="extraction", help="label of the function (default extraction)"
+    )
+    documents.add_argument("--region", metavar="CODE", help="count every entity under this region")
+    common(documents)
+    shadow = modes.add_parser("shadow-log", help="summarise what shadow mode (BRIDGE_SHADOW_LOG) recorded")
+    shadow.add_argument("log", type=Path, metavar="FILE")
+    common(shadow)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ror-bridge",
@@ -395,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract_command.add_argument("--quiet", action="store_true", help="no progress line and no summary")
     extract_command.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     extract_command.set_defaults(handler=_extract)
+    _add_compare(commands)
     return parser
 
 

@@ -139,6 +139,21 @@ class Settings(BaseSettings):
     demo_scale: int = Field(300, ge=1, description="number of offers in the demo dataset")
     demo_seed: int = Field(1, description="seed of the demo dataset (same seed, same data)")
 
+    # --- shadow mode (issue 14): each CSD request also sent to the legacy service, both answers compared
+    shadow_legacy_url: str | None = Field(
+        None,
+        description="legacy CSD endpoint (`{region}`: the request's region); when set, shadow mode is on",
+    )
+    shadow_log: Path | None = Field(
+        None,
+        description="JSON-lines file shadow mode appends its comparisons to (`compare shadow-log` reads it)",
+    )
+    shadow_budget_ms: float = Field(
+        1000.0,
+        gt=0,
+        description="longest wait for the legacy side when it answers the client; slower: the bridge answers",
+    )
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:

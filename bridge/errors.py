@@ -167,3 +167,11 @@ class MappingTableError(ConfigurationError):
         self.table = table
         self.rule = rule
         self.path = path
+
+
+class CompareRulesError(ConfigurationError):
+    """`mappings/compare.yaml` (or a table it names) is invalid: the message names the file and the key."""
+
+
+class CompareInputError(BridgeError):
+    """`ror-bridge compare` cannot read one of its inputs (not XML, no CSD in it, a missing pair file…)."""
