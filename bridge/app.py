@@ -7,8 +7,10 @@ embedded ROR simulator into one FastAPI application. Also the entry points the C
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +23,10 @@ import httpx
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bridge import correlation
 from bridge.config import Settings
 from bridge.csd.request import parse_request
 from bridge.csd.writer import document_to_bytes
@@ -29,6 +34,7 @@ from bridge.errors import (
     BridgeError,
     ConfigurationError,
     InvalidParameterError,
+    SenderError,
     UnknownRegionError,
     UpstreamError,
     UpstreamUnavailableError,
@@ -44,7 +50,18 @@ from bridge.extraction import (
     extraction_request,
 )
 from bridge.fhir.client import FhirClient
-from bridge.model import Directory, Envelope, FhirQuery, QueryPlan, Resource, SearchResult
+from bridge.fhir.observe import UpstreamObserver
+from bridge.metrics import Metrics
+from bridge.model import (
+    CsdRequest,
+    CsdResponse,
+    Directory,
+    Envelope,
+    FhirQuery,
+    QueryPlan,
+    Resource,
+    SearchResult,
+)
 from bridge.paths import shipped_dir
 from bridge.pipeline import Pipeline
 from bridge.simulator.app import SimulatorConfig, create_simulator_app
@@ -55,6 +72,7 @@ from bridge.soap.faults import render_fault
 from bridge.soap.parser import guess_envelope, parse_message, read_body
 from bridge.soap.wsdl import render_wsdl, schema_file
 from bridge.translate import Mappings, coverage_report, from_fhir_results, load_mappings
+from bridge.translate.plan import function_of
 
 log = logging.getLogger("bridge")
 
@@ -67,6 +85,7 @@ class LogEvent(StrEnum):
     UNEXPECTED_FAILURE = "unexpected-failure"
     EXTRACTION_REFUSED = "extraction-refused"
     EXTRACTION_ABORTED = "extraction-aborted"
+    STOPPED = "bridge-stopped"
 
 
 # The embedded simulator is reached in-process (no socket) under this base; the host name is never
@@ -74,6 +93,8 @@ class LogEvent(StrEnum):
 DEMO_BASE_URL = "http://ror-simulator.internal/ws-diffusion-fhir"
 DEMO_MOUNT = "/demo/fhir"
 XSD_MEDIA_TYPE = "application/xml; charset=utf-8"
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+EXTRACTION_FUNCTION = "extraction"  # the `function` label of GET /extraction[/{region}]
 EXTRACTION_CACHE_DIR = (
     "ror-bridge-extractions"  # under the system temp dir unless extraction_cache_dir is set
 )
@@ -100,7 +121,7 @@ def check_mappings(settings: Settings) -> str:
     return coverage_report(mappings_from(settings))
 
 
-def build_upstream(settings: Settings) -> Upstream:
+def build_upstream(settings: Settings, observer: UpstreamObserver | None = None) -> Upstream:
     # Imported here: this function is the only place that turns upstream settings into client parts.
     from bridge.fhir.auth import build_ssl_context
     from bridge.fhir.client import Credentials
@@ -132,6 +153,7 @@ def build_upstream(settings: Settings) -> Upstream:
         "concurrency": settings.upstream_concurrency,
         "max_results": settings.upstream_max_results,
         "validator": validator,
+        "observer": observer,
     }
     if not settings.is_demo:
         credentials = None
@@ -220,6 +242,77 @@ def extraction_headers(date: datetime, cache: str) -> dict[str, str]:
     }
 
 
+def extraction_outcome(status: int) -> str:
+    """The `outcome` label of an extraction refused before its first byte."""
+    if status in (400, 404):
+        return "sender-fault"
+    return "busy" if status == 503 else "receiver-fault"
+
+
+def function_label(mappings: Mappings, csd_request: CsdRequest | None) -> str:
+    """The bounded `function` label: the last part of the dispatched function's canonical URN."""
+    if csd_request is None:
+        return "unparsed"
+    try:
+        spec, _ = function_of(mappings, csd_request)
+    except BridgeError:
+        return "unknown"
+    return spec.urn.rsplit(":", 1)[-1]
+
+
+def _entity_counts(response: CsdResponse) -> dict[str, int]:
+    if response.written is not None:
+        return {str(directory): count for directory, count in response.written.items()}
+    document = response.document
+    return {
+        Directory.ORGANIZATION.value: len(document.organizations),
+        Directory.SERVICE.value: len(document.services),
+        Directory.FACILITY.value: len(document.facilities),
+        Directory.PROVIDER.value: len(document.providers),
+    }
+
+
+async def _observed(chunks: AsyncIterator[bytes], done: Callable[[str], None]) -> AsyncIterator[bytes]:
+    """`chunks`, calling `done("ok")` after the last one, `done("aborted")` when cut (error or shutdown)."""
+    outcome = "aborted"
+    try:
+        async for chunk in chunks:
+            yield chunk
+        outcome = "ok"
+    finally:
+        done(outcome)
+
+
+class CorrelationMiddleware:
+    """Opens each HTTP request's correlation (bridge/correlation.py) and returns its id as `X-Request-ID`.
+
+    A front end's `X-Request-ID` (e.g. nginx `$request_id`) is kept when plain; the CSD endpoint replaces
+    it by the message's `wsa:MessageID`.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        received = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                received = value.decode("latin-1")
+                break
+        state = correlation.begin(received)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers[correlation.HEADER] = state.request_id
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
 async def _aborting(first: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """The document after its first chunk; a failure is logged and raised, so the server drops the
     connection without the chunked terminator and the client sees a truncated transfer, never a whole one."""
@@ -237,7 +330,8 @@ async def _aborting(first: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator
 def create_app(settings: Settings) -> FastAPI:
     """The bridge application for these settings."""
     mappings = mappings_from(settings)
-    upstream = build_upstream(settings)
+    metrics = Metrics()
+    upstream = build_upstream(settings, observer=metrics)
     pipeline = Pipeline(mappings, upstream.client, mapping_workers=settings.effective_mapping_workers)
     extractor = build_extractor(settings, mappings, upstream.client)
     cache = extraction_cache(settings)
@@ -247,6 +341,8 @@ def create_app(settings: Settings) -> FastAPI:
         log.info("%s upstream=%s", LogEvent.STARTED, settings.upstream_url)
         yield
         await upstream.client.aclose()
+        metrics.worker_stopped()
+        log.info("%s", LogEvent.STOPPED)
 
     app = FastAPI(
         title="ROR CSD bridge",
@@ -259,21 +355,26 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.mappings = mappings
     app.state.upstream = upstream
+    app.state.metrics = metrics
+    app.add_middleware(CorrelationMiddleware)
     if upstream.simulator is not None:
         # Lets a user look at the FHIR data behind each CSD answer (access checks off).
         app.mount(DEMO_MOUNT, upstream.simulator)
 
     async def csd_post(request: Request, region: str | None) -> Response:
+        started = time.perf_counter()
         content_type = request.headers.get("content-type")
         soap_action = request.headers.get("soapaction")
         envelope: Envelope = guess_envelope(content_type, soap_action)
         addressing: Addressing | None = None
+        csd_request: CsdRequest | None = None
         try:
             if region is not None:
                 mappings.region(region)  # an unknown region is refused before the body is read
             body = await read_body(request.stream(), settings.max_request_bytes)
             message = parse_message(body, content_type, soap_action)
             envelope, addressing = message.envelope, message.addressing
+            correlation.adopt(addressing.message_id if addressing is not None else None)
             csd_request = parse_request(message.body, region=region)
             response = await pipeline.run(csd_request)
             encapsulated = mappings.encapsulated(csd_request, message.envelope)
@@ -283,9 +384,26 @@ def create_app(settings: Settings) -> FastAPI:
             else:  # a defect of the bridge: the client gets a generic reason, the log gets the traceback
                 log.exception("%s %s", LogEvent.UNEXPECTED_FAILURE, type(error).__name__)
             fault, status, fault_type = render_fault(error, envelope, addressing)
+            outcome = "sender-fault" if status < 500 and isinstance(error, SenderError) else "receiver-fault"
+            metrics.request_done(
+                function_label(mappings, csd_request),
+                region,
+                envelope.value,
+                outcome,
+                time.perf_counter() - started,
+            )
             return Response(fault, status_code=status, media_type=fault_type)
+        label = function_label(mappings, csd_request)
+        counts = _entity_counts(response)
+
+        def answered(outcome: str) -> None:
+            elapsed = time.perf_counter() - started
+            metrics.request_done(label, region, message.envelope.value, outcome, elapsed)
+            if outcome == "ok":
+                metrics.entities_returned(counts)
+
         return StreamingResponse(
-            stream_response(response, message, encapsulated=encapsulated),
+            _observed(stream_response(response, message, encapsulated=encapsulated), answered),
             media_type=content_type_for(message.envelope, response_action(csd_request)),
         )
 
@@ -332,32 +450,74 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
+        # An authenticated probe outside the retry policy and the breaker: it never opens the breaker,
+        # and a national API that refuses this deployment's credentials is "not ready".
+        if upstream.client.breaker.is_cooling_down():
+            reason = "circuit breaker open: the national API failed repeatedly"
+            return JSONResponse({"status": "not ready", "upstream": reason}, status_code=503)
         try:
-            await upstream.client.capabilities()
+            await upstream.client.probe()
         except Exception as error:  # any upstream failure means "not ready"
             reason = getattr(error, "reason", type(error).__name__)
+            status = getattr(error, "status", None)
+            if status is not None:
+                reason = f"{reason} (HTTP {status})"
             return JSONResponse({"status": "not ready", "upstream": reason}, status_code=503)
-        return JSONResponse({"status": "ready", "upstream": "reachable", "mappings": "loaded"})
+        return JSONResponse(
+            {"status": "ready", "upstream": "reachable, credentials accepted", "mappings": "loaded"}
+        )
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
     async def extraction(request: Request, region: str | None) -> Response:
+        clock = time.perf_counter()
+
+        def refused(error: Exception) -> Response:
+            answer = extraction_failure(error)
+            metrics.request_done(
+                EXTRACTION_FUNCTION,
+                region,
+                "none",
+                extraction_outcome(answer.status_code),
+                time.perf_counter() - clock,
+            )
+            return answer
+
         try:
             wanted = extraction_request(mappings, region, request.query_params.multi_items())
         except BridgeError as error:
-            return extraction_failure(error)
+            return refused(error)
         cached = cache.lookup(wanted)
         if cached is not None:
+            metrics.request_done(EXTRACTION_FUNCTION, region, "none", "ok", time.perf_counter() - clock)
             return FileResponse(
                 cached.path, media_type=XSD_MEDIA_TYPE, headers=extraction_headers(cached.date, "hit")
             )
         started = datetime.now(UTC)
-        chunks = extractor.stream(wanted)
+        final = ExtractionProgress()
+
+        def remember(progress: ExtractionProgress) -> None:
+            nonlocal final
+            final = progress
+
+        chunks = extractor.stream(wanted, remember)
         try:
             first = await anext(chunks)
         except Exception as error:  # nothing was sent: a clean HTTP error
-            return extraction_failure(error)
+            return refused(error)
+
+        def finished(outcome: str) -> None:
+            metrics.request_done(EXTRACTION_FUNCTION, region, "none", outcome, time.perf_counter() - clock)
+            if outcome == "ok":
+                metrics.entities_returned({str(d): n for d, n in final.written.items()})
+            elif outcome == "aborted":
+                log.warning("%s cut before its end, sent without terminator", LogEvent.EXTRACTION_ABORTED)
+
         entry = cache.open(wanted, started)
         return StreamingResponse(
-            cached_stream(_aborting(first, chunks), entry),
+            _observed(cached_stream(_aborting(first, chunks), entry), finished),
             media_type=XSD_MEDIA_TYPE,
             headers=extraction_headers(started, "miss" if entry is not None else "off"),
         )
@@ -371,6 +531,23 @@ def create_app(settings: Settings) -> FastAPI:
         return await extraction(request, region)
 
     return app
+
+
+# `serve --workers N`: the CLI puts what built its settings here (JSON: config file and flag values); each
+# worker process rebuilds the same settings from it and the inherited `BRIDGE_*` environment.
+WORKER_ARGS_ENV = "ROR_BRIDGE_WORKER_ARGS"
+
+
+def worker_app() -> FastAPI:
+    """The application of one `serve --workers N` worker process (uvicorn factory)."""
+    from bridge.config import load_settings
+    from bridge.logs import configure_logging
+
+    args = orjson.loads(os.environ[WORKER_ARGS_ENV])
+    config = Path(args["config"]) if args.get("config") else None
+    settings = load_settings(config, **args["overrides"])
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
 
 
 async def extract(

@@ -16,27 +16,92 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from bridge import __version__
-from bridge.config import Settings, load_settings
+from bridge.config import Settings, available_cores, env_name, load_settings
 from bridge.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from bridge.app import ExtractionProgress
 
 
+# The command-line flag of each setting that has one (error messages name both the variable and the flag).
+FLAGS = {
+    "host": "--host",
+    "port": "--port",
+    "upstream_url": "--upstream",
+    "mappings_dir": "--mappings-dir",
+    "extraction_source": "--source",
+    "workers": "--workers",
+}
+
+
 def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
     return load_settings(getattr(args, "config", None), **overrides)
 
 
+def describe_validation(error: ValidationError) -> str:
+    """A settings error in the operator's words: the `BRIDGE_*` variable (and flag) and what is wrong."""
+    lines = []
+    for problem in error.errors():
+        field = str(problem["loc"][0]) if problem.get("loc") else "?"
+        where = env_name(field)
+        if field in FLAGS:
+            where += f" / {FLAGS[field]}"
+        value = problem.get("input")
+        shown = "" if "secret" in field or isinstance(value, dict) else f" (got {value!r})"
+        message = str(problem.get("msg", "invalid")).removeprefix("Value error, ")
+        lines.append(f"{where}: {message}{shown}")
+    return "invalid setting: " + "; ".join(lines)
+
+
+def _check_workers(settings: Settings) -> None:
+    cores = available_cores()
+    if settings.workers > cores:
+        raise ConfigurationError(
+            f"BRIDGE_WORKERS / --workers: {settings.workers} worker processes exceed the {cores} CPU "
+            "core(s) this machine gives the bridge"
+        )
+
+
+def _metrics_directory() -> Path | None:
+    """Multiprocess metrics: a fresh directory of our own, or the operator's emptied of old values."""
+    import os
+    import tempfile
+
+    from bridge.metrics import MULTIPROC_ENV
+
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        return None
+    created = Path(tempfile.mkdtemp(prefix="ror-bridge-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(created)
+    return created
+
+
 def _serve(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+
+    import orjson
     import uvicorn
 
-    from bridge.app import create_app
+    from bridge.logs import configure_logging
 
-    settings = _settings(args, host=args.host, port=args.port, upstream_url=args.upstream)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    app = create_app(settings)
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "upstream_url": args.upstream,
+        "workers": args.workers,
+        "log_format": args.log_format,
+    }
+    settings = _settings(args, **overrides)
+    _check_workers(settings)
+    configure_logging(settings.log_level, settings.log_format)
+    owned_metrics_dir = _metrics_directory() if settings.workers > 1 else None
+    # Imported after the metrics directory is chosen: prometheus-client picks its mode at import.
+    from bridge.app import WORKER_ARGS_ENV, create_app
+
     where = "embedded ROR simulator (demo dataset)" if settings.is_demo else settings.upstream_url
     print(
         f"ror-bridge {__version__}: CSD endpoint http://{settings.host}:{settings.port}/csd", file=sys.stderr
@@ -45,7 +110,27 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"  extraction: http://{settings.host}:{settings.port}/extraction[/REGION]", file=sys.stderr)
     if settings.is_demo:
         print(f"  demo FHIR data: http://{settings.host}:{settings.port}/demo/fhir/metadata", file=sys.stderr)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, proxy_headers=True)
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "log_config": None,  # our handlers (bridge/logs.py), not uvicorn's
+        "proxy_headers": True,
+        "timeout_graceful_shutdown": settings.shutdown_grace_s,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]  # uvicorn is untyped here
+        return 0
+    print(f"  {settings.workers} worker processes; metrics summed across them", file=sys.stderr)
+    config = getattr(args, "config", None)
+    os.environ[WORKER_ARGS_ENV] = orjson.dumps(
+        {"config": str(config) if config else None, "overrides": {k: v for k, v in overrides.items() if v}}
+    ).decode()
+    try:
+        uvicorn.run("bridge.app:worker_app", factory=True, workers=settings.workers, **options)  # type: ignore[arg-type]
+    finally:
+        if owned_metrics_dir is not None:
+            shutil.rmtree(owned_metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -273,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="demo|URL",
         help="`demo` (default) or the national FHIR base (BRIDGE_UPSTREAM_URL)",
     )
+    serve.add_argument(
+        "--workers", type=int, metavar="N", help="worker processes on the port (default 1, BRIDGE_WORKERS)"
+    )
+    serve.add_argument(
+        "--log-format", choices=("auto", "json", "text"), help="log lines (default auto, BRIDGE_LOG_FORMAT)"
+    )
     serve.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     serve.set_defaults(handler=_serve)
 
@@ -395,7 +486,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)
-    except (ConfigurationError, ValidationError, FileNotFoundError) as error:
+    except ValidationError as error:
+        print(f"ror-bridge: {describe_validation(error)}", file=sys.stderr)
+        return 2
+    except (ConfigurationError, FileNotFoundError) as error:
         print(f"ror-bridge: {error}", file=sys.stderr)
         return 2
     return code

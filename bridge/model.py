@@ -353,3 +353,4 @@ class CsdResponse:
     request: CsdRequest
     document: CsdDocument
     directories: BinaryIO | None = None
+    written: Mapping[Directory, int] | None = None  # records per directory in `directories` (metrics)
