@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,12 @@ FLAGS = {
     "extraction_source": "--source",
     "workers": "--workers",
 }
+
+
+class CliEvent(StrEnum):
+    """What the command line logs (house style: events are enum members)."""
+
+    LISTENING = "bridge-listening"
 
 
 def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
@@ -86,7 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
     import orjson
     import uvicorn
 
-    from bridge.logs import configure_logging
+    from bridge.logs import configure_logging, resolve_format
 
     overrides = {
         "host": args.host,
@@ -103,13 +110,22 @@ def _serve(args: argparse.Namespace) -> int:
     from bridge.app import WORKER_ARGS_ENV, create_app
 
     where = "embedded ROR simulator (demo dataset)" if settings.is_demo else settings.upstream_url
-    print(
-        f"ror-bridge {__version__}: CSD endpoint http://{settings.host}:{settings.port}/csd", file=sys.stderr
-    )
-    print(f"  WSDL: http://{settings.host}:{settings.port}/csd?wsdl   upstream: {where}", file=sys.stderr)
-    print(f"  extraction: http://{settings.host}:{settings.port}/extraction[/REGION]", file=sys.stderr)
+    base = f"http://{settings.host}:{settings.port}"
+    banner = [
+        f"ror-bridge {__version__}: CSD endpoint {base}/csd",
+        f"  WSDL: {base}/csd?wsdl   upstream: {where}",
+        f"  extraction: {base}/extraction[/REGION]",
+        f"  metrics: {base}/metrics   health: {base}/healthz   readiness: {base}/readyz",
+    ]
     if settings.is_demo:
-        print(f"  demo FHIR data: http://{settings.host}:{settings.port}/demo/fhir/metadata", file=sys.stderr)
+        banner.append(f"  demo FHIR data: {base}/demo/fhir/metadata")
+    if settings.workers > 1:
+        banner.append(f"  {settings.workers} worker processes; metrics summed across them")
+    if resolve_format(settings.log_format) == "json":
+        # stderr carries one JSON object per line: the banner is a log event too.
+        logging.getLogger("bridge").info("%s %s", CliEvent.LISTENING, " | ".join(b.strip() for b in banner))
+    else:
+        print("\n".join(banner), file=sys.stderr)
     options = {
         "host": settings.host,
         "port": settings.port,
@@ -121,7 +137,6 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]  # uvicorn is untyped here
         return 0
-    print(f"  {settings.workers} worker processes; metrics summed across them", file=sys.stderr)
     config = getattr(args, "config", None)
     os.environ[WORKER_ARGS_ENV] = orjson.dumps(
         {"config": str(config) if config else None, "overrides": {k: v for k, v in overrides.items() if v}}
