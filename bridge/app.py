@@ -6,11 +6,13 @@ embedded ROR simulator into one FastAPI application. Also the entry points the C
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -94,6 +96,7 @@ DEMO_BASE_URL = "http://ror-simulator.internal/ws-diffusion-fhir"
 DEMO_MOUNT = "/demo/fhir"
 XSD_MEDIA_TYPE = "application/xml; charset=utf-8"
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+SHUTDOWN_SETTLE_STEPS = 50  # × 20 ms: how long shutdown waits for cancelled responses to unwind
 EXTRACTION_FUNCTION = "extraction"  # the `function` label of GET /extraction[/{region}]
 EXTRACTION_CACHE_DIR = (
     "ror-bridge-extractions"  # under the system temp dir unless extraction_cache_dir is set
@@ -272,7 +275,7 @@ def _entity_counts(response: CsdResponse) -> dict[str, int]:
     }
 
 
-async def _observed(chunks: AsyncIterator[bytes], done: Callable[[str], None]) -> AsyncIterator[bytes]:
+async def _observed(chunks: AsyncIterator[bytes], done: Callable[[str], None]) -> AsyncGenerator[bytes, None]:
     """`chunks`, calling `done("ok")` after the last one, `done("aborted")` when cut (error or shutdown)."""
     outcome = "aborted"
     try:
@@ -331,6 +334,7 @@ def create_app(settings: Settings) -> FastAPI:
     """The bridge application for these settings."""
     mappings = mappings_from(settings)
     metrics = Metrics()
+    in_flight: set[AsyncGenerator[bytes, None]] = set()  # responses still streaming (graceful shutdown)
     upstream = build_upstream(settings, observer=metrics)
     pipeline = Pipeline(mappings, upstream.client, mapping_workers=settings.effective_mapping_workers)
     extractor = build_extractor(settings, mappings, upstream.client)
@@ -340,6 +344,16 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log.info("%s upstream=%s", LogEvent.STARTED, settings.upstream_url)
         yield
+        # The server has stopped accepting and waited `shutdown_grace_s` for answers in flight; a response
+        # still streaming now is closed here, so it ends as an abort (its `finally` blocks run: metrics,
+        # cache discard, log), never as a complete document.
+        for _step in range(SHUTDOWN_SETTLE_STEPS):  # the server has just cancelled their tasks: let them unwind
+            if not in_flight:
+                break
+            await asyncio.sleep(0.02)
+        for stream in list(in_flight):
+            with contextlib.suppress(Exception):
+                await stream.aclose()
         await upstream.client.aclose()
         metrics.worker_stopped()
         log.info("%s", LogEvent.STOPPED)
@@ -397,13 +411,16 @@ def create_app(settings: Settings) -> FastAPI:
         counts = _entity_counts(response)
 
         def answered(outcome: str) -> None:
+            in_flight.discard(stream)
             elapsed = time.perf_counter() - started
             metrics.request_done(label, region, message.envelope.value, outcome, elapsed)
             if outcome == "ok":
                 metrics.entities_returned(counts)
 
+        stream = _observed(stream_response(response, message, encapsulated=encapsulated), answered)
+        in_flight.add(stream)
         return StreamingResponse(
-            _observed(stream_response(response, message, encapsulated=encapsulated), answered),
+            stream,
             media_type=content_type_for(message.envelope, response_action(csd_request)),
         )
 
@@ -509,6 +526,7 @@ def create_app(settings: Settings) -> FastAPI:
             return refused(error)
 
         def finished(outcome: str) -> None:
+            in_flight.discard(stream)
             metrics.request_done(EXTRACTION_FUNCTION, region, "none", outcome, time.perf_counter() - clock)
             if outcome == "ok":
                 metrics.entities_returned({str(d): n for d, n in final.written.items()})
@@ -516,8 +534,10 @@ def create_app(settings: Settings) -> FastAPI:
                 log.warning("%s cut before its end, sent without terminator", LogEvent.EXTRACTION_ABORTED)
 
         entry = cache.open(wanted, started)
+        stream = _observed(cached_stream(_aborting(first, chunks), entry), finished)
+        in_flight.add(stream)
         return StreamingResponse(
-            _observed(cached_stream(_aborting(first, chunks), entry), finished),
+            stream,
             media_type=XSD_MEDIA_TYPE,
             headers=extraction_headers(started, "miss" if entry is not None else "off"),
         )
