@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import os
 import tempfile
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import httpx
 import orjson
@@ -66,8 +67,6 @@ from bridge.model import (
 )
 from bridge.paths import shipped_dir
 from bridge.pipeline import Pipeline
-from bridge.simulator.app import SimulatorConfig, create_simulator_app
-from bridge.simulator.dataset import Dataset, generate_dataset
 from bridge.soap.addressing import Addressing
 from bridge.soap.envelope import content_type_for, response_action, stream_response
 from bridge.soap.faults import render_fault
@@ -75,6 +74,9 @@ from bridge.soap.parser import guess_envelope, parse_message, read_body
 from bridge.soap.wsdl import render_wsdl, schema_file
 from bridge.translate import Mappings, coverage_report, from_fhir_results, load_mappings
 from bridge.translate.plan import function_of
+
+if TYPE_CHECKING:
+    from bridge.simulator.dataset import Dataset
 
 log = logging.getLogger("bridge")
 
@@ -139,6 +141,11 @@ def build_upstream(settings: Settings, observer: UpstreamObserver | None = None)
     }
     validator = None
     if settings.upstream_validation_rate > 0:
+        if importlib.util.find_spec("fhir.resources") is None:
+            raise ConfigurationError(
+                "BRIDGE_UPSTREAM_VALIDATION_RATE > 0 needs fhir.resources: install the `validation` extra "
+                "(pip install 'ror-csd-bridge[validation]')"
+            )
         validator = SampledValidator(settings.upstream_validation_rate)
     options = {
         "headers": headers,
@@ -179,6 +186,14 @@ def build_upstream(settings: Settings, observer: UpstreamObserver | None = None)
             **options,  # type: ignore[arg-type]  # the keyword values are typed by FhirClient itself
         )
         return Upstream(client=client)
+    try:  # the `demo` extra (numpy): a production install serving the national API does without it
+        from bridge.simulator.app import SimulatorConfig, create_simulator_app
+        from bridge.simulator.dataset import generate_dataset
+    except ImportError as error:
+        raise ConfigurationError(
+            f"BRIDGE_UPSTREAM_URL / --upstream demo needs the embedded simulator, which needs {error.name}: "
+            "install the `demo` extra (pip install 'ror-csd-bridge[demo]') or set a real upstream URL"
+        ) from None
     dataset = generate_dataset(settings.demo_scale, settings.demo_seed)
     simulator = create_simulator_app(
         SimulatorConfig(scale=settings.demo_scale, seed=settings.demo_seed), dataset
@@ -347,7 +362,8 @@ def create_app(settings: Settings) -> FastAPI:
         # The server has stopped accepting and waited `shutdown_grace_s` for answers in flight; a response
         # still streaming now is closed here, so it ends as an abort (its `finally` blocks run: metrics,
         # cache discard, log), never as a complete document.
-        for _step in range(SHUTDOWN_SETTLE_STEPS):  # the server has just cancelled their tasks: let them unwind
+        # The server has just cancelled their tasks: let them unwind first.
+        for _step in range(SHUTDOWN_SETTLE_STEPS):
             if not in_flight:
                 break
             await asyncio.sleep(0.02)
