@@ -73,6 +73,7 @@ from bridge.soap.faults import render_fault
 from bridge.soap.parser import guess_envelope, parse_message, read_body
 from bridge.soap.wsdl import render_wsdl, schema_file
 from bridge.translate import Mappings, coverage_report, from_fhir_results, load_mappings
+from bridge.translate.fhirpaths import check_tables
 from bridge.translate.plan import function_of
 
 if TYPE_CHECKING:
@@ -124,6 +125,13 @@ def mappings_from(settings: Settings) -> Mappings:
 def check_mappings(settings: Settings) -> str:
     """`ror-bridge mappings check`: load and validate every table, return the coverage report."""
     return coverage_report(mappings_from(settings))
+
+
+def verify_mappings(settings: Settings) -> tuple[str, list[str]]:
+    """`ror-bridge mappings check`: the coverage report, and what is wrong beyond loading (source paths that
+    are no FHIR R4B element, unknown region codes). ConfigurationError when the tables do not load."""
+    mappings = mappings_from(settings)
+    return coverage_report(mappings), check_tables(mappings)
 
 
 def build_upstream(settings: Settings, observer: UpstreamObserver | None = None) -> Upstream:

@@ -195,10 +195,22 @@ def _simulator(args: argparse.Namespace) -> int:
 
 
 def _mappings_check(args: argparse.Namespace) -> int:
-    from bridge.app import check_mappings
+    from bridge.app import verify_mappings
 
     settings = _settings(args, mappings_dir=args.mappings_dir)
-    print(check_mappings(settings))
+    try:
+        report, problems = verify_mappings(settings)
+    except ConfigurationError as error:
+        print(f"ror-bridge: {error}", file=sys.stderr)
+        print("mappings check: FAIL (the tables do not load; the reason is above, on stderr)")
+        return 2
+    print(report)
+    for problem in problems:
+        print(f"ror-bridge mappings check: {problem}", file=sys.stderr)
+    if problems:
+        print(f"mappings check: FAIL ({len(problems)} problem(s), listed on stderr)")
+        return 2
+    print("mappings check: OK (tables load, FHIR paths and region codes checked)")
     return 0
 
 
@@ -302,6 +314,14 @@ def _extract(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
     if not args.quiet:
         print(_summary(progress, args.output), file=sys.stderr)
+    if not any(progress.written.values()):  # a valid but empty document: say so, even with --quiet
+        where = f"region {args.region}" if args.region else "the national offer"
+        criteria = " with these criteria" if params else ""
+        print(
+            f"ror-bridge extract: warning: the extraction is empty: no entity of {where}{criteria} was "
+            "received from the upstream",
+            file=sys.stderr,
+        )
     return 0
 
 
