@@ -27,6 +27,7 @@ SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 WSA = "http://www.w3.org/2005/08/addressing"
 FAULT = "urn:ror:csd:fault"
 ACTION = "urn:ihe:iti:csd:2013:GetCareServicesRequest"
+ACTION_ITI74 = "urn:ihe:iti:csd:2013:GetDirectoryModificationsRequest"
 NS = {"csd": CSD, "s12": SOAP12, "s11": SOAP11, "wsa": WSA, "f": FAULT}
 DIRECTORIES = ("organizationDirectory", "serviceDirectory", "facilityDirectory", "providerDirectory")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -44,7 +45,7 @@ class Scenario:
     function: str
     shape: str
     envelope: str  # soap12 | soap11 | bare
-    request: str  # the careServicesRequest, with {placeholders} of captured values
+    request: str  # the careServicesRequest (or ITI-74 request), with {placeholders} of captured values
     expect: Mapping[str, Any]
     capture: Mapping[str, str] = field(default_factory=dict)  # name → XPath 1.0 (string result)
 
@@ -80,8 +81,12 @@ def load_scenarios(path: Path = SCENARIOS) -> list[Scenario]:
         if unknown:
             raise CatalogueError(f"{path}: {name}: unknown checks {sorted(unknown)}")
         request = item.get("request")
-        if not isinstance(request, str) or "careServicesRequest" not in request:
-            raise CatalogueError(f"{path}: {name}: request must be a careServicesRequest")
+        if not isinstance(request, str) or not any(
+            kind in request for kind in ("careServicesRequest", "getModificationsRequest")
+        ):
+            raise CatalogueError(
+                f"{path}: {name}: request must be a careServicesRequest or a getModificationsRequest"
+            )
         scenarios.append(
             Scenario(
                 name=name,
@@ -97,16 +102,18 @@ def load_scenarios(path: Path = SCENARIOS) -> list[Scenario]:
 
 
 def _wrap(envelope: str, body: str, message_id: str) -> tuple[bytes, dict[str, str]]:
+    # ITI-74 travels with its own action (csd-wire-format §3.1); the bridge dispatches on the Body either way.
+    action = ACTION_ITI74 if "getModificationsRequest" in body else ACTION
     if envelope == "soap12":
         xml = (
             f'<s:Envelope xmlns:s="{SOAP12}" xmlns:wsa="{WSA}"><s:Header>'
-            f'<wsa:Action s:mustUnderstand="1">{ACTION}</wsa:Action>'
+            f'<wsa:Action s:mustUnderstand="1">{action}</wsa:Action>'
             f"<wsa:MessageID>{message_id}</wsa:MessageID></s:Header><s:Body>{body}</s:Body></s:Envelope>"
         )
-        return xml.encode(), {"Content-Type": f'application/soap+xml; charset=utf-8; action="{ACTION}"'}
+        return xml.encode(), {"Content-Type": f'application/soap+xml; charset=utf-8; action="{action}"'}
     if envelope == "soap11":
         xml = f'<s:Envelope xmlns:s="{SOAP11}"><s:Body>{body}</s:Body></s:Envelope>'
-        return xml.encode(), {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{ACTION}"'}
+        return xml.encode(), {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{action}"'}
     return body.encode(), {"Content-Type": "application/xml; charset=utf-8"}
 
 
