@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
+from bridge.config import available_cores
 from tests.ops.conftest import scrape, total
 from tests.test_cli import REPO, free_port
 
@@ -29,6 +31,7 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.skipif(available_cores() < 2, reason="two workers need two CPU cores (serve refuses more)")
 def test_two_workers_count_every_request_once(tmp_path: Path) -> None:
     port = free_port()
     metrics_dir = tmp_path / "metrics"
