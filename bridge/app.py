@@ -53,7 +53,7 @@ from bridge.extraction import (
     extraction_request,
 )
 from bridge.fhir.client import FhirClient
-from bridge.fhir.observe import UpstreamObserver
+from bridge.fhir.observe import FanOut, UpstreamObserver
 from bridge.metrics import Metrics
 from bridge.model import (
     CsdRequest,
@@ -72,6 +72,7 @@ from bridge.soap.envelope import content_type_for, response_action, stream_respo
 from bridge.soap.faults import render_fault
 from bridge.soap.parser import guess_envelope, parse_message, read_body
 from bridge.soap.wsdl import render_wsdl, schema_file
+from bridge.tracing import Tracing, build_tracing
 from bridge.translate import Mappings, coverage_report, from_fhir_results, load_mappings
 from bridge.translate.fhirpaths import check_tables
 from bridge.translate.plan import function_of
@@ -353,12 +354,13 @@ async def _aborting(first: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator
         raise
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The bridge application for these settings."""
+def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI:
+    """The bridge application for these settings (`tracing`: default from `OTEL_EXPORTER_OTLP_ENDPOINT`)."""
     mappings = mappings_from(settings)
     metrics = Metrics()
+    tracing = tracing if tracing is not None else build_tracing()
     in_flight: set[AsyncGenerator[bytes, None]] = set()  # responses still streaming (graceful shutdown)
-    upstream = build_upstream(settings, observer=metrics)
+    upstream = build_upstream(settings, observer=FanOut(metrics, tracing) if tracing.enabled else metrics)
     pipeline = Pipeline(mappings, upstream.client, mapping_workers=settings.effective_mapping_workers)
     extractor = build_extractor(settings, mappings, upstream.client)
     cache = extraction_cache(settings)
@@ -379,6 +381,7 @@ def create_app(settings: Settings) -> FastAPI:
             with contextlib.suppress(Exception):
                 await stream.aclose()
         await upstream.client.aclose()
+        tracing.shutdown()
         metrics.worker_stopped()
         log.info("%s", LogEvent.STOPPED)
 
@@ -400,6 +403,11 @@ def create_app(settings: Settings) -> FastAPI:
         app.mount(DEMO_MOUNT, upstream.simulator)
 
     async def csd_post(request: Request, region: str | None) -> Response:
+        # The transaction's span ends when the answer starts streaming (OpenTelemetry, off by default).
+        with tracing.span("csd.transaction", **{"csd.region": region or "national"}):
+            return await csd_answer(request, region)
+
+    async def csd_answer(request: Request, region: str | None) -> Response:
         started = time.perf_counter()
         content_type = request.headers.get("content-type")
         soap_action = request.headers.get("soapaction")
@@ -414,7 +422,14 @@ def create_app(settings: Settings) -> FastAPI:
             envelope, addressing = message.envelope, message.addressing
             correlation.adopt(addressing.message_id if addressing is not None else None)
             csd_request = parse_request(message.body, region=region)
-            response = await pipeline.run(csd_request)
+            with tracing.span(
+                "csd.translate",
+                **{
+                    "csd.function": function_label(mappings, csd_request),
+                    "bridge.request_id": correlation.current_request_id() or "",
+                },
+            ):
+                response = await pipeline.run(csd_request)
             encapsulated = mappings.encapsulated(csd_request, message.envelope)
         except Exception as error:  # every failure becomes a SOAP fault, in one place
             if isinstance(error, BridgeError):

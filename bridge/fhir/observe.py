@@ -73,3 +73,38 @@ def resource_of(url: str, base_url: str) -> str:
     rest = url[len(base_url) :].lstrip("/")
     segment = rest.split("?", 1)[0].split("/", 1)[0]
     return segment if _SEGMENT.match(segment) else "other"
+
+
+class FanOut:
+    """Tells every observer in turn (metrics and tracing)."""
+
+    def __init__(self, *observers: UpstreamObserver) -> None:
+        self.observers = observers
+
+    def exchange(self, resource: str, status: str, seconds: float) -> None:
+        for observer in self.observers:
+            observer.exchange(resource, status, seconds)
+
+    def retry(self, resource: str) -> None:
+        for observer in self.observers:
+            observer.retry(resource)
+
+    def breaker(self, state: str) -> None:
+        for observer in self.observers:
+            observer.breaker(state)
+
+    def token_issued(self) -> None:
+        for observer in self.observers:
+            observer.token_issued()
+
+    def page(self, resource: str) -> None:
+        for observer in self.observers:
+            observer.page(resource)
+
+    def truncation_split(self, resource: str) -> None:
+        for observer in self.observers:
+            observer.truncation_split(resource)
+
+    def export_job(self, outcome: str) -> None:
+        for observer in self.observers:
+            observer.export_job(outcome)

@@ -41,6 +41,7 @@ def test_every_transaction_is_counted_by_function_region_version_and_outcome(bri
 
     requests = "ror_bridge_requests_total"
     assert delta(requests, region="ara", soap_version="soap12", outcome="ok") == 1
+    assert delta(requests, function="GetDirectoryModificationsRequest") == 2  # ITI-74
     assert delta(requests, region="national", soap_version="soap12", outcome="ok") == 1
     assert delta(requests, function="provider-search", region="national", soap_version="soap11") == 1
     assert delta(requests, function="unknown", outcome="sender-fault") == 1
