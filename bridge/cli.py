@@ -314,7 +314,7 @@ def _extract(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
     if not args.quiet:
         print(_summary(progress, args.output), file=sys.stderr)
-    if not any(progress.written.values()):  # a valid but empty document: say so, even with --quiet
+    if not args.quiet and not any(progress.written.values()):  # a valid but empty document: say so
         where = f"region {args.region}" if args.region else "the national offer"
         criteria = " with these criteria" if params else ""
         print(
