@@ -105,9 +105,13 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args, **overrides)
     _check_workers(settings)
     configure_logging(settings.log_level, settings.log_format)
-    owned_metrics_dir = _metrics_directory() if settings.workers > 1 else None
+    multiprocess = settings.workers > 1 or bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    owned_metrics_dir = _metrics_directory() if multiprocess else None
     # Imported after the metrics directory is chosen: prometheus-client picks its mode at import.
     from bridge.app import WORKER_ARGS_ENV, create_app
+
+    # One process: the app is built (and a setting or table error stops the start) before the banner.
+    app = create_app(settings) if settings.workers == 1 else None
 
     where = "embedded ROR simulator (demo dataset)" if settings.is_demo else settings.upstream_url
     base = f"http://{settings.host}:{settings.port}"
@@ -134,8 +138,8 @@ def _serve(args: argparse.Namespace) -> int:
         "proxy_headers": True,
         "timeout_graceful_shutdown": settings.shutdown_grace_s,
     }
-    if settings.workers == 1:
-        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]  # uvicorn is untyped here
+    if app is not None:
+        uvicorn.run(app, **options)  # type: ignore[arg-type]  # uvicorn is untyped here
         return 0
     config = getattr(args, "config", None)
     os.environ[WORKER_ARGS_ENV] = orjson.dumps(
