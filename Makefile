@@ -5,18 +5,30 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck imports unit test-slow bench bench-extract bench-modifications clean sim-scale interop-install interop
+.PHONY: install run test lint typecheck imports unit test-slow bench bench-extract bench-modifications clean sim-scale interop-install interop nginx
 .PHONY: browser bench-compare
 
+# `make test` installs everything (extra `dev`); `make run` only what serving the demo needs (extra `demo`),
+# unless the full install is already there. pip shows what it downloads and installs (no -q).
+RUN_STAMP := $(VENV)/.run-stamp
+
 $(STAMP): pyproject.toml constraints.txt
+	@echo "== installing the bridge with its development tools into $(VENV) (first time: 1-3 minutes)"
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install --progress-bar on --upgrade pip
+	$(BIN)/python -m pip install --progress-bar on -c constraints.txt -e '.[dev]'
+	touch $(STAMP) $(RUN_STAMP)
+
+$(RUN_STAMP): pyproject.toml constraints.txt
+	@echo "== installing the bridge and its demo upstream into $(VENV) (first time: about a minute)"
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --progress-bar on --upgrade pip
+	$(BIN)/python -m pip install --progress-bar on -c constraints.txt -e '.[demo]'
+	touch $(RUN_STAMP)
 
 install: $(STAMP)
 
-run: install
+run: $(if $(wildcard $(STAMP)),$(STAMP),$(RUN_STAMP))
 	$(BIN)/ror-bridge serve
 
 lint: install
@@ -32,7 +44,16 @@ imports: install
 unit: install
 	$(BIN)/pytest
 
-test: lint typecheck imports interop-install
+# nginx (Debian package) for the `nginx -t` check of docker/nginx/nginx.conf; best effort: without it (no
+# root, no apt-get) that one test is skipped and says why.
+nginx:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	  command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light >/dev/null 2>&1 || \
+	    { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light >/dev/null; }; }; \
+	} || echo "nginx could not be installed: the nginx -t check of docker/nginx will be skipped"
+
+test: lint typecheck imports interop-install nginx
 	$(BIN)/ror-bridge mappings check
 	$(BIN)/pytest
 

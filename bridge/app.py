@@ -6,9 +6,14 @@ embedded ROR simulator into one FastAPI application. Also the entry points the C
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import importlib.util
 import logging
+import os
 import tempfile
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,14 +21,16 @@ from email.utils import format_datetime
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 import httpx
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.types import Message
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bridge import correlation
 from bridge.compare.shadow import Shadow
 from bridge.config import Settings
 from bridge.csd.request import parse_request
@@ -32,6 +39,7 @@ from bridge.errors import (
     BridgeError,
     ConfigurationError,
     InvalidParameterError,
+    SenderError,
     UnknownRegionError,
     UpstreamError,
     UpstreamUnavailableError,
@@ -47,11 +55,20 @@ from bridge.extraction import (
     extraction_request,
 )
 from bridge.fhir.client import FhirClient
-from bridge.model import Directory, Envelope, FhirQuery, QueryPlan, Resource, SearchResult
+from bridge.fhir.observe import FanOut, UpstreamObserver
+from bridge.metrics import Metrics
+from bridge.model import (
+    CsdRequest,
+    CsdResponse,
+    Directory,
+    Envelope,
+    FhirQuery,
+    QueryPlan,
+    Resource,
+    SearchResult,
+)
 from bridge.paths import shipped_dir
 from bridge.pipeline import Pipeline
-from bridge.simulator.app import SimulatorConfig, create_simulator_app
-from bridge.simulator.dataset import Dataset, generate_dataset
 from bridge.soap.addressing import Addressing
 from bridge.soap.envelope import content_type_for, response_action, stream_response
 from bridge.soap.faults import render_fault
@@ -63,7 +80,13 @@ from bridge.soap.parser import (
     read_body,
 )
 from bridge.soap.wsdl import WSDL_FILES, render_wsdl, schema_file
+from bridge.tracing import Tracing, build_tracing
 from bridge.translate import Mappings, coverage_report, from_fhir_results, load_mappings
+from bridge.translate.fhirpaths import check_tables
+from bridge.translate.plan import function_of
+
+if TYPE_CHECKING:
+    from bridge.simulator.dataset import Dataset
 
 log = logging.getLogger("bridge")
 
@@ -76,6 +99,7 @@ class LogEvent(StrEnum):
     UNEXPECTED_FAILURE = "unexpected-failure"
     EXTRACTION_REFUSED = "extraction-refused"
     EXTRACTION_ABORTED = "extraction-aborted"
+    STOPPED = "bridge-stopped"
 
 
 # The embedded simulator is reached in-process (no socket) under this base; the host name is never
@@ -83,6 +107,9 @@ class LogEvent(StrEnum):
 DEMO_BASE_URL = "http://ror-simulator.internal/ws-diffusion-fhir"
 DEMO_MOUNT = "/demo/fhir"
 XSD_MEDIA_TYPE = "application/xml; charset=utf-8"
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+SHUTDOWN_SETTLE_STEPS = 50  # × 20 ms: how long shutdown waits for cancelled responses to unwind
+EXTRACTION_FUNCTION = "extraction"  # the `function` label of GET /extraction[/{region}]
 EXTRACTION_CACHE_DIR = (
     "ror-bridge-extractions"  # under the system temp dir unless extraction_cache_dir is set
 )
@@ -108,10 +135,9 @@ def check_mappings(settings: Settings, profile_schema: Path | None = None) -> st
     """`ror-bridge mappings check`: load and validate every table, return the coverage report, then the
     coverage of the official ROR CSD v2.4 profile's elements (`profile_schema`, else the profile's schema in
     ../shared/reference/ror-v24/ next to a source checkout; skipped, and said so, when neither exists)."""
+    from bridge.compare.rules import describe, load_rules
     from bridge.csd.profile import csd_elements
     from bridge.translate.profile_coverage import coverage_lines, load_reasons, profile_coverage
-
-    from bridge.compare.rules import describe, load_rules
 
     mappings = mappings_from(settings)
     report = coverage_report(mappings) + f"\n{describe(load_rules(mappings.directory))}"
@@ -157,7 +183,14 @@ async def _chunks(content: bytes) -> AsyncIterator[bytes]:
     yield content
 
 
-def build_upstream(settings: Settings) -> Upstream:
+def verify_mappings(settings: Settings, profile_schema: Path | None = None) -> tuple[str, list[str]]:
+    """`ror-bridge mappings check`: the coverage reports (check_mappings), and what is wrong beyond loading
+    (source paths that are no FHIR R4B element, unknown region codes). ConfigurationError when the tables do
+    not load."""
+    return check_mappings(settings, profile_schema), check_tables(mappings_from(settings))
+
+
+def build_upstream(settings: Settings, observer: UpstreamObserver | None = None) -> Upstream:
     # Imported here: this function is the only place that turns upstream settings into client parts.
     from bridge.fhir.auth import build_ssl_context
     from bridge.fhir.client import Credentials
@@ -172,6 +205,11 @@ def build_upstream(settings: Settings) -> Upstream:
     }
     validator = None
     if settings.upstream_validation_rate > 0:
+        if importlib.util.find_spec("fhir.resources") is None:
+            raise ConfigurationError(
+                "BRIDGE_UPSTREAM_VALIDATION_RATE > 0 needs fhir.resources: install the `validation` extra "
+                "(pip install 'ror-csd-bridge[validation]')"
+            )
         validator = SampledValidator(settings.upstream_validation_rate)
     options = {
         "headers": headers,
@@ -189,6 +227,7 @@ def build_upstream(settings: Settings) -> Upstream:
         "concurrency": settings.upstream_concurrency,
         "max_results": settings.upstream_max_results,
         "validator": validator,
+        "observer": observer,
     }
     if not settings.is_demo:
         credentials = None
@@ -211,6 +250,14 @@ def build_upstream(settings: Settings) -> Upstream:
             **options,  # type: ignore[arg-type]  # the keyword values are typed by FhirClient itself
         )
         return Upstream(client=client)
+    try:  # the `demo` extra (numpy): a production install serving the national API does without it
+        from bridge.simulator.app import SimulatorConfig, create_simulator_app
+        from bridge.simulator.dataset import generate_dataset
+    except ImportError as error:
+        raise ConfigurationError(
+            f"BRIDGE_UPSTREAM_URL / --upstream demo needs the embedded simulator, which needs {error.name}: "
+            "install the `demo` extra (pip install 'ror-csd-bridge[demo]') or set a real upstream URL"
+        ) from None
     dataset = generate_dataset(settings.demo_scale, settings.demo_seed)
     simulator = create_simulator_app(
         SimulatorConfig(scale=settings.demo_scale, seed=settings.demo_seed), dataset
@@ -277,6 +324,77 @@ def extraction_headers(date: datetime, cache: str) -> dict[str, str]:
     }
 
 
+def extraction_outcome(status: int) -> str:
+    """The `outcome` label of an extraction refused before its first byte."""
+    if status in (400, 404):
+        return "sender-fault"
+    return "busy" if status == 503 else "receiver-fault"
+
+
+def function_label(mappings: Mappings, csd_request: CsdRequest | None) -> str:
+    """The bounded `function` label: the last part of the dispatched function's canonical URN."""
+    if csd_request is None:
+        return "unparsed"
+    try:
+        spec, _ = function_of(mappings, csd_request)
+    except BridgeError:
+        return "unknown"
+    return spec.urn.rsplit(":", 1)[-1]
+
+
+def _entity_counts(response: CsdResponse) -> dict[str, int]:
+    if response.written is not None:
+        return {str(directory): count for directory, count in response.written.items()}
+    document = response.document
+    return {
+        Directory.ORGANIZATION.value: len(document.organizations),
+        Directory.SERVICE.value: len(document.services),
+        Directory.FACILITY.value: len(document.facilities),
+        Directory.PROVIDER.value: len(document.providers),
+    }
+
+
+async def _observed(chunks: AsyncIterator[bytes], done: Callable[[str], None]) -> AsyncGenerator[bytes, None]:
+    """`chunks`, calling `done("ok")` after the last one, `done("aborted")` when cut (error or shutdown)."""
+    outcome = "aborted"
+    try:
+        async for chunk in chunks:
+            yield chunk
+        outcome = "ok"
+    finally:
+        done(outcome)
+
+
+class CorrelationMiddleware:
+    """Opens each HTTP request's correlation (bridge/correlation.py) and returns its id as `X-Request-ID`.
+
+    A front end's `X-Request-ID` (e.g. nginx `$request_id`) is kept when plain; the CSD endpoint replaces
+    it by the message's `wsa:MessageID`.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        received = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                received = value.decode("latin-1")
+                break
+        state = correlation.begin(received)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers[correlation.HEADER] = state.request_id
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
 async def _aborting(first: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """The document after its first chunk; a failure is logged and raised, so the server drops the
     connection without the chunked terminator and the client sees a truncated transfer, never a whole one."""
@@ -291,10 +409,13 @@ async def _aborting(first: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator
         raise
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The bridge application for these settings."""
+def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI:
+    """The bridge application for these settings (`tracing`: default from `OTEL_EXPORTER_OTLP_ENDPOINT`)."""
     mappings = mappings_from(settings)
-    upstream = build_upstream(settings)
+    metrics = Metrics()
+    tracing = tracing if tracing is not None else build_tracing()
+    in_flight: set[AsyncGenerator[bytes, None]] = set()  # responses still streaming (graceful shutdown)
+    upstream = build_upstream(settings, observer=FanOut(metrics, tracing) if tracing.enabled else metrics)
     pipeline = Pipeline(mappings, upstream.client, mapping_workers=settings.effective_mapping_workers)
     extractor = build_extractor(settings, mappings, upstream.client)
     cache = extraction_cache(settings)
@@ -306,7 +427,21 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         if shadow is not None:
             await shadow.aclose()
+        # The server has stopped accepting and waited `shutdown_grace_s` for answers in flight; a response
+        # still streaming now is closed here, so it ends as an abort (its `finally` blocks run: metrics,
+        # cache discard, log), never as a complete document.
+        # The server has just cancelled their tasks: let them unwind first.
+        for _step in range(SHUTDOWN_SETTLE_STEPS):
+            if not in_flight:
+                break
+            await asyncio.sleep(0.02)
+        for stream in list(in_flight):
+            with contextlib.suppress(Exception):
+                await stream.aclose()
         await upstream.client.aclose()
+        tracing.shutdown()
+        metrics.worker_stopped()
+        log.info("%s", LogEvent.STOPPED)
 
     app = FastAPI(
         title="ROR CSD bridge",
@@ -319,16 +454,25 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.mappings = mappings
     app.state.upstream = upstream
+    app.state.metrics = metrics
+    app.add_middleware(CorrelationMiddleware)
     if upstream.simulator is not None:
         # Lets a user look at the FHIR data behind each CSD answer (access checks off).
         app.mount(DEMO_MOUNT, upstream.simulator)
 
     async def csd_post(request: Request, region: str | None) -> Response:
+        # The transaction's span ends when the answer starts streaming (OpenTelemetry, off by default).
+        with tracing.span("csd.transaction", **{"csd.region": region or "national"}):
+            return await csd_answer(request, region)
+
+    async def csd_answer(request: Request, region: str | None) -> Response:
+        started = time.perf_counter()
         content_type = request.headers.get("content-type")
         soap_action = request.headers.get("soapaction")
         envelope: Envelope = guess_envelope(content_type, soap_action)
         addressing: Addressing | None = None
         profile = is_profile_action(content_type, soap_action)
+        csd_request: CsdRequest | None = None
         try:
             if region is not None:
                 mappings.region(region)  # an unknown region is refused before the body is read
@@ -336,8 +480,16 @@ def create_app(settings: Settings) -> FastAPI:
             message = parse_message(body, content_type, soap_action)
             envelope, addressing = message.envelope, message.addressing
             profile = profile or is_profile_request(message.body)
+            correlation.adopt(addressing.message_id if addressing is not None else None)
             csd_request = parse_request(message.body, region=region)
-            response = await pipeline.run(csd_request)
+            with tracing.span(
+                "csd.translate",
+                **{
+                    "csd.function": function_label(mappings, csd_request),
+                    "bridge.request_id": correlation.current_request_id() or "",
+                },
+            ):
+                response = await pipeline.run(csd_request)
             encapsulated = mappings.encapsulated(csd_request, message.envelope)
         except Exception as error:  # every failure becomes a SOAP fault, in one place
             if isinstance(error, BridgeError):
@@ -345,9 +497,29 @@ def create_app(settings: Settings) -> FastAPI:
             else:  # a defect of the bridge: the client gets a generic reason, the log gets the traceback
                 log.exception("%s %s", LogEvent.UNEXPECTED_FAILURE, type(error).__name__)
             fault, status, fault_type = render_fault(error, envelope, addressing, profile=profile)
+            outcome = "sender-fault" if status < 500 and isinstance(error, SenderError) else "receiver-fault"
+            metrics.request_done(
+                function_label(mappings, csd_request),
+                region,
+                envelope.value,
+                outcome,
+                time.perf_counter() - started,
+            )
             return Response(fault, status_code=status, media_type=fault_type)
+        label = function_label(mappings, csd_request)
+        counts = _entity_counts(response)
+
+        def answered(outcome: str) -> None:
+            in_flight.discard(stream)
+            elapsed = time.perf_counter() - started
+            metrics.request_done(label, region, message.envelope.value, outcome, elapsed)
+            if outcome == "ok":
+                metrics.entities_returned(counts)
+
+        stream = _observed(stream_response(response, message, encapsulated=encapsulated), answered)
+        in_flight.add(stream)
         return StreamingResponse(
-            stream_response(response, message, encapsulated=encapsulated),
+            stream,
             media_type=content_type_for(message.envelope, response_action(csd_request)),
         )
 
@@ -423,32 +595,77 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
+        # An authenticated probe outside the retry policy and the breaker: it never opens the breaker,
+        # and a national API that refuses this deployment's credentials is "not ready".
+        if upstream.client.breaker.is_cooling_down():
+            reason = "circuit breaker open: the national API failed repeatedly"
+            return JSONResponse({"status": "not ready", "upstream": reason}, status_code=503)
         try:
-            await upstream.client.capabilities()
+            await upstream.client.probe()
         except Exception as error:  # any upstream failure means "not ready"
             reason = getattr(error, "reason", type(error).__name__)
+            status = getattr(error, "status", None)
+            if status is not None:
+                reason = f"{reason} (HTTP {status})"
             return JSONResponse({"status": "not ready", "upstream": reason}, status_code=503)
-        return JSONResponse({"status": "ready", "upstream": "reachable", "mappings": "loaded"})
+        return JSONResponse(
+            {"status": "ready", "upstream": "reachable, credentials accepted", "mappings": "loaded"}
+        )
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
     async def extraction(request: Request, region: str | None) -> Response:
+        clock = time.perf_counter()
+
+        def refused(error: Exception) -> Response:
+            answer = extraction_failure(error)
+            metrics.request_done(
+                EXTRACTION_FUNCTION,
+                region,
+                "none",
+                extraction_outcome(answer.status_code),
+                time.perf_counter() - clock,
+            )
+            return answer
+
         try:
             wanted = extraction_request(mappings, region, request.query_params.multi_items())
         except BridgeError as error:
-            return extraction_failure(error)
+            return refused(error)
         cached = cache.lookup(wanted)
         if cached is not None:
+            metrics.request_done(EXTRACTION_FUNCTION, region, "none", "ok", time.perf_counter() - clock)
             return FileResponse(
                 cached.path, media_type=XSD_MEDIA_TYPE, headers=extraction_headers(cached.date, "hit")
             )
         started = datetime.now(UTC)
-        chunks = extractor.stream(wanted)
+        final = ExtractionProgress()
+
+        def remember(progress: ExtractionProgress) -> None:
+            nonlocal final
+            final = progress
+
+        chunks = extractor.stream(wanted, remember)
         try:
             first = await anext(chunks)
         except Exception as error:  # nothing was sent: a clean HTTP error
-            return extraction_failure(error)
+            return refused(error)
+
+        def finished(outcome: str) -> None:
+            in_flight.discard(stream)
+            metrics.request_done(EXTRACTION_FUNCTION, region, "none", outcome, time.perf_counter() - clock)
+            if outcome == "ok":
+                metrics.entities_returned({str(d): n for d, n in final.written.items()})
+            elif outcome == "aborted":
+                log.warning("%s cut before its end, sent without terminator", LogEvent.EXTRACTION_ABORTED)
+
         entry = cache.open(wanted, started)
+        stream = _observed(cached_stream(_aborting(first, chunks), entry), finished)
+        in_flight.add(stream)
         return StreamingResponse(
-            cached_stream(_aborting(first, chunks), entry),
+            stream,
             media_type=XSD_MEDIA_TYPE,
             headers=extraction_headers(started, "miss" if entry is not None else "off"),
         )
@@ -462,6 +679,23 @@ def create_app(settings: Settings) -> FastAPI:
         return await extraction(request, region)
 
     return app
+
+
+# `serve --workers N`: the CLI puts what built its settings here (JSON: config file and flag values); each
+# worker process rebuilds the same settings from it and the inherited `BRIDGE_*` environment.
+WORKER_ARGS_ENV = "ROR_BRIDGE_WORKER_ARGS"
+
+
+def worker_app() -> FastAPI:
+    """The application of one `serve --workers N` worker process (uvicorn factory)."""
+    from bridge.config import load_settings
+    from bridge.logs import configure_logging
+
+    args = orjson.loads(os.environ[WORKER_ARGS_ENV])
+    config = Path(args["config"]) if args.get("config") else None
+    settings = load_settings(config, **args["overrides"])
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
 
 
 async def extract(

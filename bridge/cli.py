@@ -10,42 +10,146 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from bridge import __version__
-from bridge.config import Settings, load_settings
+from bridge.config import Settings, available_cores, env_name, load_settings
 from bridge.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from bridge.app import ExtractionProgress
 
 
+# The command-line flag of each setting that has one (error messages name both the variable and the flag).
+FLAGS = {
+    "host": "--host",
+    "port": "--port",
+    "upstream_url": "--upstream",
+    "mappings_dir": "--mappings-dir",
+    "extraction_source": "--source",
+    "workers": "--workers",
+}
+
+
+class CliEvent(StrEnum):
+    """What the command line logs (house style: events are enum members)."""
+
+    LISTENING = "bridge-listening"
+
+
 def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
     return load_settings(getattr(args, "config", None), **overrides)
 
 
+def describe_validation(error: ValidationError) -> str:
+    """A settings error in the operator's words: the `BRIDGE_*` variable (and flag) and what is wrong."""
+    lines = []
+    for problem in error.errors():
+        field = str(problem["loc"][0]) if problem.get("loc") else "?"
+        where = env_name(field)
+        if field in FLAGS:
+            where += f" / {FLAGS[field]}"
+        value = problem.get("input")
+        shown = "" if "secret" in field or isinstance(value, dict) else f" (got {value!r})"
+        message = str(problem.get("msg", "invalid")).removeprefix("Value error, ")
+        lines.append(f"{where}: {message}{shown}")
+    return "invalid setting: " + "; ".join(lines)
+
+
+def _check_workers(settings: Settings) -> None:
+    cores = available_cores()
+    if settings.workers > cores:
+        raise ConfigurationError(
+            f"BRIDGE_WORKERS / --workers: {settings.workers} worker processes exceed the {cores} CPU "
+            "core(s) this machine gives the bridge"
+        )
+
+
+def _metrics_directory() -> Path | None:
+    """Multiprocess metrics: a fresh directory of our own, or the operator's emptied of old values."""
+    import os
+    import tempfile
+
+    from bridge.metrics import MULTIPROC_ENV
+
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        return None
+    created = Path(tempfile.mkdtemp(prefix="ror-bridge-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(created)
+    return created
+
+
 def _serve(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+
+    import orjson
     import uvicorn
 
-    from bridge.app import create_app
+    from bridge.logs import configure_logging, resolve_format
 
-    settings = _settings(args, host=args.host, port=args.port, upstream_url=args.upstream)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    app = create_app(settings)
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "upstream_url": args.upstream,
+        "workers": args.workers,
+        "log_format": args.log_format,
+    }
+    settings = _settings(args, **overrides)
+    _check_workers(settings)
+    configure_logging(settings.log_level, settings.log_format)
+    multiprocess = settings.workers > 1 or bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    owned_metrics_dir = _metrics_directory() if multiprocess else None
+    # Imported after the metrics directory is chosen: prometheus-client picks its mode at import.
+    from bridge.app import WORKER_ARGS_ENV, create_app
+
+    # One process: the app is built (and a setting or table error stops the start) before the banner.
+    app = create_app(settings) if settings.workers == 1 else None
+
     where = "embedded ROR simulator (demo dataset)" if settings.is_demo else settings.upstream_url
-    print(
-        f"ror-bridge {__version__}: CSD endpoint http://{settings.host}:{settings.port}/csd", file=sys.stderr
-    )
-    print(f"  WSDL: http://{settings.host}:{settings.port}/csd?wsdl   upstream: {where}", file=sys.stderr)
-    print(f"  extraction: http://{settings.host}:{settings.port}/extraction[/REGION]", file=sys.stderr)
+    base = f"http://{settings.host}:{settings.port}"
+    banner = [
+        f"ror-bridge {__version__}: CSD endpoint {base}/csd",
+        f"  WSDL: {base}/csd?wsdl   upstream: {where}",
+        f"  extraction: {base}/extraction[/REGION]",
+        f"  metrics: {base}/metrics   health: {base}/healthz   readiness: {base}/readyz",
+    ]
     if settings.is_demo:
-        print(f"  demo FHIR data: http://{settings.host}:{settings.port}/demo/fhir/metadata", file=sys.stderr)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, proxy_headers=True)
+        banner.append(f"  demo FHIR data: {base}/demo/fhir/metadata")
+    if settings.workers > 1:
+        banner.append(f"  {settings.workers} worker processes; metrics summed across them")
+    if resolve_format(settings.log_format) == "json":
+        # stderr carries one JSON object per line: the banner is a log event too.
+        logging.getLogger("bridge").info("%s %s", CliEvent.LISTENING, " | ".join(b.strip() for b in banner))
+    else:
+        print("\n".join(banner), file=sys.stderr)
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "log_config": None,  # our handlers (bridge/logs.py), not uvicorn's
+        "proxy_headers": True,
+        "timeout_graceful_shutdown": settings.shutdown_grace_s,
+    }
+    if app is not None:
+        uvicorn.run(app, **options)  # type: ignore[arg-type]  # uvicorn is untyped here
+        return 0
+    config = getattr(args, "config", None)
+    os.environ[WORKER_ARGS_ENV] = orjson.dumps(
+        {"config": str(config) if config else None, "overrides": {k: v for k, v in overrides.items() if v}}
+    ).decode()
+    try:
+        uvicorn.run("bridge.app:worker_app", factory=True, workers=settings.workers, **options)  # type: ignore[arg-type]
+    finally:
+        if owned_metrics_dir is not None:
+            shutil.rmtree(owned_metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -95,10 +199,22 @@ def _simulator(args: argparse.Namespace) -> int:
 
 
 def _mappings_check(args: argparse.Namespace) -> int:
-    from bridge.app import check_mappings
+    from bridge.app import verify_mappings
 
     settings = _settings(args, mappings_dir=args.mappings_dir)
-    print(check_mappings(settings, args.profile_schema))
+    try:
+        report, problems = verify_mappings(settings, args.profile_schema)
+    except ConfigurationError as error:
+        print(f"ror-bridge: {error}", file=sys.stderr)
+        print("mappings check: FAIL (the tables do not load; the reason is above, on stderr)")
+        return 2
+    print(report)
+    for problem in problems:
+        print(f"ror-bridge mappings check: {problem}", file=sys.stderr)
+    if problems:
+        print(f"mappings check: FAIL ({len(problems)} problem(s), listed on stderr)")
+        return 2
+    print("mappings check: OK (tables load, FHIR paths and region codes checked)")
     return 0
 
 
@@ -202,6 +318,14 @@ def _extract(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
     if not args.quiet:
         print(_summary(progress, args.output), file=sys.stderr)
+    if not args.quiet and not any(progress.written.values()):  # a valid but empty document: say so
+        where = f"region {args.region}" if args.region else "the national offer"
+        criteria = " with these criteria" if params else ""
+        print(
+            f"ror-bridge extract: warning: the extraction is empty: no entity of {where}{criteria} was "
+            "received from the upstream",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -416,6 +540,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="demo|URL",
         help="`demo` (default) or the national FHIR base (BRIDGE_UPSTREAM_URL)",
     )
+    serve.add_argument(
+        "--workers", type=int, metavar="N", help="worker processes on the port (default 1, BRIDGE_WORKERS)"
+    )
+    serve.add_argument(
+        "--log-format", choices=("auto", "json", "text"), help="log lines (default auto, BRIDGE_LOG_FORMAT)"
+    )
     serve.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     serve.set_defaults(handler=_serve)
 
@@ -546,7 +676,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)
-    except (ConfigurationError, ValidationError, FileNotFoundError) as error:
+    except ValidationError as error:
+        print(f"ror-bridge: {describe_validation(error)}", file=sys.stderr)
+        return 2
+    except (ConfigurationError, FileNotFoundError) as error:
         print(f"ror-bridge: {error}", file=sys.stderr)
         return 2
     return code

@@ -6,7 +6,9 @@ and `bridge.app.create_app(settings)` is the only place that builds objects from
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +19,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from bridge.errors import ConfigurationError
 
 DEMO = "demo"
 
@@ -33,6 +37,24 @@ class Settings(BaseSettings):
         1024 * 1024, gt=0, description="largest SOAP/CSD request body accepted, in bytes (Sender fault above)"
     )
     log_level: str = Field("info", description="log level: debug, info, warning, error")
+    # --- operations (issue 16)
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto",
+        description="log lines: `json` (one object per line), `text`, or `auto` (text on a terminal, "
+        "else json)",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        description="`serve` worker processes sharing the port (at most the CPU cores available); see "
+        'README "Several workers"',
+    )
+    shutdown_grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="on SIGTERM, seconds answers and extractions in flight may take to finish before they "
+        "are cut",
+    )
 
     # --- mapping tables
     mappings_dir: Path | None = Field(
@@ -129,10 +151,11 @@ class Settings(BaseSettings):
 
     @property
     def effective_mapping_workers(self) -> int:
-        """`mapping_workers`, or its default: the CPU cores this process may use, 0 when there is one."""
+        """`mapping_workers`, or its default: the CPU cores this process may use shared among the `serve`
+        workers, 0 when that leaves one or none."""
         if self.mapping_workers is not None:
             return self.mapping_workers
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = available_cores() // self.workers
         return cores if cores > 1 else 0
 
     # --- embedded demo simulator (upstream_url = demo)
@@ -153,6 +176,16 @@ class Settings(BaseSettings):
         gt=0,
         description="longest wait for the legacy side when it answers the client; slower: the bridge answers",
     )
+
+    @field_validator("upstream_url", "upstream_token_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value is None or value == DEMO:
+            return value
+        scheme, separator, rest = value.partition("://")
+        if not separator or scheme.lower() not in ("http", "https") or not rest.strip("/"):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value
 
     @field_validator("log_level")
     @classmethod
@@ -181,8 +214,41 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+def available_cores() -> int:
+    """The CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+ENV_PREFIX = "BRIDGE_"
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a setting: `upstream_page_size` → `BRIDGE_UPSTREAM_PAGE_SIZE`."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """`BRIDGE_*` variables that name no setting, each with the closest valid name when there is one."""
+    environ = os.environ if environ is None else environ
+    valid = {env_name(name) for name in Settings.model_fields}
+    problems = []
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() in valid:
+            continue
+        close = difflib.get_close_matches(name.upper(), sorted(valid), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        problems.append(f"{name} is not a setting{hint}")
+    return problems
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Settings from flags (`overrides`, None values ignored), then BRIDGE_* variables, then the TOML file."""
+    """Settings from flags (`overrides`, None values ignored), then BRIDGE_* variables, then the TOML file.
+
+    A `BRIDGE_*` variable that names no setting is refused (ConfigurationError naming the closest one).
+    """
+    problems = unknown_variables()
+    if problems:
+        raise ConfigurationError("; ".join(problems))
     if config_file is not None and not config_file.is_file():
         raise FileNotFoundError(f"configuration file not found: {config_file}")
     values = {k: v for k, v in overrides.items() if v is not None}

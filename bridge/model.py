@@ -386,3 +386,4 @@ class CsdResponse:
     request: CsdRequest
     document: CsdDocument
     directories: BinaryIO | None = None
+    written: Mapping[Directory, int] | None = None  # records per directory in `directories` (metrics)

@@ -80,7 +80,9 @@ class Pipeline:
                 progress.bytes,
                 (time.perf_counter() - started) * 1000,
             )
-            return CsdResponse(request=request, document=CsdDocument(), directories=directories)
+            return CsdResponse(
+                request=request, document=CsdDocument(), directories=directories, written=dict(written)
+            )
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [

@@ -87,7 +87,9 @@ def test_mappings_check_names_table_rule_and_path_of_a_defect(tmp_path: Path) ->
 def test_settings_come_from_the_environment_and_are_validated() -> None:
     result = cli("mappings", "check", env={"BRIDGE_UPSTREAM_PAGE_SIZE": "500"})
     assert result.returncode == 2
-    assert "upstream_page_size" in result.stderr
+    assert "BRIDGE_UPSTREAM_PAGE_SIZE" in result.stderr
+    assert "less than or equal to 200" in result.stderr
+    assert "(got '500')" in result.stderr
 
 
 def test_serve_on_the_demo_upstream_is_ready() -> None:

@@ -36,6 +36,9 @@ def test_the_catalogue_covers_every_stored_function_and_the_error_cases() -> Non
     assert any("<function uuid=" in r for r in requests)  # 2013 form
     assert any("<csd:function urn=" in r for r in requests)  # 2014 form
     assert any('urn="' in r.split(">", 1)[0] for r in requests)  # 2016 form: @urn on the root
+    iti74 = [s for s in scenarios if s.function == "ITI-74"]  # issue 16 item 8
+    assert {"soap12", "soap11", "bare"} <= {s.envelope for s in iti74}
+    assert any(s.name.startswith("error-") for s in iti74)
 
 
 def test_error_scenarios_pass_against_a_running_bridge(bridge_url: str) -> None:

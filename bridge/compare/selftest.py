@@ -27,6 +27,7 @@ SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 WSA = "http://www.w3.org/2005/08/addressing"
 FAULT = "urn:ror:csd:fault"
 ACTION = "urn:ihe:iti:csd:2013:GetCareServicesRequest"
+ACTION_ITI74 = "urn:ihe:iti:csd:2013:GetDirectoryModificationsRequest"
 NS = {"csd": CSD, "s12": SOAP12, "s11": SOAP11, "wsa": WSA, "f": FAULT, "ror": ROR}
 DIRECTORIES = (
     "organizationDirectory",
@@ -50,7 +51,7 @@ class Scenario:
     function: str
     shape: str
     envelope: str  # soap12 | soap11 | bare
-    request: str  # the careServicesRequest, with {placeholders} of captured values
+    request: str  # the careServicesRequest (or ITI-74 request), with {placeholders} of captured values
     expect: Mapping[str, Any]
     capture: Mapping[str, str] = field(default_factory=dict)  # name → XPath 1.0 (string result)
     action: str = ACTION  # the SOAP action sent (the ROR v2.4 profile's: ror-search, ror-update)
@@ -99,10 +100,11 @@ def load_scenarios(path: Path = SCENARIOS) -> list[Scenario]:
             raise CatalogueError(f"{path}: {name}: unknown checks {sorted(unknown)}")
         request = item.get("request")
         if not isinstance(request, str) or not any(
-            root in request for root in ("careServicesRequest", ROR_NOTIF_REQUEST)
+            root in request for root in ("careServicesRequest", "getModificationsRequest", ROR_NOTIF_REQUEST)
         ):
             raise CatalogueError(
-                f"{path}: {name}: request must be a careServicesRequest or a {ROR_NOTIF_REQUEST}"
+                f"{path}: {name}: request must be a careServicesRequest, a getModificationsRequest or a "
+                f"{ROR_NOTIF_REQUEST}"
             )
         scenarios.append(
             Scenario(
@@ -120,6 +122,9 @@ def load_scenarios(path: Path = SCENARIOS) -> list[Scenario]:
 
 
 def _wrap(envelope: str, body: str, message_id: str, action: str = ACTION) -> tuple[bytes, dict[str, str]]:
+    # ITI-74 travels with its own action (csd-wire-format §3.1); the bridge dispatches on the Body either way.
+    if action == ACTION and "getModificationsRequest" in body:
+        action = ACTION_ITI74
     if envelope == "soap12":
         xml = (
             f'<s:Envelope xmlns:s="{SOAP12}" xmlns:wsa="{WSA}"><s:Header>'

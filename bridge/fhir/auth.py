@@ -19,6 +19,7 @@ import httpx
 import orjson
 
 from bridge.errors import ConfigurationError, UpstreamStatusError, UpstreamUnavailableError
+from bridge.fhir.observe import NULL_OBSERVER, UpstreamObserver
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,10 @@ class TokenProvider:
         client_secret: str | None = None,
         http: httpx.AsyncClient,
         clock: Callable[[], float] = time.monotonic,
+        observer: UpstreamObserver | None = None,
     ) -> None:
         self.token_url = token_url
+        self._observer = observer or NULL_OBSERVER
         self.client_id = client_id
         self._secret = client_secret  # None with mTLS: the certificate replaces the secret (RFC 8705 §2)
         self._http = http
@@ -137,6 +140,7 @@ class TokenProvider:
             ) from None
         margin = min(REFRESH_MARGIN_S, ttl / 2)
         self.issued += 1
+        self._observer.token_issued()
         log.info("%s client_id=%s expires_in=%.0fs", LogEvent.TOKEN_ISSUED, self.client_id, ttl)
         return Token(value, self._clock() + ttl - margin)
 

@@ -11,6 +11,7 @@ import copy
 import logging
 import random
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,8 @@ from urllib.parse import urlencode
 import httpx
 import orjson
 
+from bridge.correlation import HEADER as REQUEST_ID_HEADER
+from bridge.correlation import current_request_id
 from bridge.errors import (
     IncompleteResultError,
     UpstreamError,
@@ -31,6 +34,7 @@ from bridge.errors import (
 )
 from bridge.fhir.auth import TokenProvider
 from bridge.fhir.export import ExportRequest, ExportStats, run_export
+from bridge.fhir.observe import NULL_OBSERVER, UpstreamObserver, resource_of
 from bridge.fhir.outcome import outcome_text, retry_after_s
 from bridge.fhir.resilience import RETRYABLE_STATUSES, CircuitBreaker, Deadline, RetryPolicy
 from bridge.fhir.validation import SampledValidator
@@ -116,6 +120,7 @@ class FhirClient:
         validator: SampledValidator | None = None,
         export_deadline_s: float = 3600.0,
         seed: int | None = None,
+        observer: UpstreamObserver | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -130,6 +135,8 @@ class FhirClient:
         self.retry = retry or RetryPolicy()
         self.breaker = breaker or CircuitBreaker()
         self.validator = validator
+        self.observer = observer or NULL_OBSERVER
+        self.breaker.on_change = self.observer.breaker
         self._headers = {"Accept": FHIR_JSON, **headers}
         self._rng = random.Random(seed)  # noqa: S311  # backoff jitter, not security
         # One pool for the FHIR calls and the token endpoint, kept alive between transactions.
@@ -147,6 +154,7 @@ class FhirClient:
                 credentials.client_id,
                 client_secret=credentials.client_secret,
                 http=self._http,
+                observer=self.observer,
             )
         # Bounds the HTTP exchanges in flight, whatever the number of partitions being walked.
         self._slots = asyncio.Semaphore(concurrency)
@@ -202,6 +210,30 @@ class FhirClient:
         """`GET [base]/metadata`: used by readiness checks."""
         _, body = await self.get_json(f"{self.base_url}/metadata", self.new_deadline())
         return body
+
+    async def probe(self) -> None:
+        """Readiness (`/readyz`): `metadata` answers, a token is obtainable (with credentials), and one
+        authenticated one-result search is accepted. One attempt each, outside the retry policy and the
+        circuit breaker: a failing probe never opens the breaker. Raises the typed UpstreamError."""
+        timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
+        for url in (f"{self.base_url}/metadata", f"{self.base_url}/Organization?_count=1"):
+            headers = await self.auth_headers()
+            request_id = current_request_id()
+            if request_id is not None:
+                headers[REQUEST_ID_HEADER] = request_id
+            try:
+                response = await self._http.get(url, headers=headers, timeout=timeout)
+            except httpx.HTTPError as exc:
+                raise UpstreamUnavailableError(
+                    f"connection failed ({type(exc).__name__})", request=url
+                ) from None
+            if response.status_code >= 400:
+                raise UpstreamStatusError(
+                    "the national API refused the readiness probe",
+                    request=url,
+                    status=response.status_code,
+                    outcome=outcome_text(response.content),
+                )
 
     # ------------------------------------------------------------------------------------------------
     # Searches
@@ -348,6 +380,7 @@ class FhirClient:
                 "split further by _lastUpdated",
                 request=self.url_for(_windowed(query, window)),
             ) from None
+        self.observer.truncation_split(query.resource_type)
         log.info(
             "%s %s total=%s into %d windows",
             LogEvent.TRUNCATION_SPLIT,
@@ -405,6 +438,7 @@ class FhirClient:
             if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "searchset":
                 raise UpstreamProtocolError("expected a searchset Bundle", request=url)
             pages += 1
+            self.observer.page(query.resource_type)
             if isinstance(bundle.get("total"), int):
                 total = bundle["total"]
                 if total >= self.max_results:
@@ -553,12 +587,22 @@ class FhirClient:
                 continue
             if extra_headers:
                 headers.update(extra_headers)
+            request_id = current_request_id()
+            if request_id is not None:
+                headers[REQUEST_ID_HEADER] = request_id
             timeout = httpx.Timeout(min(self.timeout_s, left), connect=min(self.connect_timeout_s, left))
             wait: float | None = None
             outage = True
+            resource = resource_of(url, self.base_url)
             try:
                 async with self._slots:
-                    response = await self._http.request(method, url, headers=headers, timeout=timeout)
+                    started = time.perf_counter()
+                    try:
+                        response = await self._http.request(method, url, headers=headers, timeout=timeout)
+                    except httpx.HTTPError:
+                        self.observer.exchange(resource, "error", time.perf_counter() - started)
+                        raise
+                    self.observer.exchange(resource, str(response.status_code), time.perf_counter() - started)
             except httpx.TimeoutException as exc:
                 failure: UpstreamError = UpstreamUnavailableError(
                     f"timeout ({type(exc).__name__})", request=url
@@ -615,6 +659,7 @@ class FhirClient:
         delay = wait if wait is not None else self.retry.backoff(attempt, self._rng)
         if delay >= deadline.remaining():
             raise failure
+        self.observer.retry(resource_of(failure.request or "", self.base_url))
         log.info("%s %d/%d in %.2fs: %s", LogEvent.RETRY, attempt, self.retry.max_attempts, delay, failure)
         await asyncio.sleep(delay)
 

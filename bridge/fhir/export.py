@@ -101,6 +101,8 @@ async def run_export(
             request=kick_off,
         )
     log.info("%s", LogEvent.EXPORT_STARTED)
+    client.observer.export_job("started")
+    outcome = "failed"
     try:
         manifest = await _poll(client, poll_url, deadline, poll_interval_s, stats)
         outputs = manifest.get("output")
@@ -122,7 +124,9 @@ async def run_export(
             raise IncompleteResultError(
                 f"the $export manifest reports {len(manifest['error'])} error file(s)", request=poll_url
             )
+        outcome = "completed"
     finally:
+        client.observer.export_job(outcome)
         stats.cleaned_up = await _cleanup(client, poll_url)
 
 

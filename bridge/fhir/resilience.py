@@ -87,6 +87,12 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probing = False
         self._probe_started = 0.0
+        # Told every state change (metrics); set by the client that owns the breaker.
+        self.on_change: Callable[[str], None] = _ignore_state
+
+    def is_cooling_down(self) -> bool:
+        """Open and still within its cool-down: calls fail fast (readiness reports it, without a call)."""
+        return self.state is BreakerState.OPEN and self._clock() - self._opened_at < self.reset_s
 
     def before_call(self, request: str) -> None:
         """Raises when the call must not go out; otherwise lets it through (possibly as the probe)."""
@@ -94,6 +100,7 @@ class CircuitBreaker:
             return
         if self.state is BreakerState.OPEN and self._clock() - self._opened_at >= self.reset_s:
             self.state = BreakerState.HALF_OPEN
+            self.on_change(self.state.value)
             self._probing = False
         if self.state is BreakerState.HALF_OPEN and (
             not self._probing or self._clock() - self._probe_started >= self.reset_s
@@ -108,7 +115,8 @@ class CircuitBreaker:
     def record_success(self) -> None:
         if self.state is not BreakerState.CLOSED:
             log.info("%s", LogEvent.BREAKER_CLOSED)
-        self.state = BreakerState.CLOSED
+            self.state = BreakerState.CLOSED
+            self.on_change(self.state.value)
         self._failures = 0
         self._probing = False
 
@@ -118,5 +126,10 @@ class CircuitBreaker:
             if self.state is not BreakerState.OPEN:
                 log.warning("%s after %d failures", LogEvent.BREAKER_OPEN, self._failures)
             self.state = BreakerState.OPEN
+            self.on_change(self.state.value)
             self._opened_at = self._clock()
             self._probing = False
+
+
+def _ignore_state(state: str) -> None:
+    return None

@@ -1129,6 +1129,27 @@ class _Structure:
                 if remaining == 0:
                     break
             self.org_end[ej] = len(self.org_kind)
+        self._fill_empty_regions()
+
+    def _fill_empty_regions(self) -> None:
+        """Moves whole EJs (with their tree) from the regions that have most to the regions that have none,
+        while a region has more than one: every legacy regional endpoint then has data as soon as there are
+        enough EJs (the default demo scale), and a region that had data keeps some. No random draw: the rest
+        of the dataset is unchanged."""
+        by_region: dict[int, list[int]] = {region: [] for region in range(self.n_regions)}
+        for index, parent in enumerate(self.org_parent):
+            if parent == -1:
+                by_region[self.org_region[index]].append(index)
+        for region in range(self.n_regions):
+            if by_region[region]:
+                continue
+            donor = max(by_region, key=lambda r: (len(by_region[r]), -r))
+            if len(by_region[donor]) < 2:
+                return
+            ej = by_region[donor].pop()
+            for index in range(ej, self.org_end[ej]):
+                self.org_region[index] = region
+            by_region[region].append(ej)
 
     def eg(self, ej: int, region: int, n_eg: int, n_offers: int) -> None:
         """Plan one EG's internal tree (reusing containers), then lay it out depth-first."""

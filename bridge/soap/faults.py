@@ -12,6 +12,7 @@ from typing import Literal
 from lxml import etree
 
 from bridge import ns
+from bridge.correlation import current_request_id
 from bridge.errors import (
     ConfigurationError,
     IncompleteResultError,
@@ -162,6 +163,9 @@ def _append_detail(
     entry = etree.SubElement(detail, ns.qn(ns.FAULT, "error"), {"subcode": spec.subcode})
     for local, text in _detail_items(error):
         etree.SubElement(entry, ns.qn(ns.FAULT, local)).text = text
+    request_id = current_request_id()
+    if request_id is not None:  # the id of the bridge's log lines and of its calls to the national API
+        etree.SubElement(entry, ns.qn(ns.FAULT, "requestId")).text = request_id
 
 
 def _nsmap(prefix: str, env_ns: str, request: Addressing | None) -> dict[str, str]:
