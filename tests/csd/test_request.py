@@ -424,6 +424,8 @@ def test_nil_parameters_are_absent() -> None:
     assert params.max == 5
     assert params.extra == ()
     assert params.primary_name is None
+
+
 # ------------------------------------------------------------------------------------------------
 # The official ROR v2.4 profile's requests (shared/reference/ror-v24/)
 

@@ -317,6 +317,8 @@ def test_document_follows_the_official_ror_profile(
     document: CsdDocument, official_profile: OfficialProfile
 ) -> None:
     assert_follows_profile(official_profile, parse(document_to_bytes(document)))
+
+
 def test_the_2014_schema_alone_refuses_the_device_directory(official_csd_schema: Any) -> None:
     # ... which plain CSD 2014 does not have.
     root = parse(document_to_bytes(EMPTY))
@@ -785,6 +787,8 @@ def test_a_spooled_answer_is_read_one_chunk_at_a_time() -> None:
         assert len(held) == count
         assert max(held) < count // 2
         assert sum(1 for _ in _spooled_elements(spool, "organization")) == count
+
+
 # --------------------------------------------------------------------------------------------------
 # Typed elements of the ROR CSD v2.4 profile (Extension.profile)
 

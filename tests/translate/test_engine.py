@@ -316,10 +316,10 @@ def test_default_now_is_the_current_time(mappings: Mappings) -> None:
     assert document.services[1].record.status == "Inactive"
 
 
-def test_referenced_resolve_names_the_parent_without_writing_it(mappings: Mappings) -> None:
-    # An IHE search's result directory (functions.yaml `result`, organization-search): the included parent gives the match's
-    # `parent` its national entityID, the same the parent has when it is written itself; it is not an entity
-    # of the answer.
+def test_result_directory_names_the_parent_without_writing_it(mappings: Mappings) -> None:
+    # An IHE search's result directory (functions.yaml `result`, organization-search): the included parent
+    # gives the match's `parent` its national entityID, the same the parent has when it is written itself;
+    # it is not an entity of the answer.
     plan, results = plan_and_results(mappings)
     only_organizations = [results[0]]
     written = from_fhir_results(mappings, plan, only_organizations, now=NOW)
