@@ -51,10 +51,15 @@ from bridge.simulator.app import SimulatorConfig, create_simulator_app
 from bridge.simulator.dataset import Dataset, generate_dataset
 from bridge.soap.addressing import Addressing
 from bridge.soap.envelope import content_type_for, response_action, stream_response
-from bridge.soap.faults import render_fault
+from bridge.soap.faults import fault_spec, render_fault
 from bridge.soap.parser import guess_envelope, parse_message, read_body
 from bridge.soap.wsdl import render_wsdl, schema_file
 from bridge.translate import Mappings, coverage_report, from_fhir_results, load_mappings
+from bridge.translate.plan import function_of
+from bridge.trust import audit
+from bridge.trust.gate import TrustGate, admit_function, build_policy
+from bridge.trust.tls import uvicorn_options as uvicorn_options  # for `serve` (cli.py)
+from bridge.trust.upstream import UpstreamHooks
 
 log = logging.getLogger("bridge")
 
@@ -241,12 +246,24 @@ def create_app(settings: Settings) -> FastAPI:
     pipeline = Pipeline(mappings, upstream.client, mapping_workers=settings.effective_mapping_workers)
     extractor = build_extractor(settings, mappings, upstream.client)
     cache = extraction_cache(settings)
+    # The trust circle (issue 15): allow-list, scopes, rates, audit; upstream Ror-* headers per profile.
+    trust = build_policy(
+        settings,
+        regions=mappings.regions,
+        functions=[spec.name for spec in mappings.functions.values()],
+    )
+    hooks = UpstreamHooks(trust.allowlist.profile_headers if trust.allowlist else {})
+    upstream.client.add_event_hooks(hooks.on_request, hooks.on_response)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log.info("%s upstream=%s", LogEvent.STARTED, settings.upstream_url)
+        if trust.audit is not None:
+            trust.audit.install_sighup()
         yield
         await upstream.client.aclose()
+        if trust.audit is not None:
+            trust.audit.close()
 
     app = FastAPI(
         title="ROR CSD bridge",
@@ -259,6 +276,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.mappings = mappings
     app.state.upstream = upstream
+    app.state.trust = trust
+    app.add_middleware(TrustGate, policy=trust)
     if upstream.simulator is not None:
         # Lets a user look at the FHIR data behind each CSD answer (access checks off).
         app.mount(DEMO_MOUNT, upstream.simulator)
@@ -275,7 +294,12 @@ def create_app(settings: Settings) -> FastAPI:
             message = parse_message(body, content_type, soap_action)
             envelope, addressing = message.envelope, message.addressing
             csd_request = parse_request(message.body, region=region)
+            function = function_of(mappings, csd_request)[0].name
+            audit.note_request(csd_request, function)
+            admit_function(function)
             response = await pipeline.run(csd_request)
+            if response.directories is None:
+                audit.note_document(response.document)
             encapsulated = mappings.encapsulated(csd_request, message.envelope)
         except Exception as error:  # every failure becomes a SOAP fault, in one place
             if isinstance(error, BridgeError):
@@ -283,6 +307,7 @@ def create_app(settings: Settings) -> FastAPI:
             else:  # a defect of the bridge: the client gets a generic reason, the log gets the traceback
                 log.exception("%s %s", LogEvent.UNEXPECTED_FAILURE, type(error).__name__)
             fault, status, fault_type = render_fault(error, envelope, addressing)
+            audit.note_outcome(f"fault:{fault_spec(error).subcode}")
             return Response(fault, status_code=status, media_type=fault_type)
         return StreamingResponse(
             stream_response(response, message, encapsulated=encapsulated),
@@ -342,6 +367,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def extraction(request: Request, region: str | None) -> Response:
         try:
             wanted = extraction_request(mappings, region, request.query_params.multi_items())
+            transaction = audit.current()
+            if transaction is not None:
+                transaction.params = audit.query_parameters(request.query_params.multi_items())
         except BridgeError as error:
             return extraction_failure(error)
         cached = cache.lookup(wanted)
@@ -350,7 +378,13 @@ def create_app(settings: Settings) -> FastAPI:
                 cached.path, media_type=XSD_MEDIA_TYPE, headers=extraction_headers(cached.date, "hit")
             )
         started = datetime.now(UTC)
-        chunks = extractor.stream(wanted)
+        transaction = audit.current()
+
+        def counted(progress: Progress) -> None:
+            if transaction is not None:
+                transaction.entities = {str(d): n for d, n in progress.written.items()}
+
+        chunks = extractor.stream(wanted, counted)
         try:
             first = await anext(chunks)
         except Exception as error:  # nothing was sent: a clean HTTP error

@@ -30,13 +30,26 @@ def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from bridge.app import create_app
+    from bridge.app import create_app, uvicorn_options
 
-    settings = _settings(args, host=args.host, port=args.port, upstream_url=args.upstream)
+    settings = _settings(
+        args,
+        host=args.host,
+        port=args.port,
+        upstream_url=args.upstream,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+    )
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_app(settings)
+    try:
+        tls = uvicorn_options(settings)  # the peer-aware protocol; HTTPS and client certificates when set
+        app = create_app(settings)
+    except ConfigurationError as error:
+        print(f"ror-bridge serve: {error.reason}", file=sys.stderr)
+        return 2
     where = "embedded ROR simulator (demo dataset)" if settings.is_demo else settings.upstream_url
     print(
         f"ror-bridge {__version__}: CSD endpoint http://{settings.host}:{settings.port}/csd", file=sys.stderr
@@ -45,7 +58,11 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"  extraction: http://{settings.host}:{settings.port}/extraction[/REGION]", file=sys.stderr)
     if settings.is_demo:
         print(f"  demo FHIR data: http://{settings.host}:{settings.port}/demo/fhir/metadata", file=sys.stderr)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, proxy_headers=True)
+    if settings.tls_enabled:
+        print("  HTTPS (the URLs above with https://)", file=sys.stderr)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level, proxy_headers=True, **tls
+    )
     return 0
 
 
@@ -274,6 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="`demo` (default) or the national FHIR base (BRIDGE_UPSTREAM_URL)",
     )
     serve.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
+    serve.add_argument(
+        "--tls-cert", type=Path, metavar="PEM", help="server certificate: HTTPS (BRIDGE_TLS_CERT)"
+    )
+    serve.add_argument("--tls-key", type=Path, metavar="PEM", help="its private key (BRIDGE_TLS_KEY)")
+    serve.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="PEM",
+        help="CA bundle client certificates must chain to (BRIDGE_TLS_CLIENT_CA)",
+    )
     serve.set_defaults(handler=_serve)
 
     simulator = commands.add_parser("simulator", help="run the ROR national API simulator alone")

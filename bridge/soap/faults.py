@@ -13,6 +13,7 @@ from lxml import etree
 
 from bridge import ns
 from bridge.errors import (
+    AccessRefusedError,
     ConfigurationError,
     IncompleteResultError,
     InvalidParameterError,
@@ -105,7 +106,10 @@ def fault_spec(error: BaseException) -> FaultSpec:
     """The fault for `error`; anything that is not a Sender/Receiver bridge error is an InternalError.
 
     ConfigurationError never reaches a client by design (errors.py); if it does, it is internal too.
+    A trust-circle refusal carries its own subcode (the rule) and HTTP status (403, 429).
     """
+    if isinstance(error, AccessRefusedError):
+        return FaultSpec("Sender", error.subcode, error.http_status)
     for cls in type(error).__mro__:
         spec = _SPECS.get(cls)
         if spec is not None:
@@ -223,6 +227,8 @@ def render_fault(
     if envelope is Envelope.SOAP11:
         root = _soap11_fault(error, spec, request_addressing)
         status, content_type = SOAP11_FAULT_STATUS, SOAP11_CONTENT_TYPE
+        if isinstance(error, AccessRefusedError):
+            status = spec.http_status  # a refusal is 403/429 whatever the SOAP version (issue 15)
     else:
         root = _soap12_fault(error, spec, request_addressing)
         status, content_type = spec.http_status, SOAP12_CONTENT_TYPE
