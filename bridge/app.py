@@ -6,6 +6,7 @@ embedded ROR simulator into one FastAPI application. Also the entry points the C
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 from collections.abc import AsyncIterator, Iterable
@@ -29,6 +30,7 @@ from bridge.errors import (
     BridgeError,
     ConfigurationError,
     InvalidParameterError,
+    RequestTimeoutError,
     UnknownRegionError,
     UpstreamError,
     UpstreamUnavailableError,
@@ -290,7 +292,11 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             if region is not None:
                 mappings.region(region)  # an unknown region is refused before the body is read
-            body = await read_body(request.stream(), settings.max_request_bytes)
+            try:  # a body trickled in (slow-loris) is cut off, not waited for
+                async with asyncio.timeout(settings.request_body_timeout_s):
+                    body = await read_body(request.stream(), settings.max_request_bytes)
+            except TimeoutError:
+                raise RequestTimeoutError(settings.request_body_timeout_s) from None
             message = parse_message(body, content_type, soap_action)
             envelope, addressing = message.envelope, message.addressing
             csd_request = parse_request(message.body, region=region)

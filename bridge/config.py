@@ -33,6 +33,9 @@ class Settings(BaseSettings):
         1024 * 1024, gt=0, description="largest SOAP/CSD request body accepted, in bytes (Sender fault above)"
     )
     log_level: str = Field("info", description="log level: debug, info, warning, error")
+    request_body_timeout_s: float = Field(
+        30.0, gt=0, description="time allowed to receive a whole request body, s (Sender fault after)"
+    )
 
     # --- mapping tables
     mappings_dir: Path | None = Field(

@@ -5,6 +5,7 @@ Leaf module, importable by every part::
     BridgeError
     ├── SenderError                    the client's request is wrong       → soap:Sender, HTTP 400
     │   ├── RequestTooLargeError       body over the byte cap
+    │   ├── RequestTimeoutError        body not received in time (slow-loris)
     │   ├── MalformedXmlError          not well-formed, DTD, entities, parser limits
     │   ├── UnsupportedMediaTypeError  neither XML nor SOAP
     │   ├── UnsupportedRequestError    Body child is not a CSD request, or a required part is missing
@@ -45,6 +46,12 @@ class RequestTooLargeError(SenderError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body larger than the {limit}-byte limit")
         self.limit = limit
+
+
+class RequestTimeoutError(SenderError):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"request body not received within {seconds:g} s")
+        self.seconds = seconds
 
 
 class MalformedXmlError(SenderError):

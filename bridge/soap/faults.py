@@ -21,6 +21,7 @@ from bridge.errors import (
     MappingError,
     MustUnderstandError,
     ReceiverError,
+    RequestTimeoutError,
     RequestTooLargeError,
     SenderError,
     UnknownFunctionError,
@@ -73,6 +74,7 @@ _RECEIVER = 500
 # the status here if a client needs it.
 _SPECS: dict[type[BaseException], FaultSpec] = {
     RequestTooLargeError: FaultSpec("Sender", "RequestTooLarge", _SENDER),
+    RequestTimeoutError: FaultSpec("Sender", "RequestTimeout", _SENDER),
     MalformedXmlError: FaultSpec("Sender", "MalformedXml", _SENDER),
     UnsupportedMediaTypeError: FaultSpec("Sender", "UnsupportedMediaType", _SENDER),
     UnsupportedRequestError: FaultSpec("Sender", "UnsupportedRequest", _SENDER),
@@ -117,10 +119,17 @@ def fault_spec(error: BaseException) -> FaultSpec:
     return _INTERNAL
 
 
+# A reason quoting a hostile value is cut: a fault never grows with the request (issue 15).
+MAX_REASON_CHARS = 2000
+
+
 def fault_reason(error: BaseException) -> str:
     """The human-readable reason sent to the client: the error's own for deliberate errors, else generic."""
     if isinstance(error, SenderError | ReceiverError) and not isinstance(error, ConfigurationError):
-        return error.reason
+        reason = error.reason
+        if len(reason) > MAX_REASON_CHARS:
+            reason = f"{reason[:MAX_REASON_CHARS]}… ({len(reason)} characters, cut)"
+        return reason
     return INTERNAL_REASON
 
 
