@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck imports unit test-slow bench bench-extract bench-modifications clean sim-scale
+.PHONY: install run test lint typecheck imports unit test-slow bench bench-extract bench-modifications clean sim-scale fuzz soak
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -58,6 +58,12 @@ bench-modifications: install
 # The ROR simulator at one million offers: start time, peak memory, request latency (README, issue 3 item 2).
 sim-scale: install
 	$(BIN)/python -m tests.simulator.scale --scale 1000000
+
+# The property-based fuzzer of the CSD endpoint (tests/hostile/test_fuzz.py) with many more examples than the
+# default run: FUZZ_EXAMPLES per property (default here 2000, a quarter of an hour or so on 2 cores).
+FUZZ_EXAMPLES ?= 2000
+fuzz: install
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/hostile/test_fuzz.py -q
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
