@@ -56,8 +56,6 @@ def to_fhir_plan(mappings: Mappings, request: CsdRequest, *, now: datetime | Non
         )
     if params.start is not None and params.start < 1:
         raise InvalidParameterError(f"start is 1-based: {params.start} is not allowed")
-    if params.max is not None and params.max < 1:
-        raise InvalidParameterError(f"max is a positive integer: {params.max} is not allowed")
     if spec.delta is not None:
         _refuse_future(params, mappings, now or datetime.now(UTC))
     resolved: dict[str, str | None] = {}
