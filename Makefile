@@ -65,5 +65,14 @@ FUZZ_EXAMPLES ?= 2000
 fuzz: install
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/hostile/test_fuzz.py -q
 
+# Sustained load (issue 15 item 8): SOAK_CLIENTS legacy clients over mTLS, every stored function and ITI-74,
+# SOAP 1.1 and 1.2, against the simulator (30 ms, 2 % 503); SOAK_ROUNDS rounds of SOAK_ROUND_S seconds.
+# Prints requests, errors beyond the injected faults, latency percentiles and the bridge's RSS growth.
+SOAK_CLIENTS ?= 20
+SOAK_ROUNDS ?= 3
+SOAK_ROUND_S ?= 30
+soak: install
+	$(BIN)/python -m tests.bench.soak --clients $(SOAK_CLIENTS) --rounds $(SOAK_ROUNDS) --round-s $(SOAK_ROUND_S)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
