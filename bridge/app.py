@@ -23,6 +23,8 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 
+from bridge import memory
+from bridge.access import PROFILES, current_profile
 from bridge.config import Settings
 from bridge.csd.request import parse_request
 from bridge.csd.writer import document_to_bytes
@@ -182,13 +184,15 @@ def build_extractor(settings: Settings, mappings: Mappings, client: FhirClient) 
     )
 
 
-def extraction_cache(settings: Settings) -> ExtractionCache:
+def extraction_cache(settings: Settings, profile: int | None = None) -> ExtractionCache:
     directory = settings.extraction_cache_dir or Path(tempfile.gettempdir()) / EXTRACTION_CACHE_DIR
     # Documents depend on the upstream (and its demo dataset) and on the tables: part of every cache key.
     upstream = settings.upstream_url
     if settings.is_demo:
         upstream += f" scale={settings.demo_scale} seed={settings.demo_seed}"
     scope = f"{upstream}\n{settings.mappings_dir or shipped_dir('mappings')}"
+    if profile is not None:  # the upstream answers a client's Ror-* profile headers: one cache per profile
+        scope += f"\naccess profile {profile}"
     return ExtractionCache(directory, settings.extraction_cache_s, scope=scope)
 
 
@@ -241,13 +245,24 @@ async def _aborting(first: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator
         raise
 
 
+# Freed native memory is handed back to the system this often while serving (bridge/memory.py).
+MEMORY_RELEASE_S = 15.0
+
+
+async def _release_memory_periodically() -> None:
+    while True:
+        await asyncio.sleep(MEMORY_RELEASE_S)
+        await asyncio.to_thread(memory.release)
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The bridge application for these settings."""
+    memory.cap_arenas()  # before the request threads exist: their arenas are the ones that grow
     mappings = mappings_from(settings)
     upstream = build_upstream(settings)
     pipeline = Pipeline(mappings, upstream.client, mapping_workers=settings.effective_mapping_workers)
     extractor = build_extractor(settings, mappings, upstream.client)
-    cache = extraction_cache(settings)
+    caches = {profile: extraction_cache(settings, profile) for profile in (None, *PROFILES)}
     # The trust circle (issue 15): allow-list, scopes, rates, audit; upstream Ror-* headers per profile.
     trust = build_policy(
         settings,
@@ -262,7 +277,9 @@ def create_app(settings: Settings) -> FastAPI:
         log.info("%s upstream=%s", LogEvent.STARTED, settings.upstream_url)
         if trust.audit is not None:
             trust.audit.install_sighup()
+        releaser = asyncio.create_task(_release_memory_periodically())
         yield
+        releaser.cancel()
         await upstream.client.aclose()
         if trust.audit is not None:
             trust.audit.close()
@@ -378,6 +395,7 @@ def create_app(settings: Settings) -> FastAPI:
                 transaction.params = audit.query_parameters(request.query_params.multi_items())
         except BridgeError as error:
             return extraction_failure(error)
+        cache = caches[current_profile()]
         cached = cache.lookup(wanted)
         if cached is not None:
             return FileResponse(

@@ -171,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tracemalloc", action="store_true", help="bridge under tracemalloc: print where memory grew"
     )
+    parser.add_argument(
+        "--no-release", action="store_true", help="bridge/memory.py switched off (the before of an A/B)"
+    )
     args = parser.parse_args(argv)
 
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="ror-soak-") as tmp:
@@ -192,9 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         upstream = f"http://127.0.0.1:{sim_port}/ws-diffusion-fhir"
         _wait(f"{upstream}/metadata", False)
         command = [str(BIN / "ror-bridge")]
-        if args.tracemalloc:
+        if args.tracemalloc or args.no_release:
             command = [sys.executable, "-m", "tests.bench.traced_serve"]
         snapshots = directory / "snapshot"
+        extra = {"SOAK_SNAPSHOT": str(snapshots)} if args.tracemalloc else {}
+        if args.no_release:
+            extra["SOAK_NO_RELEASE"] = "1"
         bridge = subprocess.Popen(
             [*command, "serve", "--port", str(bridge_port), "--upstream", upstream],
             env={
@@ -202,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 **env,
                 "BRIDGE_LOG_LEVEL": "warning",
                 "BRIDGE_MAPPING_WORKERS": "0",
-                "SOAK_SNAPSHOT": str(snapshots),
+                **extra,
             },
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -1,6 +1,5 @@
-"""`ror-bridge` under tracemalloc (soak --tracemalloc): SIGUSR1 writes a snapshot to $SOAK_SNAPSHOT.N.
-
-Used only by tests/bench/soak.py to find where the bridge's memory grows between two moments of a load run.
+"""`ror-bridge` for tests/bench/soak.py: under tracemalloc (SIGUSR1 writes a snapshot to $SOAK_SNAPSHOT.N), or
+with bridge/memory.py switched off (SOAK_NO_RELEASE=1), to measure what it changes (A/B in the README).
 """
 
 from __future__ import annotations
@@ -22,6 +21,11 @@ def _dump(_signum: int, _frame: Any) -> None:
 
 
 if __name__ == "__main__":
-    tracemalloc.start(int(os.environ.get("SOAK_FRAMES", "12")))
-    signal.signal(signal.SIGUSR1, _dump)
+    if os.environ.get("SOAK_NO_RELEASE"):
+        from bridge import memory
+
+        memory.cap_arenas = memory.release = lambda: False  # type: ignore[assignment]
+    if os.environ.get("SOAK_SNAPSHOT"):
+        tracemalloc.start(int(os.environ.get("SOAK_FRAMES", "12")))
+        signal.signal(signal.SIGUSR1, _dump)
     sys.exit(main(sys.argv[1:]))

@@ -99,3 +99,14 @@ def test_rate_limiter_refills_and_splits_the_budget_between_workers() -> None:
     now[0] = 30.0
     assert limiter.take("a", 4) == 0
     assert limiter.take("b", 4) == 0  # clients do not share a bucket
+
+
+def test_extraction_cache_is_kept_apart_per_access_profile() -> None:
+    from bridge.app import extraction_cache, mappings_from
+    from bridge.config import load_settings
+    from bridge.extraction import extraction_request
+
+    settings = load_settings(extraction_cache_s=60)
+    wanted = extraction_request(mappings_from(settings), None, [])
+    names = {extraction_cache(settings, profile)._name(wanted) for profile in (None, 0, 1, 2, 3)}
+    assert len(names) == 5  # a document fetched with one profile's headers is never served to another
