@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import ssl
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import unquote
 
 from cryptography import x509
@@ -28,6 +29,7 @@ def fingerprint(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+@lru_cache(maxsize=1024)  # the same few client certificates come back on every request
 def subject_of(der: bytes) -> str:
     """The subject as an RFC 4514 string, or "" when the DER cannot be read (it is then never admitted)."""
     try:
