@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck imports unit test-slow bench bench-extract bench-modifications clean sim-scale interop-install interop nginx
+.PHONY: install run test lint typecheck imports unit test-slow bench bench-extract bench-modifications clean sim-scale interop-install interop nginx fuzz soak
 .PHONY: browser bench-compare
 
 # `make test` installs everything (extra `dev`); `make run` only what serving the demo needs (extra `demo`),
@@ -101,6 +101,20 @@ test: browser
 COMPARE_SCALE ?= 1000000
 bench-compare: install
 	$(BIN)/python -m tests.bench.bench_compare --scale $(COMPARE_SCALE)
+# The property-based fuzzer of the CSD endpoint (tests/hostile/test_fuzz.py) with many more examples than the
+# default run: FUZZ_EXAMPLES per property (default here 2000, a quarter of an hour or so on 2 cores).
+FUZZ_EXAMPLES ?= 2000
+fuzz: install
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/hostile/test_fuzz.py -q
+
+# Sustained load (issue 15 item 8): SOAK_CLIENTS legacy clients over mTLS, every stored function and ITI-74,
+# SOAP 1.1 and 1.2, against the simulator (30 ms, 2 % 503); SOAK_ROUNDS rounds of SOAK_ROUND_S seconds.
+# Prints requests, errors beyond the injected faults, latency percentiles and the bridge's RSS growth.
+SOAK_CLIENTS ?= 20
+SOAK_ROUNDS ?= 3
+SOAK_ROUND_S ?= 30
+soak: install
+	$(BIN)/python -m tests.bench.soak --clients $(SOAK_CLIENTS) --rounds $(SOAK_ROUNDS) --round-s $(SOAK_ROUND_S)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -30,7 +30,8 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bridge import correlation
+from bridge import correlation, memory
+from bridge.access import PROFILES, current_profile
 from bridge.compare.shadow import Shadow
 from bridge.config import Settings
 from bridge.csd.request import parse_request
@@ -39,6 +40,7 @@ from bridge.errors import (
     BridgeError,
     ConfigurationError,
     InvalidParameterError,
+    RequestTimeoutError,
     SenderError,
     UnknownRegionError,
     UpstreamError,
@@ -71,7 +73,7 @@ from bridge.paths import shipped_dir
 from bridge.pipeline import Pipeline
 from bridge.soap.addressing import Addressing
 from bridge.soap.envelope import content_type_for, response_action, stream_response
-from bridge.soap.faults import render_fault
+from bridge.soap.faults import fault_spec, render_fault
 from bridge.soap.parser import (
     guess_envelope,
     is_profile_action,
@@ -84,6 +86,10 @@ from bridge.tracing import Tracing, build_tracing
 from bridge.translate import Mappings, coverage_report, from_fhir_results, load_mappings
 from bridge.translate.fhirpaths import check_tables
 from bridge.translate.plan import function_of
+from bridge.trust import audit
+from bridge.trust.gate import TrustGate, admit_function, build_policy
+from bridge.trust.tls import uvicorn_options as uvicorn_options  # for `serve` (cli.py)
+from bridge.trust.upstream import UpstreamHooks
 
 if TYPE_CHECKING:
     from bridge.simulator.dataset import Dataset
@@ -279,13 +285,15 @@ def build_extractor(settings: Settings, mappings: Mappings, client: FhirClient) 
     )
 
 
-def extraction_cache(settings: Settings) -> ExtractionCache:
+def extraction_cache(settings: Settings, profile: int | None = None) -> ExtractionCache:
     directory = settings.extraction_cache_dir or Path(tempfile.gettempdir()) / EXTRACTION_CACHE_DIR
     # Documents depend on the upstream (and its demo dataset) and on the tables: part of every cache key.
     upstream = settings.upstream_url
     if settings.is_demo:
         upstream += f" scale={settings.demo_scale} seed={settings.demo_seed}"
     scope = f"{upstream}\n{settings.mappings_dir or shipped_dir('mappings')}"
+    if profile is not None:  # the upstream answers a client's Ror-* profile headers: one cache per profile
+        scope += f"\naccess profile {profile}"
     return ExtractionCache(directory, settings.extraction_cache_s, scope=scope)
 
 
@@ -409,8 +417,19 @@ async def _aborting(first: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator
         raise
 
 
+# Freed native memory is handed back to the system this often while serving (bridge/memory.py).
+MEMORY_RELEASE_S = 15.0
+
+
+async def _release_memory_periodically() -> None:
+    while True:
+        await asyncio.sleep(MEMORY_RELEASE_S)
+        await asyncio.to_thread(memory.release)
+
+
 def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI:
     """The bridge application for these settings (`tracing`: default from `OTEL_EXPORTER_OTLP_ENDPOINT`)."""
+    memory.cap_arenas()  # before the request threads exist: their arenas are the ones that grow
     mappings = mappings_from(settings)
     metrics = Metrics()
     tracing = tracing if tracing is not None else build_tracing()
@@ -418,12 +437,23 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
     upstream = build_upstream(settings, observer=FanOut(metrics, tracing) if tracing.enabled else metrics)
     pipeline = Pipeline(mappings, upstream.client, mapping_workers=settings.effective_mapping_workers)
     extractor = build_extractor(settings, mappings, upstream.client)
-    cache = extraction_cache(settings)
     shadow = build_shadow(settings)
+    caches = {profile: extraction_cache(settings, profile) for profile in (None, *PROFILES)}
+    # The trust circle (issue 15): allow-list, scopes, rates, audit; upstream Ror-* headers per profile.
+    trust = build_policy(
+        settings,
+        regions=mappings.regions,
+        functions=[spec.name for spec in mappings.functions.values()],
+    )
+    hooks = UpstreamHooks(trust.allowlist.profile_headers if trust.allowlist else {})
+    upstream.client.add_event_hooks(hooks.on_request, hooks.on_response)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log.info("%s upstream=%s", LogEvent.STARTED, settings.upstream_url)
+        if trust.audit is not None:
+            trust.audit.install_sighup()
+        releaser = asyncio.create_task(_release_memory_periodically())
         yield
         if shadow is not None:
             await shadow.aclose()
@@ -438,7 +468,10 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
         for stream in list(in_flight):
             with contextlib.suppress(Exception):
                 await stream.aclose()
+        releaser.cancel()
         await upstream.client.aclose()
+        if trust.audit is not None:
+            trust.audit.close()
         tracing.shutdown()
         metrics.worker_stopped()
         log.info("%s", LogEvent.STOPPED)
@@ -455,7 +488,9 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
     app.state.mappings = mappings
     app.state.upstream = upstream
     app.state.metrics = metrics
-    app.add_middleware(CorrelationMiddleware)
+    app.state.trust = trust
+    app.add_middleware(TrustGate, policy=trust)
+    app.add_middleware(CorrelationMiddleware)  # outermost: refusals carry the request id too
     if upstream.simulator is not None:
         # Lets a user look at the FHIR data behind each CSD answer (access checks off).
         app.mount(DEMO_MOUNT, upstream.simulator)
@@ -476,7 +511,11 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
         try:
             if region is not None:
                 mappings.region(region)  # an unknown region is refused before the body is read
-            body = await read_body(request.stream(), settings.max_request_bytes)
+            try:  # a body trickled in (slow-loris) is cut off, not waited for
+                async with asyncio.timeout(settings.request_body_timeout_s):
+                    body = await read_body(request.stream(), settings.max_request_bytes)
+            except TimeoutError:
+                raise RequestTimeoutError(settings.request_body_timeout_s) from None
             message = parse_message(body, content_type, soap_action)
             envelope, addressing = message.envelope, message.addressing
             profile = profile or is_profile_request(message.body)
@@ -489,7 +528,12 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
                     "bridge.request_id": correlation.current_request_id() or "",
                 },
             ):
+                function = function_of(mappings, csd_request)[0].name
+                audit.note_request(csd_request, function)
+                admit_function(function)
                 response = await pipeline.run(csd_request)
+                if response.directories is None:
+                    audit.note_document(response.document)
             encapsulated = mappings.encapsulated(csd_request, message.envelope)
         except Exception as error:  # every failure becomes a SOAP fault, in one place
             if isinstance(error, BridgeError):
@@ -505,6 +549,7 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
                 outcome,
                 time.perf_counter() - started,
             )
+            audit.note_outcome(f"fault:{fault_spec(error).subcode}")
             return Response(fault, status_code=status, media_type=fault_type)
         label = function_label(mappings, csd_request)
         counts = _entity_counts(response)
@@ -632,8 +677,12 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
 
         try:
             wanted = extraction_request(mappings, region, request.query_params.multi_items())
+            transaction = audit.current()
+            if transaction is not None:
+                transaction.params = audit.query_parameters(request.query_params.multi_items())
         except BridgeError as error:
             return refused(error)
+        cache = caches[current_profile()]
         cached = cache.lookup(wanted)
         if cached is not None:
             metrics.request_done(EXTRACTION_FUNCTION, region, "none", "ok", time.perf_counter() - clock)
@@ -646,6 +695,8 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
         def remember(progress: ExtractionProgress) -> None:
             nonlocal final
             final = progress
+            if transaction is not None:
+                transaction.entities = {str(d): n for d, n in progress.written.items()}
 
         chunks = extractor.stream(wanted, remember)
         try:

@@ -101,6 +101,9 @@ def _serve(args: argparse.Namespace) -> int:
         "upstream_url": args.upstream,
         "workers": args.workers,
         "log_format": args.log_format,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "tls_client_ca": args.tls_client_ca,
     }
     settings = _settings(args, **overrides)
     _check_workers(settings)
@@ -108,10 +111,15 @@ def _serve(args: argparse.Namespace) -> int:
     multiprocess = settings.workers > 1 or bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
     owned_metrics_dir = _metrics_directory() if multiprocess else None
     # Imported after the metrics directory is chosen: prometheus-client picks its mode at import.
-    from bridge.app import WORKER_ARGS_ENV, create_app
+    from bridge.app import WORKER_ARGS_ENV, create_app, uvicorn_options
 
-    # One process: the app is built (and a setting or table error stops the start) before the banner.
-    app = create_app(settings) if settings.workers == 1 else None
+    try:
+        tls = uvicorn_options(settings)  # the peer-aware protocol; HTTPS and client certificates when set
+        # One process: the app is built (and a setting or table error stops the start) before the banner.
+        app = create_app(settings) if settings.workers == 1 else None
+    except ConfigurationError as error:
+        print(f"ror-bridge serve: {error.reason}", file=sys.stderr)
+        return 2
 
     where = "embedded ROR simulator (demo dataset)" if settings.is_demo else settings.upstream_url
     base = f"http://{settings.host}:{settings.port}"
@@ -123,6 +131,8 @@ def _serve(args: argparse.Namespace) -> int:
     ]
     if settings.is_demo:
         banner.append(f"  demo FHIR data: {base}/demo/fhir/metadata")
+    if settings.tls_enabled:
+        banner.append("  HTTPS (the URLs above with https://)")
     if settings.workers > 1:
         banner.append(f"  {settings.workers} worker processes; metrics summed across them")
     if resolve_format(settings.log_format) == "json":
@@ -137,6 +147,7 @@ def _serve(args: argparse.Namespace) -> int:
         "log_config": None,  # our handlers (bridge/logs.py), not uvicorn's
         "proxy_headers": True,
         "timeout_graceful_shutdown": settings.shutdown_grace_s,
+        **tls,
     }
     if app is not None:
         uvicorn.run(app, **options)  # type: ignore[arg-type]  # uvicorn is untyped here
@@ -547,6 +558,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", choices=("auto", "json", "text"), help="log lines (default auto, BRIDGE_LOG_FORMAT)"
     )
     serve.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
+    serve.add_argument(
+        "--tls-cert", type=Path, metavar="PEM", help="server certificate: HTTPS (BRIDGE_TLS_CERT)"
+    )
+    serve.add_argument("--tls-key", type=Path, metavar="PEM", help="its private key (BRIDGE_TLS_KEY)")
+    serve.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="PEM",
+        help="CA bundle client certificates must chain to (BRIDGE_TLS_CLIENT_CA)",
+    )
     serve.set_defaults(handler=_serve)
 
     simulator = commands.add_parser("simulator", help="run the ROR national API simulator alone")

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
         description="on SIGTERM, seconds answers and extractions in flight may take to finish before they "
         "are cut",
     )
+    request_body_timeout_s: float = Field(
+        30.0, gt=0, description="time allowed to receive a whole request body, s (Sender fault after)"
+    )
 
     # --- mapping tables
     mappings_dir: Path | None = Field(
@@ -158,6 +161,32 @@ class Settings(BaseSettings):
         cores = available_cores() // self.workers
         return cores if cores > 1 else 0
 
+    # --- the trust circle on the legacy side (issue 15; README "Trust circle")
+    tls_cert: Path | None = Field(
+        None, description="PEM server certificate (chain) of `serve`; with tls_key, `serve` speaks HTTPS"
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    tls_client_ca: Path | None = Field(
+        None, description="PEM CA bundle client certificates are verified against (asks for one)"
+    )
+    tls_crl: Path | None = Field(
+        None, description="PEM certificate revocation list(s) checked for client certificates"
+    )
+    clients_file: Path | None = Field(
+        None, description="YAML allow-list of the client applications (fingerprints, scopes, profile)"
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="comma-separated addresses or CIDRs of TLS-terminating proxies whose client-certificate "
+        "header is believed",
+    )
+    client_cert_header: str = Field(
+        "X-SSL-Client-Cert", description="header a trusted proxy puts the URL-encoded client PEM in"
+    )
+    audit_log: str | None = Field(
+        None, description="audit log file (one JSON line per transaction), `-` = standard error"
+    )
+
     # --- embedded demo simulator (upstream_url = demo)
     demo_scale: int = Field(300, ge=1, description="number of offers in the demo dataset")
     demo_seed: int = Field(1, description="seed of the demo dataset (same seed, same data)")
@@ -194,6 +223,10 @@ class Settings(BaseSettings):
         if level not in {"debug", "info", "warning", "error"}:
             raise ValueError("log_level must be one of debug, info, warning, error")
         return level
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert is not None and self.tls_key is not None
 
     @property
     def is_demo(self) -> bool:

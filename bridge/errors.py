@@ -5,6 +5,7 @@ Leaf module, importable by every part::
     BridgeError
     ├── SenderError                    the client's request is wrong       → soap:Sender, HTTP 400
     │   ├── RequestTooLargeError       body over the byte cap
+    │   ├── RequestTimeoutError        body not received in time (slow-loris)
     │   ├── MalformedXmlError          not well-formed, DTD, entities, parser limits
     │   ├── UnsupportedMediaTypeError  neither XML nor SOAP
     │   ├── UnsupportedRequestError    Body child is not a CSD request, or a required part is missing
@@ -13,7 +14,9 @@ Leaf module, importable by every part::
     │   ├── UnknownEntityError         a ROR v2.4 reading names an entity that does not exist
     │   ├── UnknownRegionError         /csd/{region} not in mappings/regions.csv
     │   ├── MustUnderstandError        header block with mustUnderstand="1" we do not process
-    │   └── VersionMismatchError       unknown SOAP envelope namespace
+    │   ├── VersionMismatchError       unknown SOAP envelope namespace
+    │   └── AccessRefusedError         the trust circle refuses the caller (its subcode; HTTP 403)
+    │       └── RateLimitedError       the caller is over its rate_per_minute (HTTP 429, Retry-After)
     ├── ReceiverError                  the bridge or the national API failed → soap:Receiver, HTTP 500
     │   ├── UpstreamError              the national API failed (status, OperationOutcome text, request)
     │   │   ├── UpstreamUnavailableError   connection refused / reset, timeout
@@ -44,6 +47,12 @@ class RequestTooLargeError(SenderError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body larger than the {limit}-byte limit")
         self.limit = limit
+
+
+class RequestTimeoutError(SenderError):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"request body not received within {seconds:g} s")
+        self.seconds = seconds
 
 
 class MalformedXmlError(SenderError):
@@ -93,6 +102,26 @@ class VersionMismatchError(SenderError):
     def __init__(self, namespace: str) -> None:
         super().__init__(f"unsupported SOAP envelope namespace {namespace!r}")
         self.namespace = namespace
+
+
+class AccessRefusedError(SenderError):
+    """The trust circle (bridge/trust/) refuses the caller; `subcode` names the rule (FunctionNotAllowed…)."""
+
+    http_status = 403
+
+    def __init__(self, subcode: str, reason: str) -> None:
+        super().__init__(reason)
+        self.subcode = subcode
+
+
+class RateLimitedError(AccessRefusedError):
+    """The caller exceeded its `rate_per_minute`; it may retry after `retry_after_s` seconds."""
+
+    http_status = 429
+
+    def __init__(self, reason: str, retry_after_s: int) -> None:
+        super().__init__("RateLimited", reason)
+        self.retry_after_s = retry_after_s
 
 
 class ReceiverError(BridgeError):

@@ -31,6 +31,9 @@ _DATETIME = re.compile(
     r"(?:T(?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})(?:\.(?P<fraction>\d+))?)?"
     r"(?P<tz>Z|[+-]\d{2}:\d{2})?"
 )
+# The longest value a request may carry in one element or attribute (a name, an identifier, a URN): far above
+# any real one, low enough that a hostile value is refused before it reaches a query, a log or a fault.
+MAX_VALUE_CHARS = 1024
 _INTEGER = re.compile(r"[+-]?\d+")  # xs:int lexical space (no "1_000", no "1e3")
 
 # Parameters RequestParams has a field for (csd-wire-format §4); every other leaf goes to `extra`.
@@ -98,13 +101,19 @@ def _child(element: etree._Element, local: str) -> etree._Element | None:
     return None
 
 
+def _bounded(value: str, where: str) -> str:
+    if len(value) > MAX_VALUE_CHARS:
+        raise InvalidParameterError(f"{where} is longer than {MAX_VALUE_CHARS} characters ({len(value)})")
+    return value
+
+
 def _text(element: etree._Element) -> str | None:
-    value = (element.text or "").strip()
+    value = _bounded((element.text or "").strip(), _local(element))
     return value or None
 
 
 def _attr(element: etree._Element, name: str) -> str | None:
-    value = (element.get(name) or "").strip()
+    value = _bounded((element.get(name) or "").strip(), f"{_local(element)}/@{name}")
     return value or None
 
 
@@ -224,7 +233,7 @@ def _params(container: etree._Element | None) -> RequestParams:
         elif local == "max":
             maximum = _integer(param, "max")
         else:
-            extra.extend((_local(leaf), (leaf.text or "").strip()) for leaf in _leaves(param))
+            extra.extend((_local(leaf), _text(leaf) or "") for leaf in _leaves(param))
 
     return RequestParams(
         entity_id=entity_id,
@@ -367,6 +376,8 @@ def _care_services(root: etree._Element, region: str | None) -> CsdRequest:
             region=region,
         )
     function = _child(root, "function")
+    if function is not None and sum(1 for c in _children(root) if _local(c) == "function") > 1:
+        raise UnsupportedRequestError("careServicesRequest holds several function elements: send one")
     if function is not None:
         first = next(_children(function), None)
         if first is not None and _local(first) in _PROFILE_READS:

@@ -12,7 +12,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -161,6 +161,16 @@ class FhirClient:
 
     def __repr__(self) -> str:
         return f"FhirClient({self.base_url!r})"
+
+    def add_event_hooks(
+        self,
+        request: Callable[[httpx.Request], Awaitable[None]],
+        response: Callable[[httpx.Response], Awaitable[None]],
+    ) -> None:
+        """httpx hooks on every upstream exchange, token endpoint included (the trust circle's audit and
+        per-client `Ror-*` headers)."""
+        self._http.event_hooks["request"].append(request)
+        self._http.event_hooks["response"].append(response)
 
     async def __aenter__(self) -> FhirClient:
         return self

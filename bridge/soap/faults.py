@@ -14,6 +14,7 @@ from lxml import etree
 from bridge import ns
 from bridge.correlation import current_request_id
 from bridge.errors import (
+    AccessRefusedError,
     ConfigurationError,
     IncompleteResultError,
     InvalidParameterError,
@@ -21,6 +22,7 @@ from bridge.errors import (
     MappingError,
     MustUnderstandError,
     ReceiverError,
+    RequestTimeoutError,
     RequestTooLargeError,
     SenderError,
     UnknownEntityError,
@@ -57,7 +59,7 @@ INTERNAL_REASON = "internal error in the bridge; the request may be retried late
 class FaultSpec:
     """How one error class is reported: SOAP 1.2 Code, our Subcode (local name in ns.FAULT), HTTP status, and
     the `@code` of the ROR v2.4 profile's `erreur` (the bridge's own numbers: the profile publishes none;
-    1xx the request, 2xx the national API or the mapping, 500 a defect).
+    1xx the request (112: refused by the trust circle), 2xx the national API or the mapping, 500 a defect).
 
     `http_status` is the SOAP 1.2 status (400 Sender, 500 Receiver); SOAP 1.1 faults always use 500.
     """
@@ -84,6 +86,7 @@ _SPECS: dict[type[BaseException], FaultSpec] = {
     InvalidParameterError: FaultSpec("Sender", "InvalidParameter", _SENDER, 106),
     UnknownEntityError: FaultSpec("Sender", "UnknownEntity", _SENDER, 110),
     UnknownRegionError: FaultSpec("Sender", "UnknownRegion", _SENDER, 107),
+    RequestTimeoutError: FaultSpec("Sender", "RequestTimeout", _SENDER, 111),
     # SOAP 1.2 part 2 §7.5.2.2 (table 20): only env:Sender maps to 400; env:MustUnderstand and
     # env:VersionMismatch map to 500 like env:Receiver.
     MustUnderstandError: FaultSpec("MustUnderstand", "HeaderNotUnderstood", _RECEIVER, 108),
@@ -111,7 +114,10 @@ def fault_spec(error: BaseException) -> FaultSpec:
     """The fault for `error`; anything that is not a Sender/Receiver bridge error is an InternalError.
 
     ConfigurationError never reaches a client by design (errors.py); if it does, it is internal too.
+    A trust-circle refusal carries its own subcode (the rule) and HTTP status (403, 429).
     """
+    if isinstance(error, AccessRefusedError):
+        return FaultSpec("Sender", error.subcode, error.http_status, 112)
     for cls in type(error).__mro__:
         spec = _SPECS.get(cls)
         if spec is not None:
@@ -119,10 +125,17 @@ def fault_spec(error: BaseException) -> FaultSpec:
     return _INTERNAL
 
 
+# A reason quoting a hostile value is cut: a fault never grows with the request (issue 15).
+MAX_REASON_CHARS = 2000
+
+
 def fault_reason(error: BaseException) -> str:
     """The human-readable reason sent to the client: the error's own for deliberate errors, else generic."""
     if isinstance(error, SenderError | ReceiverError) and not isinstance(error, ConfigurationError):
-        return error.reason
+        reason = error.reason
+        if len(reason) > MAX_REASON_CHARS:
+            reason = f"{reason[:MAX_REASON_CHARS]}… ({len(reason)} characters, cut)"
+        return reason
     return INTERNAL_REASON
 
 
@@ -260,6 +273,8 @@ def render_fault(
     if envelope is Envelope.SOAP11:
         root = _soap11_fault(error, spec, request_addressing, profile)
         status, content_type = SOAP11_FAULT_STATUS, SOAP11_CONTENT_TYPE
+        if isinstance(error, AccessRefusedError):
+            status = spec.http_status  # a refusal is 403/429 whatever the SOAP version (issue 15)
     else:
         root = _soap12_fault(error, spec, request_addressing, profile)
         status, content_type = spec.http_status, SOAP12_CONTENT_TYPE

@@ -243,21 +243,31 @@ def _elements(parent: etree._Element) -> list[etree._Element]:
     return [child for child in parent if isinstance(child.tag, str)]
 
 
-def _first_element_child(element: etree._Element) -> etree._Element | None:
-    children = _elements(element)
-    return children[0] if children else None
-
-
 def _soap_parts(root: etree._Element, env_ns: str) -> tuple[etree._Element | None, etree._Element]:
-    """(Header or None, Body's first element child) of an Envelope."""
+    """(Header or None, Body's one element child) of an Envelope.
+
+    SOAP 1.2 part 1 §5.1 / SOAP 1.1 §4: an optional Header, then exactly one Body, nothing else; the CSD
+    request is the Body's only child (one request per message: a second one would go unanswered).
+    """
     header = root.find(ns.qn(env_ns, "Header"))
     body = root.find(ns.qn(env_ns, "Body"))
     if body is None:
         raise UnsupportedRequestError("SOAP Envelope without a Body")
-    content = _first_element_child(body)
-    if content is None:
+    parts = _elements(root)
+    expected = [header, body] if header is not None else [body]
+    if parts != expected:
+        names = ", ".join(etree.QName(part).localname for part in parts)
+        raise UnsupportedRequestError(
+            f"a SOAP Envelope holds an optional Header then one Body, nothing else; this one holds {names}"
+        )
+    children = _elements(body)
+    if not children:
         raise UnsupportedRequestError("SOAP Body is empty: expected a CSD request")
-    return header, content
+    if len(children) > 1:
+        raise UnsupportedRequestError(
+            f"SOAP Body holds {len(children)} elements: send one CSD request per message"
+        )
+    return header, children[0]
 
 
 def parse_message(body: bytes, content_type: str | None, soap_action: str | None) -> SoapMessage:

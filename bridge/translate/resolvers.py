@@ -39,6 +39,13 @@ def present_parameters(params: RequestParams) -> list[str]:
     return names
 
 
+def fhir_escape(text: str) -> str:
+    """A client's text as one FHIR search value: `\\`, `,` (OR), `|` (system|code) and `$` (composite) are
+    escaped with a backslash (FHIR R4 search §3.1.1.4.7), so a request parameter can never add alternatives,
+    a system or a composite part to the upstream query (issue 15, hostile input)."""
+    return text.replace("\\", "\\\\").replace(",", "\\,").replace("|", "\\|").replace("$", "\\$")
+
+
 @dataclass(frozen=True, slots=True)
 class Lookup:
     """A national identifier to search by: its value and the FHIR systems it may be written under."""
@@ -50,7 +57,8 @@ class Lookup:
     def token(self) -> str:
         """FHIR token search value: `system|value` when exactly one system is known, else the bare value
         (`Organization?identifier=<value>` works without system, docs/ror-fhir-api.md §3.1)."""
-        return f"{self.systems[0]}|{self.value}" if len(self.systems) == 1 else self.value
+        value = fhir_escape(self.value)
+        return f"{self.systems[0]}|{value}" if len(self.systems) == 1 else value
 
 
 def national_identifier(params: RequestParams, identities: Identities, systems: Systems) -> Lookup:
@@ -147,13 +155,13 @@ def _coded_type(p: RequestParams, i: Identities, s: Systems) -> str | None:
         raise InvalidParameterError("requestParams carries several codedType; send at most one")
     coded = p.coded_types[0]
     system = _system_of_scheme(coded.coding_scheme, s)
-    return f"{system}|{coded.code.strip()}" if system else None
+    return f"{system}|{fhir_escape(coded.code.strip())}" if system else None
 
 
 def _name(p: RequestParams, i: Identities, s: Systems) -> str | None:
     # primaryName and name both narrow on the FHIR `name`; the bridge then tells them apart (select.py).
     text = p.primary_name if p.primary_name is not None else p.name
-    return text.strip() if text is not None and text.strip() else None
+    return fhir_escape(text.strip()) if text is not None and text.strip() else None
 
 
 # The request parameters that carry "changed since": IHE record/@updated, the ROR dateMiseAJour, and the
@@ -217,7 +225,7 @@ def _extra_datetime(p: RequestParams, name: str) -> datetime | None:
 def _address_line(component: str) -> Resolver:
     def resolve(p: RequestParams, i: Identities, s: Systems) -> str | None:
         values = [line.value.strip() for line in p.address_lines if (line.component or "") == component]
-        return values[0] if values and values[0] else None
+        return fhir_escape(values[0]) if values and values[0] else None
 
     return resolve
 
@@ -369,7 +377,7 @@ RESOLVERS: Mapping[str, Resolver] = {
     # `system|value` (or the bare value) for token parameters such as Organization?identifier=
     "identifier": lambda p, i, s: national_identifier(p, i, s).token,
     # the bare value, for string-typed parameters such as HealthcareService?organization.identifier:above=
-    "identifier_value": lambda p, i, s: national_identifier(p, i, s).value,
+    "identifier_value": lambda p, i, s: fhir_escape(national_identifier(p, i, s).value),
     # Optional resolvers: None omits the [name, value] pair from the query (the parameter was not sent).
     "entity_identifier": _entity_identifier,
     "entity_fhir_id": _entity_fhir_id,

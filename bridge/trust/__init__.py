@@ -1,0 +1,1 @@
+"""The trust circle on the legacy side: client certificates, the allow-list, scopes, rate limits, audit."""

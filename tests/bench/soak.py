@@ -1,0 +1,259 @@
+"""`make soak`: many concurrent legacy clients (every stored function of the conformance catalogue and ITI-74,
+SOAP 1.1 and 1.2, client certificates, HTTPS) drive the bridge against the simulator (latency, random 503s).
+
+Prints per round: requests, errors beyond the injected faults (every injected 503 must be retried: target 0),
+latency percentiles, and the bridge's RSS; then the RSS growth from the end of the first round to the end of
+the last (target: flat). `--tracemalloc` runs the bridge inside this process and prints where memory grew.
+
+    python -m tests.bench.soak --clients 20 --rounds 3 --round-s 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from contextlib import ExitStack, suppress
+from pathlib import Path
+
+import httpx
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from bridge.compare.selftest import _capture, _fill, _wrap, load_scenarios
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(url: str, context: ssl.SSLContext | bool, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with suppress(httpx.HTTPError):
+            if httpx.get(url, verify=context, timeout=2).status_code < 500:
+                return
+        time.sleep(0.3)
+    raise SystemExit(f"soak: {url} did not come up")
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _pki(directory: Path) -> tuple[trustme.CA, trustme.LeafCert, dict[str, str]]:
+    ca = trustme.CA(organization_name="Soak CA")
+    server = ca.issue_cert("127.0.0.1")
+    client = ca.issue_cert("soak@clients.example", common_name="soak-client")
+    server.cert_chain_pems[0].write_to_path(str(directory / "server.pem"))
+    server.private_key_pem.write_to_path(str(directory / "server.key"))
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    certificate = x509.load_pem_x509_certificate(client.cert_chain_pems[0].bytes())
+    fingerprint = certificate.fingerprint(hashes.SHA256())
+    (directory / "clients.yaml").write_text(
+        "clients:\n  - id: soak-client\n"
+        f'    fingerprints: ["{fingerprint.hex()}"]\n'
+        '    regions: ["*"]\n    functions: ["*"]\n    profile: 1\n',
+        encoding="utf-8",
+    )
+    env = {
+        "BRIDGE_TLS_CERT": str(directory / "server.pem"),
+        "BRIDGE_TLS_KEY": str(directory / "server.key"),
+        "BRIDGE_TLS_CLIENT_CA": str(directory / "ca.pem"),
+        "BRIDGE_CLIENTS_FILE": str(directory / "clients.yaml"),
+        "BRIDGE_AUDIT_LOG": str(directory / "audit.jsonl"),
+    }
+    return ca, client, env
+
+
+def _requests(url: str, context: ssl.SSLContext) -> list[tuple[str, str]]:
+    """(function, careServicesRequest) of every catalogue scenario answered 200, placeholders filled."""
+    captured: dict[str, str] = {}
+    found: list[tuple[str, str]] = []
+    with httpx.Client(verify=context, timeout=120) as client:
+        for scenario in load_scenarios():
+            if scenario.expect.get("status", 200) != 200:
+                continue
+            request, missing = _fill(scenario.request, captured)
+            if missing:
+                continue
+            body, headers = _wrap(scenario.envelope, request, f"urn:uuid:{uuid.uuid4()}")
+            response = client.post(url, content=body, headers=headers)
+            if response.status_code == 200:
+                _capture(scenario, response, captured)
+                found.append((scenario.function, request))
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 2 * 86400))
+    iti74 = (
+        '<csd:getModificationsRequest xmlns:csd="urn:ihe:iti:csd:2013">'
+        f"<csd:lastModified>{since}</csd:lastModified></csd:getModificationsRequest>"
+    )
+    body, headers = _wrap("soap12", iti74, f"urn:uuid:{uuid.uuid4()}")
+    with httpx.Client(verify=context, timeout=120) as client:
+        if client.post(url, content=body, headers=headers).status_code == 200:
+            found.append(("ITI-74 modifications", iti74))
+    return found
+
+
+async def _round(
+    url: str, context: ssl.SSLContext, requests: list[tuple[str, str]], clients: int, seconds: float
+) -> tuple[list[float], list[str]]:
+    latencies: list[float] = []
+    errors: list[str] = []
+    stop = time.monotonic() + seconds
+
+    async def client(number: int) -> None:
+        rng = random.Random(number)  # load mix, not security
+        async with httpx.AsyncClient(verify=context, timeout=120) as http:
+            while time.monotonic() < stop:
+                function, request = rng.choice(requests)
+                envelope = rng.choice(["soap12", "soap11"])
+                body, headers = _wrap(envelope, request, f"urn:uuid:{uuid.uuid4()}")
+                started = time.perf_counter()
+                try:
+                    response = await http.post(url, content=body, headers=headers)
+                except httpx.HTTPError as error:
+                    errors.append(f"{function}: {type(error).__name__}")
+                    continue
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 200:
+                    errors.append(f"{function} {envelope}: HTTP {response.status_code} {response.text[:200]}")
+
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    return latencies, errors
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _snapshot(pid: int, path: Path, number: int) -> tracemalloc.Snapshot:
+    """Ask the traced bridge (tests/bench/traced_serve.py) for a tracemalloc snapshot and read it."""
+    target = Path(f"{path}.{number}")
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        with suppress(OSError, EOFError, ValueError):
+            return tracemalloc.Snapshot.load(str(target))
+    raise SystemExit("soak: the bridge wrote no tracemalloc snapshot")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--round-s", type=float, default=30.0)
+    parser.add_argument("--scale", type=int, default=2000, help="offers in the simulator")
+    parser.add_argument("--latency-ms", type=int, default=30)
+    parser.add_argument("--fault-rate", type=float, default=0.02, help="share of FHIR requests answered 503")
+    parser.add_argument(
+        "--tracemalloc", action="store_true", help="bridge under tracemalloc: print where memory grew"
+    )
+    parser.add_argument(
+        "--no-release", action="store_true", help="bridge/memory.py switched off (the before of an A/B)"
+    )
+    args = parser.parse_args(argv)
+
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="ror-soak-") as tmp:
+        directory = Path(tmp)
+        ca, client_cert, env = _pki(directory)
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        client_cert.configure_cert(context)
+        sim_port, bridge_port = _free_port(), _free_port()
+        faults = f"status(503)@p={args.fault_rate}"
+        simulator = subprocess.Popen(
+            [str(BIN / "ror-bridge"), "simulator", "--open", "--port", str(sim_port),
+             "--scale", str(args.scale), "--latency-ms", str(args.latency_ms), "--faults", faults],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        stack.callback(simulator.wait, 30)
+        stack.callback(simulator.terminate)
+        upstream = f"http://127.0.0.1:{sim_port}/ws-diffusion-fhir"
+        _wait(f"{upstream}/metadata", False)
+        command = [str(BIN / "ror-bridge")]
+        if args.tracemalloc or args.no_release:
+            command = [sys.executable, "-m", "tests.bench.traced_serve"]
+        snapshots = directory / "snapshot"
+        extra = {"SOAK_SNAPSHOT": str(snapshots)} if args.tracemalloc else {}
+        if args.no_release:
+            extra["SOAK_NO_RELEASE"] = "1"
+        bridge = subprocess.Popen(
+            [*command, "serve", "--port", str(bridge_port), "--upstream", upstream],
+            env={
+                **os.environ,
+                **env,
+                "BRIDGE_LOG_LEVEL": "warning",
+                "BRIDGE_MAPPING_WORKERS": "0",
+                **extra,
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        stack.callback(bridge.wait, 30)
+        stack.callback(bridge.terminate)
+        pid = bridge.pid
+        url = f"https://127.0.0.1:{bridge_port}/csd"
+        _wait(f"https://127.0.0.1:{bridge_port}/healthz", context)
+        requests = _requests(url, context)
+        functions = sorted({function for function, _ in requests})
+        print(f"soak: {args.clients} clients, {len(requests)} requests of {len(functions)} functions "
+              f"({', '.join(functions)}), SOAP 1.1 and 1.2 over mTLS; simulator {args.scale} offers, "
+              f"{args.latency_ms} ms, {faults}", flush=True)  # fmt: skip
+        print(f"soak: bridge RSS at start {_rss_mib(pid):.0f} MiB", flush=True)
+        rss: list[float] = []
+        first_snapshot = None
+        total_errors = 0
+        for number in range(1, args.rounds + 1):
+            latencies, errors = asyncio.run(_round(url, context, requests, args.clients, args.round_s))
+            rss.append(_rss_mib(pid))
+            total_errors += len(errors)
+            print(
+                f"round {number}: {len(latencies)} requests ({len(latencies) / args.round_s:.1f}/s), "
+                f"{len(errors)} errors, p50 {_percentile(latencies, 0.5):.2f} s, "
+                f"p95 {_percentile(latencies, 0.95):.2f} s, p99 {_percentile(latencies, 0.99):.2f} s, "
+                f"mean {statistics.fmean(latencies) if latencies else float('nan'):.2f} s, "
+                f"RSS {rss[-1]:.0f} MiB",
+                flush=True,
+            )
+            for error in errors[:5]:
+                print(f"  error: {error}", flush=True)
+            if args.tracemalloc and number == 1:
+                first_snapshot = _snapshot(pid, snapshots, 1)
+        print(f"soak: RSS growth from round 1 to round {args.rounds}: {rss[-1] - rss[0]:+.0f} MiB; "
+              f"errors beyond the injected faults: {total_errors}", flush=True)  # fmt: skip
+        if args.tracemalloc and first_snapshot is not None:
+            growth = _snapshot(pid, snapshots, 2).compare_to(first_snapshot, "traceback")
+            print("tracemalloc: where memory grew since round 1 (top 8)")
+            for stat in growth[:8]:
+                print(f"  {stat.size_diff / 1024:+.0f} KiB in {stat.count_diff:+d} blocks")
+                for line in stat.traceback.format()[-8:]:
+                    print(f"    {line}")
+    return 1 if total_errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
