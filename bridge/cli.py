@@ -150,14 +150,17 @@ def _serve(args: argparse.Namespace) -> int:
         **tls,
     }
     if app is not None:
-        uvicorn.run(app, **options)  # type: ignore[arg-type]  # uvicorn is untyped here
+        uvicorn.run(app, **options)
         return 0
     config = getattr(args, "config", None)
     os.environ[WORKER_ARGS_ENV] = orjson.dumps(
-        {"config": str(config) if config else None, "overrides": {k: v for k, v in overrides.items() if v}}
+        {
+            "config": str(config) if config else None,
+            "overrides": {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items() if v},
+        }
     ).decode()
     try:
-        uvicorn.run("bridge.app:worker_app", factory=True, workers=settings.workers, **options)  # type: ignore[arg-type]
+        uvicorn.run("bridge.app:worker_app", factory=True, workers=settings.workers, **options)
     finally:
         if owned_metrics_dir is not None:
             shutil.rmtree(owned_metrics_dir, ignore_errors=True)

@@ -318,6 +318,6 @@ def is_profile_request(body: etree._Element) -> bool:
             continue
         if (function.get("urn") or "").strip() == ns.ROR_READ_URN:
             return True
-        first = _first_element_child(function)
-        return first is not None and etree.QName(first).localname in _PROFILE_READS
+        children = _elements(function)
+        return bool(children) and etree.QName(children[0]).localname in _PROFILE_READS
     return False
