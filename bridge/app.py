@@ -438,6 +438,8 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
     pipeline = Pipeline(mappings, upstream.client, mapping_workers=settings.effective_mapping_workers)
     extractor = build_extractor(settings, mappings, upstream.client)
     shadow = build_shadow(settings)
+    if shadow is not None:
+        shadow.on_record = metrics.shadow_recorded
     caches = {profile: extraction_cache(settings, profile) for profile in (None, *PROFILES)}
     # The trust circle (issue 15): allow-list, scopes, rates, audit; upstream Ror-* headers per profile.
     trust = build_policy(
@@ -489,7 +491,7 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
     app.state.upstream = upstream
     app.state.metrics = metrics
     app.state.trust = trust
-    app.add_middleware(TrustGate, policy=trust)
+    app.add_middleware(TrustGate, policy=trust, on_refusal=metrics.refusal)
     app.add_middleware(CorrelationMiddleware)  # outermost: refusals carry the request id too
     if upstream.simulator is not None:
         # Lets a user look at the FHIR data behind each CSD answer (access checks off).

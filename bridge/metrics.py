@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -106,6 +107,24 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.refusals = Counter(
+            "ror_bridge_refusals",
+            "Requests the trust circle refused, by allow-list client (`unknown`: not listed) and subcode",
+            ["client", "reason"],
+            registry=registry,
+        )
+        self.shadow_comparisons = Counter(
+            "ror_bridge_shadow_comparisons",
+            "Shadow-mode comparisons recorded, by function and result (equal, different, not-compared)",
+            ["function", "result"],
+            registry=registry,
+        )
+        self.shadow_differences = Counter(
+            "ror_bridge_shadow_differences",
+            "Field differences found by shadow mode between the legacy and the bridge answers, by function",
+            ["function"],
+            registry=registry,
+        )
         self.breaker_state.set(0)
 
     # --- the HTTP surface
@@ -120,6 +139,21 @@ class Metrics:
         for directory, count in counts.items():
             if count:
                 self.entities.labels(directory).inc(count)
+
+    def refusal(self, client: str | None, reason: str) -> None:
+        self.refusals.labels(client or "unknown", reason).inc()
+
+    def shadow_recorded(self, record: Mapping[str, Any]) -> None:
+        """One line of the shadow log (bridge/compare/shadow.py): its result and number of differences."""
+        function = str(record.get("function") or "unknown")
+        entities = record.get("entities")
+        if record.get("problem") or not isinstance(entities, Mapping):
+            self.shadow_comparisons.labels(function, "not-compared").inc()
+            return
+        differences = record.get("differences") or []
+        self.shadow_comparisons.labels(function, "different" if differences else "equal").inc()
+        if differences:
+            self.shadow_differences.labels(function).inc(len(differences))
 
     def exposition(self) -> bytes:
         """The text format of every metric: all live workers' in multiprocess mode, else this app's."""

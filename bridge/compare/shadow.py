@@ -63,6 +63,8 @@ class Shadow:
         self.client = httpx.AsyncClient(timeout=timeout_s)
         self._lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Told of every line written (the bridge's metrics: create_app sets it).
+        self.on_record: Callable[[dict[str, Any]], None] | None = None
 
     async def aclose(self) -> None:
         if self._tasks:
@@ -90,6 +92,8 @@ class Shadow:
         line = orjson.dumps(record) + b"\n"
         with self._lock, self.log_path.open("ab") as out:
             out.write(line)
+        if self.on_record is not None:
+            self.on_record(record)
 
     def record(
         self, body: bytes, region: str | None, answered_by: str, legacy: Answer, bridge: Answer | None

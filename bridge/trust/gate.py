@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -146,9 +146,12 @@ def _header(scope: Scope, name: bytes) -> str | None:
 class TrustGate:
     """Pure ASGI middleware (no body buffering, streaming answers pass through untouched)."""
 
-    def __init__(self, app: Any, policy: TrustPolicy) -> None:
+    def __init__(
+        self, app: Any, policy: TrustPolicy, on_refusal: Callable[[str | None, str], None] | None = None
+    ) -> None:
         self.app = app
         self.policy = policy
+        self.on_refusal = on_refusal  # (client id or None, subcode): the bridge's metrics
 
     def _certificate(self, scope: Scope, transaction: Transaction) -> PeerCertificate | None:
         state = scope.get("state") or {}
@@ -290,6 +293,10 @@ class TrustGate:
         finally:
             ACCESS_PROFILE.reset(profile_token)
             CURRENT.reset(tx_token)
+            outcome = transaction.outcome or ""
+            # Refused by the gate, or (FunctionNotAllowed) by the endpoint once the function was known.
+            if self.on_refusal is not None and transaction.status in (403, 429) and ":" in outcome:
+                self.on_refusal(transaction.client, outcome.partition(":")[2])
             if self.policy.audit is not None and route.kind != "probe":
                 try:
                     self.policy.audit.write(transaction)

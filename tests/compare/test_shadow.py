@@ -73,6 +73,20 @@ def test_the_bridge_answers_and_the_legacy_side_is_compared_in_the_background(
             assert answer.status_code == 200
             assert answer.content == plain.content  # the client's answer is the bridge's, unchanged
         found = records(log, 2)
+        scraped = httpx.get(f"{url}/metrics", timeout=30).text
+    for record in found:  # each recorded comparison is counted, with its differences
+        differences = record["differences"]
+        assert isinstance(differences, list)
+        result = "different" if differences else "equal"
+        function = record["function"]
+        assert (
+            f'ror_bridge_shadow_comparisons_total{{function="{function}",result="{result}"}} 1.0' in scraped
+        )
+        if differences:
+            counted = (
+                f'ror_bridge_shadow_differences_total{{function="{function}"}} {float(len(differences))}'
+            )
+            assert counted in scraped
     by_function = {r["function"]: r for r in found}
     assert set(by_function) == {"modifications", "organization-search"}
     for body, plain in direct.items():

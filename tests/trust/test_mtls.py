@@ -166,6 +166,23 @@ def test_refusals_are_403_faults_naming_the_rule(
     assert len(outcomes) == 10  # probes are not audited
 
 
+def test_refusals_are_counted_per_client_in_the_metrics(
+    pki: Pki, make_settings: Factory, clients: dict[str, Any]
+) -> None:
+    leaves = clients["leaves"]
+    with serving(make_settings(clients_file=clients["file"])) as (url, _):
+        with httpx.Client(verify=pki.context(leaves["stranger"])) as http:
+            assert http.post(f"{url}/csd", content=FACILITY12, headers=SOAP12).status_code == 403
+            assert http.get(f"{url}/metrics").status_code == 403  # /metrics needs an admitted certificate
+        with httpx.Client(verify=pki.context(leaves["sih-ara"])) as http:
+            assert http.post(f"{url}/csd/ara", content=PROVIDER11, headers=SOAP11).status_code == 403
+        with httpx.Client(verify=pki.context(leaves["sih-national"])) as http:
+            scraped = http.get(f"{url}/metrics").text
+    assert 'ror_bridge_refusals_total{client="unknown",reason="UnknownClient"} 2.0' in scraped
+    assert 'ror_bridge_refusals_total{client="sih-ara",reason="FunctionNotAllowed"} 1.0' in scraped
+    assert 'client="sih-national"' not in scraped
+
+
 def test_rate_per_minute_gives_429_with_retry_after(
     pki: Pki, make_settings: Factory, clients: dict[str, Any]
 ) -> None:
