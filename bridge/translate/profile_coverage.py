@@ -92,7 +92,11 @@ def profile_coverage(
                 continue
             key = f"{base}/{target}"
             produced_paths[key] = ", ".join(filter(None, (produced_paths.get(key), f"{kind}#{rule.id}")))
-            if rule.extension is not None:
+            if rule.extension is not None and rule.extension.profile:
+                # A typed element of the profile's own extension (bridge/profile.py): produced as such.
+                typed = f"{base}/extension/{rule.extension.element}"
+                produced_paths[typed] = ", ".join(filter(None, (produced_paths.get(typed), f"{kind}#{rule.id}")))
+            elif rule.extension is not None:
                 extension_types.setdefault(f"{base}/extension/{rule.extension.type}", []).append(
                     f"{kind}#{rule.id}"
                 )

@@ -41,20 +41,10 @@ def test_an_oid_and_its_system_url_name_the_same_scheme() -> None:
 
 def test_a_v3_code_equals_its_v24_crosswalk(mappings: Path) -> None:
     rules = load_rules(REPO / "mappings")
-    # contact-point.csv: FHIR `phone` -> CSD `BP` (urn:ihe:iti:csd:2013:contactPoint)
-    assert rules.code_key("http://hl7.org/fhir/contact-point-system", "phone") == rules.code_key(
-        "urn:ihe:iti:csd:2013:contactPoint", "BP"
-    )
-    assert rules.code_key("urn:ihe:iti:csd:2013:contactPoint", "FAX") != rules.code_key(
-        "urn:ihe:iti:csd:2013:contactPoint", "BP"
-    )
-    table = mappings / "codes" / "profession.csv"
-    table.write_text(
-        table.read_text("utf-8") + "urn:test:v3|99,60,urn:test:v24,Test,a system|code row\n", "utf-8"
-    )
-    rules = load_rules(mappings)
-    assert rules.code_key("urn:test:v3", "99") == ("urn:test:v24", "60")
-    assert rules.code_key("urn:other", "99") == ("urn:other", "99")  # the row names its source system
+    # contact-point.csv: FHIR `phone` -> TRE_R200 #2 (téléphone fixe, OID 1.2.250.1.213.3.3.1)
+    r200 = "1.2.250.1.213.3.3.1"
+    assert rules.code_key("http://hl7.org/fhir/contact-point-system", "phone") == rules.code_key(r200, "2")
+    assert rules.code_key(r200, "6") != rules.code_key(r200, "2")
 
 
 def test_field_diff_ignores_order_and_ignored_paths_but_not_values() -> None:

@@ -95,9 +95,24 @@ def test_every_stored_function_and_request_form_has_a_case() -> None:
     )
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=PROFILE_SHAPE_PENDING)
+# The answers that already follow the profile (an empty document, the TR-Notif list); every other one waits
+# for the profile's placement (strict: a case that starts to conform fails until it is listed here).
+CONFORMING = frozenset({"facility-search-2016-name-empty", "ror-profile-notif"})
+
+
 @pytest.mark.parametrize(
-    "case", [c for c in MANIFEST.cases if not c.expected_fault.is_file()], ids=lambda c: c.name
+    "case",
+    [
+        pytest.param(
+            c,
+            id=c.name,
+            marks=()
+            if c.name in CONFORMING
+            else pytest.mark.xfail(strict=True, raises=AssertionError, reason=PROFILE_SHAPE_PENDING),
+        )
+        for c in MANIFEST.cases
+        if not c.expected_fault.is_file()
+    ],
 )
 def test_golden_answer_follows_the_official_ror_profile(
     case: Case, official_profile: OfficialProfile

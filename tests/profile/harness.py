@@ -222,10 +222,10 @@ def summary(failures: Iterable[Failure]) -> dict[tuple[str, str], int]:
 # carry this strict xfail, so that each flips to a failure (and its marker must go) the moment its answer
 # conforms.
 PROFILE_SHAPE_PENDING = (
-    "issue 11 item 2 (branch `shape`): answers not yet in the ROR v2.4 profile's shape — result/CSD "
-    "instead of result/facilityNumber + queryResult, no deviceDirectory, extensions in urn:ror:csd:extension "
-    "instead of the typed elements, lieux as facilities coded TRE_R343 instead of internal organisations "
-    "coded TRE_R207, FHIR URLs where NOS OIDs are due"
+    "issue 11 item 2: the profile's placement is not done yet — internal organisations (pôle, service, UF, "
+    "UE) still csd:organization instead of facilities coded TRE_R207 with parentFacility, lieux as separate "
+    "facilities instead of the UE's location, offers' attributes not yet the UE's typed elements, services "
+    "with several extensions, no device in deviceDirectory, one provider per situation instead of per RPPS"
 )
 
 

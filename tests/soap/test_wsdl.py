@@ -407,7 +407,7 @@ def test_ror_schemas_compile_offline_with_both_engines() -> None:
 
 
 def test_zeep_loads_the_ror_wsdl_offline(tmp_path: Path) -> None:
-    for name in ("csd.xsd", "xml.xsd", "ror-profile.xsd", "ror-operations.xsd"):
+    for name in ("csd.xsd", "xml.xsd", "ror-profile.xsd", "ror-v24.xsd", "ror-operations.xsd"):
         (tmp_path / name).write_bytes(schema_file(name))
     path = tmp_path / "ror.wsdl"
     path.write_bytes(render_wsdl(ROR_URL, f"{tmp_path}/", ROR_WSDL_FILE))

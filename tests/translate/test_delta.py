@@ -214,10 +214,6 @@ def _tables(tmp_path: Path, edit: Any) -> Path:
         (lambda d: d["modifications"].update(post="establishments"), "a post step belongs to its delta"),
         (lambda d: d["functions"]["service-search"].update(post="establishments"), "belongs to its delta"),
         (lambda d: d["modifications"].update(post="everything"), "unknown step 'everything'"),
-        (
-            lambda d: d["functions"]["organization-search"].update(referenced="ignore"),
-            "'ignore': write \\(the default\\) or resolve",
-        ),
     ],
 )
 def test_the_loader_refuses_broken_delta_entries(tmp_path: Path, edit: Any, message: str) -> None:
