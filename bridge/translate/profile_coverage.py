@@ -95,7 +95,8 @@ def profile_coverage(
             if rule.extension is not None and rule.extension.profile:
                 # A typed element of the profile's own extension (bridge/profile.py): produced as such.
                 typed = f"{base}/extension/{rule.extension.element}"
-                produced_paths[typed] = ", ".join(filter(None, (produced_paths.get(typed), f"{kind}#{rule.id}")))
+                filled = (produced_paths.get(typed), f"{kind}#{rule.id}")
+                produced_paths[typed] = ", ".join(filter(None, filled))
             elif rule.extension is not None:
                 extension_types.setdefault(f"{base}/extension/{rule.extension.type}", []).append(
                     f"{kind}#{rule.id}"
