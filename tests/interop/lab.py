@@ -68,7 +68,7 @@ class LabWsdl:
 def summary(csd: etree._Element | None, code: str | None) -> str:
     """The line every client prints: organisations, offers, first organisation's entityID and type code."""
     if csd is None:
-        raise LabError("the answer holds no csd:CSD")
+        raise LabError("the answer holds no csd:CSD nor csd:queryResult")
     orgs = csd.findall("csd:organizationDirectory/csd:organization", C)
     services = csd.findall("csd:serviceDirectory/csd:service", C)
     first = orgs[0].get("entityID", "-") if orgs else "-"
@@ -110,7 +110,10 @@ def expected_summary(endpoint: str, wsdl: LabWsdl, call: Call) -> str:
     root = etree.fromstring(answer.content)
     response = root.find(f".//{{{ns.CSD}}}careServicesResponse")
     code = response.get("code") if response is not None else None
-    return summary(root.find(f".//{{{ns.CSD}}}CSD"), code)
+    # ITI-74: getModificationsResponse/CSD; ITI-73: careServicesResponse/result/queryResult (the ROR v2.4
+    # profile's envelope, of type CSD).
+    csd = root.find(f".//{{{ns.CSD}}}CSD")
+    return summary(csd if csd is not None else root.find(f".//{{{ns.CSD}}}queryResult"), code)
 
 
 def run(command: Sequence[str | Path], cwd: Path, what: str) -> str:

@@ -380,7 +380,7 @@ def test_profile_reading_plan_with_every_parameter(mappings: Mappings) -> None:
     assert query_plan.function == ROR + "establishment-offers"
     assert filters(query_plan, 1) == [
         ("organization.identifier:above", "1750712184"),
-        ("type", f"{R227}|01,{R227}|04"),
+        ("service-type", f"{R227}|01,{R227}|04"),
         ("patient-type", f"{R239}|01"),
         (
             "_filter",
@@ -418,7 +418,7 @@ def test_profile_notif_plan(mappings: Mappings) -> None:
     )
     assert query_plan.function == ROR + "establishments-updated-since"
     offers = dict(filters(query_plan, 1))
-    assert offers["type"] == f"{R227}|04"  # the changed offers of that champ d'activité
+    assert offers["service-type"] == f"{R227}|04"  # the changed offers of that champ d'activité
     # A naive dateRef is sent naive, as the function's dateMiseAJour is.
     assert offers["_filter"] == (
         "(_lastUpdated ge 2024-01-02T03:04:05 or organization._lastUpdated:above ge 2024-01-02T03:04:05)"

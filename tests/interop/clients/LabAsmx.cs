@@ -38,7 +38,7 @@ public static class LabAsmx
             var call = new function { urn = args[2], encapsulated = true, encapsulatedSpecified = true, requestParams = parameters };
             careServicesResponse response = proxy.FindMatchingCareServices(new careServicesRequest { Item = call });
             code = response.code ?? "-";
-            csd = ((result)response.Item).CSD;
+            csd = ((result)response.Item).queryResult;
         }
         organization[] orgs = csd.organizationDirectory ?? new organization[0];
         int services = (csd.serviceDirectory ?? new service[0]).Length;

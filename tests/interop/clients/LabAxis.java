@@ -47,7 +47,7 @@ public final class LabAxis {
             request.setFunction(function);
             CareServicesResponse response = port.findMatchingCareServices(request);
             code = response.getCode() == null ? "-" : response.getCode().toString();
-            csd = response.getResult().getCSD();
+            csd = response.getResult().getQueryResult();
         }
         // Generated with --wrapArrays: the directories are beans (without it, Axis 1.4 cannot read an
         // organisation's repeated address, a wrapped array of addressLine).

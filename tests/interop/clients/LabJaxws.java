@@ -59,7 +59,7 @@ public final class LabJaxws {
             CareServicesResponse response = port.findMatchingCareServices(request);
             BigInteger result = response.getCode();
             code = result == null ? "-" : result.toString();
-            csd = response.getResult().getCSD();
+            csd = response.getResult().getQueryResult();
         }
         List<Organization> orgs = csd.getOrganizationDirectory().getOrganization();
         int services = csd.getServiceDirectory().getService().size();

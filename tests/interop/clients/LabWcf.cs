@@ -100,7 +100,7 @@ public static class LabWcf
             var request = new FindRequest { careServicesRequest = new careServicesRequest { Item = call } };
             careServicesResponse response = port.FindMatchingCareServices(request).careServicesResponse;
             code = response.code ?? "-";
-            csd = ((result)response.Item).CSD;
+            csd = ((result)response.Item).queryResult;
         }
         organization[] orgs = csd.organizationDirectory ?? new organization[0];
         int services = (csd.serviceDirectory ?? new service[0]).Length;

@@ -24,7 +24,7 @@ if ($transaction === 'iti74') {
         ['function' => ['urn' => $urn, 'encapsulated' => true, 'requestParams' => $params]]
     );
     $code = isset($response->code) ? (string) $response->code : '-';
-    $csd = $response->result->CSD;
+    $csd = $response->result->queryResult;
 }
 $orgs = $csd->organizationDirectory->organization ?? [];
 $services = $csd->serviceDirectory->service ?? [];

@@ -28,7 +28,7 @@ if ($transaction eq 'iti74') {
         ->attr({urn => $urn, encapsulated => 'true'});
     $client->on_action(sub { '"urn:ihe:iti:csd:2013:GetCareServicesRequest"' });
     $som = $client->call(SOAP::Data->name('csd:careServicesRequest'), $function);
-    $base = '//careServicesResponse/result/CSD';
+    $base = '//careServicesResponse/result/queryResult';
 }
 die 'fault: ' . $som->faultstring . "\n" if $som->fault;
 my @orgs = $som->dataof("$base/organizationDirectory/organization");

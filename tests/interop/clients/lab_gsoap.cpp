@@ -67,7 +67,7 @@ int main(int argc, char **argv) {
             std::fprintf(stderr, "the answer holds no result\n");
             return 1;
         }
-        csd = response.union_careServicesResponse.result->CSD;
+        csd = response.union_careServicesResponse.result->queryResult;
     }
     size_t orgs = csd->organizationDirectory ? csd->organizationDirectory->organization.size() : 0;
     size_t services = csd->serviceDirectory ? csd->serviceDirectory->service.size() : 0;

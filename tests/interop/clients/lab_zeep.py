@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
             function={"urn": urn, "encapsulated": True, "requestParams": {"_value_1": [param]}}
         )
         code = "-" if answer.code is None else str(answer.code)
-        csd = answer.result.CSD
+        csd = answer.result.queryResult
     # An empty directory (<csd:serviceDirectory/>) is None in zeep.
     orgs = (csd.organizationDirectory.organization if csd.organizationDirectory else None) or []
     services = (csd.serviceDirectory.service if csd.serviceDirectory else None) or []

@@ -29,7 +29,7 @@ async function main() {
     const [answer] = await new Promise((resolve, reject) =>
       port.FindMatchingCareServices(request, (error, ...result) => (error ? reject(error) : resolve(result))));
     if (answer.attributes && answer.attributes.code !== undefined) code = String(answer.attributes.code);
-    csd = answer.result.CSD;
+    csd = answer.result.queryResult;
   }
   const orgs = list(csd.organizationDirectory && csd.organizationDirectory.organization);
   const services = list(csd.serviceDirectory && csd.serviceDirectory.service);
