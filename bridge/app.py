@@ -39,22 +39,13 @@ from bridge.csd.writer import document_to_bytes
 from bridge.errors import (
     BridgeError,
     ConfigurationError,
+    ExtractionBusyError,
     InvalidParameterError,
     RequestTimeoutError,
     SenderError,
     UnknownRegionError,
     UpstreamError,
     UpstreamUnavailableError,
-)
-from bridge.extraction import (
-    ExtractionBusyError,
-    ExtractionCache,
-    Extractor,
-    Progress,
-    ProgressCallback,
-    Source,
-    cached_stream,
-    extraction_request,
 )
 from bridge.fhir.client import FhirClient
 from bridge.fhir.observe import FanOut, UpstreamObserver
@@ -70,7 +61,10 @@ from bridge.model import (
     SearchResult,
 )
 from bridge.paths import shipped_dir
-from bridge.pipeline import Pipeline
+from bridge.pipeline.cache import ExtractionCache, cached_stream
+from bridge.pipeline.extraction import Extractor, extraction_request
+from bridge.pipeline.progress import Progress, ProgressCallback, Source
+from bridge.pipeline.transaction import Pipeline
 from bridge.soap.addressing import Addressing
 from bridge.soap.envelope import content_type_for, response_action, stream_response
 from bridge.soap.faults import fault_spec, render_fault

@@ -23,7 +23,8 @@ Leaf module, importable by every part::
     │   │   ├── UpstreamStatusError        an HTTP error status
     │   │   ├── UpstreamProtocolError      malformed JSON or Bundle, broken paging
     │   │   └── IncompleteResultError      the answer cannot be made complete
-    │   └── MappingError               a mapping rule failed on real data (table, rule, path)
+    │   ├── MappingError               a mapping rule failed on real data (table, rule, path)
+    │   └── ExtractionBusyError        as many extractions as allowed are running (HTTP 503, Retry-After)
     └── ConfigurationError             bad settings or mapping tables at start-up (never reaches a client)
         └── MappingTableError          a mapping table is invalid (table, rule, path)
 """
@@ -177,8 +178,12 @@ class MappingError(ReceiverError):
         self.problem = problem
 
     def __reduce__(self) -> tuple[type[MappingError], tuple[str, str, str, str]]:
-        # Raised in a mapping worker process (extraction.py), it comes back to the parent pickled.
+        # Raised in a mapping worker process (pipeline/workers.py), it comes back to the parent pickled.
         return type(self), (self.table, self.rule, self.path, self.problem)
+
+
+class ExtractionBusyError(ReceiverError):
+    """As many extractions as allowed are running; the client should retry later (HTTP 503)."""
 
 
 class ConfigurationError(BridgeError):

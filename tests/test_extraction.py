@@ -28,20 +28,14 @@ from starlette.routing import Route
 
 from bridge.csd.writer import document_to_bytes
 from bridge.errors import InvalidParameterError, UnknownRegionError
-from bridge.extraction import (
-    ExtractionCache,
-    ExtractionRequest,
-    Extractor,
-    Progress,
-    Source,
-    extraction_plan,
-    extraction_request,
-)
 from bridge.fhir.client import FhirClient
 from bridge.fhir.resilience import RetryPolicy
 from bridge.model import CsdRequest, Directory, RequestForm, RequestParams, Transaction
 from bridge.paths import shipped_dir
 from bridge.pipeline import Pipeline
+from bridge.pipeline.cache import ExtractionCache
+from bridge.pipeline.extraction import ExtractionRequest, Extractor, extraction_plan, extraction_request
+from bridge.pipeline.progress import Progress, Source
 from bridge.simulator.app import SimulatorConfig, create_simulator_server
 from bridge.simulator.dataset import generate_dataset
 from bridge.translate import load_mappings
@@ -245,8 +239,8 @@ async def test_worker_processes_write_the_same_document_and_report_the_same_find
     """Every directory mapped in two worker processes (threshold lowered to 1), a few batches ahead: the
     document is byte for byte the one mapped in-thread, and the findings the workers counted reach the
     bridge's own counters, as they would have in-thread."""
-    monkeypatch.setattr("bridge.extraction.PARALLEL_FROM", 1)
-    monkeypatch.setattr("bridge.extraction.BATCH_SIZE", 20)
+    monkeypatch.setattr("bridge.pipeline.workers.PARALLEL_FROM", 1)
+    monkeypatch.setattr("bridge.pipeline.workers.BATCH_SIZE", 20)
     counted = {}
     documents = {}
     running: dict[int, int] = {0: 0, 2: 0}  # most worker processes seen while writing
@@ -271,8 +265,8 @@ async def test_worker_processes_write_the_same_document_and_report_the_same_find
 async def test_a_mapping_worker_dying_aborts_the_document(monkeypatch: pytest.MonkeyPatch, base: str) -> None:
     """A worker killed while the directories are written: the stream raises after its first bytes (the edge
     then aborts the transfer), never ends the document, and leaves no process behind."""
-    monkeypatch.setattr("bridge.extraction.PARALLEL_FROM", 1)
-    monkeypatch.setattr("bridge.extraction.BATCH_SIZE", 5)
+    monkeypatch.setattr("bridge.pipeline.workers.PARALLEL_FROM", 1)
+    monkeypatch.setattr("bridge.pipeline.workers.BATCH_SIZE", 5)
     killed: list[int] = []
 
     def kill_a_worker(progress: Progress) -> None:

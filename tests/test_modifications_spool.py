@@ -1,4 +1,4 @@
-"""The spools of the changes since a date (bridge/modifications.py), without HTTP: what each one reads back.
+"""The spools of the changes since a date (bridge/pipeline/changes.py), without HTTP: what each one reads back.
 
 ChainSpool (establishments-updated-since) walks the organisation chains of the changes in SQL and keeps the EJ
 and EG; DeltaSpool (ITI-74) keeps what changed. Small hand-made resources, so every case is visible here.
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from bridge.modifications import ChainSpool, DeltaSpool
 from bridge.paths import shipped_dir
+from bridge.pipeline.changes import ChainSpool, DeltaSpool
 from bridge.translate import FunctionSpec, Mappings, load_mappings
 
 TAG = "https://mos.esante.gouv.fr/NOS/TRE_R30-RegionOM/FHIR/TRE-R30-RegionOM"

@@ -332,7 +332,7 @@ def test_establishments_larger_than_a_batch_many_times_over(
 ) -> None:
     """establishments-updated-since, written from its spool 3 organisations at a time (well over a hundred
     batches): every EJ and EG of the changes, each once, each EJ before the EG under it."""
-    monkeypatch.setattr("bridge.extraction.BATCH_SIZE", 3)
+    monkeypatch.setattr("bridge.pipeline.workers.BATCH_SIZE", 3)
     expected = deltas.expected_establishments(dataset, NATIONAL_SINCE)
     assert len(expected) > 100 * 3
     body = soap12(establishments(NATIONAL_SINCE.isoformat()))
@@ -366,8 +366,8 @@ def test_iti74_larger_than_a_batch_many_times_over(
     """The spooled ITI-74 answer, mapped and written 7 entities at a time (a few hundred batches), in the
     request's thread or in two worker processes (every directory, whatever its size): every change, each
     once, organisations root first."""
-    monkeypatch.setattr("bridge.extraction.BATCH_SIZE", 7)
-    monkeypatch.setattr("bridge.extraction.PARALLEL_FROM", 1)
+    monkeypatch.setattr("bridge.pipeline.workers.BATCH_SIZE", 7)
+    monkeypatch.setattr("bridge.pipeline.workers.PARALLEL_FROM", 1)
     expected = deltas.expected_modifications(dataset, NATIONAL_SINCE)
     assert sum(map(len, expected.values())) > 50 * 7
     with running_server(_bridge(simulator_url, mapping_workers=workers)) as bridge:

@@ -239,7 +239,7 @@ def test_every_query_of_the_tables_is_on_the_national_surface(prod: Surface) -> 
 
 
 def test_the_extraction_sends_the_offer_search_criteria(prod: Surface) -> None:
-    from bridge.extraction import extraction_plan, extraction_request
+    from bridge.pipeline.extraction import extraction_plan, extraction_request
 
     mappings = load_mappings(MAPPINGS)
     request = extraction_request(mappings, "idf", (("champActivite", "01"), ("categorieOrganisation", "1")))

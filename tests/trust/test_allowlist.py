@@ -104,7 +104,7 @@ def test_rate_limiter_refills_and_splits_the_budget_between_workers() -> None:
 def test_extraction_cache_is_kept_apart_per_access_profile() -> None:
     from bridge.app import extraction_cache, mappings_from
     from bridge.config import load_settings
-    from bridge.extraction import extraction_request
+    from bridge.pipeline.extraction import extraction_request
 
     settings = load_settings(extraction_cache_s=60)
     wanted = extraction_request(mappings_from(settings), None, [])

@@ -1,11 +1,11 @@
 """Changes since a date at flat memory (ITI-74 getModificationsRequest, establishments-updated-since): any
 number of them, never in part.
 
-Pipeline level, like pipeline.py and extraction.py (which it reuses): the pages of the delta searches go to a
-disk spool (extraction.Spool: each resource once) with a `changed` mark set by the propagation rules of
+Pipeline level (`bridge/pipeline/`): the pages of the delta searches go to a
+disk spool (pipeline/spool.py: each resource once) with a `changed` mark set by the propagation rules of
 translate/delta.py; then the answer's entities (ITI-74: the changed ones; establishments-updated-since: the EJ
 and EG on the organisation chains of the changes) are mapped a batch at a time, per directory, with what they
-reference read back from the spool (extraction.SpoolWriter), and their elements written to a temporary file.
+reference read back from the spool (pipeline/workers.py), and their elements written to a temporary file.
 Only once that file is complete does the edge send anything (CsdResponse.directories): an upstream failure at
 any point before is still a clean SOAP fault. Memory is the spool's page cache plus one batch; disk is about
 the size of what the searches returned plus the answer.
@@ -18,12 +18,14 @@ import logging
 import tempfile
 from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from bridge.extraction import Progress, Spool, SpoolWriter
 from bridge.fhir.client import FhirClient, Page
 from bridge.fhir.resilience import Deadline
 from bridge.model import QueryPlan, Resource
+from bridge.pipeline.progress import Progress, stop_walk
+from bridge.pipeline.spool import Spool
+from bridge.pipeline.workers import SpoolWriter
 from bridge.translate import FunctionSpec, Mappings
 from bridge.translate.delta import ORGANIZATION_CHAINS, chain_parent, changed_keys, resource_key
 
@@ -40,16 +42,16 @@ class DeltaSpool(Spool):
         self._spec = spec
         self._region_tags = frozenset(region_tags) if region_tags is not None else None
         with self.lock:
-            self._db.execute("CREATE TABLE changed (key TEXT PRIMARY KEY)")
+            self.db.execute("CREATE TABLE changed (key TEXT PRIMARY KEY)")
 
     def add_page(self, query: int, matches: Sequence[Resource], includes: Sequence[Resource]) -> int:
         """One page of the plan's query number `query`: spooled, and what it says changed marked."""
         keys = changed_keys(self._spec, query, matches, includes, self._region_tags)
         fresh = self.add([*matches, *includes])
         with self.lock:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO changed (key) VALUES (?)", [(k,) for k in keys])
-            self._db.execute("COMMIT")
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR IGNORE INTO changed (key) VALUES (?)", [(k,) for k in keys])
+            self.db.execute("COMMIT")
         return fresh
 
     def finish(self) -> None:
@@ -59,7 +61,7 @@ class DeltaSpool(Spool):
 
     def _rank(self) -> None:
         """`answer_depth`: the organisations of the answer and their depth in it."""
-        self._db.execute(
+        self.db.execute(
             "CREATE TEMP TABLE answer_depth AS WITH RECURSIVE"
             " org (key) AS (SELECT c.key FROM changed c JOIN resource r ON r.key = c.key"
             "  WHERE r.type = 'Organization'),"
@@ -71,7 +73,7 @@ class DeltaSpool(Spool):
             "  JOIN org c ON c.key = ref.src WHERE chain.depth < 64"
             ") SELECT key, MIN(depth) AS depth FROM chain GROUP BY key"
         )
-        self._db.execute("CREATE UNIQUE INDEX answer_depth_key ON answer_depth (key)")
+        self.db.execute("CREATE UNIQUE INDEX answer_depth_key ON answer_depth (key)")
 
     ROWS_SQL = (
         "SELECT r.key, r.entity_id, r.body FROM changed c JOIN resource r ON r.key = c.key"
@@ -91,7 +93,7 @@ class ChainSpool(DeltaSpool):
     def __init__(self, mappings: Mappings, spec: FunctionSpec, region_tags: Collection[str] | None) -> None:
         super().__init__(mappings, spec, region_tags)
         with self.lock:
-            self._db.execute("CREATE TABLE up (src TEXT PRIMARY KEY, dst TEXT NOT NULL)")
+            self.db.execute("CREATE TABLE up (src TEXT PRIMARY KEY, dst TEXT NOT NULL)")
 
     def add_page(self, query: int, matches: Sequence[Resource], includes: Sequence[Resource]) -> int:
         fresh = super().add_page(query, matches, includes)
@@ -101,13 +103,13 @@ class ChainSpool(DeltaSpool):
             if (key := resource_key(resource)) is not None and (parent := chain_parent(resource)) is not None
         ]
         with self.lock:
-            self._db.execute("BEGIN")  # the first version received wins, as for the resource itself
-            self._db.executemany("INSERT OR IGNORE INTO up (src, dst) VALUES (?, ?)", links)
-            self._db.execute("COMMIT")
+            self.db.execute("BEGIN")  # the first version received wins, as for the resource itself
+            self.db.executemany("INSERT OR IGNORE INTO up (src, dst) VALUES (?, ?)", links)
+            self.db.execute("COMMIT")
         return fresh
 
     def _rank(self) -> None:
-        db = self._db
+        db = self.db
         db.execute("CREATE INDEX up_dst ON up (dst)")
         db.execute(
             "CREATE TEMP TABLE chain AS WITH RECURSIVE walk (key) AS ("
@@ -198,17 +200,11 @@ async def _pages(client: FhirClient, plan: QueryPlan, deadline: Deadline) -> Asy
                 if page.matches:  # includes come with matches only
                     yield numbers[str(page.matches[0].get("resourceType"))], page
         finally:
-            await _close(pages)
+            await stop_walk(pages)
         return
     partitioned = client.iter_partitioned(plan.queries, deadline=deadline)
     try:
         async for number, page in partitioned:
             yield number, page
     finally:
-        await _close(partitioned)
-
-
-async def _close(iterator: AsyncIterator[Any]) -> None:
-    close = getattr(iterator, "aclose", None)  # an async generator: stop its walk now, not at GC
-    if close is not None:
-        await close()
+        await stop_walk(partitioned)

@@ -1,4 +1,4 @@
-"""One CSD transaction: plan (translate/) → fetch (fhir/) → map (translate/) → a CSD document.
+"""One CSD transaction: plan (translate/) → fetch (fhir/) → map (translate/) → a CSD document (pipeline/).
 
 The pipeline holds no mapping logic and no wire format: it sequences the parts and runs the FHIR
 queries of a plan concurrently.
@@ -22,7 +22,8 @@ from bridge.model import (
     FhirQuery,
     SearchResult,
 )
-from bridge.modifications import spooled_delta
+from bridge.pipeline.changes import spooled_delta
+from bridge.pipeline.progress import stop_walk
 from bridge.translate import Mappings, from_fhir_results, to_fhir_plan
 from bridge.translate.plan import function_of, region_tags
 from bridge.translate.select import page_upstream, select_records
@@ -49,7 +50,7 @@ class Pipeline:
     def __init__(self, mappings: Mappings, client: FhirClient, *, mapping_workers: int = 0) -> None:
         self.mappings = mappings
         self.client = client
-        self.mapping_workers = mapping_workers  # for answers written from a spool (modifications.py)
+        self.mapping_workers = mapping_workers  # for answers written from a spool (pipeline/changes.py)
 
     async def run(self, request: CsdRequest) -> CsdResponse:
         started = time.perf_counter()
@@ -131,9 +132,7 @@ class Pipeline:
                 if len(result.matches) >= limit:
                     break  # the following pages cannot be on the CSD page asked for
         finally:
-            close = getattr(pages, "aclose", None)  # an async generator: stop its walk now, not at GC
-            if close is not None:
-                await close()
+            await stop_walk(pages)
         matched = {f"{r.get('resourceType')}/{r.get('id')}" for r in result.matches}
         result.includes = [
             r for r in result.includes if f"{r.get('resourceType')}/{r.get('id')}" not in matched

@@ -1,0 +1,211 @@
+"""The spool: every resource an answer receives from the national API, once (by `Type/id`), on disk.
+
+Pipeline level (`bridge/pipeline/`): a private SQLite temporary database filled by the extraction
+(pipeline/extraction.py) and the changes since a date (pipeline/changes.py), read back in document order by
+the mapping workers (pipeline/workers.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
+
+import orjson
+
+from bridge.model import Resource
+from bridge.translate import Mappings
+from bridge.translate.transforms import reference_key
+
+_T = TypeVar("_T")
+
+# SQLite page cache of one spool, KiB: what the spool may hold in memory whatever its size on disk.
+SPOOL_CACHE_KIB = 16 * 1024
+# Host parameters per SQL statement (SQLite's limit is 32766 since 3.32; stay far below it).
+SQL_CHUNK = 500
+# The offers' resource type: the context of a batch follows the references of the offers it reaches.
+OFFER = "HealthcareService"
+
+
+def references(resource: Resource) -> list[str]:
+    """`Type/id` of the literal references held by the resource's top-level Reference elements (partOf,
+    providedBy, location, managingOrganization, practitioner, organization, healthcareService…)."""
+    keys: list[str] = []
+    for value in resource.values():
+        for item in value if isinstance(value, list) else (value,):
+            if isinstance(item, dict) and isinstance(ref := item.get("reference"), str):
+                key = reference_key(ref)
+                if key is not None:
+                    keys.append(key)
+    return keys
+
+
+def select_in(
+    db: sqlite3.Connection, sql: str, keys: Sequence[str], *extra: str
+) -> Iterator[tuple[Any, ...]]:
+    """The rows of `sql` — whose one `IN ({marks})` takes `keys` — a bounded number of keys per statement."""
+    for start in range(0, len(keys), SQL_CHUNK):
+        part = keys[start : start + SQL_CHUNK]
+        marks = ",".join("?" * len(part))
+        # Only `?` placeholders are formatted into the statement; the values travel as parameters.
+        yield from db.execute(sql.format(marks=marks), (*part, *extra))
+
+
+class Spool:
+    """The resources of one extraction, each once (by `Type/id`), in a private SQLite temporary database.
+
+    The database lives on disk beyond a fixed page cache (`SPOOL_CACHE_KIB`), in SQLite's temporary directory
+    (`SQLITE_TMPDIR`, else `TMPDIR`, else /var/tmp or /tmp); SQLite unlinks it as soon as it is created, so it
+    disappears with the connection, even when the process is killed. Every operation runs in the spool's own
+    thread (`call`): SQLite, JSON and the mapping stay off the event loop, and one thread keeps one malloc
+    arena (a pool of threads would each grow their own). The lock guards `close` from any other thread.
+    """
+
+    def __init__(self, mappings: Mappings) -> None:
+        self.lock = threading.Lock()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extraction-spool")
+        self._mappings = mappings
+        self._entity_types = {table.resource for table in mappings.entities.values()}
+        # The connection; a subclass answering part of the spool (pipeline/changes.py) adds its own tables.
+        self.db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
+        for pragma in (
+            f"cache_size=-{SPOOL_CACHE_KIB}",
+            "temp_store=FILE",
+            "journal_mode=OFF",
+            "synchronous=OFF",
+        ):
+            self.db.execute(f"PRAGMA {pragma}")
+        self.db.execute(
+            "CREATE TABLE resource (key TEXT PRIMARY KEY, type TEXT NOT NULL, entity_id TEXT, "
+            "depth INTEGER NOT NULL DEFAULT 0, body BLOB NOT NULL)"
+        )
+        self.db.execute("CREATE TABLE ref (src TEXT NOT NULL, dst TEXT NOT NULL)")
+        self._closed = False
+        self._pool: ProcessPoolExecutor | None = None  # the mapping workers, started by the read-back
+
+    def mapping_pool(self, start: Callable[[], ProcessPoolExecutor]) -> ProcessPoolExecutor:
+        """The spool's mapping worker processes (started by `start` on first use, ended with the spool)."""
+        if self._pool is None:
+            self._pool = start()
+        return self._pool
+
+    async def call(self, func: Callable[..., _T], *args: Any) -> _T:
+        """`func(*args)` in the spool's thread, after whatever runs there already."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, partial(func, *args))
+
+    def close(self) -> None:
+        with self.lock:
+            if not self._closed:
+                self._closed = True
+                self.db.close()
+                if self._pool is not None:
+                    # Batches still queued are dropped; a worker ends once its current batch is mapped.
+                    self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def aclose(self) -> None:
+        """Close once the operation in progress (if any) has ended; the thread ends with it."""
+        try:
+            await self.call(self.close)
+        finally:
+            self.close()  # no-op when done; if the call was interrupted, wait for the lock here
+            self._thread.shutdown(wait=False)
+
+    def add(self, resources: Sequence[Resource]) -> int:
+        """Keep the resources not kept yet (the first version received wins); returns how many were new."""
+        fresh: dict[str, Resource] = {}
+        for resource in resources:
+            key = f"{resource.get('resourceType')}/{resource.get('id')}"
+            fresh.setdefault(key, resource)
+        with self.lock:
+            known = self._existing(list(fresh))
+            rows = []
+            refs = []
+            for key, resource in fresh.items():
+                if key in known:
+                    continue
+                rtype = str(resource.get("resourceType"))
+                entity_id = None
+                if rtype in self._entity_types:
+                    entity_id = self._mappings.identities.derive(resource)[0]
+                rows.append((key, rtype, entity_id, orjson.dumps(resource)))
+                refs += [(key, target) for target in references(resource)]
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT INTO resource (key, type, entity_id, body) VALUES (?, ?, ?, ?)", rows)
+            self.db.executemany("INSERT INTO ref (src, dst) VALUES (?, ?)", refs)
+            self.db.execute("COMMIT")
+        return len(rows)
+
+    def _existing(self, keys: Sequence[str]) -> set[str]:
+        return {k for (k,) in select_in(self.db, "SELECT key FROM resource WHERE key IN ({marks})", keys)}
+
+    def finish(self) -> None:
+        """Index the spool and place each organisation in its `partOf` chain (roots first, as the engine
+        orders a stored function's answer: depth within the answer, then entityID)."""
+        with self.lock:
+            db = self.db
+            db.execute("CREATE INDEX ref_src ON ref (src)")
+            db.execute("CREATE INDEX ref_dst ON ref (dst)")
+            db.execute(
+                "CREATE TEMP TABLE org_depth AS WITH RECURSIVE chain (key, depth) AS ("
+                " SELECT r.key, 0 FROM resource r WHERE r.type = 'Organization' AND NOT EXISTS ("
+                "  SELECT 1 FROM ref JOIN resource p ON p.key = ref.dst"
+                "  WHERE ref.src = r.key AND p.type = 'Organization')"
+                " UNION ALL"
+                " SELECT ref.src, chain.depth + 1 FROM chain JOIN ref ON ref.dst = chain.key"
+                " JOIN resource c ON c.key = ref.src AND c.type = 'Organization' WHERE chain.depth < 64"
+                ") SELECT key, MIN(depth) AS depth FROM chain GROUP BY key"
+            )
+            db.execute("CREATE UNIQUE INDEX org_depth_key ON org_depth (key)")
+            db.execute("BEGIN")
+            db.execute(
+                "UPDATE resource SET depth = (SELECT depth FROM org_depth WHERE org_depth.key = resource.key)"
+                " WHERE type = 'Organization' AND key IN (SELECT key FROM org_depth)"
+            )
+            db.execute("COMMIT")
+            db.execute("CREATE INDEX resource_order ON resource (type, depth, entity_id)")
+
+    def count(self, resource_type: str | None = None) -> int:
+        with self.lock:
+            if resource_type is None:
+                row = self.db.execute("SELECT COUNT(*) FROM resource").fetchone()
+            else:
+                row = self.db.execute(
+                    "SELECT COUNT(*) FROM resource WHERE type = ?", (resource_type,)
+                ).fetchone()
+            return int(row[0])
+
+    # -- read-back (the caller holds the lock)
+
+    # `(key, entity_id, body)` of every resource of a type (the one parameter), in document order: what the
+    # read-back writes. A subclass answering part of the spool (pipeline/changes.py) says which part here.
+    ROWS_SQL = "SELECT key, entity_id, body FROM resource WHERE type = ? ORDER BY depth, entity_id, key"
+
+    def rows(self, resource_type: str) -> sqlite3.Cursor:
+        """The rows to write for a type (ROWS_SQL)."""
+        return self.db.execute(self.ROWS_SQL, (resource_type,))
+
+    def count_rows(self, resource_type: str) -> int:
+        """How many rows `rows` gives for a type."""
+        sql = f"SELECT COUNT(*) FROM ({self.ROWS_SQL})"  # noqa: S608 (a class constant, no input)
+        return int(self.db.execute(sql, (resource_type,)).fetchone()[0])
+
+    def context(self, keys: Sequence[str], *, offers_at: bool) -> list[bytes]:
+        """What the entity tables read besides the resources `keys` name: what they reference and, through the
+        offers among those (and, with `offers_at`, the offers whose `location` is one of them), what the
+        offers reference — an offer's organisation and lieux (mappings/entities/*.yaml); as stored (JSON)."""
+        targets = self._targets(keys)
+        if offers_at:
+            sql = "SELECT src FROM ref WHERE dst IN ({marks}) AND src >= ? AND src < ?"
+            targets.update(src for (src,) in select_in(self.db, sql, keys, f"{OFFER}/", f"{OFFER}0"))
+        offers = [k for k in targets if k.startswith(f"{OFFER}/")]
+        targets.update(self._targets(offers))
+        targets.difference_update(keys)
+        sql = "SELECT body FROM resource WHERE key IN ({marks})"
+        return [body for (body,) in select_in(self.db, sql, sorted(targets))]
+
+    def _targets(self, keys: Sequence[str]) -> set[str]:
+        return {dst for (dst,) in select_in(self.db, "SELECT dst FROM ref WHERE src IN ({marks})", keys)}

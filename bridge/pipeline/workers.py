@@ -1,0 +1,195 @@
+"""The mapping workers: a spool read back in document order, mapped a batch at a time, as document chunks.
+
+Pipeline level (`bridge/pipeline/`): translate/ maps each batch with the context it references and csd/
+builds the elements; a large directory is mapped in worker processes (`mapping_workers`).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bridge.csd.writer import (
+    device_element,
+    directory_end,
+    directory_start,
+    element_bytes,
+    facility_element,
+    organization_element,
+    provider_element,
+    service_element,
+)
+from bridge.model import CsdDocument, Directory, FhirQuery, QueryPlan, SearchResult
+from bridge.pipeline.progress import DIRECTORIES, Progress
+from bridge.pipeline.spool import Spool
+from bridge.translate import Mappings, from_fhir_results, load_mappings
+from bridge.translate.findings import Finding
+
+# Entities mapped and written per step of the read-back: one chunk of the streamed document.
+BATCH_SIZE = 200
+# A directory of at least this many spooled resources is mapped in worker processes (when the deployment has
+# any, `mapping_workers`): below it, starting them (about a second) costs more than they save.
+PARALLEL_FROM = 20_000
+# Batches handed to the workers ahead of the one being written, per worker (bounds memory, keeps them busy).
+AHEAD_PER_WORKER = 2
+_BUILDERS: dict[Directory, Callable[[Any], Any]] = {
+    Directory.ORGANIZATION: organization_element,
+    Directory.SERVICE: service_element,
+    Directory.FACILITY: facility_element,
+    Directory.PROVIDER: provider_element,
+    Directory.DEVICE: device_element,
+}
+
+
+class SpoolWriter:
+    """The read-back: each directory, entity by entity in document order, mapped a batch at a time with the
+    context each batch needs, as chunks of the document. `next_chunk` runs in the spool's thread.
+
+    With `workers` > 0, a directory of at least PARALLEL_FROM resources is mapped in that many worker
+    processes: this thread reads the batches and their context from the spool and hands them out, a few
+    ahead, and writes the results in order; anything a worker reports (findings) is merged here."""
+
+    def __init__(
+        self, spool: Spool, mappings: Mappings, now: datetime, progress: Progress, *, workers: int = 0
+    ) -> None:
+        self._spool = spool
+        self._mappings = mappings
+        self._now = now
+        self._progress = progress
+        self._workers = workers
+        self._chunks = self._generate()
+
+    def next_chunk(self) -> bytes | None:
+        with self._spool.lock:
+            return next(self._chunks, None)
+
+    def _generate(self) -> Iterator[bytes]:
+        for directory in DIRECTORIES:
+            table = next((t for t in self._mappings.entities.values() if t.kind.directory is directory), None)
+            yield directory_start(directory)
+            if table is not None:
+                yield from self._directory(directory, table.resource)
+            yield directory_end(directory)
+
+    def _directory(self, directory: Directory, resource_type: str) -> Iterator[bytes]:
+        parallel = self._workers > 0 and self._spool.count_rows(resource_type) >= PARALLEL_FROM
+        pool = (
+            self._spool.mapping_pool(partial(start_pool, self._workers, self._mappings)) if parallel else None
+        )
+        cursor = self._spool.rows(resource_type)
+        offers_at = resource_type == "Location"
+        pending: deque[Future[_Mapped]] = deque()
+        last: list[str | None] = [None]  # rows come sorted by entityID: a repeated entityID is written once
+        while batch := cursor.fetchmany(BATCH_SIZE):
+            context = self._spool.context([key for key, _, _ in batch], offers_at=offers_at)
+            if pool is None:
+                parts = map_batch(self._mappings, directory, resource_type, batch, context, self._now)
+                yield self._emit(directory, parts, last)
+                continue
+            pending.append(pool.submit(_map_in_worker, directory, resource_type, batch, context, self._now))
+            if len(pending) >= AHEAD_PER_WORKER * self._workers:
+                yield self._emit_mapped(directory, pending.popleft(), last)
+        while pending:
+            yield self._emit_mapped(directory, pending.popleft(), last)
+
+    def _emit_mapped(self, directory: Directory, future: Future[_Mapped], last: list[str | None]) -> bytes:
+        parts, findings = future.result()  # a worker's failure (or death) fails the answer here
+        self._mappings.findings.merge(findings)
+        return self._emit(directory, parts, last)
+
+    def _emit(self, directory: Directory, parts: list[tuple[str, bytes]], last: list[str | None]) -> bytes:
+        kept = []
+        for entity_id, element in parts:
+            if entity_id != last[0]:
+                kept.append(element)
+                last[0] = entity_id
+        self._progress.written[directory] += len(kept)
+        return b"".join(kept)
+
+
+# A mapped batch: (entityID, element bytes) in row order, and the findings counted while mapping it.
+_Mapped = tuple[list[tuple[str, bytes]], dict[tuple[Finding, str], int]]
+
+
+def map_batch(
+    mappings: Mappings,
+    directory: Directory,
+    resource_type: str,
+    rows: Sequence[tuple[str, str | None, bytes]],
+    context: Sequence[bytes],
+    now: datetime,
+) -> list[tuple[str, bytes]]:
+    """One batch of spooled rows (`key, entity_id, body`) mapped with its context (stored JSON): the element
+    of each entity, in row order. An entity the engine did not write (e.g. a provider whose Practitioner was
+    not received, reported by the engine) has no element."""
+    query = FhirQuery(resource_type, (), purpose="extraction")
+    plan = QueryPlan(function="extraction", queries=(query,), directories=frozenset({directory}))
+    resources = [orjson.loads(body) for _, _, body in rows]
+    result = SearchResult(query, matches=resources, includes=[orjson.loads(body) for body in context])
+    # The batch's own entities only: an organisation's parent in the context is written in its turn.
+    keys = [key for key, _, _ in rows]
+    document = from_fhir_results(mappings, plan, [result], now=now, selected=keys)
+    records = {record.entity_id: record for record in _records(document, directory)}
+    build = _BUILDERS[directory]
+    return [
+        (entity_id, element_bytes(build(records[entity_id])))
+        for _, entity_id, _ in rows
+        if entity_id is not None and entity_id in records
+    ]
+
+
+def start_pool(workers: int, mappings: Mappings) -> ProcessPoolExecutor:
+    """`workers` mapping processes, each loading the tables of `mappings`' directory once."""
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        # spawn: a fork of this multi-threaded process could inherit a lock held by another thread.
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(str(mappings.directory),),
+    )
+
+
+# The mapping tables of a worker process, loaded once when it starts.
+_worker_mappings: Mappings | None = None
+
+
+def _start_worker(directory: str) -> None:
+    global _worker_mappings
+    # A worker's findings are counted and sent back with each batch; the parent logs them (Findings.merge).
+    logging.getLogger(Finding.__module__).setLevel(logging.WARNING)
+    _worker_mappings = load_mappings(Path(directory))
+
+
+def _map_in_worker(
+    directory: Directory,
+    resource_type: str,
+    rows: Sequence[tuple[str, str | None, bytes]],
+    context: Sequence[bytes],
+    now: datetime,
+) -> _Mapped:
+    mappings = _worker_mappings
+    if mappings is None:
+        raise RuntimeError("mapping worker started without its mapping tables")
+    before = mappings.findings.counts()
+    parts = map_batch(mappings, directory, resource_type, rows, context, now)
+    after = mappings.findings.counts()
+    return parts, {key: n - before.get(key, 0) for key, n in after.items() if n != before.get(key, 0)}
+
+
+def _records(document: CsdDocument, directory: Directory) -> Sequence[Any]:
+    if directory is Directory.ORGANIZATION:
+        return document.organizations
+    if directory is Directory.SERVICE:
+        return document.services
+    if directory is Directory.FACILITY:
+        return document.facilities
+    return document.providers

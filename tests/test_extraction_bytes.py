@@ -1,0 +1,54 @@
+"""A regional extraction is byte for byte the document it was before the pipeline's renovation (issue 12).
+
+The digest below was recorded on `main` before bridge/extraction.py became the bridge/pipeline/ package
+(regional extraction of `ocean-indien`, simulator scale 240 seed 5, shipped tables, 237 080 bytes), and every
+way of producing the document — searches, `$export`, small pages — must still give exactly those bytes. It
+pins the spool, the read-back order, the batching and the writer, not only the entity sets the other tests
+check. It also changes when the mapping tables, the writer or the simulator's dataset change on purpose:
+record it again then (`python -m tests.test_extraction_bytes` prints the digest) and say so in the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterator
+
+import pytest
+
+from bridge.pipeline.extraction import extraction_request
+from bridge.pipeline.progress import Source
+from tests.test_extraction import MAPPINGS, REGION, extract, simulator
+
+RECORDED_SHA256 = "9367d8bacded6630a0ac213045e25830e39eb0ea4da8a5be26435a2957d74804"
+RECORDED_BYTES = 237_080
+
+
+@pytest.fixture(scope="module")
+def base() -> Iterator[str]:
+    with simulator() as url:
+        yield url
+
+
+@pytest.mark.parametrize(
+    ("source", "page_size"), [(Source.SEARCH, 25), (Source.SEARCH, 7), (Source.EXPORT, 25)]
+)
+async def test_a_regional_extraction_is_the_recorded_document(
+    base: str, source: Source, page_size: int
+) -> None:
+    document = await extract(base, extraction_request(MAPPINGS, REGION, ()), source, page_size=page_size)
+    assert len(document) == RECORDED_BYTES, "the document's size changed"
+    assert hashlib.sha256(document).hexdigest() == RECORDED_SHA256
+
+
+def _digest() -> tuple[str, int]:
+    async def run(url: str) -> bytes:
+        return await extract(url, extraction_request(MAPPINGS, REGION, ()), Source.SEARCH)
+
+    with simulator() as url:
+        document = asyncio.run(run(url))
+    return hashlib.sha256(document).hexdigest(), len(document)
+
+
+if __name__ == "__main__":
+    print(*_digest())
