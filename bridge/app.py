@@ -1,7 +1,8 @@
 """`create_app(settings)`: the only place that builds the bridge's objects from configuration.
 
-Wires the inbound edge (soap/, csd/), the pipeline (translate/, fhir/) and, for `--upstream demo`, the
-embedded ROR simulator into one FastAPI application. Also the entry points the CLI uses for offline work.
+Wires the HTTP routes (bridge/http/) to the pipeline (bridge/pipeline/), the national API client (fhir/)
+and, for `--upstream demo`, the embedded ROR simulator, into one FastAPI application; holds no route itself.
+Also the entry points the CLI uses for offline work.
 """
 
 from __future__ import annotations
@@ -12,76 +13,47 @@ import importlib.util
 import logging
 import os
 import tempfile
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import format_datetime
 from enum import StrEnum
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO
 
 import httpx
 import orjson
-from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from fastapi import FastAPI
 
-from bridge import correlation, memory
-from bridge.access import PROFILES, current_profile
+from bridge import memory
+from bridge.access import PROFILES
 from bridge.compare.shadow import Shadow
 from bridge.config import Settings
-from bridge.csd.request import parse_request
 from bridge.csd.writer import document_to_bytes
 from bridge.errors import (
-    BridgeError,
     ConfigurationError,
-    ExtractionBusyError,
-    InvalidParameterError,
-    RequestTimeoutError,
-    SenderError,
-    UnknownRegionError,
-    UpstreamError,
-    UpstreamUnavailableError,
 )
 from bridge.fhir.client import FhirClient
 from bridge.fhir.observe import FanOut, UpstreamObserver
+from bridge.http import csd_routes, extraction_routes, health_routes
+from bridge.http.middleware import CorrelationMiddleware
+from bridge.http.wiring import Wiring
 from bridge.metrics import Metrics
 from bridge.model import (
-    CsdRequest,
-    CsdResponse,
     Directory,
-    Envelope,
     FhirQuery,
     QueryPlan,
     Resource,
     SearchResult,
 )
 from bridge.paths import shipped_dir
-from bridge.pipeline.cache import ExtractionCache, cached_stream
+from bridge.pipeline.cache import ExtractionCache
 from bridge.pipeline.extraction import Extractor, extraction_request
 from bridge.pipeline.progress import Progress, ProgressCallback, Source
 from bridge.pipeline.transaction import Pipeline
-from bridge.soap.addressing import Addressing
-from bridge.soap.envelope import content_type_for, response_action, stream_response
-from bridge.soap.faults import fault_spec, render_fault
-from bridge.soap.parser import (
-    guess_envelope,
-    is_profile_action,
-    is_profile_request,
-    parse_message,
-    read_body,
-)
-from bridge.soap.wsdl import WSDL_FILES, render_wsdl, schema_file
 from bridge.tracing import Tracing, build_tracing
 from bridge.translate import Mappings, coverage_report, from_fhir_results, load_mappings
 from bridge.translate.fhirpaths import check_tables
-from bridge.translate.plan import function_of
-from bridge.trust import audit
-from bridge.trust.gate import TrustGate, admit_function, build_policy
+from bridge.trust.gate import TrustGate, build_policy
 from bridge.trust.tls import uvicorn_options as uvicorn_options  # for `serve` (cli.py)
 from bridge.trust.upstream import UpstreamHooks
 
@@ -95,10 +67,6 @@ class LogEvent(StrEnum):
     """What the HTTP surface logs (house style: events are enum members, never free text)."""
 
     STARTED = "bridge-started"
-    REQUEST_REFUSED = "request-refused"
-    UNEXPECTED_FAILURE = "unexpected-failure"
-    EXTRACTION_REFUSED = "extraction-refused"
-    EXTRACTION_ABORTED = "extraction-aborted"
     STOPPED = "bridge-stopped"
 
 
@@ -106,10 +74,7 @@ class LogEvent(StrEnum):
 # resolved. `/ws-diffusion-fhir` mirrors the national API's path so logs read the same.
 DEMO_BASE_URL = "http://ror-simulator.internal/ws-diffusion-fhir"
 DEMO_MOUNT = "/demo/fhir"
-XSD_MEDIA_TYPE = "application/xml; charset=utf-8"
-METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SHUTDOWN_SETTLE_STEPS = 50  # × 20 ms: how long shutdown waits for cancelled responses to unwind
-EXTRACTION_FUNCTION = "extraction"  # the `function` label of GET /extraction[/{region}]
 EXTRACTION_CACHE_DIR = (
     "ror-bridge-extractions"  # under the system temp dir unless extraction_cache_dir is set
 )
@@ -173,14 +138,6 @@ def build_shadow(settings: Settings) -> Shadow | None:
     rules = load_rules(settings.mappings_dir or shipped_dir("mappings"))
     log_path = settings.shadow_log or Path("ror-bridge-shadow.jsonl")
     return Shadow(rules, settings.shadow_legacy_url, log_path, settings.shadow_budget_ms)
-
-
-async def _replayed_body(body: bytes) -> Message:
-    return {"type": "http.request", "body": body, "more_body": False}
-
-
-async def _chunks(content: bytes) -> AsyncIterator[bytes]:
-    yield content
 
 
 def verify_mappings(settings: Settings, profile_schema: Path | None = None) -> tuple[str, list[str]]:
@@ -291,126 +248,6 @@ def extraction_cache(settings: Settings, profile: int | None = None) -> Extracti
     return ExtractionCache(directory, settings.extraction_cache_s, scope=scope)
 
 
-def extraction_failure(error: Exception) -> Response:
-    """An extraction that failed before its first byte: a plain-text HTTP error saying why."""
-    if isinstance(error, UnknownRegionError):
-        return PlainTextResponse(f"{error.reason} (see mappings/regions.csv)\n", status_code=404)
-    if isinstance(error, InvalidParameterError):
-        return PlainTextResponse(f"{error.reason}\n", status_code=400)
-    headers = {}
-    if isinstance(error, ExtractionBusyError):
-        status, reason = 503, f"the bridge is busy: {error}; retry later"
-        headers["Retry-After"] = "60"
-    elif isinstance(error, UpstreamUnavailableError):
-        # A timeout or a passed deadline is a gateway timeout; refused connections and an open breaker are
-        # an unavailable upstream.
-        status = 504 if any(word in error.reason for word in ("timeout", "deadline")) else 503
-        reason = f"the national API is unavailable: {error.reason}"
-    elif isinstance(error, UpstreamError):
-        status, reason = 502, f"the national API failed: {error.reason}"
-    else:
-        log.exception("%s %s", LogEvent.UNEXPECTED_FAILURE, type(error).__name__, exc_info=error)
-        return PlainTextResponse(
-            "the extraction failed: internal error (see the bridge's log)\n", status_code=500
-        )
-    log.warning("%s %d: %s", LogEvent.EXTRACTION_REFUSED, status, reason)
-    return PlainTextResponse(f"extraction not started: {reason}\n", status_code=status, headers=headers)
-
-
-def extraction_headers(date: datetime, cache: str) -> dict[str, str]:
-    """When the upstream data was read (HTTP date and ISO 8601), and whether the disk cache answered."""
-    return {
-        "Last-Modified": format_datetime(date.astimezone(UTC), usegmt=True),
-        "X-Extraction-Date": date.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "X-Extraction-Cache": cache,
-    }
-
-
-def extraction_outcome(status: int) -> str:
-    """The `outcome` label of an extraction refused before its first byte."""
-    if status in (400, 404):
-        return "sender-fault"
-    return "busy" if status == 503 else "receiver-fault"
-
-
-def function_label(mappings: Mappings, csd_request: CsdRequest | None) -> str:
-    """The bounded `function` label: the last part of the dispatched function's canonical URN."""
-    if csd_request is None:
-        return "unparsed"
-    try:
-        spec, _ = function_of(mappings, csd_request)
-    except BridgeError:
-        return "unknown"
-    return spec.urn.rsplit(":", 1)[-1]
-
-
-def _entity_counts(response: CsdResponse) -> dict[str, int]:
-    if response.written is not None:
-        return {str(directory): count for directory, count in response.written.items()}
-    document = response.document
-    return {
-        Directory.ORGANIZATION.value: len(document.organizations),
-        Directory.SERVICE.value: len(document.services),
-        Directory.FACILITY.value: len(document.facilities),
-        Directory.PROVIDER.value: len(document.providers),
-    }
-
-
-async def _observed(chunks: AsyncIterator[bytes], done: Callable[[str], None]) -> AsyncGenerator[bytes, None]:
-    """`chunks`, calling `done("ok")` after the last one, `done("aborted")` when cut (error or shutdown)."""
-    outcome = "aborted"
-    try:
-        async for chunk in chunks:
-            yield chunk
-        outcome = "ok"
-    finally:
-        done(outcome)
-
-
-class CorrelationMiddleware:
-    """Opens each HTTP request's correlation (bridge/correlation.py) and returns its id as `X-Request-ID`.
-
-    A front end's `X-Request-ID` (e.g. nginx `$request_id`) is kept when plain; the CSD endpoint replaces
-    it by the message's `wsa:MessageID`.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        received = None
-        for name, value in scope.get("headers", ()):
-            if name == b"x-request-id":
-                received = value.decode("latin-1")
-                break
-        state = correlation.begin(received)
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers[correlation.HEADER] = state.request_id
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
-
-
-async def _aborting(first: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The document after its first chunk; a failure is logged and raised, so the server drops the
-    connection without the chunked terminator and the client sees a truncated transfer, never a whole one."""
-    yield first
-    try:
-        async for chunk in chunks:
-            yield chunk
-    except Exception as error:
-        log.error(
-            "%s %s: %s", LogEvent.EXTRACTION_ABORTED, type(error).__name__, getattr(error, "reason", error)
-        )
-        raise
-
-
 # Freed native memory is handed back to the system this often while serving (bridge/memory.py).
 MEMORY_RELEASE_S = 15.0
 
@@ -491,240 +328,21 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
         # Lets a user look at the FHIR data behind each CSD answer (access checks off).
         app.mount(DEMO_MOUNT, upstream.simulator)
 
-    async def csd_post(request: Request, region: str | None) -> Response:
-        # The transaction's span ends when the answer starts streaming (OpenTelemetry, off by default).
-        with tracing.span("csd.transaction", **{"csd.region": region or "national"}):
-            return await csd_answer(request, region)
-
-    async def csd_answer(request: Request, region: str | None) -> Response:
-        started = time.perf_counter()
-        content_type = request.headers.get("content-type")
-        soap_action = request.headers.get("soapaction")
-        envelope: Envelope = guess_envelope(content_type, soap_action)
-        addressing: Addressing | None = None
-        profile = is_profile_action(content_type, soap_action)
-        csd_request: CsdRequest | None = None
-        try:
-            if region is not None:
-                mappings.region(region)  # an unknown region is refused before the body is read
-            try:  # a body trickled in (slow-loris) is cut off, not waited for
-                async with asyncio.timeout(settings.request_body_timeout_s):
-                    body = await read_body(request.stream(), settings.max_request_bytes)
-            except TimeoutError:
-                raise RequestTimeoutError(settings.request_body_timeout_s) from None
-            message = parse_message(body, content_type, soap_action)
-            envelope, addressing = message.envelope, message.addressing
-            profile = profile or is_profile_request(message.body)
-            correlation.adopt(addressing.message_id if addressing is not None else None)
-            csd_request = parse_request(message.body, region=region)
-            with tracing.span(
-                "csd.translate",
-                **{
-                    "csd.function": function_label(mappings, csd_request),
-                    "bridge.request_id": correlation.current_request_id() or "",
-                },
-            ):
-                function = function_of(mappings, csd_request)[0].name
-                audit.note_request(csd_request, function)
-                admit_function(function)
-                response = await pipeline.run(csd_request)
-                if response.directories is None:
-                    audit.note_document(response.document)
-            encapsulated = mappings.encapsulated(csd_request, message.envelope)
-        except Exception as error:  # every failure becomes a SOAP fault, in one place
-            if isinstance(error, BridgeError):
-                log.warning("%s %s: %s", LogEvent.REQUEST_REFUSED, type(error).__name__, error.reason)
-            else:  # a defect of the bridge: the client gets a generic reason, the log gets the traceback
-                log.exception("%s %s", LogEvent.UNEXPECTED_FAILURE, type(error).__name__)
-            fault, status, fault_type = render_fault(error, envelope, addressing, profile=profile)
-            outcome = "sender-fault" if status < 500 and isinstance(error, SenderError) else "receiver-fault"
-            metrics.request_done(
-                function_label(mappings, csd_request),
-                region,
-                envelope.value,
-                outcome,
-                time.perf_counter() - started,
-            )
-            audit.note_outcome(f"fault:{fault_spec(error).subcode}")
-            return Response(fault, status_code=status, media_type=fault_type)
-        label = function_label(mappings, csd_request)
-        counts = _entity_counts(response)
-
-        def answered(outcome: str) -> None:
-            in_flight.discard(stream)
-            elapsed = time.perf_counter() - started
-            metrics.request_done(label, region, message.envelope.value, outcome, elapsed)
-            if outcome == "ok":
-                metrics.entities_returned(counts)
-
-        stream = _observed(stream_response(response, message, encapsulated=encapsulated), answered)
-        in_flight.add(stream)
-        return StreamingResponse(
-            stream,
-            media_type=content_type_for(message.envelope, response_action(csd_request)),
-        )
-
-    async def csd_serve(request: Request, region: str | None) -> Response:
-        """The CSD endpoint; in shadow mode the request also goes to the other side (compare/shadow.py)."""
-        if shadow is None:
-            return await csd_post(request, region)
-        try:
-            body = await read_body(request.stream(), settings.max_request_bytes)
-        except BridgeError as error:
-            envelope = guess_envelope(request.headers.get("content-type"), request.headers.get("soapaction"))
-            fault, status, fault_type = render_fault(error, envelope, None)
-            return Response(fault, status_code=status, media_type=fault_type)
-
-        async def bridge_call(payload: bytes) -> tuple[int, AsyncIterator[bytes], str]:
-            response = await csd_post(Request(request.scope, partial(_replayed_body, payload)), region)
-            media_type = response.headers.get("content-type", XSD_MEDIA_TYPE)
-            if isinstance(response, StreamingResponse):
-                return response.status_code, cast(AsyncIterator[bytes], response.body_iterator), media_type
-            return response.status_code, _chunks(bytes(response.body)), media_type
-
-        status, chunks, media_type = await shadow.handle(body, dict(request.headers), region, bridge_call)
-        return StreamingResponse(chunks, status_code=status, headers={"content-type": media_type})
-
-    def wsdl_or_hint(request: Request, region: str | None = None) -> Response:
-        if region is not None and region.strip().lower() not in mappings.regions:
-            return PlainTextResponse(
-                f"unknown region {region!r} (see mappings/regions.csv)\n", status_code=404
-            )
-        wanted = [value for key, value in request.query_params.multi_items() if key.lower() == "wsdl"]
-        if not wanted:
-            return PlainTextResponse(
-                "This is a CSD SOAP endpoint: POST ITI-73/ITI-74 requests here; the WSDL is at ?wsdl "
-                "(IHE CSD) and ?wsdl=ror (the ROR v2.4 profile)\n",
-                status_code=404,
-            )
-        wsdl_file = WSDL_FILES.get(wanted[0].strip().lower())
-        if wsdl_file is None:
-            return PlainTextResponse(
-                f"no WSDL named {wanted[0]!r}: ?wsdl (IHE CSD), ?wsdl=ihe or ?wsdl=ror (ROR v2.4 profile)\n",
-                status_code=404,
-            )
-        service_url = str(request.url.replace(query=""))
-        schema_base = f"{str(request.base_url).rstrip('/')}/csd/schemas/"
-        return Response(render_wsdl(service_url, schema_base, wsdl_file), media_type=XSD_MEDIA_TYPE)
-
-    @app.post("/csd")
-    async def csd_national(request: Request) -> Response:
-        return await csd_serve(request, None)
-
-    @app.post("/csd/{region}")
-    async def csd_regional(request: Request, region: str) -> Response:
-        return await csd_serve(request, region)
-
-    @app.get("/csd")
-    async def wsdl_national(request: Request) -> Response:
-        return wsdl_or_hint(request)
-
-    @app.get("/csd/schemas/{name}")
-    async def csd_schema(name: str) -> Response:
-        try:
-            return Response(schema_file(name), media_type=XSD_MEDIA_TYPE)
-        except FileNotFoundError:
-            return PlainTextResponse(f"no schema named {name!r}\n", status_code=404)
-
-    @app.get("/csd/{region}")
-    async def wsdl_regional(request: Request, region: str) -> Response:
-        return wsdl_or_hint(request, region)
-
-    @app.get("/healthz")
-    async def healthz() -> Response:
-        return JSONResponse({"status": "ok"})
-
-    @app.get("/readyz")
-    async def readyz() -> Response:
-        # An authenticated probe outside the retry policy and the breaker: it never opens the breaker,
-        # and a national API that refuses this deployment's credentials is "not ready".
-        if upstream.client.breaker.is_cooling_down():
-            reason = "circuit breaker open: the national API failed repeatedly"
-            return JSONResponse({"status": "not ready", "upstream": reason}, status_code=503)
-        try:
-            await upstream.client.probe()
-        except Exception as error:  # any upstream failure means "not ready"
-            reason = getattr(error, "reason", type(error).__name__)
-            status = getattr(error, "status", None)
-            if status is not None:
-                reason = f"{reason} (HTTP {status})"
-            return JSONResponse({"status": "not ready", "upstream": reason}, status_code=503)
-        return JSONResponse(
-            {"status": "ready", "upstream": "reachable, credentials accepted", "mappings": "loaded"}
-        )
-
-    @app.get("/metrics")
-    async def metrics_endpoint() -> Response:
-        return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
-
-    async def extraction(request: Request, region: str | None) -> Response:
-        clock = time.perf_counter()
-
-        def refused(error: Exception) -> Response:
-            answer = extraction_failure(error)
-            metrics.request_done(
-                EXTRACTION_FUNCTION,
-                region,
-                "none",
-                extraction_outcome(answer.status_code),
-                time.perf_counter() - clock,
-            )
-            return answer
-
-        try:
-            wanted = extraction_request(mappings, region, request.query_params.multi_items())
-            transaction = audit.current()
-            if transaction is not None:
-                transaction.params = audit.query_parameters(request.query_params.multi_items())
-        except BridgeError as error:
-            return refused(error)
-        cache = caches[current_profile()]
-        cached = cache.lookup(wanted)
-        if cached is not None:
-            metrics.request_done(EXTRACTION_FUNCTION, region, "none", "ok", time.perf_counter() - clock)
-            return FileResponse(
-                cached.path, media_type=XSD_MEDIA_TYPE, headers=extraction_headers(cached.date, "hit")
-            )
-        started = datetime.now(UTC)
-        final = ExtractionProgress()
-
-        def remember(progress: ExtractionProgress) -> None:
-            nonlocal final
-            final = progress
-            if transaction is not None:
-                transaction.entities = {str(d): n for d, n in progress.written.items()}
-
-        chunks = extractor.stream(wanted, remember)
-        try:
-            first = await anext(chunks)
-        except Exception as error:  # nothing was sent: a clean HTTP error
-            return refused(error)
-
-        def finished(outcome: str) -> None:
-            in_flight.discard(stream)
-            metrics.request_done(EXTRACTION_FUNCTION, region, "none", outcome, time.perf_counter() - clock)
-            if outcome == "ok":
-                metrics.entities_returned({str(d): n for d, n in final.written.items()})
-            elif outcome == "aborted":
-                log.warning("%s cut before its end, sent without terminator", LogEvent.EXTRACTION_ABORTED)
-
-        entry = cache.open(wanted, started)
-        stream = _observed(cached_stream(_aborting(first, chunks), entry), finished)
-        in_flight.add(stream)
-        return StreamingResponse(
-            stream,
-            media_type=XSD_MEDIA_TYPE,
-            headers=extraction_headers(started, "miss" if entry is not None else "off"),
-        )
-
-    @app.get("/extraction")
-    async def extraction_national(request: Request) -> Response:
-        return await extraction(request, None)
-
-    @app.get("/extraction/{region}")
-    async def extraction_regional(request: Request, region: str) -> Response:
-        return await extraction(request, region)
-
+    wiring = Wiring(
+        settings=settings,
+        mappings=mappings,
+        metrics=metrics,
+        tracing=tracing,
+        client=upstream.client,
+        pipeline=pipeline,
+        extractor=extractor,
+        shadow=shadow,
+        caches=caches,
+        in_flight=in_flight,
+    )
+    app.include_router(csd_routes.router(wiring))
+    app.include_router(health_routes.router(wiring))
+    app.include_router(extraction_routes.router(wiring))
     return app
 
 

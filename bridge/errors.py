@@ -1,4 +1,4 @@
-"""The bridge's exception tree; each class maps to exactly one SOAP fault, in `soap/faults.py`.
+"""The bridge's exception tree; each class maps to one SOAP fault and HTTP status, in `soap/faults.py`.
 
 Leaf module, importable by every part::
 
@@ -19,14 +19,19 @@ Leaf module, importable by every part::
     │       └── RateLimitedError       the caller is over its rate_per_minute (HTTP 429, Retry-After)
     ├── ReceiverError                  the bridge or the national API failed → soap:Receiver, HTTP 500
     │   ├── UpstreamError              the national API failed (status, OperationOutcome text, request)
-    │   │   ├── UpstreamUnavailableError   connection refused / reset, timeout
+    │   │   ├── UpstreamUnavailableError   connection refused / reset, breaker open
+    │   │   │   └── UpstreamTimeoutError   no answer in time, or the transaction's deadline passed
     │   │   ├── UpstreamStatusError        an HTTP error status
     │   │   ├── UpstreamProtocolError      malformed JSON or Bundle, broken paging
     │   │   └── IncompleteResultError      the answer cannot be made complete
     │   ├── MappingError               a mapping rule failed on real data (table, rule, path)
     │   └── ExtractionBusyError        as many extractions as allowed are running (HTTP 503, Retry-After)
-    └── ConfigurationError             bad settings or mapping tables at start-up (never reaches a client)
-        └── MappingTableError          a mapping table is invalid (table, rule, path)
+    ├── ConfigurationError             bad settings or mapping tables at start-up (never reaches a client)
+    │   ├── MappingTableError          a mapping table is invalid (table, rule, path)
+    │   └── CompareRulesError          mappings/compare.yaml is invalid
+    ├── CompareInputError              `ror-bridge compare` cannot read one of its inputs
+    └── ResultCapError                 fhir/'s signal that a walk hit the national API's result cap: the
+                                       window splitter (fhir/windows.py) splits it; never reaches a client
 """
 
 from __future__ import annotations
@@ -157,6 +162,10 @@ class UpstreamUnavailableError(UpstreamError):
     pass
 
 
+class UpstreamTimeoutError(UpstreamUnavailableError):
+    """The national API did not answer in time, or the transaction's deadline passed (a gateway timeout)."""
+
+
 class UpstreamStatusError(UpstreamError):
     pass
 
@@ -209,3 +218,12 @@ class CompareRulesError(ConfigurationError):
 
 class CompareInputError(BridgeError):
     """`ror-bridge compare` cannot read one of its inputs (not XML, no CSD in it, a missing pair file…)."""
+
+
+class ResultCapError(BridgeError):
+    """A search walk hit the national API's result cap (`total` announced, or exactly the cap received): the
+    caller splits the query into `_lastUpdated` windows (fhir/windows.py). Internal to fhir/."""
+
+    def __init__(self, total: int | None) -> None:
+        super().__init__(f"truncated (total {total})")
+        self.total = total

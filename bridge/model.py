@@ -380,7 +380,8 @@ class CsdResponse:
 
     `directories`, when set, replaces `document`: the five directories of the `csd:CSD` answer already
     written (UTF-8, from `<csd:organizationDirectory>` to `</csd:deviceDirectory>`) to an open temporary
-    file, which the edge copies into the envelope and then closes (ITI-74 at flat memory, pipeline/changes.py).
+    file, which the edge copies into the envelope and then closes (ITI-74 at flat memory,
+    pipeline/changes.py).
     """
 
     request: CsdRequest

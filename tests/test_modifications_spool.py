@@ -1,4 +1,4 @@
-"""The spools of the changes since a date (bridge/pipeline/changes.py), without HTTP: what each one reads back.
+"""The spools of the changes since a date (bridge/pipeline/changes.py), without HTTP: what each reads back.
 
 ChainSpool (establishments-updated-since) walks the organisation chains of the changes in SQL and keeps the EJ
 and EG; DeltaSpool (ITI-74) keeps what changed. Small hand-made resources, so every case is visible here.

@@ -30,6 +30,7 @@ from bridge.errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
+    UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
 from bridge.fhir.auth import TokenProvider
@@ -614,9 +615,7 @@ class FhirClient:
                         raise
                     self.observer.exchange(resource, str(response.status_code), time.perf_counter() - started)
             except httpx.TimeoutException as exc:
-                failure: UpstreamError = UpstreamUnavailableError(
-                    f"timeout ({type(exc).__name__})", request=url
-                )
+                failure: UpstreamError = UpstreamTimeoutError(f"timeout ({type(exc).__name__})", request=url)
             except httpx.HTTPError as exc:
                 failure = UpstreamUnavailableError(f"connection failed ({type(exc).__name__})", request=url)
             else:

@@ -22,6 +22,7 @@ from bridge.errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
+    UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
 from bridge.fhir.outcome import outcome_text, retry_after_s
@@ -218,7 +219,7 @@ async def _download(client: FhirClient, url: str, deadline: Deadline) -> AsyncIt
             failure = UpstreamProtocolError("an export file holds invalid JSON", request=url)
             outage = False
         except httpx.TimeoutException as exc:
-            failure = UpstreamUnavailableError(f"timeout ({type(exc).__name__})", request=url)
+            failure = UpstreamTimeoutError(f"timeout ({type(exc).__name__})", request=url)
         except httpx.HTTPError as exc:
             failure = UpstreamUnavailableError(f"connection failed ({type(exc).__name__})", request=url)
         if outage:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bridge.errors import UpstreamUnavailableError
+from bridge.errors import UpstreamTimeoutError, UpstreamUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,10 @@ class Deadline:
         return self._end - self._clock()
 
     def check(self, request: str) -> float:
-        """The time left, or UpstreamUnavailableError when none is."""
+        """The time left, or UpstreamTimeoutError when none is."""
         left = self.remaining()
         if left <= 0:
-            raise UpstreamUnavailableError(
+            raise UpstreamTimeoutError(
                 f"the transaction deadline of {self.seconds:g} s passed", request=request
             )
         return left

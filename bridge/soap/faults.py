@@ -1,4 +1,5 @@
-"""The one mapping from the bridge's exceptions to SOAP 1.2 / SOAP 1.1 faults and HTTP statuses.
+"""The one mapping from the bridge's exceptions to SOAP 1.2 / SOAP 1.1 faults and HTTP statuses (SOAP answers
+and the plain HTTP answers of GET /extraction alike), decided by the exception's class, never its text.
 
 Part of soap/. Sources: SOAP 1.2 part 1 §5.4 (Fault), §5.4.7-5.4.8 (Upgrade, NotUnderstood), part 2 §7.5.2.2;
 SOAP 1.1 §4.4; WS-I Basic Profile 1.1 R1126; WS-Addressing 1.0 SOAP binding §6; csd-wire-format §6.
@@ -6,7 +7,7 @@ SOAP 1.1 §4.4; WS-I Basic Profile 1.1 R1126; WS-Addressing 1.0 SOAP binding §6
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from lxml import etree
@@ -16,6 +17,7 @@ from bridge.correlation import current_request_id
 from bridge.errors import (
     AccessRefusedError,
     ConfigurationError,
+    ExtractionBusyError,
     IncompleteResultError,
     InvalidParameterError,
     MalformedXmlError,
@@ -33,6 +35,7 @@ from bridge.errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
+    UpstreamTimeoutError,
     UpstreamUnavailableError,
     VersionMismatchError,
 )
@@ -62,12 +65,15 @@ class FaultSpec:
     1xx the request (112: refused by the trust circle), 2xx the national API or the mapping, 500 a defect).
 
     `http_status` is the SOAP 1.2 status (400 Sender, 500 Receiver); SOAP 1.1 faults always use 500.
+    `plain_status` is the status of a plain HTTP answer that is not SOAP (GET /extraction refused before its
+    first byte): 500 means an internal error, whose reason is not told.
     """
 
     code: FaultCode
     subcode: str
     http_status: int
     number: int
+    plain_status: int = field(default=500, compare=False)
 
 
 _SENDER = 400
@@ -83,21 +89,26 @@ _SPECS: dict[type[BaseException], FaultSpec] = {
     UnsupportedMediaTypeError: FaultSpec("Sender", "UnsupportedMediaType", _SENDER, 102),
     UnsupportedRequestError: FaultSpec("Sender", "UnsupportedRequest", _SENDER, 104),
     UnknownFunctionError: FaultSpec("Sender", "UnknownStoredFunction", _SENDER, 105),
-    InvalidParameterError: FaultSpec("Sender", "InvalidParameter", _SENDER, 106),
+    InvalidParameterError: FaultSpec("Sender", "InvalidParameter", _SENDER, 106, plain_status=400),
     UnknownEntityError: FaultSpec("Sender", "UnknownEntity", _SENDER, 110),
-    UnknownRegionError: FaultSpec("Sender", "UnknownRegion", _SENDER, 107),
+    UnknownRegionError: FaultSpec("Sender", "UnknownRegion", _SENDER, 107, plain_status=404),
     RequestTimeoutError: FaultSpec("Sender", "RequestTimeout", _SENDER, 111),
     # SOAP 1.2 part 2 §7.5.2.2 (table 20): only env:Sender maps to 400; env:MustUnderstand and
     # env:VersionMismatch map to 500 like env:Receiver.
     MustUnderstandError: FaultSpec("MustUnderstand", "HeaderNotUnderstood", _RECEIVER, 108),
     VersionMismatchError: FaultSpec("VersionMismatch", "UnsupportedEnvelope", _RECEIVER, 109),
     SenderError: FaultSpec("Sender", "BadRequest", _SENDER, 100),
-    UpstreamUnavailableError: FaultSpec("Receiver", "UpstreamUnavailable", _RECEIVER, 201),
-    UpstreamStatusError: FaultSpec("Receiver", "UpstreamStatus", _RECEIVER, 202),
-    UpstreamProtocolError: FaultSpec("Receiver", "UpstreamProtocol", _RECEIVER, 203),
-    IncompleteResultError: FaultSpec("Receiver", "IncompleteResult", _RECEIVER, 204),
-    UpstreamError: FaultSpec("Receiver", "UpstreamFailed", _RECEIVER, 200),
+    # A timeout or a passed deadline is a gateway timeout; refused connections and an open breaker are an
+    # unavailable upstream (the same SOAP fault).
+    UpstreamTimeoutError: FaultSpec("Receiver", "UpstreamUnavailable", _RECEIVER, 201, plain_status=504),
+    UpstreamUnavailableError: FaultSpec("Receiver", "UpstreamUnavailable", _RECEIVER, 201, plain_status=503),
+    UpstreamStatusError: FaultSpec("Receiver", "UpstreamStatus", _RECEIVER, 202, plain_status=502),
+    UpstreamProtocolError: FaultSpec("Receiver", "UpstreamProtocol", _RECEIVER, 203, plain_status=502),
+    IncompleteResultError: FaultSpec("Receiver", "IncompleteResult", _RECEIVER, 204, plain_status=502),
+    UpstreamError: FaultSpec("Receiver", "UpstreamFailed", _RECEIVER, 200, plain_status=502),
     MappingError: FaultSpec("Receiver", "MappingFailed", _RECEIVER, 205),
+    # Only GET /extraction limits how many run at once: a busy bridge (Retry-After).
+    ExtractionBusyError: FaultSpec("Receiver", "Busy", _RECEIVER, 206, plain_status=503),
     ReceiverError: FaultSpec("Receiver", "ReceiverFailed", _RECEIVER, 299),
 }
 _INTERNAL = FaultSpec("Receiver", "InternalError", _RECEIVER, 500)
