@@ -1,7 +1,9 @@
-"""The national ROR FHIR API client: auth, the four `Ror-*` headers, resilient complete paging, partitions.
+"""The national ROR FHIR API client: searches walked to completion (next links, `_offset`, resumes, windows
+under the result cap), partitions, reads and `$export`.
 
-Outbound edge (`bridge/fhir/`). Resources stay plain JSON (orjson) on the hot path. Every failure is an
-`UpstreamError` subclass from `bridge.errors`, never an httpx or web-framework exception.
+Outbound edge (`bridge/fhir/`). Resources stay plain JSON (orjson) on the hot path. Every request goes through
+the one exchange (exchange.py: auth, the four `Ror-*` headers, retries, deadline, breaker); every failure is
+an `UpstreamError` subclass from `bridge.errors`, never an httpx or web-framework exception.
 """
 
 from __future__ import annotations
@@ -9,52 +11,35 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import random
 import ssl
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-import orjson
 
-from bridge.correlation import HEADER as REQUEST_ID_HEADER
-from bridge.correlation import current_request_id
-from bridge.errors import (
-    IncompleteResultError,
-    UpstreamError,
-    UpstreamProtocolError,
-    UpstreamStatusError,
-    UpstreamTimeoutError,
-    UpstreamUnavailableError,
-)
+from bridge.errors import IncompleteResultError, ResultCapError, UpstreamProtocolError, UpstreamStatusError
 from bridge.fhir.auth import TokenProvider
-from bridge.fhir.export import ExportRequest, ExportStats, run_export
-from bridge.fhir.observe import NULL_OBSERVER, UpstreamObserver, resource_of
-from bridge.fhir.outcome import outcome_text, retry_after_s
-from bridge.fhir.resilience import RETRYABLE_STATUSES, CircuitBreaker, Deadline, RetryPolicy
+from bridge.fhir.bulk_export import ExportRequest, ExportStats, run_export
+from bridge.fhir.cap_windows import MAX_RESULTS, WHOLE, Window, sub_windows, windowed
+from bridge.fhir.exchange import Credentials, Exchange
+from bridge.fhir.observe import UpstreamObserver
+from bridge.fhir.resilience import CircuitBreaker, Deadline, RetryPolicy
 from bridge.fhir.validation import SampledValidator
 from bridge.model import FhirQuery, Resource, SearchResult
 
+__all__ = ["MAX_RESULTS", "Credentials", "FhirClient", "Page"]
+
 log = logging.getLogger(__name__)
 
-FHIR_JSON = "application/fhir+json"
 # Safety net against a server that pages forever: 10 000 results (the national API's cap) at the
 # smallest sensible page size. A walk that needs more pages is a protocol error, never a silent stop.
 MAX_PAGES = 10_000
-# "Les résultats de cette requête seront tronqués à 10 000 résultats" (ror-fhir-api.md §2.4).
-MAX_RESULTS = 10_000
 # How many times one walk may start again after an expired cursor or a paging loop.
 MAX_RESUMES = 3
-# `_lastUpdated` windows: below EPOCH and beyond "tomorrow" are open-ended windows of their own, so a split
-# covers the whole time axis; a window narrower than MIN_WINDOW is not split further.
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MIN_WINDOW = timedelta(milliseconds=1)
 # Pages buffered per partition when partitions are streamed: memory is bounded by concurrency × this.
 PAGES_PER_PARTITION = 1
 
@@ -66,16 +51,6 @@ class LogEvent(StrEnum):
     CURSOR_RESUMED = "upstream-cursor-resumed"
     OFFSET_PAGING = "upstream-offset-paging"
     TRUNCATION_SPLIT = "upstream-truncation-split"
-    RETRY = "upstream-retry"
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """OAuth2 client credentials (ror-fhir-api.md §1.2); `client_secret` is None with mTLS (profiles 1–4)."""
-
-    token_url: str
-    client_id: str
-    client_secret: str | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True)
@@ -86,17 +61,6 @@ class Page:
     matches: list[Resource]
     includes: list[Resource]
     total: int | None
-
-
-Window = tuple[datetime | None, datetime | None]  # [start, end) of meta.lastUpdated; None = open
-
-
-class _TruncatedError(Exception):
-    """A walk hit the national API's result cap: the caller splits the query."""
-
-    def __init__(self, total: int | None) -> None:
-        super().__init__(f"truncated (total {total})")
-        self.total = total
 
 
 class FhirClient:
@@ -127,41 +91,45 @@ class FhirClient:
             raise ValueError("concurrency must be >= 1")
         self.base_url = base_url.rstrip("/")
         self.page_size = page_size
-        self.timeout_s = timeout_s
-        self.connect_timeout_s = connect_timeout_s if connect_timeout_s is not None else timeout_s
         self.deadline_s = deadline_s
         self.export_deadline_s = export_deadline_s
         self.concurrency = concurrency
         self.max_results = max_results
-        self.retry = retry or RetryPolicy()
-        self.breaker = breaker or CircuitBreaker()
         self.validator = validator
-        self.observer = observer or NULL_OBSERVER
-        self.breaker.on_change = self.observer.breaker
-        self._headers = {"Accept": FHIR_JSON, **headers}
-        self._rng = random.Random(seed)  # noqa: S311  # backoff jitter, not security
-        # One pool for the FHIR calls and the token endpoint, kept alive between transactions.
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s, connect=self.connect_timeout_s),
+        # Every request goes through this one exchange: auth, retries, deadline, breaker (fhir/exchange.py).
+        self.exchange = Exchange(
+            base_url,
+            headers=headers,
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
             transport=transport,
             verify=verify,
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2),
+            credentials=credentials,
+            retry=retry,
+            breaker=breaker,
+            concurrency=concurrency,
+            seed=seed,
+            observer=observer,
         )
-        self.tokens: TokenProvider | None = None
-        if credentials is not None:
-            self.tokens = TokenProvider(
-                credentials.token_url,
-                credentials.client_id,
-                client_secret=credentials.client_secret,
-                http=self._http,
-                observer=self.observer,
-            )
-        # Bounds the HTTP exchanges in flight, whatever the number of partitions being walked.
-        self._slots = asyncio.Semaphore(concurrency)
 
     def __repr__(self) -> str:
         return f"FhirClient({self.base_url!r})"
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.exchange.retry
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self.exchange.breaker
+
+    @property
+    def tokens(self) -> TokenProvider | None:
+        return self.exchange.tokens
+
+    @property
+    def observer(self) -> UpstreamObserver:
+        return self.exchange.observer
 
     def add_event_hooks(
         self,
@@ -170,8 +138,7 @@ class FhirClient:
     ) -> None:
         """httpx hooks on every upstream exchange, token endpoint included (the trust circle's audit and
         per-client `Ror-*` headers)."""
-        self._http.event_hooks["request"].append(request)
-        self._http.event_hooks["response"].append(response)
+        self.exchange.add_event_hooks(request, response)
 
     async def __aenter__(self) -> FhirClient:
         return self
@@ -185,18 +152,13 @@ class FhirClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
-
-    @property
-    def http(self) -> httpx.AsyncClient:
-        """The connection pool (streamed downloads of `$export` files use it directly)."""
-        return self._http
+        await self.exchange.aclose()
 
     def with_headers(self, overrides: Mapping[str, str]) -> FhirClient:
         """The same client (pool, token, breaker) sending other `Ror-*` values, e.g. one legacy client's
         own access profile (ror-fhir-api.md §1.3–1.4)."""
         clone = copy.copy(self)
-        clone._headers = {**self._headers, **overrides}
+        clone.exchange = self.exchange.with_headers(overrides)
         return clone
 
     def url_for(self, query: FhirQuery) -> str:
@@ -212,39 +174,22 @@ class FhirClient:
     async def read(self, resource_type: str, resource_id: str) -> Resource:
         """`GET [base]/{type}/{id}`."""
         url = f"{self.base_url}/{resource_type}/{resource_id}"
-        _, body = await self.get_json(url, self.new_deadline())
+        _, body = await self.exchange.get_json(url, self.new_deadline())
         if body.get("resourceType") != resource_type:
             raise UpstreamProtocolError(f"expected a {resource_type}", request=url)
         return body
 
     async def capabilities(self) -> Resource:
         """`GET [base]/metadata`: used by readiness checks."""
-        _, body = await self.get_json(f"{self.base_url}/metadata", self.new_deadline())
+        _, body = await self.exchange.get_json(f"{self.base_url}/metadata", self.new_deadline())
         return body
 
     async def probe(self) -> None:
         """Readiness (`/readyz`): `metadata` answers, a token is obtainable (with credentials), and one
         authenticated one-result search is accepted. One attempt each, outside the retry policy and the
         circuit breaker: a failing probe never opens the breaker. Raises the typed UpstreamError."""
-        timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
         for url in (f"{self.base_url}/metadata", f"{self.base_url}/Organization?_count=1"):
-            headers = await self.auth_headers()
-            request_id = current_request_id()
-            if request_id is not None:
-                headers[REQUEST_ID_HEADER] = request_id
-            try:
-                response = await self._http.get(url, headers=headers, timeout=timeout)
-            except httpx.HTTPError as exc:
-                raise UpstreamUnavailableError(
-                    f"connection failed ({type(exc).__name__})", request=url
-                ) from None
-            if response.status_code >= 400:
-                raise UpstreamStatusError(
-                    "the national API refused the readiness probe",
-                    request=url,
-                    status=response.status_code,
-                    outcome=outcome_text(response.content),
-                )
+            await self.exchange.probe(url)
 
     # ------------------------------------------------------------------------------------------------
     # Searches
@@ -274,7 +219,7 @@ class FhirClient:
         deadline = deadline or self.new_deadline()
         seen_matches: set[str] = set()
         seen_includes: set[str] = set()
-        async for page in self._pages(query, (None, None), deadline):
+        async for page in self._pages(query, WHOLE, deadline):
             matches = [r for r in page.matches if _key(r) not in seen_matches]
             seen_matches.update(_key(r) for r in matches)
             includes = [r for r in page.includes if _key(r) not in seen_includes]
@@ -326,18 +271,18 @@ class FhirClient:
         deadline = deadline or self.new_deadline()
         work: asyncio.Queue[tuple[FhirQuery, Window]] = asyncio.Queue()
         for query in queries:
-            work.put_nowait((query, (None, None)))
+            work.put_nowait((query, WHOLE))
         done = object()
         out: asyncio.Queue[Any] = asyncio.Queue(PAGES_PER_PARTITION)
 
         async def walk(query: FhirQuery, window: Window) -> None:
             try:
-                async for page in self._walk(_windowed(query, window), deadline):
+                async for page in self._walk(windowed(query, window), deadline):
                     if self.validator is not None:
                         for resource in (*page.matches, *page.includes):
                             self.validator.submit(resource)
                     await out.put(page)
-            except _TruncatedError as truncated:
+            except ResultCapError as truncated:
                 for part in self._split_truncated(query, window, truncated):
                     work.put_nowait((query, part))
 
@@ -373,24 +318,19 @@ class FhirClient:
     async def _pages(self, query: FhirQuery, window: Window, deadline: Deadline) -> AsyncIterator[Page]:
         """The pages of `query` restricted to `window`; split into sub-windows when truncated."""
         try:
-            async for page in self._walk(_windowed(query, window), deadline):
+            async for page in self._walk(windowed(query, window), deadline):
                 yield page
             return
-        except _TruncatedError as truncated:
+        except ResultCapError as truncated:
             parts = self._split_truncated(query, window, truncated)
         producers = [(lambda part=part: self._pages(query, part, deadline)) for part in parts]
         async for _, page in self._ordered(producers):
             yield page
 
-    def _split_truncated(self, query: FhirQuery, window: Window, truncated: _TruncatedError) -> list[Window]:
-        """The sub-windows of a window the server truncated; IncompleteResultError when it cannot be split."""
-        parts = _split(window)
-        if not parts:
-            raise IncompleteResultError(
-                f"more than {self.max_results} results share {_describe(window)}: the query cannot be "
-                "split further by _lastUpdated",
-                request=self.url_for(_windowed(query, window)),
-            ) from None
+    def _split_truncated(self, query: FhirQuery, window: Window, truncated: ResultCapError) -> list[Window]:
+        """The sub-windows of a window the server truncated (fhir/cap_windows.py), told to the observer and
+        the log; IncompleteResultError when it cannot be split."""
+        parts = sub_windows(window, self.max_results, self.url_for(windowed(query, window)))
         self.observer.truncation_split(query.resource_type)
         log.info(
             "%s %s total=%s into %d windows",
@@ -402,7 +342,7 @@ class FhirClient:
         return parts
 
     async def _walk(self, query: FhirQuery, deadline: Deadline) -> AsyncIterator[Page]:
-        """One search, every page: next links, `_offset` fallback, resumes; raises _TruncatedError."""
+        """One search, every page: next links, `_offset` fallback, resumes; raises ResultCapError."""
         first_url = self.url_for(query)
         url = first_url
         seen_urls: set[str] = set()
@@ -434,7 +374,7 @@ class FhirClient:
                 raise UpstreamProtocolError(f"more than {MAX_PAGES} pages", request=url)
             seen_urls.add(url)
             try:
-                _, bundle = await self.get_json(url, deadline)
+                _, bundle = await self.exchange.get_json(url, deadline)
             except UpstreamStatusError as error:
                 # An expired HAPI search snapshot answers 410 Gone (engineering-notes §1.2).
                 if error.status == 410 and url != first_url:
@@ -453,7 +393,7 @@ class FhirClient:
             if isinstance(bundle.get("total"), int):
                 total = bundle["total"]
                 if total >= self.max_results:
-                    raise _TruncatedError(total)
+                    raise ResultCapError(total)
             matches, includes = _entries(bundle, url)
             fresh = [r for r in matches if _key(r) not in seen]
             if len(fresh) < len(matches):
@@ -480,7 +420,7 @@ class FhirClient:
                 continue
             break
         if len(seen) >= self.max_results:
-            raise _TruncatedError(total)  # exactly the cap received: possibly truncated (A1 contract)
+            raise ResultCapError(total)  # exactly the cap received: possibly truncated (A1 contract)
         if total is not None and total != len(seen):
             raise IncompleteResultError(
                 f"the server announced {total} results but {len(seen)} were received "
@@ -536,174 +476,13 @@ class FhirClient:
         """Bulk `$export` (ror-fhir-api.md §2.5): every resource of every output file, streamed; the job is
         deleted at the end. Iterate under `contextlib.aclosing` so an abandoned export is cleaned up too."""
         return run_export(
-            self,
+            self.exchange,
             request or ExportRequest(),
+            validator=self.validator,
             deadline=Deadline(self.export_deadline_s),
             poll_interval_s=poll_interval_s,
             stats=stats,
         )
-
-    # ------------------------------------------------------------------------------------------------
-    # One exchange: auth, retries, breaker, deadline
-
-    async def auth_headers(self) -> dict[str, str]:
-        """The `Ror-*` headers and, with credentials, a valid bearer token."""
-        headers = dict(self._headers)
-        if self.tokens is not None:
-            headers["Authorization"] = f"Bearer {await self.tokens.token()}"
-        return headers
-
-    async def get_json(self, url: str, deadline: Deadline) -> tuple[httpx.Response, dict[str, Any]]:
-        """GET a JSON object, retried per the policy; raises a typed UpstreamError."""
-        response, body = await self.send("GET", url, deadline, parse_json=True)
-        if not isinstance(body, dict):
-            raise UpstreamProtocolError("the answer is not a JSON object", request=url)
-        return response, body
-
-    async def send(
-        self,
-        method: str,
-        url: str,
-        deadline: Deadline,
-        *,
-        extra_headers: Mapping[str, str] | None = None,
-        parse_json: bool = False,
-    ) -> tuple[httpx.Response, Any]:
-        """One idempotent request with auth, retries, backoff, the breaker and the deadline.
-
-        Returns any response below 400 and, with `parse_json`, its body parsed once with orjson (a body
-        that does not parse is a transfer cut short: retried). Raises the typed error of the last failure
-        otherwise. A 401 gets one token refresh and one retry.
-        """
-        attempt = 0
-        refreshed = False
-        last_failure: UpstreamError | None = None
-        while True:
-            attempt += 1
-            if last_failure is not None and deadline.remaining() <= 0:
-                # The backoff sleep overran the deadline it was sized to fit: the last upstream failure says
-                # more (status, OperationOutcome) than "deadline passed".
-                raise last_failure
-            left = deadline.check(url)
-            self.breaker.before_call(url)
-            try:
-                headers = await self.auth_headers()
-            except UpstreamError as error:
-                # The token endpoint is down or busy: retried like the FHIR call it serves. A refusal of
-                # the credentials themselves (4xx) is final.
-                if error.status is not None and error.status not in RETRYABLE_STATUSES:
-                    raise
-                last_failure = error
-                await self.pause_before_retry(attempt, error, None, deadline)
-                continue
-            if extra_headers:
-                headers.update(extra_headers)
-            request_id = current_request_id()
-            if request_id is not None:
-                headers[REQUEST_ID_HEADER] = request_id
-            timeout = httpx.Timeout(min(self.timeout_s, left), connect=min(self.connect_timeout_s, left))
-            wait: float | None = None
-            outage = True
-            resource = resource_of(url, self.base_url)
-            try:
-                async with self._slots:
-                    started = time.perf_counter()
-                    try:
-                        response = await self._http.request(method, url, headers=headers, timeout=timeout)
-                    except httpx.HTTPError:
-                        self.observer.exchange(resource, "error", time.perf_counter() - started)
-                        raise
-                    self.observer.exchange(resource, str(response.status_code), time.perf_counter() - started)
-            except httpx.TimeoutException as exc:
-                failure: UpstreamError = UpstreamTimeoutError(f"timeout ({type(exc).__name__})", request=url)
-            except httpx.HTTPError as exc:
-                failure = UpstreamUnavailableError(f"connection failed ({type(exc).__name__})", request=url)
-            else:
-                status = response.status_code
-                if status == 401 and self.tokens is not None and not refreshed:
-                    self.breaker.record_success()  # the server answered: not an outage
-                    refreshed = True
-                    attempt -= 1  # the retry after a refresh is not a backoff attempt
-                    self.tokens.invalidate(headers["Authorization"].removeprefix("Bearer "))
-                    continue
-                if status not in RETRYABLE_STATUSES and status >= 400:
-                    self.breaker.record_success()
-                    raise UpstreamStatusError(
-                        "the national API refused the request",
-                        request=f"{method} {url}" if method != "GET" else url,
-                        status=status,
-                        outcome=outcome_text(response.content),
-                    )
-                if status < 400:
-                    self.breaker.record_success()
-                    if not parse_json:
-                        return response, None
-                    try:
-                        return response, orjson.loads(response.content)
-                    except orjson.JSONDecodeError:
-                        outage = False
-                        failure = UpstreamProtocolError("the answer is not valid JSON", request=url)
-                else:
-                    outage = status != 429  # rate limiting is the server protecting itself, not an outage
-                    wait = retry_after_s(response.headers.get("retry-after"))
-                    failure = UpstreamStatusError(
-                        "the national API refused the request",
-                        request=url,
-                        status=status,
-                        outcome=outcome_text(response.content),
-                    )
-            if outage:
-                self.breaker.record_failure()
-            last_failure = failure
-            await self.pause_before_retry(attempt, failure, wait, deadline)
-
-    async def pause_before_retry(
-        self, attempt: int, failure: UpstreamError, wait: float | None, deadline: Deadline
-    ) -> None:
-        """Sleep before the next attempt, or raise `failure` when attempts, Retry-After or time run out."""
-        if attempt >= self.retry.max_attempts:
-            raise failure
-        if wait is not None and wait > self.retry.retry_after_max_s:
-            raise failure
-        delay = wait if wait is not None else self.retry.backoff(attempt, self._rng)
-        if delay >= deadline.remaining():
-            raise failure
-        self.observer.retry(resource_of(failure.request or "", self.base_url))
-        log.info("%s %d/%d in %.2fs: %s", LogEvent.RETRY, attempt, self.retry.max_attempts, delay, failure)
-        await asyncio.sleep(delay)
-
-
-def _windowed(query: FhirQuery, window: Window) -> FhirQuery:
-    start, end = window
-    params = list(query.params)
-    if start is not None:
-        params.append(("_lastUpdated", f"ge{_instant(start)}"))
-    if end is not None:
-        params.append(("_lastUpdated", f"lt{_instant(end)}"))
-    return FhirQuery(query.resource_type, tuple(params), query.purpose)
-
-
-def _instant(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _split(window: Window) -> list[Window]:
-    """Sub-windows covering `window` exactly; [] when it cannot be split (open-ended or too narrow)."""
-    start, end = window
-    horizon = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
-    if start is None and end is None:
-        return [(None, EPOCH), (EPOCH, horizon), (horizon, None)]
-    if start is None or end is None:
-        return []  # before 1970 or after tomorrow: nothing sensible to bisect
-    if end - start < 2 * MIN_WINDOW:
-        return []
-    middle = start + (end - start) / 2
-    return [(start, middle), (middle, end)]
-
-
-def _describe(window: Window) -> str:
-    start, end = window
-    return f"_lastUpdated in [{_instant(start) if start else '-∞'}, {_instant(end) if end else '+∞'})"
 
 
 def _key(resource: Resource) -> str:

@@ -19,8 +19,8 @@ import orjson
 
 from bridge.csd.writer import document_end, document_start
 from bridge.errors import ConfigurationError, ExtractionBusyError, InvalidParameterError
+from bridge.fhir.bulk_export import ExportRequest, ExportStats
 from bridge.fhir.client import FhirClient
-from bridge.fhir.export import ExportRequest, ExportStats
 from bridge.fhir.resilience import Deadline
 from bridge.model import (
     CsdRequest,

@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from bridge.errors import UpstreamStatusError
+from bridge.fhir.bulk_export import ExportRequest, ExportStats
 from bridge.fhir.client import Credentials, FhirClient
-from bridge.fhir.export import ExportRequest, ExportStats
 from bridge.fhir.resilience import RetryPolicy
 from tests.fhir.scripted import Scripted, fhir, outcome, resources
 

@@ -14,8 +14,8 @@ from contextlib import aclosing, contextmanager
 import pytest
 
 from bridge.errors import UpstreamStatusError
+from bridge.fhir.bulk_export import ExportRequest, ExportStats
 from bridge.fhir.client import Credentials, FhirClient
-from bridge.fhir.export import ExportRequest, ExportStats
 from bridge.fhir.resilience import CircuitBreaker, RetryPolicy
 from bridge.model import FhirQuery
 from bridge.simulator.app import SimulatorConfig, create_simulator_server

@@ -1,36 +1,31 @@
 """Bulk `$export` against the national API: kick-off, polling, manifest, streamed downloads, clean-up.
 
-Outbound edge (`bridge/fhir/`). Follows the ROR's variant of FHIR Bulk Data (ror-fhir-api.md §2.5): output
-files are one `collection` Bundle per slice (`application/fhir+json`) or one resource per line (ndjson).
+Outbound edge (`bridge/fhir/`): every request (kick-off, polls, downloads, clean-up) goes through the one
+exchange (exchange.py: auth, retries, deadline, breaker). Follows the ROR's variant of FHIR Bulk Data
+(ror-fhir-api.md §2.5): output files are one `collection` Bundle per slice (`application/fhir+json`) or
+one resource per line (ndjson).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import orjson
 
-from bridge.errors import (
-    IncompleteResultError,
-    UpstreamError,
-    UpstreamProtocolError,
-    UpstreamStatusError,
-    UpstreamTimeoutError,
-    UpstreamUnavailableError,
-)
-from bridge.fhir.outcome import outcome_text, retry_after_s
-from bridge.fhir.resilience import RETRYABLE_STATUSES, Deadline
+from bridge.errors import IncompleteResultError, UpstreamError, UpstreamProtocolError
+from bridge.fhir.exchange import Exchange
+from bridge.fhir.outcome import retry_after_s
+from bridge.fhir.resilience import Deadline
+from bridge.fhir.validation import SampledValidator
 from bridge.model import Resource
-
-if TYPE_CHECKING:
-    from bridge.fhir.client import FhirClient
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +33,7 @@ log = logging.getLogger(__name__)
 # keeps the request explicit.
 COMPLETE_EXTRACT = "_myCompleteExtract"
 CLEANUP_TIMEOUT_S = 10.0
+DOWNLOAD_ACCEPT = "application/fhir+ndjson, application/fhir+json"
 
 
 class LogEvent(StrEnum):
@@ -76,9 +72,10 @@ class ExportStats:
 
 
 async def run_export(
-    client: FhirClient,
+    client: Exchange,
     request: ExportRequest,
     *,
+    validator: SampledValidator | None = None,
     deadline: Deadline,
     poll_interval_s: float = 1.0,
     stats: ExportStats | None = None,
@@ -117,8 +114,8 @@ async def run_export(
             stats.files += 1
             async for resource in _download(client, url, deadline):
                 stats.resources += 1
-                if client.validator is not None:
-                    client.validator.submit(resource)
+                if validator is not None:
+                    validator.submit(resource)
                 yield resource
         if manifest.get("error"):
             # Bulk Data: `error` lists OperationOutcome files for what could not be exported.
@@ -132,7 +129,7 @@ async def run_export(
 
 
 async def _poll(
-    client: FhirClient, poll_url: str, deadline: Deadline, interval_s: float, stats: ExportStats
+    client: Exchange, poll_url: str, deadline: Deadline, interval_s: float, stats: ExportStats
 ) -> Mapping[str, Any]:
     """Poll until the manifest (200); 202 means running: wait `Retry-After` (else `interval_s`)."""
     while True:
@@ -159,75 +156,44 @@ async def _poll(
         await asyncio.sleep(max(0.0, min(wait, left)))
 
 
-async def _download(client: FhirClient, url: str, deadline: Deadline) -> AsyncIterator[Resource]:
-    """One output file, streamed; a retried download skips the resources already delivered."""
+async def _download(client: Exchange, url: str, deadline: Deadline) -> AsyncIterator[Resource]:
+    """One output file, streamed through the exchange; a retried download skips the resources already
+    delivered. A fresh token per file and per attempt: long exports outlive tokens (ror-fhir-api.md §2.5)."""
     delivered = 0
-    attempt = 0
-    refreshed = False
-    while True:
-        attempt += 1
-        deadline.check(url)
-        client.breaker.before_call(url)
-        # A fresh token per file and per attempt: long exports outlive tokens (ror-fhir-api.md §2.5).
-        headers = await client.auth_headers()
-        headers["Accept"] = "application/fhir+ndjson, application/fhir+json"
+
+    async def read(response: httpx.Response) -> AsyncIterator[Resource]:
+        nonlocal delivered
         position = 0
-        wait: float | None = None
-        outage = True
-        try:
-            async with client.http.stream("GET", url, headers=headers) as response:
-                status = response.status_code
-                if status < 500 and status != 429:
-                    client.breaker.record_success()  # the server answered: not an outage
-                if status == 401 and client.tokens is not None and not refreshed:
-                    refreshed = True
-                    attempt -= 1
-                    client.tokens.invalidate(headers["Authorization"].removeprefix("Bearer "))
+        if "ndjson" in response.headers.get("content-type", ""):
+            async for line in response.aiter_lines():
+                if not line.strip():
                     continue
-                if status >= 400:
-                    content = await response.aread()
-                    error = UpstreamStatusError(
-                        "the national API refused an export file",
-                        request=url,
-                        status=status,
-                        outcome=outcome_text(content),
-                    )
-                    if status not in RETRYABLE_STATUSES:
-                        raise error
-                    failure: UpstreamError = error
-                    outage = status != 429
-                    wait = retry_after_s(response.headers.get("retry-after"))
-                else:
-                    if "ndjson" in response.headers.get("content-type", ""):
-                        async for line in response.aiter_lines():
-                            if not line.strip():
-                                continue
-                            position += 1
-                            if position > delivered:
-                                resource = _resource(orjson.loads(line), url)
-                                delivered += 1
-                                yield resource
-                    else:
-                        # One Bundle per file ("un par tranche de résultats"): bounded by the slice size.
-                        for resource in _bundle_resources(orjson.loads(await response.aread()), url):
-                            position += 1
-                            if position > delivered:
-                                delivered += 1
-                                yield resource
-                    return
-        except orjson.JSONDecodeError:
-            failure = UpstreamProtocolError("an export file holds invalid JSON", request=url)
-            outage = False
-        except httpx.TimeoutException as exc:
-            failure = UpstreamTimeoutError(f"timeout ({type(exc).__name__})", request=url)
-        except httpx.HTTPError as exc:
-            failure = UpstreamUnavailableError(f"connection failed ({type(exc).__name__})", request=url)
-        if outage:
-            client.breaker.record_failure()
-        await client.pause_before_retry(attempt, failure, wait, deadline)
+                position += 1
+                if position > delivered:
+                    resource = _resource(orjson.loads(line), url)
+                    delivered += 1
+                    yield resource
+        else:
+            # One Bundle per file ("un par tranche de résultats"): bounded by the slice size.
+            for resource in _bundle_resources(orjson.loads(await response.aread()), url):
+                position += 1
+                if position > delivered:
+                    delivered += 1
+                    yield resource
+
+    resources = client.stream(
+        url,
+        deadline,
+        read,
+        extra_headers={"Accept": DOWNLOAD_ACCEPT},
+        refusal="the national API refused an export file",
+    )
+    async with contextlib.aclosing(resources):
+        async for resource in resources:
+            yield resource
 
 
-async def _cleanup(client: FhirClient, poll_url: str) -> bool:
+async def _cleanup(client: Exchange, poll_url: str) -> bool:
     """DELETE the job and its files (Bulk Data "delete a bulk data request"); a failure is only logged."""
     try:
         await client.send("DELETE", poll_url, Deadline(CLEANUP_TIMEOUT_S))
