@@ -45,11 +45,11 @@ from bridge.model import (
     Resource,
     SearchResult,
 )
-from bridge.paths import shipped_dir
 from bridge.pipeline.cache import ExtractionCache
 from bridge.pipeline.extraction import Extractor, extraction_request
 from bridge.pipeline.progress import Progress, ProgressCallback, Source
 from bridge.pipeline.transaction import Pipeline
+from bridge.shipped import shipped_dir
 from bridge.tracing import Tracing, build_tracing
 from bridge.translate import Mappings, coverage_report, from_fhir_results, load_mappings
 from bridge.translate.fhirpaths import check_tables
@@ -101,7 +101,7 @@ def check_mappings(settings: Settings, profile_schema: Path | None = None) -> st
     coverage of the official ROR CSD v2.4 profile's elements (`profile_schema`, else the profile's schema in
     ../shared/reference/ror-v24/ next to a source checkout; skipped, and said so, when neither exists)."""
     from bridge.compare.rules import describe, load_rules
-    from bridge.csd.profile import csd_elements
+    from bridge.csd.schema_tree import csd_elements
     from bridge.translate.profile_coverage import coverage_lines, load_reasons, profile_coverage
 
     mappings = mappings_from(settings)
@@ -208,8 +208,8 @@ def build_upstream(settings: Settings, observer: UpstreamObserver | None = None)
         )
         return Upstream(client=client)
     try:  # the `demo` extra (numpy): a production install serving the national API does without it
-        from bridge.simulator.app import SimulatorConfig, create_simulator_app
         from bridge.simulator.dataset import generate_dataset
+        from bridge.simulator.national_api import SimulatorConfig, create_simulator_app
     except ImportError as error:
         raise ConfigurationError(
             f"BRIDGE_UPSTREAM_URL / --upstream demo needs the embedded simulator, which needs {error.name}: "

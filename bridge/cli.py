@@ -168,9 +168,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _simulator(args: argparse.Namespace) -> int:
-    from bridge.simulator.access import TOKEN_PATH, normalise_fingerprint
-    from bridge.simulator.app import SimulatorConfig, run_simulator
-    from bridge.simulator.faults import FaultSpecError, parse_faults
+    from bridge.simulator.access_control import TOKEN_PATH, normalise_fingerprint
+    from bridge.simulator.fault_injection import FaultSpecError, parse_faults
+    from bridge.simulator.national_api import SimulatorConfig, run_simulator
 
     try:
         parse_faults(args.faults)
@@ -404,7 +404,7 @@ def _compare(args: argparse.Namespace) -> int:
     from bridge.compare.report import RunInfo, summary_table, write_reports
     from bridge.compare.rules import load_rules
     from bridge.errors import BridgeError
-    from bridge.paths import shipped_dir
+    from bridge.shipped import shipped_dir
 
     settings = _settings(args, mappings_dir=args.mappings_dir)
     interactive = sys.stderr.isatty() and not args.quiet

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bridge.paths import shipped_dir
+from bridge.shipped import shipped_dir
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from bridge.compare.selftest import SCENARIOS, load_scenarios
-from bridge.paths import shipped_dir
+from bridge.shipped import shipped_dir
 from tests.test_cli import cli, free_port, running
 
 

@@ -31,13 +31,13 @@ from bridge.errors import InvalidParameterError, UnknownRegionError
 from bridge.fhir.client import FhirClient
 from bridge.fhir.resilience import RetryPolicy
 from bridge.model import CsdRequest, Directory, RequestForm, RequestParams, Transaction
-from bridge.paths import shipped_dir
 from bridge.pipeline import Pipeline
 from bridge.pipeline.cache import ExtractionCache
 from bridge.pipeline.extraction import ExtractionRequest, Extractor, extraction_plan, extraction_request
 from bridge.pipeline.progress import Progress, Source
-from bridge.simulator.app import SimulatorConfig, create_simulator_server
+from bridge.shipped import shipped_dir
 from bridge.simulator.dataset import generate_dataset
+from bridge.simulator.national_api import SimulatorConfig, create_simulator_server
 from bridge.translate import load_mappings
 from tests.expected import entity_ids, expected_entities
 from tests.profile.harness import PROFILE_SHAPE_PENDING, OfficialProfile, assert_follows_profile

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from bridge.paths import shipped_dir
 from bridge.pipeline.changes import ChainSpool, DeltaSpool
+from bridge.shipped import shipped_dir
 from bridge.translate import FunctionSpec, Mappings, load_mappings
 
 TAG = "https://mos.esante.gouv.fr/NOS/TRE_R30-RegionOM/FHIR/TRE-R30-RegionOM"

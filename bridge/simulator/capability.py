@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.simulator import codes
+from bridge.simulator import vocab
 from bridge.simulator.dataset import REFERENCE_PARAMS, RESOURCE_TYPES
 from bridge.simulator.search import SEARCH_PARAMS, SORT_KEYS
 
@@ -50,7 +50,7 @@ def capability_statement(
         resources.append(
             {
                 "type": rtype,
-                "profile": codes.PROFILE[rtype],
+                "profile": vocab.PROFILE[rtype],
                 "interaction": [{"code": "read"}, {"code": "search-type"}],
                 # Every include is accepted on every type (and with :iterate); only matching sources add.
                 "searchInclude": includes,

@@ -21,8 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from bridge.model import Resource
-from bridge.simulator import codes
-from bridge.simulator.codes import CodeLists, Equipment, code_lists
+from bridge.simulator import vocab
+from bridge.simulator.vocab import CodeLists, Equipment, code_lists
 
 RESOURCE_TYPES = ("Organization", "HealthcareService", "Location", "PractitionerRole", "Practitioner")
 
@@ -569,9 +569,9 @@ class Dataset:
         candidate: int | None = None
         try:
             if rtype == "Organization":
-                if system in (codes.FINESS, codes.ID_NAT_STRUCT):
-                    digits = value[1:] if system == codes.ID_NAT_STRUCT and value[:1] == "1" else value
-                    if system == codes.ID_NAT_STRUCT and value[:1] != "1":
+                if system in (vocab.FINESS, vocab.ID_NAT_STRUCT):
+                    digits = value[1:] if system == vocab.ID_NAT_STRUCT and value[:1] == "1" else value
+                    if system == vocab.ID_NAT_STRUCT and value[:1] != "1":
                         return None
                     if len(digits) != 9 or not digits.isdigit():
                         return None
@@ -581,7 +581,7 @@ class Dataset:
                     candidate = int(self.struct_org[serial])
                     ok = self._finess(serial) == digits
                     return candidate if ok else None
-                if system == codes.SIRENE:
+                if system == vocab.SIRENE:
                     if len(value) == 9 and value.isdigit():
                         serial = self.perm["siren"].inverse(int(value[:8]))
                         if serial < len(self.struct_org):
@@ -599,7 +599,7 @@ class Dataset:
                             if int(self.org_ordinal[eg]) == ordinal and self._siret(eg) == value:
                                 return int(eg)
                     return None
-                if system == codes.OI:
+                if system == vocab.OI:
                     if len(value) != 10 or not value.startswith("OI") or not value[2:].isdigit():
                         return None
                     candidate = self.perm["oi"].inverse(int(value[2:]))
@@ -639,9 +639,9 @@ class Dataset:
         if system not in _IDENTIFIER_SYSTEMS.get(resource_type, ()):
             return np.zeros(n, dtype=bool)
         if resource_type == "Organization":
-            if system == codes.OI:
+            if system == vocab.OI:
                 return np.asarray(self.org_kind >= K_POLE)
-            if system == codes.SIRENE or system in (codes.FINESS, codes.ID_NAT_STRUCT):
+            if system == vocab.SIRENE or system in (vocab.FINESS, vocab.ID_NAT_STRUCT):
                 return np.asarray(self.org_kind <= K_EG)
         return np.ones(n, dtype=bool)
 
@@ -667,11 +667,14 @@ class Dataset:
             "id": self.id_of(rtype, index),
             "meta": {
                 "lastUpdated": self._stamp(rtype, index),
-                "profile": [codes.PROFILE[rtype]],
+                "profile": [vocab.PROFILE[rtype]],
                 "tag": [self.lists.regions.coding(self.lists.regions.codes[region])],
             },
             "extension": [
-                {"url": codes.EXT_CREATION_DATE, "valueDateTime": created.isoformat(timespec="seconds")}
+                {
+                    "url": vocab.EXT_CREATION_DATE,
+                    "valueDateTime": created.isoformat(timespec="seconds"),
+                }
             ],
         }
 
@@ -699,24 +702,29 @@ class Dataset:
         kind = int(self.org_kind[i])
         org = self._start("Organization", i, int(self.org_region[i]), rng)
         ej = self._ej_index(i)
-        g07 = codes.TRE_G07_TYPE_IDENTIFIANT_STRUCTURE
+        g07 = vocab.TRE_G07_TYPE_IDENTIFIANT_STRUCTURE
         if kind in (K_EJ, K_EG):
             finess = self._finess(int(self.org_serial[i]))
             third = (
-                _identifier(g07, codes.G07_SIREN, codes.SIRENE, self._siren(int(self.org_serial[i])))
+                _identifier(g07, vocab.G07_SIREN, vocab.SIRENE, self._siren(int(self.org_serial[i])))
                 if kind == K_EJ
-                else _identifier(g07, codes.G07_SIRET, codes.SIRENE, self._siret(i))
+                else _identifier(g07, vocab.G07_SIRET, vocab.SIRENE, self._siret(i))
             )
             org["identifier"] = [
                 {"use": "official"}
-                | _identifier(g07, codes.G07_ID_NAT_STRUCT, codes.ID_NAT_STRUCT, "1" + finess),
-                _identifier(g07, codes.G07_FINESS, codes.FINESS, finess),
+                | _identifier(g07, vocab.G07_ID_NAT_STRUCT, vocab.ID_NAT_STRUCT, "1" + finess),
+                _identifier(g07, vocab.G07_FINESS, vocab.FINESS, finess),
                 third,
             ]
         else:
             # [INFER] identifiantOI value format is not documented; a national serial, unique nationally.
             org["identifier"] = [
-                _identifier(codes.TRE_R345_TYPE_IDENTIFIANT_AUTRE, codes.R345_OI, codes.OI, self._oi(i))
+                _identifier(
+                    vocab.TRE_R345_TYPE_IDENTIFIANT_AUTRE,
+                    vocab.R345_OI,
+                    vocab.OI,
+                    self._oi(i),
+                )
             ]
         org["active"] = True
         org["name"] = self.org_name(i)
@@ -771,18 +779,18 @@ class Dataset:
         low, high = AGE_RANGES[int(self.offer_age[i])]
         offer["extension"] += [
             {
-                "url": codes.EXT_PATIENT_TYPE,
+                "url": vocab.EXT_PATIENT_TYPE,
                 "extension": [
                     {
                         "url": "ageRange",
                         "valueRange": {
-                            "low": {"value": low, "unit": "a", "system": codes.UCUM, "code": "a"},
-                            "high": {"value": high, "unit": "a", "system": codes.UCUM, "code": "a"},
+                            "low": {"value": low, "unit": "a", "system": vocab.UCUM, "code": "a"},
+                            "high": {"value": high, "unit": "a", "system": vocab.UCUM, "code": "a"},
                         },
                     }
                 ],
             },
-            {"url": codes.EXT_SENSITIVE_UNIT, "valueBoolean": rng.random() < 0.05},
+            {"url": vocab.EXT_SENSITIVE_UNIT, "valueBoolean": rng.random() < 0.05},
         ]
         zone = int(self.offer_zone[i])
         if zone >= 0:
@@ -791,14 +799,14 @@ class Dataset:
             commune = lists.communes[zone]
             offer["extension"].append(
                 {
-                    "url": codes.EXT_TERRITORIAL_DIVISION,
+                    "url": vocab.EXT_TERRITORIAL_DIVISION,
                     "extension": [
                         {
                             "url": "codeTerritorialDivision",
                             "valueCodeableConcept": {
                                 "coding": [
                                     {
-                                        "system": codes.TRE_R13_COMMUNE,
+                                        "system": vocab.TRE_R13_COMMUNE,
                                         "code": commune.cog,
                                         "display": commune.name,
                                     }
@@ -808,7 +816,7 @@ class Dataset:
                     ],
                 }
             )
-        offer["identifier"] = [{"system": codes.OFFER, "value": self._offer_identifier(i)}]
+        offer["identifier"] = [{"system": vocab.OFFER, "value": self._offer_identifier(i)}]
         offer["active"] = True
         offer["providedBy"] = {"reference": f"Organization/{self.org_id(provider)}"}
         category = int(self.offer_category[i])
@@ -837,7 +845,7 @@ class Dataset:
         if act >= 0:
             characteristic.append(
                 {
-                    "extension": [{"url": codes.EXT_ACT_TYPE, "valueCode": "specificAct"}],
+                    "extension": [{"url": vocab.EXT_ACT_TYPE, "valueCode": "specificAct"}],
                     "coding": [lists.acts.coding(lists.acts.codes[act])],
                 }
             )
@@ -871,10 +879,10 @@ class Dataset:
         commune = lists.communes[int(self.loc_commune[i])]
         location["extension"].append(
             {
-                "url": codes.EXT_COMMUNE_COG,
+                "url": vocab.EXT_COMMUNE_COG,
                 "valueCodeableConcept": {
                     "coding": [
-                        {"system": codes.TRE_R13_COMMUNE, "code": commune.cog, "display": commune.name}
+                        {"system": vocab.TRE_R13_COMMUNE, "code": commune.cog, "display": commune.name}
                     ]
                 },
             }
@@ -882,9 +890,9 @@ class Dataset:
         # Location identifiers look like `<region>/<id>` (ror-fhir-api.md §3.3); the system is ours [INFER].
         location["identifier"] = [
             _identifier(
-                codes.TRE_R354_TYPE_IDENTIFIANT_RESSOURCE,
-                codes.R354_ID_LOCATION,
-                codes.LOCATION,
+                vocab.TRE_R354_TYPE_IDENTIFIANT_RESSOURCE,
+                vocab.R354_ID_LOCATION,
+                vocab.LOCATION,
                 self._location_identifier(i),
             )
         ]
@@ -935,7 +943,7 @@ class Dataset:
                 ]
                 if rng.random() < 0.9:
                     parts.append({"url": "residentialNumber", "valueInteger": rng.randint(1, 60)})
-                out.append({"url": codes.EXT_RESIDENTIAL_CAPACITY, "extension": parts})
+                out.append({"url": vocab.EXT_RESIDENTIAL_CAPACITY, "extension": parts})
         return out
 
     def _equipment(self, equipment: Equipment, rng: random.Random) -> dict[str, Any]:
@@ -956,12 +964,12 @@ class Dataset:
             quantity = {
                 "value": equipment.limit_value,
                 "unit": equipment.limit_unit,
-                "system": codes.UCUM,
+                "system": vocab.UCUM,
                 "code": equipment.limit_unit,
             }
             parts.append(
                 {
-                    "url": codes.EXT_EQUIPMENT_LIMIT,
+                    "url": vocab.EXT_EQUIPMENT_LIMIT,
                     "extension": [
                         {
                             "url": "equipmentFeature",
@@ -971,7 +979,7 @@ class Dataset:
                     ],
                 }
             )
-        return {"url": codes.EXT_EQUIPMENT, "extension": parts}
+        return {"url": vocab.EXT_EQUIPMENT, "extension": parts}
 
     def _capacity(self, i: int, status: int, rng: random.Random) -> dict[str, Any]:
         """ror-location-supported-capacity with the parts the sources give codes for (status R330, closing
@@ -1000,7 +1008,7 @@ class Dataset:
                     "valueCodeableConcept": {"coding": [lists.capacity_closings.coding(closing)]},
                 }
             )
-        return {"url": codes.EXT_SUPPORTED_CAPACITY, "extension": parts}
+        return {"url": vocab.EXT_SUPPORTED_CAPACITY, "extension": parts}
 
     def _role(self, i: int) -> dict[str, Any]:
         lists = self.lists
@@ -1010,7 +1018,7 @@ class Dataset:
         role = self._start("PractitionerRole", i, int(self.org_region[provider]), rng)
         role["extension"].append(
             {
-                "url": codes.EXT_UNIT_EXERCISE_MODE,
+                "url": vocab.EXT_UNIT_EXERCISE_MODE,
                 "valueCodeableConcept": {
                     "coding": [lists.exercise_modes.coding(rng.choice(lists.exercise_modes.codes))]
                 },
@@ -1034,7 +1042,7 @@ class Dataset:
         rng = self._rng("Practitioner", i)
         practitioner = self._start("Practitioner", i, int(self.prac_region[i]), rng)
         given, gender = rng.choice(_GIVEN)
-        practitioner["identifier"] = [{"system": codes.RPPS, "value": self._rpps(i)}]
+        practitioner["identifier"] = [{"system": vocab.RPPS, "value": self._rpps(i)}]
         practitioner["active"] = True
         practitioner["name"] = [{"family": rng.choice(_FAMILY).upper(), "given": [given]}]
         practitioner["gender"] = gender
@@ -1058,10 +1066,10 @@ def offer_name(mode_display: str, activity_display: str, activity_code: str) -> 
 
 
 _IDENTIFIER_SYSTEMS: Mapping[str, tuple[str, ...]] = {
-    "Organization": (codes.ID_NAT_STRUCT, codes.FINESS, codes.SIRENE, codes.OI),
-    "HealthcareService": (codes.OFFER,),
-    "Location": (codes.LOCATION,),
-    "Practitioner": (codes.RPPS,),
+    "Organization": (vocab.ID_NAT_STRUCT, vocab.FINESS, vocab.SIRENE, vocab.OI),
+    "HealthcareService": (vocab.OFFER,),
+    "Location": (vocab.LOCATION,),
+    "Practitioner": (vocab.RPPS,),
 }
 
 

@@ -27,7 +27,7 @@ from starlette.responses import FileResponse, Response
 
 from bridge.simulator.bundle import FhirResponse, error_response, fhir_base, operation_outcome
 from bridge.simulator.dataset import RESOURCE_TYPES, Dataset
-from bridge.simulator.faults import SCOPE_KEY, FaultRule
+from bridge.simulator.fault_injection import SCOPE_KEY, FaultRule
 from bridge.simulator.search import (
     Key,
     SearchError,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.simulator import codes
+from bridge.simulator import vocab
 from bridge.simulator.dataset import Dataset
 
 Token = tuple[str | None, str]  # (system, code); system None for a bare `code`
@@ -57,15 +57,15 @@ class Path:
 
 
 def _capacity(part: str) -> Path:
-    return Path((codes.EXT_SUPPORTED_CAPACITY, part))
+    return Path((vocab.EXT_SUPPORTED_CAPACITY, part))
 
 
-_EQUIPMENT_LIMIT = (codes.EXT_EQUIPMENT, codes.EXT_EQUIPMENT_LIMIT)
+_EQUIPMENT_LIMIT = (vocab.EXT_EQUIPMENT, vocab.EXT_EQUIPMENT_LIMIT)
 
 # (resource type, parameter) → (FHIR search type, how its values are read). The extension paths are the IG
 # SearchParameters' (ror-fhir-api.md §2.3), with the equipment limit nested in the equipment as the
 # simulator writes it (dataset.py _equipment).
-_ORG_PRICE = f"{codes.IG_SD}/ror-organization-price"
+_ORG_PRICE = f"{vocab.IG_SD}/ror-organization-price"
 _READERS: dict[tuple[str, str], tuple[str, Callable[[Mapping[str, Any]], list[Any]]]] = {
     ("Location", "type"): ("token", lambda r: list(r.get("type") or ())),
     ("Location", "status"): ("token", lambda r: [r["status"]] if "status" in r else []),
@@ -77,28 +77,31 @@ _READERS: dict[tuple[str, str], tuple[str, Callable[[Mapping[str, Any]], list[An
     ("Location", "gender-capacity-available"): ("token", _capacity("genderCapacityAvailable").values),
     ("Location", "temporary-assignement"): ("token", _capacity("temporaryAssignement").values),
     ("Location", "capacity-update-date"): ("date", _capacity("capacityUpdateDate").values),
-    ("Location", "equipment-type"): ("token", Path((codes.EXT_EQUIPMENT, "equipmentType")).values),
+    ("Location", "equipment-type"): ("token", Path((vocab.EXT_EQUIPMENT, "equipmentType")).values),
     ("Location", "equipment-feature"): ("token", Path((*_EQUIPMENT_LIMIT, "equipmentFeature")).values),
     ("Location", "limit-value"): ("quantity", Path((*_EQUIPMENT_LIMIT, "limitValue")).values),
     ("Location", "residential-type"): (
         "token",
-        Path((codes.EXT_RESIDENTIAL_CAPACITY, "residentialType")).values,
+        Path((vocab.EXT_RESIDENTIAL_CAPACITY, "residentialType")).values,
     ),
     ("Location", "residential-number"): (
         "number",
-        Path((codes.EXT_RESIDENTIAL_CAPACITY, "residentialNumber")).values,
+        Path((vocab.EXT_RESIDENTIAL_CAPACITY, "residentialNumber")).values,
     ),
     ("Organization", "closing-type"): (
         "token",
-        Path((f"{codes.IG_SD}/ror-organization-closing-type",)).values,
+        Path((f"{vocab.IG_SD}/ror-organization-closing-type",)).values,
     ),
     # A string in the production CapabilityStatement, a boolean extension: `true` / `false`.
-    ("Organization", "drop-zone"): ("token", Path((f"{codes.IG_SD}/ror-organization-drop-zone",)).values),
+    ("Organization", "drop-zone"): (
+        "token",
+        Path((f"{vocab.IG_SD}/ror-organization-drop-zone",)).values,
+    ),
     ("Organization", "period-end"): (
         "date",
         lambda r: [
             p["end"]
-            for p in Path((codes.EXT_ORGANIZATION_PERIOD,)).values(r)
+            for p in Path((vocab.EXT_ORGANIZATION_PERIOD,)).values(r)
             if isinstance(p, Mapping) and "end" in p
         ],
     ),
@@ -113,11 +116,11 @@ _READERS: dict[tuple[str, str], tuple[str, Callable[[Mapping[str, Any]], list[An
     ("Organization", "special-price"): ("token", Path((_ORG_PRICE, "specialPrice")).values),
     ("HealthcareService", "psychiatric-sector"): (
         "string",
-        Path((f"{codes.IG_SD}/ror-healthcareservice-psychiatric-sector",)).values,
+        Path((f"{vocab.IG_SD}/ror-healthcareservice-psychiatric-sector",)).values,
     ),
     ("HealthcareService", "specific-competence"): (
         "token",
-        Path((f"{codes.IG_SD}/ror-healthcareservice-competence-ressource", "specificCompetence")).values,
+        Path((f"{vocab.IG_SD}/ror-healthcareservice-competence-ressource", "specificCompetence")).values,
     ),
     ("HealthcareService", "notavailable-closing-reopeningdate"): (
         "date",

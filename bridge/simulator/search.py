@@ -16,8 +16,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from bridge.simulator import codes, rendered
-from bridge.simulator.codes import CodeList
+from bridge.simulator import rendered, vocab
 from bridge.simulator.dataset import (
     AGE_RANGES,
     EPOCH_UTC,
@@ -30,6 +29,7 @@ from bridge.simulator.dataset import (
     fold_text,
     offer_name,
 )
+from bridge.simulator.vocab import CodeList
 
 
 class SearchError(ValueError):
@@ -601,7 +601,7 @@ class PlaceCriterion:
                 n
                 for n, c in enumerate(communes)
                 for system, code in tokens
-                if system in (None, codes.TRE_R13_COMMUNE) and code == c.cog
+                if system in (None, vocab.TRE_R13_COMMUNE) and code == c.cog
             ]
             return np.isin(dataset.loc_commune, wanted)
         if self.param == "capacity-status":
@@ -956,7 +956,7 @@ class _ZoneCriterion:
             n
             for n, c in enumerate(dataset.lists.communes)
             for system, code in self.tokens
-            if system in (None, codes.TRE_R13_COMMUNE) and code == c.cog
+            if system in (None, vocab.TRE_R13_COMMUNE) and code == c.cog
         ]
         return np.isin(dataset.offer_zone, wanted)
 
@@ -967,7 +967,7 @@ def _age(name: str, value: str) -> AgeCriterion:
     if (
         match is None
         or match["unit"] not in units
-        or (match["sys"] or codes.UCUM).rstrip("/").split("://")[-1] != "unitsofmeasure.org"
+        or (match["sys"] or vocab.UCUM).rstrip("/").split("://")[-1] != "unitsofmeasure.org"
     ):
         raise SearchError(f"invalid {name} value {value!r} (expected [prefix]number[|unitsofmeasure.org|a])")
     return AgeCriterion(0 if name == "age-range-low" else 1, match["prefix"] or "eq", float(match["n"]))

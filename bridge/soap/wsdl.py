@@ -15,7 +15,7 @@ from typing import Final
 from lxml import etree
 
 from bridge import ns
-from bridge.paths import shipped_dir
+from bridge.shipped import shipped_dir
 
 WSDL_FILE: Final = "csd.wsdl"
 ROR_WSDL_FILE: Final = "ror.wsdl"

@@ -1,7 +1,7 @@
 """Coverage of the official ROR CSD v2.4 profile's elements by the mapping tables, for `mappings check`.
 
 translate/: pure mapping engine. Given the element paths of the profile's `CSD` (walked from its schema by
-bridge/csd/profile.py) and those our own schema lets the writer produce, says for each official element
+bridge/csd/schema_tree.py) and those our own schema lets the writer produce, says for each official element
 whether a mapping rule produces it, whether our `urn:ror:csd:extension` carries it under another form, or why
 it is not produced (`mappings/profile-v24.yaml`).
 """

@@ -17,8 +17,8 @@ import orjson
 
 from bridge.fhir.client import FhirClient
 from bridge.model import FhirQuery
-from bridge.simulator.app import SimulatorConfig, create_simulator_app, mount_simulator
 from bridge.simulator.dataset import generate_dataset
+from bridge.simulator.national_api import SimulatorConfig, create_simulator_app, mount_simulator
 from tests.server import running_server
 
 QUERY = FhirQuery("HealthcareService", ())

@@ -2,7 +2,7 @@
 aborted transfer after it, the disk cache and the concurrency limit.
 
 The fault tests run the bridge against a standalone simulator whose fault selectors count requests from its
-start (bridge/simulator/faults.py).
+start (bridge/simulator/fault_injection.py).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from lxml import etree
 from bridge.app import create_app
 from bridge.config import load_settings
 from bridge.model import Directory
-from bridge.paths import shipped_dir
-from bridge.simulator.app import SimulatorConfig, create_simulator_server
+from bridge.shipped import shipped_dir
 from bridge.simulator.dataset import generate_dataset
+from bridge.simulator.national_api import SimulatorConfig, create_simulator_server
 from bridge.translate import load_mappings
 from tests.e2e.conftest import RunningBridge
 from tests.expected import entity_ids, expected_entities

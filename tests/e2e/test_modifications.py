@@ -24,8 +24,8 @@ from zeep.plugins import HistoryPlugin
 from bridge import ns
 from bridge.app import create_app
 from bridge.config import load_settings
-from bridge.simulator.app import SimulatorConfig, create_simulator_app, mount_simulator
 from bridge.simulator.dataset import Dataset, generate_dataset
+from bridge.simulator.national_api import SimulatorConfig, create_simulator_app, mount_simulator
 from tests.e2e import deltas
 from tests.expected import answer_csd
 from tests.profile.harness import PROFILE_SHAPE_PENDING, OfficialProfile, assert_follows_profile

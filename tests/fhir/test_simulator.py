@@ -18,8 +18,8 @@ from bridge.fhir.bulk_export import ExportRequest, ExportStats
 from bridge.fhir.client import Credentials, FhirClient
 from bridge.fhir.resilience import CircuitBreaker, RetryPolicy
 from bridge.model import FhirQuery
-from bridge.simulator.app import SimulatorConfig, create_simulator_server
 from bridge.simulator.dataset import generate_dataset
+from bridge.simulator.national_api import SimulatorConfig, create_simulator_server
 from tests.server import running_server
 
 SCALE = 40

@@ -24,7 +24,7 @@ from bridge.fhir.auth import build_ssl_context
 from bridge.fhir.client import Credentials, FhirClient
 from bridge.fhir.resilience import RetryPolicy
 from bridge.model import FhirQuery
-from bridge.simulator.app import SimulatorConfig, create_simulator_server, tls_options
+from bridge.simulator.national_api import SimulatorConfig, create_simulator_server, tls_options
 
 TLS = Path(__file__).resolve().parent.parent / "fixtures" / "fhir-client" / "tls"
 TOKEN_PATH = "/auth/realms/ror/protocol/openid-connect/token"

@@ -27,8 +27,8 @@ from fastapi.responses import JSONResponse
 
 from bridge.app import create_app
 from bridge.config import load_settings
-from bridge.simulator.app import SimulatorConfig, create_simulator_app
 from bridge.simulator.dataset import Dataset, generate_dataset
+from bridge.simulator.national_api import SimulatorConfig, create_simulator_app
 from tests.golden.manifest import GOLDEN, Case, Upstream, canonical, fault_summary, load_manifest
 from tests.server import running_server
 

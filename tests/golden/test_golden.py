@@ -16,7 +16,7 @@ from lxml import etree
 from bridge import ns
 from bridge.app import create_app
 from bridge.config import load_settings
-from bridge.paths import shipped_dir
+from bridge.shipped import shipped_dir
 from bridge.translate import load_mappings
 from tests.golden.manifest import GOLDEN, Call, Case, Upstream, canonical, fault_summary, load_manifest
 from tests.profile.harness import (

@@ -23,8 +23,8 @@ from lxml import etree
 from bridge import ns
 from bridge.app import create_app
 from bridge.config import load_settings
-from bridge.simulator.app import SimulatorConfig, create_simulator_server
 from bridge.simulator.dataset import generate_dataset
+from bridge.simulator.national_api import SimulatorConfig, create_simulator_server
 from tests.server import running_server
 
 SCALE, SEED = 60, 11

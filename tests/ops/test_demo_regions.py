@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from bridge.config import Settings
-from bridge.paths import shipped_dir
+from bridge.shipped import shipped_dir
 from bridge.simulator.dataset import generate_dataset
 from bridge.translate import load_mappings
 from tests.test_cli import cli

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from bridge.paths import shipped_dir
+from bridge.shipped import shipped_dir
 from bridge.translate.fhirpaths import ELEMENTS_FILE, check_path
 from bridge.translate.paths import SourcePath
 from tests.ops.fhir_elements import render

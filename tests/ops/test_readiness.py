@@ -10,9 +10,9 @@ import pytest
 from bridge.app import create_app
 from bridge.config import load_settings
 from bridge.fhir.resilience import BreakerState
-from bridge.simulator.access import TOKEN_PATH
-from bridge.simulator.app import SimulatorConfig, create_simulator_server
+from bridge.simulator.access_control import TOKEN_PATH
 from bridge.simulator.dataset import generate_dataset
+from bridge.simulator.national_api import SimulatorConfig, create_simulator_server
 from tests.ops.conftest import scrape, total
 from tests.server import running_server
 

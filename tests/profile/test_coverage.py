@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import xmlschema
 
-from bridge.csd.profile import csd_elements
+from bridge.csd.schema_tree import csd_elements
 from bridge.errors import MappingTableError
-from bridge.paths import shipped_dir
+from bridge.shipped import shipped_dir
 from bridge.translate import Mappings, load_mappings
 from bridge.translate.profile_coverage import load_reasons, profile_coverage
 from tests.profile.harness import OfficialProfile

@@ -11,7 +11,7 @@ import pytest
 import xmlschema
 from lxml import etree
 
-from bridge.csd.profile import csd_elements
+from bridge.csd.schema_tree import csd_elements
 from tests.profile.harness import LECTURE_PROJECT, OfficialProfile
 
 REPO = Path(__file__).resolve().parents[2]

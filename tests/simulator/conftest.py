@@ -8,8 +8,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from bridge.simulator.app import SimulatorConfig, create_simulator_app
 from bridge.simulator.dataset import Dataset, generate_dataset
+from bridge.simulator.national_api import SimulatorConfig, create_simulator_app
 
 BASE = "http://sim"
 

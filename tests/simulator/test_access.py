@@ -25,15 +25,15 @@ import httpx
 import pytest
 import uvicorn
 
-from bridge.simulator.access import ROR_HEADERS, TOKEN_PATH
-from bridge.simulator.app import (
+from bridge.simulator.access_control import ROR_HEADERS, TOKEN_PATH
+from bridge.simulator.dataset import Dataset
+from bridge.simulator.fault_injection import FAULTS_HEADER
+from bridge.simulator.national_api import (
     SimulatorConfig,
     create_simulator_app,
     create_simulator_server,
     tls_options,
 )
-from bridge.simulator.dataset import Dataset
-from bridge.simulator.faults import FAULTS_HEADER
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = "http://sim"

@@ -15,7 +15,7 @@ from fhir.resources.R4B.organization import Organization
 from fhir.resources.R4B.practitioner import Practitioner
 from fhir.resources.R4B.practitionerrole import PractitionerRole
 
-from bridge.simulator import codes
+from bridge.simulator import vocab
 from bridge.simulator.dataset import (
     REFERENCE_PARAMS,
     Dataset,
@@ -93,7 +93,7 @@ def test_ej_eg_and_internal_organisations(dataset: Dataset) -> None:
         parent = parent_of(org)
         if kind is OrgKind.EJ:
             assert parent is None
-            assert codings(org["type"], codes.TRE_R72_STATUT_JURIDIQUE)
+            assert codings(org["type"], vocab.TRE_R72_STATUT_JURIDIQUE)
         elif kind is OrgKind.EG:
             assert parent is not None
             assert dataset.kind[parent] is OrgKind.EJ
@@ -103,7 +103,7 @@ def test_ej_eg_and_internal_organisations(dataset: Dataset) -> None:
         else:
             assert parent is not None
             assert dataset.kind[parent] is not OrgKind.EJ  # an OI hangs under its EG (IG 0.6.0 note)
-            assert [i["system"] for i in org["identifier"]] == [codes.OI]
+            assert [i["system"] for i in org["identifier"]] == [vocab.OI]
 
 
 def test_every_unit_and_offer_reaches_an_ej(dataset: Dataset) -> None:
@@ -142,20 +142,20 @@ def test_structure_identifiers_follow_the_profiles(dataset: Dataset) -> None:
     for oid, org in dataset.resources["Organization"].items():
         by_system = {i["system"]: i for i in org["identifier"]}
         if dataset.kind[oid] in (OrgKind.EJ, OrgKind.EG):
-            finess = by_system[codes.FINESS]["value"]
+            finess = by_system[vocab.FINESS]["value"]
             assert len(finess) == 9
             assert finess[-1] == luhn_key(finess[:-1])
-            assert by_system[codes.ID_NAT_STRUCT]["value"] == "1" + finess
-            sirene = by_system[codes.SIRENE]
+            assert by_system[vocab.ID_NAT_STRUCT]["value"] == "1" + finess
+            sirene = by_system[vocab.SIRENE]
             expected = ("2", 9) if dataset.kind[oid] is OrgKind.EJ else ("3", 14)
             assert (sirene["type"]["coding"][0]["code"], len(sirene["value"])) == expected
     for practitioner in dataset.resources["Practitioner"].values():
         (rpps,) = practitioner["identifier"]
-        assert rpps["system"] == codes.RPPS
+        assert rpps["system"] == vocab.RPPS
         assert len(rpps["value"]) == 11
         assert rpps["value"][-1] == luhn_key(rpps["value"][:-1])
     for offer in dataset.resources["HealthcareService"].values():
-        assert [i["system"] for i in offer["identifier"]] == [codes.OFFER]
+        assert [i["system"] for i in offer["identifier"]] == [vocab.OFFER]
 
 
 def test_every_resource_has_meta_and_creation_date(dataset: Dataset) -> None:
@@ -164,11 +164,11 @@ def test_every_resource_has_meta_and_creation_date(dataset: Dataset) -> None:
     for resource in dataset:
         meta = resource["meta"]
         years.add(meta["lastUpdated"][:4])
-        assert meta["profile"] == [codes.PROFILE[resource["resourceType"]]]
+        assert meta["profile"] == [vocab.PROFILE[resource["resourceType"]]]
         (tag,) = meta["tag"]
-        assert tag["system"] == codes.TRE_R30_REGION
+        assert tag["system"] == vocab.TRE_R30_REGION
         assert tag["code"] in regions
-        creation = [e for e in resource["extension"] if e["url"] == codes.EXT_CREATION_DATE]
+        creation = [e for e in resource["extension"] if e["url"] == vocab.EXT_CREATION_DATE]
         assert len(creation) == 1
     assert len(years) >= 5
 
@@ -191,38 +191,38 @@ def test_codes_come_from_the_data_files(dataset: Dataset) -> None:
     for oid, org in dataset.resources["Organization"].items():
         kind = dataset.kind[oid]
         if kind is OrgKind.EJ:
-            assert set(codings(org["type"], codes.TRE_R72_STATUT_JURIDIQUE)) <= data_codes(
+            assert set(codings(org["type"], vocab.TRE_R72_STATUT_JURIDIQUE)) <= data_codes(
                 "tre_r72_statut_juridique.csv"
             )
         elif kind is OrgKind.EG:
-            eg_codes = codings(org["type"], codes.TRE_R66_CATEGORIE_ETABLISSEMENT)
+            eg_codes = codings(org["type"], vocab.TRE_R66_CATEGORIE_ETABLISSEMENT)
             assert eg_codes
             assert set(eg_codes) <= data_codes("tre_r66_categorie_etablissement.csv")
         else:
-            assert codings(org["type"], codes.TRE_R207_TYPE_OI) == [kind.value]
+            assert codings(org["type"], vocab.TRE_R207_TYPE_OI) == [kind.value]
             assert kind.value in oi_types
     for offer in dataset.resources["HealthcareService"].values():
-        assert set(codings(offer["type"], codes.TRE_R227_CHAMP_ACTIVITE)) <= data_codes(
+        assert set(codings(offer["type"], vocab.TRE_R227_CHAMP_ACTIVITE)) <= data_codes(
             "tre_r227_champ_activite.csv"
         )
-        activity = codings(offer["specialty"], codes.TRE_R211_ACTIVITE_OPERATIONNELLE)
+        activity = codings(offer["specialty"], vocab.TRE_R211_ACTIVITE_OPERATIONNELLE)
         assert len(activity) == 1
         assert activity[0] in data_codes("tre_r211_activite_operationnelle.csv")
-        modes = codings(offer["characteristic"], codes.TRE_R213_MODE_PRISE_EN_CHARGE)
+        modes = codings(offer["characteristic"], vocab.TRE_R213_MODE_PRISE_EN_CHARGE)
         assert len(modes) == 1
         assert modes[0] in data_codes("tre_r213_mode_prise_en_charge.csv", open_only=True)
-        acts = codings(offer["characteristic"], codes.TRE_R210_ACTE_SPECIFIQUE)
+        acts = codings(offer["characteristic"], vocab.TRE_R210_ACTE_SPECIFIQUE)
         assert set(acts) <= data_codes("tre_r210_acte_specifique.csv")
     for location in dataset.resources["Location"].values():
-        (cog,) = [e for e in location["extension"] if e["url"] == codes.EXT_COMMUNE_COG]
-        assert codings([cog["valueCodeableConcept"]], codes.TRE_R13_COMMUNE)[0] in data_codes(
+        (cog,) = [e for e in location["extension"] if e["url"] == vocab.EXT_COMMUNE_COG]
+        assert codings([cog["valueCodeableConcept"]], vocab.TRE_R13_COMMUNE)[0] in data_codes(
             "tre_r13_commune.csv"
         )
-        assert set(codings(location["type"], codes.TRE_R343_FONCTION_LIEU)) <= data_codes(
+        assert set(codings(location["type"], vocab.TRE_R343_FONCTION_LIEU)) <= data_codes(
             "tre_r343_fonction_lieu.csv"
         )
     for role in dataset.resources["PractitionerRole"].values():
-        assert set(codings(role["code"], codes.TRE_G15_PROFESSION_SANTE)) <= data_codes(
+        assert set(codings(role["code"], vocab.TRE_G15_PROFESSION_SANTE)) <= data_codes(
             "tre_g15_profession_sante.csv"
         )
 
@@ -231,8 +231,12 @@ def test_offer_extensions_and_closures(dataset: Dataset) -> None:
     closed = 0
     for offer in dataset.resources["HealthcareService"].values():
         urls = {e["url"] for e in offer["extension"]}
-        assert {codes.EXT_PATIENT_TYPE, codes.EXT_SENSITIVE_UNIT, codes.EXT_CREATION_DATE} <= urls
-        (patient,) = [e for e in offer["extension"] if e["url"] == codes.EXT_PATIENT_TYPE]
+        assert {
+            vocab.EXT_PATIENT_TYPE,
+            vocab.EXT_SENSITIVE_UNIT,
+            vocab.EXT_CREATION_DATE,
+        } <= urls
+        (patient,) = [e for e in offer["extension"] if e["url"] == vocab.EXT_PATIENT_TYPE]
         age = patient["extension"][0]["valueRange"]
         assert age["low"]["value"] <= age["high"]["value"]
         for item in offer.get("notAvailable", []):
@@ -258,19 +262,19 @@ def test_location_equipment_and_residential_capacity() -> None:
     modes_at: dict[str, set[str]] = {}
     for offer in offers.values():
         lieu = offer["location"][0]["reference"].partition("/")[2]
-        champs_at.setdefault(lieu, set()).update(codings(offer["type"], codes.TRE_R227_CHAMP_ACTIVITE))
+        champs_at.setdefault(lieu, set()).update(codings(offer["type"], vocab.TRE_R227_CHAMP_ACTIVITE))
         modes_at.setdefault(lieu, set()).update(
-            codings(offer["characteristic"], codes.TRE_R213_MODE_PRISE_EN_CHARGE)
+            codings(offer["characteristic"], vocab.TRE_R213_MODE_PRISE_EN_CHARGE)
         )
     placed: Counter[str] = Counter()
     equipped: Counter[bool] = Counter()
     limits = housed = 0
     for lid, location in dataset.resources["Location"].items():
         champs, modes = champs_at[lid], modes_at[lid]
-        items = [e for e in location["extension"] if e["url"] == codes.EXT_EQUIPMENT]
+        items = [e for e in location["extension"] if e["url"] == vocab.EXT_EQUIPMENT]
         equipped["01" in champs] += bool(items)
         types = [
-            codings([_parts(e)["equipmentType"]["valueCodeableConcept"]], codes.TRE_R212_EQUIPEMENT)
+            codings([_parts(e)["equipmentType"]["valueCodeableConcept"]], vocab.TRE_R212_EQUIPEMENT)
             for e in items
         ]
         assert all(len(t) == 1 for t in types)
@@ -281,26 +285,26 @@ def test_location_equipment_and_residential_capacity() -> None:
             assert set(row["champs"].split()) & champs
             placed["MCO" if "01" in row["champs"].split() else "other"] += 1
             assert 1 <= parts.get("nbInService", {"valueInteger": 1})["valueInteger"] <= 4
-            if codes.EXT_EQUIPMENT_LIMIT in parts:
+            if vocab.EXT_EQUIPMENT_LIMIT in parts:
                 limits += 1
-                limit = _parts(parts[codes.EXT_EQUIPMENT_LIMIT])
+                limit = _parts(parts[vocab.EXT_EQUIPMENT_LIMIT])
                 feature = limit["equipmentFeature"]["valueCodeableConcept"]
-                assert codings([feature], codes.TRE_R340_TYPE_CARACTERISTIQUE_EQUIPEMENT) == [
+                assert codings([feature], vocab.TRE_R340_TYPE_CARACTERISTIQUE_EQUIPEMENT) == [
                     row["limit_feature"]
                 ]
                 assert limit["limitValue"]["valueQuantity"] == {
                     "value": int(row["limit_value"]),
                     "unit": row["limit_unit"],
-                    "system": codes.UCUM,
+                    "system": vocab.UCUM,
                     "code": row["limit_unit"],
                 }
-        housing = [e for e in location["extension"] if e["url"] == codes.EXT_RESIDENTIAL_CAPACITY]
+        housing = [e for e in location["extension"] if e["url"] == vocab.EXT_RESIDENTIAL_CAPACITY]
         if housing:
             housed += 1
             assert "04" in champs or "46" in modes
         for item in housing:
             parts = _parts(item)
-            kind = codings([parts["residentialType"]["valueCodeableConcept"]], codes.TRE_R242_TYPE_HABITATION)
+            kind = codings([parts["residentialType"]["valueCodeableConcept"]], vocab.TRE_R242_TYPE_HABITATION)
             assert kind
             assert set(kind) <= data_codes("tre_r242_type_habitation.csv")
             assert 1 <= parts.get("residentialNumber", {"valueInteger": 1})["valueInteger"] <= 60
@@ -337,10 +341,10 @@ def test_resources_parse_as_fhir_r4(scale: int, step: int) -> None:
 def test_index_lookups(dataset: Dataset) -> None:
     ej_id = next(oid for oid, kind in dataset.kind.items() if kind is OrgKind.EJ)
     ej = dataset.resources["Organization"][ej_id]
-    finess = next(i["value"] for i in ej["identifier"] if i["system"] == codes.FINESS)
-    assert dataset.ids_by_identifier("Organization", codes.FINESS, finess) == [ej_id]
+    finess = next(i["value"] for i in ej["identifier"] if i["system"] == vocab.FINESS)
+    assert dataset.ids_by_identifier("Organization", vocab.FINESS, finess) == [ej_id]
     assert dataset.ids_by_identifier("Organization", None, finess) == [ej_id]
-    assert ej_id in dataset.ids_by_identifier_system("Organization", codes.FINESS)
+    assert ej_id in dataset.ids_by_identifier_system("Organization", vocab.FINESS)
     subtree = dataset.subtree(ej_id)
     assert subtree[0] == ej_id
     assert all(chain(dataset, oid)[-1] == ej_id for oid in subtree)
@@ -365,14 +369,14 @@ def test_every_identifier_finds_its_resource_by_arithmetic(dataset: Dataset) -> 
 @pytest.mark.parametrize(
     ("rtype", "system", "value"),
     [
-        ("Organization", codes.FINESS, "780000000"),
-        ("Organization", codes.FINESS, "not-a-number"),
-        ("Organization", codes.SIRENE, "12345678901234"),
-        ("Organization", codes.OI, "OI99999999"),
-        ("HealthcareService", codes.OFFER, "11/1"),
-        ("HealthcareService", codes.OFFER, "11/"),
-        ("Location", codes.LOCATION, "xx/12"),
-        ("Practitioner", codes.RPPS, "10000000000"),
+        ("Organization", vocab.FINESS, "780000000"),
+        ("Organization", vocab.FINESS, "not-a-number"),
+        ("Organization", vocab.SIRENE, "12345678901234"),
+        ("Organization", vocab.OI, "OI99999999"),
+        ("HealthcareService", vocab.OFFER, "11/1"),
+        ("HealthcareService", vocab.OFFER, "11/"),
+        ("Location", vocab.LOCATION, "xx/12"),
+        ("Practitioner", vocab.RPPS, "10000000000"),
         ("PractitionerRole", None, "anything"),
     ],
 )

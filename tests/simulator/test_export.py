@@ -19,11 +19,11 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
-from bridge.simulator.access import TOKEN_PATH
-from bridge.simulator.app import SimulatorConfig, create_simulator_app, create_simulator_server
+from bridge.simulator.access_control import TOKEN_PATH
 from bridge.simulator.dataset import Dataset
 from bridge.simulator.export import ExportSettings, ExportStore
-from bridge.simulator.faults import FAULTS_HEADER
+from bridge.simulator.fault_injection import FAULTS_HEADER
+from bridge.simulator.national_api import SimulatorConfig, create_simulator_app, create_simulator_server
 
 ROOT = "http://sim"
 REGION_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_R30-RegionOM/FHIR/TRE-R30-RegionOM"

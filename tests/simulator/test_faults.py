@@ -12,9 +12,9 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
-from bridge.simulator.app import SimulatorConfig, create_simulator_app, mount_simulator
 from bridge.simulator.dataset import Dataset
-from bridge.simulator.faults import FAULTS_HEADER, FaultRule, FaultSpecError, Selector, parse_faults
+from bridge.simulator.fault_injection import FAULTS_HEADER, FaultRule, FaultSpecError, Selector, parse_faults
+from bridge.simulator.national_api import SimulatorConfig, create_simulator_app, mount_simulator
 from tests.server import running_server
 
 BASE = "http://sim"

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from bridge.model import RequestParams
-from bridge.simulator import codes
+from bridge.simulator import vocab
 from bridge.simulator.dataset import Dataset
 from bridge.simulator.search import NOT_SERVED, SEARCH_PARAMS
 from bridge.translate.plan import region_tags
@@ -266,11 +266,11 @@ def _codes(value: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _equipments(location: dict[str, Any]) -> list[dict[str, Any]]:
-    return _ext(location, codes.EXT_EQUIPMENT)
+    return _ext(location, vocab.EXT_EQUIPMENT)
 
 
 def _limits(location: dict[str, Any]) -> list[dict[str, Any]]:
-    return [limit for e in _equipments(location) for limit in _ext(e, codes.EXT_EQUIPMENT_LIMIT)]
+    return [limit for e in _equipments(location) for limit in _ext(e, vocab.EXT_EQUIPMENT_LIMIT)]
 
 
 ORACLES: dict[str, Any] = {
@@ -288,13 +288,13 @@ ORACLES: dict[str, Any] = {
     ],
     "residential-type": lambda loc: [
         c
-        for r in _ext(loc, codes.EXT_RESIDENTIAL_CAPACITY)
+        for r in _ext(loc, vocab.EXT_RESIDENTIAL_CAPACITY)
         for p in _ext(r, "residentialType")
         for c in _codes(p["valueCodeableConcept"])
     ],
     "capacity-closing-type": lambda loc: [
         c
-        for r in _ext(loc, codes.EXT_SUPPORTED_CAPACITY)
+        for r in _ext(loc, vocab.EXT_SUPPORTED_CAPACITY)
         for p in _ext(r, "capacityClosingType")
         for c in _codes(p["valueCodeableConcept"])
     ],
@@ -327,7 +327,7 @@ async def test_rendered_number_and_quantity_parameters(client: httpx.AsyncClient
     numbers = {
         lid: [
             p["valueInteger"]
-            for r in _ext(loc, codes.EXT_RESIDENTIAL_CAPACITY)
+            for r in _ext(loc, vocab.EXT_RESIDENTIAL_CAPACITY)
             for p in _ext(r, "residentialNumber")
         ]
         for lid, loc in locations.items()
@@ -354,7 +354,7 @@ async def test_rendered_date_parameter(client: httpx.AsyncClient, dataset: Datas
     stamps = {
         lid: [
             datetime.fromisoformat(p["valueDateTime"])
-            for r in _ext(loc, codes.EXT_SUPPORTED_CAPACITY)
+            for r in _ext(loc, vocab.EXT_SUPPORTED_CAPACITY)
             for p in _ext(r, "capacityUpdateDate")
         ]
         for lid, loc in locations.items()

@@ -8,8 +8,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from bridge.simulator.app import SimulatorConfig, create_simulator_app, mount_simulator
 from bridge.simulator.dataset import Dataset
+from bridge.simulator.national_api import SimulatorConfig, create_simulator_app, mount_simulator
 from bridge.simulator.paging import SnapshotStore
 from tests.server import running_server
 

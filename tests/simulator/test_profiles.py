@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
-from bridge.simulator import codes
+from bridge.simulator import vocab
 from bridge.simulator.dataset import Dataset, generate_dataset
 
 FHIR = Path(__file__).resolve().parents[3] / "shared" / "reference" / "fhir"
@@ -35,7 +35,7 @@ def _type_code(code: str) -> Member:
 
 
 def _region(v: Json) -> bool:
-    return bool(v.get("system") == codes.TRE_R30_REGION)
+    return bool(v.get("system") == vocab.TRE_R30_REGION)
 
 
 # Membership of the non-extension slices the profiles put rules on, from each slicing's discriminator
@@ -47,15 +47,15 @@ SLICES: dict[tuple[str, str], Member] = {
         (rtype, "meta.tag[codeRegion]"): _region
         for rtype in ("Organization", "HealthcareService", "Location", "PractitionerRole")
     },
-    ("HealthcareService", "characteristic[careMode]"): _system(codes.TRE_R213_MODE_PRISE_EN_CHARGE),
+    ("HealthcareService", "characteristic[careMode]"): _system(vocab.TRE_R213_MODE_PRISE_EN_CHARGE),
     ("HealthcareService", "characteristic[specificAct]"): lambda v: (
-        _system(codes.TRE_R210_ACTE_SPECIFIQUE)(v)
+        _system(vocab.TRE_R210_ACTE_SPECIFIQUE)(v)
         and all(e.get("valueCode") != "outsideOfficeAct" for e in v.get("extension", []))
     ),
     ("HealthcareService", "characteristic[outsideOfficeAct]"): lambda v: any(
         e.get("valueCode") == "outsideOfficeAct" for e in v.get("extension", [])
     ),
-    ("HealthcareService", "specialty[operationalActivity]"): _system(codes.TRE_R211_ACTIVITE_OPERATIONNELLE),
+    ("HealthcareService", "specialty[operationalActivity]"): _system(vocab.TRE_R211_ACTIVITE_OPERATIONNELLE),
     ("HealthcareService", "notAvailable[closingReopeningDate]"): lambda v: (
         v.get("id") == "closingReopeningDate"
     ),
@@ -68,17 +68,17 @@ SLICES: dict[tuple[str, str], Member] = {
     ("Organization", "identifier[identifierOI]"): _type_code("42"),
     ("Location", "identifier[idExterneSynchro]"): _type_code("26"),
     ("Location", "identifier[idLocation]"): _type_code("25"),
-    ("PractitionerRole", "specialty[expertiseType]"): _system(codes.TRE_R04_TYPE_SAVOIR_FAIRE),
+    ("PractitionerRole", "specialty[expertiseType]"): _system(vocab.TRE_R04_TYPE_SAVOIR_FAIRE),
 }
 # Deliberate deviations, each documented where the value is chosen: the SIRET system is the examples' https
-# form while ROROrganization.fsh fixes http (docs/ror-fhir-api.md §7; bridge/simulator/codes.py SIRENE).
+# form while ROROrganization.fsh fixes http (docs/ror-fhir-api.md §7; bridge/simulator/vocab.py SIRENE).
 # Sub-extensions whose code list has no code in the sources are left out rather than invented
 # (bridge/simulator/data/README.md): the territorial division's type (TRE_R201) and four parts of the
 # supported capacity (capacity type, temporality, source type, temporary assignment).
-CAPACITY = codes.EXT_SUPPORTED_CAPACITY
+CAPACITY = vocab.EXT_SUPPORTED_CAPACITY
 KNOWN_DEVIATIONS = {
     "Organization": {("Organization", "identifier[numSIRET].system", "fixed")},
-    "HealthcareService": {(codes.EXT_TERRITORIAL_DIVISION, "extension[typeTerritorialDivision]", "min")},
+    "HealthcareService": {(vocab.EXT_TERRITORIAL_DIVISION, "extension[typeTerritorialDivision]", "min")},
     "Location": {
         (CAPACITY, f"extension[{part}]", "min")
         for part in ("capacityType", "temporalityCapacity", "capacitySourceType", "temporaryAssignement")
@@ -166,9 +166,9 @@ def parse_fsh(text: str, name: str) -> Profile:
                 if found[2]:
                     # An extension defined outside the sources read here: its Id is taken as the slice name.
                     ext_id = extension_ids().get(found[1], found[2])
-                    url = ext_id if "://" in ext_id else f"{codes.IG_SD}/{ext_id}"
+                    url = ext_id if "://" in ext_id else f"{vocab.IG_SD}/{ext_id}"
                     if ext_id == "organization-period":
-                        url = codes.EXT_ORGANIZATION_PERIOD
+                        url = vocab.EXT_ORGANIZATION_PERIOD
                     urls[f"{path}[{slice_name}]"] = url
                 elif path.endswith("extension"):
                     urls[f"{path}[{slice_name}]"] = slice_name  # a sub-extension: its url is its name
@@ -197,7 +197,7 @@ def extension_profiles() -> dict[str, Profile]:
         text = file.read_text(encoding="utf-8")
         ident = re.search(r"^Id:\s*(\S+)", text, re.M)
         if ident:
-            url = f"{codes.IG_SD}/{ident[1]}"
+            url = f"{vocab.IG_SD}/{ident[1]}"
             out[url] = parse_fsh(text, url)
     return out
 
@@ -332,27 +332,31 @@ def test_the_checker_catches_missing_and_wrong_values(big: Dataset) -> None:
     assert ("HealthcareService", "notAvailable[closingReopeningDate].description", "fixed") in set(
         violations("HealthcareService", prof, closed)
     )
-    ages = next(e for e in offer["extension"] if e["url"] == codes.EXT_PATIENT_TYPE)
+    ages = next(e for e in offer["extension"] if e["url"] == vocab.EXT_PATIENT_TYPE)
     no_low = dict(ages, extension=[{"url": "ageRange", "valueRange": {"high": {"value": 3}}}])
-    others = [e for e in offer["extension"] if e["url"] != codes.EXT_PATIENT_TYPE]
+    others = [e for e in offer["extension"] if e["url"] != vocab.EXT_PATIENT_TYPE]
     found = set(violations("HealthcareService", prof, dict(offer, extension=[*others, no_low])))
-    assert (codes.EXT_PATIENT_TYPE, "extension[ageRange].value[x].low", "min") in found
+    assert (vocab.EXT_PATIENT_TYPE, "extension[ageRange].value[x].low", "min") in found
 
 
 def test_location_extensions_are_checked_against_their_definitions(big: Dataset) -> None:
     """Equipment (with its nested limit) and residential capacity are read from the extension definitions
     (RORLocationEquipment*.fsh, RORLocationResidentialCapacity.fsh): dropping a required part is caught."""
-    for url in (codes.EXT_EQUIPMENT, codes.EXT_EQUIPMENT_LIMIT, codes.EXT_RESIDENTIAL_CAPACITY):
+    for url in (
+        vocab.EXT_EQUIPMENT,
+        vocab.EXT_EQUIPMENT_LIMIT,
+        vocab.EXT_RESIDENTIAL_CAPACITY,
+    ):
         assert any(r.min for r in extension_profiles()[url].rules), url
     prof = profile("Location")
     location = next(
         loc
         for loc in big.resources["Location"].values()
-        if {codes.EXT_EQUIPMENT, codes.EXT_RESIDENTIAL_CAPACITY} <= {e["url"] for e in loc["extension"]}
+        if {vocab.EXT_EQUIPMENT, vocab.EXT_RESIDENTIAL_CAPACITY} <= {e["url"] for e in loc["extension"]}
         and any(
-            p["url"] == codes.EXT_EQUIPMENT_LIMIT
+            p["url"] == vocab.EXT_EQUIPMENT_LIMIT
             for e in loc["extension"]
-            if e["url"] == codes.EXT_EQUIPMENT
+            if e["url"] == vocab.EXT_EQUIPMENT
             for p in e["extension"]
         )
     )
@@ -368,10 +372,10 @@ def test_location_extensions_are_checked_against_their_definitions(big: Dataset)
         return dict(location, extension=[strip(e) for e in location["extension"]])
 
     for url, part in (
-        (codes.EXT_EQUIPMENT, "equipmentType"),
-        (codes.EXT_EQUIPMENT_LIMIT, "equipmentFeature"),
-        (codes.EXT_EQUIPMENT_LIMIT, "limitValue"),
-        (codes.EXT_RESIDENTIAL_CAPACITY, "residentialType"),
+        (vocab.EXT_EQUIPMENT, "equipmentType"),
+        (vocab.EXT_EQUIPMENT_LIMIT, "equipmentFeature"),
+        (vocab.EXT_EQUIPMENT_LIMIT, "limitValue"),
+        (vocab.EXT_RESIDENTIAL_CAPACITY, "residentialType"),
     ):
         assert (url, f"extension[{part}]", "min") in set(violations("Location", prof, without(url, part)))
 
@@ -381,20 +385,20 @@ def test_every_slice_the_ig_defines_for_locations_is_generated(big: Dataset) -> 
     locations = list(big.resources["Location"].values())
     urls = {e["url"] for loc in locations for e in loc["extension"]}
     assert {
-        codes.EXT_CREATION_DATE,
-        codes.EXT_COMMUNE_COG,
-        codes.EXT_SUPPORTED_CAPACITY,
-        codes.EXT_EQUIPMENT,
-        codes.EXT_RESIDENTIAL_CAPACITY,
+        vocab.EXT_CREATION_DATE,
+        vocab.EXT_COMMUNE_COG,
+        vocab.EXT_SUPPORTED_CAPACITY,
+        vocab.EXT_EQUIPMENT,
+        vocab.EXT_RESIDENTIAL_CAPACITY,
     } <= urls
     nested = {
         p["url"]
         for loc in locations
         for e in loc["extension"]
-        if e["url"] == codes.EXT_EQUIPMENT
+        if e["url"] == vocab.EXT_EQUIPMENT
         for p in e["extension"]
     }
-    assert nested == {"equipmentType", "nbInService", codes.EXT_EQUIPMENT_LIMIT}
+    assert nested == {"equipmentType", "nbInService", vocab.EXT_EQUIPMENT_LIMIT}
 
 
 @pytest.mark.parametrize(
@@ -420,13 +424,13 @@ def test_every_slice_the_ig_defines_for_offers_is_generated(big: Dataset) -> Non
     assert all(members.values()), members
     urls = {e["url"] for o in offers for e in o["extension"]}
     assert {
-        codes.EXT_PATIENT_TYPE,
-        codes.EXT_SENSITIVE_UNIT,
-        codes.EXT_CREATION_DATE,
-        codes.EXT_TERRITORIAL_DIVISION,
+        vocab.EXT_PATIENT_TYPE,
+        vocab.EXT_SENSITIVE_UNIT,
+        vocab.EXT_CREATION_DATE,
+        vocab.EXT_TERRITORIAL_DIVISION,
     } <= urls
     assert any("notAvailable" in o for o in offers)
     assert any("category" in o for o in offers)
     assert all(o.get("availableTime") for o in offers)
-    for system in (codes.TRE_R338_MODALITE_ACCUEIL, codes.TRE_R245_SPECIALISATION):
+    for system in (vocab.TRE_R338_MODALITE_ACCUEIL, vocab.TRE_R245_SPECIALISATION):
         assert any(_system(system)(c) for o in offers for c in o["characteristic"])

@@ -14,9 +14,9 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 
-from bridge.simulator import codes
-from bridge.simulator.app import SimulatorConfig, create_simulator_app
+from bridge.simulator import vocab
 from bridge.simulator.dataset import Dataset, OrgKind
+from bridge.simulator.national_api import SimulatorConfig, create_simulator_app
 
 from .conftest import BASE
 
@@ -165,13 +165,13 @@ async def test_search_bundle_shape(client: httpx.AsyncClient, dataset: Dataset) 
 
 async def test_identifier_with_and_without_system(client: httpx.AsyncClient, dataset: Dataset) -> None:
     eg_id = org_of_kind(dataset, OrgKind.EG)
-    finess = ident(dataset.resources["Organization"][eg_id], codes.FINESS)
-    for value in (finess, f"{codes.FINESS}|{finess}"):
+    finess = ident(dataset.resources["Organization"][eg_id], vocab.FINESS)
+    for value in (finess, f"{vocab.FINESS}|{finess}"):
         bundle = (await client.get("/Organization", params={"identifier": value})).json()
         assert bundle["total"] == 1
         assert keys(bundle) == [("Organization", eg_id)]
     wrong_system = (
-        await client.get("/Organization", params={"identifier": f"{codes.SIRENE}|{finess}"})
+        await client.get("/Organization", params={"identifier": f"{vocab.SIRENE}|{finess}"})
     ).json()
     assert wrong_system["total"] == 0
     no_system = (await client.get("/Organization", params={"identifier": f"|{finess}"})).json()
@@ -180,7 +180,7 @@ async def test_identifier_with_and_without_system(client: httpx.AsyncClient, dat
 
 async def test_identifier_comma_is_or_and_repeat_is_and(client: httpx.AsyncClient, dataset: Dataset) -> None:
     offers = [dataset.resources["HealthcareService"][i] for i in dataset.ids("HealthcareService")[:3]]
-    values = [ident(o, codes.OFFER) for o in offers]
+    values = [ident(o, vocab.OFFER) for o in offers]
     bundle = (await client.get("/HealthcareService", params={"identifier": ",".join(values)})).json()
     assert sorted(rid for _, rid in keys(bundle)) == sorted(o["id"] for o in offers)
     both = [("identifier", values[0]), ("identifier", values[1])]
@@ -188,7 +188,7 @@ async def test_identifier_comma_is_or_and_repeat_is_and(client: httpx.AsyncClien
 
 
 async def test_identifier_with_system_only(client: httpx.AsyncClient, dataset: Dataset) -> None:
-    bundle = (await client.get("/Organization", params={"identifier": f"{codes.OI}|", "_count": "0"})).json()
+    bundle = (await client.get("/Organization", params={"identifier": f"{vocab.OI}|", "_count": "0"})).json()
     expected = sum(1 for kind in dataset.kind.values() if kind not in (OrgKind.EJ, OrgKind.EG))
     assert bundle["total"] == expected
 
@@ -207,7 +207,7 @@ async def test_organization_identifier_above_returns_the_subtree(
 ) -> None:
     org_id = org_of_kind(dataset, kind, with_offers=1)
     org = dataset.resources["Organization"][org_id]
-    system = codes.ID_NAT_STRUCT if kind in (OrgKind.EJ, OrgKind.EG) else codes.OI
+    system = vocab.ID_NAT_STRUCT if kind in (OrgKind.EJ, OrgKind.EG) else vocab.OI
     expected = offers_below(dataset, org_id)
     for value in (ident(org, system), f"{system}|{ident(org, system)}"):
         ids, _ = await search_all(client, "/HealthcareService", {"organization.identifier:above": value})
@@ -219,7 +219,7 @@ async def test_organization_identifier_above_by_finess_of_an_ej(
     client: httpx.AsyncClient, dataset: Dataset
 ) -> None:
     ej_id = org_of_kind(dataset, OrgKind.EJ)
-    finess = ident(dataset.resources["Organization"][ej_id], codes.FINESS)
+    finess = ident(dataset.resources["Organization"][ej_id], vocab.FINESS)
     ids, _ = await search_all(client, "/HealthcareService", {"organization.identifier:above": finess})
     assert set(ids) == offers_below(dataset, ej_id)
 
@@ -229,7 +229,7 @@ async def test_organization_identifier_without_above_is_refused(
 ) -> None:
     """The national API declares `organization.identifier:above` only (ror-serveur-prod): bare is a 400."""
     eg_id = org_of_kind(dataset, OrgKind.EG)
-    value = ident(dataset.resources["Organization"][eg_id], codes.ID_NAT_STRUCT)
+    value = ident(dataset.resources["Organization"][eg_id], vocab.ID_NAT_STRUCT)
     response = await client.get("/HealthcareService", params={"organization.identifier": value})
     assert response.status_code == 400
     assert response.json()["resourceType"] == "OperationOutcome"
@@ -239,7 +239,7 @@ async def test_organization_identifier_without_above_is_refused(
 async def test_tag_selects_a_source_region(client: httpx.AsyncClient, dataset: Dataset) -> None:
     regions = Counter(o["meta"]["tag"][0]["code"] for o in dataset.resources["HealthcareService"].values())
     region, expected = regions.most_common(1)[0]
-    for value in (f"{codes.TRE_R30_REGION}|{region}", region):
+    for value in (f"{vocab.TRE_R30_REGION}|{region}", region):
         bundle = (await client.get("/HealthcareService", params={"_tag": value, "_count": "0"})).json()
         assert bundle["total"] == expected
         assert "entry" not in bundle
@@ -297,7 +297,7 @@ async def test_complete_offer_includes_the_whole_chain(client: httpx.AsyncClient
     )
     offer = dataset.resources["HealthcareService"][offer_id]
     bundle = (
-        await client.get("/HealthcareService", params=[("identifier", ident(offer, codes.OFFER)), *INC])
+        await client.get("/HealthcareService", params=[("identifier", ident(offer, vocab.OFFER)), *INC])
     ).json()
     Bundle.model_validate(bundle)
     assert keys(bundle, "match") == [("HealthcareService", offer_id)]
@@ -339,7 +339,7 @@ async def test_organization_partof_iterate_reaches_the_ej(
     ue_id = max(
         (oid for oid, k in dataset.kind.items() if k is OrgKind.UE), key=lambda o: len(dataset.ancestors(o))
     )
-    value = ident(dataset.resources["Organization"][ue_id], codes.OI)
+    value = ident(dataset.resources["Organization"][ue_id], vocab.OI)
     params = {"identifier": value, f"_include:{modifier}": "Organization:partof"}
     bundle = (await client.get("/Organization", params=params)).json()
     assert keys(bundle, "match") == [("Organization", ue_id)]
@@ -352,7 +352,7 @@ async def test_organization_partof_iterate_reaches_the_ej(
 
 async def test_a_resource_appears_once_per_page(client: httpx.AsyncClient, dataset: Dataset) -> None:
     ej_id = org_of_kind(dataset, OrgKind.EJ, with_offers=5)
-    value = ident(dataset.resources["Organization"][ej_id], codes.ID_NAT_STRUCT)
+    value = ident(dataset.resources["Organization"][ej_id], vocab.ID_NAT_STRUCT)
     response = await client.get(
         "/HealthcareService", params=[("organization.identifier:above", value), ("_count", "3"), *INC]
     )

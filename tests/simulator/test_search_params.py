@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.simulator import codes
-from bridge.simulator.app import SimulatorConfig, create_simulator_app
+from bridge.simulator import vocab
 from bridge.simulator.dataset import Dataset
+from bridge.simulator.national_api import SimulatorConfig, create_simulator_app
 
 from .conftest import BASE
 from .test_search_http import keys, link, search_all
@@ -37,7 +37,7 @@ def codings(concepts: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def age_range(offer: Offer) -> tuple[float, float]:
-    ext = next(e for e in offer["extension"] if e["url"] == codes.EXT_PATIENT_TYPE)
+    ext = next(e for e in offer["extension"] if e["url"] == vocab.EXT_PATIENT_TYPE)
     value = next(e for e in ext["extension"] if e["url"] == "ageRange")["valueRange"]
     return value["low"]["value"], value["high"]["value"]
 
@@ -50,12 +50,12 @@ async def matches(client: httpx.AsyncClient, params: Any) -> list[str]:
 async def test_specialty_with_and_without_system_comma_is_or(
     client: httpx.AsyncClient, offers: list[Offer]
 ) -> None:
-    system = codes.TRE_R211_ACTIVITE_OPERATIONNELLE
+    system = vocab.TRE_R211_ACTIVITE_OPERATIONNELLE
     first, second = sorted({code for o in offers for _, code in codings(o["specialty"])})[:2]
     want = expected(offers, lambda o: (system, first) in codings(o["specialty"]))
     assert await matches(client, {"specialty": f"{system}|{first}"}) == want
     assert await matches(client, {"specialty": first}) == want
-    assert await matches(client, {"specialty": f"{codes.TRE_R227_CHAMP_ACTIVITE}|{first}"}) == []
+    assert await matches(client, {"specialty": f"{vocab.TRE_R227_CHAMP_ACTIVITE}|{first}"}) == []
     either = expected(offers, lambda o: {c for _, c in codings(o["specialty"])} & {first, second} != set())
     assert await matches(client, {"specialty": f"{system}|{first},{system}|{second}"}) == either
 
@@ -82,8 +82,8 @@ async def test_characteristic_repeat_is_and_comma_is_or(
 @pytest.mark.parametrize(
     ("param", "element", "system"),
     [
-        ("service-type", "type", codes.TRE_R227_CHAMP_ACTIVITE),
-        ("service-category", "category", codes.TRE_R244_CATEGORIE_ORGANISATION),
+        ("service-type", "type", vocab.TRE_R227_CHAMP_ACTIVITE),
+        ("service-category", "category", vocab.TRE_R244_CATEGORIE_ORGANISATION),
     ],
 )
 async def test_coded_elements(
@@ -100,14 +100,14 @@ async def test_intervention_zone(client: httpx.AsyncClient, offers: list[Offer])
         return [
             c["code"]
             for e in offer["extension"]
-            if e["url"] == codes.EXT_TERRITORIAL_DIVISION
+            if e["url"] == vocab.EXT_TERRITORIAL_DIVISION
             for sub in e["extension"]
             for c in sub["valueCodeableConcept"]["coding"]
         ]
 
     cog = next(z for o in offers for z in zones(o))
     want = expected(offers, lambda o: cog in zones(o))
-    assert await matches(client, {"intervention-zone": f"{codes.TRE_R13_COMMUNE}|{cog}"}) == want
+    assert await matches(client, {"intervention-zone": f"{vocab.TRE_R13_COMMUNE}|{cog}"}) == want
     assert len(want) < len(offers)
 
 
@@ -148,12 +148,12 @@ async def test_location_chained_parameters(
     cog = next(
         e["valueCodeableConcept"]["coding"][0]["code"]
         for e in location(offers[0])["extension"]
-        if e["url"] == codes.EXT_COMMUNE_COG
+        if e["url"] == vocab.EXT_COMMUNE_COG
     )
-    assert len(await matches(client, {"location.commune-cog": f"{codes.TRE_R13_COMMUNE}|{cog}"})) == len(
+    assert len(await matches(client, {"location.commune-cog": f"{vocab.TRE_R13_COMMUNE}|{cog}"})) == len(
         offers
     )
-    assert await matches(client, {"location.commune-cog": f"{codes.TRE_R13_COMMUNE}|00000"}) == []
+    assert await matches(client, {"location.commune-cog": f"{vocab.TRE_R13_COMMUNE}|00000"}) == []
 
     here = location(offers[0])["position"]
 
@@ -214,7 +214,7 @@ async def test_organization_last_updated_above_and_the_delta_filter(
 
 
 async def test_filter_and_or_not_and_parentheses(client: httpx.AsyncClient, offers: list[Offer]) -> None:
-    champ_sys = codes.TRE_R227_CHAMP_ACTIVITE
+    champ_sys = vocab.TRE_R227_CHAMP_ACTIVITE
     champ = offers[0]["type"][0]["coding"][0]["code"]
     region = offers[0]["meta"]["tag"][0]["code"]
 
@@ -311,7 +311,7 @@ async def test_a_search_at_the_cap_exactly_is_whole(dataset: Dataset) -> None:
 
 
 def capacity(location: dict[str, Any]) -> tuple[str, int] | None:
-    ext = next((e for e in location["extension"] if e["url"] == codes.EXT_SUPPORTED_CAPACITY), None)
+    ext = next((e for e in location["extension"] if e["url"] == vocab.EXT_SUPPORTED_CAPACITY), None)
     if ext is None:
         return None
     parts = {p["url"]: p for p in ext["extension"]}
@@ -330,7 +330,7 @@ async def test_capacity_status_and_count_of_the_ig_scenario(
             dataset.resources["Location"][offer["location"][0]["reference"].removeprefix("Location/")]
         )
 
-    system = codes.TRE_R330_STATUT_CAPACITE
+    system = vocab.TRE_R330_STATUT_CAPACITE
     available = expected(offers, lambda o: (c := cap(o)) is not None and c[0] == "02" and c[1] > 0)
     params = [("location.capacity-status", f"{system}|02"), ("location.nb-capacity", "gt0")]
     assert await matches(client, params) == available

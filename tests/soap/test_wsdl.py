@@ -14,7 +14,7 @@ import zeep.wsa
 from lxml import etree
 
 from bridge import ns
-from bridge.paths import shipped_dir
+from bridge.shipped import shipped_dir
 from bridge.soap.wsdl import ROR_WSDL_FILE, render_wsdl, schema_file
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "csd"

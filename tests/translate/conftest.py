@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bridge.model import FhirQuery, SearchResult
-from bridge.paths import shipped_dir
+from bridge.shipped import shipped_dir
 from bridge.translate import Mappings, load_mappings
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

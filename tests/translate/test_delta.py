@@ -20,7 +20,7 @@ from bridge.model import (
     SearchResult,
     Transaction,
 )
-from bridge.paths import shipped_dir
+from bridge.shipped import shipped_dir
 from bridge.translate import Mappings, from_fhir_results, load_mappings, to_fhir_plan
 from bridge.translate.delta import chain_parent, changed_keys
 from bridge.translate.tables import MODIFICATIONS_URN

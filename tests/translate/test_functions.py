@@ -21,7 +21,7 @@ from bridge.model import (
     RequestParams,
     Transaction,
 )
-from bridge.paths import shipped_dir
+from bridge.shipped import shipped_dir
 from bridge.translate import Mappings, load_mappings, to_fhir_plan
 
 IHE = "urn:ihe:iti:csd:2014:stored-function:"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.paths import shipped_dir
+from bridge.shipped import shipped_dir
 from bridge.translate import Mappings, load_mappings
 from bridge.translate.identity import FhirId, NationalIdentifier, encode
 

@@ -9,7 +9,7 @@ import pytest
 
 from bridge.errors import MappingTableError, UnknownRegionError
 from bridge.model import CsdRequest, OtherID, RequestForm, RequestParams, Transaction
-from bridge.paths import shipped_dir
+from bridge.shipped import shipped_dir
 from bridge.translate import Mappings, load_mappings, to_fhir_plan
 
 # Every TRE_R30 region code (docs/glossary.md): each must be reachable through exactly one endpoint.

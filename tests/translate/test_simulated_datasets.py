@@ -15,7 +15,7 @@ from lxml import etree
 
 from bridge.csd.writer import document_to_bytes
 from bridge.model import CsdDocument, Directory, ExtensionNode, FhirQuery, QueryPlan, SearchResult
-from bridge.simulator import codes
+from bridge.simulator import vocab
 from bridge.simulator.dataset import generate_dataset
 from bridge.translate import Mappings, from_fhir_results
 from bridge.translate.findings import Finding
@@ -95,13 +95,13 @@ def test_a_simulated_lieu_shows_its_equipment_and_residential_capacity(
         loc
         for loc in locations
         if any(
-            part["url"] == codes.EXT_EQUIPMENT_LIMIT
+            part["url"] == vocab.EXT_EQUIPMENT_LIMIT
             for e in loc["extension"]
-            if e["url"] == codes.EXT_EQUIPMENT
+            if e["url"] == vocab.EXT_EQUIPMENT
             for part in e["extension"]
         )
     )
-    housed = next(loc for loc in locations if holds(loc, codes.EXT_RESIDENTIAL_CAPACITY))
+    housed = next(loc for loc in locations if holds(loc, vocab.EXT_RESIDENTIAL_CAPACITY))
     query = FhirQuery("Location", (), "lieux")
     plan = QueryPlan("urn:test", (query,), frozenset(Directory))
     documents: list[CsdDocument] = []
@@ -113,7 +113,7 @@ def test_a_simulated_lieu_shows_its_equipment_and_residential_capacity(
         (facility,) = document.facilities
         return [e.content for e in facility.extensions if e.type == type_ and e.content is not None]
 
-    fhir_items = [e for e in equipped["extension"] if e["url"] == codes.EXT_EQUIPMENT]
+    fhir_items = [e for e in equipped["extension"] if e["url"] == vocab.EXT_EQUIPMENT]
     csd_items = extensions(equipped, "equipementSpecifique")
     assert len(csd_items) == len(fhir_items)
     for fhir_item, node in zip(fhir_items, csd_items, strict=True):
@@ -124,8 +124,8 @@ def test_a_simulated_lieu_shows_its_equipment_and_residential_capacity(
         assert kind.text == coding["display"]
         if "nbInService" in parts:
             assert _node(node, "nbInService").text == str(parts["nbInService"]["valueInteger"])
-        if codes.EXT_EQUIPMENT_LIMIT in parts:
-            limit = {p["url"]: p for p in parts[codes.EXT_EQUIPMENT_LIMIT]["extension"]}
+        if vocab.EXT_EQUIPMENT_LIMIT in parts:
+            limit = {p["url"]: p for p in parts[vocab.EXT_EQUIPMENT_LIMIT]["extension"]}
             feature = _node(node, "ror-location-equipment-limit", "equipmentFeature")
             assert feature.attributes == (
                 ("code", limit["equipmentFeature"]["valueCodeableConcept"]["coding"][0]["code"]),
@@ -136,7 +136,7 @@ def test_a_simulated_lieu_shows_its_equipment_and_residential_capacity(
             assert _node(value, "value").text == str(quantity["value"])
             assert _node(value, "code").text == quantity["code"]
 
-    fhir_homes = [e for e in housed["extension"] if e["url"] == codes.EXT_RESIDENTIAL_CAPACITY]
+    fhir_homes = [e for e in housed["extension"] if e["url"] == vocab.EXT_RESIDENTIAL_CAPACITY]
     csd_homes = extensions(housed, "capaciteHabitation")
     assert len(csd_homes) == len(fhir_homes)
     for fhir_home, node in zip(fhir_homes, csd_homes, strict=True):
@@ -148,9 +148,9 @@ def test_a_simulated_lieu_shows_its_equipment_and_residential_capacity(
         if "residentialNumber" in parts:
             assert _node(node, "residentialNumber").text == str(parts["residentialNumber"]["valueInteger"])
     for system in (
-        codes.TRE_R212_EQUIPEMENT,
-        codes.TRE_R340_TYPE_CARACTERISTIQUE_EQUIPEMENT,
-        codes.TRE_R242_TYPE_HABITATION,
+        vocab.TRE_R212_EQUIPEMENT,
+        vocab.TRE_R340_TYPE_CARACTERISTIQUE_EQUIPEMENT,
+        vocab.TRE_R242_TYPE_HABITATION,
     ):
         assert mappings.findings.count(Finding.SYSTEM_WITHOUT_OID, system) == 0
     # the CSD writer renders them and the answers still validate

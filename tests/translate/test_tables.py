@@ -10,7 +10,7 @@ import yaml
 
 from bridge.errors import MappingTableError, UnknownFunctionError
 from bridge.model import CsdRequest, Directory, Envelope, RequestForm, Transaction
-from bridge.paths import shipped_dir
+from bridge.shipped import shipped_dir
 from bridge.translate import Mappings, load_mappings
 
 from .conftest import FIXTURES

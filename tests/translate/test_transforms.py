@@ -26,7 +26,7 @@ from bridge.model import (
     PersonName,
     Record,
 )
-from bridge.paths import shipped_dir
+from bridge.shipped import shipped_dir
 from bridge.translate import Mappings, load_mappings
 from bridge.translate.findings import Finding
 from bridge.translate.transforms import (

@@ -1,8 +1,9 @@
 """The ROR national API simulator as an ASGI app: FHIR read, search and paging over the dataset (simulator/).
 
 Served at the app's root; the caller mounts it (`/ws-diffusion-fhir` standalone, `/demo/fhir` in the bridge)
-or calls it in-process through `httpx.ASGITransport`. Access checks (access.py), faults (faults.py) and
-`$export` (export.py) are wired in `create_simulator_app`; `create_simulator_server` adds the token endpoint.
+or calls it in-process through `httpx.ASGITransport`. Access checks (access_control.py), faults
+(fault_injection.py) and `$export` (export.py) are wired in `create_simulator_app`; `create_simulator_server`
+adds the token endpoint.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bridge.simulator.access import (
+from bridge.simulator.access_control import (
     AccessMiddleware,
     CertH11Protocol,
     TokenEndpoint,
@@ -37,7 +38,7 @@ from bridge.simulator.bundle import (
 from bridge.simulator.capability import capability_statement
 from bridge.simulator.dataset import RESOURCE_TYPES, Dataset, generate_dataset
 from bridge.simulator.export import ExportSettings, add_export_routes
-from bridge.simulator.faults import FaultInjector, FaultMiddleware, parse_faults
+from bridge.simulator.fault_injection import FaultInjector, FaultMiddleware, parse_faults
 from bridge.simulator.paging import Snapshot, SnapshotStore
 from bridge.simulator.search import (
     IncludeSpec,
@@ -66,7 +67,7 @@ class SimulatorConfig:
     next_link_ttl_s: float = 600
     strict: bool = True  # unknown search parameters → 400; False ignores them (HAPI lenient mode)
     max_snapshots: int = 1000  # stored searches kept for paging; the oldest is evicted beyond this
-    # Access (access.py). Open by default (in-process demo, tests); `ror-bridge simulator` turns checks on.
+    # Access (access_control.py). Open by default (in-process demo, tests); `ror-bridge simulator` checks.
     open_access: bool = True
     clients: Mapping[str, str] = field(default_factory=lambda: {"bridge-demo": "bridge-demo"})  # id → secret
     client_certs: Mapping[str, str] = field(default_factory=dict)  # cert SHA-256 (hex) → client_id (mTLS)
@@ -74,7 +75,7 @@ class SimulatorConfig:
     tls_cert: str | None = None  # PEM paths; TLS is on when cert and key are set
     tls_key: str | None = None
     tls_ca: str | None = None  # with a CA, clients may present a certificate (RFC 8705)
-    # Faults (faults.py): the fault spec, and a fixed latency added to every FHIR request.
+    # Faults (fault_injection.py): the fault spec, and a fixed latency added to every FHIR request.
     faults: str = ""
     latency_ms: float = 0
     # $export (export.py)
