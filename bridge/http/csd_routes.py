@@ -24,6 +24,7 @@ from bridge.errors import BridgeError, RequestTimeoutError, SenderError
 from bridge.http.streams import observed
 from bridge.http.wiring import XSD_MEDIA_TYPE, Wiring
 from bridge.model import CsdRequest, CsdResponse, Directory, Envelope
+from bridge.pipeline.plan import TransactionPlan, plan_transaction, scope_of
 from bridge.soap.addressing import Addressing
 from bridge.soap.envelope import content_type_for, response_action, stream_response
 from bridge.soap.faults import fault_spec, render_fault
@@ -35,8 +36,6 @@ from bridge.soap.parser import (
     read_body,
 )
 from bridge.soap.wsdl import WSDL_FILES, render_wsdl, schema_file
-from bridge.translate import Mappings
-from bridge.translate.plan import function_of
 from bridge.trust import audit
 from bridge.trust.gate import admit_function
 
@@ -49,17 +48,6 @@ class LogEvent(StrEnum):
 
     REQUEST_REFUSED = "request-refused"
     UNEXPECTED_FAILURE = "unexpected-failure"
-
-
-def function_label(mappings: Mappings, csd_request: CsdRequest | None) -> str:
-    """The bounded `function` label: the last part of the dispatched function's canonical URN."""
-    if csd_request is None:
-        return "unparsed"
-    try:
-        spec, _ = function_of(mappings, csd_request)
-    except BridgeError:
-        return "unknown"
-    return spec.urn.rsplit(":", 1)[-1]
 
 
 def entity_counts(response: CsdResponse) -> dict[str, int]:
@@ -108,9 +96,9 @@ class CsdEndpoint:
         addressing: Addressing | None = None
         profile = is_profile_action(content_type, soap_action)
         csd_request: CsdRequest | None = None
+        label = "unparsed"  # the `function` label: "unknown" once parsed, the function's once resolved
         try:
-            if region is not None:
-                self.mappings.region(region)  # an unknown region is refused before the body is read
+            tags = scope_of(self.mappings, region)  # an unknown region is refused before the body is read
             try:  # a body trickled in (slow-loris) is cut off, not waited for
                 async with asyncio.timeout(self.settings.request_body_timeout_s):
                     body = await read_body(request.stream(), self.settings.max_request_bytes)
@@ -121,17 +109,23 @@ class CsdEndpoint:
             profile = profile or is_profile_request(message.body)
             correlation.adopt(addressing.message_id if addressing is not None else None)
             csd_request = parse_request(message.body, region=region)
+            # The request's plan, made once: its function resolved here, nowhere else.
+            resolved: TransactionPlan | BridgeError
+            try:
+                resolved = plan_transaction(self.mappings, csd_request, tags)
+            except BridgeError as error:
+                resolved = error
+            label = resolved.label if isinstance(resolved, TransactionPlan) else "unknown"
             with self.tracing.span(
                 "csd.translate",
-                **{
-                    "csd.function": function_label(self.mappings, csd_request),
-                    "bridge.request_id": correlation.current_request_id() or "",
-                },
+                **{"csd.function": label, "bridge.request_id": correlation.current_request_id() or ""},
             ):
-                function = function_of(self.mappings, csd_request)[0].name
-                audit.note_request(csd_request, function)
-                admit_function(function)
-                response = await self.pipeline.run(csd_request)
+                if isinstance(resolved, BridgeError):
+                    raise resolved
+                plan = resolved
+                audit.note_request(csd_request, plan.spec.name)
+                admit_function(plan.spec.name)
+                response = await self.pipeline.run(csd_request, plan)
                 if response.directories is None:
                     audit.note_document(response.document)
             encapsulated = self.mappings.encapsulated(csd_request, message.envelope)
@@ -143,7 +137,7 @@ class CsdEndpoint:
             fault, status, fault_type = render_fault(error, envelope, addressing, profile=profile)
             outcome = "sender-fault" if status < 500 and isinstance(error, SenderError) else "receiver-fault"
             self.metrics.request_done(
-                function_label(self.mappings, csd_request),
+                label,
                 region,
                 envelope.value,
                 outcome,
@@ -151,7 +145,6 @@ class CsdEndpoint:
             )
             audit.note_outcome(f"fault:{fault_spec(error).subcode}")
             return Response(fault, status_code=status, media_type=fault_type)
-        label = function_label(self.mappings, csd_request)
         counts = entity_counts(response)
 
         def answered(outcome: str) -> None:

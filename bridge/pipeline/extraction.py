@@ -22,18 +22,12 @@ from bridge.errors import ConfigurationError, ExtractionBusyError, InvalidParame
 from bridge.fhir.bulk_export import ExportRequest, ExportStats
 from bridge.fhir.client import FhirClient
 from bridge.fhir.resilience import Deadline
-from bridge.model import (
-    CsdRequest,
-    FhirQuery,
-    RequestForm,
-    RequestParams,
-    Resource,
-    Transaction,
-)
+from bridge.model import FhirQuery, RequestParams, Resource
 from bridge.pipeline.progress import Progress, ProgressCallback, Source, stop_walk
 from bridge.pipeline.spool import OFFER, Spool
 from bridge.pipeline.workers import SpoolWriter
-from bridge.translate import FunctionSpec, Mappings, to_fhir_plan
+from bridge.translate import FunctionSpec, Mappings
+from bridge.translate.plan import plan_queries, region_tags
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +111,11 @@ class ExtractionPlan:
 
 
 def extraction_plan(mappings: Mappings, request: ExtractionRequest) -> ExtractionPlan:
+    """The offer-search query of the request's criteria and region (translate/plan.py), and its `$export`."""
     spec = offer_search(mappings)
-    csd_request = CsdRequest(
-        transaction=Transaction.CARE_SERVICES,
-        form=RequestForm.FUNCTION_URN_2014,
-        function_urn=spec.urn,
-        params=RequestParams(extra=request.params),
-        region=request.region,
+    plan = plan_queries(
+        mappings, spec, RequestParams(extra=request.params), region_tags(mappings, request.region)
     )
-    plan = to_fhir_plan(mappings, csd_request)
     if len(plan.queries) != 1 or plan.queries[0].resource_type != OFFER:
         raise ConfigurationError(f"functions.yaml `{OFFER_SEARCH}` must send one HealthcareService search")
     query = plan.queries[0]

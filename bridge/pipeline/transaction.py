@@ -23,9 +23,10 @@ from bridge.model import (
     SearchResult,
 )
 from bridge.pipeline.changes import spooled_delta
+from bridge.pipeline.plan import TransactionPlan, plan_transaction, scope_of
 from bridge.pipeline.progress import stop_walk
-from bridge.translate import Mappings, from_fhir_results, to_fhir_plan
-from bridge.translate.plan import function_of, region_tags
+from bridge.translate import Mappings, from_fhir_results
+from bridge.translate.plan import plan_queries
 from bridge.translate.select import page_upstream, select_records
 
 log = logging.getLogger(__name__)
@@ -52,17 +53,21 @@ class Pipeline:
         self.client = client
         self.mapping_workers = mapping_workers  # for answers written from a spool (pipeline/changes.py)
 
-    async def run(self, request: CsdRequest) -> CsdResponse:
+    async def run(self, request: CsdRequest, resolved: TransactionPlan | None = None) -> CsdResponse:
+        """The answer to `request`, from its plan made once (`resolved`, as the CSD route makes it; else made
+        here)."""
         started = time.perf_counter()
-        plan = to_fhir_plan(self.mappings, request)
-        spec, _ = function_of(self.mappings, request)
+        if resolved is None:
+            resolved = plan_transaction(self.mappings, request, scope_of(self.mappings, request.region))
+        spec = resolved.spec
+        plan = plan_queries(self.mappings, spec, resolved.params, resolved.region_tags)
         if spec.delta is not None:
             directories, progress = await spooled_delta(
                 self.mappings,
                 self.client,
                 plan,
                 spec,
-                region_tags(self.mappings, request.region),
+                resolved.region_tags,
                 workers=self.mapping_workers,
             )
             written = progress.written

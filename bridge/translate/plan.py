@@ -50,6 +50,19 @@ def to_fhir_plan(mappings: Mappings, request: CsdRequest, *, now: datetime | Non
     """The FHIR searches answering a stored-function call or an ITI-74 request (UnknownFunctionError,
     InvalidParameterError). `now` (default: the current time) decides what "in the future" means."""
     spec, params = function_of(mappings, request)
+    return plan_queries(mappings, spec, params, region_tags(mappings, request.region), now=now)
+
+
+def plan_queries(
+    mappings: Mappings,
+    spec: FunctionSpec,
+    params: RequestParams,
+    tags: tuple[str, ...] | None,
+    *,
+    now: datetime | None = None,
+) -> QueryPlan:
+    """The FHIR searches of a function already resolved (`function_of`) for a scope already checked
+    (`region_tags`): what a caller that resolved them once gives, instead of the request."""
     refused = [name for name in present_parameters(params) if name not in spec.parameters]
     if refused:
         # IHE semantics are the AND of the parameters present: ignoring one would widen the answer silently.
@@ -81,7 +94,6 @@ def to_fhir_plan(mappings: Mappings, request: CsdRequest, *, now: datetime | Non
 
     # A legacy regional endpoint answers with its own region's data only: the "région source" tag that
     # every national resource carries (ror-fhir-api §3; comma = OR across the codes it covers).
-    tags = region_tags(mappings, request.region)
     scope = (("_tag", ",".join(tags)),) if tags is not None else ()
     queries = []
     for query in spec.queries:
