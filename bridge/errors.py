@@ -30,8 +30,14 @@ Leaf module, importable by every part::
     │   ├── MappingTableError          a mapping table is invalid (table, rule, path)
     │   └── CompareRulesError          mappings/compare.yaml is invalid
     ├── CompareInputError              `ror-bridge compare` cannot read one of its inputs
+    ├── CatalogueError (ValueError)    `ror-bridge selftest`'s scenario file is not a valid catalogue
+    ├── PathSyntaxError (ValueError)   a mapping table's source path does not parse (translate/paths.py)
+    ├── TransformError                 a named transform met data it cannot map (→ MappingError)
+    ├── SimulatorError (ValueError)    the ROR simulator refuses (it stands for the national API)
+    │   ├── SearchError                a search it refuses: HTTP 400 with an OperationOutcome
+    │   └── FaultSpecError             a fault spec that does not parse
     └── ResultCapError                 fhir/'s signal that a walk hit the national API's result cap: the
-                                       window splitter (fhir/windows.py) splits it; never reaches a client
+                                       window splitter (fhir/cap_windows.py) splits it; never reaches a client
 """
 
 from __future__ import annotations
@@ -222,8 +228,38 @@ class CompareInputError(BridgeError):
 
 class ResultCapError(BridgeError):
     """A search walk hit the national API's result cap (`total` announced, or exactly the cap received): the
-    caller splits the query into `_lastUpdated` windows (fhir/windows.py). Internal to fhir/."""
+    caller splits the query into `_lastUpdated` windows (fhir/cap_windows.py). Internal to fhir/."""
 
     def __init__(self, total: int | None) -> None:
         super().__init__(f"truncated (total {total})")
         self.total = total
+
+
+class CatalogueError(BridgeError, ValueError):
+    """The scenario file of `ror-bridge selftest` is not a valid catalogue (names the scenario and the
+    problem)."""
+
+
+class PathSyntaxError(BridgeError, ValueError):
+    """The text is not a valid source path; the message says where. The table loader reports it as a
+    MappingTableError."""
+
+
+class TransformError(BridgeError):
+    """A transform met data it cannot map; the engine reports it as MappingError(table, rule, path, …)."""
+
+
+class SimulatorError(BridgeError, ValueError):
+    """The ROR simulator (bridge/simulator/) refuses what it was asked; it never reaches a CSD client."""
+
+
+class SearchError(SimulatorError):
+    """A search the simulator refuses: HTTP 400 with an OperationOutcome naming the parameter."""
+
+    def __init__(self, message: str, *, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.code = code  # OperationOutcome.issue.code
+
+
+class FaultSpecError(SimulatorError):
+    """A fault spec that does not parse: the CLI exits 2, the header gets a 400 OperationOutcome."""

@@ -19,6 +19,7 @@ import httpx
 import yaml
 from lxml import etree
 
+from bridge.errors import CatalogueError
 from bridge.ns import CSD, ROR, ROR_NOTIF_REQUEST
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios.yaml"
@@ -62,10 +63,6 @@ class Result:
     scenario: Scenario
     outcome: Outcome
     detail: str
-
-
-class CatalogueError(ValueError):
-    """The scenario file is not a valid catalogue (names the scenario and the problem)."""
 
 
 _EXPECT_KEYS = {

@@ -24,6 +24,7 @@ import orjson
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bridge.errors import FaultSpecError as FaultSpecError  # raised here; importers keep this path
 from bridge.simulator.bundle import error_response
 
 FAULTS_HEADER = "X-Simulator-Faults"
@@ -44,10 +45,6 @@ KINDS = (
 _NO_ARGS = frozenset({"reset", "malformed-json", "duplicates", "token-expiry"})
 _SELECTORS = ("p", "n", "first", "every", "path")
 DEFAULT_TIMEOUT_HOLD_S = 600.0  # longer than any sane client timeout; the hold ends early on disconnect
-
-
-class FaultSpecError(ValueError):
-    """A fault spec that does not parse: the CLI exits 2, the header gets a 400 OperationOutcome."""
 
 
 @dataclass(frozen=True, slots=True)

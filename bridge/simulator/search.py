@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from bridge.errors import SearchError as SearchError  # raised here; importers keep this path
 from bridge.simulator import rendered, vocab
 from bridge.simulator.dataset import (
     AGE_RANGES,
@@ -30,14 +31,6 @@ from bridge.simulator.dataset import (
     offer_name,
 )
 from bridge.simulator.vocab import CodeList
-
-
-class SearchError(ValueError):
-    """A search the server refuses: HTTP 400 with an OperationOutcome naming the parameter."""
-
-    def __init__(self, message: str, *, code: str = "invalid") -> None:
-        super().__init__(message)
-        self.code = code  # OperationOutcome.issue.code
 
 
 @dataclass(frozen=True, slots=True)

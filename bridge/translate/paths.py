@@ -9,15 +9,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.errors import PathSyntaxError as PathSyntaxError  # raised here; importers keep this path
+
 _FIELD = r"[A-Za-z_][A-Za-z0-9_]*"
 # One step: a field name, then zero or more filters. A filter value runs to the next `]`, so URLs with
 # dots, slashes and colons need no quoting (`identifier[system=https://oi.esante.gouv.fr]`).
 _STEP = re.compile(rf"(?P<field>{_FIELD})(?P<filters>(?:\[{_FIELD}=[^\]\[]+\])*)")
 _FILTER = re.compile(rf"\[(?P<key>{_FIELD})=(?P<value>[^\]\[]+)\]")
-
-
-class PathSyntaxError(ValueError):
-    """The text is not a valid source path; the message says where."""
 
 
 @dataclass(frozen=True, slots=True)

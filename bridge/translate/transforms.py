@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from bridge import profile
+from bridge.errors import TransformError as TransformError  # raised here; importers keep this path
 from bridge.model import (
     Address,
     AddressLine,
@@ -80,10 +81,6 @@ Value = (
     | ProviderOrganization
     | ProviderFacility
 )
-
-
-class TransformError(Exception):
-    """A transform met data it cannot map; the engine reports it as MappingError(table, rule, path, …)."""
 
 
 @dataclass(frozen=True, slots=True)
