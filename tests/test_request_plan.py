@@ -42,13 +42,15 @@ def counting(calls: Counter[str], name: str, real: Callable[..., Any]) -> Callab
 async def test_a_regional_request_resolves_its_function_and_checks_its_region_once(
     monkeypatch: pytest.MonkeyPatch, body: str
 ) -> None:
-    import bridge.pipeline.plan
+    import bridge.pipeline.request_plan
     import bridge.translate.plan
 
     app = create_app(load_settings(demo_scale=40))
     calls: Counter[str] = Counter()
     monkeypatch.setattr(
-        bridge.pipeline.plan, "function_of", counting(calls, "function_of", bridge.pipeline.plan.function_of)
+        bridge.pipeline.request_plan,
+        "function_of",
+        counting(calls, "function_of", bridge.pipeline.request_plan.function_of),
     )
     monkeypatch.setattr(
         bridge.translate.plan,

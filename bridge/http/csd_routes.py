@@ -24,7 +24,7 @@ from bridge.errors import BridgeError, RequestTimeoutError, SenderError
 from bridge.http.streams import observed
 from bridge.http.wiring import XSD_MEDIA_TYPE, Wiring
 from bridge.model import CsdRequest, CsdResponse, Directory, Envelope
-from bridge.pipeline.plan import TransactionPlan, plan_transaction, scope_of
+from bridge.pipeline.request_plan import TransactionPlan, plan_transaction, scope_of
 from bridge.soap.addressing import Addressing
 from bridge.soap.envelope import content_type_for, response_action, stream_response
 from bridge.soap.faults import fault_spec, render_fault

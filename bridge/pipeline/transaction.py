@@ -23,8 +23,8 @@ from bridge.model import (
     SearchResult,
 )
 from bridge.pipeline.changes import spooled_delta
-from bridge.pipeline.plan import TransactionPlan, plan_transaction, scope_of
 from bridge.pipeline.progress import stop_walk
+from bridge.pipeline.request_plan import TransactionPlan, plan_transaction, scope_of
 from bridge.translate import Mappings, from_fhir_results
 from bridge.translate.plan import plan_queries
 from bridge.translate.select import page_upstream, select_records
