@@ -79,3 +79,21 @@ def test_the_extraction_plans_its_query_without_a_csd_request(monkeypatch: pytes
     plan = extraction_plan(mappings, extraction_request(mappings, REGION, [("champActivite", "01")]))
     assert plan.query.resource_type == "HealthcareService"
     assert any(name == "_tag" for name, _ in plan.query.params)
+
+
+async def test_an_extraction_plans_its_query_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bridge.pipeline.extraction
+
+    app = create_app(load_settings(demo_scale=40, extraction_cache_s=0))
+    calls: Counter[str] = Counter()
+    monkeypatch.setattr(
+        bridge.pipeline.extraction,
+        "plan_queries",
+        counting(calls, "plan_queries", bridge.pipeline.extraction.plan_queries),
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bridge") as client:
+        response = await client.get(f"/extraction/{REGION}", params={"champActivite": "01"}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.content.rstrip().endswith(b"</CSD>") or response.content.rstrip().endswith(b":CSD>")
+    assert calls == Counter({"plan_queries": 1})

@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from urllib.parse import urlencode
@@ -57,6 +57,8 @@ class ExtractionRequest:
 
     region: str | None  # lower-case code of mappings/regions.csv; None = national
     params: tuple[tuple[str, str], ...]  # offer-search criteria (ME 2.4 names), one value each, sorted
+    # Its upstream questions, planned once by `extraction_request` (not part of what names the request).
+    plan: ExtractionPlan | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -97,8 +99,8 @@ def extraction_request(
             raise InvalidParameterError(f"empty value for {name!r}")
         params.update((name, value) for value in values)
     request = ExtractionRequest(code, tuple(sorted(params)))
-    extraction_plan(mappings, request)  # the resolvers refuse unusable values now, before any byte is sent
-    return request
+    # Planned now, once: the resolvers refuse unusable values before any byte is sent.
+    return replace(request, plan=extraction_plan(mappings, request))
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +186,7 @@ class Extractor:
         spool: Spool | None = None
         fill: asyncio.Task[None] | None = None
         try:
-            plan = extraction_plan(self.mappings, request)
+            plan = request.plan if request.plan is not None else extraction_plan(self.mappings, request)
             progress.source = await self.choose_source()
             log.info("%s %s from %s", LogEvent.STARTED, progress.request, progress.source)
             now = datetime.now(UTC)
