@@ -151,16 +151,10 @@ def measured(command: list[str]) -> tuple[float, float, float, bytes]:
     return time.monotonic() - started, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, output
 
 
-def run(scale: int, cache: Path) -> dict[str, Any]:
-    legacy, bridge = cached_documents(scale, cache)
-    work, out = cache / f"work-{scale}", cache / f"out-{scale}"
+def compare_documents(legacy: Path, bridge: Path, out: Path, work: Path) -> tuple[float, float, float]:
+    """`ror-bridge compare documents` in its own process: (seconds, CPU seconds, peak RSS MiB)."""
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    base_s, base_cpu, base_rss, counted = measured(
-        [sys.executable, "-m", "tests.bench.bench_compare", "--baseline-pass", str(legacy), str(bridge)]
-    )
-    per_file = orjson.loads(counted)
-    entities = sum(per_file.values())
+    work.mkdir(parents=True)
     try:
         seconds, cpu, rss, _ = measured(
             [
@@ -170,6 +164,26 @@ def run(scale: int, cache: Path) -> dict[str, Any]:
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return seconds, cpu, rss
+
+
+def floor_rss(cache: Path) -> float:
+    """The command's own floor: peak RSS of `compare documents` on two empty csd:CSD documents."""
+    cache.mkdir(parents=True, exist_ok=True)
+    empty = cache / "empty.xml"
+    empty.write_text(f'<?xml version="1.0" encoding="UTF-8"?>\n<csd:CSD xmlns:csd="{CSD}"/>\n')
+    return compare_documents(empty, empty, cache / "out-empty", cache / "work-empty")[2]
+
+
+def run(scale: int, cache: Path) -> dict[str, Any]:
+    legacy, bridge = cached_documents(scale, cache)
+    out = cache / f"out-{scale}"
+    base_s, base_cpu, base_rss, counted = measured(
+        [sys.executable, "-m", "tests.bench.bench_compare", "--baseline-pass", str(legacy), str(bridge)]
+    )
+    per_file = orjson.loads(counted)
+    entities = sum(per_file.values())
+    seconds, cpu, rss = compare_documents(legacy, bridge, out, cache / f"work-{scale}")
     report = orjson.loads((out / "report.json").read_bytes())
     totals = {k: len(v) if isinstance(v, list) else v for k, v in report["entities"].items()}
     totals["parity"] = report["parity"]
@@ -207,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     scales = [*(args.scale or []), *(int(s) for s in (args.scales or "").split(",") if s.strip())]
     scales = sorted(set(scales or [10_000, 100_000, 1_000_000]))
+    floor = floor_rss(args.cache)
+    print(f"the command's floor (compare documents on two empty documents): peak RSS {floor:.0f} MiB")
     results = []
     for scale in scales:
         print(f"scale {scale} offers:", flush=True)
@@ -224,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             f"({r['entities'] / r['seconds']:.0f} per wall-clock second) = "
             f"{r['baseline_cpu_s'] / r['cpu_s']:.3f}× the baseline's rate; "
             f"peak RSS {r['peak_rss_mib']:.0f} MiB "
-            f"= {r['peak_rss_mib'] / r['baseline_rss_mib']:.2f}× the baseline's\n"
+            f"= {r['peak_rss_mib'] / r['baseline_rss_mib']:.2f}× the baseline's, "
+            f"{r['peak_rss_mib'] - floor:.0f} MiB above the command's floor\n"
             f"  report: matched {t['matched']}, equal {t['equal']}, different {t['different']}, "
             f"only legacy {t['only_legacy']}, only bridge {t['only_bridge']}, parity {t['parity']:.4f} "
             f"({'as injected' if r['consistent'] else 'NOT AS INJECTED'})",
