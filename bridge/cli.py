@@ -400,7 +400,7 @@ def _compare(args: argparse.Namespace) -> int:
     import time
 
     from bridge.compare import runs
-    from bridge.compare.engine import Store
+    from bridge.compare.engine import Store, bound_sqlite_heap
     from bridge.compare.report import RunInfo, summary_table, write_reports
     from bridge.compare.rules import load_rules
     from bridge.errors import BridgeError
@@ -433,6 +433,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     try:
         rules = load_rules(settings.mappings_dir or shipped_dir("mappings"))
+        bound_sqlite_heap()  # this process runs one comparison: SQLite's memory capped whatever the size
         with tempfile.TemporaryDirectory(prefix="ror-bridge-compare-", dir=args.work_dir) as work:
             store = Store(rules, Path(work) / "run.sqlite")
             try:

@@ -7,6 +7,7 @@ fields diffed (codes through the crosswalks, references through the match), and 
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import re
@@ -112,16 +113,42 @@ def diff_fields(
     return differences
 
 
+# SQLite's memory per run, whatever its size (issue 14, "flat memory"): the page cache of the store and of its
+# temporary tables, and through it the sorters (SQLite sizes a sorter's in-memory run by the page cache, then
+# spills sorted runs to temporary files: CREATE INDEX, GROUP BY and ORDER BY over millions of rows).
+CACHE_KIB = 8192
+TEMP_CACHE_KIB = 1024
+# The process-wide ceiling `ror-bridge compare` sets (bound_sqlite_heap): past it SQLite recycles cache pages
+# and spills sorters early instead of allocating more.
+HEAP_LIMIT_MIB = 24
+
+
+def bound_sqlite_heap(mib: int = HEAP_LIMIT_MIB) -> int:
+    """Set SQLite's soft heap limit for the whole process (a command's own process only: every connection of
+    the process shares it); the limit now in force, in bytes."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as db:
+        return int(db.execute(f"PRAGMA soft_heap_limit={mib * 1024 * 1024}").fetchone()[0])
+
+
 class Store:
-    """One comparison run on disk (a temporary SQLite file; `:memory:` for a single small answer)."""
+    """One comparison run on disk (a temporary SQLite file; `:memory:` for a single small answer), in a
+    bounded amount of memory: fixed page caches, no memory mapping, temporary tables and sorts on disk."""
+
+    PRAGMAS = (
+        "journal_mode=OFF",
+        "synchronous=OFF",
+        f"cache_size=-{CACHE_KIB}",
+        f"temp.cache_size=-{TEMP_CACHE_KIB}",
+        "mmap_size=0",  # pages read through the bounded cache, never a mapping that grows with the file
+        "temp_store=FILE",
+        "threads=0",  # sorters in this thread: no per-thread sort buffers
+    )
 
     def __init__(self, rules: CompareRules, path: Path | str = ":memory:") -> None:
         self.rules = rules
         self.db = sqlite3.connect(str(path), isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=OFF")
-        self.db.execute("PRAGMA synchronous=OFF")
-        self.db.execute("PRAGMA cache_size=-32768")  # 32 MiB page cache, whatever the run's size
-        self.db.execute("PRAGMA temp_store=FILE")
+        for pragma in self.PRAGMAS:
+            self.db.execute(f"PRAGMA {pragma}")
         self.db.executescript(_SCHEMA)
         self.db.execute("BEGIN")
         self._next_id = 0
