@@ -316,6 +316,7 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        redirect_slashes=False,  # the CSD routes serve their trailing-slash forms themselves
     )
     app.state.settings = settings
     app.state.mappings = mappings

@@ -212,15 +212,20 @@ def router(wiring: Wiring) -> APIRouter:
     endpoint = CsdEndpoint(wiring)
     routes = APIRouter()
 
+    # A trailing slash is served, not redirected: old SOAP stacks do not follow a 307 on POST, and a redirect
+    # would send an encoded "/" region (`/csd/%2F`) to the national endpoint instead of a 404.
     @routes.post("/csd")
+    @routes.post("/csd/", include_in_schema=False)
     async def csd_national(request: Request) -> Response:
         return await endpoint.serve(request, None)
 
     @routes.post("/csd/{region}")
+    @routes.post("/csd/{region}/", include_in_schema=False)
     async def csd_regional(request: Request, region: str) -> Response:
         return await endpoint.serve(request, region)
 
     @routes.get("/csd")
+    @routes.get("/csd/", include_in_schema=False)
     async def wsdl_national(request: Request) -> Response:
         return endpoint.wsdl_or_hint(request)
 
@@ -232,6 +237,7 @@ def router(wiring: Wiring) -> APIRouter:
             return PlainTextResponse(f"no schema named {name!r}\n", status_code=404)
 
     @routes.get("/csd/{region}")
+    @routes.get("/csd/{region}/", include_in_schema=False)
     async def wsdl_regional(request: Request, region: str) -> Response:
         return endpoint.wsdl_or_hint(request, region)
 

@@ -14,7 +14,7 @@ import pytest
 
 from bridge.compare.engine import CACHE_KIB, HEAP_LIMIT_MIB, TEMP_CACHE_KIB, Store, bound_sqlite_heap
 from bridge.compare.rules import load_rules
-from bridge.paths import shipped_dir
+from bridge.shipped import shipped_dir
 
 CSD = "urn:ihe:iti:csd:2013"
 
