@@ -56,6 +56,7 @@ _REFERENCES = (
     TRANSFORMS["parent_facility"],
     TRANSFORMS["lieu_location"],
     TRANSFORMS["lieu_address"],
+    TRANSFORMS["provider_facilities"],
 )
 
 
@@ -114,7 +115,8 @@ def from_fhir_results(
             elif table.kind.directory is Directory.PROVIDER:
                 provider = _provider(table, values, mappings)
                 if provider is not None:
-                    providers.setdefault(provider.entity_id, provider)
+                    known = providers.get(provider.entity_id)
+                    providers[provider.entity_id] = provider if known is None else _merged(known, provider)
     return CsdDocument(
         organizations=_roots_first(organizations),
         services=[services[k] for k in sorted(services)],
@@ -372,6 +374,43 @@ def _provider(table: EntityTable, values: dict[str, list[Any]], mappings: Mappin
         specialties=_all(values, "specialty", CodedType),
         extensions=_all(values, "extension", Extension),
     )
+
+
+def _merged(first: Provider, other: Provider) -> Provider:
+    """One csd:provider per professional (the ROR v2.4 profile keys providers by RPPS): the situations
+    opérationnelles of the same professional, mapped one PractitionerRole at a time, in one entry — each
+    situation's extension (its operationalStatus) in turn, the organisations, facilities, codes and
+    identifiers each once, the record of the first with the latest `updated` (any role changed)."""
+
+    def union(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(dict.fromkeys((*a, *b)))
+
+    record = first.record
+    if other.record.updated > record.updated:
+        record = replace(record, updated=other.record.updated)
+    return replace(
+        first,
+        coded_types=union(first.coded_types, other.coded_types),
+        other_ids=union(first.other_ids, other.other_ids),
+        organizations=union(first.organizations, other.organizations),
+        facilities=_facilities_merged((*first.facilities, *other.facilities)),
+        specialties=first.specialties or other.specialties,
+        extensions=(*first.extensions, *other.extensions),
+        record=record,
+    )
+
+
+def _facilities_merged(facilities: Sequence[ProviderFacility]) -> tuple[ProviderFacility, ...]:
+    """The facilities of several situations, one per entityID, with their services each once."""
+    merged: dict[str, ProviderFacility] = {}
+    for facility in facilities:
+        known = merged.get(facility.entity_id)
+        if known is None:
+            merged[facility.entity_id] = facility
+        else:
+            services = tuple(dict.fromkeys((*known.services, *facility.services)))
+            merged[facility.entity_id] = replace(known, services=services)
+    return tuple(merged.values())
 
 
 def _roots_first(organizations: dict[str, Organization]) -> list[Organization]:
