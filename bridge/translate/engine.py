@@ -151,10 +151,11 @@ def _select(
     reverse = [r for r in included if str(r.get("resourceType")) not in referenced]
     # An IHE search's result directory holds its matches only (QueryPlan.result): a referenced entity of that
     # directory (an organisation's parent) only resolves the reference's entityID.
-    match_keys = {_key(r) for r in queue}
+    # every match, with or without an entity of its own (a lieu: its UEs are the entities, see below)
+    match_keys = {_key(r) for result in results for r in result.matches}
     seen: set[str] = set()
     selected: list[Resource] = []
-    while queue:
+    while True:  # the reverse step may start from matches alone (a facility-search's lieux): at least once
         while queue:
             resource = queue.popleft()
             key = _key(resource)
@@ -189,7 +190,8 @@ def _select(
             else:
                 waiting.append(resource)
         reverse = waiting
-    return selected
+        if not queue:
+            return selected
 
 
 def _passes_through(mappings: Mappings, plan: QueryPlan, resource: Resource) -> bool:
