@@ -229,11 +229,13 @@ NOS_NEWER_CODES = (
     "TRE_R66, 481 TRE_R211, 1045 TRE_R210, 58 TRE_R213): data newer than the rules, written as received"
 )
 # 2. ITI-74 and TR-Notif answer what changed: an internal organisation changed alone carries the champs
-#    d'activité of the offers received with it, not of its whole subtree, while ANS checks every UE's champ
-#    against the OIs' of the document (validation_conformite_UE.sch, RG_EXP_010).
+#    d'activité of the offers received with it, not of its whole subtree (no typeActivity at all, which the
+#    schema requires, when none was received), while ANS checks every UE's champ against the OIs' of the
+#    document (validation_conformite_UE.sch, RG_EXP_010).
 DELTA_OI_CHAMPS = (
     "a delta answer's internal organisations carry the champs of the offers received with them, not of "
-    "their whole subtree: ANS's RG_EXP_010 checks each UE's champ against the OIs' of the document"
+    "their whole subtree (none, and so no required typeActivity, when none was received): ANS's RG_EXP_010 "
+    "checks each UE's champ against the OIs' of the document"
 )
 # 3. An IHE facility-search answers the UEs of the lieux it matches, without their establishments (its
 #    result directory holds the matches; organizationDirectory is not one of its directories), while ANS's
