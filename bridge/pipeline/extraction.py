@@ -223,8 +223,10 @@ class Extractor:
                 progress.pages,
                 progress.elapsed_s,
             )
-            for table in self.mappings.entities.values():
-                progress.expected[table.kind.directory] = await spool.call(spool.count, table.resource)
+            # an upper bound: an organisation is counted in both directories its tables' `select` split
+            pairs = dict.fromkeys((t.kind.directory, t.resource) for t in self.mappings.entities.values())
+            for directory, resource_type in pairs:
+                progress.expected[directory] += await spool.call(spool.count, resource_type)
             progress.phase = "writing"
             writer = SpoolWriter(spool, self.mappings, now, progress, workers=self.workers)
             while (part := await spool.call(writer.next_chunk)) is not None:

@@ -29,6 +29,7 @@ SPOOL_CACHE_KIB = 16 * 1024
 SQL_CHUNK = 500
 # The offers' resource type: the context of a batch follows the references of the offers it reaches.
 OFFER = "HealthcareService"
+ORGANIZATION = "Organization"
 
 
 def references(resource: Resource) -> list[str]:
@@ -130,7 +131,7 @@ class Spool:
                 rtype = str(resource.get("resourceType"))
                 entity_id = None
                 if rtype in self._entity_types:
-                    entity_id = self._mappings.identities.derive(resource)[0]
+                    entity_id = spooled_entity_id(resource, self._mappings)
                 rows.append((key, rtype, entity_id, orjson.dumps(resource)))
                 refs += [(key, target) for target in references(resource)]
             self.db.execute("BEGIN")
@@ -193,19 +194,60 @@ class Spool:
         sql = f"SELECT COUNT(*) FROM ({self.ROWS_SQL})"  # noqa: S608 (a class constant, no input)
         return int(self.db.execute(sql, (resource_type,)).fetchone()[0])
 
-    def context(self, keys: Sequence[str], *, offers_at: bool) -> list[bytes]:
+    def context(self, keys: Sequence[str], *, offers_at: bool, below: bool = False) -> list[bytes]:
         """What the entity tables read besides the resources `keys` name: what they reference and, through the
         offers among those (and, with `offers_at`, the offers whose `location` is one of them), what the
-        offers reference — an offer's organisation and lieux (mappings/entities/*.yaml); as stored (JSON)."""
+        offers reference — an offer's organisation and lieux (mappings/entities/*.yaml); with `below`, the
+        organisations under the `keys` and the offers they provide (an internal organisation's typeActivity);
+        and the partOf ancestors of every organisation met (a UE's EG, its parent facility); as stored
+        (JSON)."""
         targets = self._targets(keys)
         if offers_at:
             sql = "SELECT src FROM ref WHERE dst IN ({marks}) AND src >= ? AND src < ?"
             targets.update(src for (src,) in select_in(self.db, sql, keys, f"{OFFER}/", f"{OFFER}0"))
+        if below:
+            targets.update(self._below(keys))
         offers = [k for k in targets if k.startswith(f"{OFFER}/")]
         targets.update(self._targets(offers))
+        targets.update(self._ancestors([k for k in (*keys, *targets) if k.startswith(f"{ORGANIZATION}/")]))
         targets.difference_update(keys)
         sql = "SELECT body FROM resource WHERE key IN ({marks})"
         return [body for (body,) in select_in(self.db, sql, sorted(targets))]
 
+    def _below(self, keys: Sequence[str]) -> set[str]:
+        """The organisations under `keys` (partOf, transitively) and the offers any of them provides."""
+        found: set[str] = set()
+        level = list(keys)
+        sql = "SELECT src FROM ref WHERE dst IN ({marks}) AND (src LIKE 'Organization/%' OR src LIKE ?)"
+        while level:
+            fresh = {s for (s,) in select_in(self.db, sql, level, f"{OFFER}/%")} - found
+            found |= fresh
+            level = [k for k in fresh if k.startswith(f"{ORGANIZATION}/")]
+        return found
+
+    def _ancestors(self, keys: Sequence[str]) -> set[str]:
+        """The organisations above `keys` (their partOf chains)."""
+        found: set[str] = set()
+        level = list(keys)
+        sql = "SELECT dst FROM ref WHERE src IN ({marks}) AND dst LIKE 'Organization/%'"
+        while level:
+            fresh = {d for (d,) in select_in(self.db, sql, level)} - found - set(keys)
+            found |= fresh
+            level = list(fresh)
+        return found
+
     def _targets(self, keys: Sequence[str]) -> set[str]:
         return {dst for (dst,) in select_in(self.db, "SELECT dst FROM ref WHERE src IN ({marks})", keys)}
+
+
+def spooled_entity_id(resource: Resource, mappings: Mappings) -> str:
+    """The key the read-back orders a resource's rows by: its entityID; a situation opérationnelle's is its
+    Practitioner's reference (`Practitioner/<id>`), so that the situations of one professional come together
+    (entities/provider.yaml takes the provider's entityID from the Practitioner, which the spool may not have
+    yet)."""
+    if resource.get("resourceType") == "PractitionerRole":
+        practitioner = resource.get("practitioner")
+        reference = practitioner.get("reference") if isinstance(practitioner, dict) else None
+        if isinstance(reference, str) and reference:
+            return reference
+    return mappings.identities.derive(resource)[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -30,7 +31,7 @@ from bridge.csd.writer import (
 )
 from bridge.model import CsdDocument, Directory, FhirQuery, QueryPlan, SearchResult
 from bridge.pipeline.progress import DIRECTORIES, Progress
-from bridge.pipeline.spool import Spool
+from bridge.pipeline.spool import ORGANIZATION, Spool
 from bridge.translate import Mappings, from_fhir_results, load_mappings
 from bridge.translate.findings import Finding
 
@@ -74,10 +75,14 @@ class SpoolWriter:
 
     def _generate(self) -> Iterator[bytes]:
         for directory in DIRECTORIES:
-            table = next((t for t in self._mappings.entities.values() if t.kind.directory is directory), None)
+            # a directory may be built from several resource types (facilities: internal organisations, then
+            # the offers as unités élémentaires), each in turn
+            types = dict.fromkeys(
+                t.resource for t in self._mappings.entities.values() if t.kind.directory is directory
+            )
             yield directory_start(directory)
-            if table is not None:
-                yield from self._directory(directory, table.resource)
+            for resource_type in types:
+                yield from self._directory(directory, resource_type)
             yield directory_end(directory)
 
     def _directory(self, directory: Directory, resource_type: str) -> Iterator[bytes]:
@@ -87,10 +92,11 @@ class SpoolWriter:
         )
         cursor = self._spool.rows(resource_type)
         offers_at = resource_type == "Location"
+        below = resource_type == ORGANIZATION and directory is Directory.FACILITY
         pending: deque[Future[_Mapped]] = deque()
         last: list[str | None] = [None]  # rows come sorted by entityID: a repeated entityID is written once
-        while batch := cursor.fetchmany(BATCH_SIZE):
-            context = self._spool.context([key for key, _, _ in batch], offers_at=offers_at)
+        for batch in _whole_groups(cursor):
+            context = self._spool.context([key for key, _, _ in batch], offers_at=offers_at, below=below)
             if pool is None:
                 parts = map_batch(self._mappings, directory, resource_type, batch, context, self._now)
                 yield self._emit(directory, parts, last)
@@ -114,6 +120,25 @@ class SpoolWriter:
                 last[0] = entity_id
         self._progress.written[directory] += len(kept)
         return b"".join(kept)
+
+
+def _whole_groups(cursor: sqlite3.Cursor) -> Iterator[list[Any]]:
+    """The rows in batches of about BATCH_SIZE that never split rows of one spooled entityID: the situations
+    of one professional (spooled under their Practitioner, `spool.spooled_entity_id`) make one csd:provider,
+    which the engine can only merge within a batch."""
+    held: list[Any] = []
+    while rows := cursor.fetchmany(BATCH_SIZE):
+        held += rows
+        last = held[-1][1]
+        cut = len(held)
+        while cut > 0 and last is not None and held[cut - 1][1] == last:
+            cut -= 1
+        if cut == 0:  # one group fills the batch: wait for its end
+            continue
+        yield held[:cut]
+        held = held[cut:]
+    if held:
+        yield held
 
 
 # A mapped batch: (entityID, element bytes) in row order, and the findings counted while mapping it.
@@ -140,11 +165,11 @@ def map_batch(
     document = from_fhir_results(mappings, plan, [result], now=now, selected=keys)
     records = {record.entity_id: record for record in _records(document, directory)}
     build = _BUILDERS[directory]
-    return [
-        (entity_id, element_bytes(build(records[entity_id])))
-        for _, entity_id, _ in rows
-        if entity_id is not None and entity_id in records
-    ]
+    order = [entity_id for _, entity_id, _ in rows if entity_id is not None and entity_id in records]
+    # an entity whose entityID is not its row's (a professional, keyed by the RPPS of its situations' rows)
+    placed = set(order)
+    order += [entity_id for entity_id in records if entity_id not in placed]
+    return [(entity_id, element_bytes(build(records[entity_id]))) for entity_id in dict.fromkeys(order)]
 
 
 def start_pool(workers: int, mappings: Mappings) -> ProcessPoolExecutor:
