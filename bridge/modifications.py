@@ -1,10 +1,13 @@
 """Changes since a date at flat memory (ITI-74 getModificationsRequest, establishments-updated-since): any
 number of them, never in part.
 
-Pipeline level, like pipeline.py and extraction.py (which it reuses): the pages of the delta searches go to a
-disk spool (extraction.Spool: each resource once) with a `changed` mark set by the propagation rules of
-translate/delta.py; then the answer's entities (ITI-74: the changed ones; establishments-updated-since: the EJ
-and EG on the organisation chains of the changes) are mapped a batch at a time, per directory, with what they
+Pipeline level, like pipeline.py and extraction.py (which it reuses): the pages of the delta searches (what
+changed, with the includes translate/feeds.py derives from the entity tables) go to a disk spool
+(extraction.Spool: each resource once) that marks the changed resources (the matches) and keeps every
+reference by element; then the entities whose record reads a changed resource for its content (their feeds,
+followed in the spool) are the answer (ITI-74), or the establishments on their organisation chains
+(establishments-updated-since); the answer's entities are searched again by `_id` with everything their
+records read (feeds.completion_params), then mapped a batch at a time, per directory, with what they
 reference read back from the spool (extraction.SpoolWriter), and their elements written to a temporary file.
 Only once that file is complete does the edge send anything (CsdResponse.directories): an upstream failure at
 any point before is still a clean SOAP fault. Memory is the spool's page cache plus one batch; disk is about
@@ -16,41 +19,143 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, BinaryIO
+
+import orjson
 
 from bridge.extraction import Progress, Spool, SpoolWriter
 from bridge.fhir.client import FhirClient, Page
 from bridge.fhir.resilience import Deadline
-from bridge.model import QueryPlan, Resource
+from bridge.model import FhirQuery, QueryPlan, Resource
 from bridge.translate import FunctionSpec, Mappings
-from bridge.translate.delta import ORGANIZATION_CHAINS, chain_parent, changed_keys, resource_key
+from bridge.translate.delta import ORGANIZATION_CHAINS, feed_directories, in_region, links, resource_key
+from bridge.translate.feeds import Feed, completion_params, feeds, tables_of
 
 log = logging.getLogger(__name__)
 
+# Entities searched again by `_id` per completion query (a URL of about a kilobyte).
+IDS_PER_QUERY = 100
+
+
+def _of_type(column: str, resource_type: str) -> tuple[str, tuple[str, str]]:
+    """A condition that `column` holds a key of the type (a range on the primary-key order), its values."""
+    return f"{column} >= ? AND {column} < ?", (f"{resource_type}/", f"{resource_type}0")
+
+
+def _feed_sql(feed: Feed) -> tuple[str, list[str]]:
+    """The keys of the entities (of the feed's first type) whose feed reaches a changed resource."""
+    joins: list[str] = []
+    values: list[str] = []
+    node = "e.key"
+    for number, step in enumerate(feed.steps):
+        link = f"l{number}"
+        here, there = (f"{link}.src", f"{link}.dst") if step.forward else (f"{link}.dst", f"{link}.src")
+        kind, bounds = _of_type(there, step.end)
+        joins.append(f"JOIN link {link} ON {here} = {node} AND {link}.element = ? AND {kind}")
+        values += [step.link.element, *bounds]
+        node = there
+    start, bounds = _of_type("e.key", feed.steps[0].start)
+    sql = (
+        f"SELECT DISTINCT e.key FROM resource e {' '.join(joins)} JOIN touched t ON t.key = {node}"  # noqa: S608
+        f" WHERE {start}"
+    )
+    return sql, [*values, *bounds]
+
 
 class DeltaSpool(Spool):
-    """A Spool that also records which of its resources changed (delta `entities`, ITI-74): `rows` reads back
-    those only, organisations root first by their depth among the changed ones (as the engine orders an
-    answer), then by entityID."""
+    """A Spool that also records which of its resources changed (`touched`: the matches of the delta
+    searches, in the region) and every reference by element (`link`). `settle` derives the answer's
+    entities (`changed`): those of the directories' tables whose own resource changed or whose record reads a
+    changed resource for its content (translate/feeds.py); `rows` reads back those only, organisations root
+    first by their depth among the changed ones (as the engine orders an answer), then by entityID."""
 
     def __init__(self, mappings: Mappings, spec: FunctionSpec, region_tags: Collection[str] | None) -> None:
         super().__init__(mappings)
         self._spec = spec
         self._region_tags = frozenset(region_tags) if region_tags is not None else None
+        self._tables = tables_of(mappings, feed_directories(str(spec.delta), spec.directories))
         with self.lock:
+            self._db.execute("CREATE TABLE touched (key TEXT PRIMARY KEY)")
             self._db.execute("CREATE TABLE changed (key TEXT PRIMARY KEY)")
+            self._db.execute(
+                "CREATE TABLE link (src TEXT NOT NULL, element TEXT NOT NULL, dst TEXT NOT NULL,"
+                " PRIMARY KEY (src, element, dst)) WITHOUT ROWID"
+            )
 
-    def add_page(self, query: int, matches: Sequence[Resource], includes: Sequence[Resource]) -> int:
-        """One page of the plan's query number `query`: spooled, and what it says changed marked."""
-        keys = changed_keys(self._spec, query, matches, includes, self._region_tags)
+    def add_page(self, matches: Sequence[Resource], includes: Sequence[Resource], *, changes: bool) -> int:
+        """One page: spooled, its references kept, and (`changes`: a page of the delta searches) its matches
+        in the region marked as changed."""
         fresh = self.add([*matches, *includes])
+        touched = [
+            (key,)
+            for resource in matches
+            if changes
+            and (key := resource_key(resource)) is not None
+            and in_region(resource, self._region_tags)
+        ]
+        references = [
+            (key, element, target)
+            for resource in (*matches, *includes)
+            if (key := resource_key(resource)) is not None
+            for element, target in links(resource)
+        ]
         with self.lock:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO changed (key) VALUES (?)", [(k,) for k in keys])
+            self._db.executemany("INSERT OR IGNORE INTO touched (key) VALUES (?)", touched)
+            self._db.executemany(
+                "INSERT OR IGNORE INTO link (src, element, dst) VALUES (?, ?, ?)", references
+            )
             self._db.execute("COMMIT")
         return fresh
+
+    def settle(self) -> list[FhirQuery]:
+        """Once every delta page is in: the answer's entities (`changed`), and the searches that complete
+        what their records read."""
+        with self.lock:
+            db = self._db
+            db.execute("CREATE INDEX IF NOT EXISTS link_dst ON link (dst, element)")
+            db.execute("BEGIN")
+            for table in self._tables:
+                kind, bounds = _of_type("key", table.resource)
+                db.execute(f"INSERT OR IGNORE INTO changed SELECT key FROM touched WHERE {kind}", bounds)  # noqa: S608
+                for feed in feeds(table):
+                    if not feed.content:
+                        continue
+                    sql, values = _feed_sql(feed)
+                    found = [key for (key,) in db.execute(sql, values)]
+                    db.executemany("INSERT OR IGNORE INTO changed (key) VALUES (?)", self._in_region(found))
+            db.execute("COMMIT")
+            return list(self._completion())
+
+    def _in_region(self, keys: list[str]) -> list[tuple[str]]:
+        """The keys whose resource carries the region's tag (all of them on the national endpoint)."""
+        if self._region_tags is None:
+            return [(key,) for key in keys]
+        out: list[tuple[str]] = []
+        for start in range(0, len(keys), 500):
+            part = keys[start : start + 500]
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT key, body FROM resource WHERE key IN ({marks})"  # noqa: S608 (placeholders only)
+            out += [
+                (key,)
+                for key, body in self._db.execute(sql, part)
+                if in_region(orjson.loads(body), self._region_tags)
+            ]
+        return out
+
+    def _completion(self) -> Iterator[FhirQuery]:
+        """Each answered entity again by `_id`, with everything its record reads (feeds.completion_params)."""
+        for table in tables_of(self._mappings, self._spec.directories):
+            params = tuple(completion_params(table))
+            kind, bounds = _of_type("key", table.resource)
+            sql = f"SELECT key FROM changed WHERE {kind} ORDER BY key"  # noqa: S608 (a fixed condition)
+            keys = [key for (key,) in self._db.execute(sql, bounds)]
+            for start in range(0, len(keys), IDS_PER_QUERY):
+                ids = ",".join(key.partition("/")[2] for key in keys[start : start + IDS_PER_QUERY])
+                yield FhirQuery(table.resource, (("_id", ids), *params), purpose="the records of the changes")
 
     def finish(self) -> None:
         super().finish()
@@ -80,51 +185,55 @@ class DeltaSpool(Spool):
     )
 
 
+# The organisations a changed entity's chain starts at (ChainSpool): a changed organisation; the
+# organisations a changed entity of another type references (an offer's providedBy, a lieu's
+# managingOrganization, a situation's organization); the children of a changed root (an EJ: its EG read it).
+_START_SQL = (
+    "CREATE TABLE start AS"
+    " SELECT key FROM changed WHERE key >= 'Organization/' AND key < 'Organization0'"
+    " UNION SELECT l.dst FROM changed c JOIN link l ON l.src = c.key"
+    "  WHERE NOT (c.key >= 'Organization/' AND c.key < 'Organization0')"
+    "  AND l.dst >= 'Organization/' AND l.dst < 'Organization0'"
+    " UNION SELECT l.src FROM changed c JOIN link l ON l.dst = c.key AND l.element = 'partOf'"
+    "  WHERE c.key >= 'Organization/' AND c.key < 'Organization0'"
+    "  AND l.src >= 'Organization/' AND l.src < 'Organization0'"
+    "  AND NOT EXISTS (SELECT 1 FROM link p WHERE p.src = c.key AND p.element = 'partOf')"
+)
+
+
 class ChainSpool(DeltaSpool):
-    """Delta `organization-chains` (establishments-updated-since): besides what changed, the link up the
-    organisation chain of each organisation and offer received (translate/delta.chain_parent). `rows` reads
-    back the establishments on the chains of the changes: the chain of a changed organisation starts at it,
-    that of a changed offer at its providing organisation, and goes up `partOf` while the parent was received;
-    of those organisations, the EJ (no parent among them) and EG (their parent is an EJ) [INFER], roots first,
-    then by entityID. (Organisations on a `partOf` cycle, invalid data, have no root: none is written.)"""
+    """Delta `organization-chains` (establishments-updated-since): the entities of every directory whose
+    record changed (as for ITI-74), then the organisations their chains start at (_START_SQL), searched
+    again with their ancestors. `rows` reads back the establishments on those chains (up `partOf` while the
+    parent was received): of those organisations, the EJ (no parent among them) and EG (their parent is an
+    EJ) [INFER], roots first, then by entityID. (Organisations on a `partOf` cycle, invalid data, have no
+    root: none is written.)"""
 
-    def __init__(self, mappings: Mappings, spec: FunctionSpec, region_tags: Collection[str] | None) -> None:
-        super().__init__(mappings, spec, region_tags)
-        with self.lock:
-            self._db.execute("CREATE TABLE up (src TEXT PRIMARY KEY, dst TEXT NOT NULL)")
-
-    def add_page(self, query: int, matches: Sequence[Resource], includes: Sequence[Resource]) -> int:
-        fresh = super().add_page(query, matches, includes)
-        links = [
-            (key, parent)
-            for resource in (*matches, *includes)
-            if (key := resource_key(resource)) is not None and (parent := chain_parent(resource)) is not None
-        ]
-        with self.lock:
-            self._db.execute("BEGIN")  # the first version received wins, as for the resource itself
-            self._db.executemany("INSERT OR IGNORE INTO up (src, dst) VALUES (?, ?)", links)
-            self._db.execute("COMMIT")
-        return fresh
+    def _completion(self) -> Iterator[FhirQuery]:
+        self._db.execute(_START_SQL)
+        keys = [key for (key,) in self._db.execute("SELECT key FROM start ORDER BY key")]
+        for start in range(0, len(keys), IDS_PER_QUERY):
+            ids = ",".join(key.partition("/")[2] for key in keys[start : start + IDS_PER_QUERY])
+            params = (("_id", ids), ("_include:iterate", "Organization:partof"))
+            yield FhirQuery("Organization", params, purpose="the organisation chains of the changes")
 
     def _rank(self) -> None:
         db = self._db
-        db.execute("CREATE INDEX up_dst ON up (dst)")
         db.execute(
             "CREATE TEMP TABLE chain AS WITH RECURSIVE walk (key) AS ("
-            " SELECT key FROM changed WHERE key >= 'Organization/' AND key < 'Organization0'"
-            " UNION SELECT up.dst FROM changed JOIN up ON up.src = changed.key"
-            "  WHERE changed.key >= 'HealthcareService/' AND changed.key < 'HealthcareService0'"
-            " UNION SELECT up.dst FROM walk JOIN up ON up.src = walk.key"
+            " SELECT key FROM start"
+            " UNION SELECT l.dst FROM walk JOIN link l ON l.src = walk.key AND l.element = 'partOf'"
             ") SELECT walk.key FROM walk JOIN resource r ON r.key = walk.key WHERE r.type = 'Organization'"
         )
         db.execute("CREATE UNIQUE INDEX chain_key ON chain (key)")
         db.execute(
             "CREATE TEMP TABLE answer_depth AS WITH RECURSIVE ranked (key, depth) AS ("
             " SELECT c.key, 0 FROM chain c WHERE NOT EXISTS ("
-            "  SELECT 1 FROM up JOIN chain p ON p.key = up.dst WHERE up.src = c.key)"
+            "  SELECT 1 FROM link l JOIN chain p ON p.key = l.dst"
+            "  WHERE l.src = c.key AND l.element = 'partOf')"
             " UNION ALL"
-            " SELECT up.src, ranked.depth + 1 FROM ranked JOIN up ON up.dst = ranked.key"
-            " JOIN chain c ON c.key = up.src WHERE ranked.depth < 1"
+            " SELECT l.src, ranked.depth + 1 FROM ranked JOIN link l ON l.dst = ranked.key"
+            " AND l.element = 'partOf' JOIN chain c ON c.key = l.src WHERE ranked.depth < 1"
             ") SELECT key, MIN(depth) AS depth FROM ranked GROUP BY key"
         )
         db.execute("CREATE UNIQUE INDEX answer_depth_key ON answer_depth (key)")
@@ -153,10 +262,26 @@ async def spooled_delta(
     try:
         # One search's deadline per query: the queries of a delta are walked one after the other.
         deadline = Deadline(client.deadline_s * len(plan.queries))
-        async for number, page in _pages(client, plan, deadline):
+        async for _number, page in _pages(client, plan, deadline):
             progress.pages += 1
             progress.received += len(page.matches) + len(page.includes)
-            progress.spooled += await spool.call(spool.add_page, number, page.matches, page.includes)
+            progress.spooled += await spool.call(
+                partial(spool.add_page, changes=True), page.matches, page.includes
+            )
+        completion = await spool.call(spool.settle)
+        if completion:
+            # As many search deadlines as the completion runs rounds of concurrent searches.
+            rounds = 1 + len(completion) // max(1, client.concurrency)
+            pages = client.iter_pages_unordered(completion, deadline=Deadline(client.deadline_s * rounds))
+            try:
+                async for page in pages:
+                    progress.pages += 1
+                    progress.received += len(page.matches) + len(page.includes)
+                    progress.spooled += await spool.call(
+                        partial(spool.add_page, changes=False), page.matches, page.includes
+                    )
+            finally:
+                await _close(pages)
         await spool.call(spool.finish)
         progress.phase = "writing"
         answer = tempfile.TemporaryFile(prefix="ror-bridge-iti74-")  # noqa: SIM115 (handed to the edge)

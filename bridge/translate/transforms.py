@@ -113,6 +113,24 @@ class Transform:
     codes: bool  # True: the rule must name a code table
     func: TransformFunc
     required_keys: tuple[str, ...] = ()  # source codes the code table must hold
+    # What the transform reads besides its own resource (translate/feeds.py derives change sets from it):
+    # paths of reference steps from the resource — `@source` (the references its rule's source selects),
+    # `element` (a Reference element followed forward), `<Type.element` (the resources of Type whose element
+    # references this one) — each marked as read for its content (`Feed`) or for its entityID only.
+    reads: tuple[Read, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """One path of other resources a transform reads (Transform.reads): `content` False when only the
+    reached resource's entityID (its national identifier) is written, True when any more of it is."""
+
+    path: tuple[str, ...]
+    content: bool
+
+
+SOURCE = "@source"  # a Read step: the references the rule's source path selects
+_IDENTITY = (Read((SOURCE,), content=False),)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -987,8 +1005,12 @@ TRANSFORMS: Mapping[str, Transform] = {
     t.name: t
     for t in (
         Transform("entity_id", str, source=False, codes=False, func=entity_id),
-        Transform("reference_entity_id", str, source=True, codes=False, func=reference_entity_id),
-        Transform("resolved_entity_id", str, source=True, codes=False, func=resolved_entity_id),
+        Transform(
+            "reference_entity_id", str, source=True, codes=False, func=reference_entity_id, reads=_IDENTITY
+        ),
+        Transform(
+            "resolved_entity_id", str, source=True, codes=False, func=resolved_entity_id, reads=_IDENTITY
+        ),
         Transform("other_id", OtherID, source=True, codes=False, func=other_id),
         Transform("coded_type", CodedType, source=True, codes=False, func=coded_type),
         Transform(
@@ -1032,8 +1054,22 @@ TRANSFORMS: Mapping[str, Transform] = {
             codes=False,
             func=profile_territorial_division,
         ),
-        Transform("referenced_other_id", OtherID, source=True, codes=False, func=referenced_other_id),
-        Transform("demographic", Demographic, source=True, codes=True, func=demographic),
+        Transform(
+            "referenced_other_id",
+            OtherID,
+            source=True,
+            codes=False,
+            func=referenced_other_id,
+            reads=(Read((SOURCE,), content=True),),
+        ),
+        Transform(
+            "demographic",
+            Demographic,
+            source=True,
+            codes=True,
+            func=demographic,
+            reads=(Read((SOURCE,), content=True),),
+        ),
         Transform("exercise_name", Demographic, source=True, codes=False, func=exercise_name),
         Transform(
             "provider_organization",
@@ -1041,9 +1077,20 @@ TRANSFORMS: Mapping[str, Transform] = {
             source=True,
             codes=False,
             func=provider_organization,
+            reads=_IDENTITY,
         ),
         Transform(
-            "provider_facilities", ProviderFacility, source=False, codes=False, func=provider_facilities
+            "provider_facilities",
+            ProviderFacility,
+            source=False,
+            codes=False,
+            func=provider_facilities,
+            reads=(
+                Read(("healthcareService",), content=True),  # the offer's name
+                Read(("healthcareService", "providedBy"), content=False),
+                Read(("healthcareService", "location"), content=False),
+                Read(("location",), content=False),
+            ),
         ),
         Transform(
             "facility_organizations",
@@ -1051,6 +1098,11 @@ TRANSFORMS: Mapping[str, Transform] = {
             source=False,
             codes=False,
             func=facility_organizations,
+            reads=(
+                # the offers given at the lieu: name, opening hours with their record
+                Read(("<HealthcareService.location",), content=True),
+                Read(("<HealthcareService.location", "providedBy"), content=False),
+            ),
         ),
     )
 }

@@ -67,32 +67,39 @@ def changes(
     *,
     lieux_and_professionals: bool = True,
 ) -> Changes:
-    """ITI-74 semantics: own meta.lastUpdated >= since; an offer also when its lieu, an organisation of its
-    chain, one of its roles or a role's practitioner changed; a role also when its practitioner changed; a
-    lieu also when an offer given there changed itself or through its organisation chain.
-    `lieux_and_professionals=False` leaves the lieu and role propagation out (to show it matters)."""
+    """ITI-74 semantics: an entity whose record changed, i.e. its own meta.lastUpdated >= since, or that of
+    a resource its record shows more of than an entityID: a lieu lists the offers given there (name, hours);
+    a provider (situation opérationnelle) carries its practitioner and its offer's name. A parent, a providing
+    organisation or a lieu named by entityID does not change a record.
+    `lieux_and_professionals=False` leaves what lieux and providers read out (to show it matters)."""
     t0 = (since - EPOCH_UTC).total_seconds()
     updated = {rtype: dataset.updated[rtype] >= t0 for rtype in dataset.updated}
     orgs = updated["Organization"]
-    chain = orgs.copy()  # the organisation or an ancestor changed (parents come first: depth-first ids)
-    for i in range(len(chain)):
-        parent = int(dataset.org_parent[i])
-        if parent >= 0 and chain[parent]:
-            chain[i] = True
-    roles = updated["PractitionerRole"] | updated["Practitioner"][dataset.role_practitioner]
-    offers = updated["HealthcareService"] | chain[dataset.offer_provider]
-    # A lieu's record lists the offers given there: it changed when one of them did (own data or chain).
+    offers = updated["HealthcareService"]
     lieux = updated["Location"].copy()
-    lieux[dataset.offer_location[offers]] = True
+    roles = updated["PractitionerRole"].copy()
     if lieux_and_professionals:
-        offers |= updated["Location"][dataset.offer_location]
-        offers[dataset.role_offer[roles]] = True
+        lieux[dataset.offer_location[offers]] = True
+        roles |= updated["Practitioner"][dataset.role_practitioner] | offers[dataset.role_offer]
     return Changes(
         organizations=np.flatnonzero(orgs & _region_mask(dataset, "Organization", region_codes)),
         services=np.flatnonzero(offers & _region_mask(dataset, "HealthcareService", region_codes)),
         facilities=np.flatnonzero(lieux & _region_mask(dataset, "Location", region_codes)),
         providers=np.flatnonzero(roles & _region_mask(dataset, "PractitionerRole", region_codes)),
     )
+
+
+def chain_starts(dataset: Dataset, found: Changes) -> set[int]:
+    """The organisations the chains of the changed entities start at (TR-Notif): a changed organisation; an
+    offer's providing organisation; a lieu's managing organisation (its EG); a provider's organisation (its
+    offer's); the children of a changed EJ (their reading holds it)."""
+    starts = {int(i) for i in found.organizations}
+    starts |= {int(dataset.offer_provider[i]) for i in found.services}
+    starts |= {int(dataset.loc_eg[i]) for i in found.facilities}
+    starts |= {int(dataset.offer_provider[dataset.role_offer[i]]) for i in found.providers}
+    roots = {int(i) for i in found.organizations if int(dataset.org_parent[i]) < 0}
+    starts |= {int(i) for i in np.flatnonzero(np.isin(dataset.org_parent, list(roots)))} if roots else set()
+    return starts
 
 
 def entity_ids(dataset: Dataset, rtype: str, indexes: npt.NDArray[np.int64]) -> set[str]:
@@ -120,9 +127,9 @@ def expected_establishments(
     *,
     lieux_and_professionals: bool = True,
 ) -> set[str]:
-    """The EJ and EG of every changed organisation and of the provider of every changed offer."""
+    """The EJ and EG on the chain of every changed entity (chain_starts)."""
     found = changes(dataset, since, region_codes, lieux_and_professionals=lieux_and_professionals)
-    starts = {int(i) for i in found.organizations} | {int(dataset.offer_provider[i]) for i in found.services}
+    starts = chain_starts(dataset, found)
     establishments: set[int] = set()
     for org in starts:
         chain = [org]
