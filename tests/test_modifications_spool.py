@@ -1,9 +1,9 @@
 """The spools of the changes since a date (bridge/modifications.py), without HTTP: what each one reads back.
 
-DeltaSpool (ITI-74) derives from what changed the entities whose records read it for their content (the feeds of
-the entity tables) and the `_id` searches that complete them; ChainSpool (establishments-updated-since) walks the
-organisation chains of those entities in SQL and keeps the EJ and EG. Small hand-made resources, so every case
-is visible here.
+DeltaSpool (ITI-74) derives from what changed the entities whose records read it for their content (the
+feeds of the entity tables) and the `_id` searches that complete them; ChainSpool (establishments-updated-
+since) walks the organisation chains of those entities in SQL and keeps the EJ and EG. Small hand-made
+resources, so every case is visible here.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def test_iti74_reports_the_entities_whose_records_read_a_change(
     role = resource("PractitionerRole", "r1", practitioner={"reference": "Practitioner/p1"})
     changes(spool, [resource("Practitioner", "p1")], [role])
     completion = settle(spool)
-    searched = {rtype: params for rtype, params in completion}
+    searched = dict(completion)
     assert {rtype: params[0] for rtype, params in searched.items()} == {
         "Organization": ("_id", "eg1,ue1"),
         "HealthcareService": ("_id", "hs1"),
