@@ -29,7 +29,7 @@ import orjson
 from bridge.extraction import Progress, Spool, SpoolWriter
 from bridge.fhir.client import FhirClient, Page
 from bridge.fhir.resilience import Deadline
-from bridge.model import FhirQuery, QueryPlan, Resource
+from bridge.model import CodedType, FhirQuery, QueryPlan, Resource
 from bridge.translate import FunctionSpec, Mappings
 from bridge.translate.delta import ORGANIZATION_CHAINS, feed_directories, in_region, links, resource_key
 from bridge.translate.feeds import Feed, completion_params, feeds, tables_of
@@ -243,6 +243,45 @@ class ChainSpool(DeltaSpool):
         " WHERE r.type = ? ORDER BY d.depth, r.entity_id, r.key"
     )
 
+    def activities(self) -> dict[str, tuple[CodedType, ...]]:
+        """EG entityID → the champs d'activité of the changed offers under it (TR-Notif's
+        etablissementReponseNotif/typeActivity [INFER]), read with the service table's `champActivite` rule
+        source; after `finish`."""
+        rule = next(
+            (
+                r
+                for t in self._tables
+                for r in t.rules
+                if r.extension is not None and r.extension.type == "champActivite" and r.source is not None
+            ),
+            None,
+        )
+        if rule is None or rule.source is None:
+            return {}
+        found: dict[str, dict[tuple[str, str], CodedType]] = {}
+        with self.lock:
+            rows = self._db.execute(_ACTIVITIES_SQL).fetchall()
+        for entity_id, body in rows:
+            for coding in rule.source.select(orjson.loads(body)):
+                if isinstance(coding, dict) and isinstance(code := coding.get("code"), str):
+                    scheme = self._mappings.systems.scheme(str(coding.get("system")))
+                    display = coding.get("display") if isinstance(coding.get("display"), str) else None
+                    found.setdefault(str(entity_id), {}).setdefault(
+                        (scheme, code), CodedType(code, scheme, display)
+                    )
+        return {eg: tuple(sorted(codes.values(), key=lambda c: c.code)) for eg, codes in found.items()}
+
+
+# (EG entityID, offer body) of each changed offer and the EG on its chain (ChainSpool.activities).
+_ACTIVITIES_SQL = (
+    "WITH RECURSIVE up (offer, org) AS ("
+    " SELECT c.key, l.dst FROM changed c JOIN link l ON l.src = c.key AND l.element = 'providedBy'"
+    "  WHERE c.key >= 'HealthcareService/' AND c.key < 'HealthcareService0'"
+    " UNION SELECT up.offer, l.dst FROM up JOIN link l ON l.src = up.org AND l.element = 'partOf'"
+    ") SELECT DISTINCT e.entity_id, o.body FROM up JOIN answer_depth d ON d.key = up.org AND d.depth = 1"
+    " JOIN resource e ON e.key = up.org JOIN resource o ON o.key = up.offer ORDER BY e.entity_id, o.key"
+)
+
 
 async def spooled_delta(
     mappings: Mappings,
@@ -252,10 +291,12 @@ async def spooled_delta(
     region_tags: Collection[str] | None,
     *,
     workers: int = 0,
+    activities: dict[str, tuple[CodedType, ...]] | None = None,
 ) -> tuple[BinaryIO, Progress]:
     """The five directories of the delta answer, written to an open temporary file (deleted when closed),
-    and the counts of what was received and written. Raises the first upstream failure, having written
-    nothing anyone can see."""
+    and the counts of what was received and written; `activities`, when given, receives the champs
+    d'activité of the changed offers per EG (organization-chains: TR-Notif). Raises the first upstream
+    failure, having written nothing anyone can see."""
     progress = Progress(request=plan.function)
     spool = (ChainSpool if spec.delta == ORGANIZATION_CHAINS else DeltaSpool)(mappings, spec, region_tags)
     answer: BinaryIO | None = None
@@ -283,6 +324,8 @@ async def spooled_delta(
             finally:
                 await _close(pages)
         await spool.call(spool.finish)
+        if activities is not None and isinstance(spool, ChainSpool):
+            activities.update(await spool.call(spool.activities))
         progress.phase = "writing"
         answer = tempfile.TemporaryFile(prefix="ror-bridge-iti74-")  # noqa: SIM115 (handed to the edge)
         writer = SpoolWriter(spool, mappings, datetime.now(UTC), progress, workers=workers)

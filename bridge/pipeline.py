@@ -15,6 +15,7 @@ from bridge import ns
 from bridge.errors import UnknownEntityError
 from bridge.fhir.client import FhirClient
 from bridge.model import (
+    CodedType,
     CsdDocument,
     CsdRequest,
     CsdResponse,
@@ -56,6 +57,7 @@ class Pipeline:
         plan = to_fhir_plan(self.mappings, request)
         spec, _ = function_of(self.mappings, request)
         if spec.delta is not None:
+            activities: dict[str, tuple[CodedType, ...]] = {}
             directories, progress = await spooled_delta(
                 self.mappings,
                 self.client,
@@ -63,6 +65,7 @@ class Pipeline:
                 spec,
                 region_tags(self.mappings, request.region),
                 workers=self.mapping_workers,
+                activities=activities,
             )
             written = progress.written
             log.info(
@@ -81,7 +84,11 @@ class Pipeline:
                 (time.perf_counter() - started) * 1000,
             )
             return CsdResponse(
-                request=request, document=CsdDocument(), directories=directories, written=dict(written)
+                request=request,
+                document=CsdDocument(),
+                directories=directories,
+                written=dict(written),
+                activities=activities,
             )
         try:
             async with asyncio.TaskGroup() as group:

@@ -184,13 +184,14 @@ def servers() -> Iterator[tuple[Dataset, str]]:
             yield dataset, url
 
 
-def change_a_sample(dataset: Dataset, *, with_ej: bool) -> datetime:
+def change_a_sample(dataset: Dataset, *, with_ej: bool) -> tuple[datetime, dict[str, list[int]]]:
     """Changes PER_TYPE resources of each type (an EJ among the organisations when asked), each later than
-    every resource of the dataset; returns the instant just before them."""
+    every resource of the dataset; returns the instant just before them and the indexes changed per type."""
     rng = random.Random(SEED)
     changes = Changes(dataset)
     latest = max(int(stamps.max()) for stamps in dataset.updated.values())
     seconds = latest + 60
+    changed: dict[str, list[int]] = {}
     for rtype, edit in EDITS.items():
         sample = rng.sample(range(dataset.count(rtype)), PER_TYPE)
         if rtype == "Organization" and with_ej:
@@ -198,7 +199,22 @@ def change_a_sample(dataset: Dataset, *, with_ej: bool) -> datetime:
         for index in sample:
             seconds += 1
             changes.change(rtype, index, seconds, edit)
-    return instant(latest + 30).astimezone(UTC)
+        changed[rtype] = sample
+    return instant(latest + 30).astimezone(UTC), changed
+
+
+def champs_by_eg(dataset: Dataset, offers: list[int], codes: dict[int, str]) -> dict[str, set[str]]:
+    """idNatStruct of an EG → the champ d'activité codes (TRE_R227) of the given offers under it."""
+    out: dict[str, set[str]] = {}
+    for index in offers:
+        org = int(dataset.offer_provider[index])
+        while org >= 0 and org not in codes:
+            org = int(dataset.org_parent[org])
+        offer = dataset.build("HealthcareService", index)
+        champs = {c["code"] for t in offer.get("type", []) for c in t["coding"] if "TRE_R227" in c["system"]}
+        if org >= 0:
+            out.setdefault(codes[org], set()).update(champs)
+    return out
 
 
 def test_iti74_answers_exactly_the_entities_whose_records_differ(servers: tuple[Dataset, str]) -> None:
@@ -206,7 +222,7 @@ def test_iti74_answers_exactly_the_entities_whose_records_differ(servers: tuple[
     mappings = load_mappings(shipped_dir("mappings"))
     now = datetime.now(UTC)
     before = whole_mapping(mappings, dataset, now)
-    since = change_a_sample(dataset, with_ej=False)
+    since, _ = change_a_sample(dataset, with_ej=False)
     after = whole_mapping(mappings, dataset, now)
     expected = differing(before, after)
     # Every kind of change shows in some other record: a lieu lists its offers, a provider its professional.
@@ -235,7 +251,7 @@ def test_tr_notif_answers_exactly_the_establishments_whose_reading_differs(
     dataset, url = servers
     codes = eg_codes(dataset)
     before = {code: reading(url, code) for code in codes.values()}
-    since = change_a_sample(dataset, with_ej=True)
+    since, changed = change_a_sample(dataset, with_ej=True)
     after = {code: reading(url, code) for code in codes.values()}
     expected = {code for code in codes.values() if before[code] != after[code]}
     assert expected, "the changes must reach some establishment"
@@ -250,9 +266,14 @@ def test_tr_notif_answers_exactly_the_establishments_whose_reading_differs(
     )
     assert response.status_code == 200, response.text[:2000]
     answer = etree.fromstring(response.content)
-    found = [
-        str(other.get("code"))
-        for other in answer.iterfind(f"{{{ns.CSD}}}etablissementReponseNotif/{{{ns.CSD}}}id_etablissement")
-    ]
+    entries = answer.findall(f"{{{ns.CSD}}}etablissementReponseNotif")
+    found = [str(entry.find(f"{{{ns.CSD}}}id_etablissement").get("code")) for entry in entries]  # type: ignore[union-attr]
     assert len(found) == len(set(found))
     assert set(found) == expected
+    # typeActivity: the champs d'activité of the establishment's changed offers (none for other changes).
+    champs = champs_by_eg(dataset, changed["HealthcareService"], codes)
+    assert champs, "some changed offer is under an EG"
+    for code, entry in zip(found, entries, strict=True):
+        written = entry.findall(f"{{{ns.CSD}}}typeActivity")
+        assert {str(t.get("code")) for t in written} == champs.get(code, set()), code
+        assert {t.get("codingScheme") for t in written} <= {"1.2.250.1.213.3.3.17"}
