@@ -390,11 +390,11 @@ class Spool:
     # read-back writes. A subclass answering part of the spool (modifications.py) says which part here.
     ROWS_SQL = "SELECT key, entity_id, body FROM resource WHERE type = ? ORDER BY depth, entity_id, key"
 
-    def rows(self, resource_type: str) -> sqlite3.Cursor:
-        """The rows to write for a type (ROWS_SQL)."""
+    def rows(self, resource_type: str, directory: Directory | None = None) -> sqlite3.Cursor:
+        """The rows to write for a type (ROWS_SQL), into a directory (a subclass may answer per directory)."""
         return self._db.execute(self.ROWS_SQL, (resource_type,))
 
-    def count_rows(self, resource_type: str) -> int:
+    def count_rows(self, resource_type: str, directory: Directory | None = None) -> int:
         """How many rows `rows` gives for a type."""
         sql = f"SELECT COUNT(*) FROM ({self.ROWS_SQL})"  # noqa: S608 (a class constant, no input)
         return int(self._db.execute(sql, (resource_type,)).fetchone()[0])
@@ -441,16 +441,20 @@ class _Writer:
 
     def _generate(self) -> Iterator[bytes]:
         for directory in _DIRECTORIES:
-            table = next((t for t in self._mappings.entities.values() if t.kind.directory is directory), None)
+            # Every resource type some table maps into the directory (an internal organisation and an offer's
+            # unité élémentaire are both facilities), in the tables' order.
+            types = dict.fromkeys(
+                t.resource for t in self._mappings.entities.values() if t.kind.directory is directory
+            )
             yield directory_start(directory)
-            if table is not None:
-                yield from self._directory(directory, table.resource)
+            for resource_type in types:
+                yield from self._directory(directory, resource_type)
             yield directory_end(directory)
 
     def _directory(self, directory: Directory, resource_type: str) -> Iterator[bytes]:
-        parallel = self._workers > 0 and self._spool.count_rows(resource_type) >= PARALLEL_FROM
+        parallel = self._workers > 0 and self._spool.count_rows(resource_type, directory) >= PARALLEL_FROM
         pool = self._spool.mapping_pool(self._workers) if parallel else None
-        cursor = self._spool.rows(resource_type)
+        cursor = self._spool.rows(resource_type, directory)
         offers_at = resource_type == "Location"
         pending: deque[Future[_Mapped]] = deque()
         last: list[str | None] = [None]  # rows come sorted by entityID: a repeated entityID is written once

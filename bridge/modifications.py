@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import tempfile
 from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from datetime import UTC, datetime
@@ -29,10 +30,11 @@ import orjson
 from bridge.extraction import Progress, Spool, SpoolWriter
 from bridge.fhir.client import FhirClient, Page
 from bridge.fhir.resilience import Deadline
-from bridge.model import CodedType, FhirQuery, QueryPlan, Resource
+from bridge.model import CodedType, Directory, FhirQuery, QueryPlan, Resource
 from bridge.translate import FunctionSpec, Mappings
 from bridge.translate.delta import ORGANIZATION_CHAINS, feed_directories, in_region, links, resource_key
-from bridge.translate.feeds import Feed, completion_params, feeds, tables_of
+from bridge.translate.feeds import MAX_REPEAT, Step, completion_params, feeds, tables_of, unrolled
+from bridge.translate.tables import EntityTable
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +47,47 @@ def _of_type(column: str, resource_type: str) -> tuple[str, tuple[str, str]]:
     return f"{column} >= ? AND {column} < ?", (f"{resource_type}/", f"{resource_type}0")
 
 
-def _feed_sql(feed: Feed) -> tuple[str, list[str]]:
-    """The keys of the entities (of the feed's first type) whose feed reaches a changed resource."""
+def _feed_sql(steps: Sequence[Step]) -> tuple[str, list[str]]:
+    """The keys of the entities (of the path's first type) whose path reaches a changed resource."""
     joins: list[str] = []
     values: list[str] = []
     node = "e.key"
-    for number, step in enumerate(feed.steps):
+    for number, step in enumerate(steps):
         link = f"l{number}"
         here, there = (f"{link}.src", f"{link}.dst") if step.forward else (f"{link}.dst", f"{link}.src")
         kind, bounds = _of_type(there, step.end)
         joins.append(f"JOIN link {link} ON {here} = {node} AND {link}.element = ? AND {kind}")
         values += [step.link.element, *bounds]
         node = there
-    start, bounds = _of_type("e.key", feed.steps[0].start)
+    start, bounds = _of_type("e.key", steps[0].start)
     sql = (
         f"SELECT DISTINCT e.key FROM resource e {' '.join(joins)} JOIN touched t ON t.key = {node}"  # noqa: S608
         f" WHERE {start}"
     )
     return sql, [*values, *bounds]
+
+
+def _applies(table: EntityTable, resource: Resource) -> bool:
+    """Whether the table maps the resource: its `select`, where tables have one (several tables per type)."""
+    applies = getattr(table, "applies", None)
+    return True if applies is None else bool(applies(resource))
+
+
+def _bodies(db: sqlite3.Connection, keys: Sequence[str]) -> Iterator[tuple[str, Any]]:
+    """(key, resource) of the spooled keys, a bounded number per statement."""
+    for start in range(0, len(keys), 500):
+        part = keys[start : start + 500]
+        sql = f"SELECT key, body FROM resource WHERE key IN ({','.join('?' * len(part))})"  # noqa: S608
+        for key, body in db.execute(sql, part):
+            yield key, orjson.loads(body)
+
+
+def _select_column(db: sqlite3.Connection, sql: str, keys: Sequence[str], *first: str) -> Iterator[str]:
+    """The one column of `sql` (its `IN ({marks})` takes `keys`, after the `first` values)."""
+    for start in range(0, len(keys), 500):
+        part = keys[start : start + 500]
+        for (value,) in db.execute(sql.format(marks=",".join("?" * len(part))), (*first, *part)):
+            yield str(value)
 
 
 class DeltaSpool(Spool):
@@ -79,7 +104,11 @@ class DeltaSpool(Spool):
         self._tables = tables_of(mappings, feed_directories(str(spec.delta), spec.directories))
         with self.lock:
             self._db.execute("CREATE TABLE touched (key TEXT PRIMARY KEY)")
-            self._db.execute("CREATE TABLE changed (key TEXT PRIMARY KEY)")
+            # Per directory: an offer's record as a service and as its unité élémentaire facility differ.
+            self._db.execute(
+                "CREATE TABLE changed (key TEXT NOT NULL, directory TEXT NOT NULL,"
+                " PRIMARY KEY (key, directory))"
+            )
             self._db.execute(
                 "CREATE TABLE link (src TEXT NOT NULL, element TEXT NOT NULL, dst TEXT NOT NULL,"
                 " PRIMARY KEY (src, element, dst)) WITHOUT ROWID"
@@ -112,50 +141,96 @@ class DeltaSpool(Spool):
         return fresh
 
     def settle(self) -> list[FhirQuery]:
-        """Once every delta page is in: the answer's entities (`changed`), and the searches that complete
-        what their records read."""
+        """Once every delta page is in: the answer's entities (`changed`, per directory), and the searches
+        that complete what their records read."""
         with self.lock:
             db = self._db
             db.execute("CREATE INDEX IF NOT EXISTS link_dst ON link (dst, element)")
             db.execute("BEGIN")
             for table in self._tables:
                 kind, bounds = _of_type("key", table.resource)
-                db.execute(f"INSERT OR IGNORE INTO changed SELECT key FROM touched WHERE {kind}", bounds)  # noqa: S608
+                sql = f"SELECT key FROM touched WHERE {kind}"  # noqa: S608 (a fixed condition)
+                found = [key for (key,) in db.execute(sql, bounds)]
                 for feed in feeds(table):
                     if not feed.content:
                         continue
-                    sql, values = _feed_sql(feed)
-                    found = [key for (key,) in db.execute(sql, values)]
-                    db.executemany("INSERT OR IGNORE INTO changed (key) VALUES (?)", self._in_region(found))
+                    for path in unrolled(feed):
+                        sql, values = _feed_sql(path)
+                        found += [key for (key,) in db.execute(sql, values)]
+                directory = table.kind.directory.value
+                db.executemany(
+                    "INSERT OR IGNORE INTO changed (key, directory) VALUES (?, ?)",
+                    [(key, directory) for key in self._kept(sorted(set(found)), table)],
+                )
             db.execute("COMMIT")
             return list(self._completion())
 
-    def _in_region(self, keys: list[str]) -> list[tuple[str]]:
-        """The keys whose resource carries the region's tag (all of them on the national endpoint)."""
-        if self._region_tags is None:
-            return [(key,) for key in keys]
-        out: list[tuple[str]] = []
-        for start in range(0, len(keys), 500):
-            part = keys[start : start + 500]
-            marks = ",".join("?" * len(part))
-            sql = f"SELECT key, body FROM resource WHERE key IN ({marks})"  # noqa: S608 (placeholders only)
-            out += [
-                (key,)
-                for key, body in self._db.execute(sql, part)
-                if in_region(orjson.loads(body), self._region_tags)
-            ]
+    def _kept(self, keys: list[str], table: EntityTable) -> list[str]:
+        """The keys whose resource the table maps (its `select`) and that carry the region's tag (any on the
+        national endpoint)."""
+        out: list[str] = []
+        for body_of in _bodies(self._db, keys):
+            key, resource = body_of
+            if in_region(resource, self._region_tags) and _applies(table, resource):
+                out.append(key)
         return out
 
     def _completion(self) -> Iterator[FhirQuery]:
-        """Each answered entity again by `_id`, with everything its record reads (feeds.completion_params)."""
+        """Each answered entity again by `_id`, with everything its record reads: one search per feed
+        (feeds.completion_params), so that the walk of one feed does not run along another's."""
         for table in tables_of(self._mappings, self._spec.directories):
-            params = tuple(completion_params(table))
-            kind, bounds = _of_type("key", table.resource)
-            sql = f"SELECT key FROM changed WHERE {kind} ORDER BY key"  # noqa: S608 (a fixed condition)
-            keys = [key for (key,) in self._db.execute(sql, bounds)]
+            searches = list(dict.fromkeys(tuple(completion_params(table, feed)) for feed in feeds(table)))
+            sql = "SELECT DISTINCT key FROM changed WHERE directory = ? ORDER BY key"
+            keys = [key for (key,) in self._db.execute(sql, (table.kind.directory.value,))]
+            keys = [key for key in keys if key.startswith(f"{table.resource}/")]
             for start in range(0, len(keys), IDS_PER_QUERY):
                 ids = ",".join(key.partition("/")[2] for key in keys[start : start + IDS_PER_QUERY])
-                yield FhirQuery(table.resource, (("_id", ids), *params), purpose="the records of the changes")
+                for params in searches or [()]:
+                    yield FhirQuery(
+                        table.resource, (("_id", ids), *params), purpose="the records of the changes"
+                    )
+
+    def context(self, keys: Sequence[str], *, offers_at: bool) -> list[bytes]:
+        """What the records of `keys` (one resource type) read, as stored: every resource their tables'
+        feeds reach in the spool (the extraction's fixed rule does not know the tables)."""
+        types = {key.partition("/")[0] for key in keys}
+        reached: set[str] = set()
+        for table in tables_of(self._mappings, self._spec.directories):
+            if table.resource not in types:
+                continue
+            for feed in feeds(table):
+                level = set(keys)
+                for step in feed.steps:
+                    level = self._follow(level, step)
+                    reached |= level
+        reached.difference_update(keys)
+        return [orjson.dumps(resource) for _, resource in _bodies(self._db, sorted(reached))]
+
+    def _follow(self, keys: set[str], step: Step) -> set[str]:
+        """The resources one step (repeated: up to MAX_REPEAT times, or none) leads to from `keys`."""
+        found: set[str] = set(keys) if step.repeat else set()
+        frontier = set(keys)
+        for _ in range(MAX_REPEAT if step.repeat else 1):
+            here, there = ("src", "dst") if step.forward else ("dst", "src")
+            sql = f"SELECT {there} FROM link WHERE element = ? AND {here} IN ({{marks}})"  # noqa: S608
+            following = {
+                key
+                for key in _select_column(self._db, sql, sorted(frontier), step.link.element)
+                if key.startswith(f"{step.end}/")
+            }
+            frontier = following - found
+            found |= following
+            if not frontier:
+                break
+        return found
+
+    def rows(self, resource_type: str, directory: Directory | None = None) -> sqlite3.Cursor:
+        return self._db.execute(self.ROWS_SQL, (resource_type, str(directory and directory.value)))
+
+    def count_rows(self, resource_type: str, directory: Directory | None = None) -> int:
+        sql = f"SELECT COUNT(*) FROM ({self.ROWS_SQL})"  # noqa: S608 (a class constant, no input)
+        values = (resource_type, str(directory and directory.value))
+        return int(self._db.execute(sql, values).fetchone()[0])
 
     def finish(self) -> None:
         super().finish()
@@ -166,8 +241,8 @@ class DeltaSpool(Spool):
         """`answer_depth`: the organisations of the answer and their depth in it."""
         self._db.execute(
             "CREATE TEMP TABLE answer_depth AS WITH RECURSIVE"
-            " org (key) AS (SELECT c.key FROM changed c JOIN resource r ON r.key = c.key"
-            "  WHERE r.type = 'Organization'),"
+            " org (key) AS (SELECT DISTINCT c.key FROM changed c JOIN resource r ON r.key = c.key"
+            "  WHERE r.type = 'Organization' AND c.directory = 'organizationDirectory'),"
             " chain (key, depth) AS ("
             "  SELECT o.key, 0 FROM org o WHERE NOT EXISTS ("
             "   SELECT 1 FROM ref JOIN org p ON p.key = ref.dst WHERE ref.src = o.key)"
@@ -180,7 +255,7 @@ class DeltaSpool(Spool):
 
     ROWS_SQL = (
         "SELECT r.key, r.entity_id, r.body FROM changed c JOIN resource r ON r.key = c.key"
-        " LEFT JOIN answer_depth d ON d.key = r.key WHERE r.type = ?"
+        " LEFT JOIN answer_depth d ON d.key = r.key WHERE r.type = ? AND c.directory = ?"
         " ORDER BY COALESCE(d.depth, 0), r.entity_id, r.key"
     )
 
@@ -238,9 +313,9 @@ class ChainSpool(DeltaSpool):
         )
         db.execute("CREATE UNIQUE INDEX answer_depth_key ON answer_depth (key)")
 
-    ROWS_SQL = (
+    ROWS_SQL = (  # the establishments, whatever the directory asked (organizationDirectory only)
         "SELECT r.key, r.entity_id, r.body FROM answer_depth d JOIN resource r ON r.key = d.key"
-        " WHERE r.type = ? ORDER BY d.depth, r.entity_id, r.key"
+        " WHERE r.type = ? AND ? IS NOT NULL ORDER BY d.depth, r.entity_id, r.key"
     )
 
     def activities(self) -> dict[str, tuple[CodedType, ...]]:

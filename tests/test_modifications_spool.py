@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from bridge.model import Directory
 from bridge.modifications import ChainSpool, DeltaSpool
 from bridge.paths import shipped_dir
 from bridge.translate import FunctionSpec, Mappings, load_mappings
@@ -68,13 +69,20 @@ def settle(spool: DeltaSpool) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
 
 
 def read_back(spool: DeltaSpool) -> dict[str, list[str]]:
-    """`rows` of every type, in order, as `Type/id` keys."""
+    """`rows` of every type into its directory, in order, as `Type/id` keys."""
     spool.finish()
     with spool.lock:
         return {
-            rtype: [key for key, _, _ in spool.rows(rtype)]
-            for rtype in ("Organization", "HealthcareService", "Location", "PractitionerRole")
+            rtype: [key for key, _, _ in spool.rows(rtype, directory)] for rtype, directory in DIRECTORY_OF
         }
+
+
+DIRECTORY_OF = (
+    ("Organization", Directory.ORGANIZATION),
+    ("HealthcareService", Directory.SERVICE),
+    ("Location", Directory.FACILITY),
+    ("PractitionerRole", Directory.PROVIDER),
+)
 
 
 @pytest.fixture
@@ -167,19 +175,22 @@ def test_iti74_reports_the_entities_whose_records_read_a_change(
     role = resource("PractitionerRole", "r1", practitioner={"reference": "Practitioner/p1"})
     changes(spool, [resource("Practitioner", "p1")], [role])
     completion = settle(spool)
-    searched = dict(completion)
-    assert {rtype: params[0] for rtype, params in searched.items()} == {
-        "Organization": ("_id", "eg1,ue1"),
-        "HealthcareService": ("_id", "hs1"),
-        "Location": ("_id", "l1,l2"),
-        "PractitionerRole": ("_id", "r1"),
+    assert {(rtype, params[0]) for rtype, params in completion} == {
+        ("Organization", ("_id", "eg1,ue1")),
+        ("HealthcareService", ("_id", "hs1")),
+        ("Location", ("_id", "l1,l2")),
+        ("PractitionerRole", ("_id", "r1")),
     }
-    # Each with what its record reads: a lieu's offers and their organisations, its managing organisation.
-    assert searched["Location"][1:] == (
-        ("_revinclude", "HealthcareService:location"),
-        ("_include:iterate", "HealthcareService:organization"),
-        ("_include", "Location:organization"),
-    )
+    # Each with what its record reads, one search per feed (a walk along one feed does not run along another):
+    # a lieu's offers and their organisations, its managing organisation.
+    assert [params[1:] for rtype, params in completion if rtype == "Location"] == [
+        (("_revinclude", "HealthcareService:location"),),
+        (
+            ("_revinclude", "HealthcareService:location"),
+            ("_include:iterate", "HealthcareService:organization"),
+        ),
+        (("_include", "Location:organization"),),
+    ]
     complete(spool, [EG1, UE1], [EJ1])
     assert read_back(spool) == {
         "Organization": ["Organization/eg1", "Organization/ue1"],  # ej1 is context, not a change

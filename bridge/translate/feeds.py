@@ -54,6 +54,7 @@ class Step:
 
     link: Link
     forward: bool
+    repeat: bool = False  # zero or more times (`partOf*`: up or down an organisation chain)
 
     @property
     def start(self) -> str:
@@ -72,7 +73,8 @@ class Step:
         return _param(self.link, "_revinclude" if self.forward else "_include", iterate)
 
     def __str__(self) -> str:
-        return self.link.element if self.forward else f"<{self.link.source}.{self.link.element}"
+        text = self.link.element if self.forward else f"<{self.link.source}.{self.link.element}"
+        return text + ("*" if self.repeat else "")
 
 
 def _param(link: Link, name: str, iterate: bool) -> tuple[str, str] | None:
@@ -117,13 +119,17 @@ def _steps(table: EntityTable, rule: Rule, read: Read) -> tuple[Step, ...]:
             if rule.source is None:
                 raise MappingTableError(table.table, rule.id, None, "this transform reads its rule's source")
             text = rule.source.steps[0].field
-        if text.startswith("<"):
-            source, _, element = text[1:].partition(".")
+        repeat = text.endswith("*")
+        name = text.removesuffix("*")
+        if name.startswith("<"):
+            source, _, element = name[1:].partition(".")
             link = REFERENCES.get((source, element))
-            step = Step(link, forward=False) if link is not None and link.target == where else None
+            step = Step(link, False, repeat) if link is not None and link.target == where else None
         else:
-            link = REFERENCES.get((where, text))
-            step = Step(link, forward=True) if link is not None else None
+            link = REFERENCES.get((where, name))
+            step = Step(link, True, repeat) if link is not None else None
+        if step is not None and repeat and step.start != step.end:
+            step = None  # only a link from a type to itself repeats
         if step is None:
             raise MappingTableError(
                 table.table,
@@ -134,6 +140,24 @@ def _steps(table: EntityTable, rule: Rule, read: Read) -> tuple[Step, ...]:
         steps.append(step)
         where = step.end
     return tuple(steps)
+
+
+# How many times a repeated step is followed at most in the spool (an organisation chain is EJ > EG > pôle >
+# service > UF > UE: five links).
+MAX_REPEAT = 8
+
+
+def unrolled(feed: Feed) -> list[tuple[Step, ...]]:
+    """The feed's paths without repetition: each repeated step taken 0 to MAX_REPEAT times (empty paths left
+    out: the entity itself)."""
+    paths: list[tuple[Step, ...]] = [()]
+    for step in feed.steps:
+        if not step.repeat:
+            paths = [(*path, step) for path in paths]
+            continue
+        plain = Step(step.link, step.forward)
+        paths = [(*path, *([plain] * times)) for path in paths for times in range(MAX_REPEAT + 1)]
+    return [path for path in dict.fromkeys(paths) if path]
 
 
 def tables_of(mappings: Mappings, directories: Collection[Directory]) -> list[EntityTable]:
@@ -166,17 +190,17 @@ def back_params(
         for feed in feeds(table):
             if feed.content and feed.end == resource_type:
                 for depth, step in enumerate(reversed(feed.steps)):
-                    _add(params, step.back(iterate=depth > 0))
+                    _add(params, step.back(iterate=depth > 0 or step.repeat))
     return params
 
 
-def completion_params(table: EntityTable) -> list[tuple[str, str]]:
+def completion_params(table: EntityTable, only: Feed | None = None) -> list[tuple[str, str]]:
     """The includes that bring, with entities of the table searched by `_id`, everything their records read
-    (each feed walked forward: the first step on the matches, the next ones `:iterate`)."""
+    (each feed walked forward: the first step on the matches, the next ones `:iterate`); `only`: one feed."""
     params: list[tuple[str, str]] = []
-    for feed in feeds(table):
+    for feed in feeds(table) if only is None else (only,):
         for depth, step in enumerate(feed.steps):
-            _add(params, step.include(iterate=depth > 0))
+            _add(params, step.include(iterate=depth > 0 or step.repeat))
     return params
 
 

@@ -2,9 +2,10 @@
 
 A simulated dataset is mapped whole by the real engine (every entity, every resource received), then a sample
 of resources of each type is changed in the simulator (meta.lastUpdated bumped past every other one, content
-altered: names, a professional's family name; identifiers and references untouched, deletions being
-invisible by design) and the dataset mapped whole again. Over real HTTP (uvicorn on 127.0.0.1: the bridge,
-pointed at the simulator serving the changed dataset):
+altered: names, an offer's champ d'activité, a professional's family name — every kind of content some record
+reads, since the national API does not say which element changed; identifiers and references untouched,
+deletions being invisible by design) and the dataset mapped whole again. Over real HTTP (uvicorn on
+127.0.0.1: the bridge, pointed at the simulator serving the changed dataset):
 - ITI-74 since just before the changes answers exactly the entities whose records differ, directory by
   directory, each written exactly as the whole-dataset mapping writes it (its record is complete);
 - TR-Notif answers exactly the establishments (EG) whose reading (`TR_Lecture-OffresSanteEtablissement`, asked
@@ -44,6 +45,7 @@ from tests.server import running_server
 
 SCALE, SEED = 300, 5
 PER_TYPE = 8  # resources changed per type
+NEW_CHAMP = "99"  # a champ d'activité (TRE_R227) code no simulated offer has
 EJ, EG = 0, 1  # Dataset.org_kind
 IDNATSTRUCT = "urn:oid:1.2.250.1.71.4.2.2"
 DIRECTORIES = ("organizationDirectory", "serviceDirectory", "facilityDirectory", "providerDirectory")
@@ -88,6 +90,16 @@ def _renamed(resource: dict[str, Any]) -> None:
     resource["name"] = f"{resource.get('name', '')} (modifié)"
 
 
+def _offer_changed(resource: dict[str, Any]) -> None:
+    """A new name and a champ d'activité no other offer has (what lieux, units, internal organisations and
+    providers read of an offer: its name, its champ)."""
+    _renamed(resource)
+    for concept in resource.get("type", []):
+        for coding in concept.get("coding", []):
+            if "TRE_R227" in str(coding.get("system")):
+                coding["code"], coding["display"] = NEW_CHAMP, "Champ modifié"
+
+
 def _family_renamed(resource: dict[str, Any]) -> None:
     for name in resource.get("name", []):
         name["family"] = f"{name.get('family', '')}-MODIFIE"
@@ -99,7 +111,7 @@ def _untouched(resource: dict[str, Any]) -> None:
 
 EDITS: dict[str, Callable[[dict[str, Any]], None]] = {
     "Organization": _renamed,
-    "HealthcareService": _renamed,
+    "HealthcareService": _offer_changed,
     "Location": _renamed,
     "PractitionerRole": _untouched,
     "Practitioner": _family_renamed,
