@@ -33,7 +33,7 @@ from bridge.fhir.resilience import Deadline
 from bridge.model import CodedType, Directory, FhirQuery, QueryPlan, Resource
 from bridge.translate import FunctionSpec, Mappings
 from bridge.translate.delta import ORGANIZATION_CHAINS, feed_directories, in_region, links, resource_key
-from bridge.translate.feeds import MAX_REPEAT, Step, completion_params, feeds, tables_of, unrolled
+from bridge.translate.feeds import MAX_REPEAT, Step, completion_searches, feeds, tables_of, unrolled
 from bridge.translate.tables import EntityTable
 
 log = logging.getLogger(__name__)
@@ -176,10 +176,10 @@ class DeltaSpool(Spool):
         return out
 
     def _completion(self) -> Iterator[FhirQuery]:
-        """Each answered entity again by `_id`, with everything its record reads: one search per feed
-        (feeds.completion_params), so that the walk of one feed does not run along another's."""
+        """Each answered entity again by `_id`, with everything its record reads, in as few searches as
+        possible that never walk a link both ways (feeds.completion_searches)."""
         for table in tables_of(self._mappings, self._spec.directories):
-            searches = list(dict.fromkeys(tuple(completion_params(table, feed)) for feed in feeds(table)))
+            searches = [tuple(params) for params in completion_searches(table)]
             sql = "SELECT DISTINCT key FROM changed WHERE directory = ? ORDER BY key"
             keys = [key for (key,) in self._db.execute(sql, (table.kind.directory.value,))]
             keys = [key for key in keys if key.startswith(f"{table.resource}/")]

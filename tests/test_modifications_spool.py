@@ -181,15 +181,13 @@ def test_iti74_reports_the_entities_whose_records_read_a_change(
         ("Location", ("_id", "l1,l2")),
         ("PractitionerRole", ("_id", "r1")),
     }
-    # Each with what its record reads, one search per feed (a walk along one feed does not run along another):
-    # a lieu's offers and their organisations, its managing organisation.
+    # Each with what its record reads: a lieu's offers and their organisations, its managing organisation.
     assert [params[1:] for rtype, params in completion if rtype == "Location"] == [
-        (("_revinclude", "HealthcareService:location"),),
         (
             ("_revinclude", "HealthcareService:location"),
             ("_include:iterate", "HealthcareService:organization"),
-        ),
-        (("_include", "Location:organization"),),
+            ("_include", "Location:organization"),
+        )
     ]
     complete(spool, [EG1, UE1], [EJ1])
     assert read_back(spool) == {

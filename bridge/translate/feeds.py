@@ -204,6 +204,24 @@ def completion_params(table: EntityTable, only: Feed | None = None) -> list[tupl
     return params
 
 
+def completion_searches(table: EntityTable) -> list[list[tuple[str, str]]]:
+    """The completion includes of a table grouped into as few searches as possible such that no search walks
+    a link both ways (`_include` and `_revinclude` of `Organization:partof` together would walk a whole
+    organisation tree up and down)."""
+    groups: list[tuple[list[tuple[str, str]], set[tuple[str, bool]]]] = []
+    for feed in feeds(table):
+        params = completion_params(table, feed)
+        ways = {(value, name.startswith("_include")) for name, value in params}
+        group = next((g for g in groups if not any((v, not f) in g[1] for v, f in ways)), None)
+        if group is None:
+            groups.append(([], set()))
+            group = groups[-1]
+        for param in params:
+            _add(group[0], param)
+        group[1].update(ways)
+    return [params for params, _ in groups if params]
+
+
 def describe(mappings: Mappings, directories: Iterable[Directory]) -> list[str]:
     """One line per feed of the directories' tables (the plan report and the README)."""
     lines = []

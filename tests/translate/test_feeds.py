@@ -26,6 +26,7 @@ from bridge.translate.feeds import (
     Step,
     back_params,
     completion_params,
+    completion_searches,
     describe,
     feeds,
     unrolled,
@@ -112,6 +113,20 @@ def test_a_repeated_step_walks_a_chain(mappings: Mappings) -> None:
     ]
     with pytest.raises(MappingTableError, match="not a reference element"):
         feeds(_with_reads(organization, "parent", Read(("partOf", "<HealthcareService.providedBy*"), False)))
+    # Up the chain and down the tree are two completion searches: together they would walk the whole tree.
+    both = _with_reads(
+        organization,
+        "parent",
+        Read(("partOf*",), content=False),
+        Read(("<Organization.partOf*", "<HealthcareService.providedBy"), content=True),
+    )
+    assert completion_searches(both) == [
+        [("_include:iterate", "Organization:partof")],
+        [
+            ("_revinclude:iterate", "Organization:partof"),
+            ("_revinclude:iterate", "HealthcareService:organization"),
+        ],
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
