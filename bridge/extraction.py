@@ -94,6 +94,7 @@ _DIRECTORIES = (
     Directory.DEVICE,
 )
 _OFFER = "HealthcareService"
+_ORGANIZATION = "Organization"
 _BUILDERS: dict[Directory, Callable[[Any], Any]] = {
     Directory.ORGANIZATION: organization_element,
     Directory.SERVICE: service_element,
@@ -399,19 +400,47 @@ class Spool:
         sql = f"SELECT COUNT(*) FROM ({self.ROWS_SQL})"  # noqa: S608 (a class constant, no input)
         return int(self._db.execute(sql, (resource_type,)).fetchone()[0])
 
-    def context(self, keys: Sequence[str], *, offers_at: bool) -> list[bytes]:
+    def context(self, keys: Sequence[str], *, offers_at: bool, below: bool = False) -> list[bytes]:
         """What the entity tables read besides the resources `keys` name: what they reference and, through the
         offers among those (and, with `offers_at`, the offers whose `location` is one of them), what the
-        offers reference — an offer's organisation and lieux (mappings/entities/*.yaml); as stored (JSON)."""
+        offers reference — an offer's organisation and lieux (mappings/entities/*.yaml); with `below`, the
+        organisations under the `keys` and the offers they provide (an internal organisation's typeActivity);
+        and the partOf ancestors of every organisation met (a UE's EG, its parent facility); as stored
+        (JSON)."""
         targets = self._targets(keys)
         if offers_at:
             sql = "SELECT src FROM ref WHERE dst IN ({marks}) AND src >= ? AND src < ?"
             targets.update(src for (src,) in _select_in(self._db, sql, keys, f"{_OFFER}/", f"{_OFFER}0"))
+        if below:
+            targets.update(self._below(keys))
         offers = [k for k in targets if k.startswith(f"{_OFFER}/")]
         targets.update(self._targets(offers))
+        targets.update(self._ancestors([k for k in (*keys, *targets) if k.startswith(f"{_ORGANIZATION}/")]))
         targets.difference_update(keys)
         sql = "SELECT body FROM resource WHERE key IN ({marks})"
         return [body for (body,) in _select_in(self._db, sql, sorted(targets))]
+
+    def _below(self, keys: Sequence[str]) -> set[str]:
+        """The organisations under `keys` (partOf, transitively) and the offers any of them provides."""
+        found: set[str] = set()
+        level = list(keys)
+        sql = "SELECT src FROM ref WHERE dst IN ({marks}) AND (src LIKE 'Organization/%' OR src LIKE ?)"
+        while level:
+            fresh = {s for (s,) in _select_in(self._db, sql, level, f"{_OFFER}/%")} - found
+            found |= fresh
+            level = [k for k in fresh if k.startswith(f"{_ORGANIZATION}/")]
+        return found
+
+    def _ancestors(self, keys: Sequence[str]) -> set[str]:
+        """The organisations above `keys` (their partOf chains)."""
+        found: set[str] = set()
+        level = list(keys)
+        sql = "SELECT dst FROM ref WHERE src IN ({marks}) AND dst LIKE 'Organization/%'"
+        while level:
+            fresh = {d for (d,) in _select_in(self._db, sql, level)} - found - set(keys)
+            found |= fresh
+            level = list(fresh)
+        return found
 
     def _targets(self, keys: Sequence[str]) -> set[str]:
         return {dst for (dst,) in _select_in(self._db, "SELECT dst FROM ref WHERE src IN ({marks})", keys)}
@@ -441,8 +470,8 @@ class _Writer:
 
     def _generate(self) -> Iterator[bytes]:
         for directory in _DIRECTORIES:
-            # Every resource type some table maps into the directory (an internal organisation and an offer's
-            # unité élémentaire are both facilities), in the tables' order.
+            # a directory may be built from several resource types (facilities: internal organisations, then
+            # the offers as unités élémentaires), each in turn
             types = dict.fromkeys(
                 t.resource for t in self._mappings.entities.values() if t.kind.directory is directory
             )
@@ -456,10 +485,11 @@ class _Writer:
         pool = self._spool.mapping_pool(self._workers) if parallel else None
         cursor = self._spool.rows(resource_type, directory)
         offers_at = resource_type == "Location"
+        below = resource_type == _ORGANIZATION and directory is Directory.FACILITY
         pending: deque[Future[_Mapped]] = deque()
         last: list[str | None] = [None]  # rows come sorted by entityID: a repeated entityID is written once
         while batch := cursor.fetchmany(BATCH_SIZE):
-            context = self._spool.context([key for key, _, _ in batch], offers_at=offers_at)
+            context = self._spool.context([key for key, _, _ in batch], offers_at=offers_at, below=below)
             if pool is None:
                 parts = map_batch(self._mappings, directory, resource_type, batch, context, self._now)
                 yield self._emit(directory, parts, last)
@@ -504,15 +534,43 @@ def map_batch(
     plan = QueryPlan(function="extraction", queries=(query,), directories=frozenset({directory}))
     resources = [orjson.loads(body) for _, _, body in rows]
     result = SearchResult(query, matches=resources, includes=[orjson.loads(body) for body in context])
-    # The batch's own entities only: an organisation's parent in the context is written in its turn.
+    # The batch's own entities only: an organisation's parent in the context is written in its turn; but the
+    # resources of the context whose entityID is a row's (the other situations of a professional) merge in.
     keys = [key for key, _, _ in rows]
+    keys += _merged_in(mappings, directory, resource_type, resources, result.includes)
     document = from_fhir_results(mappings, plan, [result], now=now, selected=keys)
     records = {record.entity_id: record for record in _records(document, directory)}
     build = _BUILDERS[directory]
+    order = [entity_id for _, entity_id, _ in rows if entity_id is not None and entity_id in records]
+    # an entity whose entityID is not its row's (a professional, keyed by the RPPS of its situations' rows)
+    placed = set(order)
+    order += [entity_id for entity_id in records if entity_id not in placed]
+    return [(entity_id, element_bytes(build(records[entity_id]))) for entity_id in dict.fromkeys(order)]
+
+
+def _merged_in(
+    mappings: Mappings,
+    directory: Directory,
+    resource_type: str,
+    resources: Sequence[Resource],
+    context: Sequence[Resource],
+) -> list[str]:
+    """`Type/id` of the context's resources of the rows' type that name the same entityID target as a row
+    (a table whose @entityID is read from a reference: its records merge per target)."""
+    sources = [
+        rule.source
+        for table in mappings.entities.values()
+        if table.resource == resource_type and table.kind.directory is directory
+        for rule in table.rules
+        if rule.target == "@entityID" and rule.source is not None and rule.transform.reads
+    ]
+    if not sources:
+        return []
+    targets = {value for source in sources for r in resources for value in source.select(r)}
     return [
-        (entity_id, element_bytes(build(records[entity_id])))
-        for _, entity_id, _ in rows
-        if entity_id is not None and entity_id in records
+        f"{c.get('resourceType')}/{c.get('id')}"
+        for c in context
+        if c.get("resourceType") == resource_type and any(v in targets for s in sources for v in s.select(c))
     ]
 
 
@@ -655,8 +713,10 @@ class Extractor:
                 progress.pages,
                 progress.elapsed_s,
             )
-            for table in self.mappings.entities.values():
-                progress.expected[table.kind.directory] = await spool.call(spool.count, table.resource)
+            # an upper bound: an organisation is counted in both directories its tables' `select` split
+            pairs = dict.fromkeys((t.kind.directory, t.resource) for t in self.mappings.entities.values())
+            for directory, resource_type in pairs:
+                progress.expected[directory] += await spool.call(spool.count, resource_type)
             progress.phase = "writing"
             writer = _Writer(spool, self.mappings, now, progress, workers=self.workers)
             while (part := await spool.call(writer.next_chunk)) is not None:

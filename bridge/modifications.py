@@ -33,8 +33,21 @@ from bridge.fhir.resilience import Deadline
 from bridge.model import CodedType, Directory, FhirQuery, QueryPlan, Resource
 from bridge.translate import FunctionSpec, Mappings
 from bridge.translate.delta import ORGANIZATION_CHAINS, feed_directories, in_region, links, resource_key
-from bridge.translate.feeds import MAX_REPEAT, Step, completion_searches, feeds, tables_of, unrolled
+from bridge.translate.feeds import (
+    MAX_REPEAT,
+    REFERENCES,
+    Feed,
+    Step,
+    completion_searches,
+    feeds,
+    merge_element,
+    tables_of,
+    through_merge,
+    unrolled,
+)
+from bridge.translate.paths import SourcePath
 from bridge.translate.tables import EntityTable
+from bridge.translate.transforms import CHAMP_ACTIVITE
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +80,6 @@ def _feed_sql(steps: Sequence[Step]) -> tuple[str, list[str]]:
     return sql, [*values, *bounds]
 
 
-def _applies(table: EntityTable, resource: Resource) -> bool:
-    """Whether the table maps the resource: its `select`, where tables have one (several tables per type)."""
-    applies = getattr(table, "applies", None)
-    return True if applies is None else bool(applies(resource))
-
-
 def _bodies(db: sqlite3.Connection, keys: Sequence[str]) -> Iterator[tuple[str, Any]]:
     """(key, resource) of the spooled keys, a bounded number per statement."""
     for start in range(0, len(keys), 500):
@@ -102,6 +109,12 @@ class DeltaSpool(Spool):
         self._spec = spec
         self._region_tags = frozenset(region_tags) if region_tags is not None else None
         self._tables = tables_of(mappings, feed_directories(str(spec.delta), spec.directories))
+        # The targets whose entityID a merged record takes (a provider: its Practitioner's), for the order.
+        for table in self._tables:
+            if (element := merge_element(table)) is not None:
+                target = REFERENCES.get((table.resource, element))
+                if target is not None:
+                    self._entity_types = {*self._entity_types, target.target}
         with self.lock:
             self._db.execute("CREATE TABLE touched (key TEXT PRIMARY KEY)")
             # Per directory: an offer's record as a service and as its unité élémentaire facility differ.
@@ -152,7 +165,7 @@ class DeltaSpool(Spool):
                 sql = f"SELECT key FROM touched WHERE {kind}"  # noqa: S608 (a fixed condition)
                 found = [key for (key,) in db.execute(sql, bounds)]
                 for feed in feeds(table):
-                    if not feed.content:
+                    if not feed.content or not self._follows(table, feed):
                         continue
                     for path in unrolled(feed):
                         sql, values = _feed_sql(path)
@@ -165,13 +178,17 @@ class DeltaSpool(Spool):
             db.execute("COMMIT")
             return list(self._completion())
 
+    def _follows(self, table: EntityTable, feed: Feed) -> bool:
+        """Whether a change along this feed changes the answer (every feed: the whole record changes)."""
+        return True
+
     def _kept(self, keys: list[str], table: EntityTable) -> list[str]:
         """The keys whose resource the table maps (its `select`) and that carry the region's tag (any on the
         national endpoint)."""
         out: list[str] = []
         for body_of in _bodies(self._db, keys):
             key, resource = body_of
-            if in_region(resource, self._region_tags) and _applies(table, resource):
+            if in_region(resource, self._region_tags) and table.applies(resource):
                 out.append(key)
         return out
 
@@ -190,7 +207,7 @@ class DeltaSpool(Spool):
                         table.resource, (("_id", ids), *params), purpose="the records of the changes"
                     )
 
-    def context(self, keys: Sequence[str], *, offers_at: bool) -> list[bytes]:
+    def context(self, keys: Sequence[str], *, offers_at: bool, below: bool = False) -> list[bytes]:
         """What the records of `keys` (one resource type) read, as stored: every resource their tables'
         feeds reach in the spool (the extraction's fixed rule does not know the tables)."""
         types = {key.partition("/")[0] for key in keys}
@@ -225,6 +242,23 @@ class DeltaSpool(Spool):
         return found
 
     def rows(self, resource_type: str, directory: Directory | None = None) -> sqlite3.Cursor:
+        merge = next(
+            (
+                element
+                for t in tables_of(self._mappings, self._spec.directories)
+                if t.resource == resource_type
+                and t.kind.directory is directory
+                and (element := merge_element(t)) is not None
+            ),
+            None,
+        )
+        if merge is not None:  # the merged records' resources one after the other (one entityID)
+            sql = (  # by the merged entityID (the target's), as the records come out of each batch
+                "SELECT r.key, r.entity_id, r.body FROM changed c JOIN resource r ON r.key = c.key"
+                " LEFT JOIN link m ON m.src = r.key AND m.element = ? LEFT JOIN resource t ON t.key = m.dst"
+                " WHERE r.type = ? AND c.directory = ? ORDER BY t.entity_id, m.dst, r.entity_id, r.key"
+            )
+            return self._db.execute(sql, (merge, resource_type, str(directory and directory.value)))
         return self._db.execute(self.ROWS_SQL, (resource_type, str(directory and directory.value)))
 
     def count_rows(self, resource_type: str, directory: Directory | None = None) -> int:
@@ -284,6 +318,11 @@ class ChainSpool(DeltaSpool):
     EJ) [INFER], roots first, then by entityID. (Organisations on a `partOf` cycle, invalid data, have no
     root: none is written.)"""
 
+    def _follows(self, table: EntityTable, feed: Feed) -> bool:
+        """Not through the other resources of a merged record: an establishment's reading merges only its
+        own (the situations of a professional in its offers), so a change elsewhere leaves it as it was."""
+        return not through_merge(table, feed)
+
     def _completion(self) -> Iterator[FhirQuery]:
         self._db.execute(_START_SQL)
         keys = [key for (key,) in self._db.execute("SELECT key FROM start ORDER BY key")]
@@ -319,25 +358,13 @@ class ChainSpool(DeltaSpool):
     )
 
     def activities(self) -> dict[str, tuple[CodedType, ...]]:
-        """EG entityID → the champs d'activité of the changed offers under it (TR-Notif's
-        etablissementReponseNotif/typeActivity [INFER]), read with the service table's `champActivite` rule
-        source; after `finish`."""
-        rule = next(
-            (
-                r
-                for t in self._tables
-                for r in t.rules
-                if r.extension is not None and r.extension.type == "champActivite" and r.source is not None
-            ),
-            None,
-        )
-        if rule is None or rule.source is None:
-            return {}
+        """EG entityID → the champs d'activité (HealthcareService.type, TRE_R227) of the offers under it that
+        changed themselves (TR-Notif's etablissementReponseNotif/typeActivity [INFER]); after `finish`."""
         found: dict[str, dict[tuple[str, str], CodedType]] = {}
         with self.lock:
             rows = self._db.execute(_ACTIVITIES_SQL).fetchall()
         for entity_id, body in rows:
-            for coding in rule.source.select(orjson.loads(body)):
+            for coding in _CHAMPS.select(orjson.loads(body)):
                 if isinstance(coding, dict) and isinstance(code := coding.get("code"), str):
                     scheme = self._mappings.systems.scheme(str(coding.get("system")))
                     display = coding.get("display") if isinstance(coding.get("display"), str) else None
@@ -347,10 +374,11 @@ class ChainSpool(DeltaSpool):
         return {eg: tuple(sorted(codes.values(), key=lambda c: c.code)) for eg, codes in found.items()}
 
 
-# (EG entityID, offer body) of each changed offer and the EG on its chain (ChainSpool.activities).
+_CHAMPS = SourcePath.parse(f"type.coding[system={CHAMP_ACTIVITE}]")
+# (EG entityID, offer body) of each offer that changed itself and the EG on its chain (ChainSpool.activities).
 _ACTIVITIES_SQL = (
     "WITH RECURSIVE up (offer, org) AS ("
-    " SELECT c.key, l.dst FROM changed c JOIN link l ON l.src = c.key AND l.element = 'providedBy'"
+    " SELECT c.key, l.dst FROM touched c JOIN link l ON l.src = c.key AND l.element = 'providedBy'"
     "  WHERE c.key >= 'HealthcareService/' AND c.key < 'HealthcareService0'"
     " UNION SELECT up.offer, l.dst FROM up JOIN link l ON l.src = up.org AND l.element = 'partOf'"
     ") SELECT DISTINCT e.entity_id, o.body FROM up JOIN answer_depth d ON d.key = up.org AND d.depth = 1"

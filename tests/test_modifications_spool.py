@@ -112,27 +112,22 @@ def test_a_changed_offer_reports_the_ej_and_eg_of_its_chain(
     }
 
 
-def test_a_lieu_reports_its_managing_establishment_and_an_ej_its_eg(
+def test_a_lieu_reports_the_establishment_of_its_offers_and_an_ej_its_eg(
     mappings: Mappings, establishments_spec: FunctionSpec, spools: list[DeltaSpool]
 ) -> None:
     spool = ChainSpool(mappings, establishments_spec, None)
     spools.append(spool)
     lieu = resource("Location", "l1", managingOrganization={"reference": "Organization/eg2"})
-    # The lieu's offer came as context: it did not change (an offer's record holds the lieu's entityID only).
+    # The lieu changed: the unité élémentaire of the offer given there shows it (its record changed), so the
+    # offer's establishment is reported; the lieu's managing organisation is not read by any record.
     changes(spool, [lieu], [offer("hs2", "eg1", lieu="l1")])
     # EJ1 changed: its children came with it (`_revinclude=Organization:partof`); EG1's reading holds EJ1.
     changes(spool, [EJ1], [EG1])
-    starts = settle(spool)
-    assert starts == [
-        (
-            "Organization",
-            (("_id", "eg1,eg2,ej1"), ("_include:iterate", "Organization:partof")),
-        )
+    assert settle(spool) == [
+        ("Organization", (("_id", "eg1,ej1"), ("_include:iterate", "Organization:partof")))
     ]
-    complete(spool, [EG1, EG2, EJ1], [EJ2])
-    organizations = read_back(spool)["Organization"]
-    assert sorted(organizations[:2]) == ["Organization/ej1", "Organization/ej2"]  # roots first
-    assert sorted(organizations[2:]) == ["Organization/eg1", "Organization/eg2"]
+    complete(spool, [EG1, EJ1], [])
+    assert read_back(spool)["Organization"] == ["Organization/ej1", "Organization/eg1"]
 
 
 def test_a_chain_stops_where_the_parent_was_not_received(
@@ -165,34 +160,43 @@ def test_iti74_reports_the_entities_whose_records_read_a_change(
     spool = DeltaSpool(mappings, mappings.modifications, None)
     spools.append(spool)
     changes(spool, [UE1, EG1], [])
-    # A changed lieu: the offers given there hold its entityID only, they did not change.
-    changes(spool, [resource("Location", "l1")], [])
-    # A changed offer given at l2 (`_include=HealthcareService:location`): the lieu's record lists it.
-    changes(
-        spool, [offer("hs1", "ue1", lieu="l2")], [resource("Location", "l2"), offer("hs0", "ue1", lieu="l1")]
-    )
+    # A changed lieu: the unité élémentaire of the offer given there (`_revinclude`) shows it; the offer's
+    # service record does not.
+    changes(spool, [resource("Location", "l1")], [offer("hs0", "ue1", lieu="l1")])
+    changes(spool, [offer("hs1", "ue1", lieu="l2")], [resource("Location", "l2")])
     # A changed professional: the situations opérationnelles that carry it (`_revinclude`).
     role = resource("PractitionerRole", "r1", practitioner={"reference": "Practitioner/p1"})
     changes(spool, [resource("Practitioner", "p1")], [role])
     completion = settle(spool)
     assert {(rtype, params[0]) for rtype, params in completion} == {
         ("Organization", ("_id", "eg1,ue1")),
-        ("HealthcareService", ("_id", "hs1")),
-        ("Location", ("_id", "l1,l2")),
+        ("HealthcareService", ("_id", "hs1")),  # the service
+        ("HealthcareService", ("_id", "hs0,hs1")),  # the unités élémentaires
         ("PractitionerRole", ("_id", "r1")),
     }
-    # Each with what its record reads: a lieu's offers and their organisations, its managing organisation.
-    assert [params[1:] for rtype, params in completion if rtype == "Location"] == [
+    # Each with what its record reads: a unit's lieu and the organisation chain up to its EG.
+    assert [params[1:] for rtype, params in completion if params[0] == ("_id", "hs0,hs1")] == [
         (
-            ("_revinclude", "HealthcareService:location"),
-            ("_include:iterate", "HealthcareService:organization"),
-            ("_include", "Location:organization"),
+            ("_include", "HealthcareService:location"),
+            ("_include", "HealthcareService:organization"),
+            ("_include:iterate", "Organization:partof"),
         )
     ]
     complete(spool, [EG1, UE1], [EJ1])
-    assert read_back(spool) == {
-        "Organization": ["Organization/eg1", "Organization/ue1"],  # ej1 is context, not a change
-        "HealthcareService": ["HealthcareService/hs1"],
-        "Location": ["Location/l1", "Location/l2"],
-        "PractitionerRole": ["PractitionerRole/r1"],
+    spool.finish()
+    with spool.lock:
+        rows = {
+            directory.value: [key for key, _, _ in spool.rows(rtype, directory)]
+            for rtype, directory in (
+                ("Organization", Directory.ORGANIZATION),
+                ("HealthcareService", Directory.SERVICE),
+                ("HealthcareService", Directory.FACILITY),
+                ("PractitionerRole", Directory.PROVIDER),
+            )
+        }
+    assert rows == {
+        "organizationDirectory": ["Organization/eg1", "Organization/ue1"],  # ej1 is context, not a change
+        "serviceDirectory": ["HealthcareService/hs1"],
+        "facilityDirectory": ["HealthcareService/hs0", "HealthcareService/hs1"],
+        "providerDirectory": ["PractitionerRole/r1"],
     }

@@ -104,11 +104,47 @@ class Feed:
 def feeds(table: EntityTable) -> tuple[Feed, ...]:
     """The feeds of an entity table, from its rules' transforms (MappingTableError: a step no Link names)."""
     found: dict[tuple[tuple[Step, ...], bool], Feed] = {}
+    siblings: tuple[Step, ...] | None = None
     for rule in table.rules:
         for read in rule.transform.reads:
             steps = _steps(table, rule, read)
             found.setdefault((steps, read.content), Feed(steps, read.content, rule.id))
+            if rule.target == "@entityID" and read.path == (SOURCE,):
+                # The entityID is the referenced resource's: the engine merges the records of every resource
+                # of the table naming the same one (the situations of one professional), so each reads the
+                # others in full.
+                source = rule.source.steps[0].field if rule.source is not None else ""
+                siblings = _steps(table, rule, Read((SOURCE, f"<{table.resource}.{source}"), content=True))
+                found.setdefault((siblings, True), Feed(siblings, True, rule.id))
+    if siblings is not None:
+        # What the other merged resources read, the merged record reads too.
+        for (steps, content), feed in list(found.items()):
+            if steps != siblings and steps[0] != siblings[0]:
+                found.setdefault((siblings + steps, content), Feed(siblings + steps, content, feed.rule))
     return tuple(found.values())
+
+
+def through_merge(table: EntityTable, feed: Feed) -> bool:
+    """Whether the feed goes through the other resources merged into the same record (feeds of a table whose
+    entityID is read from a reference)."""
+    merge = merge_element(table)
+    return (
+        merge is not None
+        and len(feed.steps) >= 2
+        and feed.steps[0].forward
+        and feed.steps[0].link.element == merge
+        and not feed.steps[1].forward
+        and feed.steps[1].link.element == merge
+    )
+
+
+def merge_element(table: EntityTable) -> str | None:
+    """The Reference element whose target gives the table's entityID (its records merge per target), or
+    None when the entityID is the resource's own."""
+    for rule in table.rules:
+        if rule.target == "@entityID" and rule.source is not None and rule.transform.reads:
+            return rule.source.steps[0].field
+    return None
 
 
 def _steps(table: EntityTable, rule: Rule, read: Read) -> tuple[Step, ...]:
@@ -211,7 +247,8 @@ def completion_searches(table: EntityTable) -> list[list[tuple[str, str]]]:
     groups: list[tuple[list[tuple[str, str]], set[tuple[str, bool]]]] = []
     for feed in feeds(table):
         params = completion_params(table, feed)
-        ways = {(value, name.startswith("_include")) for name, value in params}
+        # Only `:iterate` both ways cascades (a non-iterate include applies to the matches alone).
+        ways = {(value, name.startswith("_include")) for name, value in params if name.endswith(":iterate")}
         group = next((g for g in groups if not any((v, not f) in g[1] for v, f in ways)), None)
         if group is None:
             groups.append(([], set()))

@@ -250,6 +250,7 @@ def test_iti74_answers_exactly_the_entities_whose_records_differ(servers: tuple[
         written = csd.find(f"{{{ns.CSD}}}{directory}")
         assert written is not None, directory
         found = {str(e.get("entityID")): e for e in written}
+        assert len(found) == len(written), f"{directory}: an entity written twice"
         assert set(found) == expected[directory], directory
         for entity_id, element in found.items():
             # The record is complete: written as the whole-dataset mapping writes it.

@@ -254,6 +254,14 @@ def test_every_query_of_the_tables_is_on_the_national_surface(prod: Surface) -> 
     # `Organization?_revinclude=Organization:partof` (production declares no `_revinclude` and no `partof`
     # parameter on Organization; HAPI answers it).
     inferred.add(("establishments-updated-since", "Organization", "_revinclude"))
+    # [INFER] derived from the placement's tables (translate/feeds.py), HAPI answers them too: the other
+    # situations of a professional (one provider per RPPS merges them), the offers below an internal
+    # organisation (its typeActivity) — production declares `_revinclude` on neither type.
+    inferred |= {
+        ("modifications", "PractitionerRole", "_revinclude:iterate"),
+        ("modifications", "Organization", "_revinclude:iterate"),
+        ("establishments-updated-since", "PractitionerRole", "_revinclude:iterate"),
+    }
     assert outside == inferred
 
 

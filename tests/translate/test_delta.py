@@ -58,13 +58,23 @@ def test_iti74_plan_is_the_modifications_entry(mappings: Mappings) -> None:
     ]
     since = "2025-05-31T22:00:00Z"
     assert all(q.params[0] == ("_lastUpdated", f"ge{since}") for q in plan.queries)
-    # What changed, with the entities whose records read it for their content (translate/feeds.py): a lieu
-    # lists the offers given there; a situation opérationnelle carries its offer's name and its professional.
+    # What changed, with the entities whose records read it for their content (translate/feeds.py): the
+    # internal organisations above an offer, the situations in it and the other situations of their
+    # professionals (one provider each); a lieu's units; a professional's situations and their siblings.
     assert [q.params[1:] for q in plan.queries] == [
         (),
-        (("_include", "HealthcareService:location"), ("_revinclude", "PractitionerRole:service")),
-        (),
-        (),
+        (
+            ("_include", "HealthcareService:organization"),
+            ("_include:iterate", "Organization:partof"),
+            ("_revinclude", "PractitionerRole:service"),
+            ("_include:iterate", "PractitionerRole:practitioner"),
+            ("_revinclude:iterate", "PractitionerRole:practitioner"),
+        ),
+        (("_revinclude", "HealthcareService:location"),),
+        (
+            ("_include", "PractitionerRole:practitioner"),
+            ("_revinclude:iterate", "PractitionerRole:practitioner"),
+        ),
         (("_revinclude", "PractitionerRole:practitioner"),),
     ]
     spec = mappings.modifications
@@ -156,10 +166,22 @@ def test_the_engine_writes_the_selected_entities_only(mappings: Mappings) -> Non
         name="UE",
         partOf={"reference": "Organization/eg"},
     )
-    received = SearchResult(FhirQuery("Organization", ()), matches=[child], includes=[parent])
+    root = resource(
+        "Organization",
+        "ej",
+        identifier=[{"system": "urn:oid:1.2.250.1.71.4.2.2", "value": "1780000000"}],
+        name="Groupe",
+    )
+    parent["partOf"] = {"reference": "Organization/ej"}
+    received = SearchResult(FhirQuery("Organization", ()), matches=[child, parent], includes=[root])
+    document = from_fhir_results(mappings, plan, [received], now=NOW, selected=["Organization/eg"])
+    assert [o.entity_id for o in document.organizations] == ["urn:ror:idnatstruct:1780000001"]
+    assert document.organizations[0].parent_id == "urn:ror:idnatstruct:1780000000"  # resolved, not written
+    assert document.facilities == []  # the OI received is not selected
+    # an internal organisation selected is a facility (the profile's placement)
     document = from_fhir_results(mappings, plan, [received], now=NOW, selected=["Organization/ue"])
-    assert [o.entity_id for o in document.organizations] == ["urn:ror:oi:OI1"]
-    assert document.organizations[0].parent_id == "urn:ror:idnatstruct:1780000001"  # resolved, not written
+    assert [f.entity_id for f in document.facilities] == ["urn:ror:oi:OI1"]
+    assert document.organizations == []
 
 
 def _tables(tmp_path: Path, edit: Any) -> Path:

@@ -39,40 +39,57 @@ NOW = datetime(2026, 1, 10, tzinfo=UTC)
 
 def test_the_shipped_tables_feeds(mappings: Mappings) -> None:
     lines = describe(mappings, Directory)
-    # Content: a lieu lists the offers given there; a provider carries its professional and its offer's name.
     content = sorted(line.split(" (")[0] for line in lines if "(content" in line)
+    # An internal organisation's typeActivity / patientsType come from the offers anywhere below it; a unit
+    # (an offer's UE) shows its lieu; a provider (one per professional) carries its professional, every
+    # situation of it and each situation's offer (its name).
     assert content == [
-        "facilityDirectory: Location.<HealthcareService.location → HealthcareService",
+        "facilityDirectory: HealthcareService.location → Location",
+        "facilityDirectory: Organization.<Organization.partOf*.<HealthcareService.providedBy"
+        " → HealthcareService",
         "providerDirectory: PractitionerRole.healthcareService → HealthcareService",
         "providerDirectory: PractitionerRole.practitioner → Practitioner",
+        "providerDirectory: PractitionerRole.practitioner.<PractitionerRole.practitioner → PractitionerRole",
+        "providerDirectory: PractitionerRole.practitioner.<PractitionerRole.practitioner.healthcareService"
+        " → HealthcareService",
     ]
-    # EntityID only: a parent, a providing organisation, a lieu named by an offer.
+    # EntityID only: a parent, the EG up an offer's chain.
     assert "organizationDirectory: Organization.partOf → Organization (entityID, parent)" in lines
-    assert "serviceDirectory: HealthcareService.location → Location (entityID, location)" in lines
+    assert (
+        "facilityDirectory: HealthcareService.providedBy.partOf* → Organization (entityID, organizations)"
+        in lines
+    )
 
 
 def test_includes_walk_the_feeds_back_and_forth(mappings: Mappings) -> None:
     everything = frozenset(Directory)
     assert back_params(mappings, everything, "Organization") == []  # read for entityIDs only
-    assert back_params(mappings, everything, "HealthcareService") == [
-        ("_include", "HealthcareService:location"),
-        ("_revinclude", "PractitionerRole:service"),
-    ]
+    assert back_params(mappings, everything, "Location") == [("_revinclude", "HealthcareService:location")]
     assert back_params(mappings, everything, "Practitioner") == [
         ("_revinclude", "PractitionerRole:practitioner")
     ]
-    # Only the facility directory: the providers' feeds do not count.
-    assert back_params(mappings, frozenset({Directory.FACILITY}), "HealthcareService") == [
-        ("_include", "HealthcareService:location")
+    # A changed offer: the organisations above it (typeActivity), the situations in it and, through their
+    # professional, the other situations of the same provider.
+    assert back_params(mappings, everything, "HealthcareService") == [
+        ("_include", "HealthcareService:organization"),
+        ("_include:iterate", "Organization:partof"),
+        ("_revinclude", "PractitionerRole:service"),
+        ("_include:iterate", "PractitionerRole:practitioner"),
+        ("_revinclude:iterate", "PractitionerRole:practitioner"),
     ]
-    provider = next(t for t in mappings.entities.values() if t.resource == "PractitionerRole")
-    # PractitionerRole.location has no national search parameter: not includable, left out.
-    assert completion_params(provider) == [
-        ("_include", "PractitionerRole:practitioner"),
-        ("_include", "PractitionerRole:organization"),
-        ("_include", "PractitionerRole:service"),
-        ("_include:iterate", "HealthcareService:organization"),
-        ("_include:iterate", "HealthcareService:location"),
+    # Only the provider directory: the internal organisations' feed does not count.
+    assert back_params(mappings, frozenset({Directory.PROVIDER}), "HealthcareService")[:1] == [
+        ("_revinclude", "PractitionerRole:service")
+    ]
+    internal = mappings.entities["internal-organization"]
+    # Down the tree and up the chain in two searches: together they would walk the whole tree.
+    assert completion_searches(internal) == [
+        [
+            ("_revinclude:iterate", "Organization:partof"),
+            ("_revinclude:iterate", "HealthcareService:organization"),
+            ("_include", "Organization:partof"),
+        ],
+        [("_include", "Organization:partof"), ("_include:iterate", "Organization:partof")],
     ]
 
 
@@ -85,17 +102,19 @@ def _with_reads(table: EntityTable, rule_id: str, *reads: Read) -> EntityTable:
 
 
 def test_a_read_the_ror_model_has_no_reference_for_is_refused(mappings: Mappings) -> None:
-    facility = next(t for t in mappings.entities.values() if t.resource == "Location")
-    with pytest.raises(MappingTableError, match=r"reads 'partOf' from Location, not a reference element"):
-        feeds(_with_reads(facility, "organizations", Read(("partOf",), content=True)))
+    unit = mappings.entities["unit"]
+    with pytest.raises(
+        MappingTableError, match=r"reads 'partOf' from HealthcareService, not a reference element"
+    ):
+        feeds(_with_reads(unit, "organizations", Read(("partOf",), content=True)))
     # A reverse step must end at the type it starts from.
-    with pytest.raises(MappingTableError, match=r"reads '<Organization.partOf' from Location"):
-        feeds(_with_reads(facility, "organizations", Read(("<Organization.partOf",), content=True)))
+    with pytest.raises(MappingTableError, match=r"reads '<Organization.partOf' from HealthcareService"):
+        feeds(_with_reads(unit, "organizations", Read(("<Organization.partOf",), content=True)))
     assert ("Organization", "partOf") in REFERENCES
 
 
 def test_a_repeated_step_walks_a_chain(mappings: Mappings) -> None:
-    organization = next(t for t in mappings.entities.values() if t.resource == "Organization")
+    organization = mappings.entities["organization"]
     chain = _with_reads(organization, "parent", Read(("partOf*",), content=True))
     (feed,) = [f for f in feeds(chain) if f.rule == "parent"]
     assert str(feed) == "partOf*"
@@ -244,13 +263,13 @@ def test_declared_reads_cover_what_the_engine_reads(
 
 
 def test_an_undeclared_read_is_found(mappings: Mappings, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The check above can fail: the facility table without facility_organizations' declaration reads the
-    offers given at each lieu, and their providing organisations, undeclared."""
-    entities = {
-        name: _with_reads(table, "organizations") if table.resource == "Location" else table
-        for name, table in mappings.entities.items()
-    }
+    """The check above can fail: the internal organisation table without the declarations of its
+    typeActivity and patientsType reads the offers below each organisation undeclared."""
+    bare = _with_reads(
+        _with_reads(mappings.entities["internal-organization"], "type-activity"), "patients-type"
+    )
+    entities = {**mappings.entities, "internal-organization": bare}
     found = _undeclared_reads(replace(mappings, entities=entities), monkeypatch)
     assert found
-    assert all(line.startswith("entities/facility.yaml reads ") for line in found)  # the lieux
-    assert any(" reads HealthcareService/" in line for line in found)
+    assert all(" reads HealthcareService/" in line for line in found)
+    assert all("entities/internal-organization.yaml" in line for line in found)
