@@ -335,7 +335,7 @@ class Spool:
                 rtype = str(resource.get("resourceType"))
                 entity_id = None
                 if rtype in self._entity_types:
-                    entity_id = self._mappings.identities.derive(resource)[0]
+                    entity_id = _spooled_entity_id(resource, self._mappings)
                 rows.append((key, rtype, entity_id, orjson.dumps(resource)))
                 refs += [(key, target) for target in _references(resource)]
             self._db.execute("BEGIN")
@@ -488,7 +488,7 @@ class _Writer:
         below = resource_type == _ORGANIZATION and directory is Directory.FACILITY
         pending: deque[Future[_Mapped]] = deque()
         last: list[str | None] = [None]  # rows come sorted by entityID: a repeated entityID is written once
-        while batch := cursor.fetchmany(BATCH_SIZE):
+        for batch in _whole_groups(cursor):
             context = self._spool.context([key for key, _, _ in batch], offers_at=offers_at, below=below)
             if pool is None:
                 parts = map_batch(self._mappings, directory, resource_type, batch, context, self._now)
@@ -517,6 +517,38 @@ class _Writer:
 
 # A mapped batch: (entityID, element bytes) in row order, and the findings counted while mapping it.
 _Mapped = tuple[list[tuple[str, bytes]], dict[tuple[Finding, str], int]]
+
+
+def _whole_groups(cursor: sqlite3.Cursor) -> Iterator[list[Any]]:
+    """The rows in batches of about BATCH_SIZE that never split rows of one spooled entityID: the situations
+    of one professional (spooled under their Practitioner, `_spooled_entity_id`) make one csd:provider, which
+    the engine can only merge within a batch."""
+    held: list[Any] = []
+    while rows := cursor.fetchmany(BATCH_SIZE):
+        held += rows
+        last = held[-1][1]
+        cut = len(held)
+        while cut > 0 and last is not None and held[cut - 1][1] == last:
+            cut -= 1
+        if cut == 0:  # one group fills the batch: wait for its end
+            continue
+        yield held[:cut]
+        held = held[cut:]
+    if held:
+        yield held
+
+
+def _spooled_entity_id(resource: Resource, mappings: Mappings) -> str:
+    """The key the read-back orders a resource's rows by: its entityID; a situation opérationnelle's is its
+    Practitioner's reference (`Practitioner/<id>`), so that the situations of one professional come together
+    (entities/provider.yaml takes the provider's entityID from the Practitioner, which the spool may not have
+    yet)."""
+    if resource.get("resourceType") == "PractitionerRole":
+        practitioner = resource.get("practitioner")
+        reference = practitioner.get("reference") if isinstance(practitioner, dict) else None
+        if isinstance(reference, str) and reference:
+            return reference
+    return mappings.identities.derive(resource)[0]
 
 
 def map_batch(

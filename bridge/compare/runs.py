@@ -343,9 +343,11 @@ def shadow_log(store: Store, path: Path, *, on_progress: ProgressCallback = _ign
         store.set_status(
             unit, str(record.get("legacy_status", "")), str(record.get("bridge_status", "")), problem
         )
-        differences: dict[str, list[Difference]] = {}
+        # by entity and kind: two entities of different kinds may share an entityID (a UE facility and its
+        # offer's activity service, the ROR v2.4 profile's placement)
+        differences: dict[tuple[str, str], list[Difference]] = {}
         for d in record.get("differences") or []:
-            differences.setdefault(str(d["entity"]), []).append(
+            differences.setdefault((str(d["entity"]), str(d.get("kind", ""))), []).append(
                 Difference(d["path"], d["legacy"], d["bridge"])
             )
         for outcome in record.get("outcomes") or []:
@@ -357,7 +359,9 @@ def shadow_log(store: Store, path: Path, *, on_progress: ProgressCallback = _ign
                 str(outcome["status"]),
                 outcome.get("legacy_entity"),
                 outcome.get("bridge_entity"),
-                differences.get(str(entity), []) if outcome["status"] == "different" else (),
+                differences.get((str(entity), str(outcome["kind"])), [])
+                if outcome["status"] == "different"
+                else (),
                 (outcome.get("legacy"), outcome.get("bridge")),
             )
         progress.done = index

@@ -1,5 +1,6 @@
 """ITI-74 reports the lieux whose records list changed offers (issue 11 item 6, its known bug): since just
-before the latest offer changes, the answer holds those offers and every lieu they are given at.
+before the latest offer changes, the answer holds those offers and every lieu they are given at — in the ROR
+CSD v2.4 profile's placement, each offer's UE facility with its lieu as extension/location.
 """
 
 from __future__ import annotations
@@ -45,10 +46,20 @@ async def _ask(scale: int, seed: int, latest: int) -> None:
     assert response.status_code == 200, response.text[:2000]
     document = etree.fromstring(response.content)
     services = {str(e.get("entityID")) for e in document.iterfind(f".//{{{ns.CSD}}}serviceDirectory/*")}
-    facilities = {str(e.get("entityID")) for e in document.iterfind(f".//{{{ns.CSD}}}facilityDirectory/*")}
+    facilities = {str(e.get("entityID")): e for e in document.iterfind(f".//{{{ns.CSD}}}facilityDirectory/*")}
     assert lieux, "the latest offers are given somewhere"
     assert changed_offers <= services
-    assert lieux <= facilities, f"lieux listing changed offers are missing: {sorted(lieux - facilities)[:5]}"
+    # each changed offer's UE is a facility of the answer, its lieu inside it (extension/location)
+    assert changed_offers <= set(facilities), sorted(changed_offers - set(facilities))[:5]
+    names = {
+        str(by_key[ref["reference"]].get("name")) for o in offers[-latest:] for ref in o.get("location", ())
+    }
+    written = {
+        str(n.text)
+        for eid in changed_offers
+        for n in facilities[eid].iterfind(f"{{{ns.CSD}}}extension/{{{ns.CSD}}}location/{{{ns.CSD}}}name")
+    }
+    assert names <= written, f"lieux of changed offers missing from their UEs: {sorted(names - written)[:5]}"
 
 
 def test_iti74_reports_the_lieux_of_the_latest_changed_offers() -> None:

@@ -21,6 +21,7 @@ from bridge.translate import load_mappings
 from tests.golden.manifest import GOLDEN, Call, Case, Upstream, canonical, fault_summary, load_manifest
 from tests.profile.harness import (
     DELTA_OI_CHAMPS,
+    IHE_SEARCH_WITHOUT_EG,
     LECTURE_PROJECT,
     NOS_NEWER_CODES,
     OfficialProfile,
@@ -103,6 +104,8 @@ PENDING = {
     "establishment-offers-2014-other-id": NOS_NEWER_CODES,
     "establishment-offers-2016-finess": NOS_NEWER_CODES,
     "establishments-updated-since-2016-date": NOS_NEWER_CODES,
+    "facility-search-2013-uuid-other-id": IHE_SEARCH_WITHOUT_EG,
+    "facility-search-2014-city-paged": IHE_SEARCH_WITHOUT_EG,
     "internal-organization-2014-other-id": NOS_NEWER_CODES,
     "modifications-bare-date": DELTA_OI_CHAMPS,
     "offer-search-2016-activity-department": NOS_NEWER_CODES,

@@ -69,7 +69,13 @@ def _by_otherid(urn: str, rtype: str, system: str) -> Callable[[Dataset, Draw], 
 
 
 def _name_part(dataset: Dataset, draw: Draw) -> str:
-    names = sorted({str(r["name"]) for r in dataset if r["resourceType"] == "Organization" and r.get("name")})
+    names = sorted(
+        {
+            str(r["name"])
+            for r in dataset
+            if r["resourceType"] == "Organization" and r.get("name") and _establishment(r)
+        }
+    )
     name = str(draw(st.sampled_from(names)))
     start = int(draw(st.integers(0, max(0, len(name) - 3))))
     return name[start : start + 3]
@@ -81,11 +87,17 @@ def _since(dataset: Dataset, draw: Draw) -> str:
     return str(draw(st.sampled_from(stamps[len(stamps) // 4 :])))[:19]
 
 
-def _entity_id_of(urn: str, rtype: str) -> Maker:
+def _establishment(resource: dict[str, Any]) -> bool:
+    """An EJ or EG: an organisation without the OI identifier (the ROR v2.4 profile's csd:organization; an
+    internal organisation is a csd:facility, which an organization-search does not answer)."""
+    return not any(i.get("system") == OI for i in resource.get("identifier", ()))
+
+
+def _entity_id_of(urn: str, rtype: str, keep: Callable[[dict[str, Any]], bool] = lambda r: True) -> Maker:
     def make(dataset: Dataset, draw: Draw) -> str | None:
         from bridge.translate.tables import load_mappings  # the shipped identities, as the app loads them
 
-        resources = [r for r in dataset if r["resourceType"] == rtype]
+        resources = [r for r in dataset if r["resourceType"] == rtype and keep(r)]
         if not resources:
             return None
         identities = load_mappings(MAPPINGS).identities
@@ -99,7 +111,7 @@ REQUESTS: dict[str, Maker] = {
     "organization-search by name": lambda d, draw: _function(
         IHE + "organization-search", f"<csd:name>{_name_part(d, draw)}</csd:name>"
     ),
-    "organization-search by id": _entity_id_of(IHE + "organization-search", "Organization"),
+    "organization-search by id": _entity_id_of(IHE + "organization-search", "Organization", _establishment),
     "facility-search by id": _entity_id_of(IHE + "facility-search", "Location"),
     "service-search by id": _entity_id_of(IHE + "service-search", "HealthcareService"),
     "provider-search by RPPS": _by_otherid(IHE + "provider-search", "Practitioner", RPPS),

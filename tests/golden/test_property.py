@@ -61,6 +61,26 @@ def _of_type(dataset: Dataset, resource_type: str) -> list[Resource]:
 QueryMaker = Callable[[Dataset, st.DrawFn], Query]
 
 
+# The ROR v2.4 profile's placement: one provider per professional; a lieu is answered by the UEs of the offers
+# given there (the offer's identifier is the UE's); internal organisations are no csd:organization.
+def _professionals(roles: list[Resource], dataset: Dataset) -> list[Resource]:
+    found = {p["id"]: p for r in roles if (p := _practitioner(r, dataset)) is not None}
+    return list(found.values())
+
+
+def _units_at(lieux: list[Resource], dataset: Dataset) -> list[Resource]:
+    keys = {f"Location/{r['id']}" for r in lieux}
+    return [
+        s
+        for s in _of_type(dataset, "HealthcareService")
+        if any(str(ref.get("reference")) in keys for ref in s.get("location", []))
+    ]
+
+
+def _internal(organization: Resource) -> bool:
+    return any(i.get("system") == "https://oi.esante.gouv.fr" for i in organization.get("identifier", []))
+
+
 def _provider_by_name(dataset: Dataset, draw: st.DrawFn) -> Query:
     roles = [r for r in _of_type(dataset, "PractitionerRole") if _practitioner(r, dataset)]
     if not roles:  # a dataset without professionals: nothing may come back
@@ -84,7 +104,7 @@ def _provider_by_name(dataset: Dataset, draw: st.DrawFn) -> Query:
         names += [g for n in person.get("name", []) for g in n.get("given", [])]
         return any(text.casefold() in str(n).casefold() for n in names)
 
-    matches = [r for r in roles if named(r)]
+    matches = _professionals([r for r in roles if named(r)], dataset)
     return Query(
         f"commonName={text}",
         IHE + "provider-search",
@@ -101,11 +121,14 @@ def _provider_by_rpps(dataset: Dataset, draw: st.DrawFn) -> Query:
         return Query("no provider", IHE + "provider-search", params, "providerDirectory", [])
     role = draw(st.sampled_from(roles))
     rpps = next(i["value"] for i in _practitioner(role, dataset)["identifier"] if i["system"] == RPPS)  # type: ignore[index]
-    matches = [
-        r
-        for r in roles
-        if any(i.get("value") == rpps for i in (_practitioner(r, dataset) or {})["identifier"])
-    ]
+    matches = _professionals(
+        [
+            r
+            for r in roles
+            if any(i.get("value") == rpps for i in (_practitioner(r, dataset) or {})["identifier"])
+        ],
+        dataset,
+    )
     params = f'<csd:otherID code="{rpps}" assigningAuthorityName="1.2.250.1.71.4.2.1"/>'
     return Query(f"RPPS {rpps}", IHE + "provider-search", params, "providerDirectory", matches)
 
@@ -116,7 +139,7 @@ def _facility_by_identifier(dataset: Dataset, draw: st.DrawFn) -> Query:
         return Query("no lieu", IHE + "facility-search", params, "facilityDirectory", [])
     location = draw(st.sampled_from(_of_type(dataset, "Location")))
     value = _values(location)[0]
-    matches = [r for r in _of_type(dataset, "Location") if value in _values(r)]
+    matches = _units_at([r for r in _of_type(dataset, "Location") if value in _values(r)], dataset)
     params = f'<csd:otherID code="{value}" assigningAuthorityName=""/>'
     return Query(f"Location {value}", IHE + "facility-search", params, "facilityDirectory", matches)
 
@@ -136,11 +159,12 @@ def _facility_by_city(dataset: Dataset, draw: st.DrawFn) -> Query:
     city = str(location["address"]["city"])
     start = draw(st.integers(0, len(city) - 3))
     text = city[start : start + 3].lower()
-    matches = [
+    lieux = [
         r
         for r in _of_type(dataset, "Location")
         if text in str(r.get("address", {}).get("city", "")).casefold()
     ]
+    matches = _units_at(lieux, dataset)
     params = f'<csd:address><csd:addressLine component="city">{text}</csd:addressLine></csd:address>'
     return Query(
         f"city~{text}",
@@ -162,7 +186,8 @@ def _organization_by_name(dataset: Dataset, draw: st.DrawFn) -> Query:
         # The bridge trims the parameter (a window of the name may end with a space): so does the oracle.
         return any(text.strip().casefold() in str(n).casefold() for n in [r.get("name"), *r.get("alias", [])])
 
-    matches = [r for r in _of_type(dataset, "Organization") if named(r)]
+    # EJ and EG only: internal organisations are facilities in the ROR v2.4 profile's placement
+    matches = [r for r in _of_type(dataset, "Organization") if named(r) and not _internal(r)]
     return Query(
         f"name~{text}",
         IHE + "organization-search",

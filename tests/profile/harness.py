@@ -235,12 +235,19 @@ DELTA_OI_CHAMPS = (
     "a delta answer's internal organisations carry the champs of the offers received with them, not of "
     "their whole subtree: ANS's RG_EXP_010 checks each UE's champ against the OIs' of the document"
 )
-# 3. Not placed yet: a professional's civilité (v3 prefix, TRE_R81) is written as the text of csd:honorific
+# 3. An IHE facility-search answers the UEs of the lieux it matches, without their establishments (its
+#    result directory holds the matches; organizationDirectory is not one of its directories), while ANS's
+#    TR_Lecture identifier rule expects an idNatStruct in any answer that has a facility identifier.
+IHE_SEARCH_WITHOUT_EG = (
+    "an IHE facility-search answers UEs without their EG, while ANS's TR_Lecture identifier rule expects an "
+    "idNatStruct (1.2.250.1.71.4.2.2) in every answer with a facility identifier"
+)
+# 4. Not placed yet: a professional's civilité (v3 prefix, TRE_R81) is written as the text of csd:honorific
 #    (the profile's honorific is TRE_R11 coded; TRE_R81 goes to the name's extension/title), and all of a
 #    situation's savoir-faire as csd:specialty (the profile allows one).
 PROVIDER_NAME_PENDING = (
-    "a professional's civilité is written as csd:honorific text (the profile: TRE_R11 coded honorific, TRE_R81 "
-    "title in the name extension) and every savoir-faire as csd:specialty (the profile allows one)"
+    "a professional's civilité is written as csd:honorific text (the profile: TRE_R11 coded honorific, "
+    "TRE_R81 title in the name extension) and every savoir-faire as csd:specialty (the profile allows one)"
 )
 
 

@@ -76,13 +76,14 @@ def test_organisations_root_first_each_once(mappings: Mappings) -> None:
         ("urn:ror:idnatstruct:392131725800020", "urn:ror:idnatstruct:2921317258"),  # EG
     ]
     assert [s.entity_id for s in document.services] == ["urn:ror:offre:OFFRE-1", "urn:ror:offre:OFFRE-2"]
+    # internal organisations root first (as the streamed extraction writes them), then the UEs
     assert [f.entity_id for f in document.facilities] == [
-        "urn:ror:offre:OFFRE-1",  # UE (the offer)
-        "urn:ror:offre:OFFRE-2",  # UE (the offer)
-        "urn:ror:oi:OI%20UE%2F2",  # an untyped internal organisation: an OI facility, not a UE
         "urn:ror:oi:OI-POLE-1",  # pôle (the one asked for)
         "urn:ror:oi:OI-SVC-1",  # service
         "urn:ror:oi:OI-UF-1",  # UF
+        "urn:ror:oi:OI%20UE%2F2",  # an untyped internal organisation under the UF: an OI facility, not a UE
+        "urn:ror:offre:OFFRE-1",  # UE (the offer)
+        "urn:ror:offre:OFFRE-2",  # UE (the offer)
     ]
     assert list(document.providers) == []
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 from lxml import etree
 
 from bridge.csd.writer import document_to_bytes
-from bridge.model import CsdDocument, Directory, ExtensionNode, FhirQuery, QueryPlan, SearchResult
+from bridge.model import Directory, ExtensionNode, FhirQuery, QueryPlan, SearchResult
 from bridge.simulator import codes
 from bridge.simulator.dataset import generate_dataset
 from bridge.translate import Mappings, from_fhir_results
@@ -98,7 +97,9 @@ def test_a_simulated_offer_is_a_unit_with_its_lieu_as_location(
     document = from_fhir_results(mappings, plan, [result], now=NOW)
     (unit,) = document.facilities
     assert [c.code for c in unit.coded_types] == ["4"]
-    (location,) = [e.content for e in unit.extensions if e.content is not None and e.content.name == "location"]
+    (location,) = [
+        e.content for e in unit.extensions if e.content is not None and e.content.name == "location"
+    ]
     assert _node(location, "name").text == lieu["name"]
     cog = next(e for e in lieu["extension"] if e["url"] == codes.EXT_COMMUNE_COG)
     city = _node(location, "cityNumber")
