@@ -586,21 +586,21 @@ async def _copy_directories(xf: Any, directories: BinaryIO, tag: str = "CSD") ->
             await xf.write_raw(chunk)
 
 
-def _notif_code(organization: etree._Element) -> str | None:
-    """The idNatStruct (ns.OID_IDNATSTRUCT, PLATINES validation_identifiants) of an EG of the answer (an
-    organisation with a parent); None for an EJ or an organisation without idNatStruct."""
+def _notif_code(organization: etree._Element) -> tuple[str, str] | None:
+    """(idNatStruct, entityID) of an EG of the answer (an organisation with a parent; ns.OID_IDNATSTRUCT,
+    PLATINES validation_identifiants); None for an EJ or an organisation without idNatStruct."""
     if organization.find(_tag("parent")) is None:
         return None
     for other in organization.iterfind(_tag("otherID")):
         code = other.get("code")
         if other.get("assigningAuthorityName") == ns.OID_IDNATSTRUCT and code:
-            return code
+            return code, str(organization.get("entityID"))
     return None
 
 
-def _notif_codes(response: CsdResponse) -> list[str]:
-    """The idNatStruct of every EG of an answer, in answer order; read from its spool at flat memory (one
-    string per EG is kept), in a worker thread so that the event loop is not held by the parse."""
+def _notif_codes(response: CsdResponse) -> list[tuple[str, str]]:
+    """(idNatStruct, entityID) of every EG of an answer, in answer order; read from its spool at flat memory
+    (two strings per EG are kept), in a worker thread so that the event loop is not held by the parse."""
     if response.directories is not None:
         organizations: Iterable[etree._Element] = _spooled_elements(response.directories, "organization")
     else:
@@ -609,15 +609,23 @@ def _notif_codes(response: CsdResponse) -> list[str]:
 
 
 async def _write_notif(xf: Any, response: CsdResponse) -> None:
-    """`TR-Notif-ListeEtablissementMajApresDate_Reponse`: one `etablissementReponseNotif/id_etablissement`
-    per EG of the answer's organisations, then `result` = how many [INFER: the profile's schema says only
-    xs:integer; PLATINES checks no value]."""
+    """`TR-Notif-ListeEtablissementMajApresDate_Reponse`: one `etablissementReponseNotif` per EG of the
+    answer's organisations — its `id_etablissement` (idNatStruct), then a `typeActivity` per champ d'activité
+    of its changed offers (CsdResponse.activities; none when only something else changed) [INFER: the
+    profile's schema has them 0..*, TRE_R227, and says no more] — then `result` = how many [INFER: the
+    profile's schema says only xs:integer; PLATINES checks no value]."""
     codes = await asyncio.to_thread(_notif_codes, response)
+    activities = response.activities or {}
     async with xf.element(ns.qn(ns.ROR, ns.ROR_NOTIF_RESPONSE), nsmap={"ror": ns.ROR, "csd": ns.CSD}):
-        for count, code in enumerate(codes, 1):
+        for count, (code, entity_id) in enumerate(codes, 1):
             async with xf.element(_tag("etablissementReponseNotif")):
                 identifier = {"code": code, "assigningAuthorityName": ns.OID_IDNATSTRUCT}
                 await xf.write(etree.Element(_tag("id_etablissement"), identifier, nsmap=_NSMAP))
+                for activity in activities.get(entity_id, ()):
+                    coded = {"code": _text(activity.code), "codingScheme": _text(activity.coding_scheme)}
+                    element = etree.Element(_tag("typeActivity"), coded, nsmap=_NSMAP)
+                    element.text = _text(activity.display) if activity.display else None
+                    await xf.write(element)
             if count % FLUSH_EVERY == 0:
                 await xf.flush()
         async with xf.element(_tag("result")):

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from bridge.model import Resource
+from bridge.model import Directory, Resource
 from bridge.translate import Mappings
 from bridge.translate.transforms import reference_key
 
@@ -185,11 +185,11 @@ class Spool:
     # read-back writes. A subclass answering part of the spool (pipeline/changes.py) says which part here.
     ROWS_SQL = "SELECT key, entity_id, body FROM resource WHERE type = ? ORDER BY depth, entity_id, key"
 
-    def rows(self, resource_type: str) -> sqlite3.Cursor:
-        """The rows to write for a type (ROWS_SQL)."""
+    def rows(self, resource_type: str, directory: Directory | None = None) -> sqlite3.Cursor:
+        """The rows to write for a type (ROWS_SQL), into a directory (a subclass may answer per directory)."""
         return self.db.execute(self.ROWS_SQL, (resource_type,))
 
-    def count_rows(self, resource_type: str) -> int:
+    def count_rows(self, resource_type: str, directory: Directory | None = None) -> int:
         """How many rows `rows` gives for a type."""
         sql = f"SELECT COUNT(*) FROM ({self.ROWS_SQL})"  # noqa: S608 (a class constant, no input)
         return int(self.db.execute(sql, (resource_type,)).fetchone()[0])

@@ -15,6 +15,7 @@ from bridge import ns
 from bridge.errors import UnknownEntityError
 from bridge.fhir.client import FhirClient
 from bridge.model import (
+    CodedType,
     CsdDocument,
     CsdRequest,
     CsdResponse,
@@ -62,6 +63,7 @@ class Pipeline:
         spec = resolved.spec
         plan = plan_queries(self.mappings, spec, resolved.params, resolved.region_tags)
         if spec.delta is not None:
+            activities: dict[str, tuple[CodedType, ...]] = {}
             directories, progress = await spooled_delta(
                 self.mappings,
                 self.client,
@@ -69,6 +71,7 @@ class Pipeline:
                 spec,
                 resolved.region_tags,
                 workers=self.mapping_workers,
+                activities=activities,
             )
             written = progress.written
             log.info(
@@ -87,7 +90,11 @@ class Pipeline:
                 (time.perf_counter() - started) * 1000,
             )
             return CsdResponse(
-                request=request, document=CsdDocument(), directories=directories, written=dict(written)
+                request=request,
+                document=CsdDocument(),
+                directories=directories,
+                written=dict(written),
+                activities=activities,
             )
         try:
             async with asyncio.TaskGroup() as group:

@@ -29,7 +29,7 @@ from bridge.csd.writer import (
     provider_element,
     service_element,
 )
-from bridge.model import CsdDocument, Directory, FhirQuery, QueryPlan, SearchResult
+from bridge.model import CsdDocument, Directory, FhirQuery, QueryPlan, Resource, SearchResult
 from bridge.pipeline.progress import DIRECTORIES, Progress
 from bridge.pipeline.spool import ORGANIZATION, Spool
 from bridge.translate import Mappings, from_fhir_results, load_mappings
@@ -86,11 +86,11 @@ class SpoolWriter:
             yield directory_end(directory)
 
     def _directory(self, directory: Directory, resource_type: str) -> Iterator[bytes]:
-        parallel = self._workers > 0 and self._spool.count_rows(resource_type) >= PARALLEL_FROM
+        parallel = self._workers > 0 and self._spool.count_rows(resource_type, directory) >= PARALLEL_FROM
         pool = (
             self._spool.mapping_pool(partial(start_pool, self._workers, self._mappings)) if parallel else None
         )
-        cursor = self._spool.rows(resource_type)
+        cursor = self._spool.rows(resource_type, directory)
         offers_at = resource_type == "Location"
         below = resource_type == ORGANIZATION and directory is Directory.FACILITY
         pending: deque[Future[_Mapped]] = deque()
@@ -160,8 +160,10 @@ def map_batch(
     plan = QueryPlan(function="extraction", queries=(query,), directories=frozenset({directory}))
     resources = [orjson.loads(body) for _, _, body in rows]
     result = SearchResult(query, matches=resources, includes=[orjson.loads(body) for body in context])
-    # The batch's own entities only: an organisation's parent in the context is written in its turn.
+    # The batch's own entities only: an organisation's parent in the context is written in its turn; but the
+    # resources of the context whose entityID is a row's (the other situations of a professional) merge in.
     keys = [key for key, _, _ in rows]
+    keys += _merged_in(mappings, directory, resource_type, resources, result.includes)
     document = from_fhir_results(mappings, plan, [result], now=now, selected=keys)
     records = {record.entity_id: record for record in _records(document, directory)}
     build = _BUILDERS[directory]
@@ -181,6 +183,32 @@ def start_pool(workers: int, mappings: Mappings) -> ProcessPoolExecutor:
         initializer=_start_worker,
         initargs=(str(mappings.directory),),
     )
+
+
+def _merged_in(
+    mappings: Mappings,
+    directory: Directory,
+    resource_type: str,
+    resources: Sequence[Resource],
+    context: Sequence[Resource],
+) -> list[str]:
+    """`Type/id` of the context's resources of the rows' type that name the same entityID target as a row
+    (a table whose @entityID is read from a reference: its records merge per target)."""
+    sources = [
+        rule.source
+        for table in mappings.entities.values()
+        if table.resource == resource_type and table.kind.directory is directory
+        for rule in table.rules
+        if rule.target == "@entityID" and rule.source is not None and rule.transform.reads
+    ]
+    if not sources:
+        return []
+    targets = {value for source in sources for r in resources for value in source.select(r)}
+    return [
+        f"{c.get('resourceType')}/{c.get('id')}"
+        for c in context
+        if c.get("resourceType") == resource_type and any(v in targets for s in sources for v in s.select(c))
+    ]
 
 
 # The mapping tables of a worker process, loaded once when it starts.

@@ -1,18 +1,15 @@
-"""Changes since a date (ITI-74, establishments-updated-since): what changed, each once, with propagation.
+"""Changes since a date (ITI-74, establishments-updated-since): what changed, each once.
 
-translate/: pure. The queries of a delta function (functions.yaml `delta`) are gathered page by page; the
-matches of every query count as changed, and so do its included resources of the types it `propagates`.
+translate/: pure. The queries of a delta function (functions.yaml `delta`) search what changed; the matches of
+every query are the changed resources, and the entities to report are derived from the tables (feeds.py:
+those whose record reads a changed resource for its content), then completed (bridge/modifications.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Mapping
 
-from bridge.model import Resource
-
-if TYPE_CHECKING:
-    from bridge.translate.tables import FunctionSpec
+from bridge.model import Directory, Resource
 
 # What a delta answer is made of (closed list; functions.yaml `delta`), and the post step each one takes
 # (the answer is written from a disk spool, bridge/modifications.py, which implements both):
@@ -24,6 +21,13 @@ ENTITIES = "entities"
 ORGANIZATION_CHAINS = "organization-chains"
 SELECTIONS = (ENTITIES, ORGANIZATION_CHAINS)
 POST_STEP: dict[str, str | None] = {ENTITIES: None, ORGANIZATION_CHAINS: "establishments"}
+
+
+def feed_directories(delta: str, directories: Collection[Directory]) -> frozenset[Directory]:
+    """The directories whose records decide what changed: the function's own (ITI-74), or every directory
+    for organization-chains (an establishment changed when an entity of its offer did)."""
+    return frozenset(Directory) if delta == ORGANIZATION_CHAINS else frozenset(directories)
+
 
 # The links of the ROR organisation chain (ror-fhir-api §3): offer → providing organisation → partOf → … → EJ.
 _UP = {"Organization": "partOf", "HealthcareService": "providedBy"}
@@ -59,22 +63,14 @@ def in_region(resource: Resource, region_tags: Collection[str] | None) -> bool:
     )
 
 
-def changed_keys(
-    spec: FunctionSpec,
-    query: int,
-    matches: Sequence[Resource],
-    includes: Sequence[Resource],
-    region_tags: Collection[str] | None = None,
-) -> list[str]:
-    """The `Type/id` of what one page of the plan's query number `query` says changed: the matches, and the
-    includes of a type the query `propagates`; in the region (`system|code` tags; None: any region)."""
-    propagates = spec.queries[query].propagates
-    chosen = [*matches, *(r for r in includes if r.get("resourceType") in propagates)]
-    return [
-        key
-        for resource in chosen
-        if (key := resource_key(resource)) is not None and in_region(resource, region_tags)
-    ]
+def links(resource: Resource) -> list[tuple[str, str]]:
+    """(element, `Type/id`) of each literal reference of the resource's top-level Reference elements."""
+    out: list[tuple[str, str]] = []
+    for element, value in resource.items():
+        for item in value if isinstance(value, list) else (value,):
+            if isinstance(item, Mapping) and (key := _reference_key(item)) is not None:
+                out.append((element, key))
+    return out
 
 
 def chain_parent(resource: Resource) -> str | None:

@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 from bridge.errors import InvalidParameterError, UnknownFunctionError, UnsupportedRequestError
 from bridge.model import CsdRequest, FhirQuery, QueryPlan, RequestParams, Transaction
+from bridge.translate.delta import feed_directories
+from bridge.translate.feeds import back_params
 from bridge.translate.resolvers import RESOLVERS, extra_value, present_parameters, since_instant
 from bridge.translate.select import needed_matches
 from bridge.translate.tables import FunctionSpec, Mappings
@@ -102,6 +104,10 @@ def plan_queries(
             value = fill(template)
             if value is not None:
                 pairs.append((name, value))
+        if spec.delta is not None:
+            # With what changed, the entities whose records read it (derived from the entity tables).
+            directories = feed_directories(spec.delta, spec.directories)
+            pairs += [p for p in back_params(mappings, directories, query.resource) if p not in pairs]
         queries.append(
             FhirQuery(resource_type=query.resource, params=tuple(pairs) + scope, purpose=query.purpose)
         )

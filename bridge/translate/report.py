@@ -7,6 +7,9 @@ without OID, and what the engine has reported since start-up (codes without OID,
 from __future__ import annotations
 
 from bridge import profile
+from bridge.model import Directory
+from bridge.translate.delta import feed_directories
+from bridge.translate.feeds import back_params, describe
 from bridge.translate.findings import Finding
 from bridge.translate.tables import FUNCTIONS, IDENTITIES, MODEL, REGIONS, SYSTEMS, Mappings
 
@@ -27,14 +30,23 @@ def coverage_report(mappings: Mappings) -> str:
         lines.append(f"    fills: {', '.join(sorted(d.value for d in spec.directories))}")
         if spec.delta is not None:
             lines.append(f"    delta: {spec.delta} (what changed, each once)")
+        directories = feed_directories(spec.delta, spec.directories) if spec.delta is not None else None
         for query in spec.queries:
-            params = "&".join(f"{name}={value}" for name, value in query.params)
-            changed = f"  [changed too: included {', '.join(query.propagates)}]" if query.propagates else ""
-            lines.append(f"    GET {query.resource}?{params}{changed}")
+            pairs = list(query.params)
+            if directories is not None:  # the includes derived from the entity tables (translate/feeds.py)
+                pairs += [p for p in back_params(mappings, directories, query.resource) if p not in pairs]
+            params = "&".join(f"{name}={value}" for name, value in pairs)
+            lines.append(f"    GET {query.resource}?{params}")
+        if spec.delta is not None:
+            lines.append("    then each entity to write by _id with what its record reads (feeds)")
     defaults = ", ".join(f"{e.value}={str(v).lower()}" for e, v in mappings.encapsulated_defaults.items())
     lines.append(
         f"  defaults: encapsulated when absent: {defaults}; request time zone {mappings.timezone.key}"
     )
+    lines.append("")
+
+    lines.append("feeds: what each record reads besides its own resource (change sets, translate/feeds.py)")
+    lines += [f"  {line}" for line in describe(mappings, Directory)]
     lines.append("")
 
     lines.append(f"{IDENTITIES}: entityID schemes")

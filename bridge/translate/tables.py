@@ -36,7 +36,7 @@ from bridge.model import (
     Resource,
 )
 from bridge.translate.codes import CodeEntry, CodeSystem, CodeTable, Systems
-from bridge.translate.delta import POST_STEP, SELECTIONS
+from bridge.translate.delta import POST_STEP, SELECTIONS, feed_directories
 from bridge.translate.findings import Findings
 from bridge.translate.identity import ANY_SYSTEM, Identities, IdentityScheme
 from bridge.translate.paths import PathSyntaxError, SourcePath
@@ -197,9 +197,6 @@ class QuerySpec:
     resource: str
     params: tuple[tuple[str, str], ...]  # values may hold {resolver} placeholders
     purpose: str
-    # Delta functions only: the types of the resources this query includes that count as changed too (an
-    # offer whose lieu or professional changed); its matches always count (translate/delta.py).
-    propagates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,7 +453,7 @@ def load_mappings(directory: Path) -> Mappings:
     entities = _load_entities(directory, code_tables)
     regions = _load_regions(directory)
     model = _load_model(directory, entities)
-    return Mappings(
+    mappings = Mappings(
         directory=directory,
         functions=functions,
         aliases=aliases,
@@ -471,6 +468,32 @@ def load_mappings(directory: Path) -> Mappings:
         model=model,
         modifications=modifications,
     )
+    _check_deltas(mappings)
+    return mappings
+
+
+def _check_deltas(mappings: Mappings) -> None:
+    """Each delta function searches the changes of every type its records read for their content
+    (translate/feeds.py: the change sets are derived from the entity tables, not listed by hand)."""
+    from bridge.translate import feeds  # feeds reads the loaded tables: imported here, not at the top
+
+    specs = [*mappings.functions.values(), *([mappings.modifications] if mappings.modifications else [])]
+    for spec in specs:
+        if spec.delta is None:
+            continue
+        for table in feeds.tables_of(mappings, feed_directories(spec.delta, spec.directories)):
+            feeds.feeds(table)  # MappingTableError for a read the ROR model has no reference for
+        searched = {query.resource for query in spec.queries}
+        directories = feed_directories(spec.delta, spec.directories)
+        missing = feeds.changed_types(mappings, directories) - searched
+        if missing:
+            where = "modifications" if spec is mappings.modifications else f"functions.{spec.name}"
+            raise MappingTableError(
+                FUNCTIONS,
+                spec.name,
+                f"{where}.queries",
+                f"the records read {', '.join(sorted(missing))} for their content: search their changes too",
+            )
 
 
 def _load_systems(directory: Path) -> Systems:
@@ -690,7 +713,7 @@ def _load_function(name: str, raw: Any, *, modifications: bool = False) -> Funct
     queries = []
     for number, raw_query in enumerate(raw_queries):
         query = _Section(FUNCTIONS, name, f"{where}.queries[{number}]", raw_query)
-        query.only("resource", "purpose", "params", "propagates")
+        query.only("resource", "purpose", "params")
         resource = query.req("resource")
         if not _RESOURCE_TYPE.match(resource):
             raise query.fail("resource", f"not a FHIR resource type: {resource!r}")
@@ -713,15 +736,7 @@ def _load_function(name: str, raw: Any, *, modifications: bool = False) -> Funct
                         f"unknown resolver {{{placeholder}}} (closed list: {', '.join(sorted(RESOLVERS))})",
                     )
             params.append((pair[0], pair[1]))
-        propagates = query.strings("propagates")
-        if propagates and delta is None:
-            raise query.fail("propagates", "only a delta function (with `delta`) propagates changes")
-        for resource_type in propagates:
-            if not _RESOURCE_TYPE.match(resource_type):
-                raise query.fail("propagates", f"not a FHIR resource type: {resource_type!r}")
-        queries.append(
-            QuerySpec(resource, tuple(params), query.text("purpose", required=False) or "", propagates)
-        )
+        queries.append(QuerySpec(resource, tuple(params), query.text("purpose", required=False) or ""))
     result, bridge_filters, post = _load_selection(section, parameters, directories)
     if delta is not None and result is not None:
         raise section.fail("result", "a delta function answers every change: no start/max paging")

@@ -113,6 +113,27 @@ class Transform:
     codes: bool  # True: the rule must name a code table
     func: TransformFunc
     required_keys: tuple[str, ...] = ()  # source codes the code table must hold
+    # What the transform reads besides its own resource (translate/feeds.py derives change sets from it):
+    # paths of reference steps from the resource — `@source` (the references its rule's source selects),
+    # `element` (a Reference element followed forward), `<Type.element` (the resources of Type whose element
+    # references this one) — each marked as read for its content (`Feed`) or for its entityID only.
+    reads: tuple[Read, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """One path of other resources a transform reads (Transform.reads): `content` False when only the
+    reached resource's entityID (its national identifier) is written, True when any more of it is."""
+
+    path: tuple[str, ...]
+    content: bool
+
+
+SOURCE = "@source"  # a Read step: the references the rule's source path selects
+_IDENTITY = (Read((SOURCE,), content=False),)
+# The offers provided by an organisation or by any organisation below it (Context.offers_under): their champs
+# d'activité and publics make an internal organisation's typeActivity / patientsType.
+_OFFERS_BELOW = Read(("<Organization.partOf*", "<HealthcareService.providedBy"), content=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1308,8 +1329,12 @@ TRANSFORMS: Mapping[str, Transform] = {
     t.name: t
     for t in (
         Transform("entity_id", str, source=False, codes=False, func=entity_id),
-        Transform("reference_entity_id", str, source=True, codes=False, func=reference_entity_id),
-        Transform("resolved_entity_id", str, source=True, codes=False, func=resolved_entity_id),
+        Transform(
+            "reference_entity_id", str, source=True, codes=False, func=reference_entity_id, reads=_IDENTITY
+        ),
+        Transform(
+            "resolved_entity_id", str, source=True, codes=False, func=resolved_entity_id, reads=_IDENTITY
+        ),
         Transform("other_id", OtherID, source=True, codes=False, func=other_id),
         Transform("coded_type", CodedType, source=True, codes=False, func=coded_type),
         Transform(
@@ -1353,8 +1378,22 @@ TRANSFORMS: Mapping[str, Transform] = {
             codes=False,
             func=profile_territorial_division,
         ),
-        Transform("referenced_other_id", OtherID, source=True, codes=False, func=referenced_other_id),
-        Transform("demographic", Demographic, source=True, codes=True, func=demographic),
+        Transform(
+            "referenced_other_id",
+            OtherID,
+            source=True,
+            codes=False,
+            func=referenced_other_id,
+            reads=(Read((SOURCE,), content=True),),
+        ),
+        Transform(
+            "demographic",
+            Demographic,
+            source=True,
+            codes=True,
+            func=demographic,
+            reads=(Read((SOURCE,), content=True),),
+        ),
         Transform("exercise_name", Demographic, source=True, codes=False, func=exercise_name),
         Transform(
             "provider_organization",
@@ -1362,24 +1401,72 @@ TRANSFORMS: Mapping[str, Transform] = {
             source=True,
             codes=False,
             func=provider_organization,
+            reads=_IDENTITY,
         ),
         Transform(
-            "provider_facilities", ProviderFacility, source=True, codes=False, func=provider_facilities
+            "provider_facilities",
+            ProviderFacility,
+            source=True,
+            codes=False,
+            func=provider_facilities,
+            reads=(
+                Read((SOURCE,), content=True),  # the offer: its name
+                Read((SOURCE, "providedBy"), content=False),  # its EG, up the chain
+                Read((SOURCE, "providedBy", "partOf*"), content=False),
+            ),
         ),
-        Transform("parent_facility", ExtensionNode, source=True, codes=False, func=parent_facility),
+        Transform(
+            "parent_facility",
+            ExtensionNode,
+            source=True,
+            codes=False,
+            func=parent_facility,
+            # the referenced organisation's kind and entityID; a v3 UE organisation stands for its parent
+            reads=(Read((SOURCE,), content=False), Read((SOURCE, "partOf*"), content=False)),
+        ),
         Transform("regional_other_id", OtherID, source=True, codes=False, func=regional_other_id),
         Transform(
-            "subtree_activity_fields", CodedType, source=False, codes=False, func=subtree_activity_fields
+            "subtree_activity_fields",
+            CodedType,
+            source=False,
+            codes=False,
+            func=subtree_activity_fields,
+            reads=(_OFFERS_BELOW,),
         ),
         Transform(
-            "subtree_patients_type", ExtensionNode, source=False, codes=False, func=subtree_patients_type
+            "subtree_patients_type",
+            ExtensionNode,
+            source=False,
+            codes=False,
+            func=subtree_patients_type,
+            reads=(_OFFERS_BELOW,),
         ),
         Transform("patients_type", ExtensionNode, source=False, codes=False, func=patients_type),
         Transform("sensitive_unit", str, source=False, codes=False, func=sensitive_unit),
-        Transform("lieu_location", ExtensionNode, source=True, codes=False, func=lieu_location),
-        Transform("lieu_address", Address, source=True, codes=False, func=lieu_address),
         Transform(
-            "unit_organizations", FacilityOrganization, source=False, codes=False, func=unit_organizations
+            "lieu_location",
+            ExtensionNode,
+            source=True,
+            codes=False,
+            func=lieu_location,
+            reads=(Read((SOURCE,), content=True),),
+        ),
+        Transform(
+            "lieu_address",
+            Address,
+            source=True,
+            codes=False,
+            func=lieu_address,
+            reads=(Read((SOURCE,), content=True),),
+        ),
+        Transform(
+            "unit_organizations",
+            FacilityOrganization,
+            source=False,
+            codes=False,
+            func=unit_organizations,
+            # the EG on the offer's chain: the kinds of the organisations up to it, its entityID
+            reads=(Read(("providedBy",), content=False), Read(("providedBy", "partOf*"), content=False)),
         ),
         Transform(
             "facility_organizations",
@@ -1387,6 +1474,11 @@ TRANSFORMS: Mapping[str, Transform] = {
             source=False,
             codes=False,
             func=facility_organizations,
+            reads=(
+                # the offers given at the lieu: name, opening hours with their record
+                Read(("<HealthcareService.location",), content=True),
+                Read(("<HealthcareService.location", "providedBy"), content=False),
+            ),
         ),
     )
 }

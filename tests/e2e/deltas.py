@@ -2,7 +2,9 @@
 
 Computed independently of the bridge (no translate/ code): meta.lastUpdated arrays, the organisation tree, the
 offer → lieu and role → offer / practitioner links, the région source of each entity, and the entityIDs the
-bridge must issue (mappings/identities.yaml, reimplemented).
+bridge must issue (mappings/identities.yaml, reimplemented), in the ROR v2.4 profile's placement: EJ and EG
+as organizations, internal organisations (pôle, service, UF) and each offer's unité élémentaire as
+facilities, one provider per professional.
 """
 
 from __future__ import annotations
@@ -16,21 +18,28 @@ from urllib.parse import quote
 import numpy as np
 import numpy.typing as npt
 
-from bridge.simulator.dataset import EPOCH_UTC, K_EG, K_EJ, K_POLE, K_SERVICE, K_UF, Dataset
+from bridge.simulator.dataset import EPOCH_UTC, Dataset
 
 OI = "https://oi.esante.gouv.fr"
 IDNAT = "urn:oid:1.2.250.1.71.4.2.2"
-RPPS = "urn:oid:1.2.250.1.71.4.2.1"
+
+
+EJ, EG, UE = 0, 1, 5  # Dataset.org_kind
 
 
 @dataclass(frozen=True)
 class Changes:
-    """Indexes (into the dataset arrays) of what changed at or after an instant, in one scope."""
+    """Indexes (into the dataset arrays) of what changed at or after an instant, in one scope: organisations
+    (EJ, EG), services (offers), internal organisations and units (offers) as facilities, providers
+    (practitioners); `roles`: the situations whose own change or professional or offer reaches their
+    organisation chain (TR-Notif)."""
 
     organizations: npt.NDArray[np.int64]
     services: npt.NDArray[np.int64]
-    facilities: npt.NDArray[np.int64]
+    internal: npt.NDArray[np.int64]
+    units: npt.NDArray[np.int64]
     providers: npt.NDArray[np.int64]
+    roles: npt.NDArray[np.int64]
 
 
 def _encode(value: str) -> str:
@@ -49,11 +58,8 @@ def entity_id(resource: dict[str, Any]) -> str:
         return "urn:ror:offre:" + _encode(resource["identifier"][0]["value"])
     if rtype == "Location":
         return "urn:ror:lieu:" + _encode(resource["identifier"][0]["value"])
-    if rtype == "Practitioner":
-        return "urn:ror:rpps:" + _encode(identifiers[RPPS])
-    assert rtype == "PractitionerRole"
-    assert not resource.get("identifier")  # simulator roles carry none: the FHIR-id fallback
-    return f"urn:ror:fhir:PractitionerRole/{_encode(resource['id'])}"
+    assert rtype == "Practitioner"  # a provider is its professional (one per RPPS)
+    return "urn:ror:rpps:" + _encode(resource["identifier"][0]["value"])
 
 
 def _region_mask(dataset: Dataset, rtype: str, region_codes: Collection[str] | None) -> npt.NDArray[np.bool_]:
@@ -70,32 +76,66 @@ def changes(
     *,
     lieux_and_professionals: bool = True,
 ) -> Changes:
-    """ITI-74 semantics: own meta.lastUpdated >= since; an offer also when its lieu, an organisation of its
-    chain, one of its roles or a role's practitioner changed; a role also when its practitioner changed; a
-    lieu also when an offer given there changed itself or through its organisation chain.
-    `lieux_and_professionals=False` leaves the lieu and role propagation out (to show it matters)."""
+    """ITI-74 semantics: an entity whose record changed, i.e. its own meta.lastUpdated >= since, or that of
+    a resource its record shows more of than an entityID: an internal organisation the offers anywhere below
+    it (typeActivity, patientsType); a unit (an offer's UE) its lieu; a provider (a professional) its
+    practitioner, each of its situations and their offers' names. A parent, an EG named by entityID does not
+    change a record. `lieux_and_professionals=False` leaves what units and providers read out (to show it
+    matters)."""
     t0 = (since - EPOCH_UTC).total_seconds()
-    updated = {rtype: dataset.updated[rtype] >= t0 for rtype in dataset.updated}
-    orgs = updated["Organization"]
-    chain = orgs.copy()  # the organisation or an ancestor changed (parents come first: depth-first ids)
-    for i in range(len(chain)):
-        parent = int(dataset.org_parent[i])
-        if parent >= 0 and chain[parent]:
-            chain[i] = True
-    roles = updated["PractitionerRole"] | updated["Practitioner"][dataset.role_practitioner]
-    offers = updated["HealthcareService"] | chain[dataset.offer_provider]
-    # A lieu's record lists the offers given there: it changed when one of them did (own data or chain).
-    lieux = updated["Location"].copy()
-    lieux[dataset.offer_location[offers]] = True
+    mask = {rtype: _region_mask(dataset, rtype, region_codes) for rtype in dataset.updated}
+    # A change is seen when its resource is in the scope (the delta searches are scoped to the region).
+    updated = {rtype: (dataset.updated[rtype] >= t0) & mask[rtype] for rtype in dataset.updated}
+    orgs, offers = updated["Organization"], updated["HealthcareService"]
+    kind = dataset.org_kind
+    # Internal organisations (not EJ, EG nor a v3 UE organisation): their own change or an offer below.
+    below = np.zeros(len(kind), dtype=bool)
+    changed_offer_positions = np.concatenate(([0], np.cumsum(offers)))
+    for i in np.flatnonzero((kind != EJ) & (kind != EG) & (kind != UE)):
+        lo, hi = dataset.offers_of_orgs(int(i), int(dataset.org_end[i]))
+        below[i] = changed_offer_positions[hi] > changed_offer_positions[lo]
+    internal = (kind != EJ) & (kind != EG) & (kind != UE) & (orgs | below)
+    units = offers.copy()
+    roles = updated["PractitionerRole"].copy()
     if lieux_and_professionals:
-        offers |= updated["Location"][dataset.offer_location]
-        offers[dataset.role_offer[roles]] = True
+        units |= updated["Location"][dataset.offer_location]
+        roles |= updated["Practitioner"][dataset.role_practitioner] | offers[dataset.role_offer]
+    # A provider merges the situations of its professional: one of them changed, the provider did.
+    providers = np.zeros(dataset.count("Practitioner"), dtype=bool)
+    providers[dataset.role_practitioner[roles]] = True
+    if lieux_and_professionals:
+        providers |= updated["Practitioner"]
+    in_scope = np.zeros(dataset.count("Practitioner"), dtype=bool)
+    in_scope[dataset.role_practitioner[mask["PractitionerRole"]]] = True
     return Changes(
-        organizations=np.flatnonzero(orgs & _region_mask(dataset, "Organization", region_codes)),
-        services=np.flatnonzero(offers & _region_mask(dataset, "HealthcareService", region_codes)),
-        facilities=np.flatnonzero(lieux & _region_mask(dataset, "Location", region_codes)),
-        providers=np.flatnonzero(roles & _region_mask(dataset, "PractitionerRole", region_codes)),
+        organizations=np.flatnonzero(orgs & ((kind == EJ) | (kind == EG))),
+        services=np.flatnonzero(offers),
+        internal=np.flatnonzero(internal & mask["Organization"]),
+        units=np.flatnonzero(units & mask["HealthcareService"]),
+        providers=np.flatnonzero(providers & in_scope),
+        roles=np.flatnonzero(roles & mask["PractitionerRole"]),
     )
+
+
+def searched(
+    dataset: Dataset, since: datetime, rtype: str, region_codes: Collection[str] | None = None
+) -> int:
+    """How many resources of a type the delta search of that type matches (changed, in the scope)."""
+    t0 = (since - EPOCH_UTC).total_seconds()
+    return int(((dataset.updated[rtype] >= t0) & _region_mask(dataset, rtype, region_codes)).sum())
+
+
+def chain_starts(dataset: Dataset, found: Changes) -> set[int]:
+    """The organisations the chains of the changed entities start at (TR-Notif): a changed organisation (an
+    establishment or an internal organisation); an offer's providing organisation (its service or unit
+    changed); a situation's organisation (its offer's), the situation changed itself, in its professional or
+    its offer (not through the professional's other situations); the children of a changed EJ."""
+    starts = {int(i) for i in found.organizations} | {int(i) for i in found.internal}
+    starts |= {int(dataset.offer_provider[i]) for i in (*found.services, *found.units)}
+    starts |= {int(dataset.offer_provider[dataset.role_offer[i]]) for i in found.roles}
+    roots = {int(i) for i in found.organizations if int(dataset.org_parent[i]) < 0}
+    starts |= {int(i) for i in np.flatnonzero(np.isin(dataset.org_parent, list(roots)))} if roots else set()
+    return starts
 
 
 def entity_ids(dataset: Dataset, rtype: str, indexes: npt.NDArray[np.int64]) -> set[str]:
@@ -107,19 +147,12 @@ def expected_modifications(
 ) -> dict[str, set[str]]:
     """Directory local name → the entityIDs an ITI-74 answer must hold, exactly."""
     found = changes(dataset, since, region_codes)
-    # The ROR v2.4 profile's placement: EJ / EG organisations; pôles, services, UFs and every offer (its UE)
-    # facilities (a lieu is inside its offers' UEs; its change is its offers'); a v3 UE organisation no
-    # entity; one provider per professional.
-    kinds = dataset.org_kind[found.organizations]
-    establishments = found.organizations[np.isin(kinds, (K_EJ, K_EG))]
-    internal = found.organizations[np.isin(kinds, (K_POLE, K_SERVICE, K_UF))]
-    practitioners = np.unique(dataset.role_practitioner[found.providers])
     return {
-        "organizationDirectory": entity_ids(dataset, "Organization", establishments),
+        "organizationDirectory": entity_ids(dataset, "Organization", found.organizations),
         "serviceDirectory": entity_ids(dataset, "HealthcareService", found.services),
-        "facilityDirectory": entity_ids(dataset, "Organization", internal)
-        | entity_ids(dataset, "HealthcareService", found.services),
-        "providerDirectory": entity_ids(dataset, "Practitioner", practitioners),
+        "facilityDirectory": entity_ids(dataset, "Organization", found.internal)
+        | entity_ids(dataset, "HealthcareService", found.units),
+        "providerDirectory": entity_ids(dataset, "Practitioner", found.providers),
         "deviceDirectory": set(),  # equipment is not mapped to devices yet
     }
 
@@ -131,9 +164,9 @@ def expected_establishments(
     *,
     lieux_and_professionals: bool = True,
 ) -> set[str]:
-    """The EJ and EG of every changed organisation and of the provider of every changed offer."""
+    """The EJ and EG on the chain of every changed entity (chain_starts)."""
     found = changes(dataset, since, region_codes, lieux_and_professionals=lieux_and_professionals)
-    starts = {int(i) for i in found.organizations} | {int(dataset.offer_provider[i]) for i in found.services}
+    starts = chain_starts(dataset, found)
     establishments: set[int] = set()
     for org in starts:
         chain = [org]

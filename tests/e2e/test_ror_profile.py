@@ -358,10 +358,9 @@ def notif_codes(answer: etree._Element) -> list[str]:
 
 
 def expected_egs(dataset: Dataset, since: datetime) -> set[str]:
-    """Oracle: the EG (organisation right under an EJ) of every changed organisation and offer (ITI-74's
-    changes), by idNatStruct."""
-    found = deltas.changes(dataset, since)
-    starts = {int(i) for i in found.organizations} | {int(dataset.offer_provider[i]) for i in found.services}
+    """Oracle: the EG (organisation right under an EJ) on the chain of every entity ITI-74 reports
+    (deltas.chain_starts), by idNatStruct."""
+    starts = deltas.chain_starts(dataset, deltas.changes(dataset, since))
     egs = set()
     for org in starts:
         chain = [org]

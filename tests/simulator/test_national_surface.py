@@ -22,6 +22,8 @@ from bridge.model import RequestParams
 from bridge.simulator import vocab
 from bridge.simulator.dataset import Dataset
 from bridge.simulator.search import NOT_SERVED, SEARCH_PARAMS
+from bridge.translate.delta import feed_directories
+from bridge.translate.feeds import back_params, completion_params, tables_of
 from bridge.translate.plan import region_tags
 from bridge.translate.resolvers import RESOLVERS
 from bridge.translate.tables import FunctionSpec, Mappings, load_mappings
@@ -213,12 +215,25 @@ def _sent(mappings: Mappings, spec: FunctionSpec) -> Iterator[tuple[str, str]]:
         yield query.resource, "_tag"
         yield query.resource, "_count"
         yield query.resource, "_lastUpdated"
+    if spec.delta is not None:
+        # The includes derived from the entity tables (translate/feeds.py), then the completion searches by
+        # _id (bridge/modifications.py): each entity with what its record reads, or the chains' organisations.
+        directories = feed_directories(spec.delta, spec.directories)
+        for query in spec.queries:
+            for name, _ in back_params(mappings, directories, query.resource):
+                yield query.resource, name
+        for table in tables_of(mappings, spec.directories):
+            yield table.resource, "_id"
+            for name, _ in completion_params(table):
+                yield table.resource, name
+        yield "Organization", "_id"
+        yield "Organization", "_include:iterate"
 
 
 def test_the_filter_placeholders_are_read() -> None:
     mappings = load_mappings(MAPPINGS)
-    assert mappings.modifications is not None
-    sent = set(_sent(mappings, mappings.modifications))
+    spec = mappings.functions["urn:ror:csd:stored-function:establishment-offers"]
+    sent = set(_sent(mappings, spec))
     assert ("HealthcareService", "organization._lastUpdated:above") in sent
     assert region_tags(mappings, None) is None
 
@@ -235,6 +250,18 @@ def test_every_query_of_the_tables_is_on_the_national_surface(prod: Surface) -> 
     # `Practitioner?_revinclude=PractitionerRole:practitioner`; production declares searchInclude `*` on
     # Practitioner but no `_revinclude` (HAPI answers it). No other declared parameter reaches them.
     inferred = {(f, "Practitioner", "_revinclude") for f in ("modifications", "establishments-updated-since")}
+    # [INFER] likewise: TR-Notif finds the EG of a changed EJ through
+    # `Organization?_revinclude=Organization:partof` (production declares no `_revinclude` and no `partof`
+    # parameter on Organization; HAPI answers it).
+    inferred.add(("establishments-updated-since", "Organization", "_revinclude"))
+    # [INFER] derived from the placement's tables (translate/feeds.py), HAPI answers them too: the other
+    # situations of a professional (one provider per RPPS merges them), the offers below an internal
+    # organisation (its typeActivity) — production declares `_revinclude` on neither type.
+    inferred |= {
+        ("modifications", "PractitionerRole", "_revinclude:iterate"),
+        ("modifications", "Organization", "_revinclude:iterate"),
+        ("establishments-updated-since", "PractitionerRole", "_revinclude:iterate"),
+    }
     assert outside == inferred
 
 

@@ -1,5 +1,5 @@
-"""Changes since a date: the ITI-74 plan (functions.yaml `modifications`), what a page says changed, the
-organisation chain, the loader's checks of delta entries."""
+"""Changes since a date: the ITI-74 plan (functions.yaml `modifications` with the includes derived from the
+entity tables), the references a spool keeps, the organisation chain, the loader's checks of delta entries."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from bridge.model import (
 )
 from bridge.shipped import shipped_dir
 from bridge.translate import Mappings, from_fhir_results, load_mappings, to_fhir_plan
-from bridge.translate.delta import chain_parent, changed_keys
+from bridge.translate.delta import chain_parent, in_region, links
 from bridge.translate.tables import MODIFICATIONS_URN
 
 NOW = datetime(2026, 1, 10, 12, tzinfo=UTC)
@@ -57,22 +57,29 @@ def test_iti74_plan_is_the_modifications_entry(mappings: Mappings) -> None:
         "Practitioner",
     ]
     since = "2025-05-31T22:00:00Z"
-    chain = f"(_lastUpdated ge {since} or organization._lastUpdated:above ge {since})"
-    assert [q.params[0] for q in plan.queries] == [
-        ("_lastUpdated", f"ge{since}"),
-        ("_filter", chain),
-        *[("_lastUpdated", f"ge{since}")] * 3,
+    assert all(q.params[0] == ("_lastUpdated", f"ge{since}") for q in plan.queries)
+    # What changed, with the entities whose records read it for their content (translate/feeds.py): the
+    # internal organisations above an offer, the situations in it and the other situations of their
+    # professionals (one provider each); a lieu's units; a professional's situations and their siblings.
+    assert [q.params[1:] for q in plan.queries] == [
+        (),
+        (
+            ("_include", "HealthcareService:organization"),
+            ("_include:iterate", "Organization:partof"),
+            ("_revinclude", "PractitionerRole:service"),
+            ("_include:iterate", "PractitionerRole:practitioner"),
+            ("_revinclude:iterate", "PractitionerRole:practitioner"),
+        ),
+        (("_revinclude", "HealthcareService:location"),),
+        (
+            ("_include", "PractitionerRole:practitioner"),
+            ("_revinclude:iterate", "PractitionerRole:practitioner"),
+        ),
+        (("_revinclude", "PractitionerRole:practitioner"),),
     ]
     spec = mappings.modifications
     assert spec is not None
     assert spec.delta == "entities"
-    assert [q.propagates for q in spec.queries] == [
-        (),
-        ("Location",),
-        ("HealthcareService",),
-        ("HealthcareService",),
-        ("PractitionerRole", "HealthcareService"),
-    ]
 
 
 def test_iti74_keeps_fractional_seconds_and_the_region(mappings: Mappings) -> None:
@@ -109,36 +116,26 @@ def test_iti74_without_last_modified_is_refused(mappings: Mappings) -> None:
         to_fhir_plan(mappings, iti74(None), now=NOW)
 
 
-def test_matches_change_and_includes_only_of_the_propagated_types(mappings: Mappings) -> None:
-    spec = mappings.modifications
-    assert spec is not None
-    offer = resource("HealthcareService", "hs1", providedBy={"reference": "Organization/ue"})
-    org = resource("Organization", "ue")
-    lieu = resource("Location", "l1")
-    # Organization query: the parent is context. Location query: its offers changed, their provider did not.
-    assert changed_keys(spec, 0, [resource("Organization", "o1")], [org]) == ["Organization/o1"]
-    assert changed_keys(spec, 2, [lieu], [offer, org]) == ["Location/l1", "HealthcareService/hs1"]
-    practitioner = resource("Practitioner", "p1")
-    role = resource("PractitionerRole", "r1", practitioner={"reference": "Practitioner/p1"})
-    # Practitioner query: its roles changed, and the offers those roles include.
-    assert changed_keys(spec, 4, [practitioner], [role, offer, org]) == [
-        "Practitioner/p1",
-        "PractitionerRole/r1",
-        "HealthcareService/hs1",
+def test_links_are_the_top_level_references_by_element() -> None:
+    role = resource(
+        "PractitionerRole",
+        "r1",
+        practitioner={"reference": "Practitioner/p1"},
+        healthcareService=[{"reference": "https://ror.example/fhir/HealthcareService/hs1/_history/2"}],
+        location=[{"display": "no reference"}],
+    )
+    assert links(role) == [
+        ("practitioner", "Practitioner/p1"),
+        ("healthcareService", "HealthcareService/hs1"),
     ]
+    assert links(resource("Organization", "ej")) == []
 
 
-def test_a_regional_request_keeps_its_own_region(mappings: Mappings) -> None:
-    spec = mappings.modifications
-    assert spec is not None
+def test_a_regional_request_keeps_its_own_region() -> None:
     regional = (f"{TAG}|04", f"{TAG}|06")
-    lieu = resource("Location", "l1", region="06")
-    foreign = resource("HealthcareService", "x", "11")
-    assert changed_keys(spec, 2, [lieu], [foreign], regional) == ["Location/l1"]
-    assert changed_keys(spec, 0, [resource("Organization", "o1", region="04")], [], regional) == [
-        "Organization/o1"
-    ]
-    assert changed_keys(spec, 0, [resource("Organization", "o2", region="11")], [], regional) == []
+    assert in_region(resource("Location", "l1", region="06"), regional)
+    assert not in_region(resource("Organization", "o2", region="11"), regional)
+    assert in_region(resource("Organization", "o2", region="11"), None)
 
 
 def test_chain_parent() -> None:
@@ -211,9 +208,15 @@ def _tables(tmp_path: Path, edit: Any) -> Path:
         (lambda d: d["modifications"].update(delta="everything"), "unknown delta selection"),
         (lambda d: d["modifications"].update(directories=["serviceDirectory"]), "every directory"),
         (lambda d: d["modifications"].update(urn="urn:x"), "unknown key"),
+        # The hand-written propagation list is gone: the change sets are derived from the entity tables.
         (
-            lambda d: d["functions"]["service-search"]["queries"][0].update(propagates=["Location"]),
-            "only a delta function",
+            lambda d: d["modifications"]["queries"][1].update(propagates=["Location"]),
+            "unknown key",
+        ),
+        # A delta function must search the changes of every type its records read for their content.
+        (
+            lambda d: d["modifications"].update(queries=d["modifications"]["queries"][:4]),
+            "the records read Practitioner for their content",
         ),
         (
             lambda d: d["functions"]["establishments-updated-since"].update(result="organizationDirectory"),

@@ -1,0 +1,275 @@
+"""What each record reads (translate/feeds.py): the feeds of the shipped tables, the includes derived from
+them, and — whatever the tables — that the declared reads cover every resource the engine actually reads.
+
+The last test maps each entity of a simulated dataset alone while recording what the transforms look up
+(Context.index, Context.offers_at): a transform that reads a resource without declaring it (Transform.reads)
+would leave a change invisible to ITI-74; the test names the entity and the resource.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from bridge.errors import MappingTableError
+from bridge.model import CsdRequest, Directory, FhirQuery, RequestForm, Resource, SearchResult, Transaction
+from bridge.simulator.dataset import generate_dataset
+from bridge.translate import Mappings, from_fhir_results, to_fhir_plan
+from bridge.translate.delta import links
+from bridge.translate.feeds import (
+    MAX_REPEAT,
+    REFERENCES,
+    Step,
+    back_params,
+    completion_params,
+    completion_searches,
+    describe,
+    feeds,
+    unrolled,
+)
+from bridge.translate.tables import EntityTable
+from bridge.translate.transforms import Context, Read
+
+NOW = datetime(2026, 1, 10, tzinfo=UTC)
+
+
+def test_the_shipped_tables_feeds(mappings: Mappings) -> None:
+    lines = describe(mappings, Directory)
+    content = sorted(line.split(" (")[0] for line in lines if "(content" in line)
+    # An internal organisation's typeActivity / patientsType come from the offers anywhere below it; a unit
+    # (an offer's UE) shows its lieu; a provider (one per professional) carries its professional, every
+    # situation of it and each situation's offer (its name).
+    assert content == [
+        "facilityDirectory: HealthcareService.location → Location",
+        "facilityDirectory: Organization.<Organization.partOf*.<HealthcareService.providedBy"
+        " → HealthcareService",
+        "providerDirectory: PractitionerRole.healthcareService → HealthcareService",
+        "providerDirectory: PractitionerRole.practitioner → Practitioner",
+        "providerDirectory: PractitionerRole.practitioner.<PractitionerRole.practitioner → PractitionerRole",
+        "providerDirectory: PractitionerRole.practitioner.<PractitionerRole.practitioner.healthcareService"
+        " → HealthcareService",
+    ]
+    # EntityID only: a parent, the EG up an offer's chain.
+    assert "organizationDirectory: Organization.partOf → Organization (entityID, parent)" in lines
+    assert (
+        "facilityDirectory: HealthcareService.providedBy.partOf* → Organization (entityID, organizations)"
+        in lines
+    )
+
+
+def test_includes_walk_the_feeds_back_and_forth(mappings: Mappings) -> None:
+    everything = frozenset(Directory)
+    assert back_params(mappings, everything, "Organization") == []  # read for entityIDs only
+    assert back_params(mappings, everything, "Location") == [("_revinclude", "HealthcareService:location")]
+    assert back_params(mappings, everything, "Practitioner") == [
+        ("_revinclude", "PractitionerRole:practitioner")
+    ]
+    # A changed offer: the organisations above it (typeActivity), the situations in it and, through their
+    # professional, the other situations of the same provider.
+    assert back_params(mappings, everything, "HealthcareService") == [
+        ("_include", "HealthcareService:organization"),
+        ("_include:iterate", "Organization:partof"),
+        ("_revinclude", "PractitionerRole:service"),
+        ("_include:iterate", "PractitionerRole:practitioner"),
+        ("_revinclude:iterate", "PractitionerRole:practitioner"),
+    ]
+    # Only the provider directory: the internal organisations' feed does not count.
+    assert back_params(mappings, frozenset({Directory.PROVIDER}), "HealthcareService")[:1] == [
+        ("_revinclude", "PractitionerRole:service")
+    ]
+    internal = mappings.entities["internal-organization"]
+    # Down the tree and up the chain in two searches: together they would walk the whole tree.
+    assert completion_searches(internal) == [
+        [
+            ("_revinclude:iterate", "Organization:partof"),
+            ("_revinclude:iterate", "HealthcareService:organization"),
+            ("_include", "Organization:partof"),
+        ],
+        [("_include", "Organization:partof"), ("_include:iterate", "Organization:partof")],
+    ]
+
+
+def _with_reads(table: EntityTable, rule_id: str, *reads: Read) -> EntityTable:
+    rules = tuple(
+        replace(rule, transform=replace(rule.transform, reads=reads)) if rule.id == rule_id else rule
+        for rule in table.rules
+    )
+    return replace(table, rules=rules)
+
+
+def test_a_read_the_ror_model_has_no_reference_for_is_refused(mappings: Mappings) -> None:
+    unit = mappings.entities["unit"]
+    with pytest.raises(
+        MappingTableError, match=r"reads 'partOf' from HealthcareService, not a reference element"
+    ):
+        feeds(_with_reads(unit, "organizations", Read(("partOf",), content=True)))
+    # A reverse step must end at the type it starts from.
+    with pytest.raises(MappingTableError, match=r"reads '<Organization.partOf' from HealthcareService"):
+        feeds(_with_reads(unit, "organizations", Read(("<Organization.partOf",), content=True)))
+    assert ("Organization", "partOf") in REFERENCES
+
+
+def test_a_repeated_step_walks_a_chain(mappings: Mappings) -> None:
+    organization = mappings.entities["organization"]
+    chain = _with_reads(organization, "parent", Read(("partOf*",), content=True))
+    (feed,) = [f for f in feeds(chain) if f.rule == "parent"]
+    assert str(feed) == "partOf*"
+    assert completion_params(chain, feed) == [("_include:iterate", "Organization:partof")]
+    assert [len(path) for path in unrolled(feed)] == list(range(1, MAX_REPEAT + 1))
+    below = _with_reads(
+        organization, "parent", Read(("<Organization.partOf*", "<HealthcareService.providedBy"), content=True)
+    )
+    # A changed offer: its organisation and every organisation above it read it.
+    assert back_params(
+        replace(mappings, entities={"o": below}), frozenset(Directory), "HealthcareService"
+    ) == [
+        ("_include", "HealthcareService:organization"),
+        ("_include:iterate", "Organization:partof"),
+    ]
+    with pytest.raises(MappingTableError, match="not a reference element"):
+        feeds(_with_reads(organization, "parent", Read(("partOf", "<HealthcareService.providedBy*"), False)))
+    # Up the chain and down the tree are two completion searches: together they would walk the whole tree.
+    both = _with_reads(
+        organization,
+        "parent",
+        Read(("partOf*",), content=False),
+        Read(("<Organization.partOf*", "<HealthcareService.providedBy"), content=True),
+    )
+    assert completion_searches(both) == [
+        [("_include:iterate", "Organization:partof")],
+        [
+            ("_revinclude:iterate", "Organization:partof"),
+            ("_revinclude:iterate", "HealthcareService:organization"),
+        ],
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Declared reads ⊇ actual reads
+
+
+class _Recording(Mapping[str, Any]):
+    """A read-only mapping that notes the keys found through it (and, for offers_at, the offers given)."""
+
+    def __init__(self, data: Mapping[str, Any], seen: set[str], values: bool = False) -> None:
+        self._data, self._seen, self._values = data, seen, values
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._data[key]
+        self._note(key, value)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key not in self._data:
+            return default
+        return self[key]
+
+    def _note(self, key: str, value: Any) -> None:
+        if self._values:
+            self._seen.update(f"{r['resourceType']}/{r['id']}" for r in value)
+        else:
+            self._seen.add(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def _reachable(
+    tables: list[EntityTable], start: dict[str, Any], index: dict[str, dict[str, Any]]
+) -> set[str]:
+    """The keys of every resource the tables' feeds reach from the entity's resource (a repeated step: its
+    closure, none included)."""
+    referrers: dict[tuple[str, str], list[str]] = {}
+    for key, resource in index.items():
+        for element, target in links(resource):
+            referrers.setdefault((element, target), []).append(key)
+
+    def one(keys: set[str], step: Step) -> set[str]:
+        out: set[str] = set()
+        for key in keys:
+            if step.forward:
+                out |= {t for e, t in links(index[key]) if e == step.link.element and t in index}
+            else:
+                out |= {
+                    s for s in referrers.get((step.link.element, key), []) if s.startswith(f"{step.end}/")
+                }
+        return out
+
+    reached: set[str] = set()
+    for feed in (feed for table in tables for feed in feeds(table)):
+        level = {f"{start['resourceType']}/{start['id']}"}
+        for step in feed.steps:
+            if step.repeat:
+                closure, frontier = set(level), set(level)
+                while frontier:
+                    frontier = one(frontier, step) - closure
+                    closure |= frontier
+                level = closure
+            else:
+                level = one(level, step)
+            reached |= level
+    return reached
+
+
+def _undeclared_reads(mappings: Mappings, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each entity of a small simulated dataset mapped alone, with every resource received: what its
+    mapping looked up beyond what its table's feeds reach from it."""
+    dataset = generate_dataset(60, 7)
+    resources: list[Resource] = list(dataset)
+    index = {f"{r['resourceType']}/{r['id']}": dict(r) for r in resources}
+    seen: set[str] = set()
+
+    def recording_context(**fields: Any) -> Context:
+        fields["index"] = _Recording(fields["index"], seen)
+        for name in ("offers_at", "offers_under"):  # the engine's reverse indexes: Type/id → resources
+            if name in fields:
+                fields[name] = _Recording(fields[name], seen, values=True)
+        return Context(**fields)
+
+    monkeypatch.setattr("bridge.translate.engine.Context", recording_context)
+    plan = to_fhir_plan(
+        mappings,
+        CsdRequest(Transaction.MODIFICATIONS, RequestForm.MODIFICATIONS, last_modified=NOW),
+        now=NOW,
+    )
+    received = [SearchResult(FhirQuery("all", ()), matches=resources)]
+    found: list[str] = []
+    checked = 0
+    for key, resource in index.items():
+        tables = [t for t in mappings.entities.values() if t.resource == resource["resourceType"]]
+        if not tables:
+            continue
+        seen.clear()
+        from_fhir_results(mappings, plan, received, now=NOW, selected=[key])
+        undeclared = seen - {key} - _reachable(tables, resource, index)
+        names = "/".join(t.table for t in tables)
+        found += [f"{names} reads {other} for {key}, undeclared" for other in sorted(undeclared)]
+        checked += 1
+    assert checked > 100
+    return found
+
+
+def test_declared_reads_cover_what_the_engine_reads(
+    mappings: Mappings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _undeclared_reads(mappings, monkeypatch) == []
+
+
+def test_an_undeclared_read_is_found(mappings: Mappings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check above can fail: the internal organisation table without the declarations of its
+    typeActivity and patientsType reads the offers below each organisation undeclared."""
+    bare = _with_reads(
+        _with_reads(mappings.entities["internal-organization"], "type-activity"), "patients-type"
+    )
+    entities = {**mappings.entities, "internal-organization": bare}
+    found = _undeclared_reads(replace(mappings, entities=entities), monkeypatch)
+    assert found
+    assert all(" reads HealthcareService/" in line for line in found)
+    assert all("entities/internal-organization.yaml" in line for line in found)
