@@ -700,7 +700,7 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
             if transaction is not None:
                 transaction.entities = {str(d): n for d, n in progress.written.items()}
 
-        chunks = extractor.stream(wanted, remember)
+        chunks = extractor.stream(wanted, remember, profile=current_profile())
         try:
             first = await anext(chunks)
         except Exception as error:  # nothing was sent: a clean HTTP error

@@ -57,6 +57,7 @@ from bridge.model import (
     Transaction,
 )
 from bridge.translate import FunctionSpec, Mappings, from_fhir_results, load_mappings, to_fhir_plan
+from bridge.translate.access import filter_records
 from bridge.translate.findings import Finding
 from bridge.translate.transforms import reference_key
 
@@ -426,8 +427,16 @@ class _Writer:
     ahead, and writes the results in order; anything a worker reports (findings) is merged here."""
 
     def __init__(
-        self, spool: Spool, mappings: Mappings, now: datetime, progress: Progress, *, workers: int = 0
+        self,
+        spool: Spool,
+        mappings: Mappings,
+        now: datetime,
+        progress: Progress,
+        *,
+        workers: int = 0,
+        profile: int | None = None,
     ) -> None:
+        self._profile = profile  # the client's ROR access profile (None: unfiltered), given to the workers
         self._spool = spool
         self._mappings = mappings
         self._now = now
@@ -457,10 +466,16 @@ class _Writer:
         while batch := cursor.fetchmany(BATCH_SIZE):
             context = self._spool.context([key for key, _, _ in batch], offers_at=offers_at)
             if pool is None:
-                parts = map_batch(self._mappings, directory, resource_type, batch, context, self._now)
+                parts = map_batch(
+                    self._mappings, directory, resource_type, batch, context, self._now, self._profile
+                )
                 yield self._emit(directory, parts, last)
                 continue
-            pending.append(pool.submit(_map_in_worker, directory, resource_type, batch, context, self._now))
+            pending.append(
+                pool.submit(
+                    _map_in_worker, directory, resource_type, batch, context, self._now, self._profile
+                )
+            )
             if len(pending) >= AHEAD_PER_WORKER * self._workers:
                 yield self._emit_mapped(directory, pending.popleft(), last)
         while pending:
@@ -492,6 +507,7 @@ def map_batch(
     rows: Sequence[tuple[str, str | None, bytes]],
     context: Sequence[bytes],
     now: datetime,
+    profile: int | None = None,
 ) -> list[tuple[str, bytes]]:
     """One batch of spooled rows (`key, entity_id, body`) mapped with its context (stored JSON): the element
     of each entity, in row order. An entity the engine did not write (e.g. a provider whose Practitioner was
@@ -503,7 +519,10 @@ def map_batch(
     # The batch's own entities only: an organisation's parent in the context is written in its turn.
     keys = [key for key, _, _ in rows]
     document = from_fhir_results(mappings, plan, [result], now=now, selected=keys)
-    records = {record.entity_id: record for record in _records(document, directory)}
+    # What the client's access profile may not see is removed here (translate/access.py); a batch shows no
+    # other directory, so a rule on the champs d'activité of linked facilities removes when in doubt.
+    kept = filter_records(mappings.access, profile, _KIND[directory], _records(document, directory))
+    records = {record.entity_id: record for record in kept}
     build = _BUILDERS[directory]
     return [
         (entity_id, element_bytes(build(records[entity_id])))
@@ -529,14 +548,24 @@ def _map_in_worker(
     rows: Sequence[tuple[str, str | None, bytes]],
     context: Sequence[bytes],
     now: datetime,
+    profile: int | None = None,
 ) -> _Mapped:
     mappings = _worker_mappings
     if mappings is None:
         raise RuntimeError("mapping worker started without its mapping tables")
     before = mappings.findings.counts()
-    parts = map_batch(mappings, directory, resource_type, rows, context, now)
+    parts = map_batch(mappings, directory, resource_type, rows, context, now, profile)
     after = mappings.findings.counts()
     return parts, {key: n - before.get(key, 0) for key, n in after.items() if n != before.get(key, 0)}
+
+
+_KIND = {
+    Directory.ORGANIZATION: "organization",
+    Directory.SERVICE: "service",
+    Directory.FACILITY: "facility",
+    Directory.PROVIDER: "provider",
+    Directory.DEVICE: "device",
+}
 
 
 def _records(document: CsdDocument, directory: Directory) -> Sequence[Any]:
@@ -597,7 +626,11 @@ class Extractor:
         return Source.EXPORT if "export" in names else Source.SEARCH
 
     async def stream(
-        self, request: ExtractionRequest, on_progress: ProgressCallback | None = None
+        self,
+        request: ExtractionRequest,
+        on_progress: ProgressCallback | None = None,
+        *,
+        profile: int | None = None,
     ) -> AsyncIterator[bytes]:
         """The document, chunk by chunk.
 
@@ -654,7 +687,7 @@ class Extractor:
             for table in self.mappings.entities.values():
                 progress.expected[table.kind.directory] = await spool.call(spool.count, table.resource)
             progress.phase = "writing"
-            writer = _Writer(spool, self.mappings, now, progress, workers=self.workers)
+            writer = _Writer(spool, self.mappings, now, progress, workers=self.workers, profile=profile)
             while (part := await spool.call(writer.next_chunk)) is not None:
                 progress.bytes += len(part)
                 notify(progress)

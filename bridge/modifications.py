@@ -143,6 +143,7 @@ async def spooled_delta(
     region_tags: Collection[str] | None,
     *,
     workers: int = 0,
+    profile: int | None = None,
 ) -> tuple[BinaryIO, Progress]:
     """The five directories of the delta answer, written to an open temporary file (deleted when closed),
     and the counts of what was received and written. Raises the first upstream failure, having written
@@ -160,7 +161,7 @@ async def spooled_delta(
         await spool.call(spool.finish)
         progress.phase = "writing"
         answer = tempfile.TemporaryFile(prefix="ror-bridge-iti74-")  # noqa: SIM115 (handed to the edge)
-        writer = SpoolWriter(spool, mappings, datetime.now(UTC), progress, workers=workers)
+        writer = SpoolWriter(spool, mappings, datetime.now(UTC), progress, workers=workers, profile=profile)
 
         def step(file: BinaryIO) -> bool:
             part = writer.next_chunk()

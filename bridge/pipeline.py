@@ -12,6 +12,7 @@ import time
 from enum import StrEnum
 
 from bridge import ns
+from bridge.access import current_profile
 from bridge.errors import UnknownEntityError
 from bridge.fhir.client import FhirClient
 from bridge.model import (
@@ -24,6 +25,7 @@ from bridge.model import (
 )
 from bridge.modifications import spooled_delta
 from bridge.translate import Mappings, from_fhir_results, to_fhir_plan
+from bridge.translate.access import filter_document
 from bridge.translate.plan import function_of, region_tags
 from bridge.translate.select import page_upstream, select_records
 
@@ -63,6 +65,7 @@ class Pipeline:
                 spec,
                 region_tags(self.mappings, request.region),
                 workers=self.mapping_workers,
+                profile=current_profile(),
             )
             written = progress.written
             log.info(
@@ -105,6 +108,8 @@ class Pipeline:
         document = select_records(
             spec, request.params, document, self.mappings.systems, self.mappings.timezone
         )
+        # What the client's ROR access profile may not see (mappings/access-profiles.yaml); no profile: all.
+        document = filter_document(self.mappings.access, current_profile(), document)
         log.info(
             "%s %s: %d FHIR queries, %d pages; %d organizations, %d services; %.1f ms",
             LogEvent.TRANSACTION_DONE,
