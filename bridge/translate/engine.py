@@ -44,12 +44,19 @@ from bridge.translate.transforms import (
     Context,
     TransformError,
     Value,
+    offers_below,
     offers_by_location,
     reference_key,
 )
 
 # The transforms whose references bring the referenced resources into the answer (README "entities/").
-_REFERENCES = (TRANSFORMS["reference_entity_id"], TRANSFORMS["resolved_entity_id"])
+_REFERENCES = (
+    TRANSFORMS["reference_entity_id"],
+    TRANSFORMS["resolved_entity_id"],
+    TRANSFORMS["parent_facility"],
+    TRANSFORMS["lieu_location"],
+    TRANSFORMS["lieu_address"],
+)
 
 
 def from_fhir_results(
@@ -80,6 +87,7 @@ def from_fhir_results(
         now=now or datetime.now(UTC),
         timezone=mappings.timezone,
         offers_at=offers_by_location(index),
+        offers_under=offers_below(index),
     )
     chosen = (
         _select(mappings, plan, results, index)
@@ -92,23 +100,21 @@ def from_fhir_results(
     facilities: dict[str, Facility] = {}
     providers: dict[str, Provider] = {}
     for resource in chosen:
-        table = mappings.entity_for(str(resource.get("resourceType")), plan.directories)
-        if table is None:
-            continue
-        values = _apply(table, resource, base, contexts)
-        if table.kind.directory is Directory.ORGANIZATION:
-            org = _organization(table, values, mappings)
-            organizations.setdefault(org.entity_id, org)
-        elif table.kind.directory is Directory.SERVICE:
-            service = _service(table, values)
-            services.setdefault(service.entity_id, service)
-        elif table.kind.directory is Directory.FACILITY:
-            facility = _facility(table, values, mappings)
-            facilities.setdefault(facility.entity_id, facility)
-        elif table.kind.directory is Directory.PROVIDER:
-            provider = _provider(table, values, mappings)
-            if provider is not None:
-                providers.setdefault(provider.entity_id, provider)
+        for table in mappings.entities_for(resource, plan.directories):
+            values = _apply(table, resource, base, contexts)
+            if table.kind.directory is Directory.ORGANIZATION:
+                org = _organization(table, values, mappings)
+                organizations.setdefault(org.entity_id, org)
+            elif table.kind.directory is Directory.SERVICE:
+                service = _service(table, values)
+                services.setdefault(service.entity_id, service)
+            elif table.kind.directory is Directory.FACILITY:
+                facility = _facility(table, values, mappings)
+                facilities.setdefault(facility.entity_id, facility)
+            elif table.kind.directory is Directory.PROVIDER:
+                provider = _provider(table, values, mappings)
+                if provider is not None:
+                    providers.setdefault(provider.entity_id, provider)
     return CsdDocument(
         organizations=_roots_first(organizations),
         services=[services[k] for k in sorted(services)],
@@ -131,16 +137,10 @@ def _select(
     the included resources of a type no entity references (only `_revinclude` brings them: the
     PractitionerRoles of an offer) that reference a selected entity, and what those reference."""
     queue = deque(
-        r
-        for result in results
-        for r in result.matches
-        if mappings.entity_for(str(r.get("resourceType")), plan.directories) is not None
+        r for result in results for r in result.matches if mappings.entities_for(r, plan.directories)
     )
     included = [
-        r
-        for result in results
-        for r in result.includes
-        if mappings.entity_for(str(r.get("resourceType")), plan.directories) is not None
+        r for result in results for r in result.includes if mappings.entities_for(r, plan.directories)
     ]
     # Types some entity points at (Organization via partOf, Location, HealthcareService) join an answer only
     # through those references; an included child organisation is not selected because its parent was.
@@ -164,15 +164,25 @@ def _select(
                 target = index.get(target_key)
                 if target is None:
                     continue
-                table = mappings.entity_for(str(target.get("resourceType")), plan.directories)
-                if table is None or (table.kind.directory is plan.result and target_key not in match_keys):
+                tables = mappings.entities_for(target, plan.directories)
+                if not tables and _passes_through(mappings, plan, target):
+                    # excluded by its tables' `select` (a v3 UE organisation): not written, but what it
+                    # references (its parent) joins as if the referrer referenced it
+                    queue.extendleft(
+                        t for k in _references(mappings, plan, target, every=True) if (t := index.get(k))
+                    )
+                    continue
+                if not tables or (
+                    target_key not in match_keys and all(t.kind.directory is plan.result for t in tables)
+                ):
                     continue
                 queue.append(target)
         waiting = []
         for resource in reverse:
             if _key(resource) in seen:
                 continue
-            if any(k in seen for k in _references(mappings, plan, resource)):
+            # a match without entity of its own (a lieu: the profile writes it inside its UEs) counts too
+            if any(k in seen or k in match_keys for k in _references(mappings, plan, resource)):
                 queue.append(resource)
             else:
                 waiting.append(resource)
@@ -180,11 +190,31 @@ def _select(
     return selected
 
 
-def _references(mappings: Mappings, plan: QueryPlan, resource: Resource) -> list[str]:
-    """`Type/id` of what the resource's reference_entity_id rules point at."""
-    table = mappings.entity_for(str(resource.get("resourceType")), plan.directories)
+def _passes_through(mappings: Mappings, plan: QueryPlan, resource: Resource) -> bool:
+    """A resource of a type some table of the plan's directories maps, which every such table's `select`
+    excludes."""
+    resource_type = resource.get("resourceType")
+    return any(
+        t.resource == resource_type and t.kind.directory in plan.directories
+        for t in mappings.entities.values()
+    )
+
+
+def _references(mappings: Mappings, plan: QueryPlan, resource: Resource, *, every: bool = False) -> list[str]:
+    """`Type/id` of what the resource's reference rules point at (`every`: of every table of its type in the
+    plan's directories, whatever their `select`)."""
     keys: list[str] = []
-    for rule in table.rules if table else ():
+    if every:
+        resource_type = resource.get("resourceType")
+        tables = [
+            t
+            for t in mappings.entities.values()
+            if t.resource == resource_type and t.kind.directory in plan.directories
+        ]
+    else:
+        tables = mappings.entities_for(resource, plan.directories)
+    rules = (rule for table in tables for rule in table.rules)
+    for rule in rules:
         if rule.transform not in _REFERENCES or rule.source is None:
             continue
         for reference in rule.source.select(resource):

@@ -78,14 +78,13 @@ def profile_coverage(
     is the `type` of one of our extension rules (same content, written in urn:ror:csd:extension). Everything
     else is not produced.
     """
-    kinds = {table.kind.name: table for table in mappings.entities.values()}
     produced_paths: dict[str, str] = {}
     extension_types: dict[str, list[str]] = {}
-    for kind, table in kinds.items():
-        base = _ENTITY_PATHS[kind]
+    for kind, table in mappings.entities.items():  # by table name, as rules are referenced
+        base = _ENTITY_PATHS[table.kind.name]
         directory = base.partition("/")[0]
-        produced_paths.setdefault(directory, f"{kind} table")
-        produced_paths[base] = table.table
+        produced_paths.setdefault(directory, f"{table.kind.name} table")
+        produced_paths[base] = ", ".join(filter(None, (produced_paths.get(base), table.table)))
         for rule in table.rules:
             target = rule.target.lstrip("@")
             if rule.target.startswith("@"):

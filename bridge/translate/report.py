@@ -57,7 +57,8 @@ def coverage_report(mappings: Mappings) -> str:
 
     for table in mappings.entities.values():
         lines.append(
-            f"{table.table}: csd:{table.kind.name} from {table.resource}, {len(table.rules)} rule(s)"
+            f"{table.table}: csd:{table.kind.name} from {table.resource}"
+            f"{f' ({table.select})' if table.select else ''}, {len(table.rules)} rule(s)"
         )
         for rule in table.rules:
             source = str(rule.source) if rule.source is not None else "(whole resource)"
@@ -105,7 +106,7 @@ def coverage_report(mappings: Mappings) -> str:
 def model_coverage(mappings: Mappings) -> list[str]:
     """The ME 2.4 coverage (model-v24.yaml): every class and attribute, the CSD place of each mapped one
     (entity, then the rule's target or extension type), the reason for each one not mapped."""
-    tables = {t.kind.name: t for t in mappings.entities.values()}
+    tables = mappings.entities  # by table name, as model-v24.yaml references them
     attributes = [a for c in mappings.model for a in c.attributes]
     mapped = sum(1 for a in attributes if a.rules)
     lines = [
@@ -126,7 +127,7 @@ def model_coverage(mappings: Mappings) -> list[str]:
                     where = f"extension/{rule.extension.element}"
                 else:
                     where = f"extension[@type={rule.extension.type}]" if rule.extension else rule.target
-                places.append(f"csd:{kind}/{where} ({reference})")
+                places.append(f"csd:{tables[kind].kind.name}/{where} ({reference})")
             lines.append(f"    + {attribute.name}: {'; '.join(places)}")
     return lines
 
@@ -142,7 +143,8 @@ def profile_coverage(mappings: Mappings) -> list[str]:
         sequence = profile.SEQUENCES[extension_type]
         filled = {r.extension.element for r in table.rules if r.extension and r.extension.profile}
         lines.append(
-            f"  csd:{table.kind.name}/extension ({extension_type}): {len(filled)} of {len(sequence)} elements"
+            f"  csd:{table.kind.name}/extension ({extension_type}, {table.table}): {len(filled)} of "
+            f"{len(sequence)} elements"
         )
         lines.append(f"    filled: {', '.join(e for e in sequence if e in filled) or 'none'}")
         lines.append(f"    not filled: {', '.join(e for e in sequence if e not in filled) or 'none'}")

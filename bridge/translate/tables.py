@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -33,6 +33,7 @@ from bridge.model import (
     ProviderFacility,
     ProviderOrganization,
     Record,
+    Resource,
 )
 from bridge.translate.access import AccessProfiles, load_access_profiles
 from bridge.translate.codes import CodeEntry, CodeSystem, CodeTable, Systems
@@ -42,7 +43,7 @@ from bridge.translate.identity import ANY_SYSTEM, Identities, IdentityScheme
 from bridge.translate.paths import PathSyntaxError, SourcePath
 from bridge.translate.resolvers import PARAMETERS, RESOLVERS
 from bridge.translate.select import FILTERS
-from bridge.translate.transforms import TEXT, TRANSFORMS, Transform
+from bridge.translate.transforms import SELECTORS, TEXT, TRANSFORMS, Transform
 
 FUNCTIONS = "functions.yaml"
 IDENTITIES = "identities.yaml"
@@ -183,6 +184,13 @@ class EntityTable:
     kind: EntityKind
     resource: str  # FHIR resource type the entity is built from
     rules: tuple[Rule, ...]
+    # The table's name (its file name without .yaml), what model-v24.yaml references as "<name>#<rule id>".
+    name: str = ""
+    # `select`: which resources of the type the table maps (closed list, transforms.SELECTORS); None: all.
+    select: str | None = None
+
+    def applies(self, resource: Resource) -> bool:
+        return self.select is None or SELECTORS[self.select](resource)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,10 +312,22 @@ class Mappings:
         return region
 
     def entity_for(self, resource_type: str, directories: frozenset[Directory]) -> EntityTable | None:
+        """The first table of that resource type mapping into one of `directories` (any `select`)."""
         for table in self.entities.values():
             if table.resource == resource_type and table.kind.directory in directories:
                 return table
         return None
+
+    def entities_for(self, resource: Resource, directories: frozenset[Directory]) -> list[EntityTable]:
+        """Every table that maps this resource (its type, its `select`) into one of `directories`: an offer
+        is both a service and the unité élémentaire facility; an organisation is an organization (EJ, EG) or
+        a facility (internal organisation)."""
+        resource_type = resource.get("resourceType")
+        return [
+            t
+            for t in self.entities.values()
+            if t.resource == resource_type and t.kind.directory in directories and t.applies(resource)
+        ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -790,17 +810,25 @@ def _load_entities(directory: Path, code_tables: Mapping[str, CodeTable]) -> dic
     for path in files:
         table = f"{ENTITIES}/{path.name}"
         entity = _load_entity(table, _read_yaml(directory, table), code_tables)
-        if entity.kind.name in entities:
-            raise MappingTableError(
-                table, None, "entity", f"entity {entity.kind.name!r} already mapped by another table"
-            )
-        entities[entity.kind.name] = entity
+        entity = replace(entity, name=path.stem)
+        for other in entities.values():
+            if (other.kind, other.resource) == (entity.kind, entity.resource) and (
+                other.select is None or entity.select is None or other.select == entity.select
+            ):
+                raise MappingTableError(
+                    table,
+                    None,
+                    "select",
+                    f"csd:{entity.kind.name} from {entity.resource} is already mapped by {other.table} "
+                    "(tables of the same entity and resource need different `select`)",
+                )
+        entities[path.stem] = entity
     return entities
 
 
 def _load_entity(table: str, raw: Any, code_tables: Mapping[str, CodeTable]) -> EntityTable:
     top = _Section(table, None, "", raw)
-    top.only("entity", "resource", "note", "rules")
+    top.only("entity", "resource", "select", "note", "rules")
     kind_name = top.req("entity")
     kind = ENTITY_KINDS.get(kind_name)
     if kind is None:
@@ -808,6 +836,9 @@ def _load_entity(table: str, raw: Any, code_tables: Mapping[str, CodeTable]) -> 
     resource = top.req("resource")
     if not _RESOURCE_TYPE.match(resource):
         raise top.fail("resource", f"not a FHIR resource type: {resource!r}")
+    select = top.text("select", required=False)
+    if select is not None and select not in SELECTORS:
+        raise top.fail("select", f"unknown selector {select!r} (closed list: {', '.join(SELECTORS)})")
     top.req("note")
     raw_rules = top.data.get("rules")
     if not isinstance(raw_rules, list) or not raw_rules:
@@ -828,7 +859,7 @@ def _load_entity(table: str, raw: Any, code_tables: Mapping[str, CodeTable]) -> 
     for target in kind.targets.values():
         if target.required and not any(r.target == target.name for r in rules):
             raise MappingTableError(table, None, "rules", f"no rule for required CSD target {target.name!r}")
-    return EntityTable(table, kind, resource, tuple(rules))
+    return EntityTable(table, kind, resource, tuple(rules), select=select)
 
 
 def _load_rule(

@@ -100,6 +100,9 @@ class Context:
     # "Location/<id>" → the received HealthcareServices whose `location` names it, in index order (built once
     # per answer by the engine: facility_organizations would otherwise scan every resource per Location)
     offers_at: Mapping[str, tuple[Resource, ...]] = field(default_factory=dict)
+    # "Organization/<id>" → the received HealthcareServices provided by it or by an organisation below it
+    # (providedBy, then partOf up the chain), built once per answer by the engine (offers_below)
+    offers_under: Mapping[str, tuple[Resource, ...]] = field(default_factory=dict)
 
 
 TransformFunc = Callable[[Sequence[Any], Resource, Context], list[Value]]
@@ -983,6 +986,300 @@ def profile_operational_status(values: Sequence[Any], resource: Resource, ctx: C
     return [ExtensionNode("operationalStatus", children=tuple(children))]
 
 
+# --------------------------------------------------------------------------------------------------
+# The profile's placement (issue 11 item 2): internal organisations and unités élémentaires as csd:facility
+# coded TRE_R207; the offre opérationnelle (HealthcareService) is the v2.4 unité élémentaire; its lieu is the
+# UE's `location` (mappings/README.md, "The ROR CSD v2.4 profile's placement").
+
+SELECTORS: Mapping[str, Callable[[Resource], bool]] = {
+    # EJ and EG: csd:organization (entities/organization.yaml)
+    "establishment": lambda resource: organization_kind(resource) in ("EJ", "EG"),
+    # pôle, service, UF: csd:facility coded TRE_R207 (entities/internal-organization.yaml). A v3
+    # organisation typed UE (TRE_R207 #4) is not one: its offers are the profile's UEs [INFER]
+    "internal-organization": lambda resource: (
+        organization_kind(resource) == "OI" and not is_unit_organization(resource)
+    ),
+}
+UNIT_TYPE_CODE = "4"  # TRE_R207 "Unité élémentaire"
+
+
+def is_unit_organization(resource: Resource) -> bool:
+    """A v3 organisation typed unité élémentaire (TRE_R207 #4)."""
+    return any(
+        OI_TYPE_SYSTEM_MARK in str(c.get("system")) and c.get("code") == UNIT_TYPE_CODE
+        for concept in resource.get("type") or ()
+        for c in (concept or {}).get("coding") or ()
+        if isinstance(c, dict)
+    )
+
+
+CHAMP_ACTIVITE = "https://mos.esante.gouv.fr/NOS/TRE_R227-ChampActivite/FHIR/TRE-R227-ChampActivite"
+PATIENT_TYPE = f"{_IG_SD}ror-healthcareservice-patient-type"
+COMMUNE_COG = f"{_IG_SD}ror-commune-cog"
+UCUM = "http://unitsofmeasure.org"
+# [INFER] the profile requires patientTypeAgeMin / Max: an offer without age range is open to every age.
+AGE_MIN_DEFAULT, AGE_MAX_DEFAULT = 0, 120
+
+
+def offers_below(index: Mapping[str, Resource]) -> dict[str, tuple[Resource, ...]]:
+    """ "Organization/<id>" → the HealthcareServices of `index` it provides, itself or through the
+    organisations below it (providedBy, then partOf while the parent was received), each once."""
+    found: dict[str, dict[int, Resource]] = {}
+    for resource in index.values():
+        if resource.get("resourceType") != "HealthcareService":
+            continue
+        provided = resource.get("providedBy")
+        key = _reference_of(provided)
+        seen: set[str] = set()
+        while key is not None and key not in seen:
+            seen.add(key)
+            found.setdefault(key, {})[id(resource)] = resource
+            parent = index.get(key)
+            key = _reference_of(parent.get("partOf")) if parent is not None else None
+    return {key: tuple(offers.values()) for key, offers in found.items()}
+
+
+def _reference_of(holder: Any) -> str | None:
+    reference = holder.get("reference") if isinstance(holder, dict) else None
+    return reference_key(reference) if isinstance(reference, str) else None
+
+
+def parent_facility(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The entityID of the referenced organisation when it is an internal organisation (a csd:facility of the
+    same answer), a v3 UE organisation standing for its parent; an EJ / EG parent is not a facility: nothing
+    (the UE's link to its EG is organizations)."""
+    out: list[Value] = []
+    for referenced in _referenced(values, ctx):
+        target: Resource | None = referenced
+        seen: set[int] = set()
+        # a v3 UE organisation is not written (its offers are the UEs): its parent is the facility's parent
+        while target is not None and is_unit_organization(target) and id(target) not in seen:
+            seen.add(id(target))
+            key = _reference_of(target.get("partOf"))
+            target = ctx.index.get(key) if key is not None else None
+        if (
+            target is not None
+            and target.get("resourceType") == "Organization"
+            and organization_kind(target) == "OI"
+        ):
+            entity = derived_id(target, ctx)
+            out.append(ExtensionNode("parentFacility", attributes=(("entityID", entity),)))
+    return out
+
+
+REGION_TAG = "https://mos.esante.gouv.fr/NOS/TRE_R30-RegionOM/FHIR/TRE-R30-RegionOM"
+
+
+def regional_other_id(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """An identifier as the profile writes an internal organisation's: `<région source>/<value>` (ANS
+    validation_identifiants.sch: a facility's otherID starts with its TRE_R30 region code and a slash); the
+    region is the resource's meta.tag codeRegion. Without region tag: the value as received (reported)."""
+    region = next(
+        (
+            str(tag.get("code"))
+            for tag in (resource.get("meta") or {}).get("tag") or ()
+            if isinstance(tag, dict) and tag.get("system") == REGION_TAG and tag.get("code")
+        ),
+        None,
+    )
+    out: list[Value] = []
+    for made in other_id(values, resource, ctx):
+        assert isinstance(made, OtherID)  # other_id gives OtherID values
+        if region is None:
+            ctx.findings.add(Finding.INCOMPLETE_TYPED_ELEMENT, "identifier without région source")
+            out.append(made)
+        elif made.code.startswith(f"{region}/"):
+            out.append(made)
+        else:
+            out.append(replace(made, code=f"{region}/{made.code}"))
+    return out
+
+
+def _own_key(resource: Resource) -> str:
+    return f"{resource.get('resourceType')}/{resource.get('id')}"
+
+
+def subtree_activity_fields(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """An internal organisation's typeActivity: the champs d'activité (TRE_R227) of the offers received below
+    it, each once ("remonté dans les OI intermédiaires", PLATINES RG_EXP_010); none received: reported."""
+    codings: dict[str, dict[str, Any]] = {}
+    for offer in ctx.offers_under.get(_own_key(resource), ()):
+        for concept in offer.get("type") or ():
+            for coding in (concept or {}).get("coding") or ():
+                if isinstance(coding, dict) and coding.get("system") == CHAMP_ACTIVITE:
+                    codings.setdefault(str(coding.get("code")), coding)
+    if not codings:
+        ctx.findings.add(
+            Finding.INCOMPLETE_TYPED_ELEMENT, "internal organisation without offer: typeActivity"
+        )
+    return coded_type([codings[k] for k in sorted(codings)], resource, replace(ctx, codes=None))
+
+
+def _age(value: Any) -> int | None:
+    quantity = value if isinstance(value, dict) else {}
+    number = quantity.get("value")
+    return int(number) if isinstance(number, int | float) else None
+
+
+def _patients_node(
+    supported: Sequence[ExtensionNode], low: int | None, high: int | None, resource: Resource, ctx: Context
+) -> ExtensionNode:
+    unit = ExtensionNode(
+        "unit", text="an", attributes=(("code", "a"), ("codingScheme", ctx.systems.scheme(UCUM)))
+    )
+    children = [
+        *supported,
+        ExtensionNode("patientTypeAgeMin", children=(ExtensionNode("value", text=str(low)), unit)),
+        ExtensionNode("patientTypeAgeMax", children=(ExtensionNode("value", text=str(high)), unit)),
+        _record_node(resource, ctx),
+    ]
+    return ExtensionNode("patientsType", children=tuple(children))
+
+
+def _patient_parts(offer: Resource, ctx: Context) -> tuple[list[ExtensionNode], int | None, int | None]:
+    supported: list[ExtensionNode] = []
+    low = high = None
+    for extension in _extensions(offer, PATIENT_TYPE):
+        for part in extension.get("extension") or ():
+            if not isinstance(part, dict):
+                continue
+            if part.get("url") == "supportedPatientInfo":
+                node = _coded_node("supportedPatient", _extension_value(part), ctx)
+                if node is not None:
+                    supported.append(node)
+            elif part.get("url") == "ageRange":
+                age_range = part.get("valueRange") or {}
+                low, high = _age(age_range.get("low")), _age(age_range.get("high"))
+    return supported, low, high
+
+
+def patients_type(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The offer's patientèle (ror-healthcareservice-patient-type) → the profile's patientsType:
+    supportedPatient* (TRE_R239), patientTypeAgeMin / Max in years (required: [INFER] 0 / 120 when the offer
+    gives none), record."""
+    supported, low, high = _patient_parts(resource, ctx)
+    low = AGE_MIN_DEFAULT if low is None else low
+    high = AGE_MAX_DEFAULT if high is None else high
+    return [_patients_node(supported, low, high, resource, ctx)]
+
+
+def subtree_patients_type(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """An internal organisation's patientsType (required by the profile): the publics of the offers received
+    below it, each once, the lowest minimum and highest maximum age ([INFER] 0 / 120 without offer)."""
+    supported: dict[tuple[tuple[str, str], ...], ExtensionNode] = {}
+    lows: list[int] = []
+    highs: list[int] = []
+    for offer in ctx.offers_under.get(_own_key(resource), ()):
+        nodes, low, high = _patient_parts(offer, ctx)
+        for node in nodes:
+            supported.setdefault(node.attributes, node)
+        lows += [AGE_MIN_DEFAULT if low is None else low]
+        highs += [AGE_MAX_DEFAULT if high is None else high]
+    low = min(lows, default=AGE_MIN_DEFAULT)
+    high = max(highs, default=AGE_MAX_DEFAULT)
+    return [_patients_node([supported[k] for k in sorted(supported)], low, high, resource, ctx)]
+
+
+SENSITIVE_UNIT = f"{_IG_SD}ror-healthcareservice-sensitive-unit"
+
+
+def sensitive_unit(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The profile's required sensitiveUnit: uniteSensible (ror-healthcareservice-sensitive-unit) when the
+    resource carries it, else `false` [INFER] (an internal organisation, an offer without the element)."""
+    value = _first_value(resource, SENSITIVE_UNIT)
+    return ["true" if value is True else "false"]
+
+
+def lieu_location(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The offer's lieu (HealthcareService.location → RORLocation) → the UE's `location`: name, description,
+    status (TRE_R203), address, geoCoordinates (position, WGS84, record), cityNumber (ror-commune-cog,
+    TRE_R13; required: a lieu without it is reported and left out), record. The first lieu received (the
+    v2.4 UE had one)."""
+    for lieu in _referenced(values, ctx):
+        city = _coded_node("cityNumber", _first_value(lieu, COMMUNE_COG), ctx)
+        if city is None:
+            ctx.findings.add(Finding.INCOMPLETE_TYPED_ELEMENT, "lieu without ror-commune-cog (cityNumber)")
+            continue
+        children: list[ExtensionNode] = []
+        if isinstance(lieu.get("name"), str) and lieu["name"]:
+            children.append(ExtensionNode("name", text=lieu["name"]))
+        if isinstance(lieu.get("description"), str) and lieu["description"]:
+            children.append(ExtensionNode("description", text=lieu["description"]))
+        status = _coded_node("status", lieu.get("operationalStatus"), ctx)
+        if status is not None:
+            children.append(status)
+        for made in address([a for a in [lieu.get("address")] if isinstance(a, dict)], lieu, ctx):
+            assert isinstance(made, Address)  # address gives Address values
+            lines = tuple(
+                ExtensionNode("addressLine", text=line.value, attributes=(("component", line.component),))
+                if line.component
+                else ExtensionNode("addressLine", text=line.value)
+                for line in made.lines
+            )
+            children.append(ExtensionNode("address", children=lines))
+        position = lieu.get("position")
+        where: dict[str, Any] = position if isinstance(position, dict) else {}
+        latitude, longitude = where.get("latitude"), where.get("longitude")
+        if isinstance(latitude, int | float) and isinstance(longitude, int | float):
+            children.append(
+                ExtensionNode(
+                    "geoCoordinates",
+                    children=(
+                        ExtensionNode("latitude", text=_decimal(latitude)),
+                        ExtensionNode("longitude", text=_decimal(longitude)),
+                        ExtensionNode("coordinateSystem", text=COORDINATE_SYSTEM),
+                        _record_node(lieu, ctx),
+                    ),
+                )
+            )
+        children += [city, _record_node(lieu, ctx)]
+        return [ExtensionNode("location", children=tuple(children))]
+    return []
+
+
+def lieu_address(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The address of the offer's first lieu received (HealthcareService.location → RORLocation.address), as
+    the UE facility's csd:address: what an IHE facility-search by address compares."""
+    for lieu in _referenced(values, ctx):
+        found = address([a for a in [lieu.get("address")] if isinstance(a, dict)], lieu, ctx)
+        if found:
+            return found
+    return []
+
+
+def _establishment_of(offer: Resource, ctx: Context) -> Resource | None:
+    """The EG on the offer's organisation chain (providedBy, then partOf), else the top one received."""
+    key = _reference_of(offer.get("providedBy"))
+    seen: set[str] = set()
+    last: Resource | None = None
+    while key is not None and key not in seen:
+        seen.add(key)
+        organization = ctx.index.get(key)
+        if organization is None:
+            break
+        last = organization
+        if organization_kind(organization) == "EG":
+            return organization
+        key = _reference_of(organization.get("partOf"))
+    return last if last is not None and organization_kind(last) != "OI" else None
+
+
+def unit_organizations(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The UE (an offre opérationnelle) → facility/organizations/organization: its EG (the csd:organization of
+    the offer's chain) with the offer's activity as `service` (the csd:service of the same entityID), its
+    name and opening hours. Without the EG received: nothing (reported)."""
+    establishment = _establishment_of(resource, ctx)
+    if establishment is None:
+        ctx.findings.add(Finding.UNRESOLVED_REFERENCE, f"HealthcareService/{resource.get('id')} EG")
+        return []
+    service = FacilityService(
+        entity_id=derived_id(resource, ctx),
+        names=tuple(n for n in [resource.get("name")] if isinstance(n, str) and n),
+        operating_hours=tuple(operating_hours(resource.get("availableTime"), resource, ctx)),
+    )
+    return [FacilityOrganization(derived_id(establishment, ctx), (service,))]
+
+
 TRANSFORMS: Mapping[str, Transform] = {
     t.name: t
     for t in (
@@ -1044,6 +1341,21 @@ TRANSFORMS: Mapping[str, Transform] = {
         ),
         Transform(
             "provider_facilities", ProviderFacility, source=False, codes=False, func=provider_facilities
+        ),
+        Transform("parent_facility", ExtensionNode, source=True, codes=False, func=parent_facility),
+        Transform("regional_other_id", OtherID, source=True, codes=False, func=regional_other_id),
+        Transform(
+            "subtree_activity_fields", CodedType, source=False, codes=False, func=subtree_activity_fields
+        ),
+        Transform(
+            "subtree_patients_type", ExtensionNode, source=False, codes=False, func=subtree_patients_type
+        ),
+        Transform("patients_type", ExtensionNode, source=False, codes=False, func=patients_type),
+        Transform("sensitive_unit", str, source=False, codes=False, func=sensitive_unit),
+        Transform("lieu_location", ExtensionNode, source=True, codes=False, func=lieu_location),
+        Transform("lieu_address", Address, source=True, codes=False, func=lieu_address),
+        Transform(
+            "unit_organizations", FacilityOrganization, source=False, codes=False, func=unit_organizations
         ),
         Transform(
             "facility_organizations",
