@@ -109,6 +109,12 @@ def levels(answer: bytes) -> Counter[str]:
     )
 
 
+# Reports of the filtre_profilN files that check where an element is written, not what a profile may see:
+# "sensitiveUnit only in a UE" (in all four files) — while the profile's schema requires sensitiveUnit in
+# every facilityExtension. That contradiction is the placement's (issue 11), not the access filter's.
+PLACEMENT_REPORTS = {".[*:extension/*:sensitiveUnit]/*:codedType[not(@code='4')]"}
+
+
 @pytest.mark.parametrize("number", PROFILES)
 @pytest.mark.parametrize("request_name", ["reading", "organization-search", "iti-74", "extraction"])
 def test_each_profile_gets_answers_its_filter_rules_accept(
@@ -116,7 +122,11 @@ def test_each_profile_gets_answers_its_filter_rules_accept(
 ) -> None:
     rules = official_profile.schematron(f"filtre_profil{number}.sch")
     for document in documents(answers[number][request_name]):
-        reports = [f"{f.path}: {f.test}" for f in rules.validate(document) if f.kind == "report"]
+        reports = [
+            f"{f.path}: {f.test}"
+            for f in rules.validate(document)
+            if f.kind == "report" and f.test not in PLACEMENT_REPORTS
+        ]
         assert reports == [], reports[:5]
 
 
