@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
@@ -57,8 +57,8 @@ from bridge.model import (
     Transaction,
 )
 from bridge.translate import FunctionSpec, Mappings, from_fhir_results, load_mappings, to_fhir_plan
-from bridge.translate.access import filter_records
-from bridge.translate.findings import Finding
+from bridge.translate.access import NO_ACTIVITIES, Activities, filter_records, uses_activity
+from bridge.translate.findings import Finding, Findings
 from bridge.translate.transforms import reference_key
 
 log = logging.getLogger(__name__)
@@ -519,9 +519,19 @@ def map_batch(
     # The batch's own entities only: an organisation's parent in the context is written in its turn.
     keys = [key for key, _, _ in rows]
     document = from_fhir_results(mappings, plan, [result], now=now, selected=keys)
-    # What the client's access profile may not see is removed here (translate/access.py); a batch shows no
-    # other directory, so a rule on the champs d'activité of linked facilities removes when in doubt.
-    kept = filter_records(mappings.access, profile, _KIND[directory], _records(document, directory))
+    # What the client's access profile may not see is removed here (translate/access.py). A provider's champ
+    # d'activité is its units': the offers in the batch's context, mapped as the facilities they are.
+    activities = NO_ACTIVITIES
+    if directory is Directory.PROVIDER and uses_activity(mappings.access, profile, "provider"):
+        offers = [f"HealthcareService/{r.get('id')}" for r in result.includes if _is_offer(r)]
+        units = QueryPlan("extraction", (query,), frozenset({Directory.FACILITY}))
+        quiet = replace(mappings, findings=Findings())  # counted once, when the units are written
+        activities = Activities.of_document(
+            from_fhir_results(quiet, units, [result], now=now, selected=offers)
+        )
+    kept = filter_records(
+        mappings.access, profile, _KIND[directory], _records(document, directory), activities
+    )
     records = {record.entity_id: record for record in kept}
     build = _BUILDERS[directory]
     return [
@@ -529,6 +539,10 @@ def map_batch(
         for _, entity_id, _ in rows
         if entity_id is not None and entity_id in records
     ]
+
+
+def _is_offer(resource: Resource) -> bool:
+    return resource.get("resourceType") == "HealthcareService"
 
 
 # The mapping tables of a worker process, loaded once when it starts.

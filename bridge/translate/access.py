@@ -267,9 +267,12 @@ def _activity(entity: Organization | Facility | Provider, activities: Activities
         return _own_activity(entity)
     if isinstance(entity, Organization):
         return activities.of_organization.get(entity.entity_id, frozenset())
+    # A provider's units: the facilities it is linked to, and the offers under those links (the ROR v2.4
+    # placement writes each offer as its UE facility).
     codes: set[str] = set()
     for link in entity.facilities:
-        codes.update(activities.of_facility.get(link.entity_id, frozenset()))
+        for target in (link.entity_id, *(service.entity_id for service in link.services)):
+            codes.update(activities.of_facility.get(target, frozenset()))
     return frozenset(codes)
 
 
@@ -370,6 +373,14 @@ def filter_entity(rules: Sequence[Rule], kind: str, entity: _E, activities: Acti
         if kept is not None:
             extensions.append(replace(extension, content=kept))
     return replace(entity, extensions=tuple(extensions)) if changed else entity
+
+
+def uses_activity(access: AccessProfiles, profile: int | None, kind: str) -> bool:
+    """Whether the profile's rules on `kind` read the champs d'activité (of the linked facilities)."""
+    return any(
+        kind in rule.entities and any(test.scope == "activity" for test in rule.when)
+        for rule in access.of(profile)
+    )
 
 
 def filter_records(

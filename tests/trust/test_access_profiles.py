@@ -165,13 +165,24 @@ def test_entities_are_the_same_for_every_profile_but_the_providers(
             expected = ids(answers[None][request_name], directory)
             for number in PROFILES:
                 assert ids(answers[number][request_name], directory) == expected, (request_name, number)
-    # Profile 1 sees every professional; profiles 0 and 3 only those of units whose champ d'activité the
-    # answer shows as one they may see (ambulatory; médico-social or ambulatory): none here.
-    everyone = ids(answers[None]["extraction"], "providerDirectory")
-    assert everyone
-    assert ids(answers[1]["extraction"], "providerDirectory") == everyone
-    assert ids(answers[2]["extraction"], "providerDirectory") == everyone
-    assert ids(answers[0]["extraction"], "providerDirectory") == []
+    # Profiles 1 and 2 see every professional; profile 0 those of ambulatory units (champ d'activité 05),
+    # profile 3 those of médico-social or ambulatory ones (04, 05), by the champ of the offer each works in.
+    dataset = generate_dataset(SCALE, SEED)
+    role_base = int(dataset.id_of("PractitionerRole", 0))
+
+    def champ(entity_id: str) -> str:
+        offer = int(dataset.role_offer[int(entity_id.rsplit("/", 1)[-1]) - role_base])
+        return dataset.lists.champs.codes[int(dataset.offer_champ[offer])].code
+
+    for request_name in ("iti-74", "extraction"):
+        everyone = ids(answers[None][request_name], "providerDirectory")
+        assert everyone
+        assert ids(answers[1][request_name], "providerDirectory") == everyone
+        assert ids(answers[2][request_name], "providerDirectory") == everyone
+        for number, allowed in ((0, {"05"}), (3, {"04", "05"})):
+            expected = [p for p in everyone if champ(p) in allowed]
+            assert ids(answers[number][request_name], "providerDirectory") == expected, (request_name, number)
+        assert 0 < len([p for p in everyone if champ(p) == "05"]) < len(everyone), "the test means something"
 
 
 def test_the_extraction_mapping_workers_filter_by_the_profile_they_are_given(
