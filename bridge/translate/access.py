@@ -299,6 +299,7 @@ class _Applier:
         self.activities = activities
         self.typed = _typed(entity.extensions)
         self._activity: frozenset[str] | None = None
+        self._active: list[Rule] | None = None
 
     def activity(self) -> frozenset[str]:
         if self._activity is None:
@@ -320,10 +321,11 @@ class _Applier:
 
     def filter_node(self, node: ExtensionNode) -> ExtensionNode | None:
         """The typed element with what the rules remove taken out (None: removed whole)."""
-        active = [r for r in self.rules if r.remove and self.entity_conditions(r)]
-        if not active:
+        if self._active is None:  # the element rules whose conditions on the entity hold, decided once
+            self._active = [r for r in self.rules if r.remove and self.entity_conditions(r)]
+        if not self._active:
             return node
-        return _prune(node, (node.name,), active)
+        return _prune(node, (node.name,), self._active)
 
 
 def _element_conditions(rule: Rule, node: ExtensionNode) -> bool:
