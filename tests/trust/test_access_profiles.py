@@ -29,6 +29,12 @@ ORGANIZATION_SEARCH = b"""<?xml version="1.0" encoding="UTF-8"?>
   </csd:careServicesRequest></env:Body>
 </env:Envelope>"""
 MODIFICATIONS = (FIXTURES / "e2e" / "modifications-soap12.xml").read_bytes()
+NOTIF = (
+    (FIXTURES / "ror-profile" / "notif.xml")
+    .read_text(encoding="utf-8")
+    .replace("{params}", "<csd:dateRef>2024-01-01T00:00:00Z</csd:dateRef>")
+    .encode("utf-8")
+)
 PROFILES = (0, 1, 2, 3)
 # Confidentiality levels (TRE_R283) of the contacts each profile sees on the simulator's EJ and EG, whose
 # units the answers do not show as médico-social (so profile 3 keeps level 1 only, as when in doubt).
@@ -66,7 +72,12 @@ def answers(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> dict[int | No
         "tls_key": pki.server_key,
         "mapping_workers": 0,
     }
-    requests = {"reading": reading(), "organization-search": ORGANIZATION_SEARCH, "iti-74": MODIFICATIONS}
+    requests = {
+        "reading": reading(),
+        "organization-search": ORGANIZATION_SEARCH,
+        "iti-74": MODIFICATIONS,
+        "tr-notif": NOTIF,
+    }
     out: dict[int | None, dict[str, bytes]] = {}
 
     def ask(url: str, http: httpx.Client) -> dict[str, bytes]:
@@ -165,6 +176,13 @@ def test_entities_are_the_same_for_every_profile_but_the_providers(
             expected = ids(answers[None][request_name], directory)
             for number in PROFILES:
                 assert ids(answers[number][request_name], directory) == expected, (request_name, number)
+    # TR-Notif lists the same establishments to every profile (organisations are never removed).
+    notified = [
+        etree.fromstring(answers[number]["tr-notif"]).xpath("//*[local-name()='id_etablissement']/@code")
+        for number in (None, *PROFILES)
+    ]
+    assert notified[0]
+    assert all(codes == notified[0] for codes in notified)
     # Profiles 1 and 2 see every professional; profile 0 those of ambulatory units (champ d'activité 05),
     # profile 3 those of médico-social or ambulatory ones (04, 05), by the champ of the offer each works in.
     dataset = generate_dataset(SCALE, SEED)
