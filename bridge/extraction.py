@@ -95,6 +95,7 @@ _DIRECTORIES = (
     Directory.DEVICE,
 )
 _OFFER = "HealthcareService"
+_ORGANIZATION = "Organization"
 _BUILDERS: dict[Directory, Callable[[Any], Any]] = {
     Directory.ORGANIZATION: organization_element,
     Directory.SERVICE: service_element,
@@ -335,7 +336,7 @@ class Spool:
                 rtype = str(resource.get("resourceType"))
                 entity_id = None
                 if rtype in self._entity_types:
-                    entity_id = self._mappings.identities.derive(resource)[0]
+                    entity_id = _spooled_entity_id(resource, self._mappings)
                 rows.append((key, rtype, entity_id, orjson.dumps(resource)))
                 refs += [(key, target) for target in _references(resource)]
             self._db.execute("BEGIN")
@@ -400,19 +401,47 @@ class Spool:
         sql = f"SELECT COUNT(*) FROM ({self.ROWS_SQL})"  # noqa: S608 (a class constant, no input)
         return int(self._db.execute(sql, (resource_type,)).fetchone()[0])
 
-    def context(self, keys: Sequence[str], *, offers_at: bool) -> list[bytes]:
+    def context(self, keys: Sequence[str], *, offers_at: bool, below: bool = False) -> list[bytes]:
         """What the entity tables read besides the resources `keys` name: what they reference and, through the
         offers among those (and, with `offers_at`, the offers whose `location` is one of them), what the
-        offers reference — an offer's organisation and lieux (mappings/entities/*.yaml); as stored (JSON)."""
+        offers reference — an offer's organisation and lieux (mappings/entities/*.yaml); with `below`, the
+        organisations under the `keys` and the offers they provide (an internal organisation's typeActivity);
+        and the partOf ancestors of every organisation met (a UE's EG, its parent facility); as stored
+        (JSON)."""
         targets = self._targets(keys)
         if offers_at:
             sql = "SELECT src FROM ref WHERE dst IN ({marks}) AND src >= ? AND src < ?"
             targets.update(src for (src,) in _select_in(self._db, sql, keys, f"{_OFFER}/", f"{_OFFER}0"))
+        if below:
+            targets.update(self._below(keys))
         offers = [k for k in targets if k.startswith(f"{_OFFER}/")]
         targets.update(self._targets(offers))
+        targets.update(self._ancestors([k for k in (*keys, *targets) if k.startswith(f"{_ORGANIZATION}/")]))
         targets.difference_update(keys)
         sql = "SELECT body FROM resource WHERE key IN ({marks})"
         return [body for (body,) in _select_in(self._db, sql, sorted(targets))]
+
+    def _below(self, keys: Sequence[str]) -> set[str]:
+        """The organisations under `keys` (partOf, transitively) and the offers any of them provides."""
+        found: set[str] = set()
+        level = list(keys)
+        sql = "SELECT src FROM ref WHERE dst IN ({marks}) AND (src LIKE 'Organization/%' OR src LIKE ?)"
+        while level:
+            fresh = {s for (s,) in _select_in(self._db, sql, level, f"{_OFFER}/%")} - found
+            found |= fresh
+            level = [k for k in fresh if k.startswith(f"{_ORGANIZATION}/")]
+        return found
+
+    def _ancestors(self, keys: Sequence[str]) -> set[str]:
+        """The organisations above `keys` (their partOf chains)."""
+        found: set[str] = set()
+        level = list(keys)
+        sql = "SELECT dst FROM ref WHERE src IN ({marks}) AND dst LIKE 'Organization/%'"
+        while level:
+            fresh = {d for (d,) in _select_in(self._db, sql, level)} - found - set(keys)
+            found |= fresh
+            level = list(fresh)
+        return found
 
     def _targets(self, keys: Sequence[str]) -> set[str]:
         return {dst for (dst,) in _select_in(self._db, "SELECT dst FROM ref WHERE src IN ({marks})", keys)}
@@ -450,10 +479,14 @@ class _Writer:
 
     def _generate(self) -> Iterator[bytes]:
         for directory in _DIRECTORIES:
-            table = next((t for t in self._mappings.entities.values() if t.kind.directory is directory), None)
+            # a directory may be built from several resource types (facilities: internal organisations, then
+            # the offers as unités élémentaires), each in turn
+            types = dict.fromkeys(
+                t.resource for t in self._mappings.entities.values() if t.kind.directory is directory
+            )
             yield directory_start(directory)
-            if table is not None:
-                yield from self._directory(directory, table.resource)
+            for resource_type in types:
+                yield from self._directory(directory, resource_type)
             yield directory_end(directory)
 
     def _directory(self, directory: Directory, resource_type: str) -> Iterator[bytes]:
@@ -461,10 +494,11 @@ class _Writer:
         pool = self._spool.mapping_pool(self._workers) if parallel else None
         cursor = self._spool.rows(resource_type)
         offers_at = resource_type == "Location"
+        below = resource_type == _ORGANIZATION and directory is Directory.FACILITY
         pending: deque[Future[_Mapped]] = deque()
         last: list[str | None] = [None]  # rows come sorted by entityID: a repeated entityID is written once
-        while batch := cursor.fetchmany(BATCH_SIZE):
-            context = self._spool.context([key for key, _, _ in batch], offers_at=offers_at)
+        for batch in _whole_groups(cursor):
+            context = self._spool.context([key for key, _, _ in batch], offers_at=offers_at, below=below)
             if pool is None:
                 parts = map_batch(
                     self._mappings, directory, resource_type, batch, context, self._now, self._profile
@@ -498,6 +532,38 @@ class _Writer:
 
 # A mapped batch: (entityID, element bytes) in row order, and the findings counted while mapping it.
 _Mapped = tuple[list[tuple[str, bytes]], dict[tuple[Finding, str], int]]
+
+
+def _whole_groups(cursor: sqlite3.Cursor) -> Iterator[list[Any]]:
+    """The rows in batches of about BATCH_SIZE that never split rows of one spooled entityID: the situations
+    of one professional (spooled under their Practitioner, `_spooled_entity_id`) make one csd:provider, which
+    the engine can only merge within a batch."""
+    held: list[Any] = []
+    while rows := cursor.fetchmany(BATCH_SIZE):
+        held += rows
+        last = held[-1][1]
+        cut = len(held)
+        while cut > 0 and last is not None and held[cut - 1][1] == last:
+            cut -= 1
+        if cut == 0:  # one group fills the batch: wait for its end
+            continue
+        yield held[:cut]
+        held = held[cut:]
+    if held:
+        yield held
+
+
+def _spooled_entity_id(resource: Resource, mappings: Mappings) -> str:
+    """The key the read-back orders a resource's rows by: its entityID; a situation opérationnelle's is its
+    Practitioner's reference (`Practitioner/<id>`), so that the situations of one professional come together
+    (entities/provider.yaml takes the provider's entityID from the Practitioner, which the spool may not have
+    yet)."""
+    if resource.get("resourceType") == "PractitionerRole":
+        practitioner = resource.get("practitioner")
+        reference = practitioner.get("reference") if isinstance(practitioner, dict) else None
+        if isinstance(reference, str) and reference:
+            return reference
+    return mappings.identities.derive(resource)[0]
 
 
 def map_batch(
@@ -534,11 +600,11 @@ def map_batch(
     )
     records = {record.entity_id: record for record in kept}
     build = _BUILDERS[directory]
-    return [
-        (entity_id, element_bytes(build(records[entity_id])))
-        for _, entity_id, _ in rows
-        if entity_id is not None and entity_id in records
-    ]
+    order = [entity_id for _, entity_id, _ in rows if entity_id is not None and entity_id in records]
+    # an entity whose entityID is not its row's (a professional, keyed by the RPPS of its situations' rows)
+    placed = set(order)
+    order += [entity_id for entity_id in records if entity_id not in placed]
+    return [(entity_id, element_bytes(build(records[entity_id]))) for entity_id in dict.fromkeys(order)]
 
 
 def _is_offer(resource: Resource) -> bool:
@@ -698,8 +764,10 @@ class Extractor:
                 progress.pages,
                 progress.elapsed_s,
             )
-            for table in self.mappings.entities.values():
-                progress.expected[table.kind.directory] = await spool.call(spool.count, table.resource)
+            # an upper bound: an organisation is counted in both directories its tables' `select` split
+            pairs = dict.fromkeys((t.kind.directory, t.resource) for t in self.mappings.entities.values())
+            for directory, resource_type in pairs:
+                progress.expected[directory] += await spool.call(spool.count, resource_type)
             progress.phase = "writing"
             writer = _Writer(spool, self.mappings, now, progress, workers=self.workers, profile=profile)
             while (part := await spool.call(writer.next_chunk)) is not None:

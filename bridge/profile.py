@@ -34,6 +34,11 @@ SEQUENCES: Final[Mapping[str, tuple[str, ...]]] = {
     "operatingHoursExtension": ("operatingHoursType", "record"),
 }  # fmt: skip
 
+# A typed element that holds one of several repeated things of an entity in its own extension: each occurrence
+# opens a new `csd:extension` of its type (providerExtension holds exactly one operationalStatus, and a
+# professional has one per situation opérationnelle).
+OPENS_EXTENSION: Final[Mapping[str, str]] = {"providerExtension": "operationalStatus"}
+
 # The typed extension of each CSD entity kind (the `extension` element of organization, facility, …).
 BY_ENTITY: Final[Mapping[str, str]] = {
     "organization": "organisationExtension",

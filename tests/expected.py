@@ -2,7 +2,9 @@
 
 Computed from the dataset itself, never through the bridge: the offers of the scope (région-source tag) and
 champ d'activité, their providing organisations and the whole `partOf` chain, their lieux, and the
-practitioner roles of those offers (the "offre complète" / `_myCompleteExtract` set).
+practitioner roles of those offers (the "offre complète" / `_myCompleteExtract` set), placed as the ROR v2.4
+profile places them (EJ / EG organisations; internal organisations and UEs facilities; one provider per
+professional).
 """
 
 from __future__ import annotations
@@ -72,13 +74,43 @@ def expected_entities(
     def ids(found: Collection[Resource]) -> set[str]:
         return {mappings.identities.derive(r)[0] for r in found}
 
+    # The ROR v2.4 profile's placement: EJ and EG are organisations; pôles, services and UFs facilities, and
+    # every offer a UE facility (its lieu inside it); a v3 organisation typed UE is written as no entity; one
+    # provider per professional.
+    internal = [o for o in organizations.values() if _is_internal(o)]
+    practitioners = []
+    for role in roles:
+        key = _ref(role.get("practitioner"))
+        found = dataset.get(*key.split("/")) if key is not None else None
+        if found is not None:
+            practitioners.append(found)
     return {
-        Directory.ORGANIZATION: ids(list(organizations.values())),
+        Directory.ORGANIZATION: ids([o for o in organizations.values() if o not in internal]),
         Directory.SERVICE: ids(list(offers.values())),
-        Directory.FACILITY: ids(list(locations.values())),
-        Directory.PROVIDER: ids(roles),
+        Directory.FACILITY: ids([o for o in internal if not _is_unit(o)]) | ids(list(offers.values())),
+        Directory.PROVIDER: ids(practitioners),
         Directory.DEVICE: set(),  # equipment is not mapped to devices yet
     }
+
+
+OI_SYSTEM = "https://oi.esante.gouv.fr"
+R207 = "TRE_R207"
+
+
+def _is_internal(organization: Resource) -> bool:
+    """An internal organisation: the OI identifier, or a TRE_R207 type (the IG's slices)."""
+    return any(i.get("system") == OI_SYSTEM for i in organization.get("identifier", ())) or any(
+        R207 in str(c.get("system")) for t in organization.get("type", ()) for c in t.get("coding", ())
+    )
+
+
+def _is_unit(organization: Resource) -> bool:
+    """A v3 organisation typed unité élémentaire (TRE_R207 #4)."""
+    return any(
+        R207 in str(c.get("system")) and c.get("code") == "4"
+        for t in organization.get("type", ())
+        for c in t.get("coding", ())
+    )
 
 
 def entity_ids(document: bytes) -> dict[Directory, list[str]]:

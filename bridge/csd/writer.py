@@ -220,12 +220,17 @@ def _add_extensions(parent: etree._Element, extensions: Sequence[Extension]) -> 
     """Each extension in turn, except the typed elements of the ROR v2.4 profile (`Extension.profile`): those
     of one typed extension go together in one `csd:extension`, where the first of them comes, in the order
     of the profile's sequence (bridge/profile.py; repeats keep their order)."""
-    groups: dict[tuple[str, str], tuple[etree._Element, list[ExtensionNode]]] = {}
+    groups: dict[tuple[str, str, int], tuple[etree._Element, list[ExtensionNode]]] = {}
+    opened: dict[tuple[str, str], int] = {}  # how many extensions of a type an OPENS_EXTENSION element opened
     for extension in extensions:
         if not extension.profile:
             _add_extension(parent, extension)
             continue
-        key = (extension.type, extension.urn)
+        pair = (extension.type, extension.urn)
+        content = extension.content
+        if content is not None and profile.OPENS_EXTENSION.get(extension.type) == content.name:
+            opened[pair] = opened.get(pair, -1) + 1
+        key = (*pair, opened.get(pair, 0))
         if key not in groups:  # the element takes its place now, its content once the group is complete
             child = _sub(parent, "extension")
             child.set("type", _text(extension.type))
@@ -233,7 +238,7 @@ def _add_extensions(parent: etree._Element, extensions: Sequence[Extension]) -> 
             groups[key] = (child, [])
         if extension.content is not None:
             groups[key][1].append(extension.content)
-    for (extension_type, _urn), (child, nodes) in groups.items():
+    for (extension_type, _urn, _n), (child, nodes) in groups.items():
         for node in sorted(nodes, key=lambda n: profile.position(extension_type, n.name)):
             _profile_node(child, node)
 

@@ -56,6 +56,7 @@ _REFERENCES = (
     TRANSFORMS["parent_facility"],
     TRANSFORMS["lieu_location"],
     TRANSFORMS["lieu_address"],
+    TRANSFORMS["provider_facilities"],
 )
 
 
@@ -98,6 +99,18 @@ def from_fhir_results(
     organizations: dict[str, Organization] = {}
     services: dict[str, Service] = {}
     facilities: dict[str, Facility] = {}
+    provider_order: dict[str, tuple[str, str]] = {}  # as the extraction's spool orders them (see below)
+    # Facilities in the streamed extraction's order: by resource type as the tables list them (internal
+    # organisations, then the offers' UEs), organisations root first, then by entityID
+    facility_order: dict[str, tuple[int, int, str]] = {}
+    rank = {
+        resource_type: n
+        for n, resource_type in enumerate(
+            dict.fromkeys(
+                t.resource for t in mappings.entities.values() if t.kind.directory is Directory.FACILITY
+            )
+        )
+    }
     providers: dict[str, Provider] = {}
     for resource in chosen:
         for table in mappings.entities_for(resource, plan.directories):
@@ -111,15 +124,21 @@ def from_fhir_results(
             elif table.kind.directory is Directory.FACILITY:
                 facility = _facility(table, values, mappings)
                 facilities.setdefault(facility.entity_id, facility)
+                facility_order.setdefault(
+                    facility.entity_id,
+                    (rank[table.resource], _chain_depth(resource, index), facility.entity_id),
+                )
             elif table.kind.directory is Directory.PROVIDER:
                 provider = _provider(table, values, mappings)
                 if provider is not None:
-                    providers.setdefault(provider.entity_id, provider)
+                    known = providers.get(provider.entity_id)
+                    providers[provider.entity_id] = provider if known is None else _merged(known, provider)
+                    provider_order.setdefault(provider.entity_id, _grouping_key(resource, provider.entity_id))
     return CsdDocument(
         organizations=_roots_first(organizations),
         services=[services[k] for k in sorted(services)],
-        facilities=[facilities[k] for k in sorted(facilities)],
-        providers=[providers[k] for k in sorted(providers)],
+        facilities=[facilities[k] for k in sorted(facilities, key=lambda k: facility_order[k])],
+        providers=[providers[k] for k in sorted(providers, key=lambda k: provider_order[k])],
     )
 
 
@@ -149,10 +168,11 @@ def _select(
     reverse = [r for r in included if str(r.get("resourceType")) not in referenced]
     # An IHE search's result directory holds its matches only (QueryPlan.result): a referenced entity of that
     # directory (an organisation's parent) only resolves the reference's entityID.
-    match_keys = {_key(r) for r in queue}
+    # every match, with or without an entity of its own (a lieu: its UEs are the entities, see below)
+    match_keys = {_key(r) for result in results for r in result.matches}
     seen: set[str] = set()
     selected: list[Resource] = []
-    while queue:
+    while True:  # the reverse step may start from matches alone (a facility-search's lieux): at least once
         while queue:
             resource = queue.popleft()
             key = _key(resource)
@@ -187,7 +207,8 @@ def _select(
             else:
                 waiting.append(resource)
         reverse = waiting
-    return selected
+        if not queue:
+            return selected
 
 
 def _passes_through(mappings: Mappings, plan: QueryPlan, resource: Resource) -> bool:
@@ -372,6 +393,68 @@ def _provider(table: EntityTable, values: dict[str, list[Any]], mappings: Mappin
         specialties=_all(values, "specialty", CodedType),
         extensions=_all(values, "extension", Extension),
     )
+
+
+def _merged(first: Provider, other: Provider) -> Provider:
+    """One csd:provider per professional (the ROR v2.4 profile keys providers by RPPS): the situations
+    opérationnelles of the same professional, mapped one PractitionerRole at a time, in one entry — each
+    situation's extension (its operationalStatus) in turn, the organisations, facilities, codes and
+    identifiers each once, the record of the first with the latest `updated` (any role changed)."""
+
+    def union(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(dict.fromkeys((*a, *b)))
+
+    record = first.record
+    if other.record.updated > record.updated:
+        record = replace(record, updated=other.record.updated)
+    return replace(
+        first,
+        coded_types=union(first.coded_types, other.coded_types),
+        other_ids=union(first.other_ids, other.other_ids),
+        organizations=union(first.organizations, other.organizations),
+        facilities=_facilities_merged((*first.facilities, *other.facilities)),
+        specialties=first.specialties or other.specialties,
+        extensions=(*first.extensions, *other.extensions),
+        record=record,
+    )
+
+
+def _facilities_merged(facilities: Sequence[ProviderFacility]) -> tuple[ProviderFacility, ...]:
+    """The facilities of several situations, one per entityID, with their services each once."""
+    merged: dict[str, ProviderFacility] = {}
+    for facility in facilities:
+        known = merged.get(facility.entity_id)
+        if known is None:
+            merged[facility.entity_id] = facility
+        else:
+            services = tuple(dict.fromkeys((*known.services, *facility.services)))
+            merged[facility.entity_id] = replace(known, services=services)
+    return tuple(merged.values())
+
+
+def _grouping_key(resource: Resource, entity_id: str) -> tuple[str, str]:
+    """A professional's place in the answer: by its Practitioner's reference (how the extraction's spool
+    groups the situations of one professional, bridge/extraction.py), then entityID."""
+    practitioner = resource.get("practitioner")
+    reference = practitioner.get("reference") if isinstance(practitioner, dict) else None
+    return (reference if isinstance(reference, str) and reference else entity_id, entity_id)
+
+
+def _chain_depth(resource: Resource, index: dict[str, Resource]) -> int:
+    """How many organisations received are above an organisation on its partOf chain (0: not one)."""
+    if resource.get("resourceType") != "Organization":
+        return 0
+    depth, seen = 0, set()
+    parent = resource.get("partOf")
+    while isinstance(parent, dict) and isinstance(parent.get("reference"), str):
+        key = reference_key(parent["reference"])
+        above = index.get(key) if key is not None else None
+        if above is None or key in seen:
+            break
+        seen.add(key)
+        depth += 1
+        parent = above.get("partOf")
+    return depth
 
 
 def _roots_first(organizations: dict[str, Organization]) -> list[Organization]:

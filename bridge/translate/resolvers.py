@@ -61,6 +61,10 @@ class Lookup:
         return f"{self.systems[0]}|{value}" if len(self.systems) == 1 else value
 
 
+OI_SYSTEM = "https://oi.esante.gouv.fr"
+_REGION_PREFIX = re.compile(r"^[0-9]{2}/(?=.)")
+
+
 def national_identifier(params: RequestParams, identities: Identities, systems: Systems) -> Lookup:
     """The organisation identifier of a request: `id/@entityID` issued by the bridge, else `otherID`."""
     if params.entity_id is not None:
@@ -92,6 +96,10 @@ def national_identifier(params: RequestParams, identities: Identities, systems: 
             raise InvalidParameterError("requestParams/otherID/@code is empty")
         authority = other.assigning_authority_name.strip()
         known = systems.identifier_systems(authority) if authority else None
+        if known and OI_SYSTEM in known:
+            # the ROR v2.4 profile writes an OI's identifier <région source>/<identifiantOI>
+            # (transforms.regional_other_id): a client sends it back as it read it
+            code = _REGION_PREFIX.sub("", code)
         return Lookup(code, known or ())
     raise InvalidParameterError(
         "missing national identifier: send requestParams/otherID/@code (with @assigningAuthorityName) "

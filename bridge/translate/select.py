@@ -216,7 +216,12 @@ def select_records(
         return document
     present = [name for name in spec.bridge_filters if _present(name, params)]
     if not present:
-        return document  # nothing to check here, and page_upstream() already paged the matches
+        # page_upstream() already paged the matches; a match may give several records (a lieu matched by
+        # facility-search is answered by its UEs, the ROR v2.4 profile's placement): `max` still caps them
+        if params.max is None or params.max < 0:
+            return document
+        field = _FIELDS[spec.result]
+        return replace(document, **{field: list(getattr(document, field))[: params.max]})
     ctx = _Context(params, systems, timezone)
     field = _FIELDS[spec.result]
     records: Sequence[Entity] = getattr(document, field)

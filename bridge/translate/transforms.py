@@ -616,8 +616,20 @@ def exercise_name(values: Sequence[Any], resource: Resource, ctx: Context) -> li
 
 
 def provider_organization(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
-    """PractitionerRole.organization → provider/organizations/organization (the organisation's entityID)."""
-    return [ProviderOrganization(str(v)) for v in reference_entity_id(values, resource, ctx)]
+    """PractitionerRole.organization → provider/organizations/organization: the organisation's entityID; an
+    internal organisation (a csd:facility in the profile's placement) gives its EG, the csd:organization of
+    its chain (the role's unit is in facilities); not received: the FHIR-id fallback (reported)."""
+    out: list[Value] = []
+    for value in values:
+        key = reference_key(value) if isinstance(value, str) else None
+        target = ctx.index.get(key) if key is not None else None
+        if target is not None and organization_kind(target) == "OI":
+            establishment = _establishment_above(key, ctx)
+            if establishment is not None:
+                out.append(ProviderOrganization(derived_id(establishment, ctx)))
+            continue
+        out += [ProviderOrganization(str(v)) for v in reference_entity_id([value], resource, ctx)]
+    return list(dict.fromkeys(out))
 
 
 def _entity_ids(references: Any, resource: Resource, ctx: Context, *, resolved: bool = True) -> list[str]:
@@ -629,23 +641,28 @@ def _entity_ids(references: Any, resource: Resource, ctx: Context, *, resolved: 
 
 
 def provider_facilities(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
-    """PractitionerRole → provider/facilities/facility (its locations, else its offer's locations), each
-    holding the offer as `service` with the offer's name and providing organisation (csd-wire-format §7.4)."""
-    offers = _referenced(
-        [r.get("reference") for r in resource.get("healthcareService") or () if isinstance(r, dict)], ctx
-    )
-    services = tuple(
-        ProviderService(
-            entity_id=derived_id(offer, ctx),
-            names=tuple(n for n in [offer.get("name")] if isinstance(n, str) and n),
-            organization_id=next(iter(_entity_ids([offer.get("providedBy")], offer, ctx)), None),
+    """PractitionerRole → provider/facilities/facility: the unité élémentaire of each of its offers (the
+    profile's placement: the UE facility has the offer's entityID), holding the offer as `service` with its
+    name and providing organisation. A role without offer received: none."""
+    offers = _referenced(values, ctx)
+    return [
+        ProviderFacility(
+            derived_id(offer, ctx),
+            (
+                ProviderService(
+                    entity_id=derived_id(offer, ctx),
+                    names=tuple(n for n in [offer.get("name")] if isinstance(n, str) and n),
+                    organization_id=_establishment_id(offer, ctx),
+                ),
+            ),
         )
         for offer in offers
-    )
-    locations = _entity_ids(resource.get("location"), resource, ctx)
-    if not locations:
-        locations = [eid for offer in offers for eid in _entity_ids(offer.get("location"), offer, ctx)]
-    return [ProviderFacility(eid, services) for eid in dict.fromkeys(locations)]
+    ]
+
+
+def _establishment_id(offer: Resource, ctx: Context) -> str | None:
+    establishment = _establishment_of(offer, ctx)
+    return derived_id(establishment, ctx) if establishment is not None else None
 
 
 _FHIR_DAYS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
@@ -1208,7 +1225,7 @@ def lieu_location(values: Sequence[Any], resource: Resource, ctx: Context) -> li
         status = _coded_node("status", lieu.get("operationalStatus"), ctx)
         if status is not None:
             children.append(status)
-        for made in address([a for a in [lieu.get("address")] if isinstance(a, dict)], lieu, ctx):
+        for made in address(_lieu_addresses(lieu), lieu, ctx):
             assert isinstance(made, Address)  # address gives Address values
             lines = tuple(
                 ExtensionNode("addressLine", text=line.value, attributes=(("component", line.component),))
@@ -1237,11 +1254,17 @@ def lieu_location(values: Sequence[Any], resource: Resource, ctx: Context) -> li
     return []
 
 
+def _lieu_addresses(lieu: Resource) -> list[Any]:
+    """Location.address (0..1, an Address; some data sends a list of them)."""
+    found = lieu.get("address")
+    return [a for a in (found if isinstance(found, list) else [found]) if isinstance(a, dict)]
+
+
 def lieu_address(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
     """The address of the offer's first lieu received (HealthcareService.location → RORLocation.address), as
     the UE facility's csd:address: what an IHE facility-search by address compares."""
     for lieu in _referenced(values, ctx):
-        found = address([a for a in [lieu.get("address")] if isinstance(a, dict)], lieu, ctx)
+        found = address(_lieu_addresses(lieu), lieu, ctx)
         if found:
             return found
     return []
@@ -1249,7 +1272,11 @@ def lieu_address(values: Sequence[Any], resource: Resource, ctx: Context) -> lis
 
 def _establishment_of(offer: Resource, ctx: Context) -> Resource | None:
     """The EG on the offer's organisation chain (providedBy, then partOf), else the top one received."""
-    key = _reference_of(offer.get("providedBy"))
+    return _establishment_above(_reference_of(offer.get("providedBy")), ctx)
+
+
+def _establishment_above(key: str | None, ctx: Context) -> Resource | None:
+    """The EG on the organisation chain from `key` (itself, then partOf), else its EJ when received."""
     seen: set[str] = set()
     last: Resource | None = None
     while key is not None and key not in seen:
@@ -1340,7 +1367,7 @@ TRANSFORMS: Mapping[str, Transform] = {
             func=provider_organization,
         ),
         Transform(
-            "provider_facilities", ProviderFacility, source=False, codes=False, func=provider_facilities
+            "provider_facilities", ProviderFacility, source=True, codes=False, func=provider_facilities
         ),
         Transform("parent_facility", ExtensionNode, source=True, codes=False, func=parent_facility),
         Transform("regional_other_id", OtherID, source=True, codes=False, func=regional_other_id),

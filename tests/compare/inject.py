@@ -33,7 +33,9 @@ class Expected:
 
     def parity(self, bridge_entities: int) -> float:
         matched = bridge_entities - len(self.only_bridge)
-        different = len({d[0] for d in self.differences})
+        different = len(
+            {d[:2] for d in self.differences}
+        )  # (entityID, kind): a UE and its service share an entityID
         total = matched + len(self.only_legacy) + len(self.only_bridge)
         return (matched - different) / total if total else 1.0
 
@@ -131,7 +133,9 @@ def inject(
         path = "facility/address/addressLine[@component=city]"
         if city.getparent().get("type"):
             path = f"facility/address[@type={city.getparent().get('type')}]/addressLine[@component=city]"
-        expected.differences.add((city_of.get("entityID", ""), "facility", path, "LEGACYVILLE", city.text))
+        expected.differences.add(
+            (city_of.get("entityID", ""), kind_of(city_of), path, "LEGACYVILLE", city.text)
+        )
         city.text = "LEGACYVILLE"
 
     # 4. a code changed (a real difference) and codes spelled otherwise (no difference)
@@ -183,16 +187,24 @@ def inject(
     expected.equal_despite.append("children reordered")
 
     # 6. every entityID re-keyed to another scheme, references with them (no difference)
+    # A csd:service of the ROR v2.4 profile carries no identifier but its entityID (codedType, actFamily,
+    # record): re-keyed, no system could match it, so services keep theirs. The UE facility that shares it
+    # (the offer's entityID) is re-keyed through the facilities only.
     rekey = {
         e.get("entityID"): f"urn:oid:1.2.250.1.999.1:{index}"
         for index, e in enumerate(entities(root))
-        if e.get("entityID") and not e.get("entityID", "").startswith("urn:legacy-only")
+        if e.get("entityID")
+        and not e.get("entityID", "").startswith("urn:legacy-only")
+        and local(e) != "service"
     }
+    kept = {e.get("entityID") for e in entities(root) if local(e) == "service"}
     for element in root.iter():
         if not isinstance(element.tag, str):
             continue
         value = element.get("entityID")
-        if value in rekey:
+        # a service (or a reference to one: a UE's facility/organizations/organization/service) keeps its own
+        is_service = local(element) == "service" and value in kept
+        if value in rekey and not is_service:
             element.set("entityID", rekey[value])
         if local(element) in REFERENCE_ELEMENTS and (element.text or "").strip() in rekey:
             element.text = rekey[(element.text or "").strip()]
@@ -205,6 +217,19 @@ def inject(
         .replace("</csd:", "</legacy:")
     )
     return text.encode("utf-8"), expected
+
+
+R207_OID = (
+    "1.2.250.1.213.3.3.8"  # compare.yaml `kinds`: a facility coded TRE_R207 is an internal-organization
+)
+
+
+def kind_of(entity: etree._Element) -> str:
+    """The compare kind of an entity element (mappings/compare.yaml `kinds`)."""
+    coded = entity.find("csd:codedType", NS)
+    if local(entity) == "facility" and coded is not None and coded.get("codingScheme") == R207_OID:
+        return "internal-organization"
+    return local(entity)
 
 
 def report_differences(report: dict[str, Any]) -> set[tuple[str, str, str, str | None, str | None]]:

@@ -16,10 +16,11 @@ from urllib.parse import quote
 import numpy as np
 import numpy.typing as npt
 
-from bridge.simulator.dataset import EPOCH_UTC, Dataset
+from bridge.simulator.dataset import EPOCH_UTC, K_EG, K_EJ, K_POLE, K_SERVICE, K_UF, Dataset
 
 OI = "https://oi.esante.gouv.fr"
 IDNAT = "urn:oid:1.2.250.1.71.4.2.2"
+RPPS = "urn:oid:1.2.250.1.71.4.2.1"
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ def entity_id(resource: dict[str, Any]) -> str:
         return "urn:ror:offre:" + _encode(resource["identifier"][0]["value"])
     if rtype == "Location":
         return "urn:ror:lieu:" + _encode(resource["identifier"][0]["value"])
+    if rtype == "Practitioner":
+        return "urn:ror:rpps:" + _encode(identifiers[RPPS])
     assert rtype == "PractitionerRole"
     assert not resource.get("identifier")  # simulator roles carry none: the FHIR-id fallback
     return f"urn:ror:fhir:PractitionerRole/{_encode(resource['id'])}"
@@ -104,11 +107,19 @@ def expected_modifications(
 ) -> dict[str, set[str]]:
     """Directory local name → the entityIDs an ITI-74 answer must hold, exactly."""
     found = changes(dataset, since, region_codes)
+    # The ROR v2.4 profile's placement: EJ / EG organisations; pôles, services, UFs and every offer (its UE)
+    # facilities (a lieu is inside its offers' UEs; its change is its offers'); a v3 UE organisation no
+    # entity; one provider per professional.
+    kinds = dataset.org_kind[found.organizations]
+    establishments = found.organizations[np.isin(kinds, (K_EJ, K_EG))]
+    internal = found.organizations[np.isin(kinds, (K_POLE, K_SERVICE, K_UF))]
+    practitioners = np.unique(dataset.role_practitioner[found.providers])
     return {
-        "organizationDirectory": entity_ids(dataset, "Organization", found.organizations),
+        "organizationDirectory": entity_ids(dataset, "Organization", establishments),
         "serviceDirectory": entity_ids(dataset, "HealthcareService", found.services),
-        "facilityDirectory": entity_ids(dataset, "Location", found.facilities),
-        "providerDirectory": entity_ids(dataset, "PractitionerRole", found.providers),
+        "facilityDirectory": entity_ids(dataset, "Organization", internal)
+        | entity_ids(dataset, "HealthcareService", found.services),
+        "providerDirectory": entity_ids(dataset, "Practitioner", practitioners),
         "deviceDirectory": set(),  # equipment is not mapped to devices yet
     }
 

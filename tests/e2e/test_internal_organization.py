@@ -38,8 +38,10 @@ def entity_id(resource: dict[str, object]) -> str:
     raise AssertionError(f"no national identifier on {resource['id']}")
 
 
-def expected_entities(bridge: RunningBridge, org_id: str) -> tuple[set[str], set[str]]:
-    """Organisations and offers the answer for `org_id` must hold, from the simulator's data."""
+def expected_entities(bridge: RunningBridge, org_id: str) -> tuple[set[str], set[str], set[str]]:
+    """Organisations (EJ, EG), offers and facilities the answer for `org_id` must hold, from the simulator's
+    data, placed as the ROR v2.4 profile places them: pôles, services and UFs are facilities, each offer is
+    a UE facility (and its activity a service), a v3 organisation typed UE is no entity."""
     data = bridge.dataset
     subtree = set(data.subtree(org_id))
     offers = [
@@ -53,9 +55,12 @@ def expected_entities(bridge: RunningBridge, org_id: str) -> tuple[set[str], set
         while current != org_id:
             orgs.add(current)
             current = data.parent[current]
-    org_ids = {entity_id(data.resources["Organization"][o]) for o in orgs}
+    establishments = {o for o in orgs if data.kind[o] in (OrgKind.EJ, OrgKind.EG)}
+    internal = {o for o in orgs if data.kind[o] in (OrgKind.POLE, OrgKind.SERVICE, OrgKind.UF)}
+    org_ids = {entity_id(data.resources["Organization"][o]) for o in establishments}
     offer_ids = {"urn:ror:offre:" + quote(hs["identifier"][0]["value"], safe="-._~") for hs in offers}
-    return org_ids, offer_ids
+    facility_ids = {entity_id(data.resources["Organization"][o]) for o in internal} | offer_ids
+    return org_ids, offer_ids, facility_ids
 
 
 def pick(bridge: RunningBridge, kind: OrgKind) -> str:
@@ -82,7 +87,10 @@ def csd_of(answer: etree._Element) -> etree._Element:
 
 
 def check_document(
-    csd: etree._Element, our: etree.XMLSchema, official: etree.XMLSchema, expected: tuple[set[str], set[str]]
+    csd: etree._Element,
+    our: etree.XMLSchema,
+    official: etree.XMLSchema,
+    expected: tuple[set[str], set[str], set[str]],
 ) -> None:
     assert expected[0]
     assert expected[1], "the case must hold offers, or it proves little"
@@ -91,18 +99,24 @@ def check_document(
     official.assertValid(document)
     orgs = csd.xpath("csd:organizationDirectory/csd:organization/@entityID", namespaces=C)
     services = csd.xpath("csd:serviceDirectory/csd:service/@entityID", namespaces=C)
+    facilities = csd.xpath("csd:facilityDirectory/csd:facility/@entityID", namespaces=C)
     assert len(orgs) == len(set(orgs)), "each organisation once"
     assert len(services) == len(set(services)), "each offer once"
-    assert (set(orgs), set(services)) == expected
-    assert csd.xpath("count(csd:facilityDirectory/*) + count(csd:providerDirectory/*)", namespaces=C) == 0
-    # Every parent link points at an organisation of the same answer, except the requested one's ancestors
-    # chain, which is complete up to the EJ (the only organisation with no parent).
+    assert len(facilities) == len(set(facilities)), "each facility once"
+    assert (set(orgs), set(services), set(facilities)) == expected
+    assert csd.xpath("count(csd:providerDirectory/*)", namespaces=C) == 0
+    # The EG's parent is the EJ of the same answer (the only organisation with no parent); every
+    # parentFacility names a facility of the same answer.
     parents = set(csd.xpath("csd:organizationDirectory/csd:organization/csd:parent/@entityID", namespaces=C))
     assert parents <= set(orgs)
     assert (
         len(orgs) - len(csd.xpath("csd:organizationDirectory/csd:organization[csd:parent]", namespaces=C))
         == 1
     )
+    links = csd.xpath(
+        "csd:facilityDirectory/csd:facility/csd:extension/csd:parentFacility/@entityID", namespaces=C
+    )
+    assert set(links) <= set(facilities)
 
 
 @pytest.mark.parametrize("kind", [OrgKind.UE, OrgKind.UF, OrgKind.SERVICE, OrgKind.POLE])

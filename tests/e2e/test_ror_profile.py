@@ -446,9 +446,10 @@ def test_platines_interface_templates_of_the_readings(
             f"urn:ror:idnatstruct:{demo.ej_code}",
         }
     else:
-        assert (
-            answer.xpath("count(//csd:organization/csd:otherID[@code=$c])", namespaces=C, c=demo.oi_code) >= 1
-        )
+        # the organisation read is a v3 UE organisation: the profile's UEs are its offers (facilities coded
+        # TRE_R207 #4, under their EG); it is no entity of its own
+        assert answer.xpath("count(//csd:facility[csd:codedType/@code = '4'])", namespaces=C) >= 1
+        assert answer.xpath("count(//csd:otherID[contains(@code, $c)])", namespaces=C, c=demo.oi_code) == 0
 
 
 def test_reading_filters_narrow_the_offers(bridge: RunningBridge, demo: Demo) -> None:
@@ -566,12 +567,13 @@ def test_zeep_reads_an_internal_organization(ror_client: zeep.Client, demo: Demo
             },
         }
     )
-    others = [
-        other.code
-        for organization in result.result.queryResult.organizationDirectory.organization
-        for other in organization.otherID
-    ]
-    assert demo.oi_code in others
+    # the v3 UE organisation read: its offers are the profile's UEs (facilities coded TRE_R207 #4), under
+    # its EG
+    facilities = result.result.queryResult.facilityDirectory.facility
+    units = [f for f in facilities if any(c.code == "4" for c in f.codedType)]
+    assert units
+    held = {o.entityID for f in units for o in f.organizations.organization}
+    assert held == {f"urn:ror:idnatstruct:{demo.eg_code}"}
 
 
 def test_zeep_notif(ror_client: zeep.Client, bridge: RunningBridge, demo: Demo) -> None:

@@ -63,14 +63,20 @@ def test_every_official_element_is_produced_or_explained(
     assert [c.path for c in coverage.values() if c.status == "not produced" and not c.detail] == []
     assert coverage["organizationDirectory/organization/codedType"].status == "produced"
     assert "organization#coded-type" in coverage["organizationDirectory/organization/codedType"].detail
-    assert coverage["facilityDirectory/facility/geocode/latitude"].status == "produced"
+    # the profile's placement: the UE's lieu is its typed location; csd:geocode is not written (explained)
+    location = coverage["facilityDirectory/facility/extension/location"]
+    assert location.status == "produced"
+    assert "unit#location" in location.detail
+    assert coverage["facilityDirectory/facility/extension/parentFacility"].status == "produced"
+    assert coverage["facilityDirectory/facility/geocode/latitude"].status == "not produced"
+    assert "extension/location/geoCoordinates" in coverage["facilityDirectory/facility/geocode"].detail
     # a typed element of the profile's extension that a table fills (extension: {profile: contact})
     contact = coverage["organizationDirectory/organization/extension/contact"]
     assert contact.status == "produced"
     assert "organization#" in contact.detail
     device = coverage["deviceDirectory/device"]
     assert device.status == "not produced"
-    assert "deviceDirectory/device placement" in device.detail
+    assert "deviceDirectory/device yet" in device.detail
     # without reasons, the same gaps are reported as unexplained
     bare = profile_coverage(mappings, official, ours, {})
     assert sum(1 for c in bare if c.status == "not produced" and not c.detail) == sum(
@@ -86,7 +92,7 @@ def test_mappings_check_prints_the_profile_coverage(official_profile: OfficialPr
     line = next(x for x in result.stdout.splitlines() if x.startswith("profile-v24.yaml: official"))
     assert "633 elements under CSD" in line
     assert "(0 without a reason)" in line
-    assert "  - deviceDirectory (and the 3 element(s) under it): equipment" in result.stdout
+    assert "  - deviceDirectory (and the 3 element(s) under it): written, empty: equipment" in result.stdout
     assert "  + organizationDirectory/organization/codedType: organization#coded-type" in result.stdout
 
 

@@ -169,10 +169,22 @@ def test_the_engine_writes_the_selected_entities_only(mappings: Mappings) -> Non
         name="UE",
         partOf={"reference": "Organization/eg"},
     )
-    received = SearchResult(FhirQuery("Organization", ()), matches=[child], includes=[parent])
+    root = resource(
+        "Organization",
+        "ej",
+        identifier=[{"system": "urn:oid:1.2.250.1.71.4.2.2", "value": "1780000000"}],
+        name="Groupe",
+    )
+    parent["partOf"] = {"reference": "Organization/ej"}
+    received = SearchResult(FhirQuery("Organization", ()), matches=[child, parent], includes=[root])
+    document = from_fhir_results(mappings, plan, [received], now=NOW, selected=["Organization/eg"])
+    assert [o.entity_id for o in document.organizations] == ["urn:ror:idnatstruct:1780000001"]
+    assert document.organizations[0].parent_id == "urn:ror:idnatstruct:1780000000"  # resolved, not written
+    assert document.facilities == []  # the OI received is not selected
+    # an internal organisation selected is a facility (the profile's placement)
     document = from_fhir_results(mappings, plan, [received], now=NOW, selected=["Organization/ue"])
-    assert [o.entity_id for o in document.organizations] == ["urn:ror:oi:OI1"]
-    assert document.organizations[0].parent_id == "urn:ror:idnatstruct:1780000001"  # resolved, not written
+    assert [f.entity_id for f in document.facilities] == ["urn:ror:oi:OI1"]
+    assert document.organizations == []
 
 
 def _tables(tmp_path: Path, edit: Any) -> Path:

@@ -12,12 +12,12 @@ import pytest
 from bridge.errors import MappingError
 from bridge.model import (
     CodedType,
-    ContactPoint,
     CsdDocument,
     CsdRequest,
     Directory,
     Extension,
     ExtensionNode,
+    Facility,
     OtherID,
     QueryPlan,
     Record,
@@ -68,18 +68,23 @@ def answer(mappings: Mappings) -> CsdDocument:
 
 
 def test_organisations_root_first_each_once(mappings: Mappings) -> None:
+    # The profile's placement: EJ and EG are organisations; the internal organisations are facilities (below);
+    # the v3 UE organisation OI-UE-1 (TRE_R207 #4) is not written, its offer OFFRE-1 is the UE.
     document = answer(mappings)
     assert [(o.entity_id, o.parent_id) for o in document.organizations] == [
         ("urn:ror:idnatstruct:2921317258", None),  # EJ
         ("urn:ror:idnatstruct:392131725800020", "urn:ror:idnatstruct:2921317258"),  # EG
-        ("urn:ror:oi:OI-POLE-1", "urn:ror:idnatstruct:392131725800020"),  # pôle (the one asked for)
-        ("urn:ror:oi:OI-SVC-1", "urn:ror:oi:OI-POLE-1"),  # service
-        ("urn:ror:oi:OI-UF-1", "urn:ror:oi:OI-SVC-1"),  # UF
-        ("urn:ror:oi:OI%20UE%2F2", "urn:ror:oi:OI-UF-1"),  # UE 2 (same depth: by entityID)
-        ("urn:ror:oi:OI-UE-1", "urn:ror:oi:OI-UF-1"),  # UE 1
     ]
     assert [s.entity_id for s in document.services] == ["urn:ror:offre:OFFRE-1", "urn:ror:offre:OFFRE-2"]
-    assert list(document.facilities) == []
+    # internal organisations root first (as the streamed extraction writes them), then the UEs
+    assert [f.entity_id for f in document.facilities] == [
+        "urn:ror:oi:OI-POLE-1",  # pôle (the one asked for)
+        "urn:ror:oi:OI-SVC-1",  # service
+        "urn:ror:oi:OI-UF-1",  # UF
+        "urn:ror:oi:OI%20UE%2F2",  # an untyped internal organisation under the UF: an OI facility, not a UE
+        "urn:ror:offre:OFFRE-1",  # UE (the offer)
+        "urn:ror:offre:OFFRE-2",  # UE (the offer)
+    ]
     assert list(document.providers) == []
 
 
@@ -115,121 +120,80 @@ def test_ej_and_eg(mappings: Mappings) -> None:
     assert eg.record.status == "Active"  # organization-period has a start and no end
 
 
+def parent_facility(facility: Facility) -> str | None:
+    found = [e.content for e in facility.extensions if e.content and e.content.name == "parentFacility"]
+    return dict(found[0].attributes)["entityID"] if found else None
+
+
+def typed(facility: Facility, name: str) -> list[ExtensionNode]:
+    return [e.content for e in facility.extensions if e.profile and e.content and e.content.name == name]
+
+
 def test_internal_organisations_carry_their_tre_r207_type(mappings: Mappings) -> None:
-    by_id = {o.entity_id: o for o in answer(mappings).organizations}
-    for entity_id, code in (("OI-POLE-1", "1"), ("OI-SVC-1", "2"), ("OI-UF-1", "3"), ("OI-UE-1", "4")):
-        assert [(c.code, c.coding_scheme) for c in by_id[f"urn:ror:oi:{entity_id}"].coded_types] == [
-            (code, "1.2.250.1.213.3.3.8")
-        ]
+    by_id = {f.entity_id: f for f in answer(mappings).facilities}
+    for entity_id, code, parent in (
+        ("OI-POLE-1", "1", None),  # right under its EG: no parent facility
+        ("OI-SVC-1", "2", "urn:ror:oi:OI-POLE-1"),
+        ("OI-UF-1", "3", "urn:ror:oi:OI-SVC-1"),
+    ):
+        facility = by_id[f"urn:ror:oi:{entity_id}"]
+        assert [(c.code, c.coding_scheme) for c in facility.coded_types] == [(code, "1.2.250.1.213.3.3.8")]
+        assert parent_facility(facility) == parent
+        # the profile's required elements: the champs of the offers below, careMode "null", not sensitive
+        assert [dict(n.attributes)["code"] for n in typed(facility, "typeActivity")] == ["01"]
+        assert [dict(n.attributes)["code"] for n in typed(facility, "careMode")] == ["null"]
+        assert [n.text for n in typed(facility, "sensitiveUnit")] == ["false"]
+        # its identifier as the profile writes an OI's: <région source>/<identifiantOI>
+        assert [o.code for o in facility.other_ids] == [f"11/{entity_id}"]
 
 
 def test_unit_record_in_full(mappings: Mappings) -> None:
-    ue1 = answer(mappings).organizations[-1]
-    assert ue1 == type(ue1)(
-        entity_id="urn:ror:oi:OI-UE-1",
-        coded_types=(CodedType("4", "1.2.250.1.213.3.3.8", "Unité élémentaire"),),
-        primary_name="UE Hospitalisation complète de neurologie",
-        record=Record(datetime(2020, 1, 15, 8, tzinfo=CET), datetime(2024, 3, 1, 9, tzinfo=CET), "Active"),
-        other_ids=(OtherID("OI-UE-1", "https://oi.esante.gouv.fr"),),
-        contact_points=(
-            ContactPoint(
-                CodedType("3", "1.2.250.1.213.3.3.1", "Courrier électronique"),
-                equipment="neuro@tilleuls.mssante.fr",
-            ),
-        ),
-        parent_id="urn:ror:oi:OI-UF-1",
-        extensions=(REGION,),
+    # OFFRE-1 is provided by OI-UE-1 (a v3 UE organisation): the UE facility is the offer, its parent the UF.
+    ue1 = next(f for f in answer(mappings).facilities if f.entity_id == "urn:ror:offre:OFFRE-1")
+    assert ue1.coded_types == (CodedType("4", "1.2.250.1.213.3.3.8", "Unité élémentaire"),)
+    assert ue1.primary_name == "Hospitalisation complète de neurologie"
+    assert ue1.record == Record(
+        datetime(2021, 5, 4, 10, tzinfo=CEST), datetime(2024, 3, 2, 8, 15, tzinfo=CET), "Active"
     )
+    assert parent_facility(ue1) == "urn:ror:oi:OI-UF-1"
+    codes = {
+        n.name: dict(n.attributes).get("code")
+        for e in ue1.extensions
+        if e.profile and (n := e.content) is not None
+    }
+    assert codes == {
+        "typeActivity": "01",
+        "careMode": "28",
+        "patientsType": None,
+        "receptionType": "01",
+        "facilityType": "11",  # v3 typeOffre 11 has no row in codes/type-offre.csv: written as received
+        "parentFacility": None,
+        "sensitiveUnit": None,
+    }
+    (patients,) = typed(ue1, "patientsType")
+    ages = [(c.name, c.children[0].text) for c in patients.children if c.name.startswith("patientTypeAge")]
+    assert ages == [("patientTypeAgeMin", "18"), ("patientTypeAgeMax", "120")]
+    # its EG, with the offer's activity (the csd:service of the same entityID) as service
+    (organization,) = ue1.organizations
+    assert organization.entity_id == "urn:ror:idnatstruct:392131725800020"
+    assert [s.entity_id for s in organization.services] == ["urn:ror:offre:OFFRE-1"]
 
 
 def test_untyped_closed_unit_gets_kind_fallback_and_inactive(mappings: Mappings) -> None:
-    ue2 = answer(mappings).organizations[-2]
+    ue2 = next(f for f in answer(mappings).facilities if f.entity_id == "urn:ror:oi:OI%20UE%2F2")
     assert ue2.coded_types == (CodedType("OI", "urn:ror:csd:organization-kind", "Organisation interne"),)
     assert ue2.record.status == "Inactive"  # ror-organization-closing-type present
 
 
 def test_offer_record_in_full(mappings: Mappings) -> None:
+    # csd:service is the activité opérationnelle only (the profile's service: codedType, one extension,
+    # record); the offer's other attributes are its UE facility's (test_unit_record_in_full).
     offer = answer(mappings).services[0]
     assert offer == Service(
         entity_id="urn:ror:offre:OFFRE-1",
         coded_type=CodedType("183", "1.2.250.1.213.3.3.12", "Traitement neurochirurgical de la douleur"),
         record=Record(
             datetime(2021, 5, 4, 10, tzinfo=CEST), datetime(2024, 3, 2, 8, 15, tzinfo=CET), "Active"
-        ),
-        extensions=(
-            Extension("nomOffre", EXT, ExtensionNode("nomOffre", "Hospitalisation complète de neurologie")),
-            Extension("identifiantOffre", EXT, ExtensionNode("identifiantOffre", "OFFRE-1")),
-            Extension("organisation", EXT, ExtensionNode("organisation", "urn:ror:oi:OI-UE-1")),
-            # the offer's Location carries no idLocation: FHIR-id fallback, reported
-            Extension("lieu", EXT, ExtensionNode("lieu", "urn:ror:fhir:Location/loc-1")),
-            Extension(
-                "champActivite",
-                EXT,
-                ExtensionNode(
-                    "champActivite",
-                    "Médecine Chirurgie Obstétrique (MCO)",
-                    (("code", "01"), ("codingScheme", "1.2.250.1.213.3.3.17")),
-                ),
-            ),
-            Extension(
-                "modePriseEnCharge",
-                EXT,
-                ExtensionNode(
-                    "modePriseEnCharge",
-                    "Hospitalisation complète (HC)",
-                    (("code", "28"), ("codingScheme", "1.2.250.1.213.3.3.13")),
-                ),
-            ),
-            Extension(  # v3 typeOffre 11 has no row in codes/type-offre.csv: written as received, reported
-                "categorieOrganisation",
-                EXT,
-                ExtensionNode(
-                    "categorieOrganisation",
-                    "Unité d'hospitalisation",
-                    (("code", "11"), ("codingScheme", R244_OID)),
-                ),
-            ),
-            Extension(
-                "temporaliteAccueil",
-                EXT,
-                ExtensionNode(
-                    "temporaliteAccueil", "Permanent", (("code", "01"), ("codingScheme", R240_OID))
-                ),
-            ),
-            Extension(
-                "patientele",
-                EXT,
-                ExtensionNode(
-                    "patientele",
-                    children=(
-                        ExtensionNode(
-                            "ageRange",
-                            children=(
-                                ExtensionNode("low", children=(ExtensionNode("value", "18"),)),
-                                ExtensionNode("high", children=(ExtensionNode("value", "120"),)),
-                            ),
-                        ),
-                    ),
-                ),
-            ),
-            Extension(
-                "fermeture",
-                EXT,
-                ExtensionNode(
-                    "fermeture",
-                    children=(
-                        ExtensionNode("description", "Fermeture"),
-                        ExtensionNode(
-                            "during",
-                            children=(
-                                ExtensionNode("start", "2023-08-01"),
-                                ExtensionNode("end", "2023-08-31"),
-                            ),
-                        ),
-                    ),
-                ),
-            ),
-            REGION,
         ),
     )
 
@@ -248,10 +212,14 @@ def test_codes_without_oid_are_written_and_reported(mappings: Mappings) -> None:
     # R30 region tag, R244, R240: written as their NOS OIDs, nothing reported
     for system in (R30, R244, R240):
         assert mappings.findings.count(Finding.SYSTEM_WITHOUT_OID, system) == 0
-    assert mappings.findings.count(Finding.IDENTIFIER_WITHOUT_OID, "https://oi.esante.gouv.fr") == 5
+    # the four internal organisations written (the v3 UE organisation is not)
+    assert mappings.findings.count(Finding.IDENTIFIER_WITHOUT_OID, "https://oi.esante.gouv.fr") == 4
     assert mappings.findings.count(Finding.CODE_WITHOUT_CROSSWALK, f"type-offre: {R244}|11") == 2
-    # loc-1 is received but carries no idLocation: its FHIR-id entityID is reported
-    assert mappings.findings.count(Finding.FHIR_ID_ENTITY, "Location") == 2
+    # loc-1 carries no ror-commune-cog: the UEs' location (cityNumber required) is left out, reported
+    assert (
+        mappings.findings.count(Finding.INCOMPLETE_TYPED_ELEMENT, "lieu without ror-commune-cog (cityNumber)")
+        == 2
+    )
 
 
 def test_output_does_not_depend_on_input_order(mappings: Mappings) -> None:
@@ -282,9 +250,9 @@ def test_only_the_plan_directories_are_filled(mappings: Mappings) -> None:
     organizations_only = QueryPlan(plan.function, plan.queries, frozenset({Directory.ORGANIZATION}))
     document = from_fhir_results(mappings, organizations_only, results, now=NOW)
     assert document.services == []
-    # without the offers, only the pôle and its ancestors are answered
-    assert [o.entity_id for o in document.organizations][-1] == "urn:ror:oi:OI-POLE-1"
-    assert len(document.organizations) == 3
+    assert document.facilities == []  # the internal organisations and UEs are facilities
+    # the pôle asked for is no organisation: a match without entity of these directories joins nothing
+    assert document.organizations == []
 
 
 def test_offer_without_activite_operationnelle_is_a_mapping_error(mappings: Mappings) -> None:
@@ -305,7 +273,9 @@ def test_resource_without_last_updated_is_a_mapping_error(mappings: Mappings) ->
     results[0].matches = [broken]
     with pytest.raises(MappingError) as caught:
         from_fhir_results(mappings, plan, results[:1], now=NOW)
-    assert (caught.value.table, caught.value.rule) == ("entities/organization.yaml", "record")
+    # the pôle is an internal organisation: the first of its rules that needs meta.lastUpdated fails
+    assert caught.value.table == "entities/internal-organization.yaml"
+    assert "meta.lastUpdated" in caught.value.reason
     assert "Organization/pole-1" in caught.value.reason
 
 
@@ -321,15 +291,16 @@ def test_result_directory_names_the_parent_without_writing_it(mappings: Mappings
     # gives the match's `parent` its national entityID, the same the parent has when it is written itself;
     # it is not an entity of the answer.
     plan, results = plan_and_results(mappings)
-    only_organizations = [results[0]]
-    written = from_fhir_results(mappings, plan, only_organizations, now=NOW)
+    received = {r["id"]: r for r in (*results[0].matches, *results[0].includes)}
+    only_eg = [SearchResult(results[0].query, matches=[received["eg-1"]], includes=[received["ej-1"]])]
+    written = from_fhir_results(mappings, plan, only_eg, now=NOW)
     resolve = replace(plan, result=Directory.ORGANIZATION)
-    searched = from_fhir_results(mappings, resolve, only_organizations, now=NOW)
-    assert [o.entity_id for o in searched.organizations] == ["urn:ror:oi:OI-POLE-1"]
-    (pole,) = searched.organizations
-    eg = next(o for o in written.organizations if o.entity_id == pole.parent_id)
-    assert pole.parent_id == "urn:ror:idnatstruct:392131725800020" == eg.entity_id
+    searched = from_fhir_results(mappings, resolve, only_eg, now=NOW)
+    assert [o.entity_id for o in searched.organizations] == ["urn:ror:idnatstruct:392131725800020"]
+    (eg,) = searched.organizations
+    ej = next(o for o in written.organizations if o.entity_id == eg.parent_id)
+    assert eg.parent_id == "urn:ror:idnatstruct:2921317258" == ej.entity_id
     # without the parent received, the reference falls back on the FHIR id (and is reported)
-    alone = SearchResult(results[0].query, matches=list(results[0].matches))
+    alone = SearchResult(results[0].query, matches=[received["eg-1"]])
     (orphan,) = from_fhir_results(mappings, resolve, [alone], now=NOW).organizations
-    assert orphan.parent_id == "urn:ror:fhir:Organization/eg-1"
+    assert orphan.parent_id == "urn:ror:fhir:Organization/ej-1"

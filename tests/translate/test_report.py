@@ -17,9 +17,13 @@ def test_report_lists_tables_rules_targets_and_systems(mappings: Mappings) -> No
         "alias urn:ror:csd:stored-function:organisation-interne",
         "GET Organization?identifier={identifier}&_include:iterate=Organization:partof",
         "entities/organization.yaml: csd:organization from Organization",
+        "entities/organization.yaml: csd:organization from Organization (establishment)",
+        "entities/internal-organization.yaml: csd:facility from Organization (internal-organization)",
+        "entities/unit.yaml: csd:facility from HealthcareService",
         "entities/service.yaml: csd:service from HealthcareService",
         "  parent: parent <- partOf.reference via reference_entity_id",
-        "extension type=nomOffre urn=urn:ror:csd:extension",
+        "extension type=detailAdresse urn=urn:ror:csd:extension",
+        "extension facilityExtension/parentFacility (v2.4 profile)",
         "OID 1.2.250.1.213.3.3.12  TRE_R211-ActiviteOperationnelle",
         f"no OID  TRE_R343-FonctionLieu (code)  {R343}",
         f"OID 1.2.250.1.213.1.6.1.8  TRE_R66-CategorieEtablissement (code, verified)  {R66}",
@@ -51,10 +55,14 @@ def test_report_prints_the_v24_coverage_class_by_class(mappings: Mappings) -> No
     # every attribute is printed once per class, mapped with its CSD place, or with the reason it is not
     assert sum(1 for line in lines if line.startswith(("    + ", "    - "))) == len(attributes)
     assert (
-        "    + secteurPsychiatrique: csd:service/extension[@type=secteurPsychiatrique] "
-        "(service#psychiatric-sector)"
-    ) in lines
-    assert "    + latitude: csd:facility/geocode (facility#geocode)" in lines
+        "    + secteurPsychiatrique: csd:facility/extension/psychiatricSector (unit#psychiatric-sector)"
+        in lines
+    )
+    assert "    + latitude: csd:facility/extension/location (unit#location)" in lines
+    assert (
+        "    + rattachement: csd:facility/extension/parentFacility (internal-organization#parent-facility)"
+        in lines
+    )
     assert any(line.startswith("    - visiteDomicile: NOT MAPPED: ME 2.4 carried it") for line in lines)
 
 
@@ -107,7 +115,7 @@ def test_report_prints_the_coverage_of_the_profiles_typed_extensions(mappings: M
     lines = coverage_report(mappings).splitlines()
     start = lines.index("ROR CSD v2.4 profile: typed extension elements filled by the entity tables")
     section = lines[start : start + 13]
-    header = "  csd:organization/extension (organisationExtension): "
+    header = "  csd:organization/extension (organisationExtension, entities/organization.yaml): "
     (organization,) = [line for line in section if line.startswith(header)]
     filled = section[section.index(organization) + 1]
     missing = section[section.index(organization) + 2]
@@ -120,3 +128,24 @@ def test_report_prints_the_coverage_of_the_profiles_typed_extensions(mappings: M
     count = len(filled.removeprefix("    filled: ").split(", "))
     assert organization == f"{header}{count} of 16 elements"
     assert count + len(missing.removeprefix("    not filled: ").split(", ")) == 16
+
+
+def test_report_prints_the_typed_elements_of_the_units_and_internal_organisations(mappings: Mappings) -> None:
+    # the profile's placement: the UE (an offer) and the internal organisations fill facilityExtension
+    lines = coverage_report(mappings).splitlines()
+    unit = next(i for i, line in enumerate(lines) if "(facilityExtension, entities/unit.yaml)" in line)
+    for element in (
+        "typeActivity",
+        "careMode",
+        "patientsType",
+        "location",
+        "parentFacility",
+        "sensitiveUnit",
+    ):
+        assert element in lines[unit + 1].removeprefix("    filled: ").split(", "), element
+    internal = next(
+        i
+        for i, line in enumerate(lines)
+        if "(facilityExtension, entities/internal-organization.yaml)" in line
+    )
+    assert "location" in lines[internal + 2].removeprefix("    not filled: ").split(", ")

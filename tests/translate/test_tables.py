@@ -47,9 +47,14 @@ def test_broken_table_error_names_table_rule_and_path(case: str, tmp_path: Path)
 
 
 def test_shipped_tables_load(mappings: Mappings) -> None:
-    assert set(mappings.entities) == {"organization", "service", "facility", "provider"}
+    assert set(mappings.entities) == {"organization", "internal-organization", "unit", "service", "provider"}
+    kinds = {name: (t.kind.name, t.resource, t.select) for name, t in mappings.entities.items()}
+    assert kinds["organization"] == ("organization", "Organization", "establishment")
+    assert kinds["internal-organization"] == ("facility", "Organization", "internal-organization")
+    assert kinds["unit"] == ("facility", "HealthcareService", None)
+    assert kinds["service"] == ("service", "HealthcareService", None)
     spec = mappings.function("urn:ror:csd:stored-function:internal-organization")
-    assert spec.directories == frozenset({Directory.ORGANIZATION, Directory.SERVICE})
+    assert spec.directories == frozenset({Directory.ORGANIZATION, Directory.SERVICE, Directory.FACILITY})
     assert mappings.timezone.key == "Europe/Paris"
 
 
