@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -112,6 +113,12 @@ def documents(answer: bytes) -> list[etree._Element]:
     return [element for element in found if isinstance(element, etree._Element)]
 
 
+def xpath(node: etree._Element, path: str) -> list[Any]:
+    found = node.xpath(path, namespaces=NS)
+    assert isinstance(found, list)
+    return found
+
+
 def levels(answer: bytes) -> Counter[str]:
     return Counter(
         str(code)
@@ -185,22 +192,38 @@ def test_entities_are_the_same_for_every_profile_but_the_providers(
     assert all(codes == notified[0] for codes in notified)
     # Profiles 1 and 2 see every professional; profile 0 those of ambulatory units (champ d'activité 05),
     # profile 3 those of médico-social or ambulatory ones (04, 05), by the champ of the offer each works in.
+    # A provider is one professional (urn:ror:rpps:<RPPS>) with the UEs of the situations the answer shows
+    # (ITI-74: the changed ones): its champs are those of these UEs' offers in the dataset.
     dataset = generate_dataset(SCALE, SEED)
-    role_base = int(dataset.id_of("PractitionerRole", 0))
 
-    def champ(entity_id: str) -> str:
-        offer = int(dataset.role_offer[int(entity_id.rsplit("/", 1)[-1]) - role_base])
-        return dataset.lists.champs.codes[int(dataset.offer_champ[offer])].code
+    def champs(answer: bytes) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for document in documents(answer):
+            for provider in xpath(document, ".//csd:providerDirectory/csd:provider"):
+                units = xpath(provider, "csd:facilities/csd:facility/@entityID")
+                offers = [
+                    dataset.identifier_index("HealthcareService", None, unquote(str(u).rsplit(":", 1)[-1]))
+                    for u in units
+                ]
+                found[str(provider.get("entityID"))] = {
+                    dataset.lists.champs.codes[int(dataset.offer_champ[index])].code
+                    for indexes in offers
+                    for index in indexes
+                }
+        return found
 
     for request_name in ("iti-74", "extraction"):
         everyone = ids(answers[None][request_name], "providerDirectory")
         assert everyone
+        champ = champs(answers[None][request_name])
+        assert all(champ[p] for p in everyone), "every provider's units are known"
         assert ids(answers[1][request_name], "providerDirectory") == everyone
         assert ids(answers[2][request_name], "providerDirectory") == everyone
         for number, allowed in ((0, {"05"}), (3, {"04", "05"})):
-            expected = [p for p in everyone if champ(p) in allowed]
+            expected = [p for p in everyone if champ[p] <= allowed]
             assert ids(answers[number][request_name], "providerDirectory") == expected, (request_name, number)
-        assert 0 < len([p for p in everyone if champ(p) == "05"]) < len(everyone), "the test means something"
+        ambulatory = [p for p in everyone if champ[p] == {"05"}]
+        assert 0 < len(ambulatory) < len(everyone), "the test means something"
 
 
 def test_the_extraction_mapping_workers_filter_by_the_profile_they_are_given(
