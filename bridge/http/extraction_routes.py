@@ -129,7 +129,7 @@ class ExtractionEndpoint:
             if transaction is not None:
                 transaction.entities = {str(d): n for d, n in progress.written.items()}
 
-        chunks = self.extractor.stream(wanted, remember)
+        chunks = self.extractor.stream(wanted, remember, profile=current_profile())
         try:
             first = await anext(chunks)
         except Exception as error:  # nothing was sent: a clean HTTP error

@@ -396,6 +396,7 @@ async def spooled_delta(
     *,
     workers: int = 0,
     activities: dict[str, tuple[CodedType, ...]] | None = None,
+    profile: int | None = None,
 ) -> tuple[BinaryIO, Progress]:
     """The five directories of the delta answer, written to an open temporary file (deleted when closed),
     and the counts of what was received and written; `activities`, when given, receives the champs
@@ -432,7 +433,7 @@ async def spooled_delta(
             activities.update(await spool.call(spool.activities))
         progress.phase = "writing"
         answer = tempfile.TemporaryFile(prefix="ror-bridge-iti74-")  # noqa: SIM115 (handed to the edge)
-        writer = SpoolWriter(spool, mappings, datetime.now(UTC), progress, workers=workers)
+        writer = SpoolWriter(spool, mappings, datetime.now(UTC), progress, workers=workers, profile=profile)
 
         def step(file: BinaryIO) -> bool:
             part = writer.next_chunk()

@@ -169,7 +169,11 @@ class Extractor:
         return Source.EXPORT if "export" in names else Source.SEARCH
 
     async def stream(
-        self, request: ExtractionRequest, on_progress: ProgressCallback | None = None
+        self,
+        request: ExtractionRequest,
+        on_progress: ProgressCallback | None = None,
+        *,
+        profile: int | None = None,
     ) -> AsyncIterator[bytes]:
         """The document, chunk by chunk.
 
@@ -228,7 +232,7 @@ class Extractor:
             for directory, resource_type in pairs:
                 progress.expected[directory] += await spool.call(spool.count, resource_type)
             progress.phase = "writing"
-            writer = SpoolWriter(spool, self.mappings, now, progress, workers=self.workers)
+            writer = SpoolWriter(spool, self.mappings, now, progress, workers=self.workers, profile=profile)
             while (part := await spool.call(writer.next_chunk)) is not None:
                 progress.bytes += len(part)
                 notify(progress)

@@ -12,6 +12,7 @@ import time
 from enum import StrEnum
 
 from bridge import ns
+from bridge.access import current_profile
 from bridge.errors import UnknownEntityError
 from bridge.fhir.client import FhirClient
 from bridge.model import (
@@ -27,6 +28,7 @@ from bridge.pipeline.changes import spooled_delta
 from bridge.pipeline.progress import stop_walk
 from bridge.pipeline.request_plan import TransactionPlan, plan_transaction, scope_of
 from bridge.translate import Mappings, from_fhir_results
+from bridge.translate.access import filter_document
 from bridge.translate.plan import plan_queries
 from bridge.translate.select import page_upstream, select_records
 
@@ -72,6 +74,7 @@ class Pipeline:
                 resolved.region_tags,
                 workers=self.mapping_workers,
                 activities=activities,
+                profile=current_profile(),
             )
             written = progress.written
             log.info(
@@ -118,6 +121,8 @@ class Pipeline:
         document = select_records(
             spec, request.params, document, self.mappings.systems, self.mappings.timezone
         )
+        # What the client's ROR access profile may not see (mappings/access-profiles.yaml); no profile: all.
+        document = filter_document(self.mappings.access, current_profile(), document)
         log.info(
             "%s %s: %d FHIR queries, %d pages; %d organizations, %d services; %.1f ms",
             LogEvent.TRANSACTION_DONE,

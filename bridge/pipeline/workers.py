@@ -12,6 +12,7 @@ import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -33,7 +34,8 @@ from bridge.model import CsdDocument, Directory, FhirQuery, QueryPlan, Resource,
 from bridge.pipeline.progress import DIRECTORIES, Progress
 from bridge.pipeline.spool import ORGANIZATION, Spool
 from bridge.translate import Mappings, from_fhir_results, load_mappings
-from bridge.translate.findings import Finding
+from bridge.translate.access import NO_ACTIVITIES, Activities, filter_records, uses_activity
+from bridge.translate.findings import Finding, Findings
 
 # Entities mapped and written per step of the read-back: one chunk of the streamed document.
 BATCH_SIZE = 200
@@ -60,8 +62,16 @@ class SpoolWriter:
     ahead, and writes the results in order; anything a worker reports (findings) is merged here."""
 
     def __init__(
-        self, spool: Spool, mappings: Mappings, now: datetime, progress: Progress, *, workers: int = 0
+        self,
+        spool: Spool,
+        mappings: Mappings,
+        now: datetime,
+        progress: Progress,
+        *,
+        workers: int = 0,
+        profile: int | None = None,
     ) -> None:
+        self._profile = profile  # the client's ROR access profile (None: unfiltered), given to the workers
         self._spool = spool
         self._mappings = mappings
         self._now = now
@@ -98,10 +108,16 @@ class SpoolWriter:
         for batch in _whole_groups(cursor):
             context = self._spool.context([key for key, _, _ in batch], offers_at=offers_at, below=below)
             if pool is None:
-                parts = map_batch(self._mappings, directory, resource_type, batch, context, self._now)
+                parts = map_batch(
+                    self._mappings, directory, resource_type, batch, context, self._now, self._profile
+                )
                 yield self._emit(directory, parts, last)
                 continue
-            pending.append(pool.submit(_map_in_worker, directory, resource_type, batch, context, self._now))
+            pending.append(
+                pool.submit(
+                    _map_in_worker, directory, resource_type, batch, context, self._now, self._profile
+                )
+            )
             if len(pending) >= AHEAD_PER_WORKER * self._workers:
                 yield self._emit_mapped(directory, pending.popleft(), last)
         while pending:
@@ -152,6 +168,7 @@ def map_batch(
     rows: Sequence[tuple[str, str | None, bytes]],
     context: Sequence[bytes],
     now: datetime,
+    profile: int | None = None,
 ) -> list[tuple[str, bytes]]:
     """One batch of spooled rows (`key, entity_id, body`) mapped with its context (stored JSON): the element
     of each entity, in row order. An entity the engine did not write (e.g. a provider whose Practitioner was
@@ -165,7 +182,20 @@ def map_batch(
     keys = [key for key, _, _ in rows]
     keys += _merged_in(mappings, directory, resource_type, resources, result.includes)
     document = from_fhir_results(mappings, plan, [result], now=now, selected=keys)
-    records = {record.entity_id: record for record in _records(document, directory)}
+    # What the client's access profile may not see is removed here (translate/access.py). A provider's champ
+    # d'activité is its units': the offers in the batch's context, mapped as the facilities they are.
+    activities = NO_ACTIVITIES
+    if directory is Directory.PROVIDER and uses_activity(mappings.access, profile, "provider"):
+        offers = [f"HealthcareService/{r.get('id')}" for r in result.includes if _is_offer(r)]
+        units = QueryPlan("extraction", (query,), frozenset({Directory.FACILITY}))
+        quiet = replace(mappings, findings=Findings())  # counted once, when the units are written
+        activities = Activities.of_document(
+            from_fhir_results(quiet, units, [result], now=now, selected=offers)
+        )
+    kept = filter_records(
+        mappings.access, profile, _KIND[directory], _records(document, directory), activities
+    )
+    records = {record.entity_id: record for record in kept}
     build = _BUILDERS[directory]
     order = [entity_id for _, entity_id, _ in rows if entity_id is not None and entity_id in records]
     # an entity whose entityID is not its row's (a professional, keyed by the RPPS of its situations' rows)
@@ -183,6 +213,10 @@ def start_pool(workers: int, mappings: Mappings) -> ProcessPoolExecutor:
         initializer=_start_worker,
         initargs=(str(mappings.directory),),
     )
+
+
+def _is_offer(resource: Resource) -> bool:
+    return resource.get("resourceType") == "HealthcareService"
 
 
 def _merged_in(
@@ -228,14 +262,24 @@ def _map_in_worker(
     rows: Sequence[tuple[str, str | None, bytes]],
     context: Sequence[bytes],
     now: datetime,
+    profile: int | None = None,
 ) -> _Mapped:
     mappings = _worker_mappings
     if mappings is None:
         raise RuntimeError("mapping worker started without its mapping tables")
     before = mappings.findings.counts()
-    parts = map_batch(mappings, directory, resource_type, rows, context, now)
+    parts = map_batch(mappings, directory, resource_type, rows, context, now, profile)
     after = mappings.findings.counts()
     return parts, {key: n - before.get(key, 0) for key, n in after.items() if n != before.get(key, 0)}
+
+
+_KIND = {
+    Directory.ORGANIZATION: "organization",
+    Directory.SERVICE: "service",
+    Directory.FACILITY: "facility",
+    Directory.PROVIDER: "provider",
+    Directory.DEVICE: "device",
+}
 
 
 def _records(document: CsdDocument, directory: Directory) -> Sequence[Any]:

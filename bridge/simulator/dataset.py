@@ -117,6 +117,9 @@ _WORDS = (
     "Les Sources",
     "La Clairière",
 )
+# Contacts of EJ / EG by confidentiality level 1, 2, 3: TRE_R287 nature (code, label) and TRE_R283 labels.
+_CONTACT_NATURES = (("06", "Standard"), ("03", "Admission"), ("04", "Médical"))
+_CONFIDENTIALITY = ("Accès libre", "Accès restreint", "Accès très restreint")
 _STREET_TYPES = ("rue", "avenue", "boulevard", "allée", "place")
 _STREET_NAMES = (
     "des Tilleuls",
@@ -731,17 +734,46 @@ class Dataset:
         if kind == K_EJ:
             org["type"] = [{"coding": [lists.legal_statuses.coding(rng.choice(lists.legal_statuses.codes))]}]
             org["address"] = [self._address(rng, self._city(ej))]
+            org["contact"] = self._contacts(i)
             return org
         if kind == K_EG:
             org["type"] = [{"coding": [lists.eg_categories.coding(rng.choice(lists.eg_categories.codes))]}]
             org["alias"] = self.org_aliases(i)
             org["address"] = [self._address(rng, self._city(ej))]
+            org["contact"] = self._contacts(i)
         else:
             oi_code = KINDS[kind].value
             type_code = next(c for c in lists.oi_types.codes if c.code == oi_code)
             org["type"] = [{"coding": [lists.oi_types.coding(type_code)]}]
         org["partOf"] = {"reference": f"Organization/{self.org_id(int(self.org_parent[i]))}"}
         return org
+
+    def _contacts(self, i: int) -> list[dict[str, Any]]:
+        """An EJ's or EG's contacts, one per confidentiality level (TRE_R283: 1 accès libre, 2 restreint,
+        3 très restreint), each with one telephone of the same level: what the access profiles filter."""
+        contacts = []
+        for level, (nature, label) in enumerate(_CONTACT_NATURES, start=1):
+            phone = f"0{1 + i % 5}{(i * 7919 + level * 104729) % 10**8:08d}"
+            channel = vocab.coding(vocab.TRE_R200_CANAL_COMMUNICATION, "2", "Téléphone fixe")
+            confidentiality = vocab.coding(
+                vocab.TRE_R283_NIVEAU_CONFIDENTIALITE, str(level), _CONFIDENTIALITY[level - 1]
+            )
+            telecom = {
+                "extension": [
+                    {"url": vocab.EXT_TELECOM_CONFIDENTIALITY, "valueCoding": confidentiality},
+                    {"url": vocab.EXT_TELECOM_CHANNEL, "valueCoding": channel},
+                ],
+                "system": "phone",
+                "value": phone,
+            }
+            contacts.append(
+                {
+                    "extension": [{"url": vocab.EXT_CONTACT_CONFIDENTIALITY, "valueCoding": confidentiality}],
+                    "purpose": {"coding": [vocab.coding(vocab.TRE_R287_NATURE_CONTACT, nature, label)]},
+                    "telecom": [telecom],
+                }
+            )
+        return contacts
 
     def _eg_label(self, eg: int) -> str:
         n_ej = int(self.org_ordinal[int(self.org_parent[eg])])

@@ -36,6 +36,14 @@ TRE_R23_MODE_EXERCICE = _tre("TRE_R23-ModeExercice")
 TRE_R343_FONCTION_LIEU = _tre("TRE_R343-FonctionLieu")
 # The IG Location example says TRE_R13-Commune; the query examples use TRE_R13-CommuneOM (ror-fhir-api.md §4).
 TRE_R13_COMMUNE = _tre("TRE_R13-CommuneOM")
+# Contacts of EJ / EG (ROROrganization.contact): nature, confidentiality level (of the contact and of each
+# telecom) and communication channel.
+TRE_R287_NATURE_CONTACT = _tre("TRE_R287-NatureContact")
+TRE_R283_NIVEAU_CONFIDENTIALITE = _tre("TRE_R283-NiveauConfidentialite")
+TRE_R200_CANAL_COMMUNICATION = _tre("TRE_R200-CanalCommunication")
+EXT_CONTACT_CONFIDENTIALITY = f"{IG_SD}/ror-contact-confidentiality-level"
+EXT_TELECOM_CONFIDENTIALITY = f"{IG_SD}/ror-telecom-confidentiality-level"
+EXT_TELECOM_CHANNEL = f"{IG_SD}/ror-telecom-communication-channel"
 TRE_R338_MODALITE_ACCUEIL = _tre("TRE_R338-ModaliteAccueil")
 TRE_R245_SPECIALISATION = _tre("TRE_R245-SpecialisationDePriseEnCharge")
 TRE_R244_CATEGORIE_ORGANISATION = _tre("TRE_R244-CategorieOrganisation")
@@ -92,6 +100,11 @@ EXT_EQUIPMENT_LIMIT = f"{IG_SD}/ror-location-equipment-limit"  # nested in ror-l
 EXT_RESIDENTIAL_CAPACITY = f"{IG_SD}/ror-location-residential-capacity"
 EXT_UNIT_EXERCISE_MODE = f"{IG_SD}/ror-practitionerrole-unit-exercise-mode"
 EXT_ORGANIZATION_PERIOD = "http://hl7.org/fhir/StructureDefinition/organization-period"
+
+
+def coding(system: str, code: str, display: str) -> dict[str, str]:
+    """A FHIR Coding of a fixed code (the few codes the simulator writes without a code list)."""
+    return {"system": system, "code": code, "display": display}
 
 
 @dataclass(frozen=True, slots=True)

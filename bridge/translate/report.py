@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bridge import profile
 from bridge.model import Directory
+from bridge.translate.access import TABLE as ACCESS_TABLE
 from bridge.translate.delta import feed_directories
 from bridge.translate.feeds import back_params, describe
 from bridge.translate.findings import Finding
@@ -57,6 +58,7 @@ def coverage_report(mappings: Mappings) -> str:
         lines.append(f"  {resource_type}: {' > '.join(names)} > {fallback}")
     lines.append("")
 
+    lines.extend(access_report(mappings))
     lines.append(f"{REGIONS}: {len(mappings.regions)} legacy regional endpoint(s), scoped by _tag on")
     lines.append(f"  {mappings.region_tag_system}")
     for region in mappings.regions.values():
@@ -158,4 +160,26 @@ def profile_coverage(mappings: Mappings) -> list[str]:
         )
         lines.append(f"    filled: {', '.join(e for e in sequence if e in filled) or 'none'}")
         lines.append(f"    not filled: {', '.join(e for e in sequence if e not in filled) or 'none'}")
+    return lines
+
+
+def access_report(mappings: Mappings) -> list[str]:
+    """What each ROR access profile may not see (access-profiles.yaml), one line per rule."""
+    lines = [f"{ACCESS_TABLE}: what each ROR access profile may not see (no allow-list: unfiltered)"]
+    for number, rules in sorted(mappings.access.rules.items()):
+        lines.append(f"  profile {number}: {len(rules)} rule(s)")
+        for rule in rules:
+            what = ", ".join(str(path) for path in rule.remove) or "the whole entity"
+            when = (
+                " when "
+                + " and ".join(
+                    f"{test.scope}{'' if test.path is None else ' ' + str(test.path)} "
+                    f"{'not in' if test.negate else 'in'} {sorted(test.values)}"
+                    for test in rule.when
+                )
+                if rule.when
+                else ""
+            )
+            lines.append(f"    {rule.id}: {'/'.join(sorted(rule.entities))}: remove {what}{when}")
+    lines.append("")
     return lines

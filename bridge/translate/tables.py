@@ -35,6 +35,7 @@ from bridge.model import (
     Record,
     Resource,
 )
+from bridge.translate.access import AccessProfiles, load_access_profiles
 from bridge.translate.codes import CodeEntry, CodeSystem, CodeTable, Systems
 from bridge.translate.delta import POST_STEP, SELECTIONS, feed_directories
 from bridge.translate.findings import Findings
@@ -274,6 +275,8 @@ class Mappings:
     model: tuple[ModelClass, ...] = ()  # the ME 2.4 coverage table (model-v24.yaml)
     # ITI-74 getModificationsRequest (functions.yaml `modifications`); None: not served by this deployment.
     modifications: FunctionSpec | None = None
+    # What each ROR access profile may not see (access-profiles.yaml, translate/access.py).
+    access: AccessProfiles = field(default_factory=lambda: AccessProfiles({}))
 
     def function(self, urn: str) -> FunctionSpec:
         """The stored function a URN names, canonical or alias."""
@@ -467,6 +470,7 @@ def load_mappings(directory: Path) -> Mappings:
         region_tag_system=tag_system,
         model=model,
         modifications=modifications,
+        access=load_access_profiles(directory),
     )
     _check_deltas(mappings)
     return mappings

@@ -60,21 +60,29 @@ def _rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def _pki(directory: Path) -> tuple[trustme.CA, trustme.LeafCert, dict[str, str]]:
+# The soak clients' ROR access profiles, in turn (client n has PROFILES[n % 4]): every answer is filtered.
+PROFILES = (1, 0, 2, 3)
+
+
+def _pki(directory: Path) -> tuple[trustme.CA, list[trustme.LeafCert], dict[str, str]]:
     ca = trustme.CA(organization_name="Soak CA")
     server = ca.issue_cert("127.0.0.1")
-    client = ca.issue_cert("soak@clients.example", common_name="soak-client")
     server.cert_chain_pems[0].write_to_path(str(directory / "server.pem"))
     server.private_key_pem.write_to_path(str(directory / "server.key"))
     ca.cert_pem.write_to_path(str(directory / "ca.pem"))
-    certificate = x509.load_pem_x509_certificate(client.cert_chain_pems[0].bytes())
-    fingerprint = certificate.fingerprint(hashes.SHA256())
-    (directory / "clients.yaml").write_text(
-        "clients:\n  - id: soak-client\n"
-        f'    fingerprints: ["{fingerprint.hex()}"]\n'
-        '    regions: ["*"]\n    functions: ["*"]\n    profile: 1\n',
-        encoding="utf-8",
-    )
+    clients = []
+    entries = []
+    for profile in PROFILES:
+        client = ca.issue_cert(f"soak-{profile}@clients.example", common_name=f"soak-client-{profile}")
+        certificate = x509.load_pem_x509_certificate(client.cert_chain_pems[0].bytes())
+        fingerprint = certificate.fingerprint(hashes.SHA256())
+        entries.append(
+            f"  - id: soak-client-{profile}\n"
+            f'    fingerprints: ["{fingerprint.hex()}"]\n'
+            f'    regions: ["*"]\n    functions: ["*"]\n    profile: {profile}\n'
+        )
+        clients.append(client)
+    (directory / "clients.yaml").write_text("clients:\n" + "".join(entries), encoding="utf-8")
     env = {
         "BRIDGE_TLS_CERT": str(directory / "server.pem"),
         "BRIDGE_TLS_KEY": str(directory / "server.key"),
@@ -82,7 +90,7 @@ def _pki(directory: Path) -> tuple[trustme.CA, trustme.LeafCert, dict[str, str]]
         "BRIDGE_CLIENTS_FILE": str(directory / "clients.yaml"),
         "BRIDGE_AUDIT_LOG": str(directory / "audit.jsonl"),
     }
-    return ca, client, env
+    return ca, clients, env
 
 
 def _requests(url: str, context: ssl.SSLContext) -> list[tuple[str, str]]:
@@ -114,7 +122,7 @@ def _requests(url: str, context: ssl.SSLContext) -> list[tuple[str, str]]:
 
 
 async def _round(
-    url: str, context: ssl.SSLContext, requests: list[tuple[str, str]], clients: int, seconds: float
+    url: str, contexts: list[ssl.SSLContext], requests: list[tuple[str, str]], clients: int, seconds: float
 ) -> tuple[list[float], list[str]]:
     latencies: list[float] = []
     errors: list[str] = []
@@ -122,7 +130,7 @@ async def _round(
 
     async def client(number: int) -> None:
         rng = random.Random(number)  # load mix, not security
-        async with httpx.AsyncClient(verify=context, timeout=120) as http:
+        async with httpx.AsyncClient(verify=contexts[number % len(contexts)], timeout=120) as http:
             while time.monotonic() < stop:
                 function, request = rng.choice(requests)
                 envelope = rng.choice(["soap12", "soap11"])
@@ -178,10 +186,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="ror-soak-") as tmp:
         directory = Path(tmp)
-        ca, client_cert, env = _pki(directory)
-        context = ssl.create_default_context()
-        ca.configure_trust(context)
-        client_cert.configure_cert(context)
+        ca, client_certs, env = _pki(directory)
+        contexts = []
+        for client_cert in client_certs:
+            contexts.append(ssl.create_default_context())
+            ca.configure_trust(contexts[-1])
+            client_cert.configure_cert(contexts[-1])
+        context = contexts[0]  # profile 1: sees everything, captures the identifiers the requests use
         sim_port, bridge_port = _free_port(), _free_port()
         faults = f"status(503)@p={args.fault_rate}"
         simulator = subprocess.Popen(
@@ -221,14 +232,14 @@ def main(argv: list[str] | None = None) -> int:
         requests = _requests(url, context)
         functions = sorted({function for function, _ in requests})
         print(f"soak: {args.clients} clients, {len(requests)} requests of {len(functions)} functions "
-              f"({', '.join(functions)}), SOAP 1.1 and 1.2 over mTLS; simulator {args.scale} offers, "
-              f"{args.latency_ms} ms, {faults}", flush=True)  # fmt: skip
+              f"({', '.join(functions)}), SOAP 1.1 and 1.2 over mTLS, access profiles {PROFILES} in turn; "
+              f"simulator {args.scale} offers, {args.latency_ms} ms, {faults}", flush=True)  # fmt: skip
         print(f"soak: bridge RSS at start {_rss_mib(pid):.0f} MiB", flush=True)
         rss: list[float] = []
         first_snapshot = None
         total_errors = 0
         for number in range(1, args.rounds + 1):
-            latencies, errors = asyncio.run(_round(url, context, requests, args.clients, args.round_s))
+            latencies, errors = asyncio.run(_round(url, contexts, requests, args.clients, args.round_s))
             rss.append(_rss_mib(pid))
             total_errors += len(errors)
             print(
