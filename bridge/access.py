@@ -1,7 +1,7 @@
 """The ROR access profile (0–3) of the client a transaction is answered for, as a context variable.
 
 Leaf module: set by the trust circle (bridge/trust/gate.py) for each admitted request, read by whatever
-answers it (the upstream `Ror-*` headers; the pipeline's answer filter, translate/access.py).
+answers it (the upstream `Ror-*` headers; the pipeline's answer filter, translate/access_profiles.py).
 """
 
 from __future__ import annotations

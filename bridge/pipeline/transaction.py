@@ -28,7 +28,7 @@ from bridge.pipeline.changes import spooled_delta
 from bridge.pipeline.progress import stop_walk
 from bridge.pipeline.request_plan import TransactionPlan, plan_transaction, scope_of
 from bridge.translate import Mappings, from_fhir_results
-from bridge.translate.access import filter_document
+from bridge.translate.access_profiles import filter_document
 from bridge.translate.plan import plan_queries
 from bridge.translate.select import page_upstream, select_records
 

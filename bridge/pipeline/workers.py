@@ -34,7 +34,7 @@ from bridge.model import CsdDocument, Directory, FhirQuery, QueryPlan, Resource,
 from bridge.pipeline.progress import DIRECTORIES, Progress
 from bridge.pipeline.spool import ORGANIZATION, Spool
 from bridge.translate import Mappings, from_fhir_results, load_mappings
-from bridge.translate.access import NO_ACTIVITIES, Activities, filter_records, uses_activity
+from bridge.translate.access_profiles import NO_ACTIVITIES, Activities, filter_records, uses_activity
 from bridge.translate.findings import Finding, Findings
 
 # Entities mapped and written per step of the read-back: one chunk of the streamed document.
@@ -182,8 +182,9 @@ def map_batch(
     keys = [key for key, _, _ in rows]
     keys += _merged_in(mappings, directory, resource_type, resources, result.includes)
     document = from_fhir_results(mappings, plan, [result], now=now, selected=keys)
-    # What the client's access profile may not see is removed here (translate/access.py). A provider's champ
-    # d'activité is its units': the offers in the batch's context, mapped as the facilities they are.
+    # What the client's access profile may not see is removed here (translate/access_profiles.py). A
+    # provider's champ d'activité is its units': the offers in the batch's context, mapped as the facilities
+    # they are.
     activities = NO_ACTIVITIES
     if directory is Directory.PROVIDER and uses_activity(mappings.access, profile, "provider"):
         offers = [f"HealthcareService/{r.get('id')}" for r in result.includes if _is_offer(r)]

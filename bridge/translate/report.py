@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bridge import profile
 from bridge.model import Directory
-from bridge.translate.access import TABLE as ACCESS_TABLE
+from bridge.translate.access_profiles import TABLE as ACCESS_TABLE
 from bridge.translate.delta import feed_directories
 from bridge.translate.feeds import back_params, describe
 from bridge.translate.findings import Finding

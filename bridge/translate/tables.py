@@ -35,7 +35,7 @@ from bridge.model import (
     Record,
     Resource,
 )
-from bridge.translate.access import AccessProfiles, load_access_profiles
+from bridge.translate.access_profiles import AccessProfiles, load_access_profiles
 from bridge.translate.codes import CodeEntry, CodeSystem, CodeTable, Systems
 from bridge.translate.delta import POST_STEP, SELECTIONS, feed_directories
 from bridge.translate.findings import Findings
@@ -275,7 +275,7 @@ class Mappings:
     model: tuple[ModelClass, ...] = ()  # the ME 2.4 coverage table (model-v24.yaml)
     # ITI-74 getModificationsRequest (functions.yaml `modifications`); None: not served by this deployment.
     modifications: FunctionSpec | None = None
-    # What each ROR access profile may not see (access-profiles.yaml, translate/access.py).
+    # What each ROR access profile may not see (access-profiles.yaml, translate/access_profiles.py).
     access: AccessProfiles = field(default_factory=lambda: AccessProfiles({}))
 
     def function(self, urn: str) -> FunctionSpec:

@@ -30,7 +30,7 @@ from bridge.model import (
     ProviderFacility,
     Record,
 )
-from bridge.translate.access import (
+from bridge.translate.access_profiles import (
     Activities,
     filter_document,
     filter_records,
