@@ -7,7 +7,8 @@ previous dataset still gives the previous digest). Regional extraction of `ocean
 seed 5, shipped tables; every way of producing the document — searches, `$export`, small pages — must still
 give exactly those bytes. It pins the spool, the read-back order, the batching and the writer, not only the
 entity sets the other tests check. It also changes when the mapping tables, the writer or the simulator's
-dataset change on purpose: record it again then (`python -m tests.test_extraction_bytes` prints the digest) and say so in the commit.
+dataset change on purpose: record it again then (`python -m tests.test_extraction_bytes` prints the digest)
+and say so in the commit.
 """
 
 from __future__ import annotations
