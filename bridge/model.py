@@ -388,5 +388,5 @@ class CsdResponse:
     document: CsdDocument
     directories: BinaryIO | None = None
     written: Mapping[Directory, int] | None = None  # records per directory in `directories` (metrics)
-    # TR-Notif: EG entityID → the champs d'activité (TRE_R227) of its changed offers (modifications.py).
+    # TR-Notif: EG entityID → the champs d'activité (TRE_R227) of its changed offers (pipeline/changes.py).
     activities: Mapping[str, tuple[CodedType, ...]] | None = None

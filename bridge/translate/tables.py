@@ -215,7 +215,7 @@ class FunctionSpec:
     # Parameters the national API cannot answer exactly: checked by the bridge on CSD records (select.py).
     bridge_filters: tuple[str, ...] = ()
     # The step that goes with a delta selection (translate/delta.POST_STEP, closed pairs), run in the spool
-    # (bridge/modifications.py): `establishments` with `organization-chains`.
+    # (bridge/pipeline/changes.py): `establishments` with `organization-chains`.
     post: str | None = None
     # Changes since a date (translate/delta.py, closed list): the answer is built from what changed, not from
     # the matches — `entities` (ITI-74) or `organization-chains` (establishments-updated-since).
