@@ -2,11 +2,14 @@
 
 The digest below was first recorded on `main` before bridge/extraction.py became the bridge/pipeline/ package,
 then again for the profile's placement (issue 11), checked equal to the placement branch's own output before
-the renovation (regional extraction of `ocean-indien`, simulator scale 240 seed 5, shipped tables), and every
-way of producing the document — searches, `$export`, small pages — must still give exactly those bytes. It
-pins the spool, the read-back order, the batching and the writer, not only the entity sets the other tests
-check. It also changes when the mapping tables, the writer or the simulator's dataset change on purpose:
-record it again then (`python -m tests.test_extraction_bytes` prints the digest) and say so in the commit.
+the renovation (regional extraction of `ocean-indien`, simulator scale 240 seed 5, shipped tables), and again
+after the access-profile merge (issue 15: the simulator's EJ and EG gained one contact per confidentiality
+level, 18 `csd:contact` extensions inserted and nothing else changed; issue 12's later steps give the merge's
+bytes exactly). Every way of producing the document — searches, `$export`, small pages — must still give
+exactly those bytes. It pins the spool, the read-back order, the batching and the writer, not only the
+entity sets the other tests check. It also changes when the mapping tables, the writer or the simulator's
+dataset change on purpose: record it again then (`python -m tests.test_extraction_bytes` prints the digest)
+and say so in the commit.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from bridge.pipeline.extraction import extraction_request
 from bridge.pipeline.progress import Source
 from tests.test_extraction import MAPPINGS, REGION, extract, simulator
 
-RECORDED_SHA256 = "d28e9fb6867b62d9977b07225763ad855137c9f135261ff27689ad0f8b21c716"
-RECORDED_BYTES = 196_962
+RECORDED_SHA256 = "b2207f3b8db40460b997101386fb573ef14ba0bf7108061182e5115cd81faa5a"
+RECORDED_BYTES = 211_470
 
 
 @pytest.fixture(scope="module")
