@@ -25,7 +25,7 @@ import orjson
 from fastapi import FastAPI
 
 from bridge import memory
-from bridge.access import PROFILES
+from bridge.client_profile import PROFILES
 from bridge.compare.shadow import Shadow
 from bridge.config import Settings
 from bridge.csd.writer import document_to_bytes

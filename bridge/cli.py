@@ -400,8 +400,8 @@ def _compare(args: argparse.Namespace) -> int:
     import time
 
     from bridge.compare import runs
-    from bridge.compare.engine import Store, bound_sqlite_heap
-    from bridge.compare.report import RunInfo, summary_table, write_reports
+    from bridge.compare.matching import Store, bound_sqlite_heap
+    from bridge.compare.report_files import RunInfo, summary_table, write_reports
     from bridge.compare.rules import load_rules
     from bridge.errors import BridgeError
     from bridge.shipped import shipped_dir

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time, tzinfo
 from enum import StrEnum
 from typing import Any, BinaryIO
 
@@ -66,6 +66,33 @@ class AddressLine:
 
 
 @dataclass(frozen=True, slots=True)
+class Since:
+    """A request's "changed since" instant (record/@updated, dateMiseAJour, dateRef, ITI-74 lastModified),
+    read once per request by translate/ (plan.py): time-zone-aware, a time sent without offset read in
+    functions.yaml's `request_timezone` (the one place it is applied: `Since.at`)."""
+
+    instant: datetime  # aware
+    # True: a stored function's time sent without offset, which the search states as sent (the client's wall
+    # clock, no `Z`); False: the search states the instant in UTC (`Z`), as ITI-74 always does.
+    wall_clock: bool
+
+    @classmethod
+    def at(cls, when: datetime, timezone: tzinfo, *, wall_clock: bool) -> Since:
+        """`when` as sent; without offset it is read in `timezone` (and stated as sent when `wall_clock`)."""
+        if when.tzinfo is None:
+            return cls(when.replace(tzinfo=timezone), wall_clock)
+        return cls(when, wall_clock=False)
+
+    def fhir_instant(self) -> str:
+        """The instant as a FHIR search states it: `2024-01-02T03:04:05[.5]` then `Z` unless wall clock."""
+        when = self.instant.replace(tzinfo=None) if self.wall_clock else self.instant.astimezone(UTC)
+        stamp = when.strftime("%Y-%m-%dT%H:%M:%S")
+        if when.microsecond:  # kept: ge floor(T) would also return what changed in [floor(T), T)
+            stamp += f".{when.microsecond:06d}".rstrip("0")
+        return stamp if self.wall_clock else stamp + "Z"
+
+
+@dataclass(frozen=True, slots=True)
 class RequestParams:
     """`requestParams` of an ITI-73 stored function (IHE parameter names, docs/csd-wire-format.md §4).
 
@@ -86,6 +113,8 @@ class RequestParams:
     start: int | None = None
     max: int | None = None
     extra: tuple[tuple[str, str], ...] = ()
+    # The "changed since" instant, typed: set once by the plan (translate/plan.py), never by the parser.
+    since: Since | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,5 +417,5 @@ class CsdResponse:
     document: CsdDocument
     directories: BinaryIO | None = None
     written: Mapping[Directory, int] | None = None  # records per directory in `directories` (metrics)
-    # TR-Notif: EG entityID → the champs d'activité (TRE_R227) of its changed offers (modifications.py).
+    # TR-Notif: EG entityID → the champs d'activité (TRE_R227) of its changed offers (pipeline/changes.py).
     activities: Mapping[str, tuple[CodedType, ...]] | None = None

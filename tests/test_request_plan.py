@@ -97,3 +97,14 @@ async def test_an_extraction_plans_its_query_once(monkeypatch: pytest.MonkeyPatc
     assert response.status_code == 200, response.text
     assert response.content.rstrip().endswith(b"</CSD>") or response.content.rstrip().endswith(b":CSD>")
     assert calls == Counter({"plan_queries": 1})
+
+
+def test_the_extraction_checks_its_region_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    mappings = load_mappings(shipped_dir("mappings"))
+    calls: Counter[str] = Counter()
+    monkeypatch.setattr(Mappings, "region", counting(calls, "region", Mappings.region))
+    request = extraction_request(mappings, REGION.upper(), [("champActivite", "01")])
+    assert request.region == REGION
+    assert request.plan is not None
+    assert request.plan.query.params[-1][0] == "_tag"
+    assert calls == Counter({"region": 1})

@@ -19,8 +19,8 @@ import httpx
 import orjson
 from lxml import etree
 
-from bridge.compare.engine import BRIDGE, LEGACY, Counts, Difference, Store
 from bridge.compare.entities import iter_entities
+from bridge.compare.matching import BRIDGE, LEGACY, Counts, Difference, Store
 from bridge.compare.rules import CompareRules
 from bridge.errors import CompareInputError
 

@@ -16,7 +16,7 @@ from enum import StrEnum
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 
-from bridge.access import current_profile
+from bridge.client_profile import current_profile
 from bridge.errors import BridgeError, ExtractionBusyError, UnknownRegionError
 from bridge.http.streams import aborting, observed
 from bridge.http.wiring import XSD_MEDIA_TYPE, Wiring

@@ -27,7 +27,7 @@ from bridge.pipeline.progress import Progress, ProgressCallback, Source, stop_wa
 from bridge.pipeline.spool import OFFER, Spool
 from bridge.pipeline.workers import SpoolWriter
 from bridge.translate import FunctionSpec, Mappings
-from bridge.translate.plan import plan_queries, region_tags
+from bridge.translate.plan import plan_queries, region_tags, tags_of
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,8 @@ def extraction_request(
     """An extraction request from a region code and query parameters (offer-search criteria, each repeatable,
     comma = alternatives). UnknownRegionError, InvalidParameterError (an unknown or unusable parameter: IHE
     criteria combine with AND, so ignoring one would silently widen the document)."""
-    code = mappings.region(region).code.lower() if region is not None else None
+    found = mappings.region(region) if region is not None else None  # the one check of the region
+    code = found.code.lower() if found is not None else None
     accepted = [name for name in offer_search(mappings).parameters if name not in PAGING]
     params: set[tuple[str, str]] = set()
     for name, raw in items:
@@ -100,7 +101,8 @@ def extraction_request(
         params.update((name, value) for value in values)
     request = ExtractionRequest(code, tuple(sorted(params)))
     # Planned now, once: the resolvers refuse unusable values before any byte is sent.
-    return replace(request, plan=extraction_plan(mappings, request))
+    tags = tags_of(mappings, found) if found is not None else None
+    return replace(request, plan=_plan(mappings, request, tags))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +116,12 @@ class ExtractionPlan:
 
 def extraction_plan(mappings: Mappings, request: ExtractionRequest) -> ExtractionPlan:
     """The offer-search query of the request's criteria and region (translate/plan.py), and its `$export`."""
+    return _plan(mappings, request, region_tags(mappings, request.region))
+
+
+def _plan(mappings: Mappings, request: ExtractionRequest, tags: tuple[str, ...] | None) -> ExtractionPlan:
     spec = offer_search(mappings)
-    plan = plan_queries(
-        mappings, spec, RequestParams(extra=request.params), region_tags(mappings, request.region)
-    )
+    plan = plan_queries(mappings, spec, RequestParams(extra=request.params), tags)
     if len(plan.queries) != 1 or plan.queries[0].resource_type != OFFER:
         raise ConfigurationError(f"functions.yaml `{OFFER_SEARCH}` must send one HealthcareService search")
     query = plan.queries[0]

@@ -18,7 +18,7 @@ from bridge.translate.plan import function_of, region_tags
 @dataclass(frozen=True, slots=True)
 class TransactionPlan:
     """One request's function (functions.yaml entry) and the parameters its resolvers read (for ITI-74 its
-    `lastModified`, an aware UTC instant), and the region's tags (None: national)."""
+    `lastModified` as the typed, time-zone-aware `params.since`), and the region's tags (None: national)."""
 
     request: CsdRequest
     spec: FunctionSpec

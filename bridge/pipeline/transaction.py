@@ -12,7 +12,7 @@ import time
 from enum import StrEnum
 
 from bridge import ns
-from bridge.access import current_profile
+from bridge.client_profile import current_profile
 from bridge.errors import UnknownEntityError
 from bridge.fhir.client import FhirClient
 from bridge.model import (

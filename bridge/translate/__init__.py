@@ -4,9 +4,10 @@ CSD request → FHIR query plan (`to_fhir_plan`), FHIR resources → CSD records
 """
 
 from bridge.translate.engine import from_fhir_results
+from bridge.translate.loaders import load_mappings
 from bridge.translate.plan import to_fhir_plan
 from bridge.translate.report import coverage_report
-from bridge.translate.tables import FunctionSpec, Mappings, load_mappings
+from bridge.translate.tables import FunctionSpec, Mappings
 
 __all__ = [
     "FunctionSpec",

@@ -2,7 +2,7 @@
 
 translate/: pure. The queries of a delta function (functions.yaml `delta`) search what changed; the matches of
 every query are the changed resources, and the entities to report are derived from the tables (feeds.py:
-those whose record reads a changed resource for its content), then completed (bridge/modifications.py).
+those whose record reads a changed resource for its content), then completed (bridge/pipeline/changes.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping
 from bridge.model import Directory, Resource
 
 # What a delta answer is made of (closed list; functions.yaml `delta`), and the post step each one takes
-# (the answer is written from a disk spool, bridge/modifications.py, which implements both):
+# (the answer is written from a disk spool, bridge/pipeline/changes.py, which implements both):
 # - entities: every changed resource that maps to a CSD entity of the function's directories (ITI-74);
 # - organization-chains: the organisation chain (providing organisation, then partOf up to the root) of every
 #   changed organisation and offer, of which the `establishments` step keeps the EJ and EG

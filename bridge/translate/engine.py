@@ -434,7 +434,7 @@ def _facilities_merged(facilities: Sequence[ProviderFacility]) -> tuple[Provider
 
 def _grouping_key(resource: Resource, entity_id: str) -> tuple[str, str]:
     """A professional's place in the answer: by its Practitioner's reference (how the extraction's spool
-    groups the situations of one professional, bridge/extraction.py), then entityID."""
+    groups the situations of one professional, bridge/pipeline/spool.py), then entityID."""
     practitioner = resource.get("practitioner")
     reference = practitioner.get("reference") if isinstance(practitioner, dict) else None
     return (reference if isinstance(reference, str) and reference else entity_id, entity_id)

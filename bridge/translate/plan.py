@@ -7,15 +7,16 @@ parameter the request did not send) is left out of the query.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from bridge.errors import InvalidParameterError, UnknownFunctionError, UnsupportedRequestError
-from bridge.model import CsdRequest, FhirQuery, QueryPlan, RequestParams, Transaction
+from bridge.model import CsdRequest, FhirQuery, QueryPlan, RequestParams, Since, Transaction
 from bridge.translate.delta import feed_directories
 from bridge.translate.feeds import back_params
-from bridge.translate.resolvers import RESOLVERS, extra_value, present_parameters, since_instant
+from bridge.translate.resolvers import RESOLVERS, extra_value, present_parameters, read_since
 from bridge.translate.select import needed_matches
-from bridge.translate.tables import FunctionSpec, Mappings
+from bridge.translate.tables import FunctionSpec, Mappings, Region
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 # A "changed since" instant later than now by more than this is refused [INFER]: it can only be a client
@@ -26,8 +27,8 @@ FUTURE_MARGIN = timedelta(minutes=5)
 def function_of(mappings: Mappings, request: CsdRequest) -> tuple[FunctionSpec, RequestParams]:
     """The functions.yaml entry answering a request, and the parameters its resolvers read.
 
-    ITI-74 is the `modifications` entry; its `lastModified` becomes the entry's parameter of that name, as an
-    aware UTC instant (a naive one takes `request_timezone`).
+    ITI-74 is the `modifications` entry; its `lastModified` is the parameters' typed `since` (a time without
+    offset read in `request_timezone`, searched in UTC).
     """
     if request.transaction is Transaction.MODIFICATIONS:
         spec = mappings.modifications
@@ -37,10 +38,8 @@ def function_of(mappings: Mappings, request: CsdRequest) -> tuple[FunctionSpec, 
             )
         if request.last_modified is None:
             raise InvalidParameterError("getModificationsRequest/lastModified is required (xs:dateTime)")
-        when = request.last_modified
-        if when.tzinfo is None:  # functions.yaml defaults.request_timezone [INFER]
-            when = when.replace(tzinfo=mappings.timezone)
-        return spec, RequestParams(extra=(("lastModified", when.astimezone(UTC).isoformat()),))
+        # functions.yaml defaults.request_timezone [INFER]
+        return spec, RequestParams(since=Since.at(request.last_modified, mappings.timezone, wall_clock=False))
     if request.selector is not None:  # ROR v2.4 profile: functions.yaml `official`
         return mappings.official_function(request.function_urn, request.selector), request.params
     if not request.function_urn:
@@ -78,8 +77,10 @@ def plan_queries(
         )
     if params.start is not None and params.start < 1:
         raise InvalidParameterError(f"start is 1-based: {params.start} is not allowed")
-    if spec.delta is not None:
-        _refuse_future(params, mappings, now or datetime.now(UTC))
+    # The "changed since" instant, typed once for every resolver (ITI-74's came typed from `function_of`).
+    params = replace(params, since=read_since(params, mappings.timezone))
+    if spec.delta is not None and params.since is not None:  # else the resolver says which one is missing
+        _refuse_future(params.since, now or datetime.now(UTC))
     resolved: dict[str, str | None] = {}
 
     def value_of(name: str) -> str | None:
@@ -124,15 +125,16 @@ def region_tags(mappings: Mappings, region: str | None) -> tuple[str, ...] | Non
     """The `system|code` "région source" tags of a legacy regional endpoint; None for the national one."""
     if region is None:
         return None
-    return tuple(f"{mappings.region_tag_system}|{code}" for code in mappings.region(region).region_codes)
+    return tags_of(mappings, mappings.region(region))
 
 
-def _refuse_future(params: RequestParams, mappings: Mappings, now: datetime) -> None:
-    when = since_instant(params)
-    if when is None:
-        return  # the resolver says which parameter is missing
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=mappings.timezone)
+def tags_of(mappings: Mappings, region: Region) -> tuple[str, ...]:
+    """The `system|code` "région source" tags of a legacy regional endpoint already found (checked once)."""
+    return tuple(f"{mappings.region_tag_system}|{code}" for code in region.region_codes)
+
+
+def _refuse_future(since: Since, now: datetime) -> None:
+    when = since.instant
     if when > now + FUTURE_MARGIN:
         raise InvalidParameterError(
             f"the date of the last update {when.isoformat()} is in the future (now {now.isoformat()}): "

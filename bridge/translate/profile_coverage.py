@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.errors import MappingTableError
-from bridge.translate.tables import Mappings, _read_yaml
+from bridge.translate.loaders.reading import read_yaml
+from bridge.translate.tables import Mappings
 
 PROFILE = "profile-v24.yaml"
 _ENTITY_PATHS = {
@@ -35,7 +36,7 @@ def load_reasons(directory: Path) -> dict[str, str]:
     """`mappings/profile-v24.yaml`: `reasons`, official element path (a prefix) → why it is not produced."""
     if not (directory / PROFILE).is_file():
         return {}  # a deployment's own mappings directory may not have one: every gap is then unexplained
-    data = _read_yaml(directory, PROFILE)
+    data = read_yaml(directory, PROFILE)
     reasons = data.get("reasons") if isinstance(data, dict) else None
     if not isinstance(reasons, dict) or not reasons:
         raise MappingTableError(

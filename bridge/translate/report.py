@@ -1,10 +1,13 @@
 """Human-readable coverage of the loaded mapping tables, for `ror-bridge mappings check`.
 
-translate/: pure mapping engine. Lists every table, its rules and CSD targets, the code systems with and
-without OID, and what the engine has reported since start-up (codes without OID, unresolved references).
+translate/: pure mapping engine. Lists every table, its rules and CSD targets, the transforms, the code
+systems with and without OID, and what the engine has reported since start-up (codes without OID, unresolved
+references).
 """
 
 from __future__ import annotations
+
+import re
 
 from bridge import profile
 from bridge.model import Directory
@@ -13,6 +16,10 @@ from bridge.translate.delta import feed_directories
 from bridge.translate.feeds import back_params, describe
 from bridge.translate.findings import Finding
 from bridge.translate.tables import FUNCTIONS, IDENTITIES, MODEL, REGIONS, SYSTEMS, Mappings
+from bridge.translate.transforms import TEXT, TRANSFORMS, Transform
+
+# The end of a docstring's first sentence: a full stop before a capital ("e.g. the" is not one).
+_SENTENCE_END = re.compile(r"\.\s+(?=[A-Z`(\[])")
 
 
 def coverage_report(mappings: Mappings) -> str:
@@ -86,6 +93,9 @@ def coverage_report(mappings: Mappings) -> str:
         unmapped = [t for t in table.kind.targets if t not in mapped]
         lines.append(f"  CSD targets mapped: {', '.join(t for t in table.kind.targets if t in mapped)}")
         lines.append(f"  CSD targets not mapped: {', '.join(unmapped) or 'none'}")
+    lines.append("")
+
+    lines.extend(transform_list())
     lines.append("")
 
     lines.extend(model_coverage(mappings))
@@ -182,4 +192,20 @@ def access_report(mappings: Mappings) -> list[str]:
             )
             lines.append(f"    {rule.id}: {'/'.join(sorted(rule.entities))}: remove {what}{when}")
     lines.append("")
+    return lines
+
+
+def transform_summary(transform: Transform) -> str:
+    """What a transform does in one line: the first sentence of its function's docstring ("" when it has none,
+    which tests/translate/test_transform_list.py refuses)."""
+    text = " ".join((transform.func.__doc__ or "").split())
+    return _SENTENCE_END.split(text, maxsplit=1)[0].rstrip(".")
+
+
+def transform_list() -> list[str]:
+    """The closed list of transforms (translate/transforms.py), name and one line each, as `mappings check`
+    prints it; mappings/README.md's transform table lists the same names (tested)."""
+    lines = [f"transforms: {len(TRANSFORMS)} (closed list, translate/transforms.py)"]
+    lines.append(f"  (none, {TEXT.name}): {transform_summary(TEXT)}")
+    lines += [f"  {name}: {transform_summary(transform)}" for name, transform in TRANSFORMS.items()]
     return lines

@@ -8,10 +8,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 from bridge.errors import InvalidParameterError
-from bridge.model import RequestParams
+from bridge.model import RequestParams, Since
 from bridge.translate.codes import OID_PREFIX, Systems
 from bridge.translate.identity import FhirId, Identities
 
@@ -173,35 +173,36 @@ def _name(p: RequestParams, i: Identities, s: Systems) -> str | None:
 
 
 # The request parameters that carry "changed since": IHE record/@updated, the ROR dateMiseAJour, and the
-# ITI-74 getModificationsRequest/lastModified (given to the plan as a parameter of the `modifications` entry).
+# ITI-74 getModificationsRequest/lastModified (the plan gives it typed, `RequestParams.since`).
 SINCE_PARAMETERS = ("record/@updated", "dateMiseAJour", "lastModified", "dateRef")
 
 
-def since_instant(p: RequestParams) -> datetime | None:
-    """The "changed since" instant of a request (naive when the client sent no offset), or None."""
-    if p.record_updated is not None:
-        return p.record_updated
+def read_since(p: RequestParams, timezone: tzinfo) -> Since | None:
+    """The "changed since" instant a request sends, typed once (a time without offset read in `timezone`,
+    stated as sent), or None. InvalidParameterError for a text that is no ISO 8601 date."""
+    if p.since is not None:
+        return p.since
+    when = p.record_updated
     for name in SINCE_PARAMETERS[1:]:
-        when = _extra_datetime(p, name)
         if when is not None:
-            return when
-    return None
+            break
+        when = _extra_datetime(p, name)
+    return Since.at(when, timezone, wall_clock=True) if when is not None else None
+
+
+def _since(p: RequestParams) -> Since | None:
+    # The plan reads it once (plan_queries); params it did not plan (a resolver called alone) are read here,
+    # in UTC: the zone only matters to the future check and to ITI-74, never to how a search states it.
+    return p.since if p.since is not None else read_since(p, UTC)
 
 
 def _updated_since(p: RequestParams, i: Identities, s: Systems) -> str | None:
-    when = since_instant(p)
-    if when is None:
-        return None
-    if when.tzinfo is not None:
-        when = when.astimezone(UTC)
-    stamp = when.strftime("%Y-%m-%dT%H:%M:%S")
-    if when.microsecond:  # kept: ge floor(T) would also return what changed in [floor(T), T)
-        stamp += f".{when.microsecond:06d}".rstrip("0")
-    return f"ge{stamp}" + ("Z" if when.tzinfo is not None else "")
+    since = _since(p)
+    return f"ge{since.fhir_instant()}" if since is not None else None
 
 
-def _updated_since_required(p: RequestParams, i: Identities, s: Systems) -> str:
-    since = _updated_since(p, i, s)
+def _required_since(p: RequestParams) -> Since:
+    since = _since(p)
     if since is None:
         raise InvalidParameterError("send the date of the last update: dateMiseAJour or record/@updated")
     if p.record_updated is not None and extra_values(p, "dateMiseAJour"):
@@ -209,15 +210,19 @@ def _updated_since_required(p: RequestParams, i: Identities, s: Systems) -> str:
     return since
 
 
+def _updated_since_required(p: RequestParams, i: Identities, s: Systems) -> str:
+    return f"ge{_required_since(p).fhir_instant()}"
+
+
 def _updated_filter_optional(p: RequestParams, i: Identities, s: Systems) -> str | None:
     # The ROR v2.4 reading's dateRef: only the offers changed since (or whose organisation chain changed).
-    return _updated_filter(p, i, s) if since_instant(p) is not None else None
+    return _updated_filter(p, i, s) if _since(p) is not None else None
 
 
 def _updated_filter(p: RequestParams, i: Identities, s: Systems) -> str:
     # ror-fhir-api §5 (B): the offer or its organisation chain changed since the date.
-    since = _updated_since_required(p, i, s).removeprefix("ge")
-    return f"(_lastUpdated ge {since} or organization._lastUpdated:above ge {since})"
+    instant = _required_since(p).fhir_instant()
+    return f"(_lastUpdated ge {instant} or organization._lastUpdated:above ge {instant})"
 
 
 def _extra_datetime(p: RequestParams, name: str) -> datetime | None:

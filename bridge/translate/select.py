@@ -211,7 +211,7 @@ def select_records(
     spec: FunctionSpec, params: RequestParams, document: CsdDocument, systems: Systems, timezone: tzinfo
 ) -> CsdDocument:
     """The records a stored function returns: bridge filters (AND), then start/max. (A delta function's
-    answer, post step included, is written from its spool: bridge/modifications.py.)"""
+    answer, post step included, is written from its spool: bridge/pipeline/changes.py.)"""
     if spec.result is None:
         return document
     present = [name for name in spec.bridge_filters if _present(name, params)]

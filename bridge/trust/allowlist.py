@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from bridge.access import PROFILES
+from bridge.client_profile import PROFILES
 from bridge.errors import ConfigurationError
 
 ANY = "*"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from bridge.access import ACCESS_PROFILE
+from bridge.client_profile import ACCESS_PROFILE
 from bridge.config import Settings
 from bridge.errors import AccessRefusedError, RateLimitedError
 from bridge.soap.faults import render_fault

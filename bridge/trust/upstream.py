@@ -1,7 +1,7 @@
 """httpx event hooks on the national API client: the `Ror-*` headers of the client's access profile, and
 the upstream calls (path, status) recorded in the running transaction's audit record.
 
-Part of trust/. Hooks read context variables (bridge/access.py, trust/audit.py) that the gate sets per
+Part of trust/. Hooks read context variables (bridge/client_profile.py, trust/audit.py) that the gate sets per
 request and that asyncio copies into every task the request starts.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from bridge.access import current_profile
+from bridge.client_profile import current_profile
 from bridge.trust.audit import MAX_UPSTREAM_CALLS, current
 
 HEADER_OF = {

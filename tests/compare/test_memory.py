@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bridge.compare.engine import CACHE_KIB, HEAP_LIMIT_MIB, TEMP_CACHE_KIB, Store, bound_sqlite_heap
+from bridge.compare.matching import CACHE_KIB, HEAP_LIMIT_MIB, TEMP_CACHE_KIB, Store, bound_sqlite_heap
 from bridge.compare.rules import load_rules
 from bridge.shipped import shipped_dir
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bridge.cli import main
-from bridge.compare.engine import Difference, diff_fields
+from bridge.compare.matching import Difference, diff_fields
 from bridge.compare.rules import load_rules
 from bridge.errors import CompareRulesError
 

@@ -95,7 +95,7 @@ def _establishment(resource: dict[str, Any]) -> bool:
 
 def _entity_id_of(urn: str, rtype: str, keep: Callable[[dict[str, Any]], bool] = lambda r: True) -> Maker:
     def make(dataset: Dataset, draw: Draw) -> str | None:
-        from bridge.translate.tables import load_mappings  # the shipped identities, as the app loads them
+        from bridge.translate.loaders import load_mappings  # the shipped identities, as the app loads them
 
         resources = [r for r in dataset if r["resourceType"] == rtype and keep(r)]
         if not resources:

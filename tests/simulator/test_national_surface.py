@@ -24,9 +24,10 @@ from bridge.simulator.dataset import Dataset
 from bridge.simulator.search import NOT_SERVED, SEARCH_PARAMS
 from bridge.translate.delta import feed_directories
 from bridge.translate.feeds import back_params, completion_params, tables_of
+from bridge.translate.loaders import load_mappings
 from bridge.translate.plan import region_tags
 from bridge.translate.resolvers import RESOLVERS
-from bridge.translate.tables import FunctionSpec, Mappings, load_mappings
+from bridge.translate.tables import FunctionSpec, Mappings
 
 from .test_search_http import search_all
 

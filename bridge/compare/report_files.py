@@ -16,7 +16,7 @@ from typing import IO, Any
 import orjson
 from lxml import etree
 
-from bridge.compare.engine import ONLY_BRIDGE, ONLY_LEGACY, Counts, Store
+from bridge.compare.matching import ONLY_BRIDGE, ONLY_LEGACY, Counts, Store
 
 REPORT_VERSION = 1
 DRILL_LIMIT = 3000  # entities shown with their fields in report.html (report.json has every difference)
