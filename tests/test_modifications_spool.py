@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bridge.model import Directory
-from bridge.pipeline.changes import ChainSpool, DeltaSpool
+from bridge.pipeline.change_spools import ChainSpool, DeltaSpool
 from bridge.shipped import shipped_dir
 from bridge.translate import FunctionSpec, Mappings, load_mappings
 

@@ -71,7 +71,8 @@ class Spool:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extraction-spool")
         self._mappings = mappings
         self._entity_types = {table.resource for table in mappings.entities.values()}
-        # The connection; a subclass answering part of the spool (pipeline/changes.py) adds its own tables.
+        # The connection; a subclass answering part of the spool (pipeline/change_spools.py) adds its own
+        # tables.
         self.db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
         for pragma in (
             f"cache_size=-{SPOOL_CACHE_KIB}",
@@ -182,7 +183,8 @@ class Spool:
     # -- read-back (the caller holds the lock)
 
     # `(key, entity_id, body)` of every resource of a type (the one parameter), in document order: what the
-    # read-back writes. A subclass answering part of the spool (pipeline/changes.py) says which part here.
+    # read-back writes. A subclass answering part of the spool (pipeline/change_spools.py) says which part
+    # here.
     ROWS_SQL = "SELECT key, entity_id, body FROM resource WHERE type = ? ORDER BY depth, entity_id, key"
 
     def rows(self, resource_type: str, directory: Directory | None = None) -> sqlite3.Cursor:
