@@ -16,13 +16,14 @@ from typing import Any
 from opentelemetry import trace
 
 from bridge.errors import ConfigurationError
+from bridge.observer import NullObserver
 
 ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 SERVICE_NAME = "ror-csd-bridge"
 TRACER = "bridge"
 
 
-class Tracing:
+class Tracing(NullObserver):
     """Spans of one bridge application; also an upstream observer (an exchange becomes a finished span)."""
 
     def __init__(self, provider: Any | None = None) -> None:
@@ -44,7 +45,8 @@ class Tracing:
         if self._provider is not None:
             self._provider.shutdown()
 
-    # --- UpstreamObserver (bridge/fhir/observe.py): the exchange has ended, its span is back-dated.
+    # --- UpstreamObserver (bridge/observer.py): the exchange has ended, its span is back-dated; the other
+    # callbacks are NullObserver's.
 
     def exchange(self, resource: str, status: str, seconds: float) -> None:
         if not self.enabled:
@@ -57,24 +59,6 @@ class Tracing:
             kind=trace.SpanKind.CLIENT,
         )
         span.end(end_time=end)
-
-    def retry(self, resource: str) -> None:
-        return None
-
-    def breaker(self, state: str) -> None:
-        return None
-
-    def token_issued(self) -> None:
-        return None
-
-    def page(self, resource: str) -> None:
-        return None
-
-    def truncation_split(self, resource: str) -> None:
-        return None
-
-    def export_job(self, outcome: str) -> None:
-        return None
 
 
 def build_tracing(exporter: Any | None = None) -> Tracing:

@@ -1,68 +1,18 @@
-"""What the national API client reports to whoever watches it (metrics): a small observer interface.
+"""What the national API client reports to whoever watches it: metric labels of URLs and the fan-out.
 
 Outbound edge (`bridge/fhir/`). The client knows nothing of Prometheus; `create_app` injects an observer
-built by `bridge/metrics.py`. `NULL_OBSERVER` does nothing (tests, offline commands).
+built by `bridge/metrics.py` and `bridge/tracing.py`. The interface itself is the leaf `bridge/observer.py`.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Protocol
+
+from bridge.observer import NULL_OBSERVER, NullObserver, UpstreamObserver
+
+__all__ = ["NULL_OBSERVER", "FanOut", "NullObserver", "UpstreamObserver", "resource_of"]
 
 _SEGMENT = re.compile(r"^[$A-Za-z][A-Za-z0-9_-]{0,40}$")
-
-
-class UpstreamObserver(Protocol):
-    """Callbacks of the national API client; each must be cheap and must never raise."""
-
-    def exchange(self, resource: str, status: str, seconds: float) -> None:
-        """One HTTP exchange ended: `status` is the HTTP code, or `error` when no answer came."""
-
-    def retry(self, resource: str) -> None:
-        """An attempt failed and will be tried again."""
-
-    def breaker(self, state: str) -> None:
-        """The circuit breaker is now in `state` (closed, half-open, open)."""
-
-    def token_issued(self) -> None:
-        """A bearer token was obtained from the token endpoint."""
-
-    def page(self, resource: str) -> None:
-        """One searchset page was received."""
-
-    def truncation_split(self, resource: str) -> None:
-        """A search over the result cap was split into `_lastUpdated` windows."""
-
-    def export_job(self, outcome: str) -> None:
-        """A `$export` job `started`, `completed` or `failed`."""
-
-
-class NullObserver:
-    """An observer that records nothing."""
-
-    def exchange(self, resource: str, status: str, seconds: float) -> None:
-        return None
-
-    def retry(self, resource: str) -> None:
-        return None
-
-    def breaker(self, state: str) -> None:
-        return None
-
-    def token_issued(self) -> None:
-        return None
-
-    def page(self, resource: str) -> None:
-        return None
-
-    def truncation_split(self, resource: str) -> None:
-        return None
-
-    def export_job(self, outcome: str) -> None:
-        return None
-
-
-NULL_OBSERVER: UpstreamObserver = NullObserver()
 
 
 def resource_of(url: str, base_url: str) -> str:
