@@ -1,6 +1,7 @@
 """Bulk `$export` of the ROR simulator (simulator/): kick-off, background jobs, polling, manifest, Binary.
 
 The ROR's variant of FHIR Bulk Data (ror-fhir-api.md §2.5): fhir+json Bundles per file, ndjson on request.
+A job only decides which resources go in which file; each file is built when first downloaded (issue 13).
 """
 
 from __future__ import annotations
@@ -89,9 +90,14 @@ class ExportJob:
 
 @dataclass(frozen=True)
 class _Binary:
+    """One output file: the resources it holds, built into `path` when first downloaded."""
+
     job_id: str
     path: Path
     media_type: str
+    keys: tuple[Key, ...]
+    base: str  # the FHIR base of the job's fullUrls
+    ndjson: bool
 
 
 _DIRECTORY_PREFIX = "ror-simulator-export-"  # then the owning process id, a dash, a random part
@@ -213,14 +219,26 @@ class ExportStore:
         return list(found)
 
     async def _write(self, job: ExportJob, rtype: str, keys: Sequence[Key]) -> None:
+        """Add one file of `keys` to the job: listed in the manifest now, built when downloaded."""
         if self.settings.step_delay_s > 0:
             await asyncio.sleep(self.settings.step_delay_s)
         else:
             await asyncio.sleep(0)  # let the server answer polls between files
-        resources = page_resources(self.dataset, keys)
         binary_id = uuid.uuid4().hex
         path = self.directory / f"{binary_id}.{'ndjson' if job.ndjson else 'json'}"
-        if job.ndjson:
+        self.binaries[binary_id] = _Binary(job.id, path, job.media_type, tuple(keys), job.base, job.ndjson)
+        job.output.append((rtype, binary_id, len(keys)))
+
+    def materialise(self, binary_id: str) -> Path | None:
+        """The file's path, built on first use (in a worker thread: the server keeps answering); None when
+        the file is unknown or its job was deleted meanwhile."""
+        binary = self.binaries.get(binary_id)
+        if binary is None:
+            return None
+        if binary.path.is_file():
+            return binary.path
+        resources = page_resources(self.dataset, binary.keys)
+        if binary.ndjson:
             content = b"".join(orjson.dumps(r) + b"\n" for r in resources)
         else:
             bundle = {
@@ -228,13 +246,20 @@ class ExportStore:
                 "id": binary_id,
                 "type": "collection",
                 "entry": [
-                    {"fullUrl": f"{job.base}/{r['resourceType']}/{r['id']}", "resource": r} for r in resources
+                    {"fullUrl": f"{binary.base}/{r['resourceType']}/{r['id']}", "resource": r}
+                    for r in resources
                 ],
             }
             content = orjson.dumps(bundle)
-        path.write_bytes(content)
-        self.binaries[binary_id] = _Binary(job.id, path, job.media_type)
-        job.output.append((rtype, binary_id, len(resources)))
+        # Written whole then renamed: a concurrent download of the same file never reads half of it.
+        partial = binary.path.with_suffix(f".{uuid.uuid4().hex}.part")
+        partial.write_bytes(content)
+        partial.replace(binary.path)
+        if binary_id not in self.binaries:  # the job was deleted while the file was built
+            with contextlib.suppress(FileNotFoundError):
+                binary.path.unlink()
+            return None
+        return binary.path
 
 
 _FILTER_SPLIT = re.compile(r",(?=[A-Z][A-Za-z]*\?)")
@@ -341,9 +366,10 @@ def add_export_routes(app: FastAPI, dataset: Dataset, settings: ExportSettings) 
     @app.get("/Binary/{binary_id}")
     async def binary(binary_id: str) -> Response:
         found = store.binaries.get(binary_id)
-        if found is None or not found.path.is_file():
+        path = await asyncio.to_thread(store.materialise, binary_id) if found is not None else None
+        if found is None or path is None:
             return error_response(404, f"Resource Binary/{binary_id} is not known", code="not-found")
-        return FileResponse(found.path, media_type=found.media_type)
+        return FileResponse(path, media_type=found.media_type)
 
     return store
 
