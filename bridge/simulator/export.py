@@ -29,11 +29,11 @@ from starlette.responses import FileResponse, Response
 from bridge.simulator.bundle import FhirResponse, error_response, fhir_base, operation_outcome
 from bridge.simulator.dataset import RESOURCE_TYPES, Dataset
 from bridge.simulator.fault_injection import SCOPE_KEY, FaultRule
+from bridge.simulator.render_cache import RenderCache
 from bridge.simulator.search import (
     Key,
     SearchError,
     evaluate,
-    page_resources,
     parse_search,
     resolve_includes,
 )
@@ -124,10 +124,13 @@ def _running(pid: int) -> bool:
 class ExportStore:
     """Export jobs and their output files (in a temporary directory, removed with the store)."""
 
-    def __init__(self, dataset: Dataset, settings: ExportSettings) -> None:
+    def __init__(
+        self, dataset: Dataset, settings: ExportSettings, rendered: RenderCache | None = None
+    ) -> None:
         if settings.file_size < 1:
             raise ValueError("export file size must be >= 1")
         self.dataset = dataset
+        self.rendered = rendered if rendered is not None else RenderCache(dataset)
         self.settings = settings
         self.jobs: dict[str, ExportJob] = {}
         self.binaries: dict[str, _Binary] = {}
@@ -237,17 +240,17 @@ class ExportStore:
             return None
         if binary.path.is_file():
             return binary.path
-        resources = page_resources(self.dataset, binary.keys)
+        resources = self.rendered.rendered(binary.keys)
         if binary.ndjson:
-            content = b"".join(orjson.dumps(r) + b"\n" for r in resources)
+            content = b"".join(orjson.dumps(r) + b"\n" for _, r in resources)
         else:
             bundle = {
                 "resourceType": "Bundle",
                 "id": binary_id,
                 "type": "collection",
                 "entry": [
-                    {"fullUrl": f"{binary.base}/{r['resourceType']}/{r['id']}", "resource": r}
-                    for r in resources
+                    {"fullUrl": f"{binary.base}/{rtype}/{rid}", "resource": r}
+                    for (rtype, rid), r in resources
                 ],
             }
             content = orjson.dumps(bundle)
@@ -315,12 +318,14 @@ def _kickoff_job(request: Request) -> ExportJob:
     )
 
 
-def add_export_routes(app: FastAPI, dataset: Dataset, settings: ExportSettings) -> ExportStore:
+def add_export_routes(
+    app: FastAPI, dataset: Dataset, settings: ExportSettings, rendered: RenderCache | None = None
+) -> ExportStore:
     """Register `$export`, `$export-poll-status` and `Binary/{id}` on the simulator app.
 
     Call it before the generic `/{resource_type}` routes, which would otherwise catch these paths.
     """
-    store = ExportStore(dataset, settings)
+    store = ExportStore(dataset, settings, rendered)
 
     @app.get("/$export")
     async def export_kickoff(request: Request) -> Response:
