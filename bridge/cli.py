@@ -610,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="keep up to N resources serialised for pages and $export files (default 0: build each time)",
+        help="resources kept serialised (built at start) for pages and $export files (default 0: none)",
     )
     simulator.add_argument(
         "--faults", default="", metavar="SPEC", help="fault spec, e.g. 'status(503)@p=0.1;next(loop)@n=3'"

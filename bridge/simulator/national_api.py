@@ -85,7 +85,8 @@ class SimulatorConfig:
     # Search (A1): results past this many are not served; Bundle.total still gives the real count
     # (the ROR truncates searches at 10 000 results, ror-fhir-api.md §5 (A); simulator choice, see README).
     max_results: int = 10_000
-    # Resources kept serialised for pages and export files (render_cache.py); 0 builds each one every time.
+    # Resources kept serialised for pages and export files, built at start (render_cache.py); 0: each one is
+    # built every time it is served.
     render_cache: int = 0
 
 
@@ -113,6 +114,7 @@ def create_simulator_app(config: SimulatorConfig, dataset: Dataset | None = None
     data = dataset if dataset is not None else generate_dataset(config.scale, config.seed)
     pages = SnapshotStore(config.next_link_ttl_s, config.max_snapshots)
     rendered = RenderCache(data, config.render_cache)
+    rendered.warm()  # with a render cache, every page and file is spliced from the start (no-op without)
     app = FastAPI(title="ROR national API simulator", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.config = config
     app.state.dataset = data

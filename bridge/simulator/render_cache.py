@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from bridge.simulator.dataset import Dataset
+from bridge.simulator.dataset import RESOURCE_TYPES, Dataset
 from bridge.simulator.search import Key
 
 
@@ -28,6 +28,14 @@ class RenderCache:
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
+        return len(self._kept)
+
+    def warm(self) -> int:
+        """Serialise resources up front, type after type, until the capacity is reached; how many."""
+        for rtype in RESOURCE_TYPES:
+            count = min(self.dataset.count(rtype), self.capacity - len(self._kept))
+            index_keys = [(rtype, self.dataset.id_of(rtype, i)) for i in range(count)]
+            self.rendered(index_keys)
         return len(self._kept)
 
     def rendered(self, keys: Sequence[Key]) -> list[tuple[Key, orjson.Fragment]]:

@@ -8,6 +8,9 @@ search (the "offre complète" include set) walked by `FhirClient.iter_pages_unor
 pages, probes) is recorded; (2) the same searches walked one request at a time by a bare httpx loop following
 next links, each page parsed with orjson (the baseline); (3) the same offer as `$export` through
 `FhirClient.export` (kick-off, polls, every file). Each source must deliver the same resources (checked).
+The simulator keeps every resource serialised (`--render-cache`, built at start) unless told otherwise, so
+that its own Python building resources on one core is not what is measured: a real server answers
+concurrent requests in parallel.
 """
 
 from __future__ import annotations
@@ -54,7 +57,13 @@ def _key(resource: dict[str, object]) -> str:
 
 def _client(base: str, concurrency: int, page_size: int) -> FhirClient:
     return FhirClient(
-        base, headers={}, page_size=page_size, concurrency=concurrency, deadline_s=3600, timeout_s=120
+        base,
+        headers={},
+        page_size=page_size,
+        concurrency=concurrency,
+        export_downloads=concurrency,
+        deadline_s=3600,
+        timeout_s=120,
     )
 
 
@@ -136,6 +145,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="rounds (medians of per-round ratios)")
     parser.add_argument("--concurrency", type=int, default=8, help="upstream requests in flight")
     parser.add_argument("--page-size", type=int, default=Settings().upstream_page_size)
+    parser.add_argument(
+        "--render-cache",
+        type=int,
+        default=-1,
+        help="resources the simulator keeps serialised, built at start (default: all of them; 0: none)",
+    )
     args = parser.parse_args()
     port = free_port()
     base = f"http://127.0.0.1:{port}/ws-diffusion-fhir"
@@ -149,6 +164,8 @@ def main() -> None:
         str(port),
         "--latency-ms",
         str(args.latency_ms),
+        "--render-cache",
+        str(args.scale * 10 if args.render_cache < 0 else args.render_cache),
     ]
     runs: dict[str, list[Run]] = {"search": [], "sequential": [], "export": []}
     with tempfile.TemporaryDirectory() as work:
@@ -175,8 +192,9 @@ def main() -> None:
                     )
     sequential_s = [r.seconds for r in runs["sequential"]]
     setting = (
-        f"{args.scale} offers, {args.latency_ms:g} ms per request, concurrency {args.concurrency}, "
-        f"_count {args.page_size}, {args.rounds} round(s)"
+        f"{args.scale} offers, {args.latency_ms:g} ms per request, concurrency and $export downloads "
+        f"{args.concurrency}, _count {args.page_size}, simulator render cache "
+        f"{'all' if args.render_cache < 0 else args.render_cache}, {args.rounds} round(s)"
     )
     print(setting)
     figures = [

@@ -54,7 +54,11 @@ def test_the_cache_keeps_at_most_its_capacity_most_recent_first_out(dataset: Dat
     assert [key for key, _ in rendered] == keys  # an unknown id is left out, as the search does
     assert [orjson.loads(orjson.dumps(f)) for _, f in rendered] == [dataset.get(*k) for k in keys]
     assert len(cache) == 3
+    warmed = RenderCache(dataset, capacity=7)
+    assert warmed.warm() == 7
+    assert len(warmed) == 7
     keeps_none = RenderCache(dataset)
+    assert keeps_none.warm() == 0
     assert len(keeps_none.rendered(keys)) == len(keys)
     assert len(keeps_none) == 0
     with pytest.raises(ValueError, match="capacity"):
