@@ -46,23 +46,28 @@ def instant(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def split(window: Window, total: int | None = None, max_results: int = MAX_RESULTS) -> list[Window]:
+def split(
+    window: Window, total: int | None = None, max_results: int = MAX_RESULTS, per_part: int | None = None
+) -> list[Window]:
     """Sub-windows covering `window` exactly; [] when it cannot be split (open-ended or too narrow).
 
-    With the window's `total`, a bounded window is cut into equal parts of about FILL × `max_results`
-    results each (at least 2); without it, into halves. The whole axis is cut at EPOCH and tomorrow first.
+    With the window's `total`, a bounded window is cut into equal spans of time expected to hold about
+    `per_part` results each (default FILL × `max_results`; at least 2 parts); without it, into halves. The
+    whole axis is cut at EPOCH and tomorrow first.
     """
     start, end = window
     horizon = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
     if start is None and end is None:
-        middle = [(EPOCH, horizon)] if total is None else split((EPOCH, horizon), total, max_results)
+        bounded = (EPOCH, horizon)
+        middle = [bounded] if total is None else split(bounded, total, max_results, per_part)
         return [(None, EPOCH), *middle, (horizon, None)]
     if start is None or end is None:
         return []  # before 1970 or after tomorrow: nothing sensible to bisect
     width = end - start
     if width < 2 * MIN_WINDOW:
         return []
-    parts = 2 if total is None else max(2, math.ceil(total / (max_results * FILL)))
+    size = per_part if per_part is not None else max_results * FILL
+    parts = 2 if total is None else max(2, math.ceil(total / max(1, size)))
     parts = min(parts, MAX_PARTS, width // MIN_WINDOW)
     bounds = [start + width * i // parts for i in range(parts)] + [end]
     return list(itertools.pairwise(bounds))
@@ -73,10 +78,12 @@ def describe(window: Window) -> str:
     return f"_lastUpdated in [{instant(start) if start else '-∞'}, {instant(end) if end else '+∞'})"
 
 
-def sub_windows(window: Window, max_results: int, request: str, total: int | None = None) -> list[Window]:
+def sub_windows(
+    window: Window, max_results: int, request: str, total: int | None = None, per_part: int | None = None
+) -> list[Window]:
     """The sub-windows of a window the server truncated (sized from its `total` when known);
     IncompleteResultError (naming `request`, the window's first page) when it cannot be split further."""
-    parts = split(window, total, max_results)
+    parts = split(window, total, max_results, per_part)
     if not parts:
         raise IncompleteResultError(
             f"more than {max_results} results share {describe(window)}: the query cannot be "

@@ -24,7 +24,7 @@ import httpx
 from bridge.errors import IncompleteResultError, ResultCapError, UpstreamProtocolError, UpstreamStatusError
 from bridge.fhir.auth import TokenProvider
 from bridge.fhir.bulk_export import DOWNLOADS, ExportRequest, ExportStats, run_export
-from bridge.fhir.cap_windows import MAX_RESULTS, WHOLE, Window, sub_windows, windowed
+from bridge.fhir.cap_windows import FILL, MAX_RESULTS, WHOLE, Window, sub_windows, windowed
 from bridge.fhir.exchange import Credentials, Exchange
 from bridge.fhir.observe import UpstreamObserver
 from bridge.fhir.resilience import CircuitBreaker, Deadline, RetryPolicy
@@ -335,34 +335,41 @@ class FhirClient:
     async def _split_truncated(
         self, query: FhirQuery, window: Window, truncated: ResultCapError, deadline: Deadline
     ) -> list[Window]:
-        """The sub-windows of a window the server truncated (fhir/cap_windows.py), sized from its total,
-        told to the observer and the log; IncompleteResultError when it cannot be split. The parts' totals
-        are asked at once (`_count=0`): empty parts are dropped, parts still over the cap are split again from
-        their own total, so that no page is fetched only to learn it is truncated (issue 13 item 3)."""
-        parts = sub_windows(window, self.max_results, self.url_for(windowed(query, window)), truncated.total)
-        self.observer.truncation_split(query.resource_type)
-        log.info(
-            "%s %s total=%s into %d windows",
-            LogEvent.TRUNCATION_SPLIT,
-            query.resource_type,
-            truncated.total,
-            len(parts),
-        )
-        return await self._sized(query, parts, deadline)
+        """The sub-windows of a window the server truncated (fhir/cap_windows.py), sized from its total;
+        IncompleteResultError when it cannot be split (issue 13 item 3).
 
-    async def _sized(self, query: FhirQuery, parts: list[Window], deadline: Deadline) -> list[Window]:
-        """`parts`, in time order, without the empty ones and with those over the cap split further."""
+        The windows aim at `window_size(total)` results each, enough of them for `concurrency` walks to run
+        side by side. Their totals are asked at once (`_count=0`): empty windows are dropped, windows still
+        too large are split again from their own total, so no page is fetched only to learn it is truncated.
+        """
+        per_part = self.window_size(truncated.total)
+        return await self._refine(query, window, truncated.total, per_part, deadline)
+
+    def window_size(self, total: int | None) -> int:
+        """The results aimed at per window when a search of `total` results is split: at most half the cap,
+        at least two pages, else the total shared by twice `concurrency` windows."""
+        if total is None:
+            return int(self.max_results * FILL)
+        share = -(-total // (2 * self.concurrency))
+        return max(2 * self.page_size, min(int(self.max_results * FILL), share))
+
+    async def _refine(
+        self, query: FhirQuery, window: Window, total: int | None, per_part: int, deadline: Deadline
+    ) -> list[Window]:
+        parts = sub_windows(window, self.max_results, self.url_for(windowed(query, window)), total, per_part)
+        self.observer.truncation_split(query.resource_type)
+        log.info("%s %s total=%s into %d", LogEvent.TRUNCATION_SPLIT, query.resource_type, total, len(parts))
         totals = await asyncio.gather(*(self._count(windowed(query, part), deadline) for part in parts))
 
-        async def settle(part: Window, total: int | None) -> list[Window]:
-            if total == 0:
+        async def settle(part: Window, found: int | None) -> list[Window]:
+            if found == 0:
                 return []
-            if total is None or total < self.max_results:
+            if found is None or (found < self.max_results and found <= 2 * per_part):
                 return [part]  # walked; a walk that still meets the cap splits as before
-            return await self._split_truncated(query, part, ResultCapError(total), deadline)
+            return await self._refine(query, part, found, per_part, deadline)
 
-        found = await asyncio.gather(*(settle(p, t) for p, t in zip(parts, totals, strict=True)))
-        return [part for group in found for part in group]
+        groups = await asyncio.gather(*(settle(p, t) for p, t in zip(parts, totals, strict=True)))
+        return [part for group in groups for part in group]
 
     async def _count(self, query: FhirQuery, deadline: Deadline) -> int | None:
         """The search's `Bundle.total` asked with `_count=0` (no resources sent); None when the server does

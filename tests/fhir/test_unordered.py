@@ -137,6 +137,8 @@ async def test_windows_are_sized_from_totals_and_probed_before_any_page(scripted
     walked = full_pages(scripted)
     over_cap = [p for p in walked if len(server.matching(p)) >= 50]
     assert over_cap == [walked[0]], "only the first page finds the search truncated"
+    size = client.window_size(230)
+    assert all(len(server.matching(p)) <= 2 * size for p in walked[1:]), "windows sized from the total"
     assert all(server.matching(p) for p in walked), "no empty window is walked"
     probes = [r.params for r in scripted.requests if ("_count", "0") in r.params]
     assert probes, "sub-window totals are probed"
@@ -155,10 +157,19 @@ async def test_a_server_refusing_count_zero_is_still_walked_completely(scripted:
     async with client_for(scripted, max_results=50) as client:
         pages = [page async for page in client.iter_pages_unordered([QUERY])]
         ordered = await client.search(QUERY)
+        first_split = split(WHOLE, 120, 50, client.window_size(120))
     found = sorted(r["id"] for page in pages for r in page.matches)
     assert found == [r["id"] for r in resources(120)]
     assert [r["id"] for r in ordered.matches] == found  # time order, each once
     probes = [r for r in scripted.requests if r.params.count(("_count", "0"))]
     # One round of probes (the first split's parts, sent at once), then none: neither for later splits nor
     # for the second search.
-    assert len(probes) == len(split(WHOLE, 120, 50))
+    assert len(probes) == len(first_split)
+
+
+def test_window_size_gives_every_walk_a_share_within_half_the_cap() -> None:
+    client = FhirClient("http://upstream.invalid", headers={}, page_size=200, concurrency=8)
+    assert client.window_size(40_000) == 2_500  # 16 windows: twice the walks run side by side
+    assert client.window_size(1_000_000) == 5_000  # at most half the national cap
+    assert client.window_size(1_000) == 400  # at least two pages
+    assert client.window_size(None) == 5_000
