@@ -22,7 +22,7 @@ import httpx
 import orjson
 
 from bridge.errors import IncompleteResultError, UpstreamError, UpstreamProtocolError
-from bridge.fhir.exchange import Exchange
+from bridge.fhir.exchange import Exchange, decode
 from bridge.fhir.outcome import retry_after_s
 from bridge.fhir.resilience import Deadline
 from bridge.fhir.validation import SampledValidator
@@ -210,7 +210,7 @@ async def _download(client: Exchange, url: str, deadline: Deadline) -> AsyncIter
                     yield resource
         else:
             # One Bundle per file ("un par tranche de résultats"): bounded by the slice size.
-            for resource in _bundle_resources(orjson.loads(await response.aread()), url):
+            for resource in _bundle_resources(decode(await response.aread()), url):
                 position += 1
                 if position > delivered:
                     delivered += 1
