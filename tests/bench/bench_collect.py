@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import orjson
 
 from bridge.config import Settings
 from bridge.fhir.bulk_export import ExportStats
 from bridge.fhir.client import FhirClient
+from bridge.fhir.exchange import decode
 from bridge.pipeline.extraction import extraction_request
 from bridge.shipped import shipped_dir
 from bridge.translate.loaders.directory import load_mappings
@@ -94,15 +94,19 @@ async def partitioned(base: str, concurrency: int, page_size: int, searches: lis
 
 
 async def sequential(searches: list[str]) -> Run:
-    """The baseline: each search, then its next links, one request at a time, each page parsed by orjson."""
+    """The baseline: each search, then its next links, one request at a time, each page parsed as the client
+    does (orjson, the collector paused). The client's `_count=0` total probes are left out: the baseline
+    walks only the windows that hold results, as a sequential walker that knew them would."""
     keys: set[str] = set()
     requests = pages = 0
     async with httpx.AsyncClient(timeout=120) as http:
         started = time.perf_counter()
         for first in searches:
+            if "_count=0" in first:
+                continue
             url: str | None = first
             while url is not None:
-                bundle = orjson.loads((await http.get(url)).content)
+                bundle = decode((await http.get(url)).content)
                 requests += 1
                 if bundle.get("total", 0) >= Settings().upstream_max_results:
                     break  # a truncated probe: the client split it into windows, walked on their own
