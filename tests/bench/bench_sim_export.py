@@ -40,8 +40,11 @@ async def export(base: str, downloads: int) -> tuple[float, float, int, int]:
 
         async def fetch(url: str) -> int:
             async with slots:
-                body = orjson.loads((await http.get(url)).content)
-                return len(body.get("entry") or ())
+                try:
+                    answer = await http.get(url)
+                except httpx.TransportError:  # a kept-alive connection the server closed meanwhile
+                    answer = await http.get(url)
+                return len(orjson.loads(answer.content).get("entry") or ())
 
         counts = await asyncio.gather(*(fetch(url) for url in urls))
         done = time.perf_counter() - started
@@ -54,15 +57,15 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=100_000)
     parser.add_argument("--downloads", type=int, default=4, help="files downloaded at once")
     parser.add_argument("--simulator-path", help="a directory holding another checkout's bridge/ package")
+    parser.add_argument("--log", help="keep the simulator's output in this file (default: a temporary one)")
     args = parser.parse_args()
     port = free_port()
     base = f"http://127.0.0.1:{port}/ws-diffusion-fhir"
     command = ["simulator", "--open", "--scale", str(args.scale), "--port", str(port)]
-    with (
-        tempfile.TemporaryDirectory() as work,
-        process(command, f"{base}/metadata", Path(work) / "simulator.log", {}, cwd=args.simulator_path),
-    ):
-        ready, done, files, resources = asyncio.run(export(base, args.downloads))
+    with tempfile.TemporaryDirectory() as work:
+        log = Path(args.log or f"{work}/simulator.log")
+        with process(command, f"{base}/metadata", log, {}, cwd=args.simulator_path):
+            ready, done, files, resources = asyncio.run(export(base, args.downloads))
     which = args.simulator_path or "this checkout"
     print(
         f"simulator ({which}) at {args.scale} offers: manifest after {ready:.1f} s, {files} files "
