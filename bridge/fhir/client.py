@@ -376,7 +376,8 @@ class FhirClient:
         not give one or refuses `_count=0` (then the window's first page tells, as without probes)."""
         if self._counts_refused:
             return None
-        url = self.url_for(FhirQuery(query.resource_type, (*query.params, ("_count", "0")), query.purpose))
+        params = tuple(p for p in query.params if p[0] != "_count")
+        url = self.url_for(FhirQuery(query.resource_type, (*params, ("_count", "0")), query.purpose))
         try:
             _, bundle = await self.exchange.get_json(url, deadline)
         except UpstreamStatusError as error:
