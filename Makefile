@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install run test lint typecheck imports unit test-slow bench bench-extract bench-modifications clean sim-scale interop-install interop nginx fuzz soak
-.PHONY: browser bench-compare
+.PHONY: browser bench-compare bench-collect
 
 # `make test` installs everything (extra `dev`); `make run` only what serving the demo needs (extra `demo`),
 # unless the full install is already there. pip shows what it downloads and installs (no -q).
@@ -77,6 +77,14 @@ bench: install
 SCALES ?= 100000,1000000
 bench-extract: install
 	$(BIN)/python -m tests.bench.bench_extract --scales $(SCALES)
+
+# A national collection (issue 13 item 3): partitioned searches and $export through FhirClient, each as a
+# speed-up over a sequential next-link walk of the same searches, same run; the simulator as its own process
+# with COLLECT_LATENCY_MS per request. Smaller: make bench-collect COLLECT_SCALE=12000
+COLLECT_SCALE ?= 40000
+COLLECT_LATENCY_MS ?= 100
+bench-collect: install
+	$(BIN)/python -m tests.bench.bench_collect --scale $(COLLECT_SCALE) --latency-ms $(COLLECT_LATENCY_MS)
 
 # Changes since a date over the whole directory (every entity changed) at two sizes: the bridge's peak RSS
 # stays flat. MOD_FUNCTION=iti74 (getModificationsRequest) or establishments (establishments-updated-since).

@@ -181,6 +181,7 @@ def build_upstream(settings: Settings, observer: UpstreamObserver | None = None)
         "breaker": CircuitBreaker(settings.upstream_breaker_failures, settings.upstream_breaker_reset_s),
         "deadline_s": settings.upstream_deadline_s,
         "export_deadline_s": settings.upstream_export_deadline_s,
+        "export_downloads": settings.upstream_export_downloads,
         "concurrency": settings.upstream_concurrency,
         "max_results": settings.upstream_max_results,
         "validator": validator,

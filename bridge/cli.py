@@ -195,6 +195,7 @@ def _simulator(args: argparse.Namespace) -> int:
         tls_ca=args.tls_ca,
         faults=args.faults,
         latency_ms=args.latency_ms,
+        render_cache=args.render_cache,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     scheme = "https" if args.tls_cert else "http"
@@ -603,6 +604,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulator.add_argument(
         "--latency-ms", type=float, default=0, metavar="MS", help="latency added to every FHIR request"
+    )
+    simulator.add_argument(
+        "--render-cache",
+        type=int,
+        default=0,
+        metavar="N",
+        help="resources kept serialised (built at start) for pages and $export files (default 0: none)",
     )
     simulator.add_argument(
         "--faults", default="", metavar="SPEC", help="fault spec, e.g. 'status(503)@p=0.1;next(loop)@n=3'"

@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     upstream_concurrency: int = Field(
         4, ge=1, description="upstream requests in flight at once (partitions fetched concurrently)"
     )
+    upstream_export_downloads: int = Field(
+        4, ge=1, description="$export output files downloaded at once (each held whole until its turn)"
+    )
     upstream_max_results: int = Field(
         10_000, ge=1, description="result cap of one national search; a search reaching it is split"
     )

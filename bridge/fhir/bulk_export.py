@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -21,7 +22,7 @@ import httpx
 import orjson
 
 from bridge.errors import IncompleteResultError, UpstreamError, UpstreamProtocolError
-from bridge.fhir.exchange import Exchange
+from bridge.fhir.exchange import Exchange, decode
 from bridge.fhir.outcome import retry_after_s
 from bridge.fhir.resilience import Deadline
 from bridge.fhir.validation import SampledValidator
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 # keeps the request explicit.
 COMPLETE_EXTRACT = "_myCompleteExtract"
 CLEANUP_TIMEOUT_S = 10.0
+# Output files downloaded at once by default (`upstream_export_downloads`); each is held whole until its turn.
+DOWNLOADS = 4
 DOWNLOAD_ACCEPT = "application/fhir+ndjson, application/fhir+json"
 
 
@@ -79,11 +82,15 @@ async def run_export(
     deadline: Deadline,
     poll_interval_s: float = 1.0,
     stats: ExportStats | None = None,
+    downloads: int = DOWNLOADS,
 ) -> AsyncIterator[Resource]:
-    """Every resource of the export, file after file, each streamed; the job is deleted at the end.
+    """Every resource of the export, in the manifest's file order; the job is deleted at the end.
 
-    Use it under `contextlib.aclosing` so that an abandoned export is still cleaned up.
+    Up to `downloads` files are fetched at once, each read whole before its resources are handed out (memory:
+    `downloads` files). Use it under `contextlib.aclosing` so that an abandoned export is still cleaned up.
     """
+    if downloads < 1:
+        raise ValueError("downloads must be >= 1")
     stats = stats if stats is not None else ExportStats()
     kick_off = f"{client.base_url}/$export?{urlencode(request.params(), safe=':|,/')}"
     response, _ = await client.send(
@@ -107,16 +114,21 @@ async def run_export(
         if not isinstance(outputs, list):
             raise UpstreamProtocolError("the $export manifest has no output list", request=poll_url)
         log.info("%s %d files", LogEvent.EXPORT_READY, len(outputs))
+        urls: list[str] = []
         for output in outputs:
             url = output.get("url") if isinstance(output, dict) else None
             if not isinstance(url, str):
                 raise UpstreamProtocolError("a $export output has no url", request=poll_url)
-            stats.files += 1
-            async for resource in _download(client, url, deadline):
-                stats.resources += 1
-                if validator is not None:
-                    validator.submit(resource)
-                yield resource
+            urls.append(url)
+        files = _files(client, urls, deadline, downloads)
+        async with contextlib.aclosing(files):
+            async for resources in files:
+                stats.files += 1
+                for resource in resources:
+                    stats.resources += 1
+                    if validator is not None:
+                        validator.submit(resource)
+                    yield resource
         if manifest.get("error"):
             # Bulk Data: `error` lists OperationOutcome files for what could not be exported.
             raise IncompleteResultError(
@@ -156,6 +168,29 @@ async def _poll(
         await asyncio.sleep(max(0.0, min(wait, left)))
 
 
+async def _files(
+    client: Exchange, urls: list[str], deadline: Deadline, downloads: int
+) -> AsyncGenerator[list[Resource], None]:
+    """Each file's resources, in `urls` order, with up to `downloads` files in flight; the first failure is
+    raised in order and the downloads still running are cancelled."""
+
+    async def fetch(url: str) -> list[Resource]:
+        return [resource async for resource in _download(client, url, deadline)]
+
+    pending: deque[asyncio.Task[list[Resource]]] = deque()
+    started = 0
+    try:
+        while started < len(urls) or pending:
+            while started < len(urls) and len(pending) < downloads:
+                pending.append(asyncio.create_task(fetch(urls[started])))
+                started += 1
+            yield await pending.popleft()
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
 async def _download(client: Exchange, url: str, deadline: Deadline) -> AsyncIterator[Resource]:
     """One output file, streamed through the exchange; a retried download skips the resources already
     delivered. A fresh token per file and per attempt: long exports outlive tokens (ror-fhir-api.md §2.5)."""
@@ -175,7 +210,7 @@ async def _download(client: Exchange, url: str, deadline: Deadline) -> AsyncIter
                     yield resource
         else:
             # One Bundle per file ("un par tranche de résultats"): bounded by the slice size.
-            for resource in _bundle_resources(orjson.loads(await response.aread()), url):
+            for resource in _bundle_resources(decode(await response.aread()), url):
                 position += 1
                 if position > delivered:
                     delivered += 1

@@ -23,8 +23,8 @@ import httpx
 
 from bridge.errors import IncompleteResultError, ResultCapError, UpstreamProtocolError, UpstreamStatusError
 from bridge.fhir.auth import TokenProvider
-from bridge.fhir.bulk_export import ExportRequest, ExportStats, run_export
-from bridge.fhir.cap_windows import MAX_RESULTS, WHOLE, Window, sub_windows, windowed
+from bridge.fhir.bulk_export import DOWNLOADS, ExportRequest, ExportStats, run_export
+from bridge.fhir.cap_windows import FILL, MAX_RESULTS, WHOLE, Window, sub_windows, windowed
 from bridge.fhir.exchange import Credentials, Exchange
 from bridge.fhir.observe import UpstreamObserver
 from bridge.fhir.resilience import CircuitBreaker, Deadline, RetryPolicy
@@ -84,6 +84,7 @@ class FhirClient:
         max_results: int = MAX_RESULTS,
         validator: SampledValidator | None = None,
         export_deadline_s: float = 3600.0,
+        export_downloads: int = DOWNLOADS,
         seed: int | None = None,
         observer: UpstreamObserver | None = None,
     ) -> None:
@@ -93,9 +94,13 @@ class FhirClient:
         self.page_size = page_size
         self.deadline_s = deadline_s
         self.export_deadline_s = export_deadline_s
+        if export_downloads < 1:
+            raise ValueError("export_downloads must be >= 1")
+        self.export_downloads = export_downloads
         self.concurrency = concurrency
         self.max_results = max_results
         self.validator = validator
+        self._counts_refused = False  # set when the server answers `_count=0` probes without a bare total
         # Every request goes through this one exchange: auth, retries, deadline, breaker (fhir/exchange.py).
         self.exchange = Exchange(
             base_url,
@@ -283,7 +288,7 @@ class FhirClient:
                             self.validator.submit(resource)
                     await out.put(page)
             except ResultCapError as truncated:
-                for part in self._split_truncated(query, window, truncated):
+                for part in await self._split_truncated(query, window, truncated, deadline):
                     work.put_nowait((query, part))
 
         async def worker() -> None:
@@ -322,24 +327,69 @@ class FhirClient:
                 yield page
             return
         except ResultCapError as truncated:
-            parts = self._split_truncated(query, window, truncated)
+            parts = await self._split_truncated(query, window, truncated, deadline)
         producers = [(lambda part=part: self._pages(query, part, deadline)) for part in parts]
         async for _, page in self._ordered(producers):
             yield page
 
-    def _split_truncated(self, query: FhirQuery, window: Window, truncated: ResultCapError) -> list[Window]:
-        """The sub-windows of a window the server truncated (fhir/cap_windows.py), told to the observer and
-        the log; IncompleteResultError when it cannot be split."""
-        parts = sub_windows(window, self.max_results, self.url_for(windowed(query, window)))
+    async def _split_truncated(
+        self, query: FhirQuery, window: Window, truncated: ResultCapError, deadline: Deadline
+    ) -> list[Window]:
+        """The sub-windows of a window the server truncated (fhir/cap_windows.py), sized from its total;
+        IncompleteResultError when it cannot be split (issue 13 item 3).
+
+        The windows aim at `window_size(total)` results each, enough of them for `concurrency` walks to run
+        side by side. Their totals are asked at once (`_count=0`): empty windows are dropped, windows still
+        too large are split again from their own total, so no page is fetched only to learn it is truncated.
+        """
+        per_part = self.window_size(truncated.total)
+        return await self._refine(query, window, truncated.total, per_part, deadline)
+
+    def window_size(self, total: int | None) -> int:
+        """The results aimed at per window when a search of `total` results is split: at most half the cap,
+        at least two pages, else the total shared by twice `concurrency` windows."""
+        if total is None:
+            return int(self.max_results * FILL)
+        share = -(-total // (2 * self.concurrency))
+        return max(2 * self.page_size, min(int(self.max_results * FILL), share))
+
+    async def _refine(
+        self, query: FhirQuery, window: Window, total: int | None, per_part: int, deadline: Deadline
+    ) -> list[Window]:
+        parts = sub_windows(window, self.max_results, self.url_for(windowed(query, window)), total, per_part)
         self.observer.truncation_split(query.resource_type)
-        log.info(
-            "%s %s total=%s into %d windows",
-            LogEvent.TRUNCATION_SPLIT,
-            query.resource_type,
-            truncated.total,
-            len(parts),
-        )
-        return parts
+        log.info("%s %s total=%s into %d", LogEvent.TRUNCATION_SPLIT, query.resource_type, total, len(parts))
+        totals = await asyncio.gather(*(self._count(windowed(query, part), deadline) for part in parts))
+
+        async def settle(part: Window, found: int | None) -> list[Window]:
+            if found == 0:
+                return []
+            if found is None or (found < self.max_results and found <= 2 * per_part):
+                return [part]  # walked; a walk that still meets the cap splits as before
+            return await self._refine(query, part, found, per_part, deadline)
+
+        groups = await asyncio.gather(*(settle(p, t) for p, t in zip(parts, totals, strict=True)))
+        return [part for group in groups for part in group]
+
+    async def _count(self, query: FhirQuery, deadline: Deadline) -> int | None:
+        """The search's `Bundle.total` asked with `_count=0` (no resources sent); None when the server does
+        not give one or refuses `_count=0` (then the window's first page tells, as without probes)."""
+        if self._counts_refused:
+            return None
+        params = tuple(p for p in query.params if p[0] != "_count")
+        url = self.url_for(FhirQuery(query.resource_type, (*params, ("_count", "0")), query.purpose))
+        try:
+            _, bundle = await self.exchange.get_json(url, deadline)
+        except UpstreamStatusError as error:
+            if error.status in (400, 404, 422):
+                self._counts_refused = True
+                return None
+            raise
+        total = bundle.get("total")
+        if bundle.get("resourceType") != "Bundle" or not isinstance(total, int) or bundle.get("entry"):
+            self._counts_refused = True  # entries for `_count=0`: the server ignores it, probes cost pages
+            return None
+        return total
 
     async def _walk(self, query: FhirQuery, deadline: Deadline) -> AsyncIterator[Page]:
         """One search, every page: next links, `_offset` fallback, resumes; raises ResultCapError."""
@@ -473,8 +523,9 @@ class FhirClient:
         poll_interval_s: float = 1.0,
         stats: ExportStats | None = None,
     ) -> AsyncIterator[Resource]:
-        """Bulk `$export` (ror-fhir-api.md §2.5): every resource of every output file, streamed; the job is
-        deleted at the end. Iterate under `contextlib.aclosing` so an abandoned export is cleaned up too."""
+        """Bulk `$export` (ror-fhir-api.md §2.5): every resource of every output file, `export_downloads`
+        files fetched at once; the job is deleted at the end. Iterate under `contextlib.aclosing` so an
+        abandoned export is cleaned up too."""
         return run_export(
             self.exchange,
             request or ExportRequest(),
@@ -482,6 +533,7 @@ class FhirClient:
             deadline=Deadline(self.export_deadline_s),
             poll_interval_s=poll_interval_s,
             stats=stats,
+            downloads=self.export_downloads,
         )
 
 

@@ -74,17 +74,17 @@ def searchset(
     bundle_id: str,
     total: int,
     links: Sequence[tuple[str, str]],
-    matches: Sequence[dict[str, Any]],
-    includes: Sequence[dict[str, Any]],
+    matches: Sequence[tuple[tuple[str, str], Any]],
+    includes: Sequence[tuple[tuple[str, str], Any]],
 ) -> dict[str, Any]:
-    """A searchset Bundle: matches, then includes, each with fullUrl and search.mode (FHIR R4 §3.1.1)."""
+    """A searchset Bundle: matches, then includes, each with fullUrl and search.mode (FHIR R4 §3.1.1).
 
-    def entry(resource: dict[str, Any], mode: str) -> dict[str, Any]:
-        return {
-            "fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
-            "resource": resource,
-            "search": {"mode": mode},
-        }
+    Each match or include is its (type, id) and the resource, as a dict or already serialised (a Fragment).
+    """
+
+    def entry(item: tuple[tuple[str, str], Any], mode: str) -> dict[str, Any]:
+        (rtype, rid), resource = item
+        return {"fullUrl": f"{base}/{rtype}/{rid}", "resource": resource, "search": {"mode": mode}}
 
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",

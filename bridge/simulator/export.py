@@ -1,6 +1,7 @@
 """Bulk `$export` of the ROR simulator (simulator/): kick-off, background jobs, polling, manifest, Binary.
 
 The ROR's variant of FHIR Bulk Data (ror-fhir-api.md §2.5): fhir+json Bundles per file, ndjson on request.
+A job only decides which resources go in which file; each file is built when first downloaded (issue 13).
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from starlette.responses import FileResponse, Response
 from bridge.simulator.bundle import FhirResponse, error_response, fhir_base, operation_outcome
 from bridge.simulator.dataset import RESOURCE_TYPES, Dataset
 from bridge.simulator.fault_injection import SCOPE_KEY, FaultRule
+from bridge.simulator.render_cache import RenderCache
 from bridge.simulator.search import (
     Key,
     SearchError,
     evaluate,
-    page_resources,
     parse_search,
     resolve_includes,
 )
@@ -89,9 +90,14 @@ class ExportJob:
 
 @dataclass(frozen=True)
 class _Binary:
+    """One output file: the resources it holds, built into `path` when first downloaded."""
+
     job_id: str
     path: Path
     media_type: str
+    keys: tuple[Key, ...]
+    base: str  # the FHIR base of the job's fullUrls
+    ndjson: bool
 
 
 _DIRECTORY_PREFIX = "ror-simulator-export-"  # then the owning process id, a dash, a random part
@@ -118,10 +124,13 @@ def _running(pid: int) -> bool:
 class ExportStore:
     """Export jobs and their output files (in a temporary directory, removed with the store)."""
 
-    def __init__(self, dataset: Dataset, settings: ExportSettings) -> None:
+    def __init__(
+        self, dataset: Dataset, settings: ExportSettings, rendered: RenderCache | None = None
+    ) -> None:
         if settings.file_size < 1:
             raise ValueError("export file size must be >= 1")
         self.dataset = dataset
+        self.rendered = rendered if rendered is not None else RenderCache(dataset)
         self.settings = settings
         self.jobs: dict[str, ExportJob] = {}
         self.binaries: dict[str, _Binary] = {}
@@ -213,28 +222,47 @@ class ExportStore:
         return list(found)
 
     async def _write(self, job: ExportJob, rtype: str, keys: Sequence[Key]) -> None:
+        """Add one file of `keys` to the job: listed in the manifest now, built when downloaded."""
         if self.settings.step_delay_s > 0:
             await asyncio.sleep(self.settings.step_delay_s)
         else:
             await asyncio.sleep(0)  # let the server answer polls between files
-        resources = page_resources(self.dataset, keys)
         binary_id = uuid.uuid4().hex
         path = self.directory / f"{binary_id}.{'ndjson' if job.ndjson else 'json'}"
-        if job.ndjson:
-            content = b"".join(orjson.dumps(r) + b"\n" for r in resources)
+        self.binaries[binary_id] = _Binary(job.id, path, job.media_type, tuple(keys), job.base, job.ndjson)
+        job.output.append((rtype, binary_id, len(keys)))
+
+    def materialise(self, binary_id: str) -> Path | None:
+        """The file's path, built on first use (in a worker thread: the server keeps answering); None when
+        the file is unknown or its job was deleted meanwhile."""
+        binary = self.binaries.get(binary_id)
+        if binary is None:
+            return None
+        if binary.path.is_file():
+            return binary.path
+        resources = self.rendered.rendered(binary.keys)
+        if binary.ndjson:
+            content = b"".join(orjson.dumps(r) + b"\n" for _, r in resources)
         else:
             bundle = {
                 "resourceType": "Bundle",
                 "id": binary_id,
                 "type": "collection",
                 "entry": [
-                    {"fullUrl": f"{job.base}/{r['resourceType']}/{r['id']}", "resource": r} for r in resources
+                    {"fullUrl": f"{binary.base}/{rtype}/{rid}", "resource": r}
+                    for (rtype, rid), r in resources
                 ],
             }
             content = orjson.dumps(bundle)
-        path.write_bytes(content)
-        self.binaries[binary_id] = _Binary(job.id, path, job.media_type)
-        job.output.append((rtype, binary_id, len(resources)))
+        # Written whole then renamed: a concurrent download of the same file never reads half of it.
+        partial = binary.path.with_suffix(f".{uuid.uuid4().hex}.part")
+        partial.write_bytes(content)
+        partial.replace(binary.path)
+        if binary_id not in self.binaries:  # the job was deleted while the file was built
+            with contextlib.suppress(FileNotFoundError):
+                binary.path.unlink()
+            return None
+        return binary.path
 
 
 _FILTER_SPLIT = re.compile(r",(?=[A-Z][A-Za-z]*\?)")
@@ -290,12 +318,14 @@ def _kickoff_job(request: Request) -> ExportJob:
     )
 
 
-def add_export_routes(app: FastAPI, dataset: Dataset, settings: ExportSettings) -> ExportStore:
+def add_export_routes(
+    app: FastAPI, dataset: Dataset, settings: ExportSettings, rendered: RenderCache | None = None
+) -> ExportStore:
     """Register `$export`, `$export-poll-status` and `Binary/{id}` on the simulator app.
 
     Call it before the generic `/{resource_type}` routes, which would otherwise catch these paths.
     """
-    store = ExportStore(dataset, settings)
+    store = ExportStore(dataset, settings, rendered)
 
     @app.get("/$export")
     async def export_kickoff(request: Request) -> Response:
@@ -341,9 +371,10 @@ def add_export_routes(app: FastAPI, dataset: Dataset, settings: ExportSettings) 
     @app.get("/Binary/{binary_id}")
     async def binary(binary_id: str) -> Response:
         found = store.binaries.get(binary_id)
-        if found is None or not found.path.is_file():
+        path = await asyncio.to_thread(store.materialise, binary_id) if found is not None else None
+        if found is None or path is None:
             return error_response(404, f"Resource Binary/{binary_id} is not known", code="not-found")
-        return FileResponse(found.path, media_type=found.media_type)
+        return FileResponse(path, media_type=found.media_type)
 
     return store
 

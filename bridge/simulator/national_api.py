@@ -40,11 +40,11 @@ from bridge.simulator.dataset import RESOURCE_TYPES, Dataset, generate_dataset
 from bridge.simulator.export import ExportSettings, add_export_routes
 from bridge.simulator.fault_injection import FaultInjector, FaultMiddleware, parse_faults
 from bridge.simulator.paging import Snapshot, SnapshotStore
+from bridge.simulator.render_cache import RenderCache
 from bridge.simulator.search import (
     IncludeSpec,
     SearchError,
     evaluate,
-    page_resources,
     parse_search,
     resolve_includes,
 )
@@ -85,6 +85,9 @@ class SimulatorConfig:
     # Search (A1): results past this many are not served; Bundle.total still gives the real count
     # (the ROR truncates searches at 10 000 results, ror-fhir-api.md §5 (A); simulator choice, see README).
     max_results: int = 10_000
+    # Resources kept serialised for pages and export files, built at start (render_cache.py); 0: each one is
+    # built every time it is served.
+    render_cache: int = 0
 
 
 class _BareRoot:
@@ -110,6 +113,8 @@ def create_simulator_app(config: SimulatorConfig, dataset: Dataset | None = None
         raise ValueError("page sizes must satisfy 1 <= page_size_default <= page_size_max")
     data = dataset if dataset is not None else generate_dataset(config.scale, config.seed)
     pages = SnapshotStore(config.next_link_ttl_s, config.max_snapshots)
+    rendered = RenderCache(data, config.render_cache)
+    rendered.warm()  # with a render cache, every page and file is spliced from the start (no-op without)
     app = FastAPI(title="ROR national API simulator", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.config = config
     app.state.dataset = data
@@ -128,6 +133,7 @@ def create_simulator_app(config: SimulatorConfig, dataset: Dataset | None = None
         app,
         data,
         ExportSettings(config.export_file_size, config.export_step_delay_s, config.export_retry_after_s),
+        rendered,
     )
 
     @app.exception_handler(StarletteHTTPException)
@@ -170,8 +176,8 @@ def create_simulator_app(config: SimulatorConfig, dataset: Dataset | None = None
             bundle_id=snapshot.id if snapshot is not None else str(uuid.uuid4()),
             total=total,
             links=links,
-            matches=page_resources(data, keys),
-            includes=page_resources(data, resolve_includes(data, keys, includes)),
+            matches=rendered.rendered(keys),
+            includes=rendered.rendered(resolve_includes(data, keys, includes)),
         )
         return FhirResponse(bundle)
 

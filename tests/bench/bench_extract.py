@@ -93,9 +93,10 @@ def status_kib(pid: int, field: str) -> int:
 
 @contextmanager
 def process(
-    command: list[str], ready_url: str, log: Path, env: dict[str, str]
+    command: list[str], ready_url: str, log: Path, env: dict[str, str], cwd: str | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A `python -m bridge …` process, its output to `log`, until `ready_url` answers 200."""
+    """A `python -m bridge …` process (run from `cwd`: its `bridge/` is the one imported), its output to
+    `log`, until `ready_url` answers 200."""
     with (
         log.open("wb") as output,
         subprocess.Popen(
@@ -103,6 +104,7 @@ def process(
             stdout=output,
             stderr=subprocess.STDOUT,
             env={**os.environ, **env},
+            cwd=cwd,
         ) as child,
     ):
         try:

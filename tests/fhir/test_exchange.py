@@ -3,10 +3,12 @@ retries, deadline and circuit breaker — over real HTTP against the scripted up
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 import httpx
+import orjson
 import pytest
 from starlette.requests import Request
 from starlette.responses import Response
@@ -15,6 +17,7 @@ from bridge import correlation
 from bridge.errors import UpstreamStatusError, UpstreamTimeoutError, UpstreamUnavailableError
 from bridge.fhir.bulk_export import ExportStats
 from bridge.fhir.client import Credentials, FhirClient
+from bridge.fhir.exchange import decode
 from bridge.fhir.resilience import CircuitBreaker, Deadline, RetryPolicy
 from tests.fhir.scripted import Scripted, fhir, outcome
 from tests.fhir.test_export import ExportServer
@@ -95,3 +98,21 @@ async def test_a_passed_deadline_is_a_timeout_error_naming_the_request(scripted:
 
 async def _ok() -> Response:
     return fhir({"resourceType": "CapabilityStatement"})
+
+
+def test_decode_pauses_the_collector_and_restores_it_even_on_bad_json() -> None:
+    assert gc.isenabled()
+    assert decode(b'{"resourceType": "Bundle", "entry": [{"a": [1, 2]}]}') == {
+        "resourceType": "Bundle",
+        "entry": [{"a": [1, 2]}],
+    }
+    assert gc.isenabled()
+    with pytest.raises(orjson.JSONDecodeError):
+        decode(b'{"cut short')
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert decode(b"[]") == []
+        assert not gc.isenabled(), "a collector the caller paused stays paused"
+    finally:
+        gc.enable()

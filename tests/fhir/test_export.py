@@ -145,3 +145,32 @@ async def test_a_long_export_renews_its_token(scripted: Scripted) -> None:
     assert len(found) == 7
     assert len(scripted.token_requests) >= 2
     assert len({r.headers["authorization"] for r in scripted.requests}) >= 2
+
+
+async def test_files_are_downloaded_several_at_once_and_handed_out_in_manifest_order(
+    scripted: Scripted,
+) -> None:
+    """`export_downloads` files in flight (issue 13 item 3): the slow first file does not hold back the
+    second's download, yet its resources still come first."""
+    server = ExportServer(scripted, polls_before_ready=0)
+    server.file_delay_s = 0.2
+    scripted.fhir_handler = server
+    stats = ExportStats()
+    async with FhirClient(scripted.base, headers={}, retry=FAST, export_downloads=2) as client:
+        found = await collect(client, stats)
+    expected = [f"HealthcareService/{r['id']}" for r in server.bundle_file]
+    expected += [f"Organization/{r['id']}" for r in server.ndjson_file]
+    assert found == expected
+    assert scripted.max_in_flight == 2
+    with pytest.raises(ValueError, match="export_downloads"):
+        FhirClient(scripted.base, headers={}, export_downloads=0)
+
+
+async def test_one_download_at_a_time_when_asked(scripted: Scripted) -> None:
+    server = ExportServer(scripted, polls_before_ready=0)
+    server.file_delay_s = 0.05
+    scripted.fhir_handler = server
+    async with FhirClient(scripted.base, headers={}, retry=FAST, export_downloads=1) as client:
+        found = await collect(client, ExportStats())
+    assert len(found) == 7
+    assert scripted.max_in_flight == 1

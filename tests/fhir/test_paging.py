@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bridge.errors import IncompleteResultError
+from bridge.fhir.cap_windows import EPOCH, MAX_PARTS, WHOLE, split
 from bridge.fhir.client import FhirClient
 from bridge.fhir.resilience import RetryPolicy
 from bridge.fhir.validation import SampledValidator
@@ -203,3 +204,21 @@ async def test_validation_sampling_follows_the_rate(scripted: Scripted) -> None:
         await validator.drain()
     assert 10 <= validator.validated <= 45
     assert validator.failures == 0
+
+
+def test_windows_are_sized_from_the_total_and_cover_the_axis_exactly() -> None:
+    start, end = datetime(2019, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
+    parts = split((start, end), 40_000, 10_000)
+    assert len(parts) == 8  # 40 000 results, parts of about half the cap each
+    assert (parts[0][0], parts[-1][1]) == (start, end)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))
+    assert all(lo < hi for lo, hi in parts)
+    assert len(split((start, end))) == 2  # no total: halves
+    assert len(split((start, end), 10**9, 10_000)) == MAX_PARTS
+    assert len(split((start, start + timedelta(milliseconds=3)), 10**9, 10_000)) == 3
+    whole = split(WHOLE)
+    assert (whole[0], whole[1][0], whole[-1][1]) == ((None, EPOCH), EPOCH, None)
+    assert len(whole) == 3
+    sized = split(WHOLE, 40_000, 10_000)
+    assert len(sized) == 2 + 8
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(sized))

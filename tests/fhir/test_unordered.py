@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bridge.errors import IncompleteResultError, UpstreamStatusError
+from bridge.fhir.cap_windows import WHOLE, split
 from bridge.fhir.client import FhirClient
 from bridge.fhir.resilience import RetryPolicy
 from bridge.model import FhirQuery
@@ -115,3 +116,60 @@ async def test_walks_do_not_run_ahead_of_a_slow_consumer(scripted: Scripted) -> 
     assert pages_while_waiting <= 4
     found = [r["id"] for page in rest for r in page.matches]
     assert len(found) == len(set(found)) == 200
+
+
+def full_pages(scripted: Scripted) -> list[list[tuple[str, str]]]:
+    """The params of every request that asked for resources (not a `_count=0` total probe)."""
+    return [r.params for r in scripted.requests if ("_count", "0") not in r.params]
+
+
+async def test_windows_are_sized_from_totals_and_probed_before_any_page(scripted: Scripted) -> None:
+    """Issue 13 item 3: after the first page, sub-windows are sized from `Bundle.total` and their totals asked
+    with `_count=0`; no other page is fetched only to learn it is truncated, and empty windows are skipped."""
+    data = resources(230)  # one minute apart from 2024-01-01: 230 minutes of a 56-year axis
+    server = SearchServer(scripted, data, cap=50)
+    scripted.fhir_handler = server
+    async with client_for(scripted, max_results=50, concurrency=4) as client:
+        pages = [page async for page in client.iter_pages_unordered([QUERY])]
+    found = [r["id"] for page in pages for r in page.matches]
+    assert sorted(found) == [r["id"] for r in data]
+    assert len(found) == len(set(found))
+    walked = full_pages(scripted)
+    over_cap = [p for p in walked if len(server.matching(p)) >= 50]
+    assert over_cap == [walked[0]], "only the first page finds the search truncated"
+    size = client.window_size(230)
+    assert all(len(server.matching(p)) <= 2 * size for p in walked[1:]), "windows sized from the total"
+    assert all(server.matching(p) for p in walked), "no empty window is walked"
+    probes = [r.params for r in scripted.requests if ("_count", "0") in r.params]
+    assert probes, "sub-window totals are probed"
+    assert scripted.max_in_flight <= 4
+
+
+async def test_a_server_refusing_count_zero_is_still_walked_completely(scripted: Scripted) -> None:
+    server = SearchServer(scripted, resources(120), cap=50)
+
+    async def no_count_zero(request: Request) -> Response:
+        if request.query_params.get("_count") == "0":
+            return fhir({"resourceType": "OperationOutcome", "issue": []}, status=400)
+        return await server(request)
+
+    scripted.fhir_handler = no_count_zero
+    async with client_for(scripted, max_results=50) as client:
+        pages = [page async for page in client.iter_pages_unordered([QUERY])]
+        ordered = await client.search(QUERY)
+        first_split = split(WHOLE, 120, 50, client.window_size(120))
+    found = sorted(r["id"] for page in pages for r in page.matches)
+    assert found == [r["id"] for r in resources(120)]
+    assert [r["id"] for r in ordered.matches] == found  # time order, each once
+    probes = [r for r in scripted.requests if r.params.count(("_count", "0"))]
+    # One round of probes (the first split's parts, sent at once), then none: neither for later splits nor
+    # for the second search.
+    assert len(probes) == len(first_split)
+
+
+def test_window_size_gives_every_walk_a_share_within_half_the_cap() -> None:
+    client = FhirClient("http://upstream.invalid", headers={}, page_size=200, concurrency=8)
+    assert client.window_size(40_000) == 2_500  # 16 windows: twice the walks run side by side
+    assert client.window_size(1_000_000) == 5_000  # at most half the national cap
+    assert client.window_size(1_000) == 400  # at least two pages
+    assert client.window_size(None) == 5_000

@@ -170,6 +170,31 @@ async def test_ndjson_on_request_holds_the_same_resources(
     assert sorted(r["id"] for r in resources) == sorted(dataset.resources["Organization"])
 
 
+async def test_files_are_built_when_first_downloaded_and_stay_the_same(dataset: Dataset) -> None:
+    """A finished job lists its files before any exists (built on download, issue 13): each file then holds
+    the resources of its slice in result order, fullUrls from the job's base, the same bytes every time."""
+    app = sim(dataset, export_file_size=100)
+    store: ExportStore = app.state.exports
+    async with client_for(app) as http:
+        poll = await kickoff(http, {"_type": "HealthcareService"})
+        manifest = (await wait_done(http, poll)).json()
+        assert manifest["output"]
+        assert not [p for p in store.directory.iterdir() if p.is_file()], "nothing built before a download"
+        first = manifest["output"][0]
+        binary_id = first["url"].rsplit("/", 1)[1]
+        once = await http.get(first["url"])
+        again = await http.get(first["url"])
+        assert once.status_code == again.status_code == 200
+        assert once.content == again.content
+        bundle = once.json()
+        assert bundle["id"] == binary_id
+        ids = sorted(dataset.resources["HealthcareService"], key=int)[: first["count"]]
+        assert [e["resource"]["id"] for e in bundle["entry"]] == ids
+        assert [e["resource"] for e in bundle["entry"]] == [dataset.get("HealthcareService", i) for i in ids]
+        assert all(e["fullUrl"].startswith(f"{ROOT}/HealthcareService/") for e in bundle["entry"])
+        assert len([p for p in store.directory.iterdir() if p.is_file()]) == 1
+
+
 async def test_a_running_job_answers_202_with_retry_after_and_progress_and_can_be_deleted(
     dataset: Dataset,
 ) -> None:

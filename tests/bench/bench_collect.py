@@ -1,0 +1,224 @@
+"""`make bench-collect`: a national collection through `FhirClient` — partitioned searches and the `$export`
+source — each as a speed-up over a sequential `next`-link walk of the same searches, in the same run.
+
+Benchmark support (tests/bench/, never collected by pytest; issue 13 item 3). Starts `ror-bridge simulator
+--open --scale N --latency-ms L` as its own process on 127.0.0.1, then per round: (1) the extraction's offer
+search (the "offre complète" include set) walked by `FhirClient.iter_pages_unordered`, which splits it into
+`_lastUpdated` windows under the 10 000-result cap and walks them concurrently; every search it sends (first
+pages, probes) is recorded; (2) the same searches walked one request at a time by a bare httpx loop following
+next links, each page parsed with orjson (the baseline); (3) the same offer as `$export` through
+`FhirClient.export` (kick-off, polls, every file). Each source must deliver the same resources (checked).
+The simulator keeps every resource serialised (`--render-cache`, built at start) unless told otherwise, so
+that its own Python building resources on one core is not what is measured: a real server answers
+concurrent requests in parallel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bridge.config import Settings
+from bridge.fhir.bulk_export import ExportStats
+from bridge.fhir.client import FhirClient
+from bridge.fhir.exchange import decode
+from bridge.pipeline.extraction import extraction_request
+from bridge.shipped import shipped_dir
+from bridge.translate.loaders.directory import load_mappings
+from tests.bench.bench_extract import free_port, process
+from tests.bench.targets import Figure, Goal, median_ratio, print_figures
+
+TARGET = 4.0
+PAGING_MARK = "_getpages="
+
+
+@dataclass
+class Run:
+    """One collection: seconds, requests sent, pages or files, and the distinct resources received."""
+
+    seconds: float
+    requests: int
+    pages: int
+    keys: set[str]
+
+
+def _key(resource: dict[str, object]) -> str:
+    return f"{resource['resourceType']}/{resource['id']}"
+
+
+def _client(base: str, concurrency: int, page_size: int) -> FhirClient:
+    return FhirClient(
+        base,
+        headers={},
+        page_size=page_size,
+        concurrency=concurrency,
+        export_downloads=concurrency,
+        deadline_s=3600,
+        timeout_s=120,
+    )
+
+
+async def partitioned(base: str, concurrency: int, page_size: int, searches: list[str]) -> Run:
+    """The offer search walked by the client; `searches` gets every search URL it sent (not next links)."""
+    query = extraction_request(load_mappings(shipped_dir("mappings")), None, ()).plan
+    assert query is not None
+    requests = 0
+
+    async def on_request(request: httpx.Request) -> None:
+        nonlocal requests
+        requests += 1
+        if PAGING_MARK not in str(request.url):
+            searches.append(str(request.url))
+
+    async def on_response(_: httpx.Response) -> None:
+        return None
+
+    keys: set[str] = set()
+    pages = 0
+    async with _client(base, concurrency, page_size) as client:
+        client.add_event_hooks(on_request, on_response)
+        started = time.perf_counter()
+        async for page in client.iter_pages_unordered([query.query]):
+            pages += 1
+            keys.update(_key(r) for r in (*page.matches, *page.includes))
+        return Run(time.perf_counter() - started, requests, pages, keys)
+
+
+async def sequential(searches: list[str]) -> Run:
+    """The baseline: each search, then its next links, one request at a time, each page parsed as the client
+    does (orjson, the collector paused). The client's `_count=0` total probes are left out: the baseline
+    walks only the windows that hold results, as a sequential walker that knew them would."""
+    keys: set[str] = set()
+    requests = pages = 0
+    async with httpx.AsyncClient(timeout=120) as http:
+        started = time.perf_counter()
+        for first in searches:
+            if "_count=0" in first:
+                continue
+            url: str | None = first
+            while url is not None:
+                bundle = decode((await http.get(url)).content)
+                requests += 1
+                if bundle.get("total", 0) >= Settings().upstream_max_results:
+                    break  # a truncated probe: the client split it into windows, walked on their own
+                pages += 1
+                keys.update(_key(e["resource"]) for e in bundle.get("entry") or ())
+                links = bundle.get("link") or ()
+                url = next((link["url"] for link in links if link["relation"] == "next"), None)
+        return Run(time.perf_counter() - started, requests, pages, keys)
+
+
+async def exported(base: str, concurrency: int, page_size: int) -> Run:
+    """The same offer as `$export`: kick-off, polls, every file, the job deleted."""
+    plan = extraction_request(load_mappings(shipped_dir("mappings")), None, ()).plan
+    assert plan is not None
+    requests = 0
+
+    async def on_request(_: httpx.Request) -> None:
+        nonlocal requests
+        requests += 1
+
+    async def on_response(_: httpx.Response) -> None:
+        return None
+
+    keys: set[str] = set()
+    async with _client(base, concurrency, page_size) as client:
+        client.add_event_hooks(on_request, on_response)
+        started = time.perf_counter()
+        stats = ExportStats()
+        resources = client.export(plan.export, poll_interval_s=0.2, stats=stats)
+        async with contextlib.aclosing(resources):
+            async for resource in resources:
+                keys.add(_key(resource))
+        return Run(time.perf_counter() - started, requests, stats.files, keys)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", type=int, default=40_000, help="offers in the simulator's dataset")
+    parser.add_argument("--latency-ms", type=float, default=100.0, help="added to every upstream request")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds (medians of per-round ratios)")
+    parser.add_argument("--concurrency", type=int, default=8, help="upstream requests in flight")
+    parser.add_argument("--page-size", type=int, default=Settings().upstream_page_size)
+    parser.add_argument(
+        "--render-cache",
+        type=int,
+        default=-1,
+        help="resources the simulator keeps serialised, built at start (default: all of them; 0: none)",
+    )
+    args = parser.parse_args()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/ws-diffusion-fhir"
+    command = f"python -m tests.bench.bench_collect --scale {args.scale} --latency-ms {args.latency_ms:g}"
+    simulator = [
+        "simulator",
+        "--open",
+        "--scale",
+        str(args.scale),
+        "--port",
+        str(port),
+        "--latency-ms",
+        str(args.latency_ms),
+        "--render-cache",
+        str(args.scale * 10 if args.render_cache < 0 else args.render_cache),
+    ]
+    runs: dict[str, list[Run]] = {"search": [], "sequential": [], "export": []}
+    with tempfile.TemporaryDirectory() as work:
+        started = time.perf_counter()
+        with process(simulator, f"{base}/metadata", Path(work) / "simulator.log", {}):
+            ready_s = time.perf_counter() - started
+            print(f"simulator at {args.scale} offers ready in {ready_s:.1f} s", flush=True)
+            for round_ in range(args.rounds):
+                searches: list[str] = []
+                search = asyncio.run(partitioned(base, args.concurrency, args.page_size, searches))
+                baseline = asyncio.run(sequential(searches))
+                export = asyncio.run(exported(base, args.concurrency, args.page_size))
+                if not search.keys == baseline.keys == export.keys:
+                    sys.exit(
+                        f"round {round_}: the sources disagree: {len(search.keys)} resources by search, "
+                        f"{len(baseline.keys)} sequentially, {len(export.keys)} by $export"
+                    )
+                for name, run in (("search", search), ("sequential", baseline), ("export", export)):
+                    runs[name].append(run)
+                    print(
+                        f"round {round_} {name:>10}: {run.seconds:7.2f} s, {run.requests} requests, "
+                        f"{run.pages} pages/files, {len(run.keys)} resources",
+                        flush=True,
+                    )
+    sequential_s = [r.seconds for r in runs["sequential"]]
+    setting = (
+        f"{args.scale} offers, {args.latency_ms:g} ms per request, concurrency and $export downloads "
+        f"{args.concurrency}, _count {args.page_size}, simulator render cache "
+        f"{'all' if args.render_cache < 0 else args.render_cache}, {args.rounds} round(s)"
+    )
+    print(setting)
+    figures = [
+        Figure(
+            name=f"collection by {name} (issue 13 item 3)",
+            value=median_ratio(sequential_s, [r.seconds for r in runs[name]]),
+            unit="×",
+            goal=Goal.AT_LEAST,
+            target=TARGET,
+            baseline="sequential next-link walk of the same searches",
+            detail=(
+                f"{statistics.median(r.seconds for r in runs[name]):.1f} s vs "
+                f"{statistics.median(sequential_s):.1f} s ({setting})"
+            ),
+            command=command,
+        )
+        for name in ("search", "export")
+    ]
+    print_figures(figures)
+
+
+if __name__ == "__main__":
+    main()
