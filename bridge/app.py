@@ -266,7 +266,12 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
     tracing = tracing if tracing is not None else build_tracing()
     in_flight: set[AsyncGenerator[bytes, None]] = set()  # responses still streaming (graceful shutdown)
     upstream = build_upstream(settings, observer=FanOut(metrics, tracing) if tracing.enabled else metrics)
-    pipeline = Pipeline(mappings, upstream.client, mapping_workers=settings.effective_mapping_workers)
+    pipeline = Pipeline(
+        mappings,
+        upstream.client,
+        mapping_workers=settings.effective_mapping_workers,
+        changes_max_concurrent=settings.changes_max_concurrent,
+    )
     extractor = build_extractor(settings, mappings, upstream.client)
     shadow = build_shadow(settings)
     if shadow is not None:

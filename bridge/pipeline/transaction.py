@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import BinaryIO
 
 from bridge import ns
 from bridge.client_profile import current_profile
@@ -25,7 +27,8 @@ from bridge.model import (
     SearchResult,
 )
 from bridge.pipeline.changes import spooled_delta
-from bridge.pipeline.progress import stop_walk
+from bridge.pipeline.coalesce import SharedGate
+from bridge.pipeline.progress import Progress, stop_walk
 from bridge.pipeline.request_plan import TransactionPlan, plan_transaction, scope_of
 from bridge.translate import Mappings, from_fhir_results
 from bridge.translate.access_profiles import filter_document
@@ -48,13 +51,40 @@ _PROFILE_ENTITIES = {
 }
 
 
+CHANGES_MAX_CONCURRENT = 2
+
+
+@dataclass(frozen=True)
+class _Changes:
+    """A change set's answer: its directories written to a temporary file, counts, and TR-Notif's champs."""
+
+    answer: BinaryIO
+    progress: Progress
+    activities: dict[str, tuple[CodedType, ...]]
+
+    def file_of(self) -> BinaryIO:
+        return self.answer
+
+    def with_file(self, answer: BinaryIO) -> _Changes:
+        return replace(self, answer=answer)
+
+
 class Pipeline:
     """Answers normalised CSD requests from the national API through the mapping tables."""
 
-    def __init__(self, mappings: Mappings, client: FhirClient, *, mapping_workers: int = 0) -> None:
+    def __init__(
+        self,
+        mappings: Mappings,
+        client: FhirClient,
+        *,
+        mapping_workers: int = 0,
+        changes_max_concurrent: int = CHANGES_MAX_CONCURRENT,
+    ) -> None:
         self.mappings = mappings
         self.client = client
         self.mapping_workers = mapping_workers  # for answers written from a spool (pipeline/changes.py)
+        # Changes since a date (a whole-directory ITI-74 is the heaviest answer) computed at once.
+        self.changes_gate: SharedGate[_Changes] = SharedGate(changes_max_concurrent, _Changes.file_of)
 
     async def run(self, request: CsdRequest, resolved: TransactionPlan | None = None) -> CsdResponse:
         """The answer to `request`, from its plan made once (`resolved`, as the CSD route makes it; else made
@@ -65,17 +95,26 @@ class Pipeline:
         spec = resolved.spec
         plan = plan_queries(self.mappings, spec, resolved.params, resolved.region_tags)
         if spec.delta is not None:
-            activities: dict[str, tuple[CodedType, ...]] = {}
-            directories, progress = await spooled_delta(
-                self.mappings,
-                self.client,
-                plan,
-                spec,
-                resolved.region_tags,
-                workers=self.mapping_workers,
-                activities=activities,
-                profile=current_profile(),
-            )
+            profile = current_profile()
+
+            async def compute() -> _Changes:
+                activities: dict[str, tuple[CodedType, ...]] = {}
+                answer, progress = await spooled_delta(
+                    self.mappings,
+                    self.client,
+                    plan,
+                    spec,
+                    resolved.region_tags,
+                    workers=self.mapping_workers,
+                    activities=activities,
+                    profile=profile,
+                )
+                return _Changes(answer, progress, activities)
+
+            # Identical change sets waiting for a slot are computed once (pipeline/coalesce.py).
+            key = (spec.name, plan.queries, resolved.region_tags, profile)
+            changes = await self.changes_gate.run(key, compute, _Changes.with_file)
+            directories, progress, activities = changes.answer, changes.progress, changes.activities
             written = progress.written
             log.info(
                 "%s %s: %d FHIR queries, %d pages, %d resources spooled; %d organizations, %d services, "
