@@ -23,6 +23,7 @@ import contextlib
 import logging
 import tempfile
 from collections.abc import AsyncIterator, Collection
+from dataclasses import replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
@@ -62,9 +63,28 @@ async def spooled_delta(
     and the counts of what was received and written; `activities`, when given, receives the champs
     d'activité of the changed offers per EG (organization-chains: TR-Notif). Raises the first upstream
     failure, having written nothing anyone can see."""
+    answers = await spooled_deltas(
+        mappings, client, plan, spec, region_tags, (profile,), workers=workers, activities=activities
+    )
+    return answers[profile]
+
+
+async def spooled_deltas(
+    mappings: Mappings,
+    client: FhirClient,
+    plan: QueryPlan,
+    spec: FunctionSpec,
+    region_tags: Collection[str] | None,
+    profiles: Collection[int | None],
+    *,
+    workers: int = 0,
+    activities: dict[str, tuple[CodedType, ...]] | None = None,
+) -> dict[int | None, tuple[BinaryIO, Progress]]:
+    """`spooled_delta` for several ROR access profiles at once: the upstream read and spooled once (their
+    upstream requests must not differ), one answer file written per profile, each filtered by it."""
     progress = Progress(request=plan.function)
     spool = (ChainSpool if spec.delta == ORGANIZATION_CHAINS else DeltaSpool)(mappings, spec, region_tags)
-    answer: BinaryIO | None = None
+    answers: dict[int | None, tuple[BinaryIO, Progress]] = {}
     try:
         # One search's deadline per query: the queries of a delta are walked one after the other.
         deadline = Deadline(client.deadline_s * len(plan.queries))
@@ -95,30 +115,40 @@ async def spooled_delta(
         await spool.call(spool.finish)
         if activities is not None and isinstance(spool, ChainSpool):
             activities.update(await spool.call(spool.activities))
-        progress.phase = "writing"
-        answer = tempfile.TemporaryFile(prefix="ror-bridge-iti74-")  # noqa: SIM115 (handed to the edge)
-        writer = SpoolWriter(spool, mappings, datetime.now(UTC), progress, workers=workers, profile=profile)
-
-        def step(file: BinaryIO) -> bool:
-            part = writer.next_chunk()
-            if part is None:
-                return False
-            file.write(part)
-            progress.bytes += len(part)
-            return True
-
-        while await spool.call(step, answer):
-            pass
-        await spool.call(answer.flush)
-        progress.phase = "done"
-        return answer, progress
+        now = datetime.now(UTC)
+        for profile in sorted(profiles, key=lambda p: -1 if p is None else p):
+            written = replace(
+                progress, phase="writing", written=dict(progress.written), expected=dict(progress.expected)
+            )
+            file: BinaryIO = tempfile.TemporaryFile(prefix="ror-bridge-iti74-")  # noqa: SIM115 (to the edge)
+            answers[profile] = (file, written)
+            writer = SpoolWriter(spool, mappings, now, written, workers=workers, profile=profile)
+            await _write(spool, writer, written, file)
+            written.phase = "done"
+        return answers
     except BaseException:
-        if answer is not None:
-            answer.close()
+        for made, _ in answers.values():
+            made.close()
         raise
     finally:
         with contextlib.suppress(Exception):
             await spool.aclose()
+
+
+async def _write(spool: DeltaSpool, writer: SpoolWriter, progress: Progress, answer: BinaryIO) -> None:
+    """The writer's chunks into the answer file, a step at a time in the spool's thread."""
+
+    def step(file: BinaryIO) -> bool:
+        part = writer.next_chunk()
+        if part is None:
+            return False
+        file.write(part)
+        progress.bytes += len(part)
+        return True
+
+    while await spool.call(step, answer):
+        pass
+    await spool.call(answer.flush)
 
 
 # What a delta search may carry besides its date for its matches to be every resource of its type when their

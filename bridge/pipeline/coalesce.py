@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import tempfile
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import BinaryIO, Generic, TypeVar
@@ -50,28 +50,42 @@ def copy_of(source: BinaryIO) -> BinaryIO:
 
 @dataclass
 class _Shared(Generic[_T]):
-    """One computation and the requests waiting for it."""
+    """One computation and the requests waiting for it, by the variant of the answer each wants."""
 
-    holders: int = 0
-    files: list[BinaryIO] = field(default_factory=list)
+    holders: dict[Hashable, int] = field(default_factory=dict)
+    files: dict[Hashable, list[BinaryIO]] = field(default_factory=dict)
     task: asyncio.Task[_T] | None = None
+
+    def waiting(self) -> int:
+        return sum(self.holders.values())
+
+    def close(self) -> None:
+        for files in self.files.values():
+            for file in files:
+                file.close()
+        self.files.clear()
 
 
 class SharedGate(Generic[_T]):
     """At most `limit` computations at once; a request identical (`key`) to one still waiting for a slot
-    waits for that one. `compute` returns its result and the answer file in it (`file_of`)."""
+    waits for that one. A computation writes one answer file per `variant` its waiters want (e.g. a client's
+    access profile filtering the same upstream data): `compute(variants)` returns its result, whose files
+    `files_of` gives by variant."""
 
-    def __init__(self, limit: int, file_of: Callable[[_T], BinaryIO]) -> None:
+    def __init__(self, limit: int, files_of: Callable[[_T], Mapping[Hashable, BinaryIO]]) -> None:
         self._slots = asyncio.Semaphore(limit)
         self._waiting: dict[Hashable, _Shared[_T]] = {}
-        self._file_of = file_of
+        self._files_of = files_of
         self.shared = 0  # requests answered by another's computation (tests, logs)
 
     async def run(
-        self, key: Hashable, compute: Callable[[], Awaitable[_T]], replace: Callable[[_T, BinaryIO], _T]
-    ) -> _T:
-        """The result of `compute` (or of the identical waiting one), with an answer file of its own
-        (`replace` puts it in a result)."""
+        self,
+        key: Hashable,
+        variant: Hashable,
+        compute: Callable[[frozenset[Hashable]], Awaitable[_T]],
+    ) -> tuple[_T, BinaryIO]:
+        """The result of `compute` (or of the identical waiting one) and an answer file of `variant` of its
+        own (the caller closes it)."""
         entry = self._waiting.get(key)
         if entry is None:
             entry = _Shared()
@@ -79,37 +93,42 @@ class SharedGate(Generic[_T]):
             entry.task = asyncio.create_task(self._compute(key, entry, compute))
         else:
             self.shared += 1
-            log.info("%s %d requests for one answer", LogEvent.JOINED, entry.holders + 1)
+            log.info("%s %d requests for one computation", LogEvent.JOINED, entry.waiting() + 1)
         task = entry.task
         assert task is not None
-        entry.holders += 1
+        entry.holders[variant] = entry.holders.get(variant, 0) + 1
         try:
             result = await asyncio.shield(task)
-            return replace(result, entry.files.pop())
+            return result, entry.files[variant].pop()
         finally:
-            entry.holders -= 1
-            if entry.holders == 0:
+            entry.holders[variant] -= 1
+            if entry.waiting() == 0:
                 if not task.done():
                     task.cancel()  # nobody waits for it any more (clients gone): as without the gate
-                for left in entry.files:
-                    left.close()
-                entry.files.clear()
+                entry.close()
 
-    async def _compute(self, key: Hashable, entry: _Shared[_T], compute: Callable[[], Awaitable[_T]]) -> _T:
+    async def _compute(
+        self, key: Hashable, entry: _Shared[_T], compute: Callable[[frozenset[Hashable]], Awaitable[_T]]
+    ) -> _T:
         try:
             async with self._slots:
                 # Started: from now on an identical request computes its own (it may have come after a
                 # change this computation has already read past).
                 self._waiting.pop(key, None)
-                result = await compute()
+                wanted = frozenset(variant for variant, count in entry.holders.items() if count > 0)
+                result = await compute(wanted)
         finally:
             if self._waiting.get(key) is entry:
                 self._waiting.pop(key, None)
-        answer = self._file_of(result)
+        answers = self._files_of(result)
         try:
-            copies = [await asyncio.to_thread(copy_of, answer) for _ in range(entry.holders - 1)]
+            for variant, answer in answers.items():
+                entry.files[variant] = [answer]
+                for _ in range(entry.holders.get(variant, 0) - 1):
+                    entry.files[variant].append(await asyncio.to_thread(copy_of, answer))
         except BaseException:
-            answer.close()
+            for answer in answers.values():
+                answer.close()
+            entry.close()
             raise
-        entry.files = [answer, *copies]
         return result
