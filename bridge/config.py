@@ -147,8 +147,8 @@ class Settings(BaseSettings):
     changes_max_concurrent: int = Field(
         2,
         ge=1,
-        description="changes since a date (ITI-74, establishments-updated-since) computed at once; more wait, "
-        "identical waiting requests share one answer",
+        description="changes since a date (ITI-74, establishments-updated-since) computed at once; more "
+        "wait, identical waiting requests share one answer",
     )
     mapping_workers: int | None = Field(
         None,
