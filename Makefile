@@ -126,5 +126,11 @@ SOAK_ROUND_S ?= 30
 soak: install
 	$(BIN)/python -m tests.bench.soak --clients $(SOAK_CLIENTS) --rounds $(SOAK_ROUNDS) --round-s $(SOAK_ROUND_S)
 
+# `serve --workers 2` against `--workers 1`, and uvloop + httptools against asyncio + h11, on the offer-search
+# answering 50 offers at concurrency 10 (issue 13 items 5 and 6; README "Several workers and instances").
+.PHONY: bench-workers
+bench-workers: install
+	$(BIN)/python -m tests.bench.bench_workers
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

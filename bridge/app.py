@@ -13,10 +13,11 @@ import importlib.util
 import logging
 import os
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Hashable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -249,6 +250,12 @@ def extraction_cache(settings: Settings, profile: int | None = None) -> Extracti
     return ExtractionCache(directory, settings.extraction_cache_s, scope=scope)
 
 
+def _upstream_identity(headers: Mapping[int, Mapping[str, str]], profile: int | None) -> Hashable:
+    """What the upstream requests made for a client of `profile` depend on: the `Ror-*` headers the
+    trust circle sets for it (none: the deployment's own)."""
+    return tuple(sorted(headers.get(profile, {}).items())) if profile is not None else ()
+
+
 # Freed native memory is handed back to the system this often while serving (bridge/memory.py).
 MEMORY_RELEASE_S = 15.0
 
@@ -267,7 +274,12 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
     tracing = tracing if tracing is not None else build_tracing()
     in_flight: set[AsyncGenerator[bytes, None]] = set()  # responses still streaming (graceful shutdown)
     upstream = build_upstream(settings, observer=FanOut(metrics, tracing) if tracing.enabled else metrics)
-    pipeline = Pipeline(mappings, upstream.client, mapping_workers=settings.effective_mapping_workers)
+    pipeline = Pipeline(
+        mappings,
+        upstream.client,
+        mapping_workers=settings.effective_mapping_workers,
+        changes_max_concurrent=settings.changes_max_concurrent,
+    )
     extractor = build_extractor(settings, mappings, upstream.client)
     shadow = build_shadow(settings)
     if shadow is not None:
@@ -281,6 +293,8 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
     )
     hooks = UpstreamHooks(trust.allowlist.profile_headers if trust.allowlist else {})
     upstream.client.add_event_hooks(hooks.on_request, hooks.on_response)
+    # Clients whose access profiles send the same `Ror-*` headers share the upstream reading of a change set.
+    pipeline.upstream_identity = partial(_upstream_identity, hooks.profile_headers)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -67,6 +67,13 @@ def _check_workers(settings: Settings) -> None:
             f"BRIDGE_WORKERS / --workers: {settings.workers} worker processes exceed the {cores} CPU "
             "core(s) this machine gives the bridge"
         )
+    # Each worker has its own mapping-worker pool (the default shares the cores among the workers).
+    pools = settings.mapping_workers
+    if settings.workers > 1 and pools is not None and settings.workers * pools > cores:
+        raise ConfigurationError(
+            f"BRIDGE_MAPPING_WORKERS: {pools} mapping processes in each of {settings.workers} workers exceed "
+            f"the {cores} CPU core(s) this machine gives the bridge (unset, the cores are shared out)"
+        )
 
 
 def _metrics_directory() -> Path | None:

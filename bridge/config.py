@@ -147,6 +147,12 @@ class Settings(BaseSettings):
     extraction_max_concurrent: int = Field(
         2, ge=1, description="extractions running at once; one more is answered 503 with Retry-After"
     )
+    changes_max_concurrent: int = Field(
+        2,
+        ge=1,
+        description="changes since a date (ITI-74, establishments-updated-since) computed at once; more "
+        "wait, identical waiting requests share one answer",
+    )
     mapping_workers: int | None = Field(
         None,
         ge=0,

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from bridge.model import CodedType, Directory, FhirQuery, Resource
-from bridge.pipeline.spool import Spool
+from bridge.pipeline.spool import ORGANIZATION, Spool
 from bridge.translate import FunctionSpec, Mappings
 from bridge.translate.delta import feed_directories, in_region, links, resource_key
 from bridge.translate.feeds import (
@@ -61,13 +61,19 @@ def _feed_sql(steps: Sequence[Step]) -> tuple[str, list[str]]:
     return sql, [*values, *bounds]
 
 
-def _bodies(db: sqlite3.Connection, keys: Sequence[str]) -> Iterator[tuple[str, Any]]:
-    """(key, resource) of the spooled keys, a bounded number per statement."""
+def _raw_bodies(db: sqlite3.Connection, keys: Sequence[str]) -> Iterator[tuple[str, bytes]]:
+    """(key, stored JSON) of the spooled keys, a bounded number per statement."""
     for start in range(0, len(keys), 500):
         part = keys[start : start + 500]
         sql = f"SELECT key, body FROM resource WHERE key IN ({','.join('?' * len(part))})"  # noqa: S608
         for key, body in db.execute(sql, part):
-            yield key, orjson.loads(body)
+            yield key, bytes(body)
+
+
+def _bodies(db: sqlite3.Connection, keys: Sequence[str]) -> Iterator[tuple[str, Any]]:
+    """(key, resource) of the spooled keys, a bounded number per statement."""
+    for key, body in _raw_bodies(db, keys):
+        yield key, orjson.loads(body)
 
 
 def _select_column(db: sqlite3.Connection, sql: str, keys: Sequence[str], *first: str) -> Iterator[str]:
@@ -161,6 +167,27 @@ class DeltaSpool(Spool):
         """Whether a change along this feed changes the answer (every feed: the whole record changes)."""
         return True
 
+    def completion_types(self) -> set[str]:
+        """The resource types the completion searches can bring: the resources of the answer's tables and
+        every resource their feeds reach (what the records read)."""
+        types: set[str] = set()
+        for table in tables_of(self._mappings, self._spec.directories):
+            types.add(table.resource)
+            for feed in feeds(table):
+                for step in feed.steps:
+                    types.update((step.start, step.end))
+        return types
+
+    def matched(self, resource_types: Collection[str]) -> dict[str, int]:
+        """How many resources of each type the delta searches matched (each once)."""
+        counts: dict[str, int] = {}
+        with self.lock:
+            for resource_type in resource_types:
+                kind, bounds = _of_type("key", resource_type)
+                sql = f"SELECT COUNT(*) FROM touched WHERE {kind}"  # noqa: S608 (a fixed condition)
+                counts[resource_type] = int(self.db.execute(sql, bounds).fetchone()[0])
+        return counts
+
     def _kept(self, keys: list[str], table: EntityTable) -> list[str]:
         """The keys whose resource the table maps (its `select`) and that carry the region's tag (any on the
         national endpoint)."""
@@ -200,7 +227,8 @@ class DeltaSpool(Spool):
                     level = self._follow(level, step)
                     reached |= level
         reached.difference_update(keys)
-        return [orjson.dumps(resource) for _, resource in _bodies(self.db, sorted(reached))]
+        # As stored (orjson's bytes): parsed once, by the mapping, not here as well.
+        return [body for _, body in _raw_bodies(self.db, sorted(reached))]
 
     def _follow(self, keys: set[str], step: Step) -> set[str]:
         """The resources one step (repeated: up to MAX_REPEAT times, or none) leads to from `keys`."""
@@ -301,6 +329,10 @@ class ChainSpool(DeltaSpool):
         """Not through the other resources of a merged record: an establishment's reading merges only its
         own (the situations of a professional in its offers), so a change elsewhere leaves it as it was."""
         return not through_merge(table, feed)
+
+    def completion_types(self) -> set[str]:
+        """The organisation chains' searches bring organisations only."""
+        return {ORGANIZATION}
 
     def _completion(self) -> Iterator[FhirQuery]:
         self.db.execute(_START_SQL)

@@ -7,9 +7,10 @@ changed, with the includes translate/feeds.py derives from the entity tables) go
 reference by element; then the entities whose record reads a changed resource for its content (their feeds,
 followed in the spool) are the answer (ITI-74), or the establishments on their organisation chains
 (establishments-updated-since); the answer's entities are searched again by `_id` with everything their
-records read (feeds.completion_params), then mapped a batch at a time, per directory, with what they
-reference read back from the spool (pipeline/workers.py SpoolWriter), and their elements written to a
-temporary file.
+records read (feeds.completion_params) — unless the delta searches matched every resource of every type
+those records read (a first synchronisation: the completion would read them all again) —, then mapped a
+batch at a time, per directory, with what they reference read back from the spool (pipeline/workers.py
+SpoolWriter), and their elements written to a temporary file.
 Only once that file is complete does the edge send anything (CsdResponse.directories): an upstream failure at
 any point before is still a clean SOAP fault. Memory is the spool's page cache plus one batch; disk is about
 the size of what the searches returned plus the answer.
@@ -17,17 +18,21 @@ the size of what the searches returned plus the answer.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import tempfile
 from collections.abc import AsyncIterator, Collection
+from dataclasses import replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from functools import partial
 from typing import BinaryIO
 
+from bridge.errors import UpstreamError
 from bridge.fhir.client import FhirClient, Page
 from bridge.fhir.resilience import Deadline
-from bridge.model import CodedType, QueryPlan
+from bridge.model import CodedType, FhirQuery, QueryPlan
 from bridge.pipeline.change_spools import ChainSpool, DeltaSpool
 from bridge.pipeline.progress import Progress, stop_walk
 from bridge.pipeline.workers import SpoolWriter
@@ -35,6 +40,12 @@ from bridge.translate import FunctionSpec, Mappings
 from bridge.translate.delta import ORGANIZATION_CHAINS
 
 log = logging.getLogger(__name__)
+
+
+class LogEvent(StrEnum):
+    """What the changes since a date log (house style: events are enum members, never free text)."""
+
+    COMPLETION_SKIPPED = "completion-skipped"
 
 
 async def spooled_delta(
@@ -52,9 +63,28 @@ async def spooled_delta(
     and the counts of what was received and written; `activities`, when given, receives the champs
     d'activité of the changed offers per EG (organization-chains: TR-Notif). Raises the first upstream
     failure, having written nothing anyone can see."""
+    answers = await spooled_deltas(
+        mappings, client, plan, spec, region_tags, (profile,), workers=workers, activities=activities
+    )
+    return answers[profile]
+
+
+async def spooled_deltas(
+    mappings: Mappings,
+    client: FhirClient,
+    plan: QueryPlan,
+    spec: FunctionSpec,
+    region_tags: Collection[str] | None,
+    profiles: Collection[int | None],
+    *,
+    workers: int = 0,
+    activities: dict[str, tuple[CodedType, ...]] | None = None,
+) -> dict[int | None, tuple[BinaryIO, Progress]]:
+    """`spooled_delta` for several ROR access profiles at once: the upstream read and spooled once (their
+    upstream requests must not differ), one answer file written per profile, each filtered by it."""
     progress = Progress(request=plan.function)
     spool = (ChainSpool if spec.delta == ORGANIZATION_CHAINS else DeltaSpool)(mappings, spec, region_tags)
-    answer: BinaryIO | None = None
+    answers: dict[int | None, tuple[BinaryIO, Progress]] = {}
     try:
         # One search's deadline per query: the queries of a delta are walked one after the other.
         deadline = Deadline(client.deadline_s * len(plan.queries))
@@ -65,6 +95,10 @@ async def spooled_delta(
                 partial(spool.add_page, changes=True), page.matches, page.includes
             )
         completion = await spool.call(spool.settle)
+        if completion and await _matched_everything(client, plan, spool, region_tags, len(completion)):
+            # The spool already holds every resource the completion would search again (README "Load").
+            log.info("%s %s: %d searches", LogEvent.COMPLETION_SKIPPED, plan.function, len(completion))
+            completion = []
         if completion:
             # As many search deadlines as the completion runs rounds of concurrent searches.
             rounds = 1 + len(completion) // max(1, client.concurrency)
@@ -81,30 +115,86 @@ async def spooled_delta(
         await spool.call(spool.finish)
         if activities is not None and isinstance(spool, ChainSpool):
             activities.update(await spool.call(spool.activities))
-        progress.phase = "writing"
-        answer = tempfile.TemporaryFile(prefix="ror-bridge-iti74-")  # noqa: SIM115 (handed to the edge)
-        writer = SpoolWriter(spool, mappings, datetime.now(UTC), progress, workers=workers, profile=profile)
-
-        def step(file: BinaryIO) -> bool:
-            part = writer.next_chunk()
-            if part is None:
-                return False
-            file.write(part)
-            progress.bytes += len(part)
-            return True
-
-        while await spool.call(step, answer):
-            pass
-        await spool.call(answer.flush)
-        progress.phase = "done"
-        return answer, progress
+        now = datetime.now(UTC)
+        for profile in sorted(profiles, key=lambda p: -1 if p is None else p):
+            written = replace(
+                progress, phase="writing", written=dict(progress.written), expected=dict(progress.expected)
+            )
+            file: BinaryIO = tempfile.TemporaryFile(prefix="ror-bridge-iti74-")  # noqa: SIM115 (to the edge)
+            answers[profile] = (file, written)
+            writer = SpoolWriter(spool, mappings, now, written, workers=workers, profile=profile)
+            await _write(spool, writer, written, file)
+            written.phase = "done"
+        return answers
     except BaseException:
-        if answer is not None:
-            answer.close()
+        for made, _ in answers.values():
+            made.close()
         raise
     finally:
         with contextlib.suppress(Exception):
             await spool.aclose()
+
+
+async def _write(spool: DeltaSpool, writer: SpoolWriter, progress: Progress, answer: BinaryIO) -> None:
+    """The writer's chunks into the answer file, a step at a time in the spool's thread."""
+
+    def step(file: BinaryIO) -> bool:
+        part = writer.next_chunk()
+        if part is None:
+            return False
+        file.write(part)
+        progress.bytes += len(part)
+        return True
+
+    while await spool.call(step, answer):
+        pass
+    await spool.call(answer.flush)
+
+
+# What a delta search may carry besides its date for its matches to be every resource of its type when their
+# number is the type's `Bundle.total` (no region tag, no other filter).
+_UNFILTERED = ("_lastUpdated", "_count", "_include", "_revinclude")
+
+
+async def _total(client: FhirClient, resource_type: str) -> int | None:
+    """`Bundle.total` of a one-result search of every resource of the type (None when the API gives none, or
+    fails: the completion then runs as usual)."""
+    query = FhirQuery(resource_type, (("_count", "1"),), purpose="how many there are")
+    try:
+        _, body = await client.exchange.get_json(client.url_for(query), client.new_deadline())
+    except UpstreamError:
+        return None
+    total = body.get("total")
+    return total if isinstance(total, int) and not isinstance(total, bool) else None
+
+
+async def _matched_everything(
+    client: FhirClient,
+    plan: QueryPlan,
+    spool: DeltaSpool,
+    region_tags: Collection[str] | None,
+    searches: int,
+) -> bool:
+    """Whether the delta searches matched every resource of every type the completion searches could bring
+    (a change set since before the directory's oldest change: a first synchronisation): their matches, each
+    once, are as many as each type's `Bundle.total` asked afterwards. The completion would then only read
+    the same resources again. Counted after the delta walk, so a resource created meanwhile makes the counts
+    differ and the completion runs as usual. Asked only when the completion has more than twice as many
+    `searches` as there are types to count."""
+    if region_tags is not None:
+        return False
+    types = [query.resource_type for query in plan.queries]
+    unfiltered = all(
+        name.partition(":")[0] in _UNFILTERED for query in plan.queries for name, _ in query.params
+    )
+    needed = sorted(spool.completion_types())
+    if not unfiltered or len(set(types)) != len(types) or not set(needed) <= set(types):
+        return False
+    if searches <= 2 * len(needed):
+        return False  # the totals would cost as much as a good part of the completion: not worth the risk
+    totals = await asyncio.gather(*(_total(client, resource_type) for resource_type in needed))
+    matched = await spool.call(spool.matched, needed)
+    return all(total is not None and matched[t] >= total for t, total in zip(needed, totals, strict=True))
 
 
 async def _pages(client: FhirClient, plan: QueryPlan, deadline: Deadline) -> AsyncIterator[tuple[int, Page]]:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import BinaryIO
 
 from bridge import ns
 from bridge.client_profile import current_profile
@@ -24,8 +27,9 @@ from bridge.model import (
     FhirQuery,
     SearchResult,
 )
-from bridge.pipeline.changes import spooled_delta
-from bridge.pipeline.progress import stop_walk
+from bridge.pipeline.changes import spooled_deltas
+from bridge.pipeline.coalesce import SharedGate
+from bridge.pipeline.progress import Progress, stop_walk
 from bridge.pipeline.request_plan import TransactionPlan, plan_transaction, scope_of
 from bridge.translate import Mappings, from_fhir_results
 from bridge.translate.access_profiles import filter_document
@@ -48,13 +52,46 @@ _PROFILE_ENTITIES = {
 }
 
 
+CHANGES_MAX_CONCURRENT = 2
+
+
+@dataclass(frozen=True)
+class _Changes:
+    """A change set's answers, one per access profile: its directories written to a temporary file and the
+    counts; and TR-Notif's champs d'activité (the same for every profile)."""
+
+    answers: dict[int | None, tuple[BinaryIO, Progress]]
+    activities: dict[str, tuple[CodedType, ...]]
+
+    def files(self) -> dict[Hashable, BinaryIO]:
+        return {profile: file for profile, (file, _) in self.answers.items()}
+
+
+def _same_upstream(profile: int | None) -> Hashable:
+    """Without a say from the trust circle, each profile is taken to read the upstream its own way."""
+    return profile
+
+
 class Pipeline:
     """Answers normalised CSD requests from the national API through the mapping tables."""
 
-    def __init__(self, mappings: Mappings, client: FhirClient, *, mapping_workers: int = 0) -> None:
+    def __init__(
+        self,
+        mappings: Mappings,
+        client: FhirClient,
+        *,
+        mapping_workers: int = 0,
+        changes_max_concurrent: int = CHANGES_MAX_CONCURRENT,
+        upstream_identity: Callable[[int | None], Hashable] = _same_upstream,
+    ) -> None:
         self.mappings = mappings
         self.client = client
         self.mapping_workers = mapping_workers  # for answers written from a spool (pipeline/changes.py)
+        # Changes since a date (a whole-directory ITI-74 is the heaviest answer) computed at once.
+        self.changes_gate: SharedGate[_Changes] = SharedGate(changes_max_concurrent, _Changes.files)
+        # What the upstream requests made for a client of this access profile depend on (its `Ror-*`
+        # headers): profiles with the same identity share the upstream reading of a change set.
+        self.upstream_identity = upstream_identity
 
     async def run(self, request: CsdRequest, resolved: TransactionPlan | None = None) -> CsdResponse:
         """The answer to `request`, from its plan made once (`resolved`, as the CSD route makes it; else made
@@ -65,17 +102,28 @@ class Pipeline:
         spec = resolved.spec
         plan = plan_queries(self.mappings, spec, resolved.params, resolved.region_tags)
         if spec.delta is not None:
-            activities: dict[str, tuple[CodedType, ...]] = {}
-            directories, progress = await spooled_delta(
-                self.mappings,
-                self.client,
-                plan,
-                spec,
-                resolved.region_tags,
-                workers=self.mapping_workers,
-                activities=activities,
-                profile=current_profile(),
-            )
+            profile = current_profile()
+
+            async def compute(profiles: frozenset[Hashable]) -> _Changes:
+                activities: dict[str, tuple[CodedType, ...]] = {}
+                answers = await spooled_deltas(
+                    self.mappings,
+                    self.client,
+                    plan,
+                    spec,
+                    resolved.region_tags,
+                    [p for p in profiles if p is None or isinstance(p, int)],
+                    workers=self.mapping_workers,
+                    activities=activities,
+                )
+                return _Changes(answers, activities)
+
+            # Identical change sets waiting for a slot are computed once (pipeline/coalesce.py), even for
+            # clients of other access profiles when the upstream sees the same requests for them: the
+            # upstream read once, one answer written per profile.
+            key = (spec.name, plan.queries, resolved.region_tags, self.upstream_identity(profile))
+            changes, directories = await self.changes_gate.run(key, profile, compute)
+            progress, activities = changes.answers[profile][1], changes.activities
             written = progress.written
             log.info(
                 "%s %s: %d FHIR queries, %d pages, %d resources spooled; %d organizations, %d services, "

@@ -1,0 +1,210 @@
+"""`make bench-workers`: `serve --workers 2` against `--workers 1`; uvloop + httptools against asyncio + h11.
+
+Benchmark support (tests/bench/, issue 13 items 5 and 6). One simulator (no added latency) and four bridges
+started once, side by side: `ror-bridge serve --workers 1` and `--workers 2` (uvicorn's defaults: uvloop and
+httptools, installed with `uvicorn[standard]`), and one worker under `uvicorn --factory bridge.app:worker_app`
+with `--loop uvloop --http httptools` and with `--loop asyncio --http h11`. Each round measures every bridge
+in turn (interleaved, so the machine's load hits them alike): CONCURRENCY clients posting the ITI-73
+offer-search answering 50 offers for ROUND_S seconds after a warm-up; requests per second counts 200 answers,
+any other answer stops the run. Prints `tests/bench/targets.Figure` rows: medians of the per-round ratios.
+
+    python -m tests.bench.bench_workers [--rounds 3] [--round-s 8] [--concurrency 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+from lxml import etree
+
+from bridge import ns
+from bridge.app import WORKER_ARGS_ENV
+from bridge.compare.selftest import _wrap
+from tests.bench.targets import Figure, Goal, median_ratio, print_figures
+
+BIN = Path(sys.executable).parent
+COMMAND = "python -m tests.bench.bench_workers"
+# The offer-search of issue 13: one page of 50 offers (their organisations and lieux included).
+OFFER_SEARCH = (
+    '<csd:careServicesRequest xmlns:csd="urn:ihe:iti:csd:2013" xmlns:ror="urn:ror:csd:params" '
+    'urn="urn:ror:csd:stored-function:offer-search" encapsulated="true">'
+    "<csd:requestParams><csd:max>50</csd:max></csd:requestParams></csd:careServicesRequest>"
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One bridge under test: its label and the command starting it on a port (`{port}`)."""
+
+    label: str
+    command: tuple[str, ...]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(url: str, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        time.sleep(0.3)
+    raise SystemExit(f"bench_workers: {url} did not come up")
+
+
+def variants(upstream: str) -> list[Variant]:
+    serve = (str(BIN / "ror-bridge"), "serve", "--upstream", upstream, "--port", "{port}")
+    factory = (
+        str(BIN / "uvicorn"),
+        "--factory",
+        "bridge.app:worker_app",
+        "--port",
+        "{port}",
+        "--log-level",
+        "warning",
+    )
+    return [
+        Variant("serve --workers 1", (*serve, "--workers", "1")),
+        Variant("serve --workers 2", (*serve, "--workers", "2")),
+        Variant("1 worker, uvloop + httptools", (*factory, "--loop", "uvloop", "--http", "httptools")),
+        Variant("1 worker, asyncio + h11", (*factory, "--loop", "asyncio", "--http", "h11")),
+    ]  # fmt: skip
+
+
+def _entities(answer: bytes) -> int:
+    """The entities of an answer: the children of its CSD directories."""
+    names = ("organizationDirectory", "serviceDirectory", "facilityDirectory", "providerDirectory")
+    root = etree.fromstring(answer)
+    return sum(len(directory) for name in names for directory in root.iter(f"{{{ns.CSD}}}{name}"))
+
+
+async def _load(url: str, concurrency: int, seconds: float, warm_s: float) -> tuple[int, int]:
+    """(answers in the measured window, entities of one answer) of `concurrency` clients in a closed loop."""
+    counted = 0
+    size = 0
+    start = time.monotonic() + warm_s
+    stop = start + seconds
+
+    async def client() -> None:
+        nonlocal counted, size
+        async with httpx.AsyncClient(timeout=120) as http:
+            while time.monotonic() < stop:
+                body, headers = _wrap("soap12", OFFER_SEARCH, f"urn:uuid:{uuid.uuid4()}")
+                response = await http.post(url, content=body, headers=headers)
+                if response.status_code != 200:
+                    raise SystemExit(f"bench_workers: HTTP {response.status_code} {response.text[:300]}")
+                finished = time.monotonic()
+                if start <= finished <= stop:
+                    counted += 1
+                    if not size:
+                        size = _entities(response.content)
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return counted, size
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--round-s", type=float, default=8.0)
+    parser.add_argument("--warm-s", type=float, default=2.0)
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--scale", type=int, default=2000, help="offers in the simulator")
+    args = parser.parse_args(argv)
+    if (os.cpu_count() or 1) < 2:
+        print("bench_workers: needs at least 2 CPU cores (serve refuses more workers than cores)")
+        return 2
+
+    with ExitStack() as stack:
+        sim_port = _free_port()
+        simulator = subprocess.Popen(
+            [str(BIN / "ror-bridge"), "simulator", "--open", "--port", str(sim_port),
+             "--scale", str(args.scale)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        stack.callback(simulator.wait, 30)
+        stack.callback(simulator.terminate)
+        upstream = f"http://127.0.0.1:{sim_port}/ws-diffusion-fhir"
+        _wait(f"{upstream}/metadata")
+        environment = {
+            **os.environ,
+            "BRIDGE_LOG_LEVEL": "warning",
+            "BRIDGE_UPSTREAM_URL": upstream,
+            WORKER_ARGS_ENV: orjson.dumps({"config": None, "overrides": {"upstream_url": upstream}}).decode(),
+        }
+        urls: dict[str, str] = {}
+        for variant in variants(upstream):
+            port = _free_port()
+            process = subprocess.Popen(
+                [part.format(port=port) for part in variant.command],
+                env=environment,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            stack.callback(process.wait, 40)
+            stack.callback(process.terminate)
+            urls[variant.label] = f"http://127.0.0.1:{port}"
+        for url in urls.values():
+            _wait(f"{url}/healthz")
+        rates: dict[str, list[float]] = {label: [] for label in urls}
+        entities = 0
+        for number in range(1, args.rounds + 1):
+            for label, url in urls.items():
+                counted, entities = asyncio.run(
+                    _load(f"{url}/csd", args.concurrency, args.round_s, args.warm_s)
+                )
+                rates[label].append(counted / args.round_s)
+            line = ", ".join(f"{label} {values[-1]:.1f}/s" for label, values in rates.items())
+            print(f"round {number}: {line}", flush=True)
+
+    one, two = rates["serve --workers 1"], rates["serve --workers 2"]
+    fast, plain = rates["1 worker, uvloop + httptools"], rates["1 worker, asyncio + h11"]
+    where = (
+        f"offer-search answering 50 offers ({entities} entities), concurrency {args.concurrency}, "
+        f"simulator {args.scale} offers; medians of {args.rounds} interleaved rounds of {args.round_s:g} s"
+    )
+    figures = [
+        Figure(
+            name="serve --workers 2 throughput",
+            value=median_ratio(two, one),
+            unit="×",
+            goal=Goal.AT_LEAST,
+            target=1.6,
+            baseline="serve --workers 1",
+            detail=f"{statistics.median(two):.1f} vs {statistics.median(one):.1f} req/s; {where}",
+            command=COMMAND,
+        ),
+        Figure(
+            name="uvloop + httptools throughput (1 worker)",
+            value=median_ratio(fast, plain),
+            unit="×",
+            goal=Goal.AT_LEAST,
+            target=1.0,
+            baseline="asyncio + h11",
+            detail=f"{statistics.median(fast):.1f} vs {statistics.median(plain):.1f} req/s; {where}",
+            command=COMMAND,
+        ),
+    ]
+    return 0 if print_figures(figures) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
