@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, Final, TypeVar
 
 from lxml import etree
 
-from bridge import ns, profile
+from bridge import gc_control, ns, profile
 from bridge.model import (
     Address,
     CodedType,
@@ -636,10 +636,10 @@ def document_to_bytes(document: CsdDocument) -> bytes:
     """The whole `csd:CSD` document (with the XML declaration) as UTF-8 bytes, synchronously.
 
     Same element builders and directory order as `write_csd`; for the offline `translate` command,
-    the comparison tool and tests.
+    the comparison tool and tests. The cyclic garbage collector is paused meanwhile (bridge/gc_control.py).
     """
     sink = BytesIO()
-    with etree.xmlfile(sink, encoding="utf-8") as xf:
+    with gc_control.batch(), etree.xmlfile(sink, encoding="utf-8") as xf:
         xf.write_declaration()
         with xf.element(_tag("CSD"), nsmap=_NSMAP):
             for directory, elements in _directories(document):
