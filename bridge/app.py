@@ -24,7 +24,7 @@ import httpx
 import orjson
 from fastapi import FastAPI
 
-from bridge import memory
+from bridge import gc_control, memory
 from bridge.client_profile import PROFILES
 from bridge.compare.shadow import Shadow
 from bridge.config import Settings
@@ -361,7 +361,9 @@ def worker_app() -> FastAPI:
     config = Path(args["config"]) if args.get("config") else None
     settings = load_settings(config, **args["overrides"])
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings)
+    app = create_app(settings)
+    gc_control.freeze_start_up()  # what start-up built stays: later collections walk requests' objects only
+    return app
 
 
 async def extract(

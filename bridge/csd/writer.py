@@ -83,8 +83,15 @@ _REPLACEMENT: Final = "\ufffd"
 _T = TypeVar("_T")
 
 
+# Local name → Clark name in the CSD namespace, filled as names are met (a few dozen).
+_TAGS: dict[str, str] = {}
+
+
 def _tag(local: str) -> str:
-    return ns.qn(ns.CSD, local)
+    tag = _TAGS.get(local)
+    if tag is None:
+        tag = _TAGS[local] = ns.qn(ns.CSD, local)
+    return tag
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,9 +154,9 @@ def xs_decimal(value: float) -> str:
 
 
 def _sub(parent: etree._Element, local: str, text: str | None = None) -> etree._Element:
-    child = etree.SubElement(parent, _tag(local))
+    child = etree.SubElement(parent, _TAGS.get(local) or _tag(local))
     if text is not None:
-        child.text = _text(text)
+        child.text = text if _NOT_XML_CHAR.search(text) is None else _text(text)
     return child
 
 

@@ -338,7 +338,7 @@ def _apply(
 
 def _extension(spec: ExtensionSpec, value: Value) -> Extension:
     if isinstance(value, ExtensionNode):  # a `tree`: the top node takes the rule's element name
-        node = replace(value, name=spec.element)
+        node = ExtensionNode(spec.element, value.text, value.attributes, value.children)
     elif isinstance(value, CodedType):
         attributes = (("code", value.code), ("codingScheme", value.coding_scheme))
         node = ExtensionNode(spec.element, text=value.display, attributes=attributes)
