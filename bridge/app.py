@@ -416,8 +416,14 @@ def translate_bundle(settings: Settings, bundle: bytes) -> Translation:
 
     Every resource of the Bundle (matches and includes alike) whose type maps into a CSD directory becomes a
     record, through this deployment's mapping tables; references resolve inside the Bundle only.
-    ValueError says why a file is not a Bundle that can be translated.
+    ValueError says why a file is not a Bundle that can be translated. The cyclic garbage collector is paused
+    for the whole batch (bridge/gc_control.py): the parsed Bundle alone is hundreds of thousands of objects.
     """
+    with gc_control.batch():
+        return _translated(settings, bundle)
+
+
+def _translated(settings: Settings, bundle: bytes) -> Translation:
     try:
         data = orjson.loads(bundle)
     except orjson.JSONDecodeError as error:
