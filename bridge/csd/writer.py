@@ -250,12 +250,18 @@ def _add_extensions(parent: etree._Element, extensions: Sequence[Extension]) -> 
             _profile_node(child, node)
 
 
+def _attributes(node: ExtensionNode) -> dict[str, str] | None:
+    """A node's attributes for SubElement, in their order (a repeated name keeps its first place and its
+    last value, as successive `set` calls do)."""
+    if not node.attributes:
+        return None
+    return {name: _text(value) for name, value in node.attributes}
+
+
 def _extension_node(parent: etree._Element, node: ExtensionNode) -> None:
     # Unqualified: the one child the v2.4 profile's extension type leaves open (xs:any ##local), which CSD
     # 2014 (##any) accepts too.
-    element = etree.SubElement(parent, node.name)
-    for name, value in node.attributes:
-        element.set(name, _text(value))
+    element = etree.SubElement(parent, node.name, _attributes(node))
     if node.text is not None:
         element.text = _text(node.text)
     for child in node.children:
@@ -264,9 +270,9 @@ def _extension_node(parent: etree._Element, node: ExtensionNode) -> None:
 
 def _profile_node(parent: etree._Element, node: ExtensionNode) -> None:
     # A typed element of the ROR v2.4 profile: in the CSD namespace, as its children.
-    element = _sub(parent, node.name, node.text)
-    for name, value in node.attributes:
-        element.set(name, _text(value))
+    element = etree.SubElement(parent, _TAGS.get(node.name) or _tag(node.name), _attributes(node))
+    if node.text is not None:
+        element.text = _text(node.text)
     for child in node.children:
         _profile_node(element, child)
 

@@ -182,10 +182,22 @@ def _extensions(resource: Resource, url: str) -> list[dict[str, Any]]:
 
 def entity_id(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
     """The resource's own entityID (mappings/identities.yaml)."""
-    derived, national = ctx.identities.derive(resource)
+    derived, national = _derive(resource, ctx)
     if not national:
         ctx.findings.add(Finding.FHIR_ID_ENTITY, str(resource.get("resourceType")))
     return [derived]
+
+
+def _derive(resource: Resource, ctx: Context) -> tuple[str, bool]:
+    """identities.derive, once per resource of the answer (its entityID is asked by itself and by every
+    resource referencing it)."""
+    known = ctx.memo.get(("derive", id(resource)))
+    if known is not None and known[0] is resource:
+        derived: tuple[str, bool] = known[1]
+        return derived
+    made = ctx.identities.derive(resource)
+    ctx.memo[("derive", id(resource))] = (resource, made)
+    return made
 
 
 @lru_cache(maxsize=65536)
@@ -202,7 +214,7 @@ def reference_key(reference: str) -> str | None:
 
 def derived_id(target: Resource, ctx: Context) -> str:
     """The entityID of another received resource; a FHIR-id fallback is reported as for the entity itself."""
-    derived, national = ctx.identities.derive(target)
+    derived, national = _derive(target, ctx)
     if not national:
         ctx.findings.add(Finding.FHIR_ID_ENTITY, str(target.get("resourceType")))
     return derived
