@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install run test lint typecheck imports unit test-slow bench bench-extract bench-modifications clean sim-scale interop-install interop nginx fuzz soak
-.PHONY: browser bench-compare bench-collect
+.PHONY: browser bench-compare bench-collect bench-translate
 
 # `make test` installs everything (extra `dev`); `make run` only what serving the demo needs (extra `demo`),
 # unless the full install is already there. pip shows what it downloads and installs (no -q).
@@ -71,6 +71,11 @@ interop: install interop-install
 # Pages/s of the national API client against the simulator (0 and 50 ms latency), as a ratio to bare httpx.
 bench: install
 	$(BIN)/python -m tests.bench.bench_paging
+
+# The translation hot path and the serving CPU (issue 13 items 1-2): the offre complète of 3 000 offers → CSD
+# against orjson + a bare lxml writer (in process and as processes), and an offer-search's bridge CPU.
+bench-translate: install
+	$(BIN)/python -m tests.bench.bench_translate
 
 # GET /extraction at 100 000 and 1 000 000 offers: the bridge's peak RSS, duration, bytes (issue 6 item 3).
 # Smaller: make bench-extract SCALES=10000,100000

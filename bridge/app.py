@@ -25,7 +25,7 @@ import httpx
 import orjson
 from fastapi import FastAPI
 
-from bridge import memory
+from bridge import gc_control, memory
 from bridge.client_profile import PROFILES
 from bridge.compare.shadow import Shadow
 from bridge.config import Settings
@@ -376,7 +376,9 @@ def worker_app() -> FastAPI:
     config = Path(args["config"]) if args.get("config") else None
     settings = load_settings(config, **args["overrides"])
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings)
+    app = create_app(settings)
+    gc_control.freeze_start_up()  # what start-up built stays: later collections walk requests' objects only
+    return app
 
 
 async def extract(
@@ -429,8 +431,14 @@ def translate_bundle(settings: Settings, bundle: bytes) -> Translation:
 
     Every resource of the Bundle (matches and includes alike) whose type maps into a CSD directory becomes a
     record, through this deployment's mapping tables; references resolve inside the Bundle only.
-    ValueError says why a file is not a Bundle that can be translated.
+    ValueError says why a file is not a Bundle that can be translated. The cyclic garbage collector is paused
+    for the whole batch (bridge/gc_control.py): the parsed Bundle alone is hundreds of thousands of objects.
     """
+    with gc_control.batch():
+        return _translated(settings, bundle)
+
+
+def _translated(settings: Settings, bundle: bytes) -> Translation:
     try:
         data = orjson.loads(bundle)
     except orjson.JSONDecodeError as error:

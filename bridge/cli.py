@@ -157,6 +157,9 @@ def _serve(args: argparse.Namespace) -> int:
         **tls,
     }
     if app is not None:
+        from bridge.gc_control import freeze_start_up
+
+        freeze_start_up()  # what start-up built stays: later collections walk requests' objects only
         uvicorn.run(app, **options)
         return 0
     config = getattr(args, "config", None)

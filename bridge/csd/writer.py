@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, Final, TypeVar
 
 from lxml import etree
 
-from bridge import ns, profile
+from bridge import gc_control, ns, profile
 from bridge.model import (
     Address,
     CodedType,
@@ -83,8 +83,15 @@ _REPLACEMENT: Final = "\ufffd"
 _T = TypeVar("_T")
 
 
+# Local name → Clark name in the CSD namespace, filled as names are met (a few dozen).
+_TAGS: dict[str, str] = {}
+
+
 def _tag(local: str) -> str:
-    return ns.qn(ns.CSD, local)
+    tag = _TAGS.get(local)
+    if tag is None:
+        tag = _TAGS[local] = ns.qn(ns.CSD, local)
+    return tag
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,9 +154,9 @@ def xs_decimal(value: float) -> str:
 
 
 def _sub(parent: etree._Element, local: str, text: str | None = None) -> etree._Element:
-    child = etree.SubElement(parent, _tag(local))
+    child = etree.SubElement(parent, _TAGS.get(local) or _tag(local))
     if text is not None:
-        child.text = _text(text)
+        child.text = text if _NOT_XML_CHAR.search(text) is None else _text(text)
     return child
 
 
@@ -243,12 +250,18 @@ def _add_extensions(parent: etree._Element, extensions: Sequence[Extension]) -> 
             _profile_node(child, node)
 
 
+def _attributes(node: ExtensionNode) -> dict[str, str] | None:
+    """A node's attributes for SubElement, in their order (a repeated name keeps its first place and its
+    last value, as successive `set` calls do)."""
+    if not node.attributes:
+        return None
+    return {name: _text(value) for name, value in node.attributes}
+
+
 def _extension_node(parent: etree._Element, node: ExtensionNode) -> None:
     # Unqualified: the one child the v2.4 profile's extension type leaves open (xs:any ##local), which CSD
     # 2014 (##any) accepts too.
-    element = etree.SubElement(parent, node.name)
-    for name, value in node.attributes:
-        element.set(name, _text(value))
+    element = etree.SubElement(parent, node.name, _attributes(node))
     if node.text is not None:
         element.text = _text(node.text)
     for child in node.children:
@@ -257,9 +270,9 @@ def _extension_node(parent: etree._Element, node: ExtensionNode) -> None:
 
 def _profile_node(parent: etree._Element, node: ExtensionNode) -> None:
     # A typed element of the ROR v2.4 profile: in the CSD namespace, as its children.
-    element = _sub(parent, node.name, node.text)
-    for name, value in node.attributes:
-        element.set(name, _text(value))
+    element = etree.SubElement(parent, _TAGS.get(node.name) or _tag(node.name), _attributes(node))
+    if node.text is not None:
+        element.text = _text(node.text)
     for child in node.children:
         _profile_node(element, child)
 
@@ -636,10 +649,10 @@ def document_to_bytes(document: CsdDocument) -> bytes:
     """The whole `csd:CSD` document (with the XML declaration) as UTF-8 bytes, synchronously.
 
     Same element builders and directory order as `write_csd`; for the offline `translate` command,
-    the comparison tool and tests.
+    the comparison tool and tests. The cyclic garbage collector is paused meanwhile (bridge/gc_control.py).
     """
     sink = BytesIO()
-    with etree.xmlfile(sink, encoding="utf-8") as xf:
+    with gc_control.batch(), etree.xmlfile(sink, encoding="utf-8") as xf:
         xf.write_declaration()
         with xf.element(_tag("CSD"), nsmap=_NSMAP):
             for directory, elements in _directories(document):

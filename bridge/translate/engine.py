@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge import gc_control
 from bridge.errors import MappingError
 from bridge.model import (
     Address,
@@ -49,15 +50,60 @@ from bridge.translate.transforms import (
     reference_key,
 )
 
-# The transforms whose references bring the referenced resources into the answer (README "entities/").
-_REFERENCES = (
-    TRANSFORMS["reference_entity_id"],
-    TRANSFORMS["resolved_entity_id"],
-    TRANSFORMS["parent_facility"],
-    TRANSFORMS["lieu_location"],
-    TRANSFORMS["lieu_address"],
-    TRANSFORMS["provider_facilities"],
+# The transforms whose references bring the referenced resources into the answer (README "entities/"), by
+# their functions: compared by identity (a set of functions hashes by id), never by dataclass equality.
+_REFERENCES = frozenset(
+    TRANSFORMS[name].func
+    for name in (
+        "reference_entity_id",
+        "resolved_entity_id",
+        "parent_facility",
+        "lieu_location",
+        "lieu_address",
+        "provider_facilities",
+    )
 )
+# id(table) → (the table, kept alive so that its id is not reused; its reference rules with a source)
+_REFERENCE_RULES: dict[int, tuple[EntityTable, tuple[Rule, ...]]] = {}
+
+
+def _reference_rules(table: EntityTable) -> tuple[Rule, ...]:
+    """The table's rules whose transform brings what their source references into the answer (computed once
+    per table)."""
+    known = _REFERENCE_RULES.get(id(table))
+    if known is not None and known[0] is table:
+        return known[1]
+    rules = tuple(r for r in table.rules if r.transform.func in _REFERENCES and r.source is not None)
+    _REFERENCE_RULES[id(table)] = (table, rules)
+    return rules
+
+
+class _Tables:
+    """The tables mapping each resource into the plan's directories, and the references their reference rules
+    select, worked out once per resource of one answer (the selection asks several times for each)."""
+
+    __slots__ = ("_directories", "_mappings", "_references", "_tables")
+
+    def __init__(self, mappings: Mappings, directories: frozenset[Directory]) -> None:
+        self._mappings = mappings
+        self._directories = directories
+        # id(resource) → ...: every resource asked about is held by the answer's index or results
+        self._tables: dict[int, list[EntityTable]] = {}
+        self._references: dict[int, list[str]] = {}
+
+    def of(self, resource: Resource) -> list[EntityTable]:
+        tables = self._tables.get(id(resource))
+        if tables is None:
+            tables = self._mappings.entities_for(resource, self._directories)
+            self._tables[id(resource)] = tables
+        return tables
+
+    def references(self, resource: Resource) -> list[str]:
+        keys = self._references.get(id(resource))
+        if keys is None:
+            keys = _reference_keys(self.of(resource), resource)
+            self._references[id(resource)] = keys
+        return keys
 
 
 def from_fhir_results(
@@ -72,8 +118,20 @@ def from_fhir_results(
 
     `selected` (`Type/id` keys) names the resources to write as entities instead of the matches and what they
     reference (a delta answer: what changed, translate/delta.py); every resource received still resolves
-    references. Keys of a type without entity table in the plan's directories are skipped.
+    references. Keys of a type without entity table in the plan's directories are skipped. The cyclic
+    garbage collector is paused meanwhile (bridge/gc_control.py).
     """
+    with gc_control.batch():
+        return _document(mappings, plan, results, now, selected)
+
+
+def _document(
+    mappings: Mappings,
+    plan: QueryPlan,
+    results: Sequence[SearchResult],
+    now: datetime | None,
+    selected: Collection[str] | None,
+) -> CsdDocument:
     index: dict[str, Resource] = {}
     for result in results:
         for resource in (*result.matches, *result.includes):
@@ -90,8 +148,9 @@ def from_fhir_results(
         offers_at=offers_by_location(index),
         offers_under=offers_below(index),
     )
+    tables_of = _Tables(mappings, plan.directories)
     chosen = (
-        _select(mappings, plan, results, index)
+        _select(mappings, plan, results, index, tables_of)
         if selected is None
         else [index[key] for key in selected if key in index]
     )
@@ -113,7 +172,7 @@ def from_fhir_results(
     }
     providers: dict[str, Provider] = {}
     for resource in chosen:
-        for table in mappings.entities_for(resource, plan.directories):
+        for table in tables_of.of(resource):
             values = _apply(table, resource, base, contexts)
             if table.kind.directory is Directory.ORGANIZATION:
                 org = _organization(table, values, mappings)
@@ -150,21 +209,21 @@ def _key(resource: Resource) -> str | None:
 
 
 def _select(
-    mappings: Mappings, plan: QueryPlan, results: Sequence[SearchResult], index: dict[str, Resource]
+    mappings: Mappings,
+    plan: QueryPlan,
+    results: Sequence[SearchResult],
+    index: dict[str, Resource],
+    tables_of: _Tables,
 ) -> list[Resource]:
     """Matches mapped into the plan's directories, then (transitively) what they reference, each once; then
     the included resources of a type no entity references (only `_revinclude` brings them: the
     PractitionerRoles of an offer) that reference a selected entity, and what those reference."""
-    queue = deque(
-        r for result in results for r in result.matches if mappings.entities_for(r, plan.directories)
-    )
-    included = [
-        r for result in results for r in result.includes if mappings.entities_for(r, plan.directories)
-    ]
+    queue = deque(r for result in results for r in result.matches if tables_of.of(r))
+    included = [r for result in results for r in result.includes if tables_of.of(r)]
     # Types some entity points at (Organization via partOf, Location, HealthcareService) join an answer only
     # through those references; an included child organisation is not selected because its parent was.
-    referenced = {k.partition("/")[0] for r in included for k in _references(mappings, plan, r)}
-    referenced |= {k.partition("/")[0] for q in queue for k in _references(mappings, plan, q)}
+    referenced = {k.partition("/")[0] for r in included for k in tables_of.references(r)}
+    referenced |= {k.partition("/")[0] for q in queue for k in tables_of.references(q)}
     reverse = [r for r in included if str(r.get("resourceType")) not in referenced]
     # An IHE search's result directory holds its matches only (QueryPlan.result): a referenced entity of that
     # directory (an organisation's parent) only resolves the reference's entityID.
@@ -180,11 +239,11 @@ def _select(
                 continue
             seen.add(key)
             selected.append(resource)
-            for target_key in _references(mappings, plan, resource):
+            for target_key in tables_of.references(resource):
                 target = index.get(target_key)
                 if target is None:
                     continue
-                tables = mappings.entities_for(target, plan.directories)
+                tables = tables_of.of(target)
                 if not tables and _passes_through(mappings, plan, target):
                     # excluded by its tables' `select` (a v3 UE organisation): not written, but what it
                     # references (its parent) joins as if the referrer referenced it
@@ -202,7 +261,7 @@ def _select(
             if _key(resource) in seen:
                 continue
             # a match without entity of its own (a lieu: the profile writes it inside its UEs) counts too
-            if any(k in seen or k in match_keys for k in _references(mappings, plan, resource)):
+            if any(k in seen or k in match_keys for k in tables_of.references(resource)):
                 queue.append(resource)
             else:
                 waiting.append(resource)
@@ -224,7 +283,6 @@ def _passes_through(mappings: Mappings, plan: QueryPlan, resource: Resource) -> 
 def _references(mappings: Mappings, plan: QueryPlan, resource: Resource, *, every: bool = False) -> list[str]:
     """`Type/id` of what the resource's reference rules point at (`every`: of every table of its type in the
     plan's directories, whatever their `select`)."""
-    keys: list[str] = []
     if every:
         resource_type = resource.get("resourceType")
         tables = [
@@ -234,14 +292,18 @@ def _references(mappings: Mappings, plan: QueryPlan, resource: Resource, *, ever
         ]
     else:
         tables = mappings.entities_for(resource, plan.directories)
-    rules = (rule for table in tables for rule in table.rules)
-    for rule in rules:
-        if rule.transform not in _REFERENCES or rule.source is None:
-            continue
-        for reference in rule.source.select(resource):
-            key = reference_key(reference) if isinstance(reference, str) else None
-            if key is not None:
-                keys.append(key)
+    return _reference_keys(tables, resource)
+
+
+def _reference_keys(tables: Sequence[EntityTable], resource: Resource) -> list[str]:
+    keys: list[str] = []
+    for table in tables:
+        for rule in _reference_rules(table):
+            assert rule.source is not None  # _reference_rules keeps the rules with a source
+            for reference in rule.source.select(resource):
+                key = reference_key(reference) if isinstance(reference, str) else None
+                if key is not None:
+                    keys.append(key)
     return keys
 
 
@@ -276,7 +338,7 @@ def _apply(
 
 def _extension(spec: ExtensionSpec, value: Value) -> Extension:
     if isinstance(value, ExtensionNode):  # a `tree`: the top node takes the rule's element name
-        node = replace(value, name=spec.element)
+        node = ExtensionNode(spec.element, value.text, value.attributes, value.children)
     elif isinstance(value, CodedType):
         attributes = (("code", value.code), ("codingScheme", value.coding_scheme))
         node = ExtensionNode(spec.element, text=value.display, attributes=attributes)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, tzinfo
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from bridge import profile
@@ -100,6 +101,10 @@ class Context:
     # "Organization/<id>" → the received HealthcareServices provided by it or by an organisation below it
     # (providedBy, then partOf up the chain), built once per answer by the engine (offers_below)
     offers_under: Mapping[str, tuple[Resource, ...]] = field(default_factory=dict)
+    # What a transform worked out for one resource of this answer, kept for the other rules and typed elements
+    # asking again (the record of a resource is written once per contact point): (name, id(resource)) →
+    # (the resource, kept to check the id still names it; the value). Shared by the `replace`d contexts.
+    memo: dict[tuple[str, int], tuple[Resource, Any]] = field(default_factory=dict)
 
 
 TransformFunc = Callable[[Sequence[Any], Resource, Context], list[Value]]
@@ -147,6 +152,13 @@ def parse_datetime(text: Any, timezone: tzinfo) -> datetime:
     """A FHIR date / dateTime / instant, made aware; naive and partial values take `timezone` [INFER]."""
     if not isinstance(text, str) or not text:
         raise TransformError(f"not a FHIR dateTime: {text!r}")
+    return _parse_datetime(text, timezone)
+
+
+@lru_cache(maxsize=65536)
+def _parse_datetime(text: str, timezone: tzinfo) -> datetime:
+    """parse_datetime of a non-empty string, remembered: a record's dates repeat across the entities and the
+    typed elements written from one resource (datetimes are immutable; errors are not remembered)."""
     partial = _PARTIAL.match(text)
     try:
         if partial:
@@ -170,14 +182,28 @@ def _extensions(resource: Resource, url: str) -> list[dict[str, Any]]:
 
 def entity_id(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
     """The resource's own entityID (mappings/identities.yaml)."""
-    derived, national = ctx.identities.derive(resource)
+    derived, national = _derive(resource, ctx)
     if not national:
         ctx.findings.add(Finding.FHIR_ID_ENTITY, str(resource.get("resourceType")))
     return [derived]
 
 
+def _derive(resource: Resource, ctx: Context) -> tuple[str, bool]:
+    """identities.derive, once per resource of the answer (its entityID is asked by itself and by every
+    resource referencing it)."""
+    known = ctx.memo.get(("derive", id(resource)))
+    if known is not None and known[0] is resource:
+        derived: tuple[str, bool] = known[1]
+        return derived
+    made = ctx.identities.derive(resource)
+    ctx.memo[("derive", id(resource))] = (resource, made)
+    return made
+
+
+@lru_cache(maxsize=65536)
 def reference_key(reference: str) -> str | None:
-    """`Type/id` of a literal FHIR reference, relative or absolute, with or without `_history/…`."""
+    """`Type/id` of a literal FHIR reference, relative or absolute, with or without `_history/…` (remembered:
+    the same references recur across the resources of an answer)."""
     parts = [p for p in reference.split("?")[0].split("/") if p]
     if len(parts) >= 4 and parts[-2] == "_history":
         parts = parts[:-2]
@@ -188,7 +214,7 @@ def reference_key(reference: str) -> str | None:
 
 def derived_id(target: Resource, ctx: Context) -> str:
     """The entityID of another received resource; a FHIR-id fallback is reported as for the entity itself."""
-    derived, national = ctx.identities.derive(target)
+    derived, national = _derive(target, ctx)
     if not national:
         ctx.findings.add(Finding.FHIR_ID_ENTITY, str(target.get("resourceType")))
     return derived
@@ -406,6 +432,15 @@ def status_from_closure(resource: Resource, now: datetime, timezone: tzinfo) -> 
 
 def record(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
     """created = ror-meta-creation-date (else meta.lastUpdated), updated = meta.lastUpdated, status."""
+    known = ctx.memo.get(("record", id(resource)))
+    if known is not None and known[0] is resource:
+        return [known[1]]
+    made = _record(resource, ctx)
+    ctx.memo[("record", id(resource))] = (resource, made)
+    return [made]
+
+
+def _record(resource: Resource, ctx: Context) -> Record:
     updated_text = (resource.get("meta") or {}).get("lastUpdated")
     created_texts = [e.get("valueDateTime") for e in _extensions(resource, META_CREATION_DATE)]
     created_text = next((t for t in created_texts if t), None) or updated_text
@@ -413,9 +448,9 @@ def record(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Valu
         raise TransformError("meta.lastUpdated is missing (1..1 in every ROR profile)")
     updated = parse_datetime(updated_text, ctx.timezone)
     created = parse_datetime(created_text, ctx.timezone)
-    return [
-        Record(created=created, updated=updated, status=status_from_closure(resource, ctx.now, ctx.timezone))
-    ]
+    return Record(
+        created=created, updated=updated, status=status_from_closure(resource, ctx.now, ctx.timezone)
+    )
 
 
 def text(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
@@ -813,7 +848,7 @@ def _coded_node(name: str, value: Any, ctx: Context) -> ExtensionNode | None:
     """The first coding of a Coding / CodeableConcept as a codedtype element (codingScheme = the NOS OID)."""
     if not isinstance(value, dict):
         return None
-    found = coded_type([value], {}, replace(ctx, codes=None))
+    found = coded_type([value], {}, ctx if ctx.codes is None else replace(ctx, codes=None))
     if not found or not isinstance(found[0], CodedType):
         return None
     coded = found[0]

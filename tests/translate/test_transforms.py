@@ -250,6 +250,26 @@ def test_record_prefers_creation_date_and_falls_back_on_last_updated(mappings: M
         run(mappings, "record", [], {"meta": {}})
 
 
+def test_one_context_remembers_each_resource_apart(mappings: Mappings) -> None:
+    """An answer's context remembers a resource's record and entityID (Context.memo) for that very resource
+    only: another resource, even one reusing a freed resource's id(), is worked out afresh."""
+    ctx = context(mappings)
+    first = {"resourceType": "Organization", "id": "1", "meta": {"lastUpdated": "2024-03-01T08:00:00Z"}}
+    [one] = TRANSFORMS["record"].func([], first, ctx)
+    assert TRANSFORMS["record"].func([], first, ctx) == [one]
+    assert TRANSFORMS["entity_id"].func([], first, ctx) == ["urn:ror:fhir:Organization/1"]
+    for number in range(50):  # freed dicts: their id() is reused by the next ones
+        other = {
+            "resourceType": "Organization",
+            "id": f"x{number}",
+            "meta": {"lastUpdated": f"2023-{1 + number % 12:02d}-01"},
+        }
+        [made] = TRANSFORMS["record"].func([], other, ctx)
+        assert made.updated == datetime(2023, 1 + number % 12, 1, tzinfo=PARIS)
+        assert TRANSFORMS["entity_id"].func([], other, ctx) == [f"urn:ror:fhir:Organization/x{number}"]
+        del other
+
+
 PERIOD = "http://hl7.org/fhir/StructureDefinition/organization-period"
 CLOSING = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/ror-organization-closing-type"
 

@@ -1,0 +1,69 @@
+"""bridge/gc_control.py: the collector paused around batch work and given back afterwards, however nested."""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from bridge import gc_control
+
+
+@pytest.fixture(autouse=True)
+def collector_enabled() -> Iterator[None]:
+    was = gc.isenabled()
+    gc.enable()
+    yield
+    if not was:
+        gc.disable()
+
+
+def test_a_batch_pauses_the_collector_and_gives_it_back() -> None:
+    with gc_control.batch():
+        assert not gc.isenabled()
+        with gc_control.batch():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer batch is still running
+    assert gc.isenabled()
+
+
+def test_the_collector_comes_back_after_a_failing_batch() -> None:
+    with pytest.raises(RuntimeError), gc_control.batch():
+        raise RuntimeError("mapping failed")
+    assert gc.isenabled()
+
+
+def test_a_collector_disabled_before_stays_disabled() -> None:
+    gc.disable()
+    with gc_control.batch():
+        assert not gc.isenabled()
+    assert not gc.isenabled()
+
+
+def test_concurrent_batches_enable_it_once_the_last_ends() -> None:
+    inside, release = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with gc_control.batch():
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert inside.wait(10)
+    with gc_control.batch():
+        pass
+    assert not gc.isenabled()  # the other thread's batch is still running
+    release.set()
+    thread.join(10)
+    assert gc.isenabled()
+
+
+def test_freezing_moves_what_is_alive_out_of_reach() -> None:
+    try:
+        gc_control.freeze_start_up()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
