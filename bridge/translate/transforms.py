@@ -1288,6 +1288,102 @@ def lieu_address(values: Sequence[Any], resource: Resource, ctx: Context) -> lis
     return []
 
 
+SUPPORTED_CAPACITY = f"{_IG_SD}ror-location-supported-capacity"
+RESIDENTIAL_CAPACITY = f"{_IG_SD}ror-location-residential-capacity"
+# natureCapacite (capacityType, JDV_J187 / TRE_R329, NOS 2023-06-14): 01 Lit → beds, 02 Place → space.
+_CAPACITY_NATURE = {"01": "beds", "02": "space"}
+# statutCapacite (capacityStatus, JDV_J188 / TRE_R330): 01 Installé → @total, 02 Disponible → @avaible (the
+# schema's spelling). Occupé, réservé, fermé, supplémentaire have no attribute in the profile's capacity.
+_CAPACITY_STATUS = {"01": "total", "02": "avaible"}
+# temporaliteCapacite (TRE_R331) 01 Courant: the profile's capacity is the current one; no forecast.
+_CAPACITY_NOW = "01"
+
+
+def _part(extension: Any, url: str) -> Any:
+    """value[x] of the sub-extension `url` of a complex extension (None when absent)."""
+    return _first_value(extension, url)
+
+
+def _code_of(value: Any) -> str | None:
+    """The code of a Coding, or of the first coding of a CodeableConcept."""
+    if isinstance(value, dict) and isinstance(value.get("coding"), list):
+        value = next((c for c in value["coding"] if isinstance(c, dict)), None)
+    return str(value["code"]) if isinstance(value, dict) and value.get("code") is not None else None
+
+
+def _first_lieu(values: Sequence[Any], ctx: Context) -> Resource | None:
+    """The offer's first lieu received (the v2.4 UE had one lieu); the others are reported by _referenced."""
+    return next(iter(_referenced(values, ctx)), None)
+
+
+def lieu_accommodation_capacity(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The offer's first lieu received → the UE's accommodationCapacity: `beds` / `space` (natureCapacite
+    TRE_R329 01 / 02; [INFER] beds when the capacity does not say) with `total` = the installed ones (statut
+    TRE_R330 01), `avaible` = the available ones (02), each the sum of the lieu's current capacities
+    (temporality TRE_R331 01 or none; crisis capacities excluded) and `updateDate` their latest
+    capacityUpdateDate; record = the lieu's. No installed or available capacity: nothing."""
+    lieu = _first_lieu(values, ctx)
+    if lieu is None:
+        return []
+    counts: dict[tuple[str, str], int] = {}
+    dates: dict[str, datetime] = {}
+    for capacity in _extensions(lieu, SUPPORTED_CAPACITY):
+        if _part(capacity, "crisisType") is not None:
+            continue
+        if _code_of(_part(capacity, "temporalityCapacity")) not in (None, _CAPACITY_NOW):
+            continue
+        status = _CAPACITY_STATUS.get(_code_of(_part(capacity, "capacityStatus")) or "")
+        number = _part(capacity, "nbCapacity")
+        if status is None or not isinstance(number, int) or isinstance(number, bool):
+            continue
+        nature_code = _code_of(_part(capacity, "capacityType"))
+        nature = "beds" if nature_code is None else _CAPACITY_NATURE.get(nature_code)
+        if nature is None:
+            continue
+        counts[(nature, status)] = counts.get((nature, status), 0) + number
+        updated = _part(capacity, "capacityUpdateDate")
+        if isinstance(updated, str) and updated:
+            when = parse_datetime(updated, ctx.timezone)
+            dates[nature] = max(dates.get(nature, when), when)
+    children: list[ExtensionNode] = []
+    for nature in ("beds", "space"):
+        attributes = tuple(
+            (status, str(counts[(nature, status)]))
+            for status in ("total", "avaible")
+            if (nature, status) in counts
+        )
+        if not attributes:
+            continue
+        if nature in dates:
+            attributes += (("updateDate", dates[nature].isoformat()),)
+        children.append(ExtensionNode(nature, attributes=attributes))
+    if not children:
+        return []
+    return [ExtensionNode("accommodationCapacity", children=(*children, _record_node(lieu, ctx)))]
+
+
+def lieu_residential_capacity(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The offer's first lieu received → one residentialCapactity (the schema's spelling) per
+    ror-location-residential-capacity: residentialType (typeHabitation TRE_R242; required: one without it is
+    reported and left out), residentialNumber (nombreHabitation), record = the lieu's."""
+    lieu = _first_lieu(values, ctx)
+    if lieu is None:
+        return []
+    out: list[Value] = []
+    for capacity in _extensions(lieu, RESIDENTIAL_CAPACITY):
+        kind = _coded_node("residentialType", _part(capacity, "residentialType"), ctx)
+        if kind is None:
+            ctx.findings.add(Finding.INCOMPLETE_TYPED_ELEMENT, "residential capacity without residentialType")
+            continue
+        children = [kind]
+        number = _part(capacity, "residentialNumber")
+        if isinstance(number, int) and not isinstance(number, bool):
+            children.append(ExtensionNode("residentialNumber", text=str(number)))
+        children.append(_record_node(lieu, ctx))
+        out.append(ExtensionNode("residentialCapactity", children=tuple(children)))
+    return out
+
+
 def _establishment_of(offer: Resource, ctx: Context) -> Resource | None:
     """The EG on the offer's organisation chain (providedBy, then partOf), else the top one received."""
     return _establishment_above(_reference_of(offer.get("providedBy")), ctx)
@@ -1457,6 +1553,22 @@ TRANSFORMS: Mapping[str, Transform] = {
             source=True,
             codes=False,
             func=lieu_address,
+            reads=(Read((SOURCE,), content=True),),
+        ),
+        Transform(
+            "lieu_accommodation_capacity",
+            ExtensionNode,
+            source=True,
+            codes=False,
+            func=lieu_accommodation_capacity,
+            reads=(Read((SOURCE,), content=True),),
+        ),
+        Transform(
+            "lieu_residential_capacity",
+            ExtensionNode,
+            source=True,
+            codes=False,
+            func=lieu_residential_capacity,
             reads=(Read((SOURCE,), content=True),),
         ),
         Transform(

@@ -217,6 +217,7 @@ def test_unit_typed_elements_cover_the_v24_classes(mappings: Mappings) -> None:
         "typeActivity",
         "careMode",
         "patientsType",
+        "residentialCapactity",
         "receptionType",
         "takingCareSpeciality",
         "facilityType",
@@ -235,6 +236,10 @@ def test_unit_typed_elements_cover_the_v24_classes(mappings: Mappings) -> None:
     assert child(patients, "patientTypeAgeMin", "value").text == "18"
     assert child(patients, "patientTypeAgeMax", "unit").attributes[0] == ("code", "a")
     assert typed(unit, "psychiatricSector").text == "69G01"
+    # the lieu's capacité d'habitation; its one supported capacity is a crisis one: no accommodationCapacity
+    housing = typed(unit, "residentialCapactity")
+    assert child(housing, "residentialType").attributes[0] == ("code", "01")
+    assert child(housing, "residentialNumber").text == "2"
     assert typed(unit, "sensitiveUnit").text == "false"
     zone = typed(unit, "interventionZone")
     assert [c.name for c in zone.children] == ["type", "codedType", "record"]

@@ -1,0 +1,141 @@
+"""End-to-end: the v2.4 attributes issue 11 item 3 adds to the profile's typed elements, read over real HTTP
+from the simulator's resources (a TR_Lecture-OffresSanteEtablissement of an EG whose lieux carry them), each
+answer valid against the official schema and ANS's rules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+from lxml import etree
+
+from bridge import ns
+from bridge.simulator import vocab
+from bridge.simulator.dataset import Dataset
+from tests.e2e.conftest import RunningBridge
+from tests.e2e.test_ror_profile import body_of, reading, send
+from tests.expected import answer_csd
+from tests.profile.harness import LECTURE_PROJECT
+
+C = {"csd": ns.CSD}
+EG = 1  # Dataset.org_kind
+IDNATSTRUCT = "urn:oid:1.2.250.1.71.4.2.2"
+R242_OID = "1.2.250.1.213.3.3.35"  # TRE_R242-TypeHabitation, NOS files of 2023-06-14
+
+
+def _part(extension: dict[str, Any], url: str) -> Any:
+    for part in extension.get("extension", []):
+        if part["url"] == url:
+            return next(v for k, v in part.items() if k.startswith("value"))
+    return None
+
+
+def _offers_by_eg(dataset: Dataset) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(EG idNatStruct, offer, its lieu) for every offer under an EG of the dataset."""
+    for index in range(len(dataset.org_kind)):
+        if int(dataset.org_kind[index]) != EG:
+            continue
+        eg = dataset.build("Organization", index)
+        code = next((i["value"] for i in eg.get("identifier", []) if i.get("system") == IDNATSTRUCT), None)
+        if code is None:
+            continue
+        low, high = dataset.subtree_range(index)
+        first, end = dataset.offers_of_orgs(low, high)
+        for offer_index in range(first, end):
+            offer = dataset.build("HealthcareService", offer_index)
+            lieu = dataset.build("Location", int(dataset.offer_location[offer_index]))
+            yield str(code), offer, lieu
+
+
+def _first(
+    dataset: Dataset, wanted: Callable[[dict[str, Any]], list[dict[str, Any]]]
+) -> tuple[str, dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """The first (EG code, offer, lieu, found) whose lieu gives `wanted` something; fails when none does."""
+    for code, offer, lieu in _offers_by_eg(dataset):
+        found = wanted(lieu)
+        if found:
+            return code, offer, lieu, found
+    pytest.fail("no lieu of the dataset has what the test needs")
+
+
+def _capacities(lieu: dict[str, Any], status: str) -> list[dict[str, Any]]:
+    """The lieu's one supported capacity when it has exactly one, of that status."""
+    found = [e for e in lieu.get("extension", []) if e["url"] == vocab.EXT_SUPPORTED_CAPACITY]
+    return (
+        found if len(found) == 1 and _part(found[0], "capacityStatus")["coding"][0]["code"] == status else []
+    )
+
+
+def _unit(bridge: RunningBridge, code: str, offer: dict[str, Any]) -> etree._Element:
+    """The UE facility of `offer` in the reading of its EG (official schema and ANS's rules checked)."""
+    response = send(bridge, reading(code), "soap12")
+    assert response.status_code == 200, response.text[:2000]
+    document = answer_csd(body_of(response))
+    (identifier,) = [i["value"] for i in offer["identifier"]]
+    found = document.xpath(
+        "csd:facilityDirectory/csd:facility[csd:otherID/@code=$code][csd:codedType/@code='4']",
+        namespaces=C,
+        code=identifier,
+    )
+    assert len(found) == 1, f"UE of offer {identifier} not in the reading of {code}"
+    return found[0]
+
+
+def _follows_profile(official_profile: Any, bridge: RunningBridge, code: str, *elements: str) -> None:
+    """The reading is valid against the official schema, and ANS's rules and PLATINES assertions find
+    nothing wrong with `elements` (the dataset's codes newer than the NOS files and the other known
+    departures are the golden cases' business: tests/golden, tests/profile/harness.py)."""
+    response = send(bridge, reading(code), "soap12")
+    document = answer_csd(body_of(response))
+    assert official_profile.schema_failures(document) == []
+    failures = official_profile.check(document, project=LECTURE_PROJECT)
+    mine = [str(f) for f in failures if any(e in f.path or e in f.message for e in elements)]
+    assert mine == []
+
+
+def test_available_beds_of_the_lieu_are_the_ue_accommodation_capacity(
+    bridge: RunningBridge, official_profile: Any
+) -> None:
+    code, offer, lieu, capacities = _first(bridge.dataset, lambda lieu: _capacities(lieu, "02"))
+    unit = _unit(bridge, code, offer)
+    (beds,) = unit.xpath("csd:extension/csd:accommodationCapacity/csd:beds", namespaces=C)
+    assert beds.get("avaible") == str(_part(capacities[0], "nbCapacity"))
+    assert beds.get("total") is None  # the simulator gives no installed count
+    expected = datetime.fromisoformat(_part(capacities[0], "capacityUpdateDate"))
+    assert datetime.fromisoformat(str(beds.get("updateDate"))) == expected
+    record = unit.xpath("csd:extension/csd:accommodationCapacity/csd:record", namespaces=C)
+    assert len(record) == 1
+    assert datetime.fromisoformat(str(record[0].get("updated"))) == datetime.fromisoformat(
+        lieu["meta"]["lastUpdated"]
+    )
+    _follows_profile(official_profile, bridge, code, "accommodationCapacity")
+
+
+def test_a_closed_capacity_is_not_written(bridge: RunningBridge) -> None:
+    code, offer, _lieu, _found = _first(bridge.dataset, lambda lieu: _capacities(lieu, "05"))
+    unit = _unit(bridge, code, offer)
+    assert unit.xpath("csd:extension/csd:accommodationCapacity", namespaces=C) == []
+
+
+def test_residential_capacities_of_the_lieu_are_the_ue_ones(
+    bridge: RunningBridge, official_profile: Any
+) -> None:
+    code, offer, _lieu, housing = _first(
+        bridge.dataset,
+        lambda lieu: [e for e in lieu.get("extension", []) if e["url"] == vocab.EXT_RESIDENTIAL_CAPACITY],
+    )
+    unit = _unit(bridge, code, offer)
+    written = unit.xpath("csd:extension/csd:residentialCapactity", namespaces=C)
+    assert len(written) == len(housing)
+    for element, extension in zip(written, housing, strict=True):
+        assert isinstance(element, etree._Element)
+        kind = element.find(f"{{{ns.CSD}}}residentialType")
+        assert kind is not None
+        assert kind.get("code") == _part(extension, "residentialType")["coding"][0]["code"]
+        assert kind.get("codingScheme") == R242_OID
+        number = element.findtext(f"{{{ns.CSD}}}residentialNumber")
+        expected = _part(extension, "residentialNumber")
+        assert number == (None if expected is None else str(expected))
+    _follows_profile(official_profile, bridge, code, "residentialCapactity", "accommodationCapacity")
