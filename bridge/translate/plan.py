@@ -70,10 +70,10 @@ def plan_queries(
         raise InvalidParameterError(
             f"{spec.urn} does not accept {', '.join(refused)} (accepted: {', '.join(spec.parameters)})"
         )
-    if extra_value(params, "restrictedOrganisation") == "true":
+    if extra_value(params, "restrictedOrganisation") == "true" and mappings.access.restriction is None:
         raise InvalidParameterError(
             "restrictedOrganisation=true (the ROR v2.4 profile's restricted answer, RG_ALIM_015) is not "
-            "served yet: send false or leave it out"
+            "served: the mapping tables' access-profiles.yaml has no restricted-organisation section"
         )
     if params.start is not None and params.start < 1:
         raise InvalidParameterError(f"start is 1-based: {params.start} is not allowed")

@@ -139,3 +139,91 @@ def test_residential_capacities_of_the_lieu_are_the_ue_ones(
         expected = _part(extension, "residentialNumber")
         assert number == (None if expected is None else str(expected))
     _follows_profile(official_profile, bridge, code, "residentialCapactity", "accommodationCapacity")
+
+
+# --------------------------------------------------------------------------------------------------
+# restrictedOrganisation=true (RG_ALIM_015)
+
+RESTRICTED = "<csd:restrictedOrganisation>1</csd:restrictedOrganisation>"
+# What the restricted reading leaves out of a UE (mappings/access-profiles.yaml, restricted-organisation).
+UE_ONLY = (
+    "accommodationCapacity",
+    "crisisAccomodationCapacity",
+    "residentialCapactity",
+    "resourcesSkills",
+    "equipment",
+    "location",
+    "interventionZone",
+    "receptionType",
+    "receptionMode",
+    "takingCareSpeciality",
+    "annualOpenning",
+    "psychiatricSector",
+    "specificAct",
+    "managementType",
+    "maternityHospitalType",
+)
+
+
+def _csd(bridge: RunningBridge, code: str, extra: str = "") -> etree._Element:
+    response = send(bridge, reading(code, extra), "soap12")
+    assert response.status_code == 200, response.text[:2000]
+    return answer_csd(body_of(response))
+
+
+def _names(document: etree._Element, path: str) -> list[str]:
+    found = document.xpath(path, namespaces=C)
+    assert isinstance(found, list)
+    return [etree.QName(i).localname if isinstance(i, etree._Element) else str(i) for i in found]
+
+
+def test_a_restricted_reading_leaves_out_the_ue_attributes_and_classes(
+    bridge: RunningBridge, official_profile: Any
+) -> None:
+    code, _offer, _lieu, _found = _first(
+        bridge.dataset,
+        lambda lieu: [e for e in lieu.get("extension", []) if e["url"] == vocab.EXT_RESIDENTIAL_CAPACITY],
+    )
+    plain = _csd(bridge, code)
+    restricted = _csd(bridge, code, RESTRICTED)
+    ue = "csd:facilityDirectory/csd:facility[csd:codedType/@code='4']"
+    # the same entities, the UEs counted alike
+    for path in ("//csd:organization/@entityID", "//csd:facility/@entityID", "//csd:service/@entityID"):
+        assert _names(restricted, path) == _names(plain, path)
+    # what the plain reading has and the restricted one does not
+    present = {n for n in UE_ONLY if _names(plain, f"{ue}/csd:extension/csd:{n}")}
+    assert {"location", "residentialCapactity"} <= present
+    for name in UE_ONLY:
+        assert _names(restricted, f"{ue}/csd:extension/csd:{name}") == [], name
+    # (the simulator's slots have no effective start date, so no operatingHours to remove here:
+    # tests/translate/test_restriction.py shows they go)
+    assert _names(restricted, f"{ue}//csd:operatingHours") == []
+    assert _names(plain, f"{ue}/csd:address")
+    assert _names(restricted, f"{ue}/csd:address") == []
+    # kept: care mode, activity, patientèle (and the schema's required sensitiveUnit), on every UE
+    units = len(_names(restricted, f"{ue}/@entityID"))
+    for name in ("typeActivity", "careMode", "patientsType", "sensitiveUnit"):
+        assert len(_names(restricted, f"{ue}/csd:extension/csd:{name}")) == units, name
+    # the organisation category only in the médico-social field
+    assert (
+        _names(restricted, f"{ue}/csd:extension[csd:typeActivity/@code!='04']/csd:facilityType/@code") == []
+    )
+    assert _names(restricted, f"{ue}/csd:extension[csd:typeActivity/@code='04']/csd:facilityType/@code") == (
+        _names(plain, f"{ue}/csd:extension[csd:typeActivity/@code='04']/csd:facilityType/@code")
+    )
+    # valid against the official schema, and ANS's restriction rules find nothing
+    assert official_profile.schema_failures(restricted) == []
+
+    def failures(document: etree._Element) -> set[tuple[str, str]]:
+        found = official_profile.schematron_failures(document, ["avecRestrictionOI.sch"])
+        return {(f.rule, f.message) for f in found}
+
+    forbidden = "avecRestrictionOI.sch#balises-interdites-restriction1"
+    # the elements a restricted answer must not have: all gone (the plain reading has them: the test can fail)
+    assert {rule for rule, _ in failures(plain)} >= {forbidden}
+    assert {rule for rule, _ in failures(restricted)} <= {
+        "avecRestrictionOI.sch#balises-attendues-restriction1"
+    }
+    # the elements it must have: none missing that the plain reading has (the demo's internal organisations
+    # carry no creation date: "date Creation attendue" fails on both, a matter of data)
+    assert failures(restricted) <= failures(plain)
