@@ -903,6 +903,59 @@ def profile_contact(values: Sequence[Any], resource: Resource, ctx: Context) -> 
     return out
 
 
+# The offer's contact (RORHealthcareServiceContact, IG 0.1: a flat complex extension) and its parts.
+OFFER_CONTACT_CONFIDENTIALITY = f"{_IG_SD}ror-confidentiality-level"
+
+
+def offer_contact(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The offer's contacts (ror-healthcareservice-contact: name, ror-contact-function-contact,
+    purposeContact TRE_R287, description, ror-confidentiality-level TRE_R283, and one telecom —
+    telecomAddress with its ror-telecom-communication-channel TRE_R200, ror-telecom-usage and
+    ror-telecom-confidentiality-level) → the UE's `contact`, written as profile_contact writes an
+    organisation's (name, function, nature, description, confidentialityLevel, contactPoint, record)."""
+    contacts: list[dict[str, Any]] = []
+    for value in values:
+        if not isinstance(value, dict) or not isinstance(value.get("extension"), list):
+            raise TransformError("offer_contact needs ror-healthcareservice-contact extensions")
+        contact: dict[str, Any] = {"extension": []}
+        name = _part(value, "name")
+        if isinstance(name, str) and name:
+            contact["name"] = {"text": name}
+        purpose = _part(value, "purposeContact")
+        if purpose is not None:
+            contact["purpose"] = purpose
+        for url, target in (
+            (CONTACT_FUNCTION, CONTACT_FUNCTION),
+            ("description", CONTACT_DESCRIPTION),
+            (OFFER_CONTACT_CONFIDENTIALITY, CONTACT_CONFIDENTIALITY),
+        ):
+            found = _part(value, url)
+            if found is not None:
+                contact["extension"].append({"url": target, "value": found})
+        address_text = _part(value, "telecomAddress")
+        if isinstance(address_text, str) and address_text:
+            telecom_parts = [
+                {"url": url, "value": found}
+                for url in (TELECOM_CHANNEL, f"{_IG_SD}ror-telecom-usage", *TELECOM_CONFIDENTIALITY)
+                if (found := _part(value, url)) is not None
+            ]
+            contact["telecom"] = [{"value": address_text, "extension": telecom_parts}]
+        contacts.append(contact)
+    return profile_contact(contacts, resource, ctx)
+
+
+def profile_mailbox(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """Each of the offer's telecoms (HealthcareService.telecom = boiteLettreMSS, RORHealthcareService) → the
+    UE's `mailBoxMSS`: the profile's contactPoint (canal TRE_R200, equipment = the address, its
+    confidentialityLevel and record) and record; a telecom without address or known canal is left out."""
+    out: list[Value] = []
+    for telecom in values:
+        node = _telecom_node(telecom, resource, ctx)
+        if node is not None:
+            out.append(ExtensionNode("mailBoxMSS", children=(node, _record_node(resource, ctx))))
+    return out
+
+
 def profile_territorial_division(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
     """ror-territorial-division → territorialDivision: type (TRE_R201), codedType (the division's code),
     record; a division without both codes is reported and left out (the profile requires them)."""
@@ -1456,6 +1509,22 @@ TRANSFORMS: Mapping[str, Transform] = {
             source=True,
             codes=True,
             func=profile_contact,
+            required_keys=("public", "phone", "email"),
+        ),
+        Transform(
+            "offer_contact",
+            ExtensionNode,
+            source=True,
+            codes=True,
+            func=offer_contact,
+            required_keys=("public", "phone", "email"),
+        ),
+        Transform(
+            "profile_mailbox",
+            ExtensionNode,
+            source=True,
+            codes=True,
+            func=profile_mailbox,
             required_keys=("public", "phone", "email"),
         ),
         Transform("profile_location", ExtensionNode, source=True, codes=False, func=profile_location),

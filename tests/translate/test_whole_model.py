@@ -214,6 +214,8 @@ def test_unit_typed_elements_cover_the_v24_classes(mappings: Mappings) -> None:
     unit = answer(mappings).facilities[0]
     # the offer's attributes as the UE's facilityExtension, in the profile's sequence (the writer orders them)
     assert [e.content.name for e in unit.extensions if e.content is not None] == [
+        "contact",
+        "mailBoxMSS",
         "typeActivity",
         "careMode",
         "patientsType",
