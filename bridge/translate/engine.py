@@ -89,6 +89,7 @@ def from_fhir_results(
         timezone=mappings.timezone,
         offers_at=offers_by_location(index),
         offers_under=offers_below(index),
+        origin=plan.origin,
     )
     chosen = (
         _select(mappings, plan, results, index)

@@ -112,12 +112,19 @@ def plan_queries(
         queries.append(
             FhirQuery(resource_type=query.resource, params=tuple(pairs) + scope, purpose=query.purpose)
         )
+    # A search around a point: the answer states each lieu's distance from it (calculatedDistance).
+    point = resolved.get("near_point")
+    origin = None
+    if point:
+        latitude, longitude = point.split("|")[:2]
+        origin = (float(latitude), float(longitude))
     return QueryPlan(
         function=spec.urn,
         queries=tuple(queries),
         directories=spec.directories,
         limit=needed_matches(spec, params),
         result=spec.result,
+        origin=origin,
     )
 
 

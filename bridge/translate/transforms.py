@@ -6,6 +6,7 @@ expression in a table (architecture.md §4; mappings/README.md, "Transforms").
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -100,6 +101,8 @@ class Context:
     # "Organization/<id>" → the received HealthcareServices provided by it or by an organisation below it
     # (providedBy, then partOf up the chain), built once per answer by the engine (offers_below)
     offers_under: Mapping[str, tuple[Resource, ...]] = field(default_factory=dict)
+    # The point of a distance search (QueryPlan.origin): lieu_location states the lieu's distance from it
+    origin: tuple[float, float] | None = None
 
 
 TransformFunc = Callable[[Sequence[Any], Resource, Context], list[Value]]
@@ -1320,9 +1323,30 @@ def lieu_location(values: Sequence[Any], resource: Resource, ctx: Context) -> li
                     ),
                 )
             )
-        children += [city, _record_node(lieu, ctx)]
+        children.append(city)
+        if (
+            ctx.origin is not None
+            and isinstance(latitude, int | float)
+            and isinstance(longitude, int | float)
+        ):
+            distance = calculated_distance(ctx.origin, (latitude, longitude))
+            children.append(ExtensionNode("calculatedDistance", text=distance))
+        children.append(_record_node(lieu, ctx))
         return [ExtensionNode("location", children=tuple(children))]
     return []
+
+
+EARTH_RADIUS_KM = 6371.0  # mean radius (IUGG): the great-circle distance of a spherical Earth
+
+
+def calculated_distance(origin: tuple[float, float], point: tuple[float, float]) -> str:
+    """The great-circle (haversine) distance in km between two WGS84 points, as xs:decimal text with three
+    decimals (metres): the profile's location/calculatedDistance of a distance search [INFER: the unit is
+    the request's distanceKm's; the profile's element has none]."""
+    lat1, lon1, lat2, lon2 = (math.radians(v) for v in (*origin, *point))
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    km = 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+    return f"{km:.3f}"
 
 
 def _lieu_addresses(lieu: Resource) -> list[Any]:

@@ -4,10 +4,12 @@ answer valid against the official schema and ANS's rules."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
+import httpx
 import pytest
 from lxml import etree
 
@@ -227,3 +229,75 @@ def test_a_restricted_reading_leaves_out_the_ue_attributes_and_classes(
     # the elements it must have: none missing that the plain reading has (the demo's internal organisations
     # carry no creation date: "date Creation attendue" fails on both, a matter of data)
     assert failures(restricted) <= failures(plain)
+
+
+# --------------------------------------------------------------------------------------------------
+# calculatedDistance of a search around a point
+
+OFFER_SEARCH = """<?xml version="1.0" encoding="UTF-8"?>
+<csd:careServicesRequest xmlns:csd="urn:ihe:iti:csd:2013" xmlns:ror="urn:ror:csd:params"
+    urn="urn:ror:csd:stored-function:offer-search" encapsulated="false">
+  <csd:requestParams>{params}</csd:requestParams>
+</csd:careServicesRequest>"""
+
+
+def _haversine_km(a: tuple[float, float], b: tuple[float, float]) -> float:
+    lat1, lon1, lat2, lon2 = (math.radians(v) for v in (*a, *b))
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    return 2 * 6371.0 * math.asin(math.sqrt(h))
+
+
+def _offer_search(bridge: RunningBridge, params: str) -> etree._Element:
+    response = httpx.post(
+        bridge.csd,
+        content=OFFER_SEARCH.format(params=params).encode(),
+        headers={"Content-Type": "application/xml"},
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text[:2000]
+    return answer_csd(etree.fromstring(response.content))
+
+
+def test_a_search_around_a_point_states_each_lieu_distance(
+    bridge: RunningBridge, official_profile: Any
+) -> None:
+    lieu = bridge.dataset.build("Location", 0)
+    origin = (lieu["position"]["latitude"] + 0.05, lieu["position"]["longitude"] - 0.05)  # about 6-7 km away
+    document = _offer_search(
+        bridge,
+        f"<ror:latitude>{origin[0]}</ror:latitude><ror:longitude>{origin[1]}</ror:longitude>"
+        "<ror:distanceKm>20</ror:distanceKm>",
+    )
+    units = document.xpath("csd:facilityDirectory/csd:facility[csd:codedType/@code='4']", namespaces=C)
+    assert isinstance(units, list)
+    assert units
+    for unit in units:
+        assert isinstance(unit, etree._Element)
+        (location,) = unit.xpath("csd:extension/csd:location", namespaces=C)
+        latitude = float(location.findtext(f"{{{ns.CSD}}}geoCoordinates/{{{ns.CSD}}}latitude"))
+        longitude = float(location.findtext(f"{{{ns.CSD}}}geoCoordinates/{{{ns.CSD}}}longitude"))
+        distance = float(location.findtext(f"{{{ns.CSD}}}calculatedDistance"))
+        assert distance == pytest.approx(_haversine_km(origin, (latitude, longitude)), abs=0.001)
+        assert distance <= 20
+    # the simulator's lieu 0 is among them, at its distance from the point
+    expected = _haversine_km(origin, (lieu["position"]["latitude"], lieu["position"]["longitude"]))
+    found = document.xpath(
+        "csd:facilityDirectory/csd:facility/csd:extension/csd:location[csd:name=$name]/csd:calculatedDistance",
+        namespaces=C,
+        name=lieu["name"],
+    )
+    assert isinstance(found, list)
+    assert found
+    assert {round(float(str(e.text)), 3) for e in found if isinstance(e, etree._Element)} == {
+        round(expected, 3)
+    }
+    assert official_profile.schema_failures(document) == []
+
+
+def test_other_searches_state_no_distance(bridge: RunningBridge) -> None:
+    lieu = bridge.dataset.build("Location", 0)
+    commune = next(e for e in lieu["extension"] if e["url"] == vocab.EXT_COMMUNE_COG)
+    cog = commune["valueCodeableConcept"]["coding"][0]["code"]
+    document = _offer_search(bridge, f"<ror:communeCog>{cog}</ror:communeCog>")
+    assert document.xpath("count(//csd:location)", namespaces=C) > 0
+    assert document.xpath("count(//csd:calculatedDistance)", namespaces=C) == 0

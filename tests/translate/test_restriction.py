@@ -32,7 +32,15 @@ def test_the_whole_model_ue_keeps_what_rg_alim_015_keeps(mappings: Mappings) -> 
     assert "location" in typed_names(before)
     assert "receptionType" in typed_names(before)
     # champ 01 (not médico-social): the organisation category goes too
-    assert typed_names(unit) == ["typeActivity", "careMode", "patientsType", "sensitiveUnit"]
+    # (contact and BAL MSS are the OI's, every OI's: kept)
+    assert typed_names(unit) == [
+        "contact",
+        "mailBoxMSS",
+        "typeActivity",
+        "careMode",
+        "patientsType",
+        "sensitiveUnit",
+    ]
     # the lieu's address and the service's opening hours: present before, gone
     assert before.addresses
     assert unit.addresses == ()
