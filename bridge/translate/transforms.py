@@ -1336,6 +1336,38 @@ def lieu_location(values: Sequence[Any], resource: Resource, ctx: Context) -> li
     return []
 
 
+# Compétences ressources of an offer (HealthcareService.characteristic slices ressourceProfession, JDV_J186,
+# and specificCompetence, JDV_J33): the code system of each coding says which part of resourceSkills it is.
+# ME 2.4's profession list (JDV_J54) draws on TRE_G15, G16, R94, R95, R96 and R85.
+_PROFESSION_MARKS = ("/TRE_G15-", "/TRE_G16-", "/TRE_R94-", "/TRE_R95-", "/TRE_R96-", "/TRE_R85-")
+_SKILL_PARTS = (("/TRE_R38-", "medicalSpeciality"), ("/TRE_R243-", "specificSkills"))
+
+
+def offer_resource_skills(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The offer's compétences ressources (characteristic codings) → the UE's resourcesSkills: profession*
+    (TRE_G15 through the rule's code table, as ME 2.4's profession; G16, R94, R95, R96, R85 as received),
+    medicalSpeciality* (TRE_R38), specificSkills* (TRE_R243), record; none of them: nothing."""
+    parts: dict[str, list[ExtensionNode]] = {"profession": [], "medicalSpeciality": [], "specificSkills": []}
+    for coding in _codings(values):
+        system = str(coding.get("system"))
+        plain = replace(ctx, codes=None)  # only the G15 codes go through the profession crosswalk
+        if "/TRE_G15-" in system:
+            name, made = "profession", crosswalk([coding], resource, ctx)
+        elif any(mark in system for mark in _PROFESSION_MARKS):
+            name, made = "profession", coded_type([coding], resource, plain)
+        else:
+            name = next((part for mark, part in _SKILL_PARTS if mark in system), "")
+            made = coded_type([coding], resource, plain) if name else []
+        for coded in made:
+            assert isinstance(coded, CodedType)  # crosswalk and coded_type give CodedType values
+            attributes = (("code", coded.code), ("codingScheme", coded.coding_scheme))
+            parts[name].append(ExtensionNode(name, text=coded.display, attributes=attributes))
+    children = [node for nodes in parts.values() for node in nodes]
+    if not children:
+        return []
+    return [ExtensionNode("resourcesSkills", children=(*children, _record_node(resource, ctx)))]
+
+
 EARTH_RADIUS_KM = 6371.0  # mean radius (IUGG): the great-circle distance of a spherical Earth
 
 
@@ -1663,6 +1695,13 @@ TRANSFORMS: Mapping[str, Transform] = {
             codes=False,
             func=lieu_residential_capacity,
             reads=(Read((SOURCE,), content=True),),
+        ),
+        Transform(
+            "offer_resource_skills",
+            ExtensionNode,
+            source=True,
+            codes=True,
+            func=offer_resource_skills,
         ),
         Transform(
             "unit_organizations",

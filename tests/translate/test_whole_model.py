@@ -220,6 +220,7 @@ def test_unit_typed_elements_cover_the_v24_classes(mappings: Mappings) -> None:
         "careMode",
         "patientsType",
         "residentialCapactity",
+        "resourcesSkills",
         "receptionType",
         "takingCareSpeciality",
         "facilityType",
