@@ -1319,6 +1319,7 @@ def lieu_location(values: Sequence[Any], resource: Resource, ctx: Context) -> li
                         ExtensionNode("latitude", text=_decimal(latitude)),
                         ExtensionNode("longitude", text=_decimal(longitude)),
                         ExtensionNode("coordinateSystem", text=COORDINATE_SYSTEM),
+                        *_reliability(where, lieu, ctx),
                         _record_node(lieu, ctx),
                     ),
                 )
@@ -1379,6 +1380,27 @@ def calculated_distance(origin: tuple[float, float], point: tuple[float, float])
     h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
     km = 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
     return f"{km:.3f}"
+
+
+COORDINATE_RELIABILITY = f"{_IG_SD}ror-coordinate-reliability"
+
+
+def _reliability(position: dict[str, Any], lieu: Resource, ctx: Context) -> list[ExtensionNode]:
+    """positionFiable (Location.position's ror-coordinate-reliability, a boolean) as the profile's
+    geoCodeExtension of the coordinates: coordonneesFiables and record; absent or not a boolean: none."""
+    reliable = _first_value(position, COORDINATE_RELIABILITY)
+    if not isinstance(reliable, bool):
+        return []
+    return [
+        ExtensionNode(
+            "extension",
+            attributes=(("type", "geoCodeExtension"), ("urn", profile.URN)),
+            children=(
+                ExtensionNode("coordonneesFiables", text="true" if reliable else "false"),
+                _record_node(lieu, ctx),
+            ),
+        )
+    ]
 
 
 def _lieu_addresses(lieu: Resource) -> list[Any]:

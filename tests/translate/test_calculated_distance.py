@@ -1,5 +1,6 @@
-"""calculatedDistance (issue 11 item 3): a search around a point carries its point in the plan
-(QueryPlan.origin), and each UE's location states its lieu's great-circle distance from it."""
+"""The UE's location parts added by issue 11 item 3: calculatedDistance (a search around a point carries its
+point in the plan, QueryPlan.origin, and each UE's location states its lieu's great-circle distance from it)
+and positionFiable (the coordinates' geoCodeExtension)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,25 @@ def test_the_ue_location_states_the_distance_before_its_record(mappings: Mapping
     (distance,) = [c for c in node.children if c.name == "calculatedDistance"]
     assert distance.text == "391.499"
     assert "calculatedDistance" not in [c.name for c in _location(mappings, None).children]
+
+
+def test_the_position_reliability_is_the_coordinates_extension(mappings: Mappings) -> None:
+    lieu = _lieu()
+    lieu["position"]["extension"] = [{"url": f"{SD}ror-coordinate-reliability", "valueBoolean": False}]
+    ctx = context(mappings, index={"Location/L1": lieu})
+    (node,) = TRANSFORMS["lieu_location"].func(["Location/L1"], {"resourceType": "HealthcareService"}, ctx)
+    assert isinstance(node, ExtensionNode)
+    (coordinates,) = [c for c in node.children if c.name == "geoCoordinates"]
+    assert [c.name for c in coordinates.children] == [
+        "latitude",
+        "longitude",
+        "coordinateSystem",
+        "extension",
+        "record",
+    ]
+    extension = coordinates.children[3]
+    assert dict(extension.attributes) == {"type": "geoCodeExtension", "urn": "urn:asip:ror:2015"}
+    assert [(c.name, c.text) for c in extension.children[:1]] == [("coordonneesFiables", "false")]
+    # without the extension (the simulator's lieux): no geoCodeExtension
+    (coordinates,) = [c for c in _location(mappings, None).children if c.name == "geoCoordinates"]
+    assert "extension" not in [c.name for c in coordinates.children]
