@@ -171,6 +171,9 @@ class QueryPlan:
     # an entity of it that a match references (a parent) is received to resolve the reference's entityID,
     # not written. None: every entity the matches reference is written too.
     result: Directory | None = None
+    # The point (WGS84 latitude, longitude) of a distance search around a point (the `near_point` resolver):
+    # each UE's location/calculatedDistance is its lieu's distance from it. None: no such search.
+    origin: tuple[float, float] | None = None
 
 
 @dataclass(slots=True)

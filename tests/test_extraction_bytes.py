@@ -3,7 +3,9 @@
 The digest below was first recorded on `main` before bridge/extraction.py became the bridge/pipeline/ package,
 then again for the profile's placement (issue 11), checked equal to the placement branch's own output before
 the renovation, and for the simulator's contacts of each confidentiality level (issue 15; the same code on the
-previous dataset still gives the previous digest). Regional extraction of `ocean-indien`, simulator scale 240
+previous dataset still gives the previous digest), and for the lieux' capacities as the UEs' typed elements
+(issue 11 item 3: the document differs from the previous one by exactly the inserted accommodationCapacity
+and residentialCapactity elements). Regional extraction of `ocean-indien`, simulator scale 240
 seed 5, shipped tables; every way of producing the document — searches, `$export`, small pages — must still
 give exactly those bytes. It pins the spool, the read-back order, the batching and the writer, not only the
 entity sets the other tests check. It also changes when the mapping tables, the writer or the simulator's
@@ -23,8 +25,8 @@ from bridge.pipeline.extraction import extraction_request
 from bridge.pipeline.progress import Source
 from tests.test_extraction import MAPPINGS, REGION, extract, simulator
 
-RECORDED_SHA256 = "b2207f3b8db40460b997101386fb573ef14ba0bf7108061182e5115cd81faa5a"
-RECORDED_BYTES = 211_470
+RECORDED_SHA256 = "bd8b3ab0e9f627e45a6b1c38f303d673db6cb3588b66e69c172973467ad5333f"
+RECORDED_BYTES = 219_750
 
 
 @pytest.fixture(scope="module")

@@ -32,8 +32,9 @@ from bridge.pipeline.coalesce import SharedGate
 from bridge.pipeline.progress import Progress, stop_walk
 from bridge.pipeline.request_plan import TransactionPlan, plan_transaction, scope_of
 from bridge.translate import Mappings, from_fhir_results
-from bridge.translate.access_profiles import filter_document
+from bridge.translate.access_profiles import filter_document, restrict_document
 from bridge.translate.plan import plan_queries
+from bridge.translate.resolvers import extra_value
 from bridge.translate.select import page_upstream, select_records
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,9 @@ class Pipeline:
         )
         # What the client's ROR access profile may not see (mappings/access-profiles.yaml); no profile: all.
         document = filter_document(self.mappings.access, current_profile(), document)
+        if extra_value(resolved.params, "restrictedOrganisation") == "true":
+            # The profile's restricted reading (RG_ALIM_015): without the UE's own attributes and classes.
+            document = restrict_document(self.mappings.access, document)
         log.info(
             "%s %s: %d FHIR queries, %d pages; %d organizations, %d services; %.1f ms",
             LogEvent.TRANSACTION_DONE,

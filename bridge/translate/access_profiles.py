@@ -97,9 +97,26 @@ class AccessProfiles:
     """The rules of each access profile, by profile number."""
 
     rules: Mapping[int, tuple[Rule, ...]]
+    # The ROR v2.4 profile's restricted reading (restrictedOrganisation=true, RG_ALIM_015): None when the
+    # table has no `restricted-organisation` section (the bridge then refuses such a request).
+    restriction: Restriction | None = None
 
     def of(self, profile: int | None) -> tuple[Rule, ...]:
         return () if profile is None else self.rules.get(profile, ())
+
+
+@dataclass(frozen=True, slots=True)
+class Restriction:
+    """What a restricted reading (restrictedOrganisation=true) leaves out: the typed elements its rules
+    remove, the bridge's unqualified trees named in `trees` (organisations), and, always, the UEs' lieu
+    classes that are no typed element — the UE's csd:address (its lieu's) and its service's opening hours."""
+
+    rules: tuple[Rule, ...]
+    trees: frozenset[str]
+
+
+RESTRICTED = "restricted-organisation"
+RESTRICTED_PROFILE = -1  # Rule.profile of the restriction's rules (not an access profile)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -115,8 +132,14 @@ def load_access_profiles(directory: Path) -> AccessProfiles:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise MappingTableError(TABLE, None, None, f"invalid YAML: {error}") from error
-    if not isinstance(data, dict) or set(data) != {"profiles"} or not isinstance(data["profiles"], dict):
-        raise MappingTableError(TABLE, None, None, "expected one top-level key 'profiles' (a mapping)")
+    if (
+        not isinstance(data, dict)
+        or not set(data) <= {"profiles", RESTRICTED}
+        or not isinstance(data.get("profiles"), dict)
+    ):
+        raise MappingTableError(
+            TABLE, None, None, f"expected the top-level key 'profiles' (a mapping), optionally {RESTRICTED!r}"
+        )
     profiles: dict[int, tuple[Rule, ...]] = {}
     seen: set[str] = set()
     for key, body in data["profiles"].items():
@@ -138,11 +161,34 @@ def load_access_profiles(directory: Path) -> AccessProfiles:
     missing = [p for p in PROFILES if p not in profiles]
     if missing:
         raise MappingTableError(TABLE, None, "profiles", f"profile(s) {missing} not described")
-    return AccessProfiles(profiles)
+    restriction = _restriction(data[RESTRICTED], seen) if RESTRICTED in data else None
+    return AccessProfiles(profiles, restriction)
 
 
-def _rule(profile: int, number: int, raw: Any) -> Rule:
-    where = f"profiles.{profile}.rules[{number}]"
+def _restriction(body: Any, seen: set[str]) -> Restriction:
+    """The `restricted-organisation` section: label, rules (the access profiles' format), trees."""
+    if not isinstance(body, dict) or not isinstance(body.get("rules"), list):
+        raise MappingTableError(
+            TABLE, None, RESTRICTED, "expected 'label', a list 'rules' and a list 'trees'"
+        )
+    unknown = set(body) - {"label", "note", "rules", "trees"}
+    if unknown:
+        raise MappingTableError(TABLE, None, RESTRICTED, f"unknown key(s) {sorted(unknown)}")
+    trees = body.get("trees") or []
+    if not isinstance(trees, list) or not all(isinstance(t, str) and _STEP.match(t) for t in trees):
+        raise MappingTableError(TABLE, None, f"{RESTRICTED}.trees", "a list of extension element names")
+    rules = []
+    for number, raw in enumerate(body["rules"]):
+        rule = _rule(RESTRICTED_PROFILE, number, raw, where=f"{RESTRICTED}.rules[{number}]")
+        if rule.id in seen:
+            raise MappingTableError(TABLE, rule.id, f"{RESTRICTED}.rules[{number}]", "duplicate id")
+        seen.add(rule.id)
+        rules.append(rule)
+    return Restriction(tuple(rules), frozenset(trees))
+
+
+def _rule(profile: int, number: int, raw: Any, where: str | None = None) -> Rule:
+    where = where or f"profiles.{profile}.rules[{number}]"
     if not isinstance(raw, dict):
         raise MappingTableError(TABLE, None, where, "a rule is a mapping")
     rule_id = raw.get("id")
@@ -410,3 +456,61 @@ def filter_document(access: AccessProfiles, profile: int | None, document: CsdDo
         facilities=filter_records(access, profile, "facility", document.facilities, activities),
         providers=filter_records(access, profile, "provider", document.providers, activities),
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# The restricted reading (restrictedOrganisation=true)
+
+# TRE_R207-TypeOrganisationInterne (OID 1.2.250.1.213.3.3.8) #4: the unité élémentaire.
+_UNIT = ("4", "1.2.250.1.213.3.3.8")
+
+
+def _is_unit(facility: Facility) -> bool:
+    return any((c.code, c.coding_scheme) == _UNIT for c in facility.coded_types)
+
+
+def _without_lieu(facility: Facility) -> Facility:
+    """A UE without its lieu's classes that are no typed element: csd:address, its service's hours."""
+    if not _is_unit(facility):
+        return facility
+    organizations = tuple(
+        replace(o, services=tuple(replace(s, operating_hours=()) for s in o.services))
+        for o in facility.organizations
+    )
+    return replace(facility, addresses=(), operating_hours=(), organizations=organizations)
+
+
+def _without_trees(organization: Organization, trees: frozenset[str]) -> Organization:
+    kept = tuple(
+        e for e in organization.extensions if e.profile or e.content is None or e.content.name not in trees
+    )
+    return (
+        organization if len(kept) == len(organization.extensions) else replace(organization, extensions=kept)
+    )
+
+
+def restrict_document(access: AccessProfiles, document: CsdDocument) -> CsdDocument:
+    """The answer to a reading with restrictedOrganisation=true (ANS RG_ALIM_015, avecRestrictionOI.sch): the
+    EJ / EG without tariffs, the internal organisations and UEs without the UE's own attributes and lower
+    classes (capacities, skills, equipment, hours, lieu, …) except care mode, activity, patientèle and, in the
+    médico-social field, the organisation category. MappingTableError when the tables do not describe it."""
+    restriction = access.restriction
+    if restriction is None:
+        raise MappingTableError(TABLE, None, RESTRICTED, "no restricted-organisation section: not served")
+    activities = Activities.of_document(document)
+    rules = restriction.rules
+    organizations = [
+        _without_trees(o, restriction.trees)
+        for o in filter_records_by(rules, "organization", document.organizations, activities)
+    ]
+    facilities = [
+        _without_lieu(f) for f in filter_records_by(rules, "facility", document.facilities, activities)
+    ]
+    return replace(document, organizations=organizations, facilities=facilities)
+
+
+def filter_records_by(
+    rules: Sequence[Rule], kind: str, records: Sequence[_E], activities: Activities
+) -> list[_E]:
+    """The records of one kind with what `rules` remove taken out (records removed whole are left out)."""
+    return [kept for r in records if (kept := filter_entity(rules, kind, r, activities)) is not None]

@@ -147,6 +147,7 @@ def _document(
         timezone=mappings.timezone,
         offers_at=offers_by_location(index),
         offers_under=offers_below(index),
+        origin=plan.origin,
     )
     tables_of = _Tables(mappings, plan.directories)
     chosen = (

@@ -70,10 +70,10 @@ def plan_queries(
         raise InvalidParameterError(
             f"{spec.urn} does not accept {', '.join(refused)} (accepted: {', '.join(spec.parameters)})"
         )
-    if extra_value(params, "restrictedOrganisation") == "true":
+    if extra_value(params, "restrictedOrganisation") == "true" and mappings.access.restriction is None:
         raise InvalidParameterError(
             "restrictedOrganisation=true (the ROR v2.4 profile's restricted answer, RG_ALIM_015) is not "
-            "served yet: send false or leave it out"
+            "served: the mapping tables' access-profiles.yaml has no restricted-organisation section"
         )
     if params.start is not None and params.start < 1:
         raise InvalidParameterError(f"start is 1-based: {params.start} is not allowed")
@@ -112,12 +112,19 @@ def plan_queries(
         queries.append(
             FhirQuery(resource_type=query.resource, params=tuple(pairs) + scope, purpose=query.purpose)
         )
+    # A search around a point: the answer states each lieu's distance from it (calculatedDistance).
+    point = resolved.get("near_point")
+    origin = None
+    if point:
+        latitude, longitude = point.split("|")[:2]
+        origin = (float(latitude), float(longitude))
     return QueryPlan(
         function=spec.urn,
         queries=tuple(queries),
         directories=spec.directories,
         limit=needed_matches(spec, params),
         result=spec.result,
+        origin=origin,
     )
 
 

@@ -191,6 +191,19 @@ def access_report(mappings: Mappings) -> list[str]:
                 else ""
             )
             lines.append(f"    {rule.id}: {'/'.join(sorted(rule.entities))}: remove {what}{when}")
+    restriction = mappings.access.restriction
+    if restriction is None:
+        lines.append("  restricted-organisation: not described (restrictedOrganisation=true is refused)")
+    else:
+        trees = ", ".join(sorted(restriction.trees)) or "none"
+        lines.append(
+            f"  restricted-organisation (restrictedOrganisation=true): {len(restriction.rules)} rule(s), "
+            f"trees removed: {trees}; always: a UE's address and its service's opening hours"
+        )
+        for rule in restriction.rules:
+            what = ", ".join(str(path) for path in rule.remove)
+            when = " (with conditions)" if rule.when else ""
+            lines.append(f"    {rule.id}: {'/'.join(sorted(rule.entities))}: remove {what}{when}")
     lines.append("")
     return lines
 

@@ -6,6 +6,7 @@ expression in a table (architecture.md §4; mappings/README.md, "Transforms").
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -105,6 +106,8 @@ class Context:
     # asking again (the record of a resource is written once per contact point): (name, id(resource)) →
     # (the resource, kept to check the id still names it; the value). Shared by the `replace`d contexts.
     memo: dict[tuple[str, int], tuple[Resource, Any]] = field(default_factory=dict)
+    # The point of a distance search (QueryPlan.origin): lieu_location states the lieu's distance from it
+    origin: tuple[float, float] | None = None
 
 
 TransformFunc = Callable[[Sequence[Any], Resource, Context], list[Value]]
@@ -938,6 +941,59 @@ def profile_contact(values: Sequence[Any], resource: Resource, ctx: Context) -> 
     return out
 
 
+# The offer's contact (RORHealthcareServiceContact, IG 0.1: a flat complex extension) and its parts.
+OFFER_CONTACT_CONFIDENTIALITY = f"{_IG_SD}ror-confidentiality-level"
+
+
+def offer_contact(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The offer's contacts (ror-healthcareservice-contact: name, ror-contact-function-contact,
+    purposeContact TRE_R287, description, ror-confidentiality-level TRE_R283, and one telecom —
+    telecomAddress with its ror-telecom-communication-channel TRE_R200, ror-telecom-usage and
+    ror-telecom-confidentiality-level) → the UE's `contact`, written as profile_contact writes an
+    organisation's (name, function, nature, description, confidentialityLevel, contactPoint, record)."""
+    contacts: list[dict[str, Any]] = []
+    for value in values:
+        if not isinstance(value, dict) or not isinstance(value.get("extension"), list):
+            raise TransformError("offer_contact needs ror-healthcareservice-contact extensions")
+        contact: dict[str, Any] = {"extension": []}
+        name = _part(value, "name")
+        if isinstance(name, str) and name:
+            contact["name"] = {"text": name}
+        purpose = _part(value, "purposeContact")
+        if purpose is not None:
+            contact["purpose"] = purpose
+        for url, target in (
+            (CONTACT_FUNCTION, CONTACT_FUNCTION),
+            ("description", CONTACT_DESCRIPTION),
+            (OFFER_CONTACT_CONFIDENTIALITY, CONTACT_CONFIDENTIALITY),
+        ):
+            found = _part(value, url)
+            if found is not None:
+                contact["extension"].append({"url": target, "value": found})
+        address_text = _part(value, "telecomAddress")
+        if isinstance(address_text, str) and address_text:
+            telecom_parts = [
+                {"url": url, "value": found}
+                for url in (TELECOM_CHANNEL, f"{_IG_SD}ror-telecom-usage", *TELECOM_CONFIDENTIALITY)
+                if (found := _part(value, url)) is not None
+            ]
+            contact["telecom"] = [{"value": address_text, "extension": telecom_parts}]
+        contacts.append(contact)
+    return profile_contact(contacts, resource, ctx)
+
+
+def profile_mailbox(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """Each of the offer's telecoms (HealthcareService.telecom = boiteLettreMSS, RORHealthcareService) → the
+    UE's `mailBoxMSS`: the profile's contactPoint (canal TRE_R200, equipment = the address, its
+    confidentialityLevel and record) and record; a telecom without address or known canal is left out."""
+    out: list[Value] = []
+    for telecom in values:
+        node = _telecom_node(telecom, resource, ctx)
+        if node is not None:
+            out.append(ExtensionNode("mailBoxMSS", children=(node, _record_node(resource, ctx))))
+    return out
+
+
 def profile_territorial_division(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
     """ror-territorial-division → territorialDivision: type (TRE_R201), codedType (the division's code),
     record; a division without both codes is reported and left out (the profile requires them)."""
@@ -1298,13 +1354,88 @@ def lieu_location(values: Sequence[Any], resource: Resource, ctx: Context) -> li
                         ExtensionNode("latitude", text=_decimal(latitude)),
                         ExtensionNode("longitude", text=_decimal(longitude)),
                         ExtensionNode("coordinateSystem", text=COORDINATE_SYSTEM),
+                        *_reliability(where, lieu, ctx),
                         _record_node(lieu, ctx),
                     ),
                 )
             )
-        children += [city, _record_node(lieu, ctx)]
+        children.append(city)
+        if (
+            ctx.origin is not None
+            and isinstance(latitude, int | float)
+            and isinstance(longitude, int | float)
+        ):
+            distance = calculated_distance(ctx.origin, (latitude, longitude))
+            children.append(ExtensionNode("calculatedDistance", text=distance))
+        children.append(_record_node(lieu, ctx))
         return [ExtensionNode("location", children=tuple(children))]
     return []
+
+
+# Compétences ressources of an offer (HealthcareService.characteristic slices ressourceProfession, JDV_J186,
+# and specificCompetence, JDV_J33): the code system of each coding says which part of resourceSkills it is.
+# ME 2.4's profession list (JDV_J54) draws on TRE_G15, G16, R94, R95, R96 and R85.
+_PROFESSION_MARKS = ("/TRE_G15-", "/TRE_G16-", "/TRE_R94-", "/TRE_R95-", "/TRE_R96-", "/TRE_R85-")
+_SKILL_PARTS = (("/TRE_R38-", "medicalSpeciality"), ("/TRE_R243-", "specificSkills"))
+
+
+def offer_resource_skills(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The offer's compétences ressources (characteristic codings) → the UE's resourcesSkills: profession*
+    (TRE_G15 through the rule's code table, as ME 2.4's profession; G16, R94, R95, R96, R85 as received),
+    medicalSpeciality* (TRE_R38), specificSkills* (TRE_R243), record; none of them: nothing."""
+    parts: dict[str, list[ExtensionNode]] = {"profession": [], "medicalSpeciality": [], "specificSkills": []}
+    for coding in _codings(values):
+        system = str(coding.get("system"))
+        plain = replace(ctx, codes=None)  # only the G15 codes go through the profession crosswalk
+        if "/TRE_G15-" in system:
+            name, made = "profession", crosswalk([coding], resource, ctx)
+        elif any(mark in system for mark in _PROFESSION_MARKS):
+            name, made = "profession", coded_type([coding], resource, plain)
+        else:
+            name = next((part for mark, part in _SKILL_PARTS if mark in system), "")
+            made = coded_type([coding], resource, plain) if name else []
+        for coded in made:
+            assert isinstance(coded, CodedType)  # crosswalk and coded_type give CodedType values
+            attributes = (("code", coded.code), ("codingScheme", coded.coding_scheme))
+            parts[name].append(ExtensionNode(name, text=coded.display, attributes=attributes))
+    children = [node for nodes in parts.values() for node in nodes]
+    if not children:
+        return []
+    return [ExtensionNode("resourcesSkills", children=(*children, _record_node(resource, ctx)))]
+
+
+EARTH_RADIUS_KM = 6371.0  # mean radius (IUGG): the great-circle distance of a spherical Earth
+
+
+def calculated_distance(origin: tuple[float, float], point: tuple[float, float]) -> str:
+    """The great-circle (haversine) distance in km between two WGS84 points, as xs:decimal text with three
+    decimals (metres): the profile's location/calculatedDistance of a distance search [INFER: the unit is
+    the request's distanceKm's; the profile's element has none]."""
+    lat1, lon1, lat2, lon2 = (math.radians(v) for v in (*origin, *point))
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    km = 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+    return f"{km:.3f}"
+
+
+COORDINATE_RELIABILITY = f"{_IG_SD}ror-coordinate-reliability"
+
+
+def _reliability(position: dict[str, Any], lieu: Resource, ctx: Context) -> list[ExtensionNode]:
+    """positionFiable (Location.position's ror-coordinate-reliability, a boolean) as the profile's
+    geoCodeExtension of the coordinates: coordonneesFiables and record; absent or not a boolean: none."""
+    reliable = _first_value(position, COORDINATE_RELIABILITY)
+    if not isinstance(reliable, bool):
+        return []
+    return [
+        ExtensionNode(
+            "extension",
+            attributes=(("type", "geoCodeExtension"), ("urn", profile.URN)),
+            children=(
+                ExtensionNode("coordonneesFiables", text="true" if reliable else "false"),
+                _record_node(lieu, ctx),
+            ),
+        )
+    ]
 
 
 def _lieu_addresses(lieu: Resource) -> list[Any]:
@@ -1321,6 +1452,102 @@ def lieu_address(values: Sequence[Any], resource: Resource, ctx: Context) -> lis
         if found:
             return found
     return []
+
+
+SUPPORTED_CAPACITY = f"{_IG_SD}ror-location-supported-capacity"
+RESIDENTIAL_CAPACITY = f"{_IG_SD}ror-location-residential-capacity"
+# natureCapacite (capacityType, JDV_J187 / TRE_R329, NOS 2023-06-14): 01 Lit → beds, 02 Place → space.
+_CAPACITY_NATURE = {"01": "beds", "02": "space"}
+# statutCapacite (capacityStatus, JDV_J188 / TRE_R330): 01 Installé → @total, 02 Disponible → @avaible (the
+# schema's spelling). Occupé, réservé, fermé, supplémentaire have no attribute in the profile's capacity.
+_CAPACITY_STATUS = {"01": "total", "02": "avaible"}
+# temporaliteCapacite (TRE_R331) 01 Courant: the profile's capacity is the current one; no forecast.
+_CAPACITY_NOW = "01"
+
+
+def _part(extension: Any, url: str) -> Any:
+    """value[x] of the sub-extension `url` of a complex extension (None when absent)."""
+    return _first_value(extension, url)
+
+
+def _code_of(value: Any) -> str | None:
+    """The code of a Coding, or of the first coding of a CodeableConcept."""
+    if isinstance(value, dict) and isinstance(value.get("coding"), list):
+        value = next((c for c in value["coding"] if isinstance(c, dict)), None)
+    return str(value["code"]) if isinstance(value, dict) and value.get("code") is not None else None
+
+
+def _first_lieu(values: Sequence[Any], ctx: Context) -> Resource | None:
+    """The offer's first lieu received (the v2.4 UE had one lieu); the others are reported by _referenced."""
+    return next(iter(_referenced(values, ctx)), None)
+
+
+def lieu_accommodation_capacity(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The offer's first lieu received → the UE's accommodationCapacity: `beds` / `space` (natureCapacite
+    TRE_R329 01 / 02; [INFER] beds when the capacity does not say) with `total` = the installed ones (statut
+    TRE_R330 01), `avaible` = the available ones (02), each the sum of the lieu's current capacities
+    (temporality TRE_R331 01 or none; crisis capacities excluded) and `updateDate` their latest
+    capacityUpdateDate; record = the lieu's. No installed or available capacity: nothing."""
+    lieu = _first_lieu(values, ctx)
+    if lieu is None:
+        return []
+    counts: dict[tuple[str, str], int] = {}
+    dates: dict[str, datetime] = {}
+    for capacity in _extensions(lieu, SUPPORTED_CAPACITY):
+        if _part(capacity, "crisisType") is not None:
+            continue
+        if _code_of(_part(capacity, "temporalityCapacity")) not in (None, _CAPACITY_NOW):
+            continue
+        status = _CAPACITY_STATUS.get(_code_of(_part(capacity, "capacityStatus")) or "")
+        number = _part(capacity, "nbCapacity")
+        if status is None or not isinstance(number, int) or isinstance(number, bool):
+            continue
+        nature_code = _code_of(_part(capacity, "capacityType"))
+        nature = "beds" if nature_code is None else _CAPACITY_NATURE.get(nature_code)
+        if nature is None:
+            continue
+        counts[(nature, status)] = counts.get((nature, status), 0) + number
+        updated = _part(capacity, "capacityUpdateDate")
+        if isinstance(updated, str) and updated:
+            when = parse_datetime(updated, ctx.timezone)
+            dates[nature] = max(dates.get(nature, when), when)
+    children: list[ExtensionNode] = []
+    for nature in ("beds", "space"):
+        attributes = tuple(
+            (status, str(counts[(nature, status)]))
+            for status in ("total", "avaible")
+            if (nature, status) in counts
+        )
+        if not attributes:
+            continue
+        if nature in dates:
+            attributes += (("updateDate", dates[nature].isoformat()),)
+        children.append(ExtensionNode(nature, attributes=attributes))
+    if not children:
+        return []
+    return [ExtensionNode("accommodationCapacity", children=(*children, _record_node(lieu, ctx)))]
+
+
+def lieu_residential_capacity(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The offer's first lieu received → one residentialCapactity (the schema's spelling) per
+    ror-location-residential-capacity: residentialType (typeHabitation TRE_R242; required: one without it is
+    reported and left out), residentialNumber (nombreHabitation), record = the lieu's."""
+    lieu = _first_lieu(values, ctx)
+    if lieu is None:
+        return []
+    out: list[Value] = []
+    for capacity in _extensions(lieu, RESIDENTIAL_CAPACITY):
+        kind = _coded_node("residentialType", _part(capacity, "residentialType"), ctx)
+        if kind is None:
+            ctx.findings.add(Finding.INCOMPLETE_TYPED_ELEMENT, "residential capacity without residentialType")
+            continue
+        children = [kind]
+        number = _part(capacity, "residentialNumber")
+        if isinstance(number, int) and not isinstance(number, bool):
+            children.append(ExtensionNode("residentialNumber", text=str(number)))
+        children.append(_record_node(lieu, ctx))
+        out.append(ExtensionNode("residentialCapactity", children=tuple(children)))
+    return out
 
 
 def _establishment_of(offer: Resource, ctx: Context) -> Resource | None:
@@ -1395,6 +1622,22 @@ TRANSFORMS: Mapping[str, Transform] = {
             source=True,
             codes=True,
             func=profile_contact,
+            required_keys=("public", "phone", "email"),
+        ),
+        Transform(
+            "offer_contact",
+            ExtensionNode,
+            source=True,
+            codes=True,
+            func=offer_contact,
+            required_keys=("public", "phone", "email"),
+        ),
+        Transform(
+            "profile_mailbox",
+            ExtensionNode,
+            source=True,
+            codes=True,
+            func=profile_mailbox,
             required_keys=("public", "phone", "email"),
         ),
         Transform("profile_location", ExtensionNode, source=True, codes=False, func=profile_location),
@@ -1493,6 +1736,29 @@ TRANSFORMS: Mapping[str, Transform] = {
             codes=False,
             func=lieu_address,
             reads=(Read((SOURCE,), content=True),),
+        ),
+        Transform(
+            "lieu_accommodation_capacity",
+            ExtensionNode,
+            source=True,
+            codes=False,
+            func=lieu_accommodation_capacity,
+            reads=(Read((SOURCE,), content=True),),
+        ),
+        Transform(
+            "lieu_residential_capacity",
+            ExtensionNode,
+            source=True,
+            codes=False,
+            func=lieu_residential_capacity,
+            reads=(Read((SOURCE,), content=True),),
+        ),
+        Transform(
+            "offer_resource_skills",
+            ExtensionNode,
+            source=True,
+            codes=True,
+            func=offer_resource_skills,
         ),
         Transform(
             "unit_organizations",

@@ -642,7 +642,7 @@ _ERRORS: dict[str, bytes] = {
         ("unknown-establishment", "UnknownEntity", "110"),
         ("unknown-oi", "UnknownEntity", "110"),
         ("reading-bad-date", "InvalidParameter", "106"),
-        ("restricted", "InvalidParameter", "106"),
+        ("restricted", "UnknownEntity", "110"),  # served (restrict_document): the establishment is unknown
         ("notif-no-date", "InvalidParameter", "106"),
         ("notif-bad-date", "InvalidParameter", "106"),
     ],

@@ -114,6 +114,7 @@ PENDING = {
     "organization-search-2016-updated-unencapsulated": NOS_NEWER_CODES,
     "ror-profile-establishment-reading": NOS_NEWER_CODES,
     "ror-profile-internal-organization-reading": NOS_NEWER_CODES,
+    "ror-profile-restricted-reading": NOS_NEWER_CODES,
     "service-search-2014-coded-type": NOS_NEWER_CODES,
 }
 

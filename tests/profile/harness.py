@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -59,6 +59,21 @@ CORRECTED_FILES = {"validation_nomenclatures_ressources_opérationnelles.sch"}
 
 def _correct(context: str) -> str:
     return _MISSING_COLON.sub(r"/*:\1", context)
+
+
+# 3. A PLATINES assertion wider than its rule, narrowed to the rule's words: RG_EXP_029 ("Le type Habitation
+#    de supplément de tarif hébergement PEUT prendre UNIQUEMENT la valeur chambre simple") tests
+#    `//*:residentialType/@code`, which also selects the residentialType of every capacité d'habitation
+#    (facilityExtension/residentialCapactity, TRE_R242: chambre double, F1…F4 are legitimate there). Its
+#    intent, the tariff supplement's type (Price/surchargePriceResidential/residentialType), is what runs.
+CORRECTED_ASSERTIONS = {
+    "//*:residentialType/@code": "//*:surchargePriceResidential/*:residentialType/@code",
+}
+
+
+def _correct_assertion(assertion: Assertion) -> Assertion:
+    path = CORRECTED_ASSERTIONS.get(assertion.path.strip())
+    return assertion if path is None else replace(assertion, path=path)
 
 
 # The Lecture project's last assertion checks an element whose name the tester types into the project
@@ -163,7 +178,7 @@ class OfficialProfile:
     @cached_property
     def assertions(self) -> dict[str, list[Assertion]]:
         return {
-            project: load_assertions(self.root / "platines" / project)
+            project: [_correct_assertion(a) for a in load_assertions(self.root / "platines" / project)]
             for project in (LECTURE_PROJECT, NOTIF_PROJECT)
         }
 

@@ -213,16 +213,36 @@ def test_platines_assertions_are_read_with_their_names(official_profile: Officia
 
 @pytest.mark.parametrize("code", ["02", "03"])
 def test_rg_exp_029_single_room_only(official_profile: OfficialProfile, code: str) -> None:
+    """RG_EXP_029 checks the tariff supplement's type of habitation (harness correction 3); a capacité
+    d'habitation's type (residentialCapactity, any TRE_R242 code) is not its subject."""
     rule = next(a for a in official_profile.assertions[LECTURE_PROJECT] if a.name.startswith("RG_EXP_029"))
-    document = _xml(f'<CSD xmlns="{CSD}"><x><residentialType code="{code}" codingScheme="s"/></x></CSD>')
+    document = _xml(
+        f'<CSD xmlns="{CSD}"><x><surchargePriceResidential><residentialType code="{code}" codingScheme="s"/>'
+        '</surchargePriceResidential><residentialCapactity><residentialType code="06" codingScheme="s"/>'
+        "</residentialCapactity></x></CSD>"
+    )
     failures = official_profile.platines_failures(
         document,
         LECTURE_PROJECT,
         skip=[a.name for a in official_profile.assertions[LECTURE_PROJECT] if a is not rule],
     )
     assert [(f.path, f.message) for f in failures] == (
-        [] if code == "02" else [("/CSD/x[1]/residentialType[1]/@code", "'03' (expected '02')")]
+        []
+        if code == "02"
+        else [("/CSD/x[1]/surchargePriceResidential[1]/residentialType[1]/@code", "'03' (expected '02')")]
     )
+
+
+def test_rg_exp_029_as_ans_wrote_it_also_selects_capacities() -> None:
+    """The defect corrected: ANS's own XPath selects a capacité d'habitation's residentialType too."""
+    from tests.profile.harness import CORRECTED_ASSERTIONS
+
+    (original,) = CORRECTED_ASSERTIONS
+    document = _xml(
+        f'<CSD xmlns="{CSD}"><residentialCapactity><residentialType code="06" codingScheme="s"/>'
+        "</residentialCapactity></CSD>"
+    )
+    assert document.xpath(original.replace("*:", "*[local-name()='").replace("/@", "']/@")) == ["06"]
 
 
 @pytest.mark.parametrize(

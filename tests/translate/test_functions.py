@@ -3,6 +3,7 @@ parameter — sent to the national API when it can answer, left to the bridge (s
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -404,13 +405,27 @@ def test_profile_reading_plan_with_every_parameter(mappings: Mappings) -> None:
     )
 
 
-def test_profile_restricted_reading_is_refused_not_ignored(mappings: Mappings) -> None:
+def test_profile_restricted_reading_is_served_or_refused_never_ignored(mappings: Mappings) -> None:
+    """restrictedOrganisation=true reads the same resources (the answer is then restricted,
+    translate/access_profiles.py restrict_document); tables without the restricted-organisation section
+    refuse it rather than answer unrestricted."""
+    ids = (OtherID("1750712184", ""),)
+    restricted = profile_plan(
+        mappings,
+        READ,
+        "TR_Lecture-OffresSanteEtablissement",
+        other_ids=ids,
+        extra=(("restrictedOrganisation", "true"),),
+    )
+    plain = profile_plan(mappings, READ, "TR_Lecture-OffresSanteEtablissement", other_ids=ids)
+    assert restricted.queries == plain.queries
+    without = dataclasses.replace(mappings, access=dataclasses.replace(mappings.access, restriction=None))
     with pytest.raises(InvalidParameterError, match="restrictedOrganisation=true"):
         profile_plan(
-            mappings,
+            without,
             READ,
             "TR_Lecture-OffresSanteEtablissement",
-            other_ids=(OtherID("1750712184", ""),),
+            other_ids=ids,
             extra=(("restrictedOrganisation", "true"),),
         )
 

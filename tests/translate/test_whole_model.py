@@ -214,9 +214,13 @@ def test_unit_typed_elements_cover_the_v24_classes(mappings: Mappings) -> None:
     unit = answer(mappings).facilities[0]
     # the offer's attributes as the UE's facilityExtension, in the profile's sequence (the writer orders them)
     assert [e.content.name for e in unit.extensions if e.content is not None] == [
+        "contact",
+        "mailBoxMSS",
         "typeActivity",
         "careMode",
         "patientsType",
+        "residentialCapactity",
+        "resourcesSkills",
         "receptionType",
         "takingCareSpeciality",
         "facilityType",
@@ -235,6 +239,10 @@ def test_unit_typed_elements_cover_the_v24_classes(mappings: Mappings) -> None:
     assert child(patients, "patientTypeAgeMin", "value").text == "18"
     assert child(patients, "patientTypeAgeMax", "unit").attributes[0] == ("code", "a")
     assert typed(unit, "psychiatricSector").text == "69G01"
+    # the lieu's capacité d'habitation; its one supported capacity is a crisis one: no accommodationCapacity
+    housing = typed(unit, "residentialCapactity")
+    assert child(housing, "residentialType").attributes[0] == ("code", "01")
+    assert child(housing, "residentialNumber").text == "2"
     assert typed(unit, "sensitiveUnit").text == "false"
     zone = typed(unit, "interventionZone")
     assert [c.name for c in zone.children] == ["type", "codedType", "record"]
