@@ -10,7 +10,8 @@ it is copied into the repository.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+import csv
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -96,14 +97,33 @@ class Failure:
         return f"[{self.check}] {self.rule} at {self.path}: {self.message}"
 
 
+SIMULATOR_CODE_LISTS = Path(__file__).resolve().parents[2] / "bridge" / "simulator" / "data"
+
+
+def simulator_codes(directory: Path = SIMULATOR_CODE_LISTS) -> dict[str, list[str]]:
+    """The codes of the simulator's code lists (bridge/simulator/data/tre_*.csv, each code from a cited source
+    — the IG, its examples, ANS's terminology repository — see that directory's README), by NOS table key:
+    the codes the demo data can carry, some published after the NOS files of 2023-06-14 (606 TRE_R66, 481
+    TRE_R211, 1045 TRE_R210, 58 TRE_R213)."""
+    codes: dict[str, list[str]] = {}
+    for path in sorted(directory.glob("tre_*.csv")):
+        key = "TRE_" + path.stem.split("_")[1].upper()
+        with path.open(encoding="utf-8", newline="") as file:
+            codes[key] = [row["code"] for row in csv.DictReader(file)]
+    return codes
+
+
 class OfficialProfile:
     """ANS's conformance material in `reference_dir/ror-v24/`, compiled once."""
 
-    def __init__(self, reference_dir: Path) -> None:
+    def __init__(self, reference_dir: Path, *, newer_codes: Mapping[str, Sequence[str]] | None = None) -> None:
+        """`newer_codes` (table key → codes) adds codes to the NOS tables the rules read: real codes newer than
+        the files of 2023-06-14 (`simulator_codes()`); every other code must still be in the 2023 tables."""
         self.root = reference_dir / "ror-v24"
         self.xsd_path = self.root / "local" / "IHE_ProfilCSD-ExtensionROR_fr-v2.4.xsd"
         self.rules_dir = self.root / "platines" / "schematron"
         self.nos = NosFiles(self.root / "platines" / "2023-06-14_NOS-Fichiers_Publics.zip")
+        self.nos.add_codes(newer_codes or {})
         self._schematrons: dict[str, Schematron] = {}
 
     @cached_property

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lxml import etree
@@ -102,6 +103,17 @@ class NosFiles:
                 if info.filename.endswith(".tabs"):
                     table = _parse(info.filename, _decode(archive.read(info)))
                     self.tables[table.key] = table
+
+    def add_codes(self, codes: Mapping[str, Sequence[str]]) -> None:
+        """Adds codes (by table key) that the 2023-06-14 tables lack: real codes published since, which a
+        dataset may carry. A table the 2023 files do not have is not one the rules read: skipped."""
+        for key, more in codes.items():
+            table = self.tables.get(key)
+            if table is None:
+                continue
+            known = {concept.code for concept in table.concepts}
+            added = tuple(Concept(code, table.oid, "") for code in more if code not in known)
+            self.tables[key] = replace(table, concepts=table.concepts + added)
 
     def find(self, reference: str) -> NosTable | None:
         """The table a name designates: `TRE_R69-FinessAgregatStatutJuridiqueNiv2.xml` → TRE_R69.
