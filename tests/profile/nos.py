@@ -98,6 +98,8 @@ class NosFiles:
     def __init__(self, zip_path: Path) -> None:
         self.path = zip_path
         self.tables: dict[str, NosTable] = {}
+        # table key → the codes add_codes gave it beyond the 2023-06-14 file (the harness reports them)
+        self.added: dict[str, frozenset[str]] = {}
         with zipfile.ZipFile(zip_path) as archive:
             for info in archive.infolist():
                 if info.filename.endswith(".tabs"):
@@ -112,8 +114,10 @@ class NosFiles:
             if table is None:
                 continue
             known = {concept.code for concept in table.concepts}
-            added = tuple(Concept(code, table.oid, "") for code in more if code not in known)
-            self.tables[key] = replace(table, concepts=table.concepts + added)
+            added = tuple(Concept(code, table.oid, "") for code in dict.fromkeys(more) if code not in known)
+            if added:
+                self.tables[key] = replace(table, concepts=table.concepts + added)
+                self.added[key] = self.added.get(key, frozenset()) | {c.code for c in added}
 
     def find(self, reference: str) -> NosTable | None:
         """The table a name designates: `TRE_R69-FinessAgregatStatutJuridiqueNiv2.xml` → TRE_R69.
