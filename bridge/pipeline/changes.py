@@ -7,7 +7,8 @@ changed, with the includes translate/feeds.py derives from the entity tables) go
 reference by element; then the entities whose record reads a changed resource for its content (their feeds,
 followed in the spool) are the answer (ITI-74), or the establishments on their organisation chains
 (establishments-updated-since); the answer's entities are searched again by `_id` with everything their
-records read (feeds.completion_params), then mapped a batch at a time, per directory, with what they
+records read (feeds.completion_searches; what a backward feed reads by the chained search the national API
+declares, feeds.CHAINED), then mapped a batch at a time, per directory, with what they
 reference read back from the spool (pipeline/workers.py SpoolWriter), and their elements written to a
 temporary file.
 Only once that file is complete does the edge send anything (CsdResponse.directories): an upstream failure at
