@@ -481,3 +481,19 @@ async def test_a_bad_value_of_a_rendered_parameter_is_a_400(client: httpx.AsyncC
         response = await client.get("/Location", params=params)
         assert response.status_code == 400, params
         assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_every_recorded_golden_call_is_on_the_national_surface(prod: Surface) -> None:
+    """The calls the bridge made in the golden cases (tests/golden/cases/*/calls.json, replayed exactly by
+    test_golden_case) use only declared parameters, or one of the simulator's [INFER] `_revinclude`s."""
+    from tests.golden.manifest import load_manifest
+
+    outside = {
+        (call["resource"], name)
+        for case in load_manifest().cases
+        for call in case.calls()
+        for name, _ in call["params"]
+        if not prod.allows(call["resource"], name)
+    }
+    inferred = {(rtype, name) for rtype, names in REVINCLUDE_INFERRED.items() for name in names}
+    assert outside <= inferred, outside - inferred
