@@ -127,9 +127,30 @@ def our_csd_schema() -> etree.XMLSchema:
 @pytest.fixture(scope="session")
 def official_profile() -> Any:
     """ANS's ROR CSD v2.4 profile as a test oracle (schema, Schematron rules, PLATINES assertions): see
-    tests/profile/harness.py. Skips when ../shared/reference/ror-v24/ is absent."""
+    tests/profile/harness.py. Its NOS tables of 2023-06-14 are completed with the simulator code lists'
+    newer real codes (`simulator_codes()`); the run's summary lists each code accepted that way. Skips when
+    ../shared/reference/ror-v24/ is absent."""
     if not (REFERENCE / "ror-v24" / "local").is_dir():
         pytest.skip("../shared/reference/ror-v24/ is not present")
-    from tests.profile.harness import OfficialProfile
+    from tests.profile.harness import OfficialProfile, simulator_codes
 
-    return OfficialProfile(REFERENCE)
+    profile = OfficialProfile(REFERENCE, newer_codes=simulator_codes())
+    _PROFILES.append(profile)
+    return profile
+
+
+# The official_profile of the run, kept so that the end of the run can say which codes it accepted only
+# from the simulator's newer code lists (tests/profile/harness.py, `newer_codes_report`).
+_PROFILES: list[Any] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _PROFILES:
+        return
+    from tests.profile.harness import newer_codes_report
+
+    lines = [line for profile in _PROFILES for line in newer_codes_report(profile)]
+    if lines:
+        terminalreporter.section("official ROR profile: codes accepted from the newer code lists only")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -11,7 +11,7 @@ from lxml import etree
 
 from bridge import ns
 from bridge.translate.transforms import is_unit_organization, organization_kind
-from tests.profile.harness import NOS_NEWER_CODES, OfficialProfile, assert_follows_profile
+from tests.profile.harness import OfficialProfile, assert_follows_profile
 from tests.test_cli import cli
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "translate"
@@ -106,7 +106,6 @@ def test_a_missing_file_is_exit_status_2(tmp_path: Path) -> None:
     assert "absent.json" in done.stderr
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=NOS_NEWER_CODES)
 def test_a_translated_bundle_follows_the_official_ror_profile(official_profile: OfficialProfile) -> None:
     done = cli("translate", str(FIXTURES / "searchset-offers.json"))
     assert done.returncode == 0, done.stderr

@@ -40,7 +40,7 @@ from bridge.simulator.dataset import generate_dataset
 from bridge.simulator.national_api import SimulatorConfig, create_simulator_server
 from bridge.translate import load_mappings
 from tests.expected import entity_ids, expected_entities
-from tests.profile.harness import NOS_NEWER_CODES, OfficialProfile, assert_follows_profile
+from tests.profile.harness import OfficialProfile, assert_follows_profile
 from tests.server import running_server
 
 SCALE = 240
@@ -122,7 +122,6 @@ def test_the_document_validates_against_the_official_schema(
     assert official_csd_schema.validate(document), official_csd_schema.error_log.last_error
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=NOS_NEWER_CODES)
 def test_the_document_follows_the_official_ror_profile(
     national_search: bytes, official_profile: OfficialProfile
 ) -> None:

@@ -121,13 +121,26 @@ def test_a_lieu_reports_the_establishment_of_its_offers_and_an_ej_its_eg(
     # The lieu changed: the unité élémentaire of the offer given there shows it (its record changed), so the
     # offer's establishment is reported; the lieu's managing organisation is not read by any record.
     changes(spool, [lieu], [offer("hs2", "eg1", lieu="l1")])
-    # EJ1 changed: its children came with it (`_revinclude=Organization:partof`); EG1's reading holds EJ1.
-    changes(spool, [EJ1], [EG1])
+    # EJ1 changed: the national API declares no search of its children; the offers below it
+    # (`organization._id:above`, declared) bring the EG providing them, whose readings hold EJ1: EG3 here,
+    # which nothing else reported.
+    changes(spool, [EJ1], [])
     assert settle(spool) == [
-        ("Organization", (("_id", "eg1,ej1"), ("_include:iterate", "Organization:partof")))
+        ("Organization", (("_id", "eg1,ej1"), ("_include:iterate", "Organization:partof"))),
+        (
+            "HealthcareService",
+            (
+                ("organization._id:above", "ej1"),
+                ("_include", "HealthcareService:organization"),
+                ("_include:iterate", "Organization:partof"),
+            ),
+        ),
     ]
     complete(spool, [EG1, EJ1], [])
-    assert read_back(spool)["Organization"] == ["Organization/ej1", "Organization/eg1"]
+    complete(
+        spool, [offer("hs2", "eg1"), offer("hs3", "ue3")], [EG1, EJ1, org("ue3", "eg3"), org("eg3", "ej1")]
+    )
+    assert read_back(spool)["Organization"] == ["Organization/ej1", "Organization/eg1", "Organization/eg3"]
 
 
 def test_a_chain_stops_where_the_parent_was_not_received(

@@ -18,9 +18,11 @@ from bridge.translate import FunctionSpec, Mappings
 from bridge.translate.delta import feed_directories, in_region, links, resource_key
 from bridge.translate.feeds import (
     MAX_REPEAT,
+    OFFERS_BELOW,
     REFERENCES,
     Feed,
     Step,
+    chained_searches,
     completion_searches,
     feeds,
     merge_element,
@@ -203,6 +205,7 @@ class DeltaSpool(Spool):
         possible that never walk a link both ways (feeds.completion_searches)."""
         for table in tables_of(self._mappings, self._spec.directories):
             searches = [tuple(params) for params in completion_searches(table)]
+            chained = chained_searches(table)
             sql = "SELECT DISTINCT key FROM changed WHERE directory = ? ORDER BY key"
             keys = [key for (key,) in self.db.execute(sql, (table.kind.directory.value,))]
             keys = [key for key in keys if key.startswith(f"{table.resource}/")]
@@ -211,6 +214,12 @@ class DeltaSpool(Spool):
                 for params in searches or [()]:
                     yield FhirQuery(
                         table.resource, (("_id", ids), *params), purpose="the records of the changes"
+                    )
+                for search in chained:  # what a backward feed reads, by a declared chained parameter
+                    yield FhirQuery(
+                        search.resource,
+                        ((search.param, ids), *search.includes),
+                        purpose="what the records of the changes read below them",
                     )
 
     def context(self, keys: Sequence[str], *, offers_at: bool, below: bool = False) -> list[bytes]:
@@ -303,17 +312,25 @@ class DeltaSpool(Spool):
 
 # The organisations a changed entity's chain starts at (ChainSpool): a changed organisation; the
 # organisations a changed entity of another type references (an offer's providedBy, a lieu's
-# managingOrganization, a situation's organization); the children of a changed root (an EJ: its EG read it).
+# managingOrganization, a situation's organization).
 _START_SQL = (
     "CREATE TABLE start AS"
     " SELECT key FROM changed WHERE key >= 'Organization/' AND key < 'Organization0'"
     " UNION SELECT l.dst FROM changed c JOIN link l ON l.src = c.key"
     "  WHERE NOT (c.key >= 'Organization/' AND c.key < 'Organization0')"
     "  AND l.dst >= 'Organization/' AND l.dst < 'Organization0'"
-    " UNION SELECT l.src FROM changed c JOIN link l ON l.dst = c.key AND l.element = 'partOf'"
-    "  WHERE c.key >= 'Organization/' AND c.key < 'Organization0'"
-    "  AND l.src >= 'Organization/' AND l.src < 'Organization0'"
-    "  AND NOT EXISTS (SELECT 1 FROM link p WHERE p.src = c.key AND p.element = 'partOf')"
+)
+# The changed roots (an EJ: no partOf received): their children's readings hold them (ChainSpool).
+_ROOTS = (
+    "SELECT c.key FROM changed c WHERE c.key >= 'Organization/' AND c.key < 'Organization0'"
+    " AND NOT EXISTS (SELECT 1 FROM link p WHERE p.src = c.key AND p.element = 'partOf')"
+)
+_ROOTS_SQL = _ROOTS + " ORDER BY c.key"
+# Once the completion is in: the children of a changed root (an EJ: its EG) start chains too.
+_CHILDREN_SQL = (
+    "INSERT OR IGNORE INTO start SELECT l.src FROM link l"  # noqa: S608 (constants, no input)
+    " WHERE l.element = 'partOf' AND l.src >= 'Organization/' AND l.src < 'Organization0'"
+    " AND l.dst IN (" + _ROOTS + ")"
 )
 
 
@@ -336,14 +353,25 @@ class ChainSpool(DeltaSpool):
 
     def _completion(self) -> Iterator[FhirQuery]:
         self.db.execute(_START_SQL)
+        self.db.execute("CREATE UNIQUE INDEX start_key ON start (key)")
         keys = [key for (key,) in self.db.execute("SELECT key FROM start ORDER BY key")]
         for start in range(0, len(keys), IDS_PER_QUERY):
             ids = ",".join(key.partition("/")[2] for key in keys[start : start + IDS_PER_QUERY])
             params = (("_id", ids), ("_include:iterate", "Organization:partof"))
             yield FhirQuery("Organization", params, purpose="the organisation chains of the changes")
+        # The children of a changed EJ: the national API declares no search of an organisation's children
+        # (no `_revinclude`, no `partof` on Organization); its offers below it (`organization._id:above`,
+        # declared) bring the organisations they are provided by and their chains, so the EG that provide
+        # an offer. [INFER] An EG without any offer is not found (and not reported) when only its EJ changed.
+        roots = [key for (key,) in self.db.execute(_ROOTS_SQL)]
+        for start in range(0, len(roots), IDS_PER_QUERY):
+            ids = ",".join(key.partition("/")[2] for key in roots[start : start + IDS_PER_QUERY])
+            below = ((OFFERS_BELOW.param, ids), *OFFERS_BELOW.includes)
+            yield FhirQuery(OFFERS_BELOW.resource, below, purpose="the establishments below a changed EJ")
 
     def _rank(self) -> None:
         db = self.db
+        db.execute(_CHILDREN_SQL)
         db.execute(
             "CREATE TEMP TABLE chain AS WITH RECURSIVE walk (key) AS ("
             " SELECT key FROM start"

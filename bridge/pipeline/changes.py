@@ -7,10 +7,11 @@ changed, with the includes translate/feeds.py derives from the entity tables) go
 reference by element; then the entities whose record reads a changed resource for its content (their feeds,
 followed in the spool) are the answer (ITI-74), or the establishments on their organisation chains
 (establishments-updated-since); the answer's entities are searched again by `_id` with everything their
-records read (feeds.completion_params) — unless the delta searches matched every resource of every type
-those records read (a first synchronisation: the completion would read them all again) —, then mapped a
-batch at a time, per directory, with what they reference read back from the spool (pipeline/workers.py
-SpoolWriter), and their elements written to a temporary file.
+records read (feeds.completion_searches; what a backward feed reads by the chained search the national API
+declares, feeds.CHAINED) — unless the delta searches matched every resource of every type those records read
+(a first synchronisation: the completion would read them all again) —, then mapped a batch at a time, per
+directory, with what they reference read back from the spool (pipeline/workers.py SpoolWriter), and their
+elements written to a temporary file.
 Only once that file is complete does the edge send anything (CsdResponse.directories): an upstream failure at
 any point before is still a clean SOAP fault. Memory is the spool's page cache plus one batch; disk is about
 the size of what the searches returned plus the answer.

@@ -11,7 +11,7 @@ from typing import Any
 
 from bridge.simulator import vocab
 from bridge.simulator.dataset import REFERENCE_PARAMS, RESOURCE_TYPES
-from bridge.simulator.search import SEARCH_PARAMS, SORT_KEYS
+from bridge.simulator.search import SEARCH_PARAMS, SORT_KEYS, revinclude_served
 
 SOFTWARE_NAME = "ror-csd-bridge ROR national API simulator"
 SOFTWARE_VERSION = "0.1.0"
@@ -53,8 +53,9 @@ def capability_statement(
                 "profile": vocab.PROFILE[rtype],
                 "interaction": [{"code": "read"}, {"code": "search-type"}],
                 # Every include is accepted on every type (and with :iterate); only matching sources add.
+                # `_revinclude` only where the national API declares it (strict mode; search.py).
                 "searchInclude": includes,
-                "searchRevInclude": includes,
+                "searchRevInclude": includes if revinclude_served(rtype, strict=strict) else [],
                 "searchParam": search_params,
             }
         )
@@ -80,7 +81,8 @@ def capability_statement(
                     "Paging: HAPI-style `_getpages` next links; snapshots expire after a configured time "
                     f"(410 Gone). A search serves its first {max_results} matches only (no next link after "
                     "them) while Bundle.total gives the real count. `_include` / `_revinclude` accept "
-                    f"`:iterate`. Unknown search parameters or modifiers are {unknown}."
+                    "`:iterate`; `_revinclude` on the types the national API declares it for (strict mode). "
+                    f"Unknown search parameters or modifiers are {unknown}."
                 ),
                 "resource": resources,
                 "operation": [{"name": "export", "definition": BULK_EXPORT}],

@@ -195,7 +195,36 @@ NOT_SERVED: Mapping[str, Mapping[str, str]] = {
     },
 }
 
-# Result parameters (never filters): accepted on every type.
+# `_revinclude` as the national API declares it per searched type (ror-serveur-prod: HealthcareService
+# `_revinclude` and `_revinclude:iterate`, Location `_revinclude`, no other type; `_include` is declared on
+# every type, searchInclude "*"). Strict mode refuses any other `_revinclude` (400), except the [INFER]
+# searches the bridge still sends, each with why (tests/simulator/test_national_surface.py checks both
+# against the IG files and the mapping tables).
+REVINCLUDE_DECLARED: Mapping[str, frozenset[str]] = {
+    "HealthcareService": frozenset({"_revinclude", "_revinclude:iterate"}),
+    "Location": frozenset({"_revinclude"}),
+}
+REVINCLUDE_INFERRED: Mapping[str, Mapping[str, str]] = {
+    "Practitioner": {
+        "_revinclude": "a changed professional's situations (PractitionerRole:practitioner), ITI-74 and "
+        "TR-Notif: no declared parameter reaches a PractitionerRole from its Practitioner"
+    },
+    "PractitionerRole": {
+        "_revinclude:iterate": "the other situations of a professional (PractitionerRole:practitioner), "
+        "merged into one provider per RPPS: PractitionerRole declares only _id, _lastUpdated, _tag"
+    },
+}
+
+
+def revinclude_served(resource_type: str, *, strict: bool = True) -> frozenset[str]:
+    """`_revinclude` / `_revinclude:iterate`, as served on a searched type (lenient: both everywhere)."""
+    if not strict:
+        return frozenset({"_revinclude", "_revinclude:iterate"})
+    inferred = frozenset(REVINCLUDE_INFERRED.get(resource_type, {}))
+    return REVINCLUDE_DECLARED.get(resource_type, frozenset()) | inferred
+
+
+# Result parameters (never filters): accepted on every type (`_revinclude`: see REVINCLUDE_DECLARED).
 RESULT_PARAMS = frozenset({"_include", "_revinclude", "_count", "_sort"})
 INCLUDE_MODIFIERS = frozenset({"", "iterate", "recurse"})  # `recurse` is the R3 spelling of `iterate`
 IGNORED_PARAMS = frozenset({"_format", "_pretty"})
@@ -741,6 +770,13 @@ def parse_search(resource_type: str, params: Sequence[tuple[str, str]], *, stric
             continue
         if name in ("_include", "_revinclude"):
             includes.append(_parse_include(name, modifier, value))
+            served = revinclude_served(resource_type, strict=strict)
+            if name == "_revinclude" and ("_revinclude:iterate" if modifier else name) not in served:
+                raise SearchError(
+                    f"{full_name} is not supported on {resource_type} (the national API declares "
+                    f"{', '.join(sorted(served)) or 'none'} there)",
+                    code="not-supported",
+                )
             continue
         if name == "_count":
             if modifier or not value.isdigit():

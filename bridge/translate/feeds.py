@@ -240,12 +240,49 @@ def completion_params(table: EntityTable, only: Feed | None = None) -> list[tupl
     return params
 
 
+@dataclass(frozen=True, slots=True)
+class ChainedSearch:
+    """A search on the end type of a backward feed that finds what walking it would, by a parameter the
+    national CapabilityStatement declares: `resource?param=<ids of the entities>` with `includes` (declared
+    too) that bring the links back to the entities."""
+
+    resource: str
+    param: str
+    includes: tuple[tuple[str, str], ...]
+
+
+# Backward feeds the national API cannot walk with `_revinclude` (production declares it on HealthcareService
+# and Location only; ror-serveur-prod, tests/simulator/test_national_surface.py), and the declared search that
+# finds the same resources: the offers of an organisation and of every organisation below it are the
+# HealthcareService whose `organization._id:above` is that organisation; their providing organisations and
+# the chains above them (`_include`, declared everywhere) link them back to it.
+OFFERS_BELOW = ChainedSearch(
+    "HealthcareService",
+    "organization._id:above",
+    (("_include", "HealthcareService:organization"), ("_include:iterate", "Organization:partof")),
+)
+CHAINED: dict[str, ChainedSearch] = {"<Organization.partOf*.<HealthcareService.providedBy": OFFERS_BELOW}
+
+
+def chained_search(feed: Feed) -> ChainedSearch | None:
+    """The declared search replacing the feed's walk (CHAINED), or None: the feed is walked by includes."""
+    return CHAINED.get(str(feed))
+
+
+def chained_searches(table: EntityTable) -> list[ChainedSearch]:
+    """The chained searches completing a table's entities (their feeds CHAINED names), each once."""
+    found = [search for feed in feeds(table) if (search := chained_search(feed)) is not None]
+    return list(dict.fromkeys(found))
+
+
 def completion_searches(table: EntityTable) -> list[list[tuple[str, str]]]:
     """The completion includes of a table grouped into as few searches as possible such that no search walks
     a link both ways (`_include` and `_revinclude` of `Organization:partof` together would walk a whole
-    organisation tree up and down)."""
+    organisation tree up and down). Feeds walked by a chained search instead (CHAINED) are left out."""
     groups: list[tuple[list[tuple[str, str]], set[tuple[str, bool]]]] = []
     for feed in feeds(table):
+        if chained_search(feed) is not None:
+            continue
         params = completion_params(table, feed)
         # Only `:iterate` both ways cascades (a non-iterate include applies to the matches alone).
         ways = {(value, name.startswith("_include")) for name, value in params if name.endswith(":iterate")}

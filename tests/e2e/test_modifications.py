@@ -28,7 +28,7 @@ from bridge.simulator.dataset import Dataset, generate_dataset
 from bridge.simulator.national_api import SimulatorConfig, create_simulator_app, mount_simulator
 from tests.e2e import deltas
 from tests.expected import answer_csd
-from tests.profile.harness import DELTA_OI_CHAMPS, OfficialProfile, assert_follows_profile
+from tests.profile.harness import OfficialProfile, assert_follows_profile
 from tests.server import running_server
 
 SCALE = 2000
@@ -226,7 +226,6 @@ def test_nothing_changed_gives_four_empty_directories_bare(
     check_csd(csd, (our_csd_schema, official_csd_schema), {d: set() for d in DIRECTORIES})
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=DELTA_OI_CHAMPS)
 def test_an_iti74_answer_follows_the_official_ror_profile(
     bridge_url: str, official_profile: OfficialProfile
 ) -> None:

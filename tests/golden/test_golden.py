@@ -20,10 +20,8 @@ from bridge.shipped import shipped_dir
 from bridge.translate import load_mappings
 from tests.golden.manifest import GOLDEN, Call, Case, Upstream, canonical, fault_summary, load_manifest
 from tests.profile.harness import (
-    DELTA_OI_CHAMPS,
     IHE_SEARCH_WITHOUT_EG,
     LECTURE_PROJECT,
-    NOS_NEWER_CODES,
     OfficialProfile,
     assert_follows_profile,
 )
@@ -101,21 +99,8 @@ def test_every_stored_function_and_request_form_has_a_case() -> None:
 # every other answer is checked for real (strict: a listed case that starts to conform fails until it is
 # removed from here).
 PENDING = {
-    "establishment-offers-2014-other-id": NOS_NEWER_CODES,
-    "establishment-offers-2016-finess": NOS_NEWER_CODES,
-    "establishments-updated-since-2016-date": NOS_NEWER_CODES,
     "facility-search-2013-uuid-other-id": IHE_SEARCH_WITHOUT_EG,
     "facility-search-2014-city-paged": IHE_SEARCH_WITHOUT_EG,
-    "internal-organization-2014-other-id": NOS_NEWER_CODES,
-    "modifications-bare-date": DELTA_OI_CHAMPS,
-    "offer-search-2016-activity-department": NOS_NEWER_CODES,
-    "organization-search-2013-uuid-id": NOS_NEWER_CODES,
-    "organization-search-2014-name-paged": NOS_NEWER_CODES,
-    "organization-search-2016-updated-unencapsulated": NOS_NEWER_CODES,
-    "ror-profile-establishment-reading": NOS_NEWER_CODES,
-    "ror-profile-internal-organization-reading": NOS_NEWER_CODES,
-    "ror-profile-restricted-reading": NOS_NEWER_CODES,
-    "service-search-2014-coded-type": NOS_NEWER_CODES,
 }
 
 

@@ -5,12 +5,21 @@ lists every failure of an answer document (`csd:CSD`, `careServicesResponse`, IT
 `getModificationsResponse`, `TR-Notif-ListeEtablissementMajApresDate_Reponse`) with the rule or assertion
 that failed and the node path. Everything is read from ../shared/reference/ror-v24/ at test time; nothing of
 it is copied into the repository.
+
+Newer codes: ANS's nomenclature rules read the NOS files of 2023-06-14, older than the national data. The
+test fixture builds `OfficialProfile(reference_dir, newer_codes=simulator_codes())`: the codes of the
+simulator's cited code lists (bridge/simulator/data/tre_*.csv) are added to the tables of the same key, and
+only those — a code in neither the 2023 files nor those lists is still reported (`Code nomenclature
+inconnu`). Every code an answer carries that only the newer lists have is reported apart:
+`newer_codes_in(doc)` per document, `accepted_newer` over every `check()` (the pytest run prints it at the
+end), `[newer code]` lines of the command and of a failed `assert_follows_profile`.
 """
 
 from __future__ import annotations
 
+import csv
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +28,7 @@ from lxml import etree
 
 from tests.profile.nos import NosFiles
 from tests.profile.platines import Assertion, load_assertions, run_xpath_match
-from tests.profile.schematron import Schematron
+from tests.profile.schematron import Schematron, node_path
 
 CSD = "urn:ihe:iti:csd:2013"
 ROR = "urn:asip:ror:2015"
@@ -111,15 +120,69 @@ class Failure:
         return f"[{self.check}] {self.rule} at {self.path}: {self.message}"
 
 
+@dataclass(frozen=True)
+class NewerCode:
+    """A code an answer carries that the rules accept only through `newer_codes`: in the simulator's code
+    lists, not in the table of the NOS files of 2023-06-14 whose OID is its codingScheme."""
+
+    table: str  # "TRE_R66"
+    code: str
+    path: str  # the coded element
+
+    def __str__(self) -> str:
+        return f"[newer code] {self.table} {self.code} at {self.path}"
+
+
+SIMULATOR_CODE_LISTS = Path(__file__).resolve().parents[2] / "bridge" / "simulator" / "data"
+
+
+def simulator_codes(directory: Path = SIMULATOR_CODE_LISTS) -> dict[str, list[str]]:
+    """The codes of the simulator's code lists (bridge/simulator/data/tre_*.csv, each code from a cited source
+    — the IG, its examples, ANS's terminology repository — see that directory's README), by NOS table key:
+    the codes the demo data can carry, some published after the NOS files of 2023-06-14 (606 TRE_R66, 481
+    TRE_R211, 1026 and 1045 TRE_R210, 58 and 59 TRE_R213, 189… TRE_R212). A list whose table the 2023 files
+    do not have (TRE_R343) adds nothing: no rule reads it."""
+    codes: dict[str, list[str]] = {}
+    for path in sorted(directory.glob("tre_*.csv")):
+        key = "TRE_" + path.stem.split("_")[1].upper()
+        with path.open(encoding="utf-8", newline="") as file:
+            codes[key] = [row["code"] for row in csv.DictReader(file)]
+    return codes
+
+
 class OfficialProfile:
     """ANS's conformance material in `reference_dir/ror-v24/`, compiled once."""
 
-    def __init__(self, reference_dir: Path) -> None:
+    def __init__(
+        self, reference_dir: Path, *, newer_codes: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
+        """`newer_codes` (table key → codes) adds codes to the NOS tables the rules read: real codes newer
+        than the files of 2023-06-14 (`simulator_codes()`); every other code must still be in the 2023
+        tables."""
         self.root = reference_dir / "ror-v24"
         self.xsd_path = self.root / "local" / "IHE_ProfilCSD-ExtensionROR_fr-v2.4.xsd"
         self.rules_dir = self.root / "platines" / "schematron"
         self.nos = NosFiles(self.root / "platines" / "2023-06-14_NOS-Fichiers_Publics.zip")
+        self.nos.add_codes(newer_codes or {})
         self._schematrons: dict[str, Schematron] = {}
+        # table key → the newer codes (NewerCode) met by every check() of this profile
+        self.accepted_newer: dict[str, set[str]] = {}
+
+    def newer_codes_in(self, document: etree._Element) -> list[NewerCode]:
+        """Every element of the document coded (`code` + `codingScheme`) with a code that only the newer
+        lists give its table: what the 2023-06-14 files alone would refuse."""
+        by_oid: dict[str, list[tuple[str, frozenset[str]]]] = {}
+        for key, codes in self.nos.added.items():
+            by_oid.setdefault(self.nos.tables[key].oid, []).append((key, codes))
+        found = []
+        for element in document.iter():
+            scheme, code = element.get("codingScheme"), element.get("code")
+            if not isinstance(element.tag, str) or scheme is None or code is None:
+                continue
+            for key, codes in by_oid.get(scheme, ()):
+                if code in codes:
+                    found.append(NewerCode(key, code, node_path(element)))
+        return found
 
     @cached_property
     def schema(self) -> etree.XMLSchema:
@@ -221,6 +284,8 @@ class OfficialProfile:
         failures = self.schema_failures(document) + self.schematron_failures(document, rules)
         if project is not None:
             failures += self.platines_failures(document, project, skip=skip)
+        for newer in self.newer_codes_in(document):
+            self.accepted_newer.setdefault(newer.table, set()).add(newer.code)
         return failures
 
 
@@ -236,30 +301,18 @@ def summary(failures: Iterable[Failure]) -> dict[tuple[str, str], int]:
 # What still keeps some answers from conforming, once the profile's placement is done (issue 11 item 2): the
 # answer tests that meet one carry a strict xfail with its reason, so that each flips to a failure (and its
 # marker must go) the moment its answer conforms.
-# 1. Data, not mapping: the simulator's code lists (bridge/simulator/data/*.csv, each code with its source)
-#    hold codes the NOS files of 2023-06-14 that ANS's Schematron reads do not have — 606 (TRE_R66), 481
-#    (TRE_R211), 1045 (TRE_R210), 58 (TRE_R213). The bridge writes codes as the national API gives them.
-NOS_NEWER_CODES = (
-    "the dataset holds codes absent from the NOS files of 2023-06-14 that ANS's Schematron reads (606 "
-    "TRE_R66, 481 TRE_R211, 1045 TRE_R210, 58 TRE_R213): data newer than the rules, written as received"
-)
-# 2. ITI-74 and TR-Notif answer what changed: an internal organisation changed alone carries the champs
-#    d'activité of the offers received with it, not of its whole subtree (no typeActivity at all, which the
-#    schema requires, when none was received), while ANS checks every UE's champ against the OIs' of the
-#    document (validation_conformite_UE.sch, RG_EXP_010).
-DELTA_OI_CHAMPS = (
-    "a delta answer's internal organisations carry the champs of the offers received with them, not of "
-    "their whole subtree (none, and so no required typeActivity, when none was received): ANS's RG_EXP_010 "
-    "checks each UE's champ against the OIs' of the document"
-)
-# 3. An IHE facility-search answers the UEs of the lieux it matches, without their establishments (its
+# (Resolved: codes newer than the NOS files of 2023-06-14 — 606 TRE_R66, 481 TRE_R211, 1045 TRE_R210, 58
+# TRE_R213… — are real data, written as the national API gives them; the fixture adds the simulator's cited
+# code lists to the tables (`simulator_codes()`) and the run reports each code accepted that way. With them,
+# the ITI-74 answers conform too: their only failures were such codes.)
+# 1. An IHE facility-search answers the UEs of the lieux it matches, without their establishments (its
 #    result directory holds the matches; organizationDirectory is not one of its directories), while ANS's
 #    TR_Lecture identifier rule expects an idNatStruct in any answer that has a facility identifier.
 IHE_SEARCH_WITHOUT_EG = (
     "an IHE facility-search answers UEs without their EG, while ANS's TR_Lecture identifier rule expects an "
     "idNatStruct (1.2.250.1.71.4.2.2) in every answer with a facility identifier"
 )
-# 4. Not placed yet: a professional's civilité (v3 prefix, TRE_R81) is written as the text of csd:honorific
+# 2. Not placed yet: a professional's civilité (v3 prefix, TRE_R81) is written as the text of csd:honorific
 #    (the profile's honorific is TRE_R11 coded; TRE_R81 goes to the name's extension/title), and all of a
 #    situation's savoir-faire as csd:specialty (the profile allows one).
 PROVIDER_NAME_PENDING = (
@@ -279,7 +332,17 @@ def assert_follows_profile(
     failures = profile.check(document, project=project, skip=skip)
     counts = ", ".join(f"{rule}: {n}" for (_check, rule), n in summary(failures).items())
     shown = "\n".join(str(failure) for failure in failures[:30])
-    assert not failures, f"{len(failures)} failures ({counts})\n{shown}"
+    newer = "\n".join(str(code) for code in profile.newer_codes_in(document)[:30])
+    assert not failures, f"{len(failures)} failures ({counts})\n{shown}" + (newer and f"\naccepted: {newer}")
+
+
+def newer_codes_report(profile: OfficialProfile) -> list[str]:
+    """One line per table: the codes `check()` met that only the newer lists have (empty when none)."""
+    return [
+        f"{key}: {len(codes)} code(s) newer than the NOS files of 2023-06-14: {', '.join(sorted(codes)[:20])}"
+        + (" …" if len(codes) > 20 else "")
+        for key, codes in sorted(profile.accepted_newer.items())
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -294,8 +357,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--reference", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "reference"
     )
+    parser.add_argument(
+        "--nos-2023-only",
+        action="store_true",
+        help="the NOS files of 2023-06-14 alone, without the simulator code lists' newer codes",
+    )
     args = parser.parse_args(argv)
-    profile = OfficialProfile(args.reference)
+    profile = OfficialProfile(args.reference, newer_codes=None if args.nos_2023_only else simulator_codes())
     project = {"lecture": LECTURE_PROJECT, "notif": NOTIF_PROJECT}.get(args.project or "")
     failed = 0
     for path in args.files:
@@ -306,6 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{path}: {len(failures)} failure(s){' (' + counts + ')' if counts else ''}")
         for failure in failures:
             print(f"  {failure}")
+        for newer in profile.newer_codes_in(document):
+            print(f"  {newer}")
     return 1 if failed else 0
 
 

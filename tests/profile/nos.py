@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lxml import etree
@@ -97,11 +98,26 @@ class NosFiles:
     def __init__(self, zip_path: Path) -> None:
         self.path = zip_path
         self.tables: dict[str, NosTable] = {}
+        # table key → the codes add_codes gave it beyond the 2023-06-14 file (the harness reports them)
+        self.added: dict[str, frozenset[str]] = {}
         with zipfile.ZipFile(zip_path) as archive:
             for info in archive.infolist():
                 if info.filename.endswith(".tabs"):
                     table = _parse(info.filename, _decode(archive.read(info)))
                     self.tables[table.key] = table
+
+    def add_codes(self, codes: Mapping[str, Sequence[str]]) -> None:
+        """Adds codes (by table key) that the 2023-06-14 tables lack: real codes published since, which a
+        dataset may carry. A table the 2023 files do not have is not one the rules read: skipped."""
+        for key, more in codes.items():
+            table = self.tables.get(key)
+            if table is None:
+                continue
+            known = {concept.code for concept in table.concepts}
+            added = tuple(Concept(code, table.oid, "") for code in dict.fromkeys(more) if code not in known)
+            if added:
+                self.tables[key] = replace(table, concepts=table.concepts + added)
+                self.added[key] = self.added.get(key, frozenset()) | {c.code for c in added}
 
     def find(self, reference: str) -> NosTable | None:
         """The table a name designates: `TRE_R69-FinessAgregatStatutJuridiqueNiv2.xml` → TRE_R69.

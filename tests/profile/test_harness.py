@@ -5,6 +5,7 @@ they are."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import xmlschema
@@ -16,7 +17,9 @@ from tests.profile.harness import (
     LECTURE_PROJECT,
     NOTIF_PROJECT,
     USER_ATTRIBUTE_ASSERTION,
+    NewerCode,
     OfficialProfile,
+    simulator_codes,
     summary,
 )
 from tests.profile.schematron import Schematron
@@ -46,6 +49,18 @@ def _ej(coding_scheme: str, code: str) -> str:
         f'<codedType code="{code}" codingScheme="{coding_scheme}"/>'
         '<primaryName>EJ</primaryName><record created="2020-01-01T00:00:00" updated="2021-01-01T00:00:00"'
         ' status="Active"/></organization></organizationDirectory>'
+        "<serviceDirectory/><facilityDirectory/><providerDirectory/><deviceDirectory/>"
+    )
+
+
+def _eg(coding_scheme: str, code: str) -> str:
+    return (
+        '<organizationDirectory><organization entityID="urn:ror:idnatstruct:1750000002">'
+        '<otherID code="1750000002" assigningAuthorityName="1.2.250.1.71.4.2.2"/>'
+        f'<codedType code="{code}" codingScheme="{coding_scheme}"/>'
+        '<primaryName>EG</primaryName><parent entityID="urn:ror:idnatstruct:1750000001"/>'
+        '<record created="2020-01-01T00:00:00" updated="2021-01-01T00:00:00" status="Active"/>'
+        "</organization></organizationDirectory>"
         "<serviceDirectory/><facilityDirectory/><providerDirectory/><deviceDirectory/>"
     )
 
@@ -279,3 +294,70 @@ def test_the_harness_command_reports_each_file(tmp_path: Path) -> None:
     )
     assert main([str(good), "--project", "lecture"]) == 0
     assert main([str(good), str(bad)]) == 1
+
+
+@pytest.fixture(scope="module")
+def nos_2023_only(reference_dir: Path) -> OfficialProfile:
+    """The profile with the NOS files of 2023-06-14 alone (no newer codes)."""
+    return OfficialProfile(reference_dir)
+
+
+def test_the_newer_codes_are_real_additions_to_the_2023_tables(
+    official_profile: OfficialProfile, nos_2023_only: OfficialProfile
+) -> None:
+    added = official_profile.nos.added
+    assert "606" in added["TRE_R66"]
+    assert "1045" in added["TRE_R210"]
+    assert "481" in added["TRE_R211"]
+    for key, codes in added.items():
+        before = {concept.code for concept in nos_2023_only.nos.tables[key].concepts}
+        assert codes <= set(simulator_codes()[key]), key
+        assert not codes & before, key
+    assert nos_2023_only.nos.added == {}
+    assert "TRE_R343" not in official_profile.nos.tables  # a list of a table no 2023 rule reads adds nothing
+
+
+def test_a_newer_code_is_accepted_and_reported_a_code_in_neither_list_is_refused(
+    official_profile: OfficialProfile, nos_2023_only: OfficialProfile
+) -> None:
+    r66 = official_profile.nos.tables["TRE_R66"]
+    path = "/careServicesResponse/result[1]/queryResult[1]/organizationDirectory[1]/organization[1]"
+    path += "/codedType[1]"
+
+    def unknown(failures: list[Any]) -> list[tuple[str, str]]:
+        return [(f.path, f.message.split(" — ")[1].split(". ")[0]) for f in failures]
+
+    # 606 (DAC) is in the simulator's TRE_R66 list, not in the 2023-06-14 file: accepted, and reported
+    newer = _answer(_eg(r66.oid, "606"), 0)
+    assert unknown(nos_2023_only.check(newer)) == [(path, "Code nomenclature inconnu : 606")]
+    assert official_profile.check(newer) == []
+    assert official_profile.newer_codes_in(newer) == [NewerCode("TRE_R66", "606", path)]
+    assert "606" in official_profile.accepted_newer["TRE_R66"]
+    # a code in neither list is still refused, and is no newer code
+    assert "999" not in simulator_codes()["TRE_R66"]
+    assert "999" not in {c.code for c in r66.concepts}
+    neither = _answer(_eg(r66.oid, "999"), 0)
+    assert unknown(official_profile.check(neither)) == [(path, "Code nomenclature inconnu : 999")]
+    assert official_profile.newer_codes_in(neither) == []
+    # a 2023 code is accepted and not reported as newer
+    known = _answer(_eg(r66.oid, nos_2023_only.nos.tables["TRE_R66"].concepts[0].code), 0)
+    assert official_profile.check(known) == []
+    assert official_profile.newer_codes_in(known) == []
+    # the same newer code with the OID of another table is not counted as a newer code of TRE_R66
+    r72 = official_profile.nos.tables["TRE_R72"]
+    assert official_profile.newer_codes_in(_answer(_eg(r72.oid, "606"), 0)) == []
+
+
+def test_the_harness_command_lists_the_newer_codes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], official_profile: OfficialProfile
+) -> None:
+    from tests.profile.harness import main
+
+    answer = tmp_path / "answer.xml"
+    answer.write_bytes(etree.tostring(_answer(_eg(official_profile.nos.tables["TRE_R66"].oid, "606"), 0)))
+    assert main([str(answer)]) == 0
+    out = capsys.readouterr().out
+    assert "0 failure(s)" in out
+    assert "[newer code] TRE_R66 606 at /careServicesResponse/" in out
+    assert main([str(answer), "--nos-2023-only"]) == 1
+    assert "Code nomenclature inconnu : 606" in capsys.readouterr().out

@@ -21,9 +21,21 @@ import pytest
 from bridge.model import RequestParams
 from bridge.simulator import vocab
 from bridge.simulator.dataset import Dataset
-from bridge.simulator.search import NOT_SERVED, SEARCH_PARAMS
-from bridge.translate.delta import feed_directories
-from bridge.translate.feeds import back_params, completion_params, tables_of
+from bridge.simulator.national_api import SimulatorConfig, create_simulator_app
+from bridge.simulator.search import (
+    NOT_SERVED,
+    REVINCLUDE_DECLARED,
+    REVINCLUDE_INFERRED,
+    SEARCH_PARAMS,
+)
+from bridge.translate.delta import ORGANIZATION_CHAINS, feed_directories
+from bridge.translate.feeds import (
+    OFFERS_BELOW,
+    back_params,
+    chained_searches,
+    completion_searches,
+    tables_of,
+)
 from bridge.translate.loaders import load_mappings
 from bridge.translate.plan import region_tags
 from bridge.translate.resolvers import RESOLVERS
@@ -164,6 +176,50 @@ def test_the_simulator_serves_every_national_parameter_but_the_listed_ones(prod:
     assert declared - _served(rtype) == not_served
 
 
+REVINCLUDES = ("_revinclude", "_revinclude:iterate")
+
+
+@pytest.mark.parametrize("rtype", READ_TYPES)
+def test_revinclude_is_served_where_the_national_api_declares_it(prod: Surface, rtype: str) -> None:
+    declared = {name for name in REVINCLUDES if name in prod.params[rtype]}
+    assert REVINCLUDE_DECLARED.get(rtype, frozenset()) == declared
+    assert declared.isdisjoint(REVINCLUDE_INFERRED.get(rtype, {})), "an [INFER] exception that is declared"
+
+
+@pytest.mark.parametrize(
+    ("rtype", "params", "served"),
+    [
+        ("Organization", {"_revinclude:iterate": "Organization:partof"}, False),
+        ("Organization", {"_revinclude": "Organization:partof"}, False),
+        ("Location", {"_revinclude:iterate": "HealthcareService:location"}, False),
+        ("Location", {"_revinclude": "HealthcareService:location"}, True),
+        ("PractitionerRole", {"_revinclude": "PractitionerRole:practitioner"}, False),
+        ("PractitionerRole", {"_revinclude:iterate": "PractitionerRole:practitioner"}, True),  # [INFER]
+        ("Practitioner", {"_revinclude:iterate": "PractitionerRole:practitioner"}, False),
+        ("HealthcareService", {"_revinclude:iterate": "PractitionerRole:service"}, True),
+    ],
+)
+async def test_strict_mode_refuses_an_undeclared_revinclude(
+    client: httpx.AsyncClient, dataset: Dataset, rtype: str, params: dict[str, str], served: bool
+) -> None:
+    response = await client.get(f"/{rtype}", params={"_count": "1", **params})
+    if served:
+        assert response.status_code == 200, response.text
+    else:
+        assert response.status_code == 400, response.text
+        issue = response.json()["issue"][0]
+        assert issue["code"] == "not-supported"
+        assert f"not supported on {rtype}" in issue["diagnostics"]
+    lenient = create_simulator_app(SimulatorConfig(strict=False), dataset)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=lenient), base_url="http://sim") as http:
+        assert (await http.get(f"/{rtype}", params={"_count": "1", **params})).status_code == 200
+    statement = (await client.get("/metadata")).json()
+    (resource,) = [r for r in statement["rest"][0]["resource"] if r["type"] == rtype]
+    assert bool(resource["searchRevInclude"]) == bool(
+        REVINCLUDE_DECLARED.get(rtype, REVINCLUDE_INFERRED.get(rtype))
+    )
+
+
 async def test_metadata_names_are_national_and_the_rest_is_a_400(
     client: httpx.AsyncClient, prod: Surface
 ) -> None:
@@ -225,10 +281,19 @@ def _sent(mappings: Mappings, spec: FunctionSpec) -> Iterator[tuple[str, str]]:
                 yield query.resource, name
         for table in tables_of(mappings, spec.directories):
             yield table.resource, "_id"
-            for name, _ in completion_params(table):
-                yield table.resource, name
+            for params in completion_searches(table):
+                for name, _ in params:
+                    yield table.resource, name
+            for search in chained_searches(table):
+                yield search.resource, search.param
+                for name, _ in search.includes:
+                    yield search.resource, name
         yield "Organization", "_id"
         yield "Organization", "_include:iterate"
+        if spec.delta == ORGANIZATION_CHAINS:  # the EG below a changed EJ, through their offers
+            yield OFFERS_BELOW.resource, OFFERS_BELOW.param
+            for name, _ in OFFERS_BELOW.includes:
+                yield OFFERS_BELOW.resource, name
 
 
 def test_the_filter_placeholders_are_read() -> None:
@@ -251,19 +316,21 @@ def test_every_query_of_the_tables_is_on_the_national_surface(prod: Surface) -> 
     # `Practitioner?_revinclude=PractitionerRole:practitioner`; production declares searchInclude `*` on
     # Practitioner but no `_revinclude` (HAPI answers it). No other declared parameter reaches them.
     inferred = {(f, "Practitioner", "_revinclude") for f in ("modifications", "establishments-updated-since")}
-    # [INFER] likewise: TR-Notif finds the EG of a changed EJ through
-    # `Organization?_revinclude=Organization:partof` (production declares no `_revinclude` and no `partof`
-    # parameter on Organization; HAPI answers it).
-    inferred.add(("establishments-updated-since", "Organization", "_revinclude"))
-    # [INFER] derived from the placement's tables (translate/feeds.py), HAPI answers them too: the other
-    # situations of a professional (one provider per RPPS merges them), the offers below an internal
-    # organisation (its typeActivity) — production declares `_revinclude` on neither type.
+    # (TR-Notif finds the EG of a changed EJ through the offers below it, `organization._id:above`, not by
+    # `Organization?_revinclude=Organization:partof`: production declares no `_revinclude` on Organization.)
+    # [INFER] derived from the placement's tables (translate/feeds.py), HAPI answers it too: the other
+    # situations of a professional (one provider per RPPS merges them) — production declares no `_revinclude`
+    # on PractitionerRole. (The offers below an internal organisation, its typeActivity, come by the declared
+    # `HealthcareService?organization._id:above=` instead: feeds.CHAINED.)
     inferred |= {
         ("modifications", "PractitionerRole", "_revinclude:iterate"),
-        ("modifications", "Organization", "_revinclude:iterate"),
         ("establishments-updated-since", "PractitionerRole", "_revinclude:iterate"),
     }
     assert outside == inferred
+    # and exactly those the simulator still serves in strict mode beyond the declaration
+    assert {(rtype, name) for _f, rtype, name in inferred} == {
+        (rtype, name) for rtype, names in REVINCLUDE_INFERRED.items() for name in names
+    }
 
 
 def test_the_extraction_sends_the_offer_search_criteria(prod: Surface) -> None:
@@ -414,3 +481,19 @@ async def test_a_bad_value_of_a_rendered_parameter_is_a_400(client: httpx.AsyncC
         response = await client.get("/Location", params=params)
         assert response.status_code == 400, params
         assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_every_recorded_golden_call_is_on_the_national_surface(prod: Surface) -> None:
+    """The calls the bridge made in the golden cases (tests/golden/cases/*/calls.json, replayed exactly by
+    test_golden_case) use only declared parameters, or one of the simulator's [INFER] `_revinclude`s."""
+    from tests.golden.manifest import load_manifest
+
+    outside = {
+        (call["resource"], name)
+        for case in load_manifest().cases
+        for call in case.calls()
+        for name, _ in call["params"]
+        if not prod.allows(call["resource"], name)
+    }
+    inferred = {(rtype, name) for rtype, names in REVINCLUDE_INFERRED.items() for name in names}
+    assert outside <= inferred, outside - inferred

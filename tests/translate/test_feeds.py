@@ -23,8 +23,10 @@ from bridge.translate.delta import links
 from bridge.translate.feeds import (
     MAX_REPEAT,
     REFERENCES,
+    ChainedSearch,
     Step,
     back_params,
+    chained_searches,
     completion_params,
     completion_searches,
     describe,
@@ -82,14 +84,17 @@ def test_includes_walk_the_feeds_back_and_forth(mappings: Mappings) -> None:
         ("_revinclude", "PractitionerRole:service")
     ]
     internal = mappings.entities["internal-organization"]
-    # Down the tree and up the chain in two searches: together they would walk the whole tree.
+    # Up the chain by includes; down the tree (the offers below, their typeActivity) by the chained search
+    # the national API declares, not by `_revinclude` on Organization (which it does not declare).
     assert completion_searches(internal) == [
-        [
-            ("_revinclude:iterate", "Organization:partof"),
-            ("_revinclude:iterate", "HealthcareService:organization"),
-            ("_include", "Organization:partof"),
-        ],
         [("_include", "Organization:partof"), ("_include:iterate", "Organization:partof")],
+    ]
+    assert chained_searches(internal) == [
+        ChainedSearch(
+            "HealthcareService",
+            "organization._id:above",
+            (("_include", "HealthcareService:organization"), ("_include:iterate", "Organization:partof")),
+        )
     ]
 
 
@@ -139,13 +144,19 @@ def test_a_repeated_step_walks_a_chain(mappings: Mappings) -> None:
         Read(("partOf*",), content=False),
         Read(("<Organization.partOf*", "<HealthcareService.providedBy"), content=True),
     )
-    assert completion_searches(both) == [
-        [("_include:iterate", "Organization:partof")],
-        [
-            ("_revinclude:iterate", "Organization:partof"),
-            ("_revinclude:iterate", "HealthcareService:organization"),
-        ],
+    assert completion_searches(both) == [[("_include:iterate", "Organization:partof")]]
+    assert [search.param for search in chained_searches(both)] == ["organization._id:above"]
+    # A backward feed CHAINED does not name is still walked by includes (its own search).
+    other = _with_reads(
+        organization,
+        "parent",
+        Read(("partOf*",), content=False),
+        Read(("<Organization.partOf",), content=True),
+    )
+    assert completion_searches(other) == [
+        [("_include:iterate", "Organization:partof"), ("_revinclude", "Organization:partof")]
     ]
+    assert chained_searches(other) == []
 
 
 # --------------------------------------------------------------------------------------------------

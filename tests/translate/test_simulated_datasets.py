@@ -19,7 +19,7 @@ from bridge.simulator.dataset import generate_dataset
 from bridge.translate import Mappings, from_fhir_results
 from bridge.translate.findings import Finding
 from bridge.translate.transforms import is_unit_organization, organization_kind, reference_key
-from tests.profile.harness import NOS_NEWER_CODES, OfficialProfile, assert_follows_profile
+from tests.profile.harness import OfficialProfile, assert_follows_profile
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 QUERY = FhirQuery("Organization", (), "every resource")
@@ -115,7 +115,6 @@ def test_a_simulated_offer_is_a_unit_with_its_lieu_as_location(
         assert schema.validate(xml), schema.error_log
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=NOS_NEWER_CODES)
 def test_a_simulated_dataset_follows_the_official_ror_profile(
     mappings: Mappings, official_profile: OfficialProfile
 ) -> None:
