@@ -4,6 +4,7 @@ filtre_profilN.sch rules, the table is checked at load, and records are filtered
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -258,16 +259,6 @@ def test_no_profile_no_filter(access: Any) -> None:
     assert document_to_bytes(filter_document(access, 1, CsdDocument())) == document_to_bytes(CsdDocument())
 
 
-def _broken(tmp_path: Path, old: str, new: str) -> Path:
-    target = tmp_path / "mappings"
-    shutil.copytree(MAPPINGS, target)
-    path = target / "access-profiles.yaml"
-    text = path.read_text(encoding="utf-8")
-    assert old in text
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-    return target
-
-
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
@@ -282,9 +273,11 @@ def _broken(tmp_path: Path, old: str, new: str) -> Path:
          "not with 'entity'"),
     ],
 )  # fmt: skip
-def test_a_broken_table_stops_the_start(tmp_path: Path, old: str, new: str, message: str) -> None:
+def test_a_broken_table_stops_the_start(
+    edited_access_table: Callable[[str, str], Path], old: str, new: str, message: str
+) -> None:
     with pytest.raises(MappingTableError, match=r"access-profiles\.yaml") as error:
-        load_access_profiles(_broken(tmp_path, old, new))
+        load_access_profiles(edited_access_table(old, new))
     assert message in str(error.value)
 
 

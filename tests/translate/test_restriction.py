@@ -4,7 +4,7 @@ broken."""
 
 from __future__ import annotations
 
-import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,12 +12,9 @@ import pytest
 
 from bridge.errors import MappingTableError
 from bridge.model import ExtensionNode, Facility
-from bridge.shipped import shipped_dir
 from bridge.translate import Mappings
 from bridge.translate.access_profiles import load_access_profiles, restrict_document
 from tests.translate.test_whole_model import answer
-
-MAPPINGS = shipped_dir("mappings")
 
 
 def typed_names(facility: Facility) -> list[str]:
@@ -72,16 +69,6 @@ def test_the_category_stays_in_the_medico_social_field(mappings: Mappings) -> No
     assert "facilityType" in typed_names(restricted)
 
 
-def _broken(tmp_path: Path, old: str, new: str) -> Path:
-    target = tmp_path / "mappings"
-    shutil.copytree(MAPPINGS, target)
-    path = target / "access-profiles.yaml"
-    text = path.read_text(encoding="utf-8")
-    assert old in text
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-    return target
-
-
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
@@ -91,14 +78,18 @@ def _broken(tmp_path: Path, old: str, new: str) -> Path:
         ("id: restricted-ue-attributes", "id: p0-eg-crisis-elements", "duplicate id"),
     ],
 )
-def test_a_broken_restriction_stops_the_start(tmp_path: Path, old: str, new: str, message: str) -> None:
+def test_a_broken_restriction_stops_the_start(
+    edited_access_table: Callable[[str, str], Path], old: str, new: str, message: str
+) -> None:
     with pytest.raises(MappingTableError, match=r"access-profiles\.yaml") as error:
-        load_access_profiles(_broken(tmp_path, old, new))
+        load_access_profiles(edited_access_table(old, new))
     assert message in str(error.value)
 
 
-def test_without_the_section_there_is_no_restriction(tmp_path: Path) -> None:
-    target = _broken(tmp_path, "restricted-organisation:", "unused-section:")
+def test_without_the_section_there_is_no_restriction(
+    edited_access_table: Callable[[str, str], Path],
+) -> None:
+    target = edited_access_table("restricted-organisation:", "unused-section:")
     with pytest.raises(MappingTableError, match="top-level key"):
         load_access_profiles(target)
     path = target / "access-profiles.yaml"
