@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import gc
 import logging
 import random
 import ssl
@@ -23,6 +22,7 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 
+from bridge import gc_control
 from bridge.correlation import HEADER as REQUEST_ID_HEADER
 from bridge.correlation import current_request_id
 from bridge.errors import (
@@ -60,17 +60,13 @@ class Credentials:
 
 
 def decode(body: bytes) -> Any:
-    """`orjson.loads` with the cyclic garbage collector paused: a parsed JSON tree holds no reference cycles
-    and reference counting frees it, whereas the collector, triggered by its ~50 000 new objects per 2 MB
-    page, would walk the whole heap several times per page (3–5× the parse itself with eight pages in
-    flight, measured: README, Performance). Raises orjson.JSONDecodeError."""
-    if not gc.isenabled():
+    """`orjson.loads` with the cyclic garbage collector paused (bridge/gc_control.py, the one pause
+    shared with the mapping and the writer): a parsed JSON tree holds no reference cycles and reference
+    counting frees it, whereas the collector, triggered by its ~50 000 new objects per 2 MB page, would walk
+    the whole heap several times per page (3–5× the parse itself with eight pages in flight, measured:
+    README, Performance). Raises orjson.JSONDecodeError."""
+    with gc_control.batch():
         return orjson.loads(body)
-    gc.disable()
-    try:
-        return orjson.loads(body)
-    finally:
-        gc.enable()
 
 
 # Reads one streamed answer (a `$export` file); called again from the start on every attempt.
