@@ -82,8 +82,12 @@ def _name_part(dataset: Dataset, draw: Draw) -> str:
 
 
 def _since(dataset: Dataset, draw: Draw) -> str:
-    """A date between the dataset's lastUpdated values: some entities changed since, others not."""
-    stamps = sorted(str(r["meta"]["lastUpdated"]) for r in dataset)
+    """A date between the offers' lastUpdated values: some entities changed since, others not, and at least
+    one offer did (its UE and its establishment are in the answer). Any resource's date would not do: a v3
+    UE organisation changed alone changes no record (the offers are the UEs; it is read for its parent's
+    entityID only), so both changes-since-a-date answers are rightly empty (seed 649 at 6 offers)."""
+    offers = (r for r in dataset if r["resourceType"] == "HealthcareService")
+    stamps = sorted(str(r["meta"]["lastUpdated"]) for r in offers)
     return str(draw(st.sampled_from(stamps[len(stamps) // 4 :])))[:19]
 
 
