@@ -40,6 +40,7 @@ class Scale:
     answer_offers: int
     collect_offers: int
     collect_latency_ms: float
+    collect_rounds: int
     workers_rounds: int
     workers_round_s: float
     workers_warm_s: float
@@ -54,13 +55,14 @@ class Scale:
 
 FULL = Scale(
     translate_offers=3000,
-    translate_rounds=3,
+    translate_rounds=5,
     serve_offers=3000,
-    serve_requests=60,
+    serve_requests=100,
     answer_offers=50,
     collect_offers=12_000,
     collect_latency_ms=100.0,
-    workers_rounds=3,
+    collect_rounds=2,
+    workers_rounds=5,
     workers_round_s=8.0,
     workers_warm_s=2.0,
     workers_concurrency=10,
@@ -79,6 +81,7 @@ TINY = Scale(
     answer_offers=5,
     collect_offers=60,
     collect_latency_ms=1.0,
+    collect_rounds=1,
     workers_rounds=1,
     workers_round_s=0.5,
     workers_warm_s=0.2,
@@ -124,7 +127,9 @@ def collect(scale: Scale) -> list[Figure]:
     from tests.bench.bench_collect import collection_figures
 
     page_size = Settings().upstream_page_size
-    return collection_figures(scale.collect_offers, scale.collect_latency_ms, 1, 8, page_size)
+    return collection_figures(
+        scale.collect_offers, scale.collect_latency_ms, scale.collect_rounds, 8, page_size
+    )
 
 
 def workers(scale: Scale) -> list[Figure]:
