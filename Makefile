@@ -68,9 +68,15 @@ interop-install:
 interop: install interop-install
 	$(BIN)/pytest tests/interop -m '' -v
 
-# Pages/s of the national API client against the simulator (0 and 50 ms latency), as a ratio to bare httpx.
+# Every issue-13 figure against its target in one run (~15-20 min on 2 cores; tests/bench/suite.py): translation
+# vs its physical limit, the offer-search's bridge CPU, collection speed-ups (12 000 offers, 100 ms), workers,
+# uvloop/httptools, msgspec when installed, the client's paging ratio; one table at the end with the load
+# average. A report: exits 0 whatever the targets, 1 when a benchmark broke. Parts: make bench BENCH_ONLY=paging
+# (translate, serve, collect, workers, decode, paging, national). The paging bench alone:
+# python -m tests.bench.bench_paging
+BENCH_ONLY ?=
 bench: install
-	$(BIN)/python -m tests.bench.bench_paging
+	$(BIN)/python -m tests.bench.suite $(if $(BENCH_ONLY),--only $(BENCH_ONLY))
 
 # The translation hot path and the serving CPU (issue 13 items 1-2): the offre complète of 3 000 offers → CSD
 # against orjson + a bare lxml writer (in process and as processes), and an offer-search's bridge CPU.

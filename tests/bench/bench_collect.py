@@ -34,7 +34,7 @@ from bridge.fhir.exchange import decode
 from bridge.pipeline.extraction import extraction_request
 from bridge.shipped import shipped_dir
 from bridge.translate.loaders.directory import load_mappings
-from tests.bench.bench_extract import free_port, process
+from tests.bench.procs import PYTHON_BRIDGE, free_port, running
 from tests.bench.targets import Figure, Goal, median_ratio, print_figures
 
 TARGET = 4.0
@@ -156,32 +156,43 @@ def main() -> None:
         help="resources the simulator keeps serialised, built at start (default: all of them; 0: none)",
     )
     args = parser.parse_args()
+    figures = collection_figures(
+        args.scale, args.latency_ms, args.rounds, args.concurrency, args.page_size, args.render_cache
+    )
+    print_figures(figures)
+
+
+def collection_figures(
+    scale: int, latency_ms: float, rounds: int, concurrency: int, page_size: int, render_cache: int = -1
+) -> list[Figure]:
+    """The rounds against one simulator process, then each source's speed-up as a `Figure` row;
+    `render_cache` < 0: the simulator keeps every resource serialised."""
     port = free_port()
     base = f"http://127.0.0.1:{port}/ws-diffusion-fhir"
-    command = f"python -m tests.bench.bench_collect --scale {args.scale} --latency-ms {args.latency_ms:g}"
+    command = f"python -m tests.bench.bench_collect --scale {scale} --latency-ms {latency_ms:g}"
     simulator = [
         "simulator",
         "--open",
         "--scale",
-        str(args.scale),
+        str(scale),
         "--port",
         str(port),
         "--latency-ms",
-        str(args.latency_ms),
+        str(latency_ms),
         "--render-cache",
-        str(args.scale * 10 if args.render_cache < 0 else args.render_cache),
+        str(scale * 10 if render_cache < 0 else render_cache),
     ]
     runs: dict[str, list[Run]] = {"search": [], "sequential": [], "export": []}
     with tempfile.TemporaryDirectory() as work:
         started = time.perf_counter()
-        with process(simulator, f"{base}/metadata", Path(work) / "simulator.log", {}):
+        with running([*PYTHON_BRIDGE, *simulator], f"{base}/metadata", log=Path(work) / "simulator.log"):
             ready_s = time.perf_counter() - started
-            print(f"simulator at {args.scale} offers ready in {ready_s:.1f} s", flush=True)
-            for round_ in range(args.rounds):
+            print(f"simulator at {scale} offers ready in {ready_s:.1f} s", flush=True)
+            for round_ in range(rounds):
                 searches: list[str] = []
-                search = asyncio.run(partitioned(base, args.concurrency, args.page_size, searches))
+                search = asyncio.run(partitioned(base, concurrency, page_size, searches))
                 baseline = asyncio.run(sequential(searches))
-                export = asyncio.run(exported(base, args.concurrency, args.page_size))
+                export = asyncio.run(exported(base, concurrency, page_size))
                 if not search.keys == baseline.keys == export.keys:
                     sys.exit(
                         f"round {round_}: the sources disagree: {len(search.keys)} resources by search, "
@@ -196,12 +207,12 @@ def main() -> None:
                     )
     sequential_s = [r.seconds for r in runs["sequential"]]
     setting = (
-        f"{args.scale} offers, {args.latency_ms:g} ms per request, concurrency and $export downloads "
-        f"{args.concurrency}, _count {args.page_size}, simulator render cache "
-        f"{'all' if args.render_cache < 0 else args.render_cache}, {args.rounds} round(s)"
+        f"{scale} offers, {latency_ms:g} ms per request, concurrency and $export downloads "
+        f"{concurrency}, _count {page_size}, simulator render cache "
+        f"{'all' if render_cache < 0 else render_cache}, {rounds} round(s)"
     )
     print(setting)
-    figures = [
+    return [
         Figure(
             name=f"collection by {name} (issue 13 item 3)",
             value=median_ratio(sequential_s, [r.seconds for r in runs[name]]),
@@ -217,7 +228,6 @@ def main() -> None:
         )
         for name in ("search", "export")
     ]
-    print_figures(figures)
 
 
 if __name__ == "__main__":

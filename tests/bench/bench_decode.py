@@ -77,6 +77,12 @@ def main() -> None:
     args = parser.parse_args()
     if msgspec is None:
         raise SystemExit("msgspec is not installed (not a project dependency): pip install msgspec")
+    print_figures(decode_figures(args.scale, args.pages, args.rounds))
+
+
+def decode_figures(scale: int, count: int, rounds: int) -> list[Figure]:
+    """orjson against msgspec (untyped, typed) over `count` pages at `scale` offers, as `Figure` rows."""
+    assert msgspec is not None, "decode_figures needs msgspec"
     untyped = msgspec.json.Decoder()
     typed = msgspec.json.Decoder(Bundle)
     decoders: dict[str, Callable[[bytes], Any]] = {
@@ -84,7 +90,7 @@ def main() -> None:
         "msgspec": untyped.decode,
         "msgspec typed": typed.decode,
     }
-    bodies = pages(args.scale, args.pages)
+    bodies = pages(scale, count)
     gc.collect()  # the simulator and its dataset are gone: the heap is the decoders' alone
     size = sum(len(b) for b in bodies)
     for body in bodies[:1]:
@@ -92,7 +98,7 @@ def main() -> None:
         resources = [e["resource"] for e in orjson.loads(body)["entry"]]
         assert [e.resource for e in typed.decode(body).entry] == resources
     seconds: dict[str, list[float]] = {name: [] for name in decoders}
-    for round_ in range(args.rounds):
+    for round_ in range(rounds):
         order = list(decoders) if round_ % 2 == 0 else list(reversed(decoders))
         for name in order:
             gc.collect()
@@ -100,9 +106,9 @@ def main() -> None:
             for body in bodies:
                 decoders[name](body)
             seconds[name].append(time.perf_counter() - started)
-    command = f"python -m tests.bench.bench_decode --scale {args.scale} --pages {args.pages}"
-    print(f"{len(bodies)} pages, {size / 1e6:.1f} MB, medians of {args.rounds} interleaved rounds")
-    figures = [
+    command = f"python -m tests.bench.bench_decode --scale {scale} --pages {count}"
+    print(f"{len(bodies)} pages, {size / 1e6:.1f} MB, medians of {rounds} interleaved rounds")
+    return [
         Figure(
             name=f"{name} decoding of FHIR pages (issue 13 item 6)",
             value=median_ratio(seconds["orjson"], seconds[name]),
@@ -118,7 +124,6 @@ def main() -> None:
         )
         for name in ("msgspec", "msgspec typed")
     ]
-    print_figures(figures)
 
 
 if __name__ == "__main__":

@@ -12,122 +12,22 @@ Not collected by pytest (no `test_` prefix).
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.bench.procs import PYTHON_BRIDGE, TreeSampler, free_port, running, status_kib
 
 DIRECTORIES = ("organization", "service", "facility", "provider")
 # Each directory entry declares the namespace on itself (the writer writes standalone elements): nested
 # references (facility/organizations/organization…) do not, so this marker counts entries only.
 MARKERS = {name: f'<csd:{name} xmlns:csd="urn:ihe:iti:csd:2013"'.encode() for name in DIRECTORIES}
 CARRY = max(len(marker) for marker in MARKERS.values())
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def descendants(pid: int) -> list[int]:
-    """The process ids below `pid` (children, their children…), read from /proc."""
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        current = stack.pop()
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                children = [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue  # the thread or process ended meanwhile
-            found += children
-            stack += children
-    return found
-
-
-class TreeSampler(threading.Thread):
-    """The largest sum of VmRSS over a process and its descendants, sampled every `period_s`."""
-
-    def __init__(self, pid: int, period_s: float = 0.2) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.period_s = period_s
-        self.peak_kib = 0
-        self.most_processes = 0
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.wait(self.period_s):
-            total, processes = 0, 0
-            for pid in (self.pid, *descendants(self.pid)):
-                try:
-                    total += status_kib(pid, "VmRSS")
-                    processes += 1
-                except (OSError, RuntimeError):
-                    continue  # gone between the listing and the read
-            self.peak_kib = max(self.peak_kib, total)
-            self.most_processes = max(self.most_processes, processes)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join()
-
-
-def status_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/{pid}/status: the benchmark needs Linux")
-
-
-@contextmanager
-def process(
-    command: list[str], ready_url: str, log: Path, env: dict[str, str], cwd: str | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A `python -m bridge …` process (run from `cwd`: its `bridge/` is the one imported), its output to
-    `log`, until `ready_url` answers 200."""
-    with (
-        log.open("wb") as output,
-        subprocess.Popen(
-            [sys.executable, "-m", "bridge", *command],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
-            cwd=cwd,
-        ) as child,
-    ):
-        try:
-            deadline = time.monotonic() + 600
-            while True:
-                if child.poll() is not None:
-                    raise RuntimeError(f"{' '.join(command)} exited ({child.returncode}); see {log}")
-                try:
-                    if httpx.get(ready_url, timeout=5).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{' '.join(command)} did not become ready; see {log}")
-                time.sleep(0.2)
-            yield child
-        finally:
-            child.terminate()
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
 
 
 def consume(response: httpx.Response, began: float) -> tuple[float, int, dict[str, int]]:
@@ -154,7 +54,8 @@ def run(
     upstream = f"http://127.0.0.1:{sim_port}/ws-diffusion-fhir"
     started = time.monotonic()
     simulator = ["simulator", "--open", "--scale", str(scale), "--seed", str(seed), "--port", str(sim_port)]
-    with process(simulator, f"{upstream}/metadata", workdir / f"simulator-{scale}.log", {}):
+    sim_log = workdir / f"simulator-{scale}.log"
+    with running([*PYTHON_BRIDGE, *simulator], f"{upstream}/metadata", log=sim_log):
         simulator_start_s = time.monotonic() - started
         env = {
             "BRIDGE_EXTRACTION_SOURCE": source,
@@ -165,7 +66,8 @@ def run(
             env["BRIDGE_MAPPING_WORKERS"] = str(workers)
         serve = ["serve", "--upstream", upstream, "--port", str(bridge_port)]
         bridge_url = f"http://127.0.0.1:{bridge_port}"
-        with process(serve, f"{bridge_url}/healthz", workdir / f"bridge-{scale}.log", env) as bridge:
+        log = workdir / f"bridge-{scale}.log"
+        with running([*PYTHON_BRIDGE, *serve], f"{bridge_url}/healthz", log=log, env=env) as bridge:
             path = "/extraction" + (f"/{region}" if region else "")
             figures = measure(bridge.pid, 120, "GET", bridge_url + path)
     # The bridge logs when the whole offer was received and spooled (extraction.LogEvent.SPOOLED).

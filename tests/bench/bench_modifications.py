@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from bridge import ns
-from tests.bench.bench_extract import DIRECTORIES, free_port, measure, process
+from tests.bench.bench_extract import DIRECTORIES, measure
+from tests.bench.procs import PYTHON_BRIDGE, free_port, running
 
 SINCE = "2000-01-01T00:00:00Z"  # before every record of the simulator: the whole directory changed
 ITI74_BODY = (
@@ -56,11 +57,13 @@ def run(scale: int, seed: int, since: str, function: str, workdir: Path) -> dict
     sim_port, bridge_port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{sim_port}/ws-diffusion-fhir"
     simulator = ["simulator", "--open", "--scale", str(scale), "--seed", str(seed), "--port", str(sim_port)]
-    with process(simulator, f"{upstream}/metadata", workdir / f"simulator-{scale}.log", {}):
+    sim_log = workdir / f"simulator-{scale}.log"
+    with running([*PYTHON_BRIDGE, *simulator], f"{upstream}/metadata", log=sim_log):
         env = {"BRIDGE_LOG_LEVEL": "info", "BRIDGE_UPSTREAM_DEADLINE_S": "3600"}
         serve = ["serve", "--upstream", upstream, "--port", str(bridge_port)]
         bridge_url = f"http://127.0.0.1:{bridge_port}"
-        with process(serve, f"{bridge_url}/healthz", workdir / f"bridge-{scale}.log", env) as bridge:
+        log = workdir / f"bridge-{scale}.log"
+        with running([*PYTHON_BRIDGE, *serve], f"{bridge_url}/healthz", log=log, env=env) as bridge:
             figures = measure(
                 bridge.pid,
                 3600,

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from tests.bench.bench_extract import free_port, process
+from tests.bench.procs import PYTHON_BRIDGE, free_port, running
 
 
 async def export(base: str, downloads: int) -> tuple[float, float, int, int]:
@@ -64,7 +64,7 @@ def main() -> None:
     command = ["simulator", "--open", "--scale", str(args.scale), "--port", str(port)]
     with tempfile.TemporaryDirectory() as work:
         log = Path(args.log or f"{work}/simulator.log")
-        with process(command, f"{base}/metadata", log, {}, cwd=args.simulator_path):
+        with running([*PYTHON_BRIDGE, *command], f"{base}/metadata", log=log, cwd=args.simulator_path):
             ready, done, files, resources = asyncio.run(export(base, args.downloads))
     which = args.simulator_path or "this checkout"
     print(

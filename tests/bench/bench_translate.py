@@ -15,16 +15,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import os
-import resource
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
 
@@ -41,6 +34,7 @@ from bridge.simulator.dataset import generate_dataset
 from bridge.translate.engine import from_fhir_results
 from bridge.translate.plan import to_fhir_plan
 from bridge.translate.tables import Mappings
+from tests.bench.procs import ROR_BRIDGE, cpu_seconds, free_port, run_cpu_seconds, running
 from tests.bench.targets import Figure, Goal, median_ratio, print_figures
 
 try:  # the bridge pauses the collector for the whole batch (translate_bundle) since issue 13
@@ -48,7 +42,6 @@ try:  # the bridge pauses the collector for the whole batch (translate_bundle) s
 except ImportError:  # the bridge before it did not: the same bench measures both
     bridge_batch = contextlib.nullcontext  # type: ignore[assignment]
 
-ROR_BRIDGE = str(Path(sys.executable).with_name("ror-bridge"))
 TRANSLATE_TARGET = 0.75
 CPU_TARGET_MS = 35.0
 
@@ -132,12 +125,7 @@ def physical_limit(bundle: bytes, root: etree._Element, expected: bytes) -> floa
 
 def process_seconds(bundle_path: Path, output: Path) -> float:
     """CPU time (user + system) of one whole `ror-bridge translate` process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(
-        [ROR_BRIDGE, "translate", str(bundle_path), "-o", str(output)], check=True, stderr=subprocess.DEVNULL
-    )
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return run_cpu_seconds([ROR_BRIDGE, "translate", str(bundle_path), "-o", str(output)])
 
 
 def translation_figures(scale: int, seed: int, rounds: int) -> list[Figure]:
@@ -224,41 +212,6 @@ def translation_figures(scale: int, seed: int, rounds: int) -> list[Figure]:
 # Serving
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def process(args: list[str], ready_url: str, env: dict[str, str] | None = None) -> Iterator[int]:
-    """A `ror-bridge` subprocess, yielded (its pid) once `ready_url` answers; stopped on exit."""
-    child = subprocess.Popen(
-        args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(ready_url, timeout=2).status_code < 500:
-                    break
-            except httpx.HTTPError:
-                pass
-            if child.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{args[:2]} did not start")
-            time.sleep(0.2)
-        yield child.pid
-    finally:
-        child.terminate()
-        child.wait(timeout=30)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (/proc/<pid>/stat, fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def direct_url(simulator: str, request: bytes, page_size: int) -> str:
     """The first-page URL the bridge asks the simulator for this request (its plan's first query)."""
     from bridge.fhir.client import FhirClient
@@ -281,9 +234,9 @@ def serving_figures(scale: int, requests: int, offers: int) -> list[Figure]:
     bridge_args = [ROR_BRIDGE, "serve", "--port", str(bridge_port), "--upstream", simulator]
     ready = f"http://127.0.0.1:{bridge_port}/healthz"
     with (
-        process(sim_args, f"{simulator}/metadata"),
+        running(sim_args, f"{simulator}/metadata", ready_s=120),
         # one upstream page of `offers` offers: the bridge receives exactly the answer's offers
-        process(bridge_args, ready, {"BRIDGE_UPSTREAM_PAGE_SIZE": str(offers)}) as pid,
+        running(bridge_args, ready, env={"BRIDGE_UPSTREAM_PAGE_SIZE": str(offers)}, ready_s=120) as bridge,
         httpx.Client(timeout=60) as http,
     ):
         url = f"http://127.0.0.1:{bridge_port}/csd"
@@ -304,7 +257,7 @@ def serving_figures(scale: int, requests: int, offers: int) -> list[Figure]:
             http.get(search)
         bridge_ms: list[float] = []
         direct_ms: list[float] = []
-        cpu_before = cpu_seconds(pid)
+        cpu_before = cpu_seconds(bridge.pid)
         for _ in range(requests):
             started = time.perf_counter()
             http.post(url, content=body, headers=headers).raise_for_status()
@@ -312,7 +265,7 @@ def serving_figures(scale: int, requests: int, offers: int) -> list[Figure]:
             started = time.perf_counter()
             http.get(search).raise_for_status()
             direct_ms.append((time.perf_counter() - started) * 1000)
-        cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / requests
+        cpu_ms = (cpu_seconds(bridge.pid) - cpu_before) * 1000 / requests
     bridge_p50, direct_p50 = statistics.median(bridge_ms), statistics.median(direct_ms)
     print(
         f"offer-search: {units} UEs, {resources} FHIR resources → {entities} CSD entities; "

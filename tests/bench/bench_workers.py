@@ -16,15 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
-import sys
 import time
 import uuid
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import orjson
@@ -33,9 +30,9 @@ from lxml import etree
 from bridge import ns
 from bridge.app import WORKER_ARGS_ENV
 from bridge.compare.selftest import _wrap
+from tests.bench.procs import BIN, ROR_BRIDGE, free_port, running, started, wait_ready
 from tests.bench.targets import Figure, Goal, median_ratio, print_figures
 
-BIN = Path(sys.executable).parent
 COMMAND = "python -m tests.bench.bench_workers"
 # The offer-search of issue 13: one page of 50 offers (their organisations and lieux included).
 OFFER_SEARCH = (
@@ -53,24 +50,8 @@ class Variant:
     command: tuple[str, ...]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(url: str, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        time.sleep(0.3)
-    raise SystemExit(f"bench_workers: {url} did not come up")
-
-
 def variants(upstream: str) -> list[Variant]:
-    serve = (str(BIN / "ror-bridge"), "serve", "--upstream", upstream, "--port", "{port}")
+    serve = (ROR_BRIDGE, "serve", "--upstream", upstream, "--port", "{port}")
     factory = (
         str(BIN / "uvicorn"),
         "--factory",
@@ -131,57 +112,47 @@ def main(argv: list[str] | None = None) -> int:
     if (os.cpu_count() or 1) < 2:
         print("bench_workers: needs at least 2 CPU cores (serve refuses more workers than cores)")
         return 2
+    figures = workers_figures(args.rounds, args.round_s, args.warm_s, args.concurrency, args.scale)
+    return 0 if print_figures(figures) else 1
 
+
+def workers_figures(rounds: int, round_s: float, warm_s: float, concurrency: int, scale: int) -> list[Figure]:
+    """The rounds (each bridge in turn), then the two ratios as `Figure` rows."""
     with ExitStack() as stack:
-        sim_port = _free_port()
-        simulator = subprocess.Popen(
-            [str(BIN / "ror-bridge"), "simulator", "--open", "--port", str(sim_port),
-             "--scale", str(args.scale)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        stack.callback(simulator.wait, 30)
-        stack.callback(simulator.terminate)
+        sim_port = free_port()
         upstream = f"http://127.0.0.1:{sim_port}/ws-diffusion-fhir"
-        _wait(f"{upstream}/metadata")
+        simulator = [ROR_BRIDGE, "simulator", "--open", "--port", str(sim_port), "--scale", str(scale)]
+        stack.enter_context(running(simulator, f"{upstream}/metadata", ready_s=180))
         environment = {
-            **os.environ,
             "BRIDGE_LOG_LEVEL": "warning",
             "BRIDGE_UPSTREAM_URL": upstream,
             WORKER_ARGS_ENV: orjson.dumps({"config": None, "overrides": {"upstream_url": upstream}}).decode(),
         }
         urls: dict[str, str] = {}
+        children: dict[str, subprocess.Popen[bytes]] = {}
         for variant in variants(upstream):
-            port = _free_port()
-            process = subprocess.Popen(
-                [part.format(port=port) for part in variant.command],
-                env=environment,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            stack.callback(process.wait, 40)
-            stack.callback(process.terminate)
+            port = free_port()
+            command = [part.format(port=port) for part in variant.command]
+            children[variant.label] = stack.enter_context(started(command, env=environment, stop_s=40))
             urls[variant.label] = f"http://127.0.0.1:{port}"
-        for url in urls.values():
-            _wait(f"{url}/healthz")
+        for label, url in urls.items():  # started side by side, then each waited for
+            wait_ready(f"{url}/healthz", children[label], seconds=180)
         rates: dict[str, list[float]] = {label: [] for label in urls}
         entities = 0
-        for number in range(1, args.rounds + 1):
+        for number in range(1, rounds + 1):
             for label, url in urls.items():
-                counted, entities = asyncio.run(
-                    _load(f"{url}/csd", args.concurrency, args.round_s, args.warm_s)
-                )
-                rates[label].append(counted / args.round_s)
+                counted, entities = asyncio.run(_load(f"{url}/csd", concurrency, round_s, warm_s))
+                rates[label].append(counted / round_s)
             line = ", ".join(f"{label} {values[-1]:.1f}/s" for label, values in rates.items())
             print(f"round {number}: {line}", flush=True)
 
     one, two = rates["serve --workers 1"], rates["serve --workers 2"]
     fast, plain = rates["1 worker, uvloop + httptools"], rates["1 worker, asyncio + h11"]
     where = (
-        f"offer-search answering 50 offers ({entities} entities), concurrency {args.concurrency}, "
-        f"simulator {args.scale} offers; medians of {args.rounds} interleaved rounds of {args.round_s:g} s"
+        f"offer-search answering 50 offers ({entities} entities), concurrency {concurrency}, "
+        f"simulator {scale} offers; medians of {rounds} interleaved rounds of {round_s:g} s"
     )
-    figures = [
+    return [
         Figure(
             name="serve --workers 2 throughput",
             value=median_ratio(two, one),
@@ -203,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
             command=COMMAND,
         ),
     ]
-    return 0 if print_figures(figures) else 1
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -33,32 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from bridge.compare.selftest import _capture, _fill, _wrap, load_scenarios
-
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(url: str, context: ssl.SSLContext | bool, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with suppress(httpx.HTTPError):
-            if httpx.get(url, verify=context, timeout=2).status_code < 500:
-                return
-        time.sleep(0.3)
-    raise SystemExit(f"soak: {url} did not come up")
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
+from tests.bench.procs import ROR_BRIDGE, free_port, rss_mib, started, stop, wait_ready
 
 # The soak clients' ROR access profiles, in turn (client n has PROFILES[n % 4]): every answer is filtered.
 PROFILES = (1, 0, 2, 3)
@@ -158,15 +132,10 @@ STOP_MARGIN_S = 25.0
 
 def _stop(process: subprocess.Popen[bytes], bound_s: float) -> None:
     """SIGTERM, then the time the bridge took to stop; killed (and said so) beyond `bound_s`."""
-    started = time.monotonic()
-    process.terminate()
-    try:
-        process.wait(bound_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        raise SystemExit(f"soak: the bridge did not stop within {bound_s:.0f} s of SIGTERM: killed") from None
-    print(f"soak: the bridge stopped {time.monotonic() - started:.1f} s after SIGTERM", flush=True)
+    took = stop(process, bound_s)
+    if took is None:
+        raise SystemExit(f"soak: the bridge did not stop within {bound_s:.0f} s of SIGTERM: killed")
+    print(f"soak: the bridge stopped {took:.1f} s after SIGTERM", flush=True)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -213,19 +182,15 @@ def main(argv: list[str] | None = None) -> int:
             ca.configure_trust(contexts[-1])
             client_cert.configure_cert(contexts[-1])
         context = contexts[0]  # profile 1: sees everything, captures the identifiers the requests use
-        sim_port, bridge_port = _free_port(), _free_port()
+        sim_port, bridge_port = free_port(), free_port()
         faults = f"status(503)@p={args.fault_rate}"
-        simulator = subprocess.Popen(
-            [str(BIN / "ror-bridge"), "simulator", "--open", "--port", str(sim_port),
+        simulator = stack.enter_context(started(
+            [ROR_BRIDGE, "simulator", "--open", "--port", str(sim_port),
              "--scale", str(args.scale), "--latency-ms", str(args.latency_ms), "--faults", faults],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        stack.callback(simulator.wait, 30)
-        stack.callback(simulator.terminate)
+        ))  # fmt: skip
         upstream = f"http://127.0.0.1:{sim_port}/ws-diffusion-fhir"
-        _wait(f"{upstream}/metadata", False)
-        command = [str(BIN / "ror-bridge")]
+        wait_ready(f"{upstream}/metadata", simulator, seconds=120, verify=False)
+        command = [ROR_BRIDGE]
         if args.tracemalloc or args.no_release:
             command = [sys.executable, "-m", "tests.bench.traced_serve"]
         snapshots = directory / "snapshot"
@@ -250,13 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(_stop, bridge, grace_s + STOP_MARGIN_S)
         pid = bridge.pid
         url = f"https://127.0.0.1:{bridge_port}/csd"
-        _wait(f"https://127.0.0.1:{bridge_port}/healthz", context)
+        wait_ready(f"https://127.0.0.1:{bridge_port}/healthz", bridge, seconds=120, verify=context)
         requests = _requests(url, context)
         functions = sorted({function for function, _ in requests})
         print(f"soak: {args.clients} clients, {len(requests)} requests of {len(functions)} functions "
               f"({', '.join(functions)}), SOAP 1.1 and 1.2 over mTLS, access profiles {PROFILES} in turn; "
               f"simulator {args.scale} offers, {args.latency_ms} ms, {faults}", flush=True)  # fmt: skip
-        print(f"soak: bridge RSS at start {_rss_mib(pid):.0f} MiB", flush=True)
+        print(f"soak: bridge RSS at start {rss_mib(pid):.0f} MiB", flush=True)
         rss: list[float] = []
         first_snapshot = None
         total_errors = 0
@@ -264,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             latencies, errors, elapsed = asyncio.run(
                 _round(url, contexts, requests, args.clients, args.round_s)
             )
-            rss.append(_rss_mib(pid))
+            rss.append(rss_mib(pid))
             total_errors += len(errors)
             print(
                 f"round {number}: {len(latencies)} requests in {elapsed:.0f} s "

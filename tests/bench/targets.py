@@ -6,6 +6,7 @@ Benchmark support (tests/bench/, never collected by pytest). Each benchmark modu
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ class Figure:
     """One measured figure: what it is, its value, the target it is held against, and how to reproduce it.
 
     `baseline` says what the value is measured against in the same run (a ratio's denominator), `detail` the
-    raw figures behind a ratio, so that a reader can check the arithmetic.
+    raw figures behind a ratio, so that a reader can check the arithmetic. `unmeasured`, when set, says why
+    this run has no value (`value` is then NaN, see `not_measured`): such a row neither meets nor misses.
     """
 
     name: str
@@ -35,9 +37,19 @@ class Figure:
     baseline: str
     detail: str
     command: str
+    unmeasured: str = ""
+
+    @classmethod
+    def not_measured(
+        cls, name: str, unit: str, goal: Goal, target: float, why: str, detail: str, command: str
+    ) -> Figure:
+        """A row for a figure this run does not measure, saying why (and where it is measured)."""
+        return cls(name, math.nan, unit, goal, target, "—", detail, command, unmeasured=why)
 
     @property
     def met(self) -> bool:
+        if self.unmeasured:
+            return False
         if self.goal is Goal.AT_LEAST:
             return self.value >= self.target
         return self.value <= self.target
@@ -49,13 +61,18 @@ def median_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> 
 
 
 def print_figures(figures: Iterable[Figure]) -> bool:
-    """Print the figures as a Markdown table; True when every one meets its target."""
+    """Print the figures as a Markdown table; True when every measured one meets its target."""
     rows = list(figures)
     print("| figure | measured | target | met | baseline (same run) | detail | command |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
+        measured = f"{row.value:.3g} {row.unit}".rstrip()
+        if row.unmeasured:
+            measured = f"not measured in this run: {row.unmeasured}"
+        met = "—" if row.unmeasured else "yes" if row.met else "NO"
+        target = f"{row.goal.value} {row.target:g} {row.unit}".rstrip()
         print(
-            f"| {row.name} | {row.value:.3g} {row.unit} | {row.goal.value} {row.target:g} {row.unit} | "
-            f"{'yes' if row.met else 'NO'} | {row.baseline} | {row.detail} | `{row.command}` |"
+            f"| {row.name} | {measured} | {target} | "
+            f"{met} | {row.baseline} | {row.detail} | `{row.command}` |"
         )
-    return all(row.met for row in rows)
+    return all(row.met for row in rows if not row.unmeasured)
