@@ -312,13 +312,9 @@ IHE_SEARCH_WITHOUT_EG = (
     "an IHE facility-search answers UEs without their EG, while ANS's TR_Lecture identifier rule expects an "
     "idNatStruct (1.2.250.1.71.4.2.2) in every answer with a facility identifier"
 )
-# 2. Not placed yet: a professional's civilité (v3 prefix, TRE_R81) is written as the text of csd:honorific
-#    (the profile's honorific is TRE_R11 coded; TRE_R81 goes to the name's extension/title), and all of a
-#    situation's savoir-faire as csd:specialty (the profile allows one).
-PROVIDER_NAME_PENDING = (
-    "a professional's civilité is written as csd:honorific text (the profile: TRE_R11 coded honorific, "
-    "TRE_R81 title in the name extension) and every savoir-faire as csd:specialty (the profile allows one)"
-)
+# (Resolved: a professional's civilité is placed as the profile has it — TRE_R81 as the name's
+# extension/title, TRE_R11 as the coded honorific (codes/civilite.csv) — and each savoir-faire as a
+# credential, no csd:specialty.)
 
 
 def assert_follows_profile(
