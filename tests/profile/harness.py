@@ -365,7 +365,8 @@ def newer_codes_report(profile: OfficialProfile) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m tests.profile.harness FILE… [--project lecture|notif]`: each answer file's failures."""
+    """`python -m tests.profile.harness FILE… [--project lecture|notif] [--ihe-search]`: each answer file's
+    failures."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m tests.profile.harness", description=main.__doc__)
@@ -381,13 +382,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="the NOS files of 2023-06-14 alone, without the simulator code lists' newer codes",
     )
+    parser.add_argument(
+        "--ihe-search",
+        action="store_true",
+        help="the answers of an IHE ITI-73 search: without the TR_Lecture idNatStruct assertion (defect 4)",
+    )
     args = parser.parse_args(argv)
     profile = OfficialProfile(args.reference, newer_codes=None if args.nos_2023_only else simulator_codes())
     project = {"lecture": LECTURE_PROJECT, "notif": NOTIF_PROJECT}.get(args.project or "")
     failed = 0
     for path in args.files:
         document = etree.parse(str(path), etree.XMLParser(resolve_entities=False, huge_tree=True)).getroot()
-        failures = profile.check(document, project=project)
+        failures = profile.check(document, project=project, ihe_search=args.ihe_search)
         failed += bool(failures)
         counts = ", ".join(f"{rule}: {n}" for (_check, rule), n in summary(failures).items())
         print(f"{path}: {len(failures)} failure(s){' (' + counts + ')' if counts else ''}")

@@ -325,6 +325,10 @@ def test_the_harness_command_reports_each_file(tmp_path: Path) -> None:
     )
     assert main([str(good), "--project", "lecture"]) == 0
     assert main([str(good), str(bad)]) == 1
+    # an IHE facility-search's recorded answer: only its TR_Lecture idNatStruct assertion fails
+    search = Path(__file__).resolve().parents[1] / "golden" / "cases" / "facility-search-2014-city-paged"
+    assert main([str(search / "expected.xml")]) == 1
+    assert main([str(search / "expected.xml"), "--ihe-search"]) == 0
 
 
 @pytest.fixture(scope="module")
