@@ -317,11 +317,15 @@ class Facility:
 
 @dataclass(frozen=True, slots=True)
 class PersonName:
+    """`csd:name` of a person: `honorific` is the profile's civilité d'exercice (TRE_R11, coded); the
+    civilité (TRE_R81) is the profile's `nameExtension/title`, a typed element in `extensions`."""
+
     common_names: tuple[str, ...]
-    honorific: str | None = None
+    honorific: CodedType | None = None
     forename: str | None = None
     surname: str | None = None
     suffix: str | None = None
+    extensions: tuple[Extension, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

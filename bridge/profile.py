@@ -32,6 +32,11 @@ SEQUENCES: Final[Mapping[str, tuple[str, ...]]] = {
     "deviceExtension": ("nbInService",),
     "contactPointExtension": ("confidentialityLevel", "record"),
     "operatingHoursExtension": ("operatingHoursType", "record"),
+    "nameExtension": ("title",),
+    "credentialsExtension": (
+        "speciality", "competence", "exclusiveCompetence", "particularSkills", "capacity", "qualificationPAC",
+        "DESCNonQualifiant", "complementarySkills", "record",
+    ),
 }  # fmt: skip
 
 # A typed element that holds one of several repeated things of an entity in its own extension: each occurrence

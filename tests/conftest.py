@@ -70,14 +70,17 @@ class Csd2014WithDevices:
     """The official IHE CSD 2014 schema, applied to a document from which the ROR v2.4 profile's additions
     are taken out first — its `deviceDirectory` (after the four IHE directories) and the content of its typed
     extensions (`csd:extension` of urn `urn:asip:ror:2015`, several children where CSD 2014 allows one, and
-    the whole extension in operatingHours, which has none in CSD 2014; the official v2.4 schema checks
-    them): every other element of an answer must still be CSD 2014. Same `validate` / `assertValid` /
+    the whole extension in operatingHours and in a name, which have none in CSD 2014; the official v2.4
+    schema checks them) and the attributes of a name's `honorific` (coded TRE_R11 in the profile, text in
+    CSD 2014): every other element of an answer must still be CSD 2014. Same `validate` / `assertValid` /
     `error_log` as an `etree.XMLSchema`."""
 
     _DEVICES = "{urn:ihe:iti:csd:2013}deviceDirectory"
     _EXTENSION = "{urn:ihe:iti:csd:2013}extension"
     _PROFILE_URN = "urn:asip:ror:2015"
     _HOURS = "{urn:ihe:iti:csd:2013}operatingHours"
+    _NAME = "{urn:ihe:iti:csd:2013}name"
+    _HONORIFIC = "{urn:ihe:iti:csd:2013}honorific"
 
     def __init__(self, schema: etree.XMLSchema) -> None:
         self.schema = schema
@@ -89,11 +92,14 @@ class Csd2014WithDevices:
             parent = devices.getparent()
             if parent is not None:
                 parent.remove(devices)
+        for honorific in copy.iter(self._HONORIFIC):
+            for attribute in ("code", "codingScheme"):
+                honorific.attrib.pop(attribute, None)
         for extension in list(copy.iter(self._EXTENSION)):
             if extension.get("urn") != self._PROFILE_URN:
                 continue
             parent = extension.getparent()
-            if parent is not None and parent.tag == self._HOURS:  # CSD 2014 operatingHours has no extension
+            if parent is not None and parent.tag in (self._HOURS, self._NAME):  # no extension in CSD 2014
                 parent.remove(extension)
                 continue
             for typed in list(extension):

@@ -4,13 +4,14 @@ The digest below was first recorded on `main` before bridge/extraction.py became
 then again for the profile's placement (issue 11), checked equal to the placement branch's own output before
 the renovation, and for the simulator's contacts of each confidentiality level (issue 15; the same code on the
 previous dataset still gives the previous digest), and for the lieux' capacities as the UEs' typed elements
-(issue 11 item 3: the document differs from the previous one by exactly the inserted accommodationCapacity
-and residentialCapactity elements). Regional extraction of `ocean-indien`, simulator scale 240
-seed 5, shipped tables; every way of producing the document — searches, `$export`, small pages — must still
-give exactly those bytes. It pins the spool, the read-back order, the batching and the writer, not only the
-entity sets the other tests check. It also changes when the mapping tables, the writer or the simulator's
-dataset change on purpose: record it again then (`python -m tests.test_extraction_bytes` prints the digest)
-and say so in the commit.
+(issue 11 item 3: the document differs from the previous one by exactly the inserted accommodationCapacity and
+residentialCapactity elements), and for the professionals' savoir-faire as the profile's credential (issue 11:
+each provider's csd:specialty replaced by a csd:credential per situation, nothing else differs). Regional
+extraction of `ocean-indien`, simulator scale 240 seed 5, shipped tables; every way of producing the document
+— searches, `$export`, small pages — must still give exactly those bytes. It pins the spool, the read-back
+order, the batching and the writer, not only the entity sets the other tests check. It also changes when the
+mapping tables, the writer or the simulator's dataset change on purpose: record it again then (`python -m
+tests.test_extraction_bytes` prints the digest) and say so in the commit.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from bridge.pipeline.extraction import extraction_request
 from bridge.pipeline.progress import Source
 from tests.test_extraction import MAPPINGS, REGION, extract, simulator
 
-RECORDED_SHA256 = "bd8b3ab0e9f627e45a6b1c38f303d673db6cb3588b66e69c172973467ad5333f"
-RECORDED_BYTES = 219_750
+RECORDED_SHA256 = "484131ed3e5823b5c887cddcc0dc3131d2fc2334edc94b6d001f61be59783497"
+RECORDED_BYTES = 230_906
 
 
 @pytest.fixture(scope="module")

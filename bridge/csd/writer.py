@@ -318,10 +318,12 @@ def _add_person_name(parent: etree._Element, name: PersonName) -> None:
     child = _sub(parent, "name")
     for common in name.common_names:
         _sub(child, "commonName", common)
-    _sub_opt(child, "honorific", name.honorific)
+    if name.honorific is not None:
+        _add_coded(child, name.honorific, "honorific")
     _sub_opt(child, "forename", name.forename)
     _sub_opt(child, "surname", name.surname)
     _sub_opt(child, "suffix", name.suffix)
+    _add_extensions(child, name.extensions)
 
 
 def _add_demographic(parent: etree._Element, person: Demographic) -> None:
@@ -344,7 +346,7 @@ def _add_credential(parent: etree._Element, credential: Credential) -> None:
         _sub(child, "credentialIssueDate", xs_date(credential.issue_date))
     if credential.renewal_date is not None:
         _sub(child, "credentialRenewalDate", xs_date(credential.renewal_date))
-    _each(child, credential.extensions, _add_extension)
+    _add_extensions(child, credential.extensions)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -207,11 +207,13 @@ REVINCLUDE_DECLARED: Mapping[str, frozenset[str]] = {
 REVINCLUDE_INFERRED: Mapping[str, Mapping[str, str]] = {
     "Practitioner": {
         "_revinclude": "a changed professional's situations (PractitionerRole:practitioner), ITI-74 and "
-        "TR-Notif: no declared parameter reaches a PractitionerRole from its Practitioner"
+        "TR-Notif: Practitioner declares no _revinclude nor _has, PractitionerRole no practitioner parameter "
+        "(the declared HealthcareService?practitioner.identifier route: mappings/README.md)"
     },
     "PractitionerRole": {
         "_revinclude:iterate": "the other situations of a professional (PractitionerRole:practitioner), "
-        "merged into one provider per RPPS: PractitionerRole declares only _id, _lastUpdated, _tag"
+        "merged into one provider per RPPS: PractitionerRole declares only _id, _lastUpdated, _tag "
+        "(the declared HealthcareService?practitioner.identifier route: mappings/README.md)"
     },
 }
 

@@ -19,6 +19,7 @@ from bridge.model import (
     Address,
     CodedType,
     ContactPoint,
+    Credential,
     CsdDocument,
     Demographic,
     Directory,
@@ -453,6 +454,7 @@ def _provider(table: EntityTable, values: dict[str, list[Any]], mappings: Mappin
         other_ids=_all(values, "otherID", OtherID),
         organizations=_all(values, "organizations", ProviderOrganization),
         facilities=_all(values, "facilities", ProviderFacility),
+        credentials=_all(values, "credential", Credential),
         specialties=_all(values, "specialty", CodedType),
         extensions=_all(values, "extension", Extension),
     )
@@ -476,6 +478,7 @@ def _merged(first: Provider, other: Provider) -> Provider:
         other_ids=union(first.other_ids, other.other_ids),
         organizations=union(first.organizations, other.organizations),
         facilities=_facilities_merged((*first.facilities, *other.facilities)),
+        credentials=union(first.credentials, other.credentials),
         specialties=first.specialties or other.specialties,
         extensions=(*first.extensions, *other.extensions),
         record=record,

@@ -22,6 +22,7 @@ from bridge.model import (
     AddressLine,
     CodedType,
     ContactPoint,
+    Credential,
     Demographic,
     Extension,
     ExtensionNode,
@@ -82,6 +83,7 @@ Value = (
     | Demographic
     | ProviderOrganization
     | ProviderFacility
+    | Credential
 )
 
 
@@ -622,6 +624,11 @@ def _referenced(values: Sequence[Any], ctx: Context) -> list[Resource]:
     return out
 
 
+# The civilité rows' codingSchemes (codes/civilite.csv): TRE_R11-CiviliteExercice → name/honorific,
+# TRE_R81-Civilite → name/extension/title (NOS files of 2023-06-14).
+CIVILITE_EXERCICE_OID = "1.2.250.1.213.1.6.1.11"
+CIVILITE_OID = "1.2.250.1.213.1.6.1.69"
+
 # FHIR AdministrativeGender → CSD demographic/gender (free text in CSD; M / F as in the CSD samples [INFER]).
 _GENDER = {"male": "M", "female": "F"}
 
@@ -641,8 +648,8 @@ def demographic(values: Sequence[Any], resource: Resource, ctx: Context) -> list
             common = common or " ".join(p for p in (given, family) if p)
             if not common:
                 continue
-            prefix = " ".join(p for p in name.get("prefix") or () if isinstance(p, str)) or None
-            names.append(PersonName((common,), prefix, given or None, family))
+            honorific, title = _civilites(name.get("prefix"), ctx)
+            names.append(PersonName((common,), honorific, given or None, family, extensions=title))
         if not names:
             continue
         telecom = practitioner.get("telecom") or []
@@ -650,6 +657,82 @@ def demographic(values: Sequence[Any], resource: Resource, ctx: Context) -> list
         gender = _GENDER.get(str(practitioner.get("gender")))
         out.append(Demographic(tuple(names), contact_points=points, gender=gender))
     return out
+
+
+def _civilites(prefixes: Any, ctx: Context) -> tuple[CodedType | None, tuple[Extension, ...]]:
+    """A name's prefixes (JDV_J207 civilités) through the rule's civilité rows: a TRE_R11 code is the
+    profile's `honorific` (civilité d'exercice), a TRE_R81 code its `nameExtension/title` (civilité); the
+    first of each is written, a prefix without row is reported and left out."""
+    honorific: CodedType | None = None
+    title: tuple[Extension, ...] = ()
+    for prefix in prefixes or ():
+        if not isinstance(prefix, str) or not prefix.strip():
+            continue
+        coded = ctx.codes.get(prefix.strip()) if ctx.codes is not None else None
+        if coded is not None and coded.coding_scheme == CIVILITE_EXERCICE_OID and honorific is None:
+            honorific = coded
+        elif coded is not None and coded.coding_scheme == CIVILITE_OID and not title:
+            node = ExtensionNode(
+                "title",
+                text=coded.display,
+                attributes=(("code", coded.code), ("codingScheme", coded.coding_scheme)),
+            )
+            title = (Extension("nameExtension", profile.URN, node, profile=True),)
+        else:
+            ctx.findings.add(Finding.CODE_WITHOUT_CROSSWALK, f"civilité (name.prefix): {prefix!r}")
+    return honorific, title
+
+
+# The profile's credential (savoirFaire): codedType = typeSavoirFaire (TRE_R04), and each other savoir-faire
+# nomenclature of PractitionerRole.specialty (JDV_J210…J216, J232 slices) as its credentialsExtension element.
+SAVOIR_FAIRE_TYPE_MARK = "/TRE_R04-TypeSavoirFaire/"
+SAVOIR_FAIRE_ELEMENTS: Mapping[str, str] = {
+    "/TRE_R38-SpecialiteOrdinale/": "speciality",
+    "/TRE_R39-Competence/": "competence",
+    "/TRE_R40-CompetenceExclusive/": "exclusiveCompetence",
+    "/TRE_G13-OrientationParticuliere/": "particularSkills",
+    "/TRE_R43-CapaciteSavoirFaire/": "capacity",
+    "/TRE_R44-QualificationPAC/": "qualificationPAC",
+    "/TRE_R42-DESCnonQualifiant/": "DESCNonQualifiant",
+    "/TRE_R97-DroitExerciceCompl/": "complementarySkills",
+}
+
+
+def savoir_faire(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """A situation's savoir-faire (PractitionerRole.specialty) → the profile's `credential`: codedType = the
+    typeSavoirFaire (TRE_R04), number = the code of the savoir-faire (its first value, else its type)
+    [INFER: the profile requires a number, ME 2.4 has none], extension = each value in its
+    credentialsExtension element (speciality TRE_R38, competence TRE_R39, …) with the situation's record. A
+    value of another nomenclature (compétence spécifique J33) or a second value of one element is reported,
+    not written; a situation without typeSavoirFaire has no credential."""
+    kind: CodedType | None = None
+    elements: dict[str, CodedType] = {}
+    for coding in _codings(values):
+        system = coding["system"]
+        found = coded_type([coding], resource, replace(ctx, codes=None))
+        coded = found[0] if found and isinstance(found[0], CodedType) else None
+        if coded is None:
+            continue
+        element = next((e for mark, e in SAVOIR_FAIRE_ELEMENTS.items() if mark in system), None)
+        if SAVOIR_FAIRE_TYPE_MARK in system and kind is None:
+            kind = coded
+        elif element is not None and element not in elements:
+            elements[element] = coded
+        else:
+            detail = f"savoir-faire not placed: {system}|{coded.code}"
+            ctx.findings.add(Finding.INCOMPLETE_TYPED_ELEMENT, detail)
+    if kind is None:
+        if elements:
+            ctx.findings.add(Finding.INCOMPLETE_TYPED_ELEMENT, "credential without typeSavoirFaire")
+        return []
+    nodes = [
+        ExtensionNode(name, text=c.display, attributes=(("code", c.code), ("codingScheme", c.coding_scheme)))
+        for name, c in elements.items()
+    ]
+    nodes.append(_record_node(resource, ctx))
+    number = next(iter(elements.values()), kind).code
+    extensions = tuple(Extension("credentialsExtension", profile.URN, node, profile=True) for node in nodes)
+    return [Credential(kind, number, extensions=extensions)]
 
 
 def exercise_name(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
@@ -1673,6 +1756,7 @@ TRANSFORMS: Mapping[str, Transform] = {
             reads=(Read((SOURCE,), content=True),),
         ),
         Transform("exercise_name", Demographic, source=True, codes=False, func=exercise_name),
+        Transform("savoir_faire", Credential, source=True, codes=False, func=savoir_faire),
         Transform(
             "provider_organization",
             ProviderOrganization,

@@ -167,12 +167,15 @@ def full_facility() -> Facility:
     )
 
 
+DOCTEUR = CodedType("DR", "1.2.250.1.213.1.6.1.11", "Docteur")  # TRE_R11, the profile's coded honorific
+
+
 def full_provider() -> Provider:
     return Provider(
         entity_id="urn:uuid:00000000-0000-4000-8000-000000000004",
         coded_types=(CodedType("10", "1.2.250.1.71.1.2.7", "Médecin"),),
         demographic=Demographic(
-            names=(PersonName(("Dr Émile Roux",), "Dr", "Émile", "Roux", "fils"),),
+            names=(PersonName(("Dr Émile Roux",), DOCTEUR, "Émile", "Roux", "fils"),),
             contact_points=(PHONE,),
             addresses=(ADDRESS,),
             gender="M",

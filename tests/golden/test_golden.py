@@ -20,7 +20,7 @@ from bridge.shipped import shipped_dir
 from bridge.translate import load_mappings
 from tests.golden.manifest import GOLDEN, Call, Case, Upstream, canonical, fault_summary, load_manifest
 from tests.profile.harness import (
-    IHE_SEARCH_WITHOUT_EG,
+    IHE_STORED_FUNCTION,
     LECTURE_PROJECT,
     OfficialProfile,
     assert_follows_profile,
@@ -95,28 +95,17 @@ def test_every_stored_function_and_request_form_has_a_case() -> None:
     )
 
 
-# The answers that do not follow the profile yet, each with what keeps it from it (tests/profile/harness.py);
-# every other answer is checked for real (strict: a listed case that starts to conform fails until it is
-# removed from here).
-PENDING = {
-    "facility-search-2013-uuid-other-id": IHE_SEARCH_WITHOUT_EG,
-    "facility-search-2014-city-paged": IHE_SEARCH_WITHOUT_EG,
-}
+# The functions that are IHE ITI-73 searches (CSD 2014 stored functions): their answers are exempt from the
+# TR_Lecture pattern's "an idNatStruct in the answer" only (tests/profile/harness.py, IHE_SEARCH_EXEMPT).
+IHE_SEARCHES = frozenset(
+    spec.name
+    for spec in load_mappings(shipped_dir("mappings")).functions.values()
+    if spec.urn.startswith(IHE_STORED_FUNCTION)
+)
 
 
 @pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(
-            c,
-            id=c.name,
-            marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=PENDING[c.name])
-            if c.name in PENDING
-            else (),
-        )
-        for c in MANIFEST.cases
-        if not c.expected_fault.is_file()
-    ],
+    "case", [c for c in MANIFEST.cases if not c.expected_fault.is_file()], ids=lambda c: c.name
 )
 def test_golden_answer_follows_the_official_ror_profile(
     case: Case, official_profile: OfficialProfile
@@ -125,4 +114,10 @@ def test_golden_answer_follows_the_official_ror_profile(
     # reading of one establishment's offer, the PLATINES Lecture project's XPath assertions.
     document = etree.parse(str(case.expected_xml)).getroot()
     project = LECTURE_PROJECT if case.function == "establishment-offers" else None
-    assert_follows_profile(official_profile, document, project=project)
+    ihe_search = case.function in IHE_SEARCHES
+    assert_follows_profile(official_profile, document, project=project, ihe_search=ihe_search)
+
+
+def test_the_ihe_searches_are_the_four_csd_2014_stored_functions() -> None:
+    expected = {"facility-search", "organization-search", "provider-search", "service-search"}
+    assert expected == IHE_SEARCHES

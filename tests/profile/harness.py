@@ -91,6 +91,27 @@ def _correct_assertion(assertion: Assertion) -> Assertion:
 USER_ATTRIBUTE_ASSERTION = (
     "Vérification de la présence de l'attribut défini par l'utilisateur au niveau de l'EJ"
 )
+# 4. An assertion of a TR_Lecture pattern that does not apply to IHE ITI-73 searches. The first identifier
+#    pattern of validation_identifiants.sch is ANS's check of TR_Lecture answers (its id says so:
+#    `validite-idNat-Struct-TRLecture`; TR-Notif has its own pattern). In its OI-identifier rule it asserts
+#    that the answer holds an idNatStruct (`//*:otherID/@assigningAuthorityName='1.2.250.1.71.4.2.2'`, "Un
+#    identifiant avec l'OID ... est attendu"): true of every TR_Lecture answer, the reading of one
+#    establishment, which always carries that EG (and its EJ) in organizationDirectory. An IHE ITI-73 search
+#    (the CSD 2014 stored functions facility-, organization-, provider-, service-search) is no TR_Lecture: its
+#    result is its own directory (a facility-search answers the UEs of the lieux it matches, each naming its
+#    EG by entityID in organizations/organization as the profile's UE does; organizationDirectory is not one
+#    of its directories, and the bridge's organization-search likewise never writes the parents it includes).
+#    So `check(..., ihe_search=True)` leaves out that one assertion, and only it: the pattern's other checks
+#    (OI identifiers' region prefix and slash, idNatStruct formats) still run on IHE searches, and every other
+#    answer (the readings, ITI-74, TR-Notif, the extraction, the bridge's own stored functions) is held to
+#    the whole pattern (tests/profile/test_harness.py proves it still fires on a TR_Lecture answer without
+#    its establishment).
+IHE_SEARCH_EXEMPT = (
+    "validation_identifiants.sch#validite-idNat-Struct-TRLecture",
+    "//*:otherID/@assigningAuthorityName='1.2.250.1.71.4.2.2'",
+)
+IHE_STORED_FUNCTION = "urn:ihe:iti:csd:2014:stored-function:"
+
 LECTURE_PROJECT = "C_Lecture_EG_Offre_complete_EJ_sans_date_sans_restrictionOI_profil1.xml"
 NOTIF_PROJECT = "C_Notif_parametrable__conformite_au_schema.xml"
 
@@ -279,9 +300,14 @@ class OfficialProfile:
         rules: Iterable[str] = CONFORMANCE_RULES,
         project: str | None = None,
         skip: Sequence[str] = (USER_ATTRIBUTE_ASSERTION,),
+        ihe_search: bool = False,
     ) -> list[Failure]:
-        """Schema, Schematron rules and (when a project is named) the PLATINES assertions, in that order."""
+        """Schema, Schematron rules and (when a project is named) the PLATINES assertions, in that order;
+        `ihe_search`: the answer of an IHE ITI-73 search, exempt from IHE_SEARCH_EXEMPT only."""
         failures = self.schema_failures(document) + self.schematron_failures(document, rules)
+        if ihe_search:
+            rule, test = IHE_SEARCH_EXEMPT
+            failures = [f for f in failures if not (f.rule == rule and f.message.startswith(f"{test} — "))]
         if project is not None:
             failures += self.platines_failures(document, project, skip=skip)
         for newer in self.newer_codes_in(document):
@@ -305,20 +331,12 @@ def summary(failures: Iterable[Failure]) -> dict[tuple[str, str], int]:
 # TRE_R213… — are real data, written as the national API gives them; the fixture adds the simulator's cited
 # code lists to the tables (`simulator_codes()`) and the run reports each code accepted that way. With them,
 # the ITI-74 answers conform too: their only failures were such codes.)
-# 1. An IHE facility-search answers the UEs of the lieux it matches, without their establishments (its
-#    result directory holds the matches; organizationDirectory is not one of its directories), while ANS's
-#    TR_Lecture identifier rule expects an idNatStruct in any answer that has a facility identifier.
-IHE_SEARCH_WITHOUT_EG = (
-    "an IHE facility-search answers UEs without their EG, while ANS's TR_Lecture identifier rule expects an "
-    "idNatStruct (1.2.250.1.71.4.2.2) in every answer with a facility identifier"
-)
-# 2. Not placed yet: a professional's civilité (v3 prefix, TRE_R81) is written as the text of csd:honorific
-#    (the profile's honorific is TRE_R11 coded; TRE_R81 goes to the name's extension/title), and all of a
-#    situation's savoir-faire as csd:specialty (the profile allows one).
-PROVIDER_NAME_PENDING = (
-    "a professional's civilité is written as csd:honorific text (the profile: TRE_R11 coded honorific, "
-    "TRE_R81 title in the name extension) and every savoir-faire as csd:specialty (the profile allows one)"
-)
+# (Resolved: an IHE facility-search answers UEs without their EG, where the TR_Lecture identifier pattern
+# expects an idNatStruct in the answer: that assertion is TR_Lecture's, not an ITI-73 search's — defect 4
+# above, IHE_SEARCH_EXEMPT.)
+# (Resolved: a professional's civilité is placed as the profile has it — TRE_R81 as the name's
+# extension/title, TRE_R11 as the coded honorific (codes/civilite.csv) — and each savoir-faire as a
+# credential, no csd:specialty.)
 
 
 def assert_follows_profile(
@@ -327,9 +345,10 @@ def assert_follows_profile(
     *,
     project: str | None = None,
     skip: Sequence[str] = (USER_ATTRIBUTE_ASSERTION,),
+    ihe_search: bool = False,
 ) -> None:
     """Fails with every failure (rule or assertion, node path, message) of the answer against the profile."""
-    failures = profile.check(document, project=project, skip=skip)
+    failures = profile.check(document, project=project, skip=skip, ihe_search=ihe_search)
     counts = ", ".join(f"{rule}: {n}" for (_check, rule), n in summary(failures).items())
     shown = "\n".join(str(failure) for failure in failures[:30])
     newer = "\n".join(str(code) for code in profile.newer_codes_in(document)[:30])
@@ -346,7 +365,8 @@ def newer_codes_report(profile: OfficialProfile) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m tests.profile.harness FILE… [--project lecture|notif]`: each answer file's failures."""
+    """`python -m tests.profile.harness FILE… [--project lecture|notif] [--ihe-search]`: each answer file's
+    failures."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m tests.profile.harness", description=main.__doc__)
@@ -362,13 +382,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="the NOS files of 2023-06-14 alone, without the simulator code lists' newer codes",
     )
+    parser.add_argument(
+        "--ihe-search",
+        action="store_true",
+        help="the answers of an IHE ITI-73 search: without the TR_Lecture idNatStruct assertion (defect 4)",
+    )
     args = parser.parse_args(argv)
     profile = OfficialProfile(args.reference, newer_codes=None if args.nos_2023_only else simulator_codes())
     project = {"lecture": LECTURE_PROJECT, "notif": NOTIF_PROJECT}.get(args.project or "")
     failed = 0
     for path in args.files:
         document = etree.parse(str(path), etree.XMLParser(resolve_entities=False, huge_tree=True)).getroot()
-        failures = profile.check(document, project=project)
+        failures = profile.check(document, project=project, ihe_search=args.ihe_search)
         failed += bool(failures)
         counts = ", ".join(f"{rule}: {n}" for (_check, rule), n in summary(failures).items())
         print(f"{path}: {len(failures)} failure(s){' (' + counts + ')' if counts else ''}")

@@ -14,6 +14,7 @@ from lxml import etree
 from tests.profile.harness import (
     CONFORMANCE_RULES,
     EXCLUDED_RULES,
+    IHE_SEARCH_EXEMPT,
     LECTURE_PROJECT,
     NOTIF_PROJECT,
     USER_ATTRIBUTE_ASSERTION,
@@ -285,6 +286,36 @@ def test_the_identifier_rules_run_once_the_shadowing_rule_is_dropped(
     )
 
 
+IDNAT_EXPECTED = "Un identifiant avec l'OID '1.2.250.1.71.4.2.2' est attendu."
+
+
+def test_a_tr_lecture_answer_without_its_establishment_fails_the_identifier_rule(
+    official_profile: OfficialProfile,
+) -> None:
+    """The TR_Lecture pattern's "an idNatStruct in the answer" fires on a reading whose facilities come
+    without their establishment, and not on a conforming one; only an IHE search is exempt from it
+    (IHE_SEARCH_EXEMPT), and from nothing else of the pattern."""
+    document = etree.parse(str(FIXTURES / "profile-shaped-answer.xml")).getroot()
+    assert official_profile.check(document) == []
+    # its unit identified as the bridge writes an offer's identifier, its establishments' idNatStructs gone
+    (facility_id,) = document.xpath("//c:facility/c:otherID", namespaces={"c": CSD})
+    facility_id.set("assigningAuthorityName", "https://ror.esante.gouv.fr/offre")
+    for other_id in document.xpath(
+        "//c:organization/c:otherID[@assigningAuthorityName='1.2.250.1.71.4.2.2']", namespaces={"c": CSD}
+    ):
+        other_id.getparent().remove(other_id)
+    failures = official_profile.schematron_failures(document, ["validation_identifiants.sch"])
+    rule, test = IHE_SEARCH_EXEMPT
+    assert [(f.rule, f.message) for f in failures] == [(rule, f"{test} — {IDNAT_EXPECTED}")]
+    assert [f.rule for f in official_profile.check(document)].count(rule) == 1  # held to it by default
+    assert rule not in [f.rule for f in official_profile.check(document, ihe_search=True)]
+    # the exemption is that one assertion: a bad OI identifier still fails in an IHE search's answer
+    facility_id.set("code", "99/UE-1")
+    exempt = [f.message.split(" — ")[1] for f in official_profile.check(document, ihe_search=True)]
+    assert any(m.startswith("L'identifiant OI doit commencer par un code région.") for m in exempt)
+    assert IDNAT_EXPECTED not in exempt
+
+
 def test_the_harness_command_reports_each_file(tmp_path: Path) -> None:
     from tests.profile.harness import main
 
@@ -294,6 +325,10 @@ def test_the_harness_command_reports_each_file(tmp_path: Path) -> None:
     )
     assert main([str(good), "--project", "lecture"]) == 0
     assert main([str(good), str(bad)]) == 1
+    # an IHE facility-search's recorded answer: only its TR_Lecture idNatStruct assertion fails
+    search = Path(__file__).resolve().parents[1] / "golden" / "cases" / "facility-search-2014-city-paged"
+    assert main([str(search / "expected.xml")]) == 1
+    assert main([str(search / "expected.xml"), "--ihe-search"]) == 0
 
 
 @pytest.fixture(scope="module")

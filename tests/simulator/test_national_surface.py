@@ -497,3 +497,43 @@ def test_every_recorded_golden_call_is_on_the_national_surface(prod: Surface) ->
     }
     inferred = {(rtype, name) for rtype, names in REVINCLUDE_INFERRED.items() for name in names}
     assert outside <= inferred, outside - inferred
+
+
+async def test_a_professionals_situations_are_reachable_only_through_its_offers(
+    client: httpx.AsyncClient, dataset: Dataset, prod: Surface
+) -> None:
+    """Why REVINCLUDE_INFERRED stays (mappings/README.md): production declares no way from a Practitioner
+    to its PractitionerRoles (no `_revinclude`, no `_has` on Practitioner; no `practitioner` on
+    PractitionerRole). The nearest declared route, `HealthcareService?practitioner.identifier=<RPPS>` with
+    the offers' situations (`_revinclude=PractitionerRole:service`, declared on HealthcareService) and their
+    professionals, does reach every situation (RORPractitionerRole.healthcareService is 1..1), but keyed by
+    RPPS, not by id, and with the situations of every other professional of those offers."""
+    assert not {"_revinclude", "_has"} & set(prod.params["Practitioner"])
+    assert "practitioner" not in prod.params["PractitionerRole"]
+    assert prod.allows("HealthcareService", "practitioner.identifier")
+    counts: dict[int, int] = {}
+    for practitioner in dataset.role_practitioner.tolist():
+        counts[practitioner] = counts.get(practitioner, 0) + 1
+    index = max(counts, key=lambda k: counts[k])
+    practitioner_id = dataset.id_of("Practitioner", index)
+    resource = dataset.get("Practitioner", practitioner_id)
+    assert resource is not None
+    rpps = resource["identifier"][0]["value"]
+    params = {
+        "practitioner.identifier": rpps,
+        "_revinclude": "PractitionerRole:service",
+        "_include:iterate": "PractitionerRole:practitioner",
+        "_count": "200",
+    }
+    response = await client.get("/HealthcareService", params=params)
+    assert response.status_code == 200, response.text
+    roles = [
+        e["resource"] for e in response.json()["entry"] if e["resource"]["resourceType"] == "PractitionerRole"
+    ]
+    own = {r["id"] for r in roles if r["practitioner"]["reference"] == f"Practitioner/{practitioner_id}"}
+    expected = {
+        dataset.id_of("PractitionerRole", i)
+        for i, p in enumerate(dataset.role_practitioner.tolist())
+        if p == index
+    }
+    assert own == expected

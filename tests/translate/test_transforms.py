@@ -416,9 +416,31 @@ def test_referenced_other_id_and_demographic_read_the_received_practitioner(mapp
     assert run(mappings, "referenced_other_id", refs, index=index) == [
         OtherID("10000000001", "1.2.250.1.71.4.2.1")
     ]
-    [person] = run(mappings, "demographic", refs, codes="contact-point", index=index)
-    assert person == Demographic((PersonName(("Dr Jean Martin",), "DR", "Jean", "Martin"),), gender="M")
+    # the provider table's demographic rule reads its contact-point and civilite rows as one table
+    rule = next(r for r in mappings.entities["provider"].rules if r.id == "demographic")
+    assert rule.codes is not None
+    assert rule.codes.name == "contact-point+civilite"
+    ctx = replace(context(mappings, index=index), codes=rule.codes)
+    [person] = TRANSFORMS["demographic"].func(refs, {}, ctx)
+    # DR is a TRE_R11 civilité d'exercice: the profile's coded honorific
+    honorific = CodedType("DR", "1.2.250.1.213.1.6.1.11", "Docteur")
+    assert person == Demographic((PersonName(("Dr Jean Martin",), honorific, "Jean", "Martin"),), gender="M")
     assert mappings.findings.count(Finding.UNRESOLVED_REFERENCE, "Practitioner/absent") == 2
+    # MME is a TRE_R81 civilité: the name's extension/title; a free-text prefix is reported, never written
+    practitioner["name"][0]["prefix"] = ["MME", "Docteur"]
+    [person] = TRANSFORMS["demographic"].func(refs[:1], {}, ctx)
+    assert isinstance(person, Demographic)
+    (name,) = person.names
+    assert name.honorific is None
+    (title,) = name.extensions
+    assert (title.type, title.profile, title.content.name if title.content else None) == (
+        "nameExtension",
+        True,
+        "title",
+    )
+    assert title.content is not None
+    assert ("code", "MME") in title.content.attributes
+    assert mappings.findings.count(Finding.CODE_WITHOUT_CROSSWALK, "civilité (name.prefix): 'Docteur'") == 1
     # a Practitioner without any name gives no demographic (CSD person/name is 1..*)
     index["Practitioner/p1"] = {"resourceType": "Practitioner", "id": "p1", "name": [{"use": "official"}]}
     assert run(mappings, "demographic", refs[:1], codes="contact-point", index=index) == []
@@ -618,3 +640,25 @@ def test_operational_status_of_a_situation(mappings: Mappings) -> None:
     del role["extension"]
     assert run(mappings, "profile_operational_status", [], role, codes="contact-channel") == []
     assert mappings.findings.count(Finding.INCOMPLETE_TYPED_ELEMENT) == 1
+
+
+def test_savoir_faire_is_the_profiles_credential(mappings: Mappings) -> None:
+    """typeSavoirFaire (TRE_R04) → credential/codedType, each value in its credentialsExtension element."""
+    nos = "https://mos.esante.gouv.fr/NOS"
+    role = {"resourceType": "PractitionerRole", "id": "r1", "meta": {"lastUpdated": "2024-01-02T10:00:00Z"}}
+    specialty = [
+        {"coding": [{"system": f"{nos}/TRE_R04-TypeSavoirFaire/FHIR/TRE-R04-TypeSavoirFaire", "code": "C"}]},
+        {"coding": [{"system": f"{nos}/TRE_R39-Competence/FHIR/TRE-R39-Competence", "code": "CM01"}]},
+        {"coding": [{"system": f"{nos}/TRE_R39-Competence/FHIR/TRE-R39-Competence", "code": "CM02"}]},
+    ]
+    [credential] = run(mappings, "savoir_faire", specialty, role)
+    assert credential.coded_type.code == "C"
+    assert credential.coded_type.coding_scheme == "1.2.250.1.213.1.6.1.16"
+    assert credential.number == "CM01"
+    names = [e.content.name for e in credential.extensions if e.content is not None]
+    assert names == ["competence", "record"]  # one element per nomenclature: the second competence reported
+    assert mappings.findings.count(Finding.INCOMPLETE_TYPED_ELEMENT) == 1
+    # without typeSavoirFaire there is no credential (its codedType is 1..1), reported
+    assert run(mappings, "savoir_faire", specialty[1:2], role) == []
+    without_type = "credential without typeSavoirFaire"
+    assert mappings.findings.count(Finding.INCOMPLETE_TYPED_ELEMENT, without_type) == 1

@@ -23,6 +23,7 @@ from bridge.model import (
     CsdDocument,
     Demographic,
     Directory,
+    Extension,
     ExtensionNode,
     FacilityOrganization,
     FacilityService,
@@ -40,7 +41,7 @@ from bridge.model import (
 from bridge.translate import Mappings, from_fhir_results
 from bridge.translate.findings import Finding
 from bridge.translate.identity import NationalIdentifier
-from tests.profile.harness import PROVIDER_NAME_PENDING, OfficialProfile, assert_follows_profile
+from tests.profile.harness import OfficialProfile, assert_follows_profile
 
 from .conftest import FHIR, NOW, search_result
 
@@ -172,6 +173,14 @@ def test_unit_in_full(mappings: Mappings) -> None:
     assert [e.content.name for e in unit.extensions if e.content is not None].count("parentFacility") == 0
 
 
+TITLE_MME = Extension(
+    "nameExtension",
+    "urn:asip:ror:2015",
+    ExtensionNode("title", "Madame", (("code", "MME"), ("codingScheme", "1.2.250.1.213.1.6.1.69"))),
+    profile=True,
+)
+
+
 def test_provider_in_full(mappings: Mappings) -> None:
     provider = answer(mappings).providers[0]
     assert provider.entity_id == "urn:ror:rpps:11111573474"  # one entry per professional, by RPPS
@@ -184,7 +193,8 @@ def test_provider_in_full(mappings: Mappings) -> None:
     assert mappings.findings.count(Finding.CODE_WITHOUT_CROSSWALK, f"profession: {G15}|60") == 0
     assert mappings.findings.count(Finding.CODE_WITHOUT_CROSSWALK, f"profession: {G15}|10") == 1
     assert provider.demographic == Demographic(
-        names=(PersonName(("Cyndi CHANMET",), honorific="MME", forename="Cyndi", surname="CHANMET"),),
+        # civilité MME (TRE_R81, codes/civilite.csv) is the profile's name extension/title, not honorific
+        names=(PersonName(("Cyndi CHANMET",), forename="Cyndi", surname="CHANMET", extensions=(TITLE_MME,)),),
         contact_points=(
             ContactPoint(
                 CodedType("3", "1.2.250.1.213.3.3.1", "Courrier électronique"),
@@ -202,7 +212,17 @@ def test_provider_in_full(mappings: Mappings) -> None:
             (ProviderService(OFFER, ("Hospitalisation complète de cardiologie",), organization_id=EG),),
         ),
     )
-    assert [s.code for s in provider.specialties] == ["S", "SM26"]
+    # the savoir-faire as the profile's credential: type S (TRE_R04), spécialité SM26 (TRE_R38) in its
+    # extension
+    assert provider.specialties == ()
+    (credential,) = provider.credentials
+    assert credential.coded_type == CodedType("S", "1.2.250.1.213.1.6.1.16", "Spécialité ordinale")
+    assert credential.number == "SM26"
+    assert [e.content.name for e in credential.extensions if e.content] == ["speciality", "record"]
+    speciality = credential.extensions[0].content
+    assert speciality is not None
+    assert speciality.attributes == (("code", "SM26"), ("codingScheme", "1.2.250.1.213.2.28"))
+    assert {e.type for e in credential.extensions} == {"credentialsExtension"}
     status = typed(provider, "operationalStatus")  # the v2.4 profile's providerExtension
     assert [c.name for c in status.children] == ["exerciceModeInUnit", "record"]
     assert child(status, "exerciceModeInUnit").attributes[0] == ("code", "S")
@@ -476,7 +496,6 @@ def test_revincluded_roles_of_a_selected_offer_become_providers(mappings: Mappin
     assert list(document.facilities) == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=PROVIDER_NAME_PENDING)
 def test_answer_follows_the_official_ror_profile(
     mappings: Mappings, official_profile: OfficialProfile
 ) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from bridge import profile
 from bridge.errors import MappingTableError
 from bridge.model import CodedType, ExtensionNode
-from bridge.translate.codes import CodeTable
+from bridge.translate.codes import CodeEntry, CodeTable
 from bridge.translate.loaders.reading import RESOURCE_TYPE, Section, read_yaml
 from bridge.translate.paths import PathSyntaxError, SourcePath
 from bridge.translate.tables import (
@@ -155,12 +155,8 @@ def _load_rule(
                 f"{transform.name!r} gives {transform.output.__name__}, "
                 f"target {target.name!r} takes {target.type.__name__}",
             )
-    codes_name = section.text("codes", required=False)
-    codes = None
-    if codes_name is not None:
-        codes = code_tables.get(codes_name)
-        if codes is None:
-            raise section.fail("codes", f"no code table {CODES}/{codes_name}.csv")
+    codes_name, codes = _code_table(section, code_tables)
+    if codes_name is not None and codes is not None:
         missing = [k for k in transform.required_keys if codes.get(k) is None]
         if missing:
             raise section.fail("codes", f"code table {codes_name!r} lacks rows for {', '.join(missing)}")
@@ -232,3 +228,30 @@ def load_model(directory: Path, entities: Mapping[str, EntityTable]) -> tuple[Mo
             attributes.append(ModelAttribute(attribute_name, rules, unmapped))
         classes.append(ModelClass(class_name, section.req("fhir"), tuple(attributes)))
     return tuple(classes)
+
+
+def _code_table(
+    section: Section, code_tables: Mapping[str, CodeTable]
+) -> tuple[str | None, CodeTable | None]:
+    """The rule's `codes`: one table's name, or a list of names whose rows a transform reads as one table
+    (e.g. a demographic's contact points and civilités); a source code in two of them is refused."""
+    raw = section.data.get("codes")
+    if raw is None:
+        return None, None
+    listed: list[Any] = raw if isinstance(raw, list) else [section.text("codes")]
+    names = [n for n in listed if isinstance(n, str) and n]
+    if not names or len(names) != len(listed):
+        raise section.fail("codes", "expected a code table name or a list of them")
+    entries: dict[str, CodeEntry] = {}
+    for name in names:
+        table = code_tables.get(name)
+        if table is None:
+            raise section.fail("codes", f"no code table {CODES}/{name}.csv")
+        for key, entry in table.entries.items():
+            if key in entries:
+                raise section.fail("codes", f"source code {key!r} is in two of the rule's code tables")
+            entries[key] = entry
+    if len(names) == 1:
+        return names[0], code_tables[names[0]]
+    joined = "+".join(names)
+    return joined, CodeTable(joined, entries)
