@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -81,7 +81,8 @@ async def spooled_deltas(
     activities: dict[str, tuple[CodedType, ...]] | None = None,
 ) -> dict[int | None, tuple[BinaryIO, Progress]]:
     """`spooled_delta` for several ROR access profiles at once: the upstream read and spooled once (their
-    upstream requests must not differ), one answer file written per profile, each filtered by it."""
+    upstream requests must not differ), each batch mapped once, and one answer file written per profile,
+    each filtered by it (in one pass: SpoolWriter views)."""
     progress = Progress(request=plan.function)
     spool = (ChainSpool if spec.delta == ORGANIZATION_CHAINS else DeltaSpool)(mappings, spec, region_tags)
     answers: dict[int | None, tuple[BinaryIO, Progress]] = {}
@@ -116,14 +117,17 @@ async def spooled_deltas(
         if activities is not None and isinstance(spool, ChainSpool):
             activities.update(await spool.call(spool.activities))
         now = datetime.now(UTC)
+        views: list[tuple[int | None, Progress]] = []
         for profile in sorted(profiles, key=lambda p: -1 if p is None else p):
             written = replace(
                 progress, phase="writing", written=dict(progress.written), expected=dict(progress.expected)
             )
             file: BinaryIO = tempfile.TemporaryFile(prefix="ror-bridge-iti74-")  # noqa: SIM115 (to the edge)
             answers[profile] = (file, written)
-            writer = SpoolWriter(spool, mappings, now, written, workers=workers, profile=profile)
-            await _write(spool, writer, written, file)
+            views.append((profile, written))
+        writer = SpoolWriter(spool, mappings, now, progress, workers=workers, views=views)
+        await _write(spool, writer, [(answers[profile][0], written) for profile, written in views])
+        for _, written in views:
             written.phase = "done"
         return answers
     except BaseException:
@@ -135,20 +139,24 @@ async def spooled_deltas(
             await spool.aclose()
 
 
-async def _write(spool: DeltaSpool, writer: SpoolWriter, progress: Progress, answer: BinaryIO) -> None:
-    """The writer's chunks into the answer file, a step at a time in the spool's thread."""
+async def _write(
+    spool: DeltaSpool, writer: SpoolWriter, answers: Sequence[tuple[BinaryIO, Progress]]
+) -> None:
+    """The writer's chunks into the answer files (one per view), a step at a time in the spool's thread."""
 
-    def step(file: BinaryIO) -> bool:
-        part = writer.next_chunk()
-        if part is None:
+    def step() -> bool:
+        parts = writer.next_chunks()
+        if parts is None:
             return False
-        file.write(part)
-        progress.bytes += len(part)
+        for part, (file, progress) in zip(parts, answers, strict=True):
+            file.write(part)
+            progress.bytes += len(part)
         return True
 
-    while await spool.call(step, answer):
+    while await spool.call(step):
         pass
-    await spool.call(answer.flush)
+    for file, _ in answers:
+        await spool.call(file.flush)
 
 
 # What a delta search may carry besides its date for its matches to be every resource of its type when their
