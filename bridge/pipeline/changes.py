@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import tempfile
+from collections import deque
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from enum import StrEnum
 from functools import partial
 from typing import BinaryIO
 
+from bridge import gc_control
 from bridge.errors import UpstreamError
 from bridge.fhir.client import FhirClient, Page
 from bridge.fhir.resilience import Deadline
@@ -40,6 +42,10 @@ from bridge.translate import FunctionSpec, Mappings
 from bridge.translate.delta import ORGANIZATION_CHAINS
 
 log = logging.getLogger(__name__)
+
+# Pages of the delta searches received and handed to the spool's thread but not spooled yet (each is held in
+# memory until then): the walk goes on while the spool writes.
+SPOOLING_AHEAD = 2
 
 
 class LogEvent(StrEnum):
@@ -89,12 +95,25 @@ async def spooled_deltas(
     try:
         # One search's deadline per query: the queries of a delta are walked one after the other.
         deadline = Deadline(client.deadline_s * len(plan.queries))
-        async for _number, page in _pages(client, plan, deadline):
-            progress.pages += 1
-            progress.received += len(page.matches) + len(page.includes)
-            progress.spooled += await spool.call(
-                partial(spool.add_page, changes=True), page.matches, page.includes
-            )
+        # A page is spooled (in the spool's thread) while the next ones are received and parsed: at most
+        # SPOOLING_AHEAD pages handed over and not spooled yet.
+        spooling: deque[asyncio.Future[int]] = deque()
+        try:
+            async for _number, page in _pages(client, plan, deadline):
+                progress.pages += 1
+                progress.received += len(page.matches) + len(page.includes)
+                if len(spooling) >= SPOOLING_AHEAD:
+                    progress.spooled += await spooling.popleft()
+                spooling.append(
+                    asyncio.ensure_future(
+                        spool.call(partial(spool.add_page, changes=True), page.matches, page.includes)
+                    )
+                )
+            while spooling:
+                progress.spooled += await spooling.popleft()
+        finally:
+            # a failure: the pages handed over end before the spool closes (its thread runs them first)
+            await asyncio.gather(*spooling, return_exceptions=True)
         completion = await spool.call(spool.settle)
         if completion and await _matched_everything(client, plan, spool, region_tags, len(completion)):
             # The spool already holds every resource the completion would search again (README "Load").
@@ -153,8 +172,11 @@ async def _write(
             progress.bytes += len(part)
         return True
 
-    while await spool.call(step):
-        pass
+    # The cyclic collector paused for the whole writing (bridge/gc_control.py), not only while each batch
+    # maps: between batches it would walk the parsed context kept for the next ones (workers.ParsedContext).
+    with gc_control.batch():
+        while await spool.call(step):
+            pass
     for file, _ in answers:
         await spool.call(file.flush)
 

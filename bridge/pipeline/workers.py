@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import sqlite3
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
@@ -44,6 +44,10 @@ BATCH_SIZE = 200
 PARALLEL_FROM = 20_000
 # Batches handed to the workers ahead of the one being written, per worker (bounds memory, keeps them busy).
 AHEAD_PER_WORKER = 2
+# The context resources parsed last kept parsed for the next batches (most of a batch's context is its
+# neighbours' too: an organisation, its offers and lieux), up to this much of their stored JSON (parsed,
+# about four times as much memory); the least recently read go first.
+CONTEXT_CACHE_BYTES = 8 << 20
 _BUILDERS: dict[Directory, Callable[[Any], Any]] = {
     Directory.ORGANIZATION: organization_element,
     Directory.SERVICE: service_element,
@@ -84,6 +88,7 @@ class SpoolWriter:
         self._mappings = mappings
         self._now = now
         self._workers = workers
+        self._parsed = ParsedContext(CONTEXT_CACHE_BYTES)
         self._chunks = self._generate()
 
     def next_chunk(self) -> bytes | None:
@@ -120,13 +125,15 @@ class SpoolWriter:
         # rows come sorted by entityID: a repeated entityID is written once (per view)
         last: list[str | None] = [None] * len(self._profiles)
         for batch in _whole_groups(cursor):
-            context = self._spool.context([key for key, _, _ in batch], offers_at=offers_at, below=below)
+            needed = self._spool.context_keys([key for key, _, _ in batch], offers_at=offers_at, below=below)
             if pool is None:
+                parsed = self._parsed.resolve(self._spool, needed)
                 views = map_batch_views(
-                    self._mappings, directory, resource_type, batch, context, self._now, self._profiles
+                    self._mappings, directory, resource_type, batch, parsed, self._now, self._profiles
                 )
                 yield self._emit(directory, views, last)
                 continue
+            context = [body for _, body in self._spool.stored(needed)]
             pending.append(
                 pool.submit(
                     _map_in_worker, directory, resource_type, batch, context, self._now, self._profiles
@@ -157,6 +164,37 @@ class SpoolWriter:
             progress.written[directory] += len(kept)
             chunks.append(b"".join(kept))
         return tuple(chunks)
+
+
+class ParsedContext:
+    """The context resources parsed last, by key, up to `budget` bytes of their stored JSON (least recently
+    read dropped first). The mapping only reads its input resources: a parsed one serves every batch that
+    reads it."""
+
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
+        self._size = 0
+        self._items: OrderedDict[str, tuple[Resource, int]] = OrderedDict()
+
+    def resolve(self, spool: Spool, keys: Sequence[str]) -> list[Resource]:
+        """The spooled resources of `keys` (sorted), parsed, in key order; those not kept read and parsed."""
+        items = self._items
+        missing = [key for key in keys if key not in items]
+        fetched = {key: (orjson.loads(body), len(body)) for key, body in spool.stored(missing)}
+        out: list[Resource] = []
+        for key in keys:
+            item = items.get(key)
+            if item is not None:
+                items.move_to_end(key)
+            elif (item := fetched.get(key)) is not None:
+                items[key] = item
+                self._size += item[1]
+            else:
+                continue  # not spooled
+            out.append(item[0])
+        while self._size > self._budget and items:
+            self._size -= items.popitem(last=False)[1][1]
+        return out
 
 
 def _whole_groups(cursor: sqlite3.Cursor) -> Iterator[list[Any]]:
@@ -202,16 +240,18 @@ def map_batch_views(
     directory: Directory,
     resource_type: str,
     rows: Sequence[tuple[str, str | None, bytes]],
-    context: Sequence[bytes],
+    context: Sequence[bytes] | Sequence[Resource],
     now: datetime,
     profiles: Sequence[int | None],
 ) -> list[list[tuple[str, bytes]]]:
     """`map_batch` for several access profiles at once: the batch parsed and mapped once, then filtered and
-    built per profile (an element a profile's filter leaves as it is, built once)."""
+    built per profile (an element a profile's filter leaves as it is, built once). The context may come
+    parsed already (ParsedContext)."""
     query = FhirQuery(resource_type, (), purpose="extraction")
     plan = QueryPlan(function="extraction", queries=(query,), directories=frozenset({directory}))
     resources = [orjson.loads(body) for _, _, body in rows]
-    result = SearchResult(query, matches=resources, includes=[orjson.loads(body) for body in context])
+    includes = [orjson.loads(item) if isinstance(item, bytes) else item for item in context]
+    result = SearchResult(query, matches=resources, includes=includes)
     # The batch's own entities only: an organisation's parent in the context is written in its turn; but the
     # resources of the context whose entityID is a row's (the other situations of a professional) merge in.
     keys = [key for key, _, _ in rows]
