@@ -222,9 +222,9 @@ class DeltaSpool(Spool):
                         purpose="what the records of the changes read below them",
                     )
 
-    def context(self, keys: Sequence[str], *, offers_at: bool, below: bool = False) -> list[bytes]:
-        """What the records of `keys` (one resource type) read, as stored: every resource their tables'
-        feeds reach in the spool (the extraction's fixed rule does not know the tables)."""
+    def context_keys(self, keys: Sequence[str], *, offers_at: bool, below: bool = False) -> list[str]:
+        """What the records of `keys` (one resource type) read, sorted: every resource their tables' feeds
+        reach in the spool (the extraction's fixed rule does not know the tables)."""
         types = {key.partition("/")[0] for key in keys}
         reached: set[str] = set()
         for table in tables_of(self._mappings, self._spec.directories):
@@ -236,8 +236,7 @@ class DeltaSpool(Spool):
                     level = self._follow(level, step)
                     reached |= level
         reached.difference_update(keys)
-        # As stored (orjson's bytes): parsed once, by the mapping, not here as well.
-        return [body for _, body in _raw_bodies(self.db, sorted(reached))]
+        return sorted(reached)
 
     def _follow(self, keys: set[str], step: Step) -> set[str]:
         """The resources one step (repeated: up to MAX_REPEAT times, or none) leads to from `keys`."""

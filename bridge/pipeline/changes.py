@@ -23,13 +23,15 @@ import asyncio
 import contextlib
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Collection
+from collections import deque
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
 from typing import BinaryIO
 
+from bridge import gc_control
 from bridge.errors import UpstreamError
 from bridge.fhir.client import FhirClient, Page
 from bridge.fhir.resilience import Deadline
@@ -41,6 +43,10 @@ from bridge.translate import FunctionSpec, Mappings
 from bridge.translate.delta import ORGANIZATION_CHAINS
 
 log = logging.getLogger(__name__)
+
+# Pages of the delta searches received and handed to the spool's thread but not spooled yet (each is held in
+# memory until then): the walk goes on while the spool writes.
+SPOOLING_AHEAD = 2
 
 
 class LogEvent(StrEnum):
@@ -82,19 +88,33 @@ async def spooled_deltas(
     activities: dict[str, tuple[CodedType, ...]] | None = None,
 ) -> dict[int | None, tuple[BinaryIO, Progress]]:
     """`spooled_delta` for several ROR access profiles at once: the upstream read and spooled once (their
-    upstream requests must not differ), one answer file written per profile, each filtered by it."""
+    upstream requests must not differ), each batch mapped once, and one answer file written per profile,
+    each filtered by it (in one pass: SpoolWriter views)."""
     progress = Progress(request=plan.function)
     spool = (ChainSpool if spec.delta == ORGANIZATION_CHAINS else DeltaSpool)(mappings, spec, region_tags)
     answers: dict[int | None, tuple[BinaryIO, Progress]] = {}
     try:
         # One search's deadline per query: the queries of a delta are walked one after the other.
         deadline = Deadline(client.deadline_s * len(plan.queries))
-        async for _number, page in _pages(client, plan, deadline):
-            progress.pages += 1
-            progress.received += len(page.matches) + len(page.includes)
-            progress.spooled += await spool.call(
-                partial(spool.add_page, changes=True), page.matches, page.includes
-            )
+        # A page is spooled (in the spool's thread) while the next ones are received and parsed: at most
+        # SPOOLING_AHEAD pages handed over and not spooled yet.
+        spooling: deque[asyncio.Future[int]] = deque()
+        try:
+            async for _number, page in _pages(client, plan, deadline):
+                progress.pages += 1
+                progress.received += len(page.matches) + len(page.includes)
+                if len(spooling) >= SPOOLING_AHEAD:
+                    progress.spooled += await spooling.popleft()
+                spooling.append(
+                    asyncio.ensure_future(
+                        spool.call(partial(spool.add_page, changes=True), page.matches, page.includes)
+                    )
+                )
+            while spooling:
+                progress.spooled += await spooling.popleft()
+        finally:
+            # a failure: the pages handed over end before the spool closes (its thread runs them first)
+            await asyncio.gather(*spooling, return_exceptions=True)
         completion = await spool.call(spool.settle)
         if completion and await _matched_everything(client, plan, spool, region_tags, len(completion)):
             # The spool already holds every resource the completion would search again (README "Load").
@@ -117,14 +137,17 @@ async def spooled_deltas(
         if activities is not None and isinstance(spool, ChainSpool):
             activities.update(await spool.call(spool.activities))
         now = datetime.now(UTC)
+        views: list[tuple[int | None, Progress]] = []
         for profile in sorted(profiles, key=lambda p: -1 if p is None else p):
             written = replace(
                 progress, phase="writing", written=dict(progress.written), expected=dict(progress.expected)
             )
             file: BinaryIO = tempfile.TemporaryFile(prefix="ror-bridge-iti74-")  # noqa: SIM115 (to the edge)
             answers[profile] = (file, written)
-            writer = SpoolWriter(spool, mappings, now, written, workers=workers, profile=profile)
-            await _write(spool, writer, written, file)
+            views.append((profile, written))
+        writer = SpoolWriter(spool, mappings, now, progress, workers=workers, views=views)
+        await _write(spool, writer, [(answers[profile][0], written) for profile, written in views])
+        for _, written in views:
             written.phase = "done"
         return answers
     except BaseException:
@@ -136,20 +159,27 @@ async def spooled_deltas(
             await spool.aclose()
 
 
-async def _write(spool: DeltaSpool, writer: SpoolWriter, progress: Progress, answer: BinaryIO) -> None:
-    """The writer's chunks into the answer file, a step at a time in the spool's thread."""
+async def _write(
+    spool: DeltaSpool, writer: SpoolWriter, answers: Sequence[tuple[BinaryIO, Progress]]
+) -> None:
+    """The writer's chunks into the answer files (one per view), a step at a time in the spool's thread."""
 
-    def step(file: BinaryIO) -> bool:
-        part = writer.next_chunk()
-        if part is None:
+    def step() -> bool:
+        parts = writer.next_chunks()
+        if parts is None:
             return False
-        file.write(part)
-        progress.bytes += len(part)
+        for part, (file, progress) in zip(parts, answers, strict=True):
+            file.write(part)
+            progress.bytes += len(part)
         return True
 
-    while await spool.call(step, answer):
-        pass
-    await spool.call(answer.flush)
+    # The cyclic collector paused for the whole writing (bridge/gc_control.py), not only while each batch
+    # maps: between batches it would walk the parsed context kept for the next ones (workers.ParsedContext).
+    with gc_control.batch():
+        while await spool.call(step):
+            pass
+    for file, _ in answers:
+        await spool.call(file.flush)
 
 
 # What a delta search may carry besides its date for its matches to be every resource of its type when their

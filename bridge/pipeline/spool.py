@@ -197,12 +197,22 @@ class Spool:
         return int(self.db.execute(sql, (resource_type,)).fetchone()[0])
 
     def context(self, keys: Sequence[str], *, offers_at: bool, below: bool = False) -> list[bytes]:
+        """The resources `context_keys` names, as stored (JSON), in key order."""
+        return [body for _, body in self.stored(self.context_keys(keys, offers_at=offers_at, below=below))]
+
+    def stored(self, keys: Sequence[str]) -> list[tuple[str, bytes]]:
+        """(key, stored JSON) of the spooled resources of `keys` (sorted), in key order (a key not spooled has
+        none)."""
+        sql = "SELECT key, body FROM resource WHERE key IN ({marks})"
+        found = {key: bytes(body) for key, body in select_in(self.db, sql, keys)}
+        return [(key, found[key]) for key in keys if key in found]
+
+    def context_keys(self, keys: Sequence[str], *, offers_at: bool, below: bool = False) -> list[str]:
         """What the entity tables read besides the resources `keys` name: what they reference and, through the
         offers among those (and, with `offers_at`, the offers whose `location` is one of them), what the
         offers reference — an offer's organisation and lieux (mappings/entities/*.yaml); with `below`, the
         organisations under the `keys` and the offers they provide (an internal organisation's typeActivity);
-        and the partOf ancestors of every organisation met (a UE's EG, its parent facility); as stored
-        (JSON)."""
+        and the partOf ancestors of every organisation met (a UE's EG, its parent facility); sorted."""
         targets = self._targets(keys)
         if offers_at:
             sql = "SELECT src FROM ref WHERE dst IN ({marks}) AND src >= ? AND src < ?"
@@ -213,8 +223,7 @@ class Spool:
         targets.update(self._targets(offers))
         targets.update(self._ancestors([k for k in (*keys, *targets) if k.startswith(f"{ORGANIZATION}/")]))
         targets.difference_update(keys)
-        sql = "SELECT body FROM resource WHERE key IN ({marks})"
-        return [body for (body,) in select_in(self.db, sql, sorted(targets))]
+        return sorted(targets)
 
     def _below(self, keys: Sequence[str]) -> set[str]:
         """The organisations under `keys` (partOf, transitively) and the offers any of them provides."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import sqlite3
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
@@ -44,6 +44,10 @@ BATCH_SIZE = 200
 PARALLEL_FROM = 20_000
 # Batches handed to the workers ahead of the one being written, per worker (bounds memory, keeps them busy).
 AHEAD_PER_WORKER = 2
+# The context resources parsed last kept parsed for the next batches (most of a batch's context is its
+# neighbours' too: an organisation, its offers and lieux), up to this much of their stored JSON (parsed,
+# about four times as much memory); the least recently read go first.
+CONTEXT_CACHE_BYTES = 8 << 20
 _BUILDERS: dict[Directory, Callable[[Any], Any]] = {
     Directory.ORGANIZATION: organization_element,
     Directory.SERVICE: service_element,
@@ -59,7 +63,11 @@ class SpoolWriter:
 
     With `workers` > 0, a directory of at least PARALLEL_FROM resources is mapped in that many worker
     processes: this thread reads the batches and their context from the spool and hands them out, a few
-    ahead, and writes the results in order; anything a worker reports (findings) is merged here."""
+    ahead, and writes the results in order; anything a worker reports (findings) is merged here.
+
+    `views` (access profile, progress) writes the same spool for several access profiles in one pass: each
+    batch read, parsed and mapped once, then filtered and written per profile (`next_chunks`, one chunk per
+    view); without it, the one view is (`profile`, `progress`)."""
 
     def __init__(
         self,
@@ -70,32 +78,42 @@ class SpoolWriter:
         *,
         workers: int = 0,
         profile: int | None = None,
+        views: Sequence[tuple[int | None, Progress]] | None = None,
     ) -> None:
-        self._profile = profile  # the client's ROR access profile (None: unfiltered), given to the workers
+        views = views or ((profile, progress),)
+        # the clients' ROR access profiles (None: unfiltered), given to the workers
+        self._profiles = tuple(view_profile for view_profile, _ in views)
+        self._progresses = tuple(view_progress for _, view_progress in views)
         self._spool = spool
         self._mappings = mappings
         self._now = now
-        self._progress = progress
         self._workers = workers
+        self._parsed = ParsedContext(CONTEXT_CACHE_BYTES)
         self._chunks = self._generate()
 
     def next_chunk(self) -> bytes | None:
+        """The next chunk of the (first) view's document, None at its end."""
+        chunks = self.next_chunks()
+        return None if chunks is None else chunks[0]
+
+    def next_chunks(self) -> tuple[bytes, ...] | None:
+        """The next chunk of each view's document (in the order of `views`), None at their end."""
         with self._spool.lock:
             return next(self._chunks, None)
 
-    def _generate(self) -> Iterator[bytes]:
+    def _generate(self) -> Iterator[tuple[bytes, ...]]:
         for directory in DIRECTORIES:
             # a directory may be built from several resource types (facilities: internal organisations, then
             # the offers as unités élémentaires), each in turn
             types = dict.fromkeys(
                 t.resource for t in self._mappings.entities.values() if t.kind.directory is directory
             )
-            yield directory_start(directory)
+            yield (directory_start(directory),) * len(self._profiles)
             for resource_type in types:
                 yield from self._directory(directory, resource_type)
-            yield directory_end(directory)
+            yield (directory_end(directory),) * len(self._profiles)
 
-    def _directory(self, directory: Directory, resource_type: str) -> Iterator[bytes]:
+    def _directory(self, directory: Directory, resource_type: str) -> Iterator[tuple[bytes, ...]]:
         parallel = self._workers > 0 and self._spool.count_rows(resource_type, directory) >= PARALLEL_FROM
         pool = (
             self._spool.mapping_pool(partial(start_pool, self._workers, self._mappings)) if parallel else None
@@ -104,18 +122,21 @@ class SpoolWriter:
         offers_at = resource_type == "Location"
         below = resource_type == ORGANIZATION and directory is Directory.FACILITY
         pending: deque[Future[_Mapped]] = deque()
-        last: list[str | None] = [None]  # rows come sorted by entityID: a repeated entityID is written once
+        # rows come sorted by entityID: a repeated entityID is written once (per view)
+        last: list[str | None] = [None] * len(self._profiles)
         for batch in _whole_groups(cursor):
-            context = self._spool.context([key for key, _, _ in batch], offers_at=offers_at, below=below)
+            needed = self._spool.context_keys([key for key, _, _ in batch], offers_at=offers_at, below=below)
             if pool is None:
-                parts = map_batch(
-                    self._mappings, directory, resource_type, batch, context, self._now, self._profile
+                parsed = self._parsed.resolve(self._spool, needed)
+                views = map_batch_views(
+                    self._mappings, directory, resource_type, batch, parsed, self._now, self._profiles
                 )
-                yield self._emit(directory, parts, last)
+                yield self._emit(directory, views, last)
                 continue
+            context = [body for _, body in self._spool.stored(needed)]
             pending.append(
                 pool.submit(
-                    _map_in_worker, directory, resource_type, batch, context, self._now, self._profile
+                    _map_in_worker, directory, resource_type, batch, context, self._now, self._profiles
                 )
             )
             if len(pending) >= AHEAD_PER_WORKER * self._workers:
@@ -123,19 +144,57 @@ class SpoolWriter:
         while pending:
             yield self._emit_mapped(directory, pending.popleft(), last)
 
-    def _emit_mapped(self, directory: Directory, future: Future[_Mapped], last: list[str | None]) -> bytes:
-        parts, findings = future.result()  # a worker's failure (or death) fails the answer here
+    def _emit_mapped(
+        self, directory: Directory, future: Future[_Mapped], last: list[str | None]
+    ) -> tuple[bytes, ...]:
+        views, findings = future.result()  # a worker's failure (or death) fails the answer here
         self._mappings.findings.merge(findings)
-        return self._emit(directory, parts, last)
+        return self._emit(directory, views, last)
 
-    def _emit(self, directory: Directory, parts: list[tuple[str, bytes]], last: list[str | None]) -> bytes:
-        kept = []
-        for entity_id, element in parts:
-            if entity_id != last[0]:
-                kept.append(element)
-                last[0] = entity_id
-        self._progress.written[directory] += len(kept)
-        return b"".join(kept)
+    def _emit(
+        self, directory: Directory, views: list[list[tuple[str, bytes]]], last: list[str | None]
+    ) -> tuple[bytes, ...]:
+        chunks = []
+        for number, (parts, progress) in enumerate(zip(views, self._progresses, strict=True)):
+            kept = []
+            for entity_id, element in parts:
+                if entity_id != last[number]:
+                    kept.append(element)
+                    last[number] = entity_id
+            progress.written[directory] += len(kept)
+            chunks.append(b"".join(kept))
+        return tuple(chunks)
+
+
+class ParsedContext:
+    """The context resources parsed last, by key, up to `budget` bytes of their stored JSON (least recently
+    read dropped first). The mapping only reads its input resources: a parsed one serves every batch that
+    reads it."""
+
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
+        self._size = 0
+        self._items: OrderedDict[str, tuple[Resource, int]] = OrderedDict()
+
+    def resolve(self, spool: Spool, keys: Sequence[str]) -> list[Resource]:
+        """The spooled resources of `keys` (sorted), parsed, in key order; those not kept read and parsed."""
+        items = self._items
+        missing = [key for key in keys if key not in items]
+        fetched = {key: (orjson.loads(body), len(body)) for key, body in spool.stored(missing)}
+        out: list[Resource] = []
+        for key in keys:
+            item = items.get(key)
+            if item is not None:
+                items.move_to_end(key)
+            elif (item := fetched.get(key)) is not None:
+                items[key] = item
+                self._size += item[1]
+            else:
+                continue  # not spooled
+            out.append(item[0])
+        while self._size > self._budget and items:
+            self._size -= items.popitem(last=False)[1][1]
+        return out
 
 
 def _whole_groups(cursor: sqlite3.Cursor) -> Iterator[list[Any]]:
@@ -157,8 +216,8 @@ def _whole_groups(cursor: sqlite3.Cursor) -> Iterator[list[Any]]:
         yield held
 
 
-# A mapped batch: (entityID, element bytes) in row order, and the findings counted while mapping it.
-_Mapped = tuple[list[tuple[str, bytes]], dict[tuple[Finding, str], int]]
+# A mapped batch: per view, (entityID, element bytes) in row order; and the findings counted while mapping it.
+_Mapped = tuple[list[list[tuple[str, bytes]]], dict[tuple[Finding, str], int]]
 
 
 def map_batch(
@@ -173,10 +232,26 @@ def map_batch(
     """One batch of spooled rows (`key, entity_id, body`) mapped with its context (stored JSON): the element
     of each entity, in row order. An entity the engine did not write (e.g. a provider whose Practitioner was
     not received, reported by the engine) has no element."""
+    return map_batch_views(mappings, directory, resource_type, rows, context, now, (profile,))[0]
+
+
+def map_batch_views(
+    mappings: Mappings,
+    directory: Directory,
+    resource_type: str,
+    rows: Sequence[tuple[str, str | None, bytes]],
+    context: Sequence[bytes] | Sequence[Resource],
+    now: datetime,
+    profiles: Sequence[int | None],
+) -> list[list[tuple[str, bytes]]]:
+    """`map_batch` for several access profiles at once: the batch parsed and mapped once, then filtered and
+    built per profile (an element a profile's filter leaves as it is, built once). The context may come
+    parsed already (ParsedContext)."""
     query = FhirQuery(resource_type, (), purpose="extraction")
     plan = QueryPlan(function="extraction", queries=(query,), directories=frozenset({directory}))
     resources = [orjson.loads(body) for _, _, body in rows]
-    result = SearchResult(query, matches=resources, includes=[orjson.loads(body) for body in context])
+    includes = [orjson.loads(item) if isinstance(item, bytes) else item for item in context]
+    result = SearchResult(query, matches=resources, includes=includes)
     # The batch's own entities only: an organisation's parent in the context is written in its turn; but the
     # resources of the context whose entityID is a row's (the other situations of a professional) merge in.
     keys = [key for key, _, _ in rows]
@@ -186,23 +261,37 @@ def map_batch(
     # provider's champ d'activité is its units': the offers in the batch's context, mapped as the facilities
     # they are.
     activities = NO_ACTIVITIES
-    if directory is Directory.PROVIDER and uses_activity(mappings.access, profile, "provider"):
+    if directory is Directory.PROVIDER and any(
+        uses_activity(mappings.access, profile, "provider") for profile in profiles
+    ):
         offers = [f"HealthcareService/{r.get('id')}" for r in result.includes if _is_offer(r)]
         units = QueryPlan("extraction", (query,), frozenset({Directory.FACILITY}))
         quiet = replace(mappings, findings=Findings())  # counted once, when the units are written
         activities = Activities.of_document(
             from_fhir_results(quiet, units, [result], now=now, selected=offers)
         )
-    kept = filter_records(
-        mappings.access, profile, _KIND[directory], _records(document, directory), activities
-    )
-    records = {record.entity_id: record for record in kept}
     build = _BUILDERS[directory]
-    order = [entity_id for _, entity_id, _ in rows if entity_id is not None and entity_id in records]
-    # an entity whose entityID is not its row's (a professional, keyed by the RPPS of its situations' rows)
-    placed = set(order)
-    order += [entity_id for entity_id in records if entity_id not in placed]
-    return [(entity_id, element_bytes(build(records[entity_id]))) for entity_id in dict.fromkeys(order)]
+    built: dict[int, tuple[Any, bytes]] = {}  # by the record's identity: what a filter left unchanged
+
+    def element(record: Any) -> bytes:
+        known = built.get(id(record))
+        if known is None:
+            known = built[id(record)] = (record, element_bytes(build(record)))  # the record kept alive
+        return known[1]
+
+    views = []
+    for profile in profiles:
+        kept = filter_records(
+            mappings.access, profile, _KIND[directory], _records(document, directory), activities
+        )
+        records = {record.entity_id: record for record in kept}
+        order = [entity_id for _, entity_id, _ in rows if entity_id is not None and entity_id in records]
+        # an entity whose entityID is not its row's (a professional, keyed by the RPPS of its situations'
+        # rows)
+        placed = set(order)
+        order += [entity_id for entity_id in records if entity_id not in placed]
+        views.append([(entity_id, element(records[entity_id])) for entity_id in dict.fromkeys(order)])
+    return views
 
 
 def start_pool(workers: int, mappings: Mappings) -> ProcessPoolExecutor:
@@ -263,15 +352,15 @@ def _map_in_worker(
     rows: Sequence[tuple[str, str | None, bytes]],
     context: Sequence[bytes],
     now: datetime,
-    profile: int | None = None,
+    profiles: Sequence[int | None] = (None,),
 ) -> _Mapped:
     mappings = _worker_mappings
     if mappings is None:
         raise RuntimeError("mapping worker started without its mapping tables")
     before = mappings.findings.counts()
-    parts = map_batch(mappings, directory, resource_type, rows, context, now, profile)
+    views = map_batch_views(mappings, directory, resource_type, rows, context, now, profiles)
     after = mappings.findings.counts()
-    return parts, {key: n - before.get(key, 0) for key, n in after.items() if n != before.get(key, 0)}
+    return views, {key: n - before.get(key, 0) for key, n in after.items() if n != before.get(key, 0)}
 
 
 _KIND = {

@@ -32,7 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from bridge.compare.selftest import _capture, _fill, _wrap, load_scenarios
-from tests.bench.procs import ROR_BRIDGE, free_port, rss_mib, started, stop, wait_ready
+from tests.bench.procs import ROR_BRIDGE, cpu_seconds, free_port, rss_mib, started, stop, wait_ready
 
 # The soak clients' ROR access profiles, in turn (client n has PROFILES[n % 4]): every answer is filtered.
 PROFILES = (1, 0, 2, 3)
@@ -166,6 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=int, default=30)
     parser.add_argument("--fault-rate", type=float, default=0.02, help="share of FHIR requests answered 503")
     parser.add_argument(
+        "--render-cache",
+        type=int,
+        default=100_000,
+        help="simulator resources kept serialised (0: rendered per page, the simulator's CPU then weighs on "
+        "this machine as the national API's does not)",
+    )
+    parser.add_argument(
         "--tracemalloc", action="store_true", help="bridge under tracemalloc: print where memory grew"
     )
     parser.add_argument(
@@ -186,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         faults = f"status(503)@p={args.fault_rate}"
         simulator = stack.enter_context(started(
             [ROR_BRIDGE, "simulator", "--open", "--port", str(sim_port),
-             "--scale", str(args.scale), "--latency-ms", str(args.latency_ms), "--faults", faults],
+             "--scale", str(args.scale), "--latency-ms", str(args.latency_ms), "--faults", faults,
+             "--render-cache", str(args.render_cache)],
         ))  # fmt: skip
         upstream = f"http://127.0.0.1:{sim_port}/ws-diffusion-fhir"
         wait_ready(f"{upstream}/metadata", simulator, seconds=120, verify=False)
@@ -221,15 +229,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soak: {args.clients} clients, {len(requests)} requests of {len(functions)} functions "
               f"({', '.join(functions)}), SOAP 1.1 and 1.2 over mTLS, access profiles {PROFILES} in turn; "
               f"simulator {args.scale} offers, {args.latency_ms} ms, {faults}", flush=True)  # fmt: skip
-        print(f"soak: bridge RSS at start {rss_mib(pid):.0f} MiB", flush=True)
+        load = os.getloadavg()[0]
+        print(f"soak: bridge RSS at start {rss_mib(pid):.0f} MiB; load average {load:.1f}", flush=True)
         rss: list[float] = []
         first_snapshot = None
         total_errors = 0
         for number in range(1, args.rounds + 1):
+            cpu = (cpu_seconds(pid), cpu_seconds(simulator.pid))
             latencies, errors, elapsed = asyncio.run(
                 _round(url, contexts, requests, args.clients, args.round_s)
             )
             rss.append(rss_mib(pid))
+            bridge_cpu, simulator_cpu = cpu_seconds(pid) - cpu[0], cpu_seconds(simulator.pid) - cpu[1]
             total_errors += len(errors)
             print(
                 f"round {number}: {len(latencies)} requests in {elapsed:.0f} s "
@@ -237,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{len(errors)} errors, p50 {_percentile(latencies, 0.5):.2f} s, "
                 f"p95 {_percentile(latencies, 0.95):.2f} s, p99 {_percentile(latencies, 0.99):.2f} s, "
                 f"mean {statistics.fmean(latencies) if latencies else float('nan'):.2f} s, "
-                f"RSS {rss[-1]:.0f} MiB",
+                f"RSS {rss[-1]:.0f} MiB; CPU bridge {bridge_cpu:.0f} s, simulator {simulator_cpu:.0f} s; "
+                f"load average {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
             for error in errors[:5]:
