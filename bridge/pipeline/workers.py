@@ -21,14 +21,13 @@ from typing import Any
 import orjson
 
 from bridge.csd.writer import (
-    device_element,
+    device_bytes,
     directory_end,
     directory_start,
-    element_bytes,
-    facility_element,
-    organization_element,
-    provider_element,
-    service_element,
+    facility_bytes,
+    organization_bytes,
+    provider_bytes,
+    service_bytes,
 )
 from bridge.model import CsdDocument, Directory, FhirQuery, QueryPlan, Resource, SearchResult
 from bridge.pipeline.progress import DIRECTORIES, Progress
@@ -45,11 +44,11 @@ PARALLEL_FROM = 20_000
 # Batches handed to the workers ahead of the one being written, per worker (bounds memory, keeps them busy).
 AHEAD_PER_WORKER = 2
 _BUILDERS: dict[Directory, Callable[[Any], Any]] = {
-    Directory.ORGANIZATION: organization_element,
-    Directory.SERVICE: service_element,
-    Directory.FACILITY: facility_element,
-    Directory.PROVIDER: provider_element,
-    Directory.DEVICE: device_element,
+    Directory.ORGANIZATION: organization_bytes,
+    Directory.SERVICE: service_bytes,
+    Directory.FACILITY: facility_bytes,
+    Directory.PROVIDER: provider_bytes,
+    Directory.DEVICE: device_bytes,
 }
 
 
@@ -202,7 +201,7 @@ def map_batch(
     # an entity whose entityID is not its row's (a professional, keyed by the RPPS of its situations' rows)
     placed = set(order)
     order += [entity_id for entity_id in records if entity_id not in placed]
-    return [(entity_id, element_bytes(build(records[entity_id]))) for entity_id in dict.fromkeys(order)]
+    return [(entity_id, build(records[entity_id])) for entity_id in dict.fromkeys(order)]
 
 
 def start_pool(workers: int, mappings: Mappings) -> ProcessPoolExecutor:
