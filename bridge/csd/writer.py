@@ -9,16 +9,18 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any, BinaryIO, Final, TypeVar
 
 from lxml import etree
 
 from bridge import gc_control, ns, profile
 from bridge.model import (
+    ENTITY_SHAPES,
     Address,
     CodedType,
     ContactPoint,
@@ -33,6 +35,7 @@ from bridge.model import (
     Facility,
     FacilityOrganization,
     FacilityService,
+    Form,
     Geocode,
     OperatingHours,
     Organization,
@@ -44,7 +47,11 @@ from bridge.model import (
     ProviderService,
     Record,
     Service,
+    Shape,
+    Slot,
+    SlotType,
     Transaction,
+    slot_types,
 )
 
 __all__ = [
@@ -478,42 +485,6 @@ def _entry_bytes(parts: list[str]) -> bytes:
 # Directory entries: each the bytes of one standalone element (what the streaming writer writes in one go)
 
 
-def organization_bytes(organization: Organization) -> bytes:
-    """`csd:organization`: otherID*, codedType+, primaryName, otherName*, address*, contactPoint*,
-    parent?, extension*, record (CSD 2014 sequence; contact, credential, language and specialization
-    have no source in the model and are never written)."""
-    parts: list[str] = []
-    _entry_start(parts, "organization", organization.entity_id)
-    for other_id in organization.other_ids:
-        _other_id(parts, other_id)
-    for coded in organization.coded_types:
-        _coded(parts, coded)
-    _leaf(parts, "primaryName", organization.primary_name)
-    for name in organization.other_names:
-        _leaf(parts, "otherName", name)
-    for address in organization.addresses:
-        _address(parts, address)
-    for point in organization.contact_points:
-        _contact_point(parts, point)
-    if organization.parent_id:
-        parts.append(f'<csd:parent entityID="{_escape_attribute(organization.parent_id)}"/>')
-    _extensions(parts, organization.extensions)
-    _record(parts, organization.record)
-    parts.append("</csd:organization>")
-    return _entry_bytes(parts)
-
-
-def service_bytes(service: Service) -> bytes:
-    """`csd:service`: exactly one codedType, extension*, record (CSD 2014 schema)."""
-    parts: list[str] = []
-    _entry_start(parts, "service", service.entity_id)
-    _coded(parts, service.coded_type)
-    _extensions(parts, service.extensions)
-    _record(parts, service.record)
-    parts.append("</csd:service>")
-    return _entry_bytes(parts)
-
-
 def _facility_service(parts: list[str], service: FacilityService) -> None:
     # name*, language*, operatingHours*, freeBusyURI?, extension*
     mark = _nested_start(parts, "service", service.entity_id)
@@ -531,37 +502,6 @@ def _facility_organization(parts: list[str], organization: FacilityOrganization)
         _facility_service(parts, service)
     _extensions_each(parts, organization.extensions)
     _close(parts, mark, "</csd:organization>")
-
-
-def facility_bytes(facility: Facility) -> bytes:
-    """`csd:facility`: otherID*, codedType+, primaryName, otherName*, address*, geocode?,
-    contactPoint*, organizations?, operatingHours*, extension*, record (CSD 2014 sequence)."""
-    parts: list[str] = []
-    _entry_start(parts, "facility", facility.entity_id)
-    for other_id in facility.other_ids:
-        _other_id(parts, other_id)
-    for coded in facility.coded_types:
-        _coded(parts, coded)
-    _leaf(parts, "primaryName", facility.primary_name)
-    for name in facility.other_names:
-        _leaf(parts, "otherName", name)
-    for address in facility.addresses:
-        _address(parts, address)
-    if facility.geocode is not None:
-        _geocode(parts, facility.geocode)
-    for point in facility.contact_points:
-        _contact_point(parts, point)
-    if facility.organizations:  # organizations holds organization 1..*: omit when there is none
-        parts.append("<csd:organizations>")
-        for organization in facility.organizations:
-            _facility_organization(parts, organization)
-        parts.append("</csd:organizations>")
-    for hours in facility.operating_hours:
-        _operating_hours(parts, hours)
-    _extensions(parts, facility.extensions)
-    _record(parts, facility.record)
-    parts.append("</csd:facility>")
-    return _entry_bytes(parts)
 
 
 def _provider_organization(parts: list[str], organization: ProviderOrganization) -> None:
@@ -598,47 +538,120 @@ def _provider_facility(parts: list[str], facility: ProviderFacility) -> None:
     _close(parts, mark, "</csd:facility>")
 
 
+# The entries: each entity kind's sequence from its one declaration (bridge/model.py `ENTITY_SHAPES`): how
+# each slot's value is written, by its form and its type.
+
+_Write = Callable[[list[str], Any, str], None]
+_VALUES: Final[dict[type, _Write]] = {
+    str: lambda parts, value, name: _leaf(parts, name, value),
+    CodedType: lambda parts, value, name: _coded(parts, value, name),
+    OtherID: lambda parts, value, _name: _other_id(parts, value),
+    Address: lambda parts, value, _name: _address(parts, value),
+    ContactPoint: lambda parts, value, _name: _contact_point(parts, value),
+    Geocode: lambda parts, value, _name: _geocode(parts, value),
+    OperatingHours: lambda parts, value, _name: _operating_hours(parts, value),
+    Demographic: lambda parts, value, _name: _demographic(parts, value),
+    Credential: lambda parts, value, _name: _credential(parts, value),
+    Record: lambda parts, value, _name: _record(parts, value),
+}
+# The entities a LIST slot's wrapper holds (with their own nested sequences, above).
+_LISTED: Final[dict[type, Callable[[list[str], Any], None]]] = {
+    FacilityOrganization: _facility_organization,
+    ProviderOrganization: _provider_organization,
+    ProviderFacility: _provider_facility,
+}
+_Step = Callable[[list[str], Any], None]
+
+
+def _step(slot: Slot, declared: SlotType) -> _Step:
+    """What writes one slot of a record (nothing when it is empty and optional)."""
+    get, name = attrgetter(slot.field), slot.element
+    if slot.form is Form.EXTENSIONS:
+        return lambda parts, record: _extensions(parts, get(record))
+    if slot.form is Form.REFERENCE:
+        start = f'<csd:{name} entityID="'
+
+        def reference(parts: list[str], record: Any) -> None:
+            if value := get(record):
+                parts.append(f'{start}{_escape_attribute(value)}"/>')
+
+        return reference
+    if slot.form is Form.LIST:
+        write_item, opening, closing = _LISTED[declared.type], f"<csd:{name}>", f"</csd:{name}>"
+
+        def listed(parts: list[str], record: Any) -> None:
+            if values := get(record):  # the wrapper holds 1..*: omitted when there is none
+                parts.append(opening)
+                for item in values:
+                    write_item(parts, item)
+                parts.append(closing)
+
+        return listed
+    write = _VALUES[declared.type]
+    if declared.many:
+
+        def each(parts: list[str], record: Any) -> None:
+            for item in get(record):
+                write(parts, item, name)
+
+        return each
+
+    def one(parts: list[str], record: Any) -> None:
+        if (value := get(record)) is not None:
+            write(parts, value, name)
+
+    return one
+
+
+def _entry_writer(shape: Shape) -> Callable[[Any], bytes]:
+    """The bytes of one standalone entry of `shape`: its start tag with the csd prefix and `@entityID`, then
+    its slots in order."""
+    declared = slot_types(shape)
+    first, *rest = shape.slots
+    if first.form is not Form.ATTRIBUTE or any(slot.form is Form.ATTRIBUTE for slot in rest):
+        raise ValueError(f"csd:{shape.name}: @entityID must be the first slot and the only attribute")
+    entity_id = attrgetter(first.field)
+    steps = tuple(_step(slot, declared[slot.element]) for slot in rest)
+    start, end = f"<csd:{shape.name}{_ENTRY}", f"</csd:{shape.name}>"
+
+    def write(record: Any) -> bytes:
+        parts = [f'{start}{_escape_attribute(entity_id(record))}">']
+        for step in steps:
+            step(parts, record)
+        parts.append(end)
+        return "".join(parts).encode()
+
+    return write
+
+
+_ENTRIES: Final[dict[str, Callable[[Any], bytes]]] = {
+    name: _entry_writer(shape) for name, shape in ENTITY_SHAPES.items()
+}
+
+
+def organization_bytes(organization: Organization) -> bytes:
+    """`csd:organization`, as `ENTITY_SHAPES` declares it."""
+    return _ENTRIES["organization"](organization)
+
+
+def service_bytes(service: Service) -> bytes:
+    """`csd:service`, as `ENTITY_SHAPES` declares it."""
+    return _ENTRIES["service"](service)
+
+
+def facility_bytes(facility: Facility) -> bytes:
+    """`csd:facility`, as `ENTITY_SHAPES` declares it."""
+    return _ENTRIES["facility"](facility)
+
+
 def provider_bytes(provider: Provider) -> bytes:
-    """`csd:provider`: otherID*, codedType+, demographic, organizations?, facilities?, credential*,
-    specialty*, extension*, record (CSD 2014 sequence)."""
-    parts: list[str] = []
-    _entry_start(parts, "provider", provider.entity_id)
-    for other_id in provider.other_ids:
-        _other_id(parts, other_id)
-    for coded in provider.coded_types:
-        _coded(parts, coded)
-    _demographic(parts, provider.demographic)
-    if provider.organizations:
-        parts.append("<csd:organizations>")
-        for organization in provider.organizations:
-            _provider_organization(parts, organization)
-        parts.append("</csd:organizations>")
-    if provider.facilities:
-        parts.append("<csd:facilities>")
-        for facility in provider.facilities:
-            _provider_facility(parts, facility)
-        parts.append("</csd:facilities>")
-    for credential in provider.credentials:
-        _credential(parts, credential)
-    for specialty in provider.specialties:
-        _coded(parts, specialty, "specialty")
-    _extensions(parts, provider.extensions)
-    _record(parts, provider.record)
-    parts.append("</csd:provider>")
-    return _entry_bytes(parts)
+    """`csd:provider`, as `ENTITY_SHAPES` declares it."""
+    return _ENTRIES["provider"](provider)
 
 
 def device_bytes(device: Device) -> bytes:
-    """`csd:device` (ROR CSD v2.4 profile): otherID*, codedType, extension?, record."""
-    parts: list[str] = []
-    _entry_start(parts, "device", device.entity_id)
-    for other_id in device.other_ids:
-        _other_id(parts, other_id)
-    _coded(parts, device.coded_type)
-    _extensions(parts, device.extensions)
-    _record(parts, device.record)
-    parts.append("</csd:device>")
-    return _entry_bytes(parts)
+    """`csd:device` (ROR CSD v2.4 profile), as `ENTITY_SHAPES` declares it."""
+    return _ENTRIES["device"](device)
 
 
 def _parsed(data: bytes) -> etree._Element:
