@@ -1,7 +1,8 @@
 """The CSD document writer: neutral records out as `csd:CSD`, streamed one record at a time.
 
 Part of the CSD vocabulary (bridge/csd/). Element order follows the XSD sequences of the IHE CSD 2014
-revision (docs/csd-wire-format.md §5; xsd/csd.xsd), which legacy clients validate against.
+revision (docs/csd-wire-format.md §5; xsd/csd.xsd; each entity's declared once in bridge/model.py
+`ENTITY_SHAPES`), which legacy clients validate against; entries are written as serialised bytes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from operator import attrgetter
-from typing import Any, BinaryIO, Final, TypeVar
+from typing import Any, BinaryIO, Final
 
 from lxml import etree
 
@@ -90,8 +91,6 @@ _XML_LANG: Final = ns.qn(ns.XML, "lang")
 # text field must not abort a streamed answer half-way, so they are replaced by U+FFFD.
 _NOT_XML_CHAR: Final = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _REPLACEMENT: Final = "\ufffd"
-
-_T = TypeVar("_T")
 
 
 # Local name → Clark name in the CSD namespace, filled as names are met (a few dozen).
