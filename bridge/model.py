@@ -7,10 +7,10 @@ fhir/ produces `SearchResult`. CSD names follow the IHE CSD 2014 schema (docs/cs
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, date, datetime, time, tzinfo
 from enum import StrEnum
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Final, get_args, get_origin, get_type_hints
 
 # A FHIR resource as parsed JSON. The hot path never builds pydantic models (engineering-notes §4.3).
 Resource = Mapping[str, Any]
@@ -396,6 +396,148 @@ class Device:
     record: Record
     other_ids: tuple[OtherID, ...] = ()
     extensions: tuple[Extension, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------------
+# The one declaration of each CSD entity's shape: its XSD sequence, which record field holds each element
+# and which elements the mapping tables fill. The tables' targets (translate/tables.py `ENTITY_KINDS`), the
+# engine's record builder (translate/engine.py) and the writer (csd/writer.py) are derived from it; value
+# type, multiplicity and requiredness come from the record's field (a tuple: many; no default: required).
+
+
+class Form(StrEnum):
+    """How an element of an entity is written."""
+
+    VALUE = "value"  # the value's own element(s), by its type (str: a text element of that name)
+    ATTRIBUTE = "attribute"  # `@entityID`, on the entry's start tag
+    REFERENCE = "reference"  # `<csd:parent entityID="…"/>`: another entity's entityID
+    LIST = "list"  # a wrapper element (`organizations`) holding each value, written only when there is one
+    EXTENSIONS = "extensions"  # every `csd:extension`, the profile's typed elements grouped (csd/writer.py)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One place of an entity's XSD sequence."""
+
+    element: str  # the CSD element (or `@attribute`) name; a mapping table rule's `target`
+    field: str  # the record's field holding its value(s)
+    form: Form = Form.VALUE
+    mapped: bool = True  # a mapping table rule may fill it (False: written when the record has it)
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """A CSD entity kind: its entry element, directory, record type and sequence."""
+
+    name: str
+    directory: Directory
+    record: type
+    slots: tuple[Slot, ...]
+    mapped: bool = True  # mapping tables build it (`entity:` in mappings/entities/*.yaml)
+
+
+_ENTITY_ID: Final = Slot("@entityID", "entity_id", Form.ATTRIBUTE)
+_EXTENSION: Final = Slot("extension", "extensions", Form.EXTENSIONS)
+_RECORD: Final = Slot("record", "record")
+
+# CSD 2014 sequences (docs/csd-wire-format.md §5; contact, credential of an organisation, language and
+# specialization have no source in the model and are never written).
+ENTITY_SHAPES: Final[Mapping[str, Shape]] = {
+    shape.name: shape
+    for shape in (
+        Shape(
+            "organization",
+            Directory.ORGANIZATION,
+            Organization,
+            (
+                _ENTITY_ID,
+                Slot("otherID", "other_ids"),
+                Slot("codedType", "coded_types"),
+                Slot("primaryName", "primary_name"),
+                Slot("otherName", "other_names"),
+                Slot("address", "addresses"),
+                Slot("contactPoint", "contact_points"),
+                Slot("parent", "parent_id", Form.REFERENCE),
+                _EXTENSION,
+                _RECORD,
+            ),
+        ),
+        Shape(
+            "service",
+            Directory.SERVICE,
+            Service,
+            (_ENTITY_ID, Slot("codedType", "coded_type"), _EXTENSION, _RECORD),  # 2014: exactly one codedType
+        ),
+        Shape(
+            "facility",
+            Directory.FACILITY,
+            Facility,
+            (
+                _ENTITY_ID,
+                Slot("otherID", "other_ids"),
+                Slot("codedType", "coded_types"),
+                Slot("primaryName", "primary_name"),
+                Slot("otherName", "other_names"),
+                Slot("address", "addresses"),
+                Slot("geocode", "geocode"),
+                Slot("contactPoint", "contact_points"),
+                Slot("organizations", "organizations", Form.LIST),
+                Slot("operatingHours", "operating_hours", mapped=False),
+                _EXTENSION,
+                _RECORD,
+            ),
+        ),
+        Shape(
+            "provider",
+            Directory.PROVIDER,
+            Provider,
+            (
+                _ENTITY_ID,
+                Slot("otherID", "other_ids"),
+                Slot("codedType", "coded_types"),
+                Slot("demographic", "demographic"),
+                Slot("organizations", "organizations", Form.LIST),
+                Slot("facilities", "facilities", Form.LIST),
+                Slot("credential", "credentials"),
+                Slot("specialty", "specialties"),
+                _EXTENSION,
+                _RECORD,
+            ),
+        ),
+        Shape(
+            "device",  # ROR CSD v2.4 profile: no mapping table builds one yet
+            Directory.DEVICE,
+            Device,
+            (_ENTITY_ID, Slot("otherID", "other_ids"), Slot("codedType", "coded_type"), _EXTENSION, _RECORD),
+            mapped=False,
+        ),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SlotType:
+    """What a record field declares for a slot: its value type, whether it holds many, whether required."""
+
+    type: type
+    many: bool
+    required: bool
+
+
+def slot_types(shape: Shape) -> dict[str, SlotType]:
+    """Each slot's `SlotType` (by element name), read from the record's field annotations."""
+    hints = get_type_hints(shape.record)
+    defaults = {f.name: f for f in fields(shape.record)}
+    types: dict[str, SlotType] = {}
+    for slot in shape.slots:
+        hint = hints[slot.field]
+        many = get_origin(hint) is tuple
+        args = [a for a in get_args(hint) if a is not type(None) and a is not Ellipsis]
+        value_type = args[0] if args else hint
+        declared = defaults[slot.field]
+        required = declared.default is MISSING and declared.default_factory is MISSING
+        types[slot.element] = SlotType(value_type, many, required)
+    return types
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """The CSD document writer: neutral records out as `csd:CSD`, streamed one record at a time.
 
 Part of the CSD vocabulary (bridge/csd/). Element order follows the XSD sequences of the IHE CSD 2014
-revision (docs/csd-wire-format.md §5; xsd/csd.xsd), which legacy clients validate against.
+revision (docs/csd-wire-format.md §5; xsd/csd.xsd; each entity's declared once in bridge/model.py
+`ENTITY_SHAPES`), which legacy clients validate against; entries are written as serialised bytes.
 """
 
 from __future__ import annotations
@@ -9,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from io import BytesIO
-from typing import Any, BinaryIO, Final, TypeVar
+from functools import lru_cache
+from operator import attrgetter
+from typing import Any, BinaryIO, Final
 
 from lxml import etree
 
 from bridge import gc_control, ns, profile
 from bridge.model import (
+    ENTITY_SHAPES,
     Address,
     CodedType,
     ContactPoint,
@@ -33,6 +36,7 @@ from bridge.model import (
     Facility,
     FacilityOrganization,
     FacilityService,
+    Form,
     Geocode,
     OperatingHours,
     Organization,
@@ -44,22 +48,30 @@ from bridge.model import (
     ProviderService,
     Record,
     Service,
+    Shape,
+    Slot,
+    SlotType,
     Transaction,
+    slot_types,
 )
 
 __all__ = [
     "FLUSH_EVERY",
+    "device_bytes",
     "device_element",
     "directory_end",
     "directory_start",
     "document_end",
     "document_start",
     "document_to_bytes",
-    "element_bytes",
+    "facility_bytes",
     "facility_element",
     "facility_number",
+    "organization_bytes",
     "organization_element",
+    "provider_bytes",
     "provider_element",
+    "service_bytes",
     "service_element",
     "write_csd",
     "write_response_body",
@@ -79,8 +91,6 @@ _XML_LANG: Final = ns.qn(ns.XML, "lang")
 # text field must not abort a streamed answer half-way, so they are replaced by U+FFFD.
 _NOT_XML_CHAR: Final = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _REPLACEMENT: Final = "\ufffd"
-
-_T = TypeVar("_T")
 
 
 # Local name → Clark name in the CSD namespace, filled as names are met (a few dozen).
@@ -104,6 +114,7 @@ def _text(value: str) -> str:
     return _NOT_XML_CHAR.sub(_REPLACEMENT, value)
 
 
+@lru_cache(maxsize=64)  # a few zones only
 def _format_offset(offset: timedelta) -> str:
     if not offset:
         return "Z"
@@ -150,88 +161,199 @@ def xs_decimal(value: float) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Small element helpers (all optional values: None and "" mean absent)
+# Serialised bytes straight from the records, as lxml's serialiser writes the same tree (libxml2's
+# xmlsave: text escapes `&`, `<`, `>` and CR; attribute values also `"`, tab and LF; everything else as
+# UTF-8; an element with neither text nor children is `<x/>`, one whose text is "" is `<x></x>`; the
+# standalone entry declares the csd prefix before its attributes). tests/csd/test_byte_writer.py checks it
+# against the tree-building writer it replaces, byte for byte.
+
+# Characters one of the escapes below applies to, or that XML cannot carry (replaced first, see _text).
+_TEXT_SPECIAL: Final = re.compile("[&<>\r]|[^\t\n\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_ATTRIBUTE_SPECIAL: Final = re.compile('[&<>"]|[^\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]')
 
 
-def _sub(parent: etree._Element, local: str, text: str | None = None) -> etree._Element:
-    child = etree.SubElement(parent, _TAGS.get(local) or _tag(local))
-    if text is not None:
-        child.text = text if _NOT_XML_CHAR.search(text) is None else _text(text)
-    return child
+# The values met again and again (codes, coding schemes, types, displays) are escaped once: bounded caches.
+@lru_cache(maxsize=16384)
+def _escape_text(value: str) -> str:
+    """Character data as lxml writes it."""
+    if _TEXT_SPECIAL.search(value) is None:
+        return value
+    value = _text(value)
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
 
 
-def _sub_opt(parent: etree._Element, local: str, text: str | None) -> None:
+@lru_cache(maxsize=16384)
+def _escape_attribute(value: str) -> str:
+    """An attribute value as lxml writes it between double quotes."""
+    if _ATTRIBUTE_SPECIAL.search(value) is None:
+        return value
+    value = _text(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return value.replace('"', "&quot;").replace("\t", "&#9;").replace("\n", "&#10;").replace("\r", "&#13;")
+
+
+# Tag name → its start-tag opening ("<csd:name" or "<name") and end tag; attribute name → ' name="'. Each
+# name is checked once by lxml, which refuses what is not an XML name (ValueError, as the tree did).
+_CSD_NAMES: dict[str, tuple[str, str]] = {}
+_PLAIN_NAMES: dict[str, tuple[str, str]] = {}
+_ATTRIBUTE_NAMES: dict[str, str] = {}
+
+
+def _new_names(name: str, prefixed: bool) -> tuple[str, str]:
+    etree.Element(name)
+    qualified = f"csd:{name}" if prefixed else name
+    names = (_CSD_NAMES if prefixed else _PLAIN_NAMES)[name] = ("<" + qualified, f"</{qualified}>")
+    return names
+
+
+def _attribute_name(name: str) -> str:
+    etree.Element("a", {name: ""})
+    start = _ATTRIBUTE_NAMES[name] = f' {name}="'
+    return start
+
+
+def _leaf(parts: list[str], name: str, text: str | None) -> None:
+    """`<csd:name>text</csd:name>`; `<csd:name/>` when `text` is None."""
+    if text is None:
+        parts.append(f"<csd:{name}/>")
+    else:
+        parts.append(f"<csd:{name}>{_escape_text(text)}</csd:{name}>")
+
+
+def _leaf_opt(parts: list[str], name: str, text: str | None) -> None:
     if text:
-        _sub(parent, local, text)
+        parts.append(f"<csd:{name}>{_escape_text(text)}</csd:{name}>")
 
 
-def _set(element: etree._Element, name: str, value: str | None) -> None:
-    if value:
-        element.set(name, _text(value))
+def _close(parts: list[str], mark: int, end: str) -> None:
+    """Ends the element whose start tag (without its `>`) is parts[mark]: `/>` when nothing came after it."""
+    if len(parts) == mark + 1:
+        parts[mark] += "/>"
+    else:
+        parts[mark] += ">"
+        parts.append(end)
 
 
-def _each(parent: etree._Element, items: Iterable[_T], add: Callable[[etree._Element, _T], None]) -> None:
-    for item in items:
-        add(parent, item)
-
-
-def _entity(parent: etree._Element | None, local: str, entity_id: str) -> etree._Element:
-    element = etree.Element(_tag(local), nsmap=_NSMAP) if parent is None else _sub(parent, local)
-    element.set("entityID", _text(entity_id))
-    return element
-
-
-def _add_other_id(parent: etree._Element, other_id: OtherID) -> None:
+def _other_id(parts: list[str], other_id: OtherID) -> None:
     # CSD 2014 schema: otherID carries its value in @code only; it has no text content.
-    child = _sub(parent, "otherID")
-    child.set("code", _text(other_id.code))
-    child.set("assigningAuthorityName", _text(other_id.assigning_authority_name))
+    parts.append(
+        f'<csd:otherID code="{_escape_attribute(other_id.code)}" '
+        f'assigningAuthorityName="{_escape_attribute(other_id.assigning_authority_name)}"/>'
+    )
 
 
-def _add_coded(parent: etree._Element, coded: CodedType, local: str = "codedType") -> None:
-    child = _sub(parent, local, coded.display or None)
-    child.set("code", _text(coded.code))
-    child.set("codingScheme", _text(coded.coding_scheme))
+def _coded(parts: list[str], coded: CodedType, name: str = "codedType") -> None:
+    start = (
+        f'<csd:{name} code="{_escape_attribute(coded.code)}" '
+        f'codingScheme="{_escape_attribute(coded.coding_scheme)}"'
+    )
+    if coded.display:
+        parts.append(f"{start}>{_escape_text(coded.display)}</csd:{name}>")
+    else:
+        parts.append(start + "/>")
 
 
-def _add_other_name(parent: etree._Element, name: str) -> None:
-    _sub(parent, "otherName", name)
-
-
-def _add_address(parent: etree._Element, address: Address) -> None:
+def _address(parts: list[str], address: Address) -> None:
     if not address.lines:  # addressLine is 1..*: an address without lines is an empty optional
         return
-    child = _sub(parent, "address")
-    _set(child, "type", address.type)
+    append = parts.append
+    append(f'<csd:address type="{_escape_attribute(address.type)}">' if address.type else "<csd:address>")
     for line in address.lines:
-        line_element = _sub(child, "addressLine", line.value)
-        _set(line_element, "component", line.component)
+        if line.component:
+            start = f'<csd:addressLine component="{_escape_attribute(line.component)}"'
+        else:
+            start = "<csd:addressLine"
+        append(f"{start}>{_escape_text(line.value)}</csd:addressLine>")
+    append("</csd:address>")
 
 
-def _add_contact_point(parent: etree._Element, point: ContactPoint) -> None:
-    child = _sub(parent, "contactPoint")
-    _add_coded(child, point.coded_type)
-    _sub_opt(child, "equipment", point.equipment)
-    _sub_opt(child, "purpose", point.purpose)
+def _contact_point(parts: list[str], point: ContactPoint) -> None:
+    parts.append("<csd:contactPoint>")
+    _coded(parts, point.coded_type)
+    _leaf_opt(parts, "equipment", point.equipment)
+    _leaf_opt(parts, "purpose", point.purpose)
+    parts.append("</csd:contactPoint>")
 
 
-def _add_extension(parent: etree._Element, extension: Extension) -> None:
-    child = _sub(parent, "extension")
-    child.set("type", _text(extension.type))
-    child.set("urn", _text(extension.urn))
-    if extension.content is not None:  # CSD schema: at most one child element
-        _extension_node(child, extension.content)
+def _extension_start(extension: Extension) -> str:
+    return (
+        f'<csd:extension type="{_escape_attribute(extension.type)}" urn="{_escape_attribute(extension.urn)}"'
+    )
 
 
-def _add_extensions(parent: etree._Element, extensions: Sequence[Extension]) -> None:
+def _extension(parts: list[str], extension: Extension) -> None:
+    if extension.content is None:  # CSD schema: at most one child element
+        parts.append(_extension_start(extension) + "/>")
+        return
+    parts.append(_extension_start(extension) + ">")
+    # Unqualified: the one child the v2.4 profile's extension type leaves open (xs:any ##local), which CSD
+    # 2014 (##any) accepts too.
+    _node(parts, extension.content, False)
+    parts.append("</csd:extension>")
+
+
+# (name, prefixed, attributes) → the start tag without its `>`; (name, prefixed, attributes, text) → the
+# whole element without children. Most extension nodes repeat (the same code, the same display): each is
+# serialised once. Emptied when full (bounded memory for a long-running server).
+_STARTS: dict[tuple[str, bool, tuple[tuple[str, str], ...]], str] = {}
+_LEAVES: dict[tuple[str, bool, tuple[tuple[str, str], ...], str | None], str] = {}
+_CACHED: Final = 32768
+
+
+def _start(name: str, prefixed: bool, attributes: tuple[tuple[str, str], ...]) -> str:
+    opening = (_CSD_NAMES if prefixed else _PLAIN_NAMES).get(name) or _new_names(name, prefixed)
+    start = opening[0]
+    if attributes:
+        if len(attributes) > 1 and len({name for name, _ in attributes}) < len(attributes):
+            # a repeated name keeps its first place and its last value, as successive `set` calls do
+            attributes = tuple(dict(attributes).items())
+        for attribute, value in attributes:
+            opening_of = _ATTRIBUTE_NAMES.get(attribute) or _attribute_name(attribute)
+            start += f'{opening_of}{_escape_attribute(value)}"'
+    return start
+
+
+def _leaf_node(name: str, prefixed: bool, attributes: tuple[tuple[str, str], ...], text: str | None) -> str:
+    start = _start(name, prefixed, attributes)
+    if text is None:
+        leaf = start + "/>"
+    else:
+        leaf = f"{start}>{_escape_text(text)}{(_CSD_NAMES if prefixed else _PLAIN_NAMES)[name][1]}"
+    if len(_LEAVES) >= _CACHED:
+        _LEAVES.clear()
+    _LEAVES[name, prefixed, attributes, text] = leaf
+    return leaf
+
+
+def _node(parts: list[str], node: ExtensionNode, prefixed: bool) -> None:
+    """An extension's element and its subtree; `prefixed`: a typed element of the ROR v2.4 profile, in the
+    CSD namespace as its children."""
+    name, text, attributes, children = node.name, node.text, node.attributes, node.children
+    if not children:
+        parts.append(
+            _LEAVES.get((name, prefixed, attributes, text)) or _leaf_node(name, prefixed, attributes, text)
+        )
+        return
+    start = _STARTS.get((name, prefixed, attributes))
+    if start is None:
+        start = _start(name, prefixed, attributes)
+        if len(_STARTS) >= _CACHED:
+            _STARTS.clear()
+        _STARTS[name, prefixed, attributes] = start
+    parts.append(start + ">" if text is None else f"{start}>{_escape_text(text)}")
+    for child in children:
+        _node(parts, child, prefixed)
+    parts.append((_CSD_NAMES if prefixed else _PLAIN_NAMES)[name][1])
+
+
+def _extensions(parts: list[str], extensions: Sequence[Extension]) -> None:
     """Each extension in turn, except the typed elements of the ROR v2.4 profile (`Extension.profile`): those
     of one typed extension go together in one `csd:extension`, where the first of them comes, in the order
     of the profile's sequence (bridge/profile.py; repeats keep their order)."""
-    groups: dict[tuple[str, str, int], tuple[etree._Element, list[ExtensionNode]]] = {}
+    groups: dict[tuple[str, str, int], tuple[int, Extension, list[ExtensionNode]]] = {}
     opened: dict[tuple[str, str], int] = {}  # how many extensions of a type an OPENS_EXTENSION element opened
     for extension in extensions:
         if not extension.profile:
-            _add_extension(parent, extension)
+            _extension(parts, extension)
             continue
         pair = (extension.type, extension.urn)
         content = extension.content
@@ -239,268 +361,358 @@ def _add_extensions(parent: etree._Element, extensions: Sequence[Extension]) -> 
             opened[pair] = opened.get(pair, -1) + 1
         key = (*pair, opened.get(pair, 0))
         if key not in groups:  # the element takes its place now, its content once the group is complete
-            child = _sub(parent, "extension")
-            child.set("type", _text(extension.type))
-            child.set("urn", _text(extension.urn))
-            groups[key] = (child, [])
-        if extension.content is not None:
-            groups[key][1].append(extension.content)
-    for (extension_type, _urn, _n), (child, nodes) in groups.items():
+            groups[key] = (len(parts), extension, [])
+            parts.append("")
+        if content is not None:
+            groups[key][2].append(content)
+    for (extension_type, _urn, _n), (index, extension, nodes) in groups.items():
+        group = [_extension_start(extension)]
         for node in sorted(nodes, key=lambda n: profile.position(extension_type, n.name)):
-            _profile_node(child, node)
+            _node(group, node, True)
+        _close(group, 0, "</csd:extension>")
+        parts[index] = "".join(group)
 
 
-def _attributes(node: ExtensionNode) -> dict[str, str] | None:
-    """A node's attributes for SubElement, in their order (a repeated name keeps its first place and its
-    last value, as successive `set` calls do)."""
-    if not node.attributes:
-        return None
-    return {name: _text(value) for name, value in node.attributes}
+def _extensions_each(parts: list[str], extensions: Sequence[Extension]) -> None:
+    for extension in extensions:
+        _extension(parts, extension)
 
 
-def _extension_node(parent: etree._Element, node: ExtensionNode) -> None:
-    # Unqualified: the one child the v2.4 profile's extension type leaves open (xs:any ##local), which CSD
-    # 2014 (##any) accepts too.
-    element = etree.SubElement(parent, node.name, _attributes(node))
-    if node.text is not None:
-        element.text = _text(node.text)
-    for child in node.children:
-        _extension_node(element, child)
+def _record(parts: list[str], record: Record) -> None:
+    source = record.source_directory
+    parts.append(
+        f'<csd:record created="{xs_datetime(record.created)}" updated="{xs_datetime(record.updated)}" '
+        f'status="{_escape_attribute(record.status)}"'
+        + (f' sourceDirectory="{_escape_attribute(source)}"/>' if source else "/>")
+    )
 
 
-def _profile_node(parent: etree._Element, node: ExtensionNode) -> None:
-    # A typed element of the ROR v2.4 profile: in the CSD namespace, as its children.
-    element = etree.SubElement(parent, _TAGS.get(node.name) or _tag(node.name), _attributes(node))
-    if node.text is not None:
-        element.text = _text(node.text)
-    for child in node.children:
-        _profile_node(element, child)
-
-
-def _add_record(parent: etree._Element, record: Record) -> None:
-    child = _sub(parent, "record")
-    child.set("created", xs_datetime(record.created))
-    child.set("updated", xs_datetime(record.updated))
-    child.set("status", _text(record.status))
-    _set(child, "sourceDirectory", record.source_directory)
-
-
-def _add_operating_hours(parent: etree._Element, hours: OperatingHours) -> None:
-    child = _sub(parent, "operatingHours")
-    _sub(child, "openFlag", xs_boolean(hours.open_flag))
+def _operating_hours(parts: list[str], hours: OperatingHours) -> None:
+    append = parts.append
+    append(f"<csd:operatingHours><csd:openFlag>{xs_boolean(hours.open_flag)}</csd:openFlag>")
     for day in hours.days_of_week:
-        _sub(child, "dayOfTheWeek", str(int(day)))
+        append(f"<csd:dayOfTheWeek>{int(day)}</csd:dayOfTheWeek>")
     if hours.beginning_hour is not None:
-        _sub(child, "beginningHour", xs_time(hours.beginning_hour))
+        append(f"<csd:beginningHour>{xs_time(hours.beginning_hour)}</csd:beginningHour>")
     if hours.ending_hour is not None:
-        _sub(child, "endingHour", xs_time(hours.ending_hour))
-    _sub(child, "beginEffectiveDate", xs_date(hours.begin_effective_date))
+        append(f"<csd:endingHour>{xs_time(hours.ending_hour)}</csd:endingHour>")
+    append(f"<csd:beginEffectiveDate>{xs_date(hours.begin_effective_date)}</csd:beginEffectiveDate>")
     if hours.end_effective_date is not None:
-        _sub(child, "endEffectiveDate", xs_date(hours.end_effective_date))
-    _add_extensions(child, hours.extensions)
+        append(f"<csd:endEffectiveDate>{xs_date(hours.end_effective_date)}</csd:endEffectiveDate>")
+    _extensions(parts, hours.extensions)
+    append("</csd:operatingHours>")
 
 
-def _add_geocode(parent: etree._Element, geocode: Geocode) -> None:
-    child = _sub(parent, "geocode")
-    _sub(child, "latitude", xs_decimal(geocode.latitude))
-    _sub(child, "longitude", xs_decimal(geocode.longitude))
+def _geocode(parts: list[str], geocode: Geocode) -> None:
+    append = parts.append
+    append(
+        f"<csd:geocode><csd:latitude>{xs_decimal(geocode.latitude)}</csd:latitude>"
+        f"<csd:longitude>{xs_decimal(geocode.longitude)}</csd:longitude>"
+    )
     if geocode.altitude is not None:
-        _sub(child, "altitude", xs_decimal(geocode.altitude))
-    _sub_opt(child, "coordinateSystem", geocode.coordinate_system)
+        append(f"<csd:altitude>{xs_decimal(geocode.altitude)}</csd:altitude>")
+    _leaf_opt(parts, "coordinateSystem", geocode.coordinate_system)
+    append("</csd:geocode>")
 
 
-def _add_service_name(parent: etree._Element, name: str) -> None:
+def _service_name(parts: list[str], name: str) -> None:
     # The names of a service given at a facility are of the structured `name` type (commonName 1..*).
-    _sub(_sub(parent, "name"), "commonName", name)
+    parts.append(f"<csd:name><csd:commonName>{_escape_text(name)}</csd:commonName></csd:name>")
 
 
-def _add_person_name(parent: etree._Element, name: PersonName) -> None:
-    child = _sub(parent, "name")
+def _person_name(parts: list[str], name: PersonName) -> None:
+    mark = len(parts)
+    parts.append("<csd:name")
     for common in name.common_names:
-        _sub(child, "commonName", common)
+        _leaf(parts, "commonName", common)
     if name.honorific is not None:
-        _add_coded(child, name.honorific, "honorific")
-    _sub_opt(child, "forename", name.forename)
-    _sub_opt(child, "surname", name.surname)
-    _sub_opt(child, "suffix", name.suffix)
-    _add_extensions(child, name.extensions)
+        _coded(parts, name.honorific, "honorific")
+    _leaf_opt(parts, "forename", name.forename)
+    _leaf_opt(parts, "surname", name.surname)
+    _leaf_opt(parts, "suffix", name.suffix)
+    _extensions(parts, name.extensions)
+    _close(parts, mark, "</csd:name>")
 
 
-def _add_demographic(parent: etree._Element, person: Demographic) -> None:
+def _demographic(parts: list[str], person: Demographic) -> None:
     # CSD person: name 1..*, contactPoint*, address*, gender?, dateOfBirth?
-    child = _sub(parent, "demographic")
-    _each(child, person.names, _add_person_name)
-    _each(child, person.contact_points, _add_contact_point)
-    _each(child, person.addresses, _add_address)
-    _sub_opt(child, "gender", person.gender)
+    mark = len(parts)
+    parts.append("<csd:demographic")
+    for name in person.names:
+        _person_name(parts, name)
+    for point in person.contact_points:
+        _contact_point(parts, point)
+    for address in person.addresses:
+        _address(parts, address)
+    _leaf_opt(parts, "gender", person.gender)
     if person.date_of_birth is not None:
-        _sub(child, "dateOfBirth", xs_date(person.date_of_birth))
+        parts.append(f"<csd:dateOfBirth>{xs_date(person.date_of_birth)}</csd:dateOfBirth>")
+    _close(parts, mark, "</csd:demographic>")
 
 
-def _add_credential(parent: etree._Element, credential: Credential) -> None:
-    child = _sub(parent, "credential")
-    _add_coded(child, credential.coded_type)
-    _sub(child, "number", credential.number)
-    _sub_opt(child, "issuingAuthority", credential.issuing_authority)
+def _credential(parts: list[str], credential: Credential) -> None:
+    append = parts.append
+    append("<csd:credential>")
+    _coded(parts, credential.coded_type)
+    _leaf(parts, "number", credential.number)
+    _leaf_opt(parts, "issuingAuthority", credential.issuing_authority)
     if credential.issue_date is not None:
-        _sub(child, "credentialIssueDate", xs_date(credential.issue_date))
+        append(f"<csd:credentialIssueDate>{xs_date(credential.issue_date)}</csd:credentialIssueDate>")
     if credential.renewal_date is not None:
-        _sub(child, "credentialRenewalDate", xs_date(credential.renewal_date))
-    _add_extensions(child, credential.extensions)
+        append(f"<csd:credentialRenewalDate>{xs_date(credential.renewal_date)}</csd:credentialRenewalDate>")
+    _extensions(parts, credential.extensions)
+    append("</csd:credential>")
+
+
+# A directory entry's start tag declares the csd prefix (it is written as a standalone element).
+_ENTRY: Final = f' xmlns:csd="{ns.CSD}" entityID="'
+
+
+def _entry_start(parts: list[str], name: str, entity_id: str) -> None:
+    parts.append(f'<csd:{name}{_ENTRY}{_escape_attribute(entity_id)}">')
+
+
+def _nested_start(parts: list[str], name: str, entity_id: str) -> int:
+    """`<csd:name entityID="…"` (to be ended by _close): an entity referenced inside an entry."""
+    parts.append(f'<csd:{name} entityID="{_escape_attribute(entity_id)}"')
+    return len(parts) - 1
+
+
+def _entry_bytes(parts: list[str]) -> bytes:
+    return "".join(parts).encode()
 
 
 # --------------------------------------------------------------------------------------------------
-# Directory entries: one standalone element each (what the streaming writer writes in one go)
+# Directory entries: each the bytes of one standalone element (what the streaming writer writes in one go)
+
+
+def _facility_service(parts: list[str], service: FacilityService) -> None:
+    # name*, language*, operatingHours*, freeBusyURI?, extension*
+    mark = _nested_start(parts, "service", service.entity_id)
+    for name in service.names:
+        _service_name(parts, name)
+    for hours in service.operating_hours:
+        _operating_hours(parts, hours)
+    _extensions_each(parts, service.extensions)
+    _close(parts, mark, "</csd:service>")
+
+
+def _facility_organization(parts: list[str], organization: FacilityOrganization) -> None:
+    mark = _nested_start(parts, "organization", organization.entity_id)
+    for service in organization.services:
+        _facility_service(parts, service)
+    _extensions_each(parts, organization.extensions)
+    _close(parts, mark, "</csd:organization>")
+
+
+def _provider_organization(parts: list[str], organization: ProviderOrganization) -> None:
+    # CSD 2014: here extension comes first, then address*, contactPoint*.
+    mark = _nested_start(parts, "organization", organization.entity_id)
+    _extensions_each(parts, organization.extensions)
+    for address in organization.addresses:
+        _address(parts, address)
+    for point in organization.contact_points:
+        _contact_point(parts, point)
+    _close(parts, mark, "</csd:organization>")
+
+
+def _provider_service(parts: list[str], service: ProviderService) -> None:
+    # name*, organization?, language*, operatingHours*, freeBusyURI?, extension*
+    mark = _nested_start(parts, "service", service.entity_id)
+    for name in service.names:
+        _service_name(parts, name)
+    if service.organization_id:
+        parts.append(f'<csd:organization entityID="{_escape_attribute(service.organization_id)}"/>')
+    for hours in service.operating_hours:
+        _operating_hours(parts, hours)
+    _extensions_each(parts, service.extensions)
+    _close(parts, mark, "</csd:service>")
+
+
+def _provider_facility(parts: list[str], facility: ProviderFacility) -> None:
+    mark = _nested_start(parts, "facility", facility.entity_id)
+    for service in facility.services:
+        _provider_service(parts, service)
+    for hours in facility.operating_hours:
+        _operating_hours(parts, hours)
+    _extensions_each(parts, facility.extensions)
+    _close(parts, mark, "</csd:facility>")
+
+
+# The entries: each entity kind's sequence from its one declaration (bridge/model.py `ENTITY_SHAPES`): how
+# each slot's value is written, by its form and its type.
+
+_Write = Callable[[list[str], Any, str], None]
+_VALUES: Final[dict[type, _Write]] = {
+    str: lambda parts, value, name: _leaf(parts, name, value),
+    CodedType: lambda parts, value, name: _coded(parts, value, name),
+    OtherID: lambda parts, value, _name: _other_id(parts, value),
+    Address: lambda parts, value, _name: _address(parts, value),
+    ContactPoint: lambda parts, value, _name: _contact_point(parts, value),
+    Geocode: lambda parts, value, _name: _geocode(parts, value),
+    OperatingHours: lambda parts, value, _name: _operating_hours(parts, value),
+    Demographic: lambda parts, value, _name: _demographic(parts, value),
+    Credential: lambda parts, value, _name: _credential(parts, value),
+    Record: lambda parts, value, _name: _record(parts, value),
+}
+# The entities a LIST slot's wrapper holds (with their own nested sequences, above).
+_LISTED: Final[dict[type, Callable[[list[str], Any], None]]] = {
+    FacilityOrganization: _facility_organization,
+    ProviderOrganization: _provider_organization,
+    ProviderFacility: _provider_facility,
+}
+_Step = Callable[[list[str], Any], None]
+
+
+def _step(slot: Slot, declared: SlotType) -> _Step:
+    """What writes one slot of a record (nothing when it is empty and optional)."""
+    get, name = attrgetter(slot.field), slot.element
+    if slot.form is Form.EXTENSIONS:
+        return lambda parts, record: _extensions(parts, get(record))
+    if slot.form is Form.REFERENCE:
+        start = f'<csd:{name} entityID="'
+
+        def reference(parts: list[str], record: Any) -> None:
+            if value := get(record):
+                parts.append(f'{start}{_escape_attribute(value)}"/>')
+
+        return reference
+    if slot.form is Form.LIST:
+        write_item, opening, closing = _LISTED[declared.type], f"<csd:{name}>", f"</csd:{name}>"
+
+        def listed(parts: list[str], record: Any) -> None:
+            if values := get(record):  # the wrapper holds 1..*: omitted when there is none
+                parts.append(opening)
+                for item in values:
+                    write_item(parts, item)
+                parts.append(closing)
+
+        return listed
+    write = _VALUES[declared.type]
+    if declared.many:
+
+        def each(parts: list[str], record: Any) -> None:
+            for item in get(record):
+                write(parts, item, name)
+
+        return each
+
+    def one(parts: list[str], record: Any) -> None:
+        if (value := get(record)) is not None:
+            write(parts, value, name)
+
+    return one
+
+
+def _entry_writer(shape: Shape) -> Callable[[Any], bytes]:
+    """The bytes of one standalone entry of `shape`: its start tag with the csd prefix and `@entityID`, then
+    its slots in order."""
+    declared = slot_types(shape)
+    first, *rest = shape.slots
+    if first.form is not Form.ATTRIBUTE or any(slot.form is Form.ATTRIBUTE for slot in rest):
+        raise ValueError(f"csd:{shape.name}: @entityID must be the first slot and the only attribute")
+    entity_id = attrgetter(first.field)
+    steps = tuple(_step(slot, declared[slot.element]) for slot in rest)
+    start, end = f"<csd:{shape.name}{_ENTRY}", f"</csd:{shape.name}>"
+
+    def write(record: Any) -> bytes:
+        parts = [f'{start}{_escape_attribute(entity_id(record))}">']
+        for step in steps:
+            step(parts, record)
+        parts.append(end)
+        return "".join(parts).encode()
+
+    return write
+
+
+_ENTRIES: Final[dict[str, Callable[[Any], bytes]]] = {
+    name: _entry_writer(shape) for name, shape in ENTITY_SHAPES.items()
+}
+
+
+def organization_bytes(organization: Organization) -> bytes:
+    """`csd:organization`, as `ENTITY_SHAPES` declares it."""
+    return _ENTRIES["organization"](organization)
+
+
+def service_bytes(service: Service) -> bytes:
+    """`csd:service`, as `ENTITY_SHAPES` declares it."""
+    return _ENTRIES["service"](service)
+
+
+def facility_bytes(facility: Facility) -> bytes:
+    """`csd:facility`, as `ENTITY_SHAPES` declares it."""
+    return _ENTRIES["facility"](facility)
+
+
+def provider_bytes(provider: Provider) -> bytes:
+    """`csd:provider`, as `ENTITY_SHAPES` declares it."""
+    return _ENTRIES["provider"](provider)
+
+
+def device_bytes(device: Device) -> bytes:
+    """`csd:device` (ROR CSD v2.4 profile), as `ENTITY_SHAPES` declares it."""
+    return _ENTRIES["device"](device)
+
+
+def _parsed(data: bytes) -> etree._Element:
+    return etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))
 
 
 def organization_element(organization: Organization) -> etree._Element:
-    """`csd:organization`: otherID*, codedType+, primaryName, otherName*, address*, contactPoint*,
-    parent?, extension*, record (CSD 2014 sequence; contact, credential, language and specialization
-    have no source in the model and are never written)."""
-    element = _entity(None, "organization", organization.entity_id)
-    _each(element, organization.other_ids, _add_other_id)
-    _each(element, organization.coded_types, _add_coded)
-    _sub(element, "primaryName", organization.primary_name)
-    _each(element, organization.other_names, _add_other_name)
-    _each(element, organization.addresses, _add_address)
-    _each(element, organization.contact_points, _add_contact_point)
-    if organization.parent_id:
-        _entity(element, "parent", organization.parent_id)
-    _add_extensions(element, organization.extensions)
-    _add_record(element, organization.record)
-    return element
+    """The entry of `organization_bytes` as an lxml element (for readers of the written entry)."""
+    return _parsed(organization_bytes(organization))
 
 
 def service_element(service: Service) -> etree._Element:
-    """`csd:service`: exactly one codedType, extension*, record (CSD 2014 schema)."""
-    element = _entity(None, "service", service.entity_id)
-    _add_coded(element, service.coded_type)
-    _add_extensions(element, service.extensions)
-    _add_record(element, service.record)
-    return element
-
-
-def _add_facility_service(parent: etree._Element, service: FacilityService) -> None:
-    # name*, language*, operatingHours*, freeBusyURI?, extension*
-    child = _entity(parent, "service", service.entity_id)
-    _each(child, service.names, _add_service_name)
-    _each(child, service.operating_hours, _add_operating_hours)
-    _each(child, service.extensions, _add_extension)
-
-
-def _add_facility_organization(parent: etree._Element, organization: FacilityOrganization) -> None:
-    child = _entity(parent, "organization", organization.entity_id)
-    _each(child, organization.services, _add_facility_service)
-    _each(child, organization.extensions, _add_extension)
+    return _parsed(service_bytes(service))
 
 
 def facility_element(facility: Facility) -> etree._Element:
-    """`csd:facility`: otherID*, codedType+, primaryName, otherName*, address*, geocode?,
-    contactPoint*, organizations?, operatingHours*, extension*, record (CSD 2014 sequence)."""
-    element = _entity(None, "facility", facility.entity_id)
-    _each(element, facility.other_ids, _add_other_id)
-    _each(element, facility.coded_types, _add_coded)
-    _sub(element, "primaryName", facility.primary_name)
-    _each(element, facility.other_names, _add_other_name)
-    _each(element, facility.addresses, _add_address)
-    if facility.geocode is not None:
-        _add_geocode(element, facility.geocode)
-    _each(element, facility.contact_points, _add_contact_point)
-    if facility.organizations:  # organizations holds organization 1..*: omit when there is none
-        _each(_sub(element, "organizations"), facility.organizations, _add_facility_organization)
-    _each(element, facility.operating_hours, _add_operating_hours)
-    _add_extensions(element, facility.extensions)
-    _add_record(element, facility.record)
-    return element
-
-
-def _add_provider_organization(parent: etree._Element, organization: ProviderOrganization) -> None:
-    # CSD 2014: here extension comes first, then address*, contactPoint*.
-    child = _entity(parent, "organization", organization.entity_id)
-    _each(child, organization.extensions, _add_extension)
-    _each(child, organization.addresses, _add_address)
-    _each(child, organization.contact_points, _add_contact_point)
-
-
-def _add_provider_service(parent: etree._Element, service: ProviderService) -> None:
-    # name*, organization?, language*, operatingHours*, freeBusyURI?, extension*
-    child = _entity(parent, "service", service.entity_id)
-    _each(child, service.names, _add_service_name)
-    if service.organization_id:
-        _entity(child, "organization", service.organization_id)
-    _each(child, service.operating_hours, _add_operating_hours)
-    _each(child, service.extensions, _add_extension)
-
-
-def _add_provider_facility(parent: etree._Element, facility: ProviderFacility) -> None:
-    child = _entity(parent, "facility", facility.entity_id)
-    _each(child, facility.services, _add_provider_service)
-    _each(child, facility.operating_hours, _add_operating_hours)
-    _each(child, facility.extensions, _add_extension)
+    return _parsed(facility_bytes(facility))
 
 
 def provider_element(provider: Provider) -> etree._Element:
-    """`csd:provider`: otherID*, codedType+, demographic, organizations?, facilities?, credential*,
-    specialty*, extension*, record (CSD 2014 sequence)."""
-    element = _entity(None, "provider", provider.entity_id)
-    _each(element, provider.other_ids, _add_other_id)
-    _each(element, provider.coded_types, _add_coded)
-    _add_demographic(element, provider.demographic)
-    if provider.organizations:
-        _each(_sub(element, "organizations"), provider.organizations, _add_provider_organization)
-    if provider.facilities:
-        _each(_sub(element, "facilities"), provider.facilities, _add_provider_facility)
-    _each(element, provider.credentials, _add_credential)
-    for specialty in provider.specialties:
-        _add_coded(element, specialty, "specialty")
-    _add_extensions(element, provider.extensions)
-    _add_record(element, provider.record)
-    return element
+    return _parsed(provider_bytes(provider))
 
 
 def device_element(device: Device) -> etree._Element:
-    """`csd:device` (ROR CSD v2.4 profile): otherID*, codedType, extension?, record."""
-    element = _entity(None, "device", device.entity_id)
-    _each(element, device.other_ids, _add_other_id)
-    _add_coded(element, device.coded_type)
-    _add_extensions(element, device.extensions)
-    _add_record(element, device.record)
-    return element
+    return _parsed(device_bytes(device))
 
 
 # --------------------------------------------------------------------------------------------------
 # The document: one shape, two drivers (async streaming, sync bytes)
 
 
-def _lazy(items: Sequence[_T], build: Callable[[_T], etree._Element]) -> Iterator[etree._Element]:
-    return (build(item) for item in items)
-
-
-def _directories(document: CsdDocument) -> Iterator[tuple[str, Iterator[etree._Element]]]:
-    """The five directories in document order, each with its entries built one at a time."""
-    yield _tag(Directory.ORGANIZATION), _lazy(document.organizations, organization_element)
-    yield _tag(Directory.SERVICE), _lazy(document.services, service_element)
-    yield _tag(Directory.FACILITY), _lazy(document.facilities, facility_element)
-    yield _tag(Directory.PROVIDER), _lazy(document.providers, provider_element)
-    yield _tag(Directory.DEVICE), _lazy(document.devices, device_element)
+def _entries(document: CsdDocument) -> Iterator[tuple[Directory, Iterator[bytes]]]:
+    """The five directories in document order, each with its entries' bytes made one at a time."""
+    yield Directory.ORGANIZATION, map(organization_bytes, document.organizations)
+    yield Directory.SERVICE, map(service_bytes, document.services)
+    yield Directory.FACILITY, map(facility_bytes, document.facilities)
+    yield Directory.PROVIDER, map(provider_bytes, document.providers)
+    yield Directory.DEVICE, map(device_bytes, document.devices)
 
 
 async def write_csd(xf: Any, document: CsdDocument, tag: str = "CSD") -> None:
     """Write one `csd:CSD` element into an open async `etree.xmlfile` context, one record at a time.
 
-    All five directories are always written, possibly empty. The output is flushed every
-    `FLUSH_EVERY` records so that the sink receives the document in chunks. `tag`: the element's local
-    name (`queryResult`, of type CSD, in the ROR v2.4 profile's encapsulated answer).
+    All five directories are always written, possibly empty. lxml writes the CSD and directory tags; the
+    entries' bytes (`organization_bytes` and the like) go in between through `xf.write_raw` (the edge's
+    writer, soap/envelope.py: it flushes lxml's buffer first), `FLUSH_EVERY` records at a time, so that the
+    sink receives the document in chunks. `tag`: the element's local name (`queryResult`, of type CSD, in
+    the ROR v2.4 profile's encapsulated answer).
     """
-    written = 0
     async with xf.element(_tag(tag), nsmap=_NSMAP):
-        for directory, elements in _directories(document):
-            async with xf.element(directory):
-                for element in elements:
-                    await xf.write(element)
-                    written += 1
-                    if written % FLUSH_EVERY == 0:
-                        await xf.flush()
+        for directory, entries in _entries(document):
+            async with xf.element(_tag(directory.value)):
+                batch: list[bytes] = []
+                for entry in entries:
+                    batch.append(entry)
+                    if len(batch) == FLUSH_EVERY:
+                        await xf.write_raw(b"".join(batch))
+                        batch.clear()
+                if batch:
+                    await xf.write_raw(b"".join(batch))
 
 
 # The ROR v2.4 profile's `result/facilityNumber` counts the unités élémentaires: PLATINES RG_ALIM_019 checks
@@ -613,14 +825,23 @@ def _notif_code(organization: etree._Element) -> tuple[str, str] | None:
     return None
 
 
+def _record_notif_code(organization: Organization) -> tuple[str, str] | None:
+    """`_notif_code` of the entry `organization_bytes` writes, read from the record itself."""
+    if not organization.parent_id:
+        return None
+    for other in organization.other_ids:
+        if other.assigning_authority_name == ns.OID_IDNATSTRUCT and other.code:
+            return _text(other.code), _text(organization.entity_id)
+    return None
+
+
 def _notif_codes(response: CsdResponse) -> list[tuple[str, str]]:
     """(idNatStruct, entityID) of every EG of an answer, in answer order; read from its spool at flat memory
     (two strings per EG are kept), in a worker thread so that the event loop is not held by the parse."""
     if response.directories is not None:
-        organizations: Iterable[etree._Element] = _spooled_elements(response.directories, "organization")
-    else:
-        organizations = _lazy(response.document.organizations, organization_element)
-    return [code for code in map(_notif_code, organizations) if code is not None]
+        spooled = _spooled_elements(response.directories, "organization")
+        return [code for code in map(_notif_code, spooled) if code is not None]
+    return [code for code in map(_record_notif_code, response.document.organizations) if code is not None]
 
 
 async def _write_notif(xf: Any, response: CsdResponse) -> None:
@@ -650,18 +871,18 @@ async def _write_notif(xf: Any, response: CsdResponse) -> None:
 def document_to_bytes(document: CsdDocument) -> bytes:
     """The whole `csd:CSD` document (with the XML declaration) as UTF-8 bytes, synchronously.
 
-    Same element builders and directory order as `write_csd`; for the offline `translate` command,
-    the comparison tool and tests. The cyclic garbage collector is paused meanwhile (bridge/gc_control.py).
+    The same entries and directory order as `write_csd`, the bytes lxml's `etree.xmlfile` writes around them
+    (`document_start` and the like); for the offline `translate` command, the comparison tool and tests. The
+    cyclic garbage collector is paused meanwhile (bridge/gc_control.py).
     """
-    sink = BytesIO()
-    with gc_control.batch(), etree.xmlfile(sink, encoding="utf-8") as xf:
-        xf.write_declaration()
-        with xf.element(_tag("CSD"), nsmap=_NSMAP):
-            for directory, elements in _directories(document):
-                with xf.element(directory):
-                    for element in elements:
-                        xf.write(element)
-    return sink.getvalue()
+    parts = [document_start()]
+    with gc_control.batch():
+        for directory, entries in _entries(document):
+            parts.append(directory_start(directory))
+            parts.extend(entries)
+            parts.append(directory_end(directory))
+    parts.append(document_end())
+    return b"".join(parts)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -686,8 +907,3 @@ def directory_start(directory: Directory) -> bytes:
 
 def directory_end(directory: Directory) -> bytes:
     return f"</csd:{directory.value}>".encode()
-
-
-def element_bytes(element: etree._Element) -> bytes:
-    """One directory entry (from `organization_element` and the like) as UTF-8 bytes, no declaration."""
-    return etree.tostring(element, encoding="utf-8")

@@ -21,14 +21,13 @@ from typing import Any
 import orjson
 
 from bridge.csd.writer import (
-    device_element,
+    device_bytes,
     directory_end,
     directory_start,
-    element_bytes,
-    facility_element,
-    organization_element,
-    provider_element,
-    service_element,
+    facility_bytes,
+    organization_bytes,
+    provider_bytes,
+    service_bytes,
 )
 from bridge.model import CsdDocument, Directory, FhirQuery, QueryPlan, Resource, SearchResult
 from bridge.pipeline.progress import DIRECTORIES, Progress
@@ -49,11 +48,11 @@ AHEAD_PER_WORKER = 2
 # about four times as much memory); the least recently read go first.
 CONTEXT_CACHE_BYTES = 8 << 20
 _BUILDERS: dict[Directory, Callable[[Any], Any]] = {
-    Directory.ORGANIZATION: organization_element,
-    Directory.SERVICE: service_element,
-    Directory.FACILITY: facility_element,
-    Directory.PROVIDER: provider_element,
-    Directory.DEVICE: device_element,
+    Directory.ORGANIZATION: organization_bytes,
+    Directory.SERVICE: service_bytes,
+    Directory.FACILITY: facility_bytes,
+    Directory.PROVIDER: provider_bytes,
+    Directory.DEVICE: device_bytes,
 }
 
 
@@ -276,7 +275,7 @@ def map_batch_views(
     def element(record: Any) -> bytes:
         known = built.get(id(record))
         if known is None:
-            known = built[id(record)] = (record, element_bytes(build(record)))  # the record kept alive
+            known = built[id(record)] = (record, build(record))  # the record kept alive
         return known[1]
 
     views = []

@@ -16,31 +16,22 @@ from typing import Any
 from bridge import gc_control
 from bridge.errors import MappingError
 from bridge.model import (
-    Address,
     CodedType,
-    ContactPoint,
-    Credential,
     CsdDocument,
-    Demographic,
     Directory,
     Extension,
     ExtensionNode,
     Facility,
-    FacilityOrganization,
-    Geocode,
     Organization,
-    OtherID,
     Provider,
     ProviderFacility,
-    ProviderOrganization,
     QueryPlan,
-    Record,
     Resource,
     SearchResult,
     Service,
 )
 from bridge.translate.findings import Finding
-from bridge.translate.tables import EntityTable, ExtensionSpec, Mappings, Rule
+from bridge.translate.tables import EntityKind, EntityTable, ExtensionSpec, Mappings, Rule
 from bridge.translate.transforms import (
     TRANSFORMS,
     Context,
@@ -176,21 +167,22 @@ def _document(
     for resource in chosen:
         for table in tables_of.of(resource):
             values = _apply(table, resource, base, contexts)
+            built = _build(table, values, mappings)
             if table.kind.directory is Directory.ORGANIZATION:
-                org = _organization(table, values, mappings)
+                org: Organization = built
                 organizations.setdefault(org.entity_id, org)
             elif table.kind.directory is Directory.SERVICE:
-                service = _service(table, values)
+                service: Service = built
                 services.setdefault(service.entity_id, service)
             elif table.kind.directory is Directory.FACILITY:
-                facility = _facility(table, values, mappings)
+                facility: Facility = built
                 facilities.setdefault(facility.entity_id, facility)
                 facility_order.setdefault(
                     facility.entity_id,
                     (rank[table.resource], _chain_depth(resource, index), facility.entity_id),
                 )
             elif table.kind.directory is Directory.PROVIDER:
-                provider = _provider(table, values, mappings)
+                provider: Provider | None = built
                 if provider is not None:
                     known = providers.get(provider.entity_id)
                     providers[provider.entity_id] = provider if known is None else _merged(known, provider)
@@ -371,93 +363,60 @@ def _all(values: dict[str, list[Any]], target: str, kind: type[Any]) -> tuple[An
     return tuple(v for v in values.get(target, ()) if isinstance(v, kind))
 
 
-def _organization(table: EntityTable, values: dict[str, list[Any]], mappings: Mappings) -> Organization:
-    entity_id = _first(table, values, "@entityID", str)
-    coded_types = _codes(table, values, entity_id)
-    name = _first(table, values, "primaryName", str)
-    if name is None:
-        mappings.findings.add(Finding.MISSING_NAME, entity_id)
-    return Organization(
-        entity_id=entity_id,
-        coded_types=coded_types,
-        primary_name=name or "",
-        record=_first(table, values, "record", Record),
-        other_ids=_all(values, "otherID", OtherID),
-        other_names=_all(values, "otherName", str),
-        addresses=_all(values, "address", Address),
-        contact_points=_all(values, "contactPoint", ContactPoint),
-        parent_id=_first(table, values, "parent", str),
-        extensions=_all(values, "extension", Extension),
-    )
+# Each kind's targets as the builder reads them: (target, record field, kept type, many, required).
+_PLANS: dict[str, tuple[tuple[str, str, type, bool, bool], ...]] = {}
 
 
-def _service(table: EntityTable, values: dict[str, list[Any]]) -> Service:
-    entity_id = _first(table, values, "@entityID", str)
-    coded_type = _first(table, values, "codedType", CodedType)
-    if coded_type is None:
-        raise _no_coded_type(table, f"service {entity_id} has no codedType")
-    return Service(
-        entity_id=entity_id,
-        coded_type=coded_type,
-        record=_first(table, values, "record", Record),
-        extensions=_all(values, "extension", Extension),
-    )
+def _plan(kind: EntityKind) -> tuple[tuple[str, str, type, bool, bool], ...]:
+    plan = _PLANS.get(kind.name)
+    if plan is None:
+        plan = _PLANS[kind.name] = tuple(
+            # an extension rule's values are wrapped in Extension records (_extension)
+            (t.name, t.field, Extension if t.type is object else t.type, t.many, t.required)
+            for t in kind.targets.values()
+        )
+    return plan
 
 
-def _codes(table: EntityTable, values: dict[str, list[Any]], entity_id: str) -> tuple[CodedType, ...]:
-    coded_types = _all(values, "codedType", CodedType)
-    if not coded_types:
-        # codedType is 1..* (CSD 2014); the shipped tables end with a default_code / kind fallback.
-        raise _no_coded_type(table, f"no codedType for {entity_id}")
-    return coded_types
+def _build(table: EntityTable, values: dict[str, list[Any]], mappings: Mappings) -> Any:
+    """The record of an entity (its kind's record type, fields from its targets: bridge/model.py
+    `ENTITY_SHAPES`); None (reported) for a provider whose Practitioner was not received: CSD demographic
+    is 1..1. A missing primaryName is reported and written empty; a missing codedType is an error.
+    Single-valued targets take the first value, multi-valued ones every value of their type."""
+    kind = table.kind
+    if "demographic" in kind.targets and not values.get("demographic"):
+        mappings.findings.add(Finding.MISSING_DEMOGRAPHIC, _first(table, values, "@entityID", str))
+        return None
+    fields: dict[str, Any] = {}
+    for name, field, kept, many, required in _plan(kind):
+        found = values.get(name)
+        if found:
+            if many:
+                value = tuple(v for v in found if isinstance(v, kept))
+            else:
+                value = _first(table, values, name, kept)
+            if value or not many:
+                fields[field] = value
+                continue
+        elif not required:
+            continue  # the record's default: None or ()
+        if name == "codedType":
+            # codedType is 1..* (CSD 2014; exactly one for a service); the shipped tables end with a
+            # default_code / kind fallback.
+            entity_id = _first(table, values, "@entityID", str)
+            raise _no_coded_type(table, f"no codedType for {kind.name} {entity_id}")
+        if name == "primaryName":
+            mappings.findings.add(Finding.MISSING_NAME, _first(table, values, "@entityID", str))
+            fields[field] = ""
+        else:
+            fields[field] = () if many else None
+    return kind.shape.record(**fields)
 
 
 def _no_coded_type(table: EntityTable, problem: str) -> MappingError:
     """The error of an entity left without the codedType CSD requires, naming the table's codedType rule."""
     rule = next(r for r in table.rules if r.target == "codedType")
     return MappingError(table.table, rule.id, str(rule.source or "(whole resource)"), problem)
-
-
-def _facility(table: EntityTable, values: dict[str, list[Any]], mappings: Mappings) -> Facility:
-    entity_id = _first(table, values, "@entityID", str)
-    coded_types = _codes(table, values, entity_id)
-    name = _first(table, values, "primaryName", str)
-    if name is None:
-        mappings.findings.add(Finding.MISSING_NAME, entity_id)
-    return Facility(
-        entity_id=entity_id,
-        coded_types=coded_types,
-        primary_name=name or "",
-        record=_first(table, values, "record", Record),
-        other_ids=_all(values, "otherID", OtherID),
-        other_names=_all(values, "otherName", str),
-        addresses=_all(values, "address", Address),
-        contact_points=_all(values, "contactPoint", ContactPoint),
-        geocode=_first(table, values, "geocode", Geocode),
-        organizations=_all(values, "organizations", FacilityOrganization),
-        extensions=_all(values, "extension", Extension),
-    )
-
-
-def _provider(table: EntityTable, values: dict[str, list[Any]], mappings: Mappings) -> Provider | None:
-    """A provider, or None (reported) when its Practitioner was not received: CSD demographic is 1..1."""
-    entity_id = _first(table, values, "@entityID", str)
-    person = _first(table, values, "demographic", Demographic)
-    if person is None:
-        mappings.findings.add(Finding.MISSING_DEMOGRAPHIC, entity_id)
-        return None
-    return Provider(
-        entity_id=entity_id,
-        coded_types=_codes(table, values, entity_id),
-        demographic=person,
-        record=_first(table, values, "record", Record),
-        other_ids=_all(values, "otherID", OtherID),
-        organizations=_all(values, "organizations", ProviderOrganization),
-        facilities=_all(values, "facilities", ProviderFacility),
-        credentials=_all(values, "credential", Credential),
-        specialties=_all(values, "specialty", CodedType),
-        extensions=_all(values, "extension", Extension),
-    )
 
 
 def _merged(first: Provider, other: Provider) -> Provider:

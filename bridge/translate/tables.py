@@ -13,21 +13,14 @@ from zoneinfo import ZoneInfo
 
 from bridge.errors import UnknownFunctionError, UnknownRegionError
 from bridge.model import (
-    Address,
-    CodedType,
-    ContactPoint,
-    Credential,
+    ENTITY_SHAPES,
     CsdRequest,
-    Demographic,
     Directory,
     Envelope,
-    FacilityOrganization,
-    Geocode,
-    OtherID,
-    ProviderFacility,
-    ProviderOrganization,
-    Record,
+    Form,
     Resource,
+    Shape,
+    slot_types,
 )
 from bridge.translate.access_profiles import AccessProfiles
 from bridge.translate.codes import CodeTable, Systems
@@ -61,6 +54,7 @@ class Target:
     type: type
     many: bool
     required: bool  # the entity table must have a rule for it (CSD minOccurs ≥ 1)
+    field: str = ""  # the record's field it fills (bridge/model.py `ENTITY_SHAPES`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,75 +64,29 @@ class EntityKind:
     name: str
     directory: Directory
     targets: Mapping[str, Target]
+    shape: Shape  # its one declaration (bridge/model.py `ENTITY_SHAPES`)
 
 
-def _targets(*targets: Target) -> dict[str, Target]:
-    return {t.name: t for t in targets}
+def _kind(shape: Shape) -> EntityKind:
+    """The targets of an entity kind, from its one declaration (bridge/model.py `ENTITY_SHAPES`). Extension
+    values are str or CodedType: the engine wraps them in the Extension the rule's spec describes."""
+    types = slot_types(shape)
+    targets = {
+        slot.element: Target(
+            slot.element,
+            object if slot.form is Form.EXTENSIONS else types[slot.element].type,
+            many=types[slot.element].many,
+            required=types[slot.element].required,
+            field=slot.field,
+        )
+        for slot in shape.slots
+        if slot.mapped
+    }
+    return EntityKind(shape.name, shape.directory, targets, shape)
 
-
-# Extension values are str or CodedType; the Extension wrapper is built by the engine from the rule's spec.
-_EXTENSION = Target("extension", object, many=True, required=False)
 
 ENTITY_KINDS: Mapping[str, EntityKind] = {
-    "organization": EntityKind(
-        "organization",
-        Directory.ORGANIZATION,
-        _targets(
-            Target("@entityID", str, many=False, required=True),
-            Target("otherID", OtherID, many=True, required=False),
-            Target("codedType", CodedType, many=True, required=True),
-            Target("primaryName", str, many=False, required=True),
-            Target("otherName", str, many=True, required=False),
-            Target("address", Address, many=True, required=False),
-            Target("contactPoint", ContactPoint, many=True, required=False),
-            Target("parent", str, many=False, required=False),
-            _EXTENSION,
-            Target("record", Record, many=False, required=True),
-        ),
-    ),
-    "service": EntityKind(
-        "service",
-        Directory.SERVICE,
-        _targets(
-            Target("@entityID", str, many=False, required=True),
-            Target("codedType", CodedType, many=False, required=True),  # 2014 schema: exactly one
-            _EXTENSION,
-            Target("record", Record, many=False, required=True),
-        ),
-    ),
-    "facility": EntityKind(
-        "facility",
-        Directory.FACILITY,
-        _targets(
-            Target("@entityID", str, many=False, required=True),
-            Target("otherID", OtherID, many=True, required=False),
-            Target("codedType", CodedType, many=True, required=True),
-            Target("primaryName", str, many=False, required=True),
-            Target("otherName", str, many=True, required=False),
-            Target("address", Address, many=True, required=False),
-            Target("geocode", Geocode, many=False, required=False),
-            Target("contactPoint", ContactPoint, many=True, required=False),
-            Target("organizations", FacilityOrganization, many=True, required=False),
-            _EXTENSION,
-            Target("record", Record, many=False, required=True),
-        ),
-    ),
-    "provider": EntityKind(
-        "provider",
-        Directory.PROVIDER,
-        _targets(
-            Target("@entityID", str, many=False, required=True),
-            Target("otherID", OtherID, many=True, required=False),
-            Target("codedType", CodedType, many=True, required=True),
-            Target("demographic", Demographic, many=False, required=True),
-            Target("organizations", ProviderOrganization, many=True, required=False),
-            Target("facilities", ProviderFacility, many=True, required=False),
-            Target("credential", Credential, many=True, required=False),
-            Target("specialty", CodedType, many=True, required=False),
-            _EXTENSION,
-            Target("record", Record, many=False, required=True),
-        ),
-    ),
+    name: _kind(shape) for name, shape in ENTITY_SHAPES.items() if shape.mapped
 }
 
 

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bridge import ns
 from bridge.errors import MappingTableError, UnknownFunctionError
 from bridge.model import CsdRequest, Directory, Envelope, RequestForm, Transaction
 from bridge.shipped import shipped_dir
 from bridge.translate import Mappings, load_mappings
+from bridge.translate.tables import ExtensionSpec
 
 from .conftest import FIXTURES
 
@@ -102,3 +104,38 @@ def test_every_rule_has_a_note_and_every_system_row_a_source(mappings: Mappings)
         assert row.source
         # only OIDs checked against the NOS sources are shipped (nomenclatures-extract)
         assert (row.oid is None) == (row.confidence == "unknown")
+
+
+def _with_tarif_extension(tmp_path: Path, spec: str) -> Path:
+    """The shipped tables with the organisation's `price` rule's extension spec replaced by `spec`."""
+    copy = tmp_path / "m"
+    shutil.copytree(shipped_dir("mappings"), copy)
+    table = copy / "entities" / "organization.yaml"
+    text = table.read_text(encoding="utf-8")
+    assert text.count("extension: {type: tarif}") == 1
+    table.write_text(text.replace("extension: {type: tarif}", f"extension: {spec}"), encoding="utf-8")
+    return copy
+
+
+def _tarif_spec(mappings: Mappings) -> ExtensionSpec | None:
+    return next(r.extension for r in mappings.entities["organization"].rules if r.id == "price")
+
+
+def test_an_extension_spec_defaults_element_to_its_type_and_urn_to_ours(mappings: Mappings) -> None:
+    assert _tarif_spec(mappings) == ExtensionSpec("tarif", ns.ROR_EXT, "tarif")
+
+
+def test_the_explicit_extension_spec_still_holds(tmp_path: Path) -> None:
+    loaded = load_mappings(_with_tarif_extension(tmp_path, "{type: price, urn: 'urn:x:y', element: tariff}"))
+    assert _tarif_spec(loaded) == ExtensionSpec("price", "urn:x:y", "tariff")
+    loaded = load_mappings(_with_tarif_extension(tmp_path / "2", "{type: price, element: tariff}"))
+    assert _tarif_spec(loaded) == ExtensionSpec("price", ns.ROR_EXT, "tariff")
+
+
+def test_a_type_that_cannot_be_the_element_is_refused_naming_the_type(tmp_path: Path) -> None:
+    with pytest.raises(MappingTableError) as caught:
+        load_mappings(_with_tarif_extension(tmp_path, "{type: 'tarif du jour'}"))
+    assert caught.value.path.endswith("extension.type")
+    assert "not an XML element name" in caught.value.reason
+    loaded = load_mappings(_with_tarif_extension(tmp_path / "2", "{type: 'tarif du jour', element: tarif}"))
+    assert _tarif_spec(loaded) == ExtensionSpec("tarif du jour", ns.ROR_EXT, "tarif")

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bridge import profile
+from bridge import ns, profile
 from bridge.errors import MappingTableError
 from bridge.model import CodedType, ExtensionNode
 from bridge.translate.codes import CodeEntry, CodeTable
@@ -141,11 +141,14 @@ def _load_rule(
             spec.only("profile")
             extension = _profile_extension(spec, kind)
         else:
+            # `element` defaults to the type, `urn` to ours (ns.ROR_EXT): `extension: {type: tarif}`
             spec.only("type", "urn", "element")
-            element = spec.req("element")
+            extension_type = spec.req("type")
+            element = spec.text("element", required=False) or extension_type
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", element):
-                raise spec.fail("element", f"not an XML element name: {element!r}")
-            extension = ExtensionSpec(spec.req("type"), spec.req("urn"), element)
+                key = "element" if "element" in spec.data else "type"
+                raise spec.fail(key, f"not an XML element name: {element!r}")
+            extension = ExtensionSpec(extension_type, spec.text("urn", required=False) or ns.ROR_EXT, element)
     else:
         if "extension" in section.data:
             raise section.fail("extension", "only a rule whose target is 'extension' has an extension spec")
