@@ -78,6 +78,12 @@ def _pattern(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{p})" for p in compiled)) if compiled else None
 
 
+@functools.lru_cache(maxsize=64)
+def _ignored_paths(patterns: tuple[str, ...]) -> dict[str, bool]:
+    """Per rule set, whether each field path seen so far is ignored (bounded: cleared when full)."""
+    return {}
+
+
 def diff_fields(
     rules: CompareRules,
     legacy: Sequence[Sequence[str]],
@@ -88,13 +94,20 @@ def diff_fields(
     """The differing fields of two flattened entities: per path, values compared as a multiset (in order for
     the `ordered` paths); legacy values at reference paths are first translated to the bridge's entityIDs."""
     ignore = _pattern(rules.ignore)
+    ignored = _ignored_paths(rules.ignore)
     ordered = _pattern(tuple(sorted(rules.ordered)))
     referring = set(references)
     by_path: dict[str, tuple[list[str], list[str]]] = {}
     for side, pairs in ((0, legacy), (1, bridge)):
         for path, value in pairs:
-            if ignore is not None and ignore.fullmatch(path):
-                continue
+            if ignore is not None:
+                skip = ignored.get(path)
+                if skip is None:
+                    if len(ignored) >= 4096:
+                        ignored.clear()
+                    skip = ignored[path] = ignore.fullmatch(path) is not None
+                if skip:
+                    continue
             if side == 0 and path in referring:
                 value = translate(value)
             by_path.setdefault(path, ([], []))[side].append(value)

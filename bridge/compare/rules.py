@@ -182,7 +182,9 @@ def load_rules(mappings_dir: Path) -> CompareRules:
                 if not step[len(VIA) :].strip():
                     raise CompareRulesError(f"{path}: match.{kind}: {step!r}: via: names no kind")
                 if step[len(VIA) :].strip() == str(kind):
-                    raise CompareRulesError(f"{path}: match.{kind}: {step!r}: a kind cannot be matched via itself")
+                    raise CompareRulesError(
+                        f"{path}: match.{kind}: {step!r}: a kind cannot be matched via itself"
+                    )
                 continue
             if step != ENTITY_ID and step not in identifiers:
                 raise CompareRulesError(

@@ -187,8 +187,8 @@ def inject(
     expected.equal_despite.append("children reordered")
 
     # 6. every entityID re-keyed to another scheme, references with them (no difference)
-    # A csd:service of the ROR v2.4 profile carries no identifier but its entityID, the one of its offer's UE
-    # facility: re-keyed with it (one new entityID for both), it is matched as the UE is (compare.yaml `via:`).
+    # A csd:service of the ROR v2.4 profile carries no identifier but its entityID, the one of its offer's
+    # UE facility: re-keyed with it (one new entityID for both), it is matched as the UE is (`via:`).
     rekey: dict[str | None, str] = {}
     for e in entities(root):
         value = e.get("entityID")

@@ -63,8 +63,10 @@ def compare(tmp_path: Path, legacy: str, bridge: str, *extra: str) -> dict[str, 
     (tmp_path / "bridge.xml").write_text(bridge, "utf-8")
     out = tmp_path / "out"
     status = main(
-        ["compare", "documents", str(tmp_path / "legacy.xml"), str(tmp_path / "bridge.xml")]
-        + ["--out", str(out), "--quiet", *extra]
+        [
+            *("compare", "documents", str(tmp_path / "legacy.xml"), str(tmp_path / "bridge.xml")),
+            *("--out", str(out), "--quiet", *extra),
+        ]
     )
     assert status == 0
     report: dict[str, object] = json.loads((out / "report.json").read_text("utf-8"))
@@ -79,7 +81,9 @@ def compare(tmp_path: Path, legacy: str, bridge: str, *extra: str) -> dict[str, 
     ],
     ids=["prefix-rekeyed", "renumbered"],
 )
-def test_services_are_matched_through_the_ue_sharing_their_entity_id(tmp_path: Path, legacy_id: object) -> None:
+def test_services_are_matched_through_the_ue_sharing_their_entity_id(
+    tmp_path: Path, legacy_id: object
+) -> None:
     assert callable(legacy_id)
     legacy_key = {offer: legacy_id(offer, index) for index, offer in enumerate(OFFERS)}
     bridge_key = {offer: bridge_id(offer) for offer in OFFERS}
@@ -90,7 +94,7 @@ def test_services_are_matched_through_the_ue_sharing_their_entity_id(tmp_path: P
     )
     entities = report["entities"]
     assert isinstance(entities, dict)
-    # one offer dropped on the legacy side: its UE and its service only on the bridge's, nothing else unmatched
+    # one offer dropped on the legacy side: its UE and its service only on the bridge's, nothing else
     assert entities["only_legacy"] == []
     assert entities["only_bridge"] == [bridge_key["02/1000836"]] * 2
     assert entities["matched"] == 2 * (len(OFFERS) - 1)
