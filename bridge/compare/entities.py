@@ -23,6 +23,8 @@ from bridge.ns import CSD
 CODE_ATTRIBUTES = ("codingScheme", "assigningAuthorityName")
 # The entries of the CSD directories (2013/2014 schema, and the official ROR v2.4 profile's deviceDirectory).
 ENTRY_ELEMENTS = ("organization", "service", "facility", "provider", "device")
+# Bound of each look-up cache of the flattening (element names, schemes, codes): cleared when full.
+CACHE_ENTRIES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +41,11 @@ class Entity:
 
 def text_value(text: str | None) -> str:
     """Whitespace-collapsed, NFC-normalised text (how two texts are compared)."""
-    return unicodedata.normalize("NFC", " ".join((text or "").split()))
+    if not text:
+        return ""
+    collapsed = " ".join(text.split())
+    # ASCII text is already NFC: most values (codes, dates, identifiers) skip the normalisation call
+    return collapsed if collapsed.isascii() else unicodedata.normalize("NFC", collapsed)
 
 
 def coded_value(scheme: str, code: str) -> str:
@@ -60,6 +66,26 @@ class _Flattener:
                 self.by_authority.setdefault(authority, []).append(rule.name)
             for element in rule.elements:
                 self.by_element.setdefault(element, []).append(rule.name)
+        # (scheme, code) -> the coded field's (scheme, code) key: a few thousand codes repeated millions of
+        # times in an extraction; bounded (cleared when full) so memory stays flat whatever the input
+        self._code_keys: dict[tuple[str, str], tuple[str, str]] = {}
+        self._schemes: dict[str, str] = {}
+
+    def code_key(self, scheme: str, code: str) -> tuple[str, str]:
+        key = self._code_keys.get((scheme, code))
+        if key is None:
+            if len(self._code_keys) >= CACHE_ENTRIES:
+                self._code_keys.clear()
+            key = self._code_keys[(scheme, code)] = self.rules.code_key(scheme, code)
+        return key
+
+    def scheme(self, value: str) -> str:
+        canonical = self._schemes.get(value)
+        if canonical is None:
+            if len(self._schemes) >= CACHE_ENTRIES:
+                self._schemes.clear()
+            canonical = self._schemes[value] = self.rules.scheme(value)
+        return canonical
 
     def kind(self, element: etree._Element) -> str:
         name = etree.QName(element).localname
@@ -121,9 +147,10 @@ class _Flattener:
             if not isinstance(tag, str):
                 continue  # comments and processing instructions carry nothing
             name = _local(tag)
-            attributes = {_local(str(a)): str(v) for a, v in child.attrib.items()} if child.attrib else {}
+            attrib = child.attrib
+            attributes: dict[str, str] = {_local(str(a)): str(v) for a, v in attrib.items()} if attrib else {}
             keys = ""
-            if attributes:
+            if attributes and not key_attributes.isdisjoint(attributes):
                 keys = "".join(
                     f"[@{a}={text_value(v)}]" for a, v in sorted(attributes.items()) if a in key_attributes
                 )
@@ -135,18 +162,22 @@ class _Flattener:
                 fields.append((path, canonical))
                 continue
             text = text_value(child.text) if len(child) == 0 and child.text else ""
-            scheme_attribute = (
-                next((a for a in CODE_ATTRIBUTES if a in attributes), None) if attributes else None
-            )
-            if scheme_attribute is not None and "code" in attributes:
+            scheme_attribute = None
+            if attributes and "code" in attributes:
+                for candidate in CODE_ATTRIBUTES:
+                    if candidate in attributes:
+                        scheme_attribute = candidate
+                        break
+            if scheme_attribute is not None:
                 scheme = attributes.pop(scheme_attribute)
                 code = attributes.pop("code")
-                key = rules.code_key(scheme, code)
-                fields.append((path, coded_value(key[0], key[1])))
+                # identifiers are unique values: only codes go through the (bounded) cache
+                key = rules.code_key(scheme, code) if name == "otherID" else self.code_key(scheme, code)
+                fields.append((path, f"{key[1]} [{key[0]}]"))
                 if text:
                     fields.append((f"{path}/text()", text))
                 if name == "otherID":
-                    for identifier in self.by_authority.get(rules.scheme(scheme), ()):
+                    for identifier in self.by_authority.get(self.scheme(scheme), ()):
                         identifiers.append((identifier, code.strip()))
                 if name in rules.region_elements and not region:
                     region.append(code.strip())
@@ -156,7 +187,7 @@ class _Flattener:
                     references.add(path)
                 for identifier in self.by_element.get(name, ()):
                     identifiers.append((identifier, text))
-            for attribute, value in sorted(attributes.items()):
+            for attribute, value in sorted(attributes.items()) if attributes else ():
                 if attribute in key_attributes:
                     continue
                 field_path = f"{path}/@{attribute}"
@@ -167,8 +198,17 @@ class _Flattener:
                 self._walk(child, path, fields, identifiers, references, region)
 
 
+_LOCAL_NAMES: dict[str, str] = {}
+
+
 def _local(tag: str) -> str:
-    return tag[tag.rfind("}") + 1 :]
+    """The local name of a Clark-notation name (cached: a document has few distinct element names)."""
+    name = _LOCAL_NAMES.get(tag)
+    if name is None:
+        if len(_LOCAL_NAMES) >= CACHE_ENTRIES:
+            _LOCAL_NAMES.clear()
+        name = _LOCAL_NAMES[tag] = tag[tag.rfind("}") + 1 :]
+    return name
 
 
 def _is_directory(element: etree._Element | None) -> bool:

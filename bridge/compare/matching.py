@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from bridge.compare.entities import Entity
-from bridge.compare.rules import ENTITY_ID, CompareRules
+from bridge.compare.rules import ENTITY_ID, VIA, CompareRules
 
 LEGACY, BRIDGE = 0, 1
 EQUAL, DIFFERENT, ONLY_LEGACY, ONLY_BRIDGE = "equal", "different", "only_legacy", "only_bridge"
@@ -78,6 +78,12 @@ def _pattern(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{p})" for p in compiled)) if compiled else None
 
 
+@functools.lru_cache(maxsize=64)
+def _ignored_paths(patterns: tuple[str, ...]) -> dict[str, bool]:
+    """Per rule set, whether each field path seen so far is ignored (bounded: cleared when full)."""
+    return {}
+
+
 def diff_fields(
     rules: CompareRules,
     legacy: Sequence[Sequence[str]],
@@ -88,13 +94,20 @@ def diff_fields(
     """The differing fields of two flattened entities: per path, values compared as a multiset (in order for
     the `ordered` paths); legacy values at reference paths are first translated to the bridge's entityIDs."""
     ignore = _pattern(rules.ignore)
+    ignored = _ignored_paths(rules.ignore)
     ordered = _pattern(tuple(sorted(rules.ordered)))
     referring = set(references)
     by_path: dict[str, tuple[list[str], list[str]]] = {}
     for side, pairs in ((0, legacy), (1, bridge)):
         for path, value in pairs:
-            if ignore is not None and ignore.fullmatch(path):
-                continue
+            if ignore is not None:
+                skip = ignored.get(path)
+                if skip is None:
+                    if len(ignored) >= 4096:
+                        ignored.clear()
+                    skip = ignored[path] = ignore.fullmatch(path) is not None
+                if skip:
+                    continue
             if side == 0 and path in referring:
                 value = translate(value)
             by_path.setdefault(path, ([], []))[side].append(value)
@@ -226,40 +239,63 @@ class Store:
 
     # --- matching and diffing
     def _match(self, unit: int) -> None:
+        """One-to-one pairs, kind by kind, in each kind's `match` order; `via:` steps last, once every kind's
+        own identifiers have been tried (they follow another kind's pairs)."""
         self.db.execute("CREATE INDEX IF NOT EXISTS ident_key ON ident (unit, kind, scheme, value, side)")
         self.db.execute("CREATE INDEX IF NOT EXISTS entity_unit ON entity (unit, side)")
         kinds = [row[0] for row in self.db.execute("SELECT DISTINCT kind FROM entity WHERE unit=?", (unit,))]
+        via_steps: list[tuple[str, str]] = []
         for kind in kinds:
             for scheme in self.rules.match_order(kind):
-                while True:
-                    self.db.execute("DROP TABLE IF EXISTS temp.pairs")
-                    self.db.execute(
-                        """CREATE TEMP TABLE pairs AS
-                           SELECT MIN(lid) AS lid, bid FROM (
-                             SELECT l.entity AS lid, MIN(b.entity) AS bid
-                             FROM ident l
-                             JOIN ident b ON b.unit=l.unit AND b.kind=l.kind AND b.scheme=l.scheme
-                                          AND b.value=l.value AND b.side=1
-                             JOIN entity le ON le.id=l.entity AND le.partner IS NULL
-                             JOIN entity be ON be.id=b.entity AND be.partner IS NULL
-                             WHERE l.unit=? AND l.side=0 AND l.kind=? AND l.scheme=?
-                             GROUP BY l.entity)
-                           GROUP BY bid""",
-                        (unit, kind, scheme),
-                    )
-                    found = self.db.execute("SELECT COUNT(*) FROM temp.pairs").fetchone()[0]
-                    if not found:
-                        break
-                    pairs = self.db.cursor()
-                    pairs.execute("SELECT lid, bid FROM temp.pairs")
-                    while batch := pairs.fetchmany(
-                        10_000
-                    ):  # by primary key: a correlated UPDATE is far slower
-                        self.db.executemany(
-                            "UPDATE entity SET partner=? WHERE id=?", [(b, a) for a, b in batch]
-                        )
-                        self.db.executemany("UPDATE entity SET partner=? WHERE id=?", batch)
+                if scheme.startswith(VIA):
+                    via_steps.append((kind, scheme[len(VIA) :]))
+                    continue
+                self._pair(
+                    """SELECT l.entity AS lid, MIN(b.entity) AS bid
+                       FROM ident l
+                       JOIN ident b ON b.unit=l.unit AND b.kind=l.kind AND b.scheme=l.scheme
+                                    AND b.value=l.value AND b.side=1
+                       JOIN entity le ON le.id=l.entity AND le.partner IS NULL
+                       JOIN entity be ON be.id=b.entity AND be.partner IS NULL
+                       WHERE l.unit=? AND l.side=0 AND l.kind=? AND l.scheme=?
+                       GROUP BY l.entity""",
+                    (unit, kind, scheme),
+                )
+        if via_steps:
+            self.db.execute("CREATE INDEX IF NOT EXISTS entity_eid ON entity (unit, side, kind, eid)")
+        for kind, other in via_steps:
+            # l (legacy, this kind) shares its entityID with lv (legacy, the other kind), matched to bv; the
+            # bridge's entity of this kind under bv's entityID is l's partner.
+            self._pair(
+                """SELECT l.id AS lid, MIN(b.id) AS bid
+                   FROM entity l
+                   JOIN entity lv ON lv.unit=l.unit AND lv.side=0 AND lv.kind=? AND lv.eid=l.eid
+                   JOIN entity bv ON bv.id=lv.partner
+                   JOIN entity b ON b.unit=l.unit AND b.side=1 AND b.kind=l.kind AND b.eid=bv.eid
+                                AND b.partner IS NULL
+                   WHERE l.unit=? AND l.side=0 AND l.kind=? AND l.eid != '' AND l.partner IS NULL
+                   GROUP BY l.id""",
+                (other, unit, kind),
+            )
         self.db.execute("DROP TABLE IF EXISTS temp.pairs")
+
+    def _pair(self, candidates: str, parameters: tuple[Any, ...]) -> None:
+        """Pair the unpaired: `candidates` selects (lid, bid), at most one bid per lid; each bid keeps its
+        first lid; repeated until no candidate is left (a bid taken frees its other lids for their next)."""
+        while True:
+            self.db.execute("DROP TABLE IF EXISTS temp.pairs")
+            self.db.execute(
+                f"CREATE TEMP TABLE pairs AS SELECT MIN(lid) AS lid, bid FROM ({candidates}) GROUP BY bid",  # noqa: S608
+                parameters,
+            )
+            found = self.db.execute("SELECT COUNT(*) FROM temp.pairs").fetchone()[0]
+            if not found:
+                break
+            pairs = self.db.cursor()
+            pairs.execute("SELECT lid, bid FROM temp.pairs")
+            while batch := pairs.fetchmany(10_000):  # by primary key: a correlated UPDATE is far slower
+                self.db.executemany("UPDATE entity SET partner=? WHERE id=?", [(b, a) for a, b in batch])
+                self.db.executemany("UPDATE entity SET partner=? WHERE id=?", batch)
 
     def _region(self, unit_region: str, *regions: str) -> str:
         if unit_region:

@@ -19,6 +19,9 @@ from bridge.errors import CompareRulesError
 
 RULES_FILE = "compare.yaml"
 ENTITY_ID = "entityID"
+# A match step `via:KIND`: an entity is matched as the entity of KIND sharing its entityID on its own side was
+# (a v2.4 csd:service carries no identifier but the entityID of its offer's UE facility).
+VIA = "via:"
 SIDES = ("legacy", "bridge")
 
 
@@ -175,11 +178,21 @@ def load_rules(mappings_dir: Path) -> CompareRules:
     for kind, order in (raw.get("match") or {}).items():
         steps = _strings(order, f"{path}: match.{kind}")
         for step in steps:
+            if step.startswith(VIA):
+                if not step[len(VIA) :].strip():
+                    raise CompareRulesError(f"{path}: match.{kind}: {step!r}: via: names no kind")
+                if step[len(VIA) :].strip() == str(kind):
+                    raise CompareRulesError(
+                        f"{path}: match.{kind}: {step!r}: a kind cannot be matched via itself"
+                    )
+                continue
             if step != ENTITY_ID and step not in identifiers:
                 raise CompareRulesError(
                     f"{path}: match.{kind}: {step!r} is not an identifier of `identifiers`"
                 )
-        match[str(kind)] = tuple(steps)
+        match[str(kind)] = tuple(
+            f"{VIA}{step[len(VIA) :].strip()}" if step.startswith(VIA) else step for step in steps
+        )
     shadow = raw.get("shadow") or {}
     default = str(shadow.get("default", "bridge"))
     functions = {str(k): str(v) for k, v in (shadow.get("functions") or {}).items()}

@@ -187,24 +187,18 @@ def inject(
     expected.equal_despite.append("children reordered")
 
     # 6. every entityID re-keyed to another scheme, references with them (no difference)
-    # A csd:service of the ROR v2.4 profile carries no identifier but its entityID (codedType, actFamily,
-    # record): re-keyed, no system could match it, so services keep theirs. The UE facility that shares it
-    # (the offer's entityID) is re-keyed through the facilities only.
-    rekey = {
-        e.get("entityID"): f"urn:oid:1.2.250.1.999.1:{index}"
-        for index, e in enumerate(entities(root))
-        if e.get("entityID")
-        and not e.get("entityID", "").startswith("urn:legacy-only")
-        and local(e) != "service"
-    }
-    kept = {e.get("entityID") for e in entities(root) if local(e) == "service"}
+    # A csd:service of the ROR v2.4 profile carries no identifier but its entityID, the one of its offer's
+    # UE facility: re-keyed with it (one new entityID for both), it is matched as the UE is (`via:`).
+    rekey: dict[str | None, str] = {}
+    for e in entities(root):
+        value = e.get("entityID")
+        if value and not value.startswith("urn:legacy-only") and value not in rekey:
+            rekey[value] = f"urn:oid:1.2.250.1.999.1:{len(rekey)}"
     for element in root.iter():
         if not isinstance(element.tag, str):
             continue
         value = element.get("entityID")
-        # a service (or a reference to one: a UE's facility/organizations/organization/service) keeps its own
-        is_service = local(element) == "service" and value in kept
-        if value in rekey and not is_service:
+        if value in rekey:
             element.set("entityID", rekey[value])
         if local(element) in REFERENCE_ELEMENTS and (element.text or "").strip() in rekey:
             element.text = rekey[(element.text or "").strip()]
