@@ -326,6 +326,10 @@ def _apply_each(
     )
     out = []
     for position, part in enumerate(parts):
+        if id_rule is not None and not keys[position]:
+            # no key, no entityID (an équipement without type): reported, not written
+            base.findings.add(Finding.PART_WITHOUT_KEY, f"{table.table} in {_key(resource)}")
+            continue
         context = replace(base, part=Part(part, position, keys))
         # the code tables' contexts are per part too: each rule's context is made from this part's
         out.append(_apply(table, resource, context, {}, part))

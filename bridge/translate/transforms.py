@@ -41,6 +41,7 @@ from bridge.model import (
 from bridge.translate.codes import CodeTable, Systems
 from bridge.translate.findings import Finding, Findings
 from bridge.translate.identity import Identities, NationalIdentifier, encode
+from bridge.translate.paths import SourcePath
 
 # Extension URLs the closure and creation-date logic reads (ROR IG profiles ROROrganization /
 # RORHealthcareService; docs/ror-fhir-api.md §3.1, §3.2).
@@ -218,9 +219,14 @@ def part_entity_id(values: Sequence[Any], resource: Resource, ctx: Context) -> l
     part = ctx.part
     if part is None:
         raise TransformError("part_entity_id maps a part: the table needs `each`")
-    key = "/".join(str(v) for v in values if isinstance(v, str | int) and not isinstance(v, bool))
-    if not key:
+    if not part.keys[part.position]:
         raise TransformError("part_entity_id: the part has no key (its source selected nothing)")
+    return [part_id(resource, part.keys, part.position, ctx)]
+
+
+def part_id(resource: Resource, keys: Sequence[tuple[str, ...]], position: int, ctx: Context) -> str:
+    """part_entity_id's entityID of the part at `position` of a resource whose parts have `keys`: what a
+    part's own entry and every reference to it (lieu_equipment) write."""
     scheme = ctx.identities.schemes.get(PART_SCHEME)
     if scheme is None:
         raise TransformError(f"part_entity_id needs the identities.yaml scheme {PART_SCHEME!r}")
@@ -231,11 +237,12 @@ def part_entity_id(values: Sequence[Any], resource: Resource, ctx: Context) -> l
     else:
         ctx.findings.add(Finding.FHIR_ID_ENTITY, str(resource.get("resourceType")))
         owner = f"{resource.get('resourceType')}/{resource.get('id')}"
-    same = [n for n, k in enumerate(part.keys) if k == part.keys[part.position]]
-    value = f"{owner}/{key}"
+    key = keys[position]
+    same = [n for n, k in enumerate(keys) if k == key]
+    value = f"{owner}/{'/'.join(key)}"
     if len(same) > 1:
-        value += f"/{same.index(part.position) + 1}"
-    return [scheme.prefix + encode(value)]
+        value += f"/{same.index(position) + 1}"
+    return scheme.prefix + encode(value)
 
 
 def _derive(resource: Resource, ctx: Context) -> tuple[str, bool]:
@@ -1610,6 +1617,31 @@ def _first_lieu(values: Sequence[Any], ctx: Context) -> Resource | None:
     return next(iter(_referenced(values, ctx)), None)
 
 
+EQUIPMENT = f"{_IG_SD}ror-location-equipment"
+# An équipement's key (its TRE_R212 code), as mappings/entities/device.yaml's entity-id rule selects it
+EQUIPMENT_KEY = SourcePath.parse("extension[url=equipmentType].valueCodeableConcept.coding.code")
+
+
+def equipment_keys(lieu: Resource) -> tuple[tuple[str, ...], ...]:
+    """The key of each `ror-location-equipment` extension of a lieu, in order (part_id)."""
+    return tuple(tuple(str(v) for v in EQUIPMENT_KEY.select(part)) for part in _extensions(lieu, EQUIPMENT))
+
+
+def lieu_equipment(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The offer's first lieu received → one UE `equipment` (uniqueID) per équipement of the lieu, naming the
+    csd:device the device table writes for it (part_id, the same entityID); an équipement without type has no
+    device (reported by the device table) and no reference."""
+    lieu = _first_lieu(values, ctx)
+    if lieu is None:
+        return []
+    keys = equipment_keys(lieu)
+    return [
+        ExtensionNode("equipment", attributes=(("entityID", part_id(lieu, keys, n, ctx)),))
+        for n, key in enumerate(keys)
+        if key
+    ]
+
+
 def lieu_accommodation_capacity(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
     """The offer's first lieu received → the UE's accommodationCapacity: `beds` / `space` (natureCapacite
     TRE_R329 01 / 02; [INFER] beds when the capacity does not say) with `total` = the installed ones (statut
@@ -1865,6 +1897,14 @@ TRANSFORMS: Mapping[str, Transform] = {
             source=True,
             codes=False,
             func=lieu_address,
+            reads=(Read((SOURCE,), content=True),),
+        ),
+        Transform(
+            "lieu_equipment",
+            ExtensionNode,
+            source=True,
+            codes=False,
+            func=lieu_equipment,
             reads=(Read((SOURCE,), content=True),),
         ),
         Transform(

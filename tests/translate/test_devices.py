@@ -1,6 +1,7 @@
-"""Équipements as the profile's deviceDirectory (issue 11 item 3), engine part: a table with `each` makes one
-csd:device per `ror-location-equipment` extension of a lieu (tests/translate/fixtures/device.yaml, not shipped
-yet), entityID urn:ror:equipement:<lieu>/<TRE_R212 code>[/<rank>] [INFER]."""
+"""Équipements as the profile's deviceDirectory (issue 11 item 3): a table with `each` makes one csd:device
+per `ror-location-equipment` extension of a lieu (tests/translate/fixtures/device.yaml: not shipped yet),
+entityID urn:ror:equipement:<lieu>/<TRE_R212 code>[/<rank>] [INFER];
+the UE of the lieu names each in `equipment`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from bridge.errors import MappingTableError
 from bridge.model import Directory, FhirQuery, QueryPlan, SearchResult
 from bridge.shipped import shipped_dir
 from bridge.translate import Mappings, from_fhir_results, load_mappings
+from bridge.translate.findings import Finding
 from tests.translate.conftest import NOW
 
 SD = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/"
@@ -23,6 +25,8 @@ R354 = (
     "https://mos.esante.gouv.fr/NOS/TRE_R354-TypeIdentifiantRessourceOperationnelle/FHIR/"
     "TRE-R354-TypeIdentifiantRessourceOperationnelle"
 )
+
+
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "device.yaml"
 SCHEME = """
   equipement:
@@ -30,9 +34,21 @@ SCHEME = """
     systems: ["any"]
     note: an équipement of a lieu (test copy).
 """
+UNIT_RULE = """  - id: equipment
+    target: extension
+    source: location.reference
+    transform: lieu_equipment
+    extension:
+      profile: equipment
+    note: the lieu's équipements (test copy).
+
+"""
 
 
 def _mappings(tmp_path: Path, each: str | None = None, *, drop_each: bool = False) -> Mappings:
+    """A copy of the shipped tables with the device table (tests/translate/fixtures/device.yaml, not shipped
+    yet), the identities.yaml scheme `equipement` and the unit table's `equipment` rule; `each` / `drop_each`
+    edit the device table's `each`."""
     target = tmp_path / "mappings"
     shutil.copytree(shipped_dir("mappings"), target)
     text = FIXTURE.read_text(encoding="utf-8")
@@ -46,6 +62,10 @@ def _mappings(tmp_path: Path, each: str | None = None, *, drop_each: bool = Fals
     identities.write_text(
         identities.read_text(encoding="utf-8").replace("schemes:\n", "schemes:" + SCHEME, 1), encoding="utf-8"
     )
+    unit = target / "entities" / "unit.yaml"
+    unit_text = unit.read_text(encoding="utf-8")
+    assert "  - id: reception-type\n" in unit_text
+    unit.write_text(unit_text.replace("  - id: reception-type\n", UNIT_RULE + "  - id: reception-type\n", 1))
     return load_mappings(target)
 
 
@@ -100,6 +120,42 @@ def test_one_device_per_equipment_of_the_lieu(tmp_path: Path) -> None:
     assert 'entityID="urn:ror:equipement:11%2FL42%2F041%2F1"' in written
     assert "nbInService>2</" in written
     assert 'code="041"' in written
+
+
+def test_the_unit_names_the_devices_of_its_lieu(tmp_path: Path) -> None:
+    mappings = _mappings(tmp_path)
+    location = lieu(equipment("041", 2), equipment("030", 1), equipment("041", None))
+    offer = {
+        "resourceType": "HealthcareService",
+        "id": "hs1",
+        "meta": {"lastUpdated": "2024-05-02T10:00:00+02:00"},
+        "identifier": [{"value": "OFF-1"}],
+        "name": "IRM",
+        "location": [{"reference": "Location/loc1"}],
+    }
+    query = FhirQuery("HealthcareService", (), "test")
+    result = SearchResult(query=query, total=1, pages=1)
+    result.matches.append(offer)
+    result.includes.append(location)
+    plan = QueryPlan("urn:test", (query,), frozenset({Directory.FACILITY, Directory.DEVICE}))
+    document = from_fhir_results(mappings, plan, [result], now=NOW)
+    devices = [d.entity_id for d in document.devices]
+    (unit,) = document.facilities
+    named = [
+        dict(e.content.attributes)["entityID"]
+        for e in unit.extensions
+        if e.content is not None and e.content.name == "equipment"
+    ]
+    assert sorted(named) == devices
+    assert len(devices) == 3
+
+
+def test_an_equipment_without_type_makes_no_device_and_is_reported(tmp_path: Path) -> None:
+    mappings = _mappings(tmp_path)
+    untyped = {"url": f"{SD}ror-location-equipment", "extension": [{"url": "nbInService", "valueInteger": 3}]}
+    document = _document(mappings, lieu(untyped, equipment("041", 1)))
+    assert [d.entity_id for d in document.devices] == ["urn:ror:equipement:11%2FL42%2F041"]
+    assert mappings.findings.count(Finding.PART_WITHOUT_KEY) == 1
 
 
 def test_a_lieu_without_equipment_makes_no_device(tmp_path: Path) -> None:
