@@ -505,11 +505,10 @@ ENTITY_SHAPES: Final[Mapping[str, Shape]] = {
             ),
         ),
         Shape(
-            "device",  # ROR CSD v2.4 profile: no mapping table builds one yet
+            "device",  # ROR CSD v2.4 profile: a table with `each` builds one per part of a resource
             Directory.DEVICE,
             Device,
             (_ENTITY_ID, Slot("otherID", "other_ids"), Slot("codedType", "coded_type"), _EXTENSION, _RECORD),
-            mapped=False,
         ),
     )
 }

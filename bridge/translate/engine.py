@@ -18,6 +18,7 @@ from bridge.errors import MappingError
 from bridge.model import (
     CodedType,
     CsdDocument,
+    Device,
     Directory,
     Extension,
     ExtensionNode,
@@ -35,6 +36,7 @@ from bridge.translate.tables import EntityKind, EntityTable, ExtensionSpec, Mapp
 from bridge.translate.transforms import (
     TRANSFORMS,
     Context,
+    Part,
     TransformError,
     Value,
     offers_below,
@@ -164,8 +166,14 @@ def _document(
         )
     }
     providers: dict[str, Provider] = {}
+    devices: dict[str, Device] = {}
     for resource in chosen:
         for table in tables_of.of(resource):
+            if table.each is not None:  # one record per part of the resource (a lieu's équipements)
+                for values in _apply_each(table, resource, base, contexts):
+                    device: Device = _build(table, values, mappings)
+                    devices.setdefault(device.entity_id, device)
+                continue
             values = _apply(table, resource, base, contexts)
             built = _build(table, values, mappings)
             if table.kind.directory is Directory.ORGANIZATION:
@@ -192,6 +200,7 @@ def _document(
         services=[services[k] for k in sorted(services)],
         facilities=[facilities[k] for k in sorted(facilities, key=lambda k: facility_order[k])],
         providers=[providers[k] for k in sorted(providers, key=lambda k: provider_order[k])],
+        devices=[devices[k] for k in sorted(devices)],
     )
 
 
@@ -301,16 +310,48 @@ def _reference_keys(tables: Sequence[EntityTable], resource: Resource) -> list[s
     return keys
 
 
-def _apply(
+def _apply_each(
     table: EntityTable, resource: Resource, base: Context, contexts: dict[int, Context]
+) -> list[dict[str, list[Any]]]:
+    """The values of each record an `each` table makes of one resource: its rules applied to each part (JSON
+    object) `each` selects, in order, the part in the context (Context.part, with every part's key: what the
+    `@entityID` rule's source selects in it)."""
+    assert table.each is not None
+    parts = [p for p in table.each.select(resource) if isinstance(p, dict)]
+    if not parts:
+        return []
+    id_rule = next((r for r in table.rules if r.target == "@entityID" and r.source is not None), None)
+    keys = tuple(
+        tuple(str(v) for v in id_rule.source.select(p)) if id_rule and id_rule.source else () for p in parts
+    )
+    out = []
+    for position, part in enumerate(parts):
+        if id_rule is not None and not keys[position]:
+            # no key, no entityID (an équipement without type): reported, not written
+            base.findings.add(Finding.PART_WITHOUT_KEY, f"{table.table} in {_key(resource)}")
+            continue
+        context = replace(base, part=Part(part, position, keys))
+        # the code tables' contexts are per part too: each rule's context is made from this part's
+        out.append(_apply(table, resource, context, {}, part))
+    return out
+
+
+def _apply(
+    table: EntityTable,
+    resource: Resource,
+    base: Context,
+    contexts: dict[int, Context],
+    part: Resource | None = None,
 ) -> dict[str, list[Any]]:
     """Every rule of the table, in order: target name → the values it collected. `contexts` keeps the base
-    context with each rule's code table, made once per answer (not once per rule and resource)."""
+    context with each rule's code table, made once per answer (not once per rule and resource). With `part`
+    (an `each` table), the rules' sources read the part; their transforms still get the resource."""
     values: dict[str, list[Any]] = defaultdict(list)
+    read = resource if part is None else part
     for rule in table.rules:
         if rule.fallback and values[rule.target]:
             continue
-        selected = rule.source.select(resource) if rule.source is not None else []
+        selected = rule.source.select(read) if rule.source is not None else []
         if rule.transform.source and not selected:
             continue
         context = base

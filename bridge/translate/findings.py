@@ -31,6 +31,7 @@ class Finding(StrEnum):
     MISSING_DEMOGRAPHIC = "provider whose Practitioner was not received (provider not written)"
     HOURS_WITHOUT_START = "opening hours without effective start date (not written as operatingHours)"
     INCOMPLETE_TYPED_ELEMENT = "typed element of the v2.4 profile missing a required part (not written)"
+    PART_WITHOUT_KEY = "part of a resource without the key its entityID needs (no record written)"
 
 
 class Findings:

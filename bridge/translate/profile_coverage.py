@@ -22,6 +22,7 @@ _ENTITY_PATHS = {
     "service": "serviceDirectory/service",
     "facility": "facilityDirectory/facility",
     "provider": "providerDirectory/provider",
+    "device": "deviceDirectory/device",
 }
 
 

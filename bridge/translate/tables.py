@@ -123,6 +123,10 @@ class EntityTable:
     name: str = ""
     # `select`: which resources of the type the table maps (closed list, transforms.SELECTORS); None: all.
     select: str | None = None
+    # `each`: a path selecting the resource's parts (JSON objects) the table makes one record of each — one
+    # csd:device per `ror-location-equipment` extension of a lieu. The rules' sources then read the part;
+    # their transforms still get the resource, and the part in `Context.part`. None: one record per resource.
+    each: SourcePath | None = None
 
     def applies(self, resource: Resource) -> bool:
         return self.select is None or SELECTORS[self.select](resource)

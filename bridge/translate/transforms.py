@@ -40,7 +40,8 @@ from bridge.model import (
 )
 from bridge.translate.codes import CodeTable, Systems
 from bridge.translate.findings import Finding, Findings
-from bridge.translate.identity import Identities
+from bridge.translate.identity import Identities, NationalIdentifier, encode
+from bridge.translate.paths import SourcePath
 
 # Extension URLs the closure and creation-date logic reads (ROR IG profiles ROROrganization /
 # RORHealthcareService; docs/ror-fhir-api.md §3.1, §3.2).
@@ -88,6 +89,17 @@ Value = (
 
 
 @dataclass(frozen=True, slots=True)
+class Part:
+    """The part of a resource one record of an `each` table is made of (EntityTable.each): the part, its
+    position among the resource's parts (0-based), and each part's key (what the table's `@entityID` rule's
+    source selects in it), so that a part's entityID can tell apart two parts with the same key."""
+
+    element: Mapping[str, Any]
+    position: int
+    keys: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Context:
     """What a transform may look at besides the values its rule selected."""
 
@@ -110,6 +122,8 @@ class Context:
     memo: dict[tuple[str, int], tuple[Resource, Any]] = field(default_factory=dict)
     # The point of a distance search (QueryPlan.origin): lieu_location states the lieu's distance from it
     origin: tuple[float, float] | None = None
+    # The part being mapped by an `each` table (EntityTable.each); None for a table of whole resources
+    part: Part | None = None
 
 
 TransformFunc = Callable[[Sequence[Any], Resource, Context], list[Value]]
@@ -191,6 +205,44 @@ def entity_id(values: Sequence[Any], resource: Resource, ctx: Context) -> list[V
     if not national:
         ctx.findings.add(Finding.FHIR_ID_ENTITY, str(resource.get("resourceType")))
     return [derived]
+
+
+PART_SCHEME = "equipement"  # identities.yaml: the prefix of a part's entityID [INFER]
+
+
+def part_entity_id(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The entityID of a part of a resource (an `each` table: an équipement of a lieu, which has no identifier
+    in v3) [INFER]: `<prefix of identities.yaml scheme "equipement"><resource's national identifier>/<key>`,
+    the key being what the rule's source selects in the part (the TRE_R212 code), with `/<rank>` (1-based
+    among the parts of the same key) only when the resource has several parts of that key. The resource's
+    identifier is the one its own entityID is derived from (identities.yaml order), else its FHIR id."""
+    part = ctx.part
+    if part is None:
+        raise TransformError("part_entity_id maps a part: the table needs `each`")
+    if not part.keys[part.position]:
+        raise TransformError("part_entity_id: the part has no key (its source selected nothing)")
+    return [part_id(resource, part.keys, part.position, ctx)]
+
+
+def part_id(resource: Resource, keys: Sequence[tuple[str, ...]], position: int, ctx: Context) -> str:
+    """part_entity_id's entityID of the part at `position` of a resource whose parts have `keys`: what a
+    part's own entry and every reference to it (lieu_equipment) write."""
+    scheme = ctx.identities.schemes.get(PART_SCHEME)
+    if scheme is None:
+        raise TransformError(f"part_entity_id needs the identities.yaml scheme {PART_SCHEME!r}")
+    derived, national = _derive(resource, ctx)
+    found = ctx.identities.reverse(derived)
+    if national and isinstance(found, NationalIdentifier):
+        owner = found.value
+    else:
+        ctx.findings.add(Finding.FHIR_ID_ENTITY, str(resource.get("resourceType")))
+        owner = f"{resource.get('resourceType')}/{resource.get('id')}"
+    key = keys[position]
+    same = [n for n, k in enumerate(keys) if k == key]
+    value = f"{owner}/{'/'.join(key)}"
+    if len(same) > 1:
+        value += f"/{same.index(position) + 1}"
+    return scheme.prefix + encode(value)
 
 
 def _derive(resource: Resource, ctx: Context) -> tuple[str, bool]:
@@ -1565,6 +1617,31 @@ def _first_lieu(values: Sequence[Any], ctx: Context) -> Resource | None:
     return next(iter(_referenced(values, ctx)), None)
 
 
+EQUIPMENT = f"{_IG_SD}ror-location-equipment"
+# An équipement's key (its TRE_R212 code), as mappings/entities/device.yaml's entity-id rule selects it
+EQUIPMENT_KEY = SourcePath.parse("extension[url=equipmentType].valueCodeableConcept.coding.code")
+
+
+def equipment_keys(lieu: Resource) -> tuple[tuple[str, ...], ...]:
+    """The key of each `ror-location-equipment` extension of a lieu, in order (part_id)."""
+    return tuple(tuple(str(v) for v in EQUIPMENT_KEY.select(part)) for part in _extensions(lieu, EQUIPMENT))
+
+
+def lieu_equipment(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The offer's first lieu received → one UE `equipment` (uniqueID) per équipement of the lieu, naming the
+    csd:device the device table writes for it (part_id, the same entityID); an équipement without type has no
+    device (reported by the device table) and no reference."""
+    lieu = _first_lieu(values, ctx)
+    if lieu is None:
+        return []
+    keys = equipment_keys(lieu)
+    return [
+        ExtensionNode("equipment", attributes=(("entityID", part_id(lieu, keys, n, ctx)),))
+        for n, key in enumerate(keys)
+        if key
+    ]
+
+
 def lieu_accommodation_capacity(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
     """The offer's first lieu received → the UE's accommodationCapacity: `beds` / `space` (natureCapacite
     TRE_R329 01 / 02; [INFER] beds when the capacity does not say) with `total` = the installed ones (statut
@@ -1680,6 +1757,7 @@ TRANSFORMS: Mapping[str, Transform] = {
         Transform(
             "resolved_entity_id", str, source=True, codes=False, func=resolved_entity_id, reads=_IDENTITY
         ),
+        Transform("part_entity_id", str, source=True, codes=False, func=part_entity_id),
         Transform("other_id", OtherID, source=True, codes=False, func=other_id),
         Transform("coded_type", CodedType, source=True, codes=False, func=coded_type),
         Transform(
@@ -1819,6 +1897,14 @@ TRANSFORMS: Mapping[str, Transform] = {
             source=True,
             codes=False,
             func=lieu_address,
+            reads=(Read((SOURCE,), content=True),),
+        ),
+        Transform(
+            "lieu_equipment",
+            ExtensionNode,
+            source=True,
+            codes=False,
+            func=lieu_equipment,
             reads=(Read((SOURCE,), content=True),),
         ),
         Transform(

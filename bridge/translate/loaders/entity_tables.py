@@ -59,7 +59,7 @@ def load_entities(directory: Path, code_tables: Mapping[str, CodeTable]) -> dict
 
 def _load_entity(table: str, raw: Any, code_tables: Mapping[str, CodeTable]) -> EntityTable:
     top = Section(table, None, "", raw)
-    top.only("entity", "resource", "select", "note", "rules")
+    top.only("entity", "resource", "select", "each", "note", "rules")
     kind_name = top.req("entity")
     kind = ENTITY_KINDS.get(kind_name)
     if kind is None:
@@ -70,6 +70,13 @@ def _load_entity(table: str, raw: Any, code_tables: Mapping[str, CodeTable]) -> 
     select = top.text("select", required=False)
     if select is not None and select not in SELECTORS:
         raise top.fail("select", f"unknown selector {select!r} (closed list: {', '.join(SELECTORS)})")
+    each_text = top.text("each", required=False)
+    each: SourcePath | None = None
+    if each_text is not None:
+        try:
+            each = SourcePath.parse(each_text)
+        except PathSyntaxError as error:
+            raise top.fail("each", str(error)) from error
     top.req("note")
     raw_rules = top.data.get("rules")
     if not isinstance(raw_rules, list) or not raw_rules:
@@ -87,10 +94,15 @@ def _load_entity(table: str, raw: Any, code_tables: Mapping[str, CodeTable]) -> 
                 "a fallback rule must follow a rule of the same target",
             )
         rules.append(rule)
+    for rule in rules:
+        if rule.transform.name == "part_entity_id" and each is None:
+            raise MappingTableError(
+                table, rule.id, "transform", "part_entity_id maps a part: the table needs `each`"
+            )
     for target in kind.targets.values():
         if target.required and not any(r.target == target.name for r in rules):
             raise MappingTableError(table, None, "rules", f"no rule for required CSD target {target.name!r}")
-    return EntityTable(table, kind, resource, tuple(rules), select=select)
+    return EntityTable(table, kind, resource, tuple(rules), select=select, each=each)
 
 
 def _load_rule(
