@@ -130,8 +130,12 @@ class SpoolWriter:
         pending: deque[Future[_Mapped]] = deque()
         # rows come sorted by entityID: a repeated entityID is written once (per view)
         last: list[str | None] = [None] * len(self._profiles)
+        # A device is made of its lieu alone (entities/device.yaml, no feed): its batch needs the offers given
+        # at the lieux only to filter the devices as a client's access profile filters their UEs.
+        bare = directory is Directory.DEVICE and not any(self._mappings.access.of(p) for p in self._profiles)
         for batch in _whole_groups(cursor):
-            needed = self._spool.context_keys([key for key, _, _ in batch], offers_at=offers_at, below=below)
+            keys = [key for key, _, _ in batch]
+            needed = [] if bare else self._spool.context_keys(keys, offers_at=offers_at, below=below)
             if pool is None:
                 parsed = self._parsed.resolve(self._spool, needed)
                 views = map_batch_views(
