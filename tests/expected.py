@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 from typing import Any
+from urllib.parse import quote
 
 from lxml import etree
 
@@ -27,6 +28,29 @@ def resources(dataset: Dataset, resource_type: str) -> Iterator[Resource]:
         resource = dataset.get(resource_type, dataset.id_of(resource_type, index))
         assert resource is not None
         yield resource
+
+
+EQUIPMENT = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/ror-location-equipment"
+
+
+def device_ids(lieu: dict[str, Any]) -> list[str]:
+    """The entityIDs of a lieu's équipements (mappings/README.md, reimplemented): urn:ror:equipement: +
+    `<lieu identifier>/<TRE_R212 code>[/<rank among that code>]`, percent-encoded; none without a type."""
+    codes = [
+        [c["code"] for c in part["valueCodeableConcept"]["coding"][:1]]
+        for e in lieu.get("extension", [])
+        if e.get("url") == EQUIPMENT
+        for part in e.get("extension", [])
+        if part.get("url") == "equipmentType"
+    ]
+    keys = [c[0] for c in codes if c]
+    out = []
+    for n, key in enumerate(keys):
+        rank = f"/{keys[:n].count(key) + 1}" if keys.count(key) > 1 else ""
+        out.append(
+            "urn:ror:equipement:" + quote(f"{lieu['identifier'][0]['value']}/{key}{rank}", safe="-._~")
+        )
+    return out
 
 
 def _ref(reference: dict[str, Any] | None) -> str | None:
@@ -89,7 +113,8 @@ def expected_entities(
         Directory.SERVICE: ids(list(offers.values())),
         Directory.FACILITY: ids([o for o in internal if not _is_unit(o)]) | ids(list(offers.values())),
         Directory.PROVIDER: ids(practitioners),
-        Directory.DEVICE: set(),  # equipment is not mapped to devices yet
+        # the équipements of the lieux the offers are given at (entities/device.yaml)
+        Directory.DEVICE: {d for lieu in locations.values() for d in device_ids(lieu)},
     }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from bridge.model import CodedType, Directory, FhirQuery, Resource
-from bridge.pipeline.spool import ORGANIZATION, Spool
+from bridge.pipeline.spool import OFFER, ORGANIZATION, Spool
 from bridge.translate import FunctionSpec, Mappings
 from bridge.translate.delta import feed_directories, in_region, links, resource_key
 from bridge.translate.feeds import (
@@ -191,11 +191,14 @@ class DeltaSpool(Spool):
         return counts
 
     def _kept(self, keys: list[str], table: EntityTable) -> list[str]:
-        """The keys whose resource the table maps (its `select`) and that carry the region's tag (any on the
-        national endpoint)."""
+        """The keys whose resource the table maps (its `select`; a table with `each`: a resource with at least
+        one part, e.g. a lieu with an équipement) and that carry the region's tag (any on the national
+        endpoint)."""
         out: list[str] = []
         for body_of in _bodies(self.db, keys):
             key, resource = body_of
+            if table.each is not None and not any(isinstance(p, dict) for p in table.each.select(resource)):
+                continue  # no part: the table makes no record of it
             if in_region(resource, self._region_tags) and table.applies(resource):
                 out.append(key)
         return out
@@ -224,7 +227,19 @@ class DeltaSpool(Spool):
 
     def context_keys(self, keys: Sequence[str], *, offers_at: bool, below: bool = False) -> list[str]:
         """What the records of `keys` (one resource type) read, sorted: every resource their tables' feeds
-        reach in the spool (the extraction's fixed rule does not know the tables)."""
+        reach in the spool (the extraction's fixed rule does not know the tables); with `offers_at` (lieux:
+        their devices), also the offers given at them and what those offers' records read, the UEs a client's
+        access profile decides the devices' visibility by (workers.map_batch_views)."""
+        reached = self._reached(keys)
+        if offers_at:
+            sql = "SELECT src FROM link WHERE element = ? AND dst IN ({marks})"
+            offers = {k for k in _select_column(self.db, sql, keys, "location") if k.startswith(f"{OFFER}/")}
+            reached |= offers | self._reached(sorted(offers))
+        reached.difference_update(keys)
+        return sorted(reached)
+
+    def _reached(self, keys: Sequence[str]) -> set[str]:
+        """Every resource the feeds of the tables of `keys`' types reach from them in the spool."""
         types = {key.partition("/")[0] for key in keys}
         reached: set[str] = set()
         for table in tables_of(self._mappings, self._spec.directories):
@@ -235,8 +250,7 @@ class DeltaSpool(Spool):
                 for step in feed.steps:
                     level = self._follow(level, step)
                     reached |= level
-        reached.difference_update(keys)
-        return sorted(reached)
+        return reached
 
     def _follow(self, keys: set[str], step: Step) -> set[str]:
         """The resources one step (repeated: up to MAX_REPEAT times, or none) leads to from `keys`."""

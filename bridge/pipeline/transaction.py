@@ -35,7 +35,7 @@ from bridge.translate import Mappings, from_fhir_results
 from bridge.translate.access_profiles import filter_document, restrict_document
 from bridge.translate.plan import plan_queries
 from bridge.translate.resolvers import extra_value
-from bridge.translate.select import page_upstream, select_records
+from bridge.translate.select import named_devices, page_upstream, select_records
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,8 @@ class Pipeline:
         if extra_value(resolved.params, "restrictedOrganisation") == "true":
             # The profile's restricted reading (RG_ALIM_015): without the UE's own attributes and classes.
             document = restrict_document(self.mappings.access, document)
+        # The devices the UEs left in the answer name (after paging, filters and access profile).
+        document = named_devices(document)
         log.info(
             "%s %s: %d FHIR queries, %d pages; %d organizations, %d services; %.1f ms",
             LogEvent.TRANSACTION_DONE,

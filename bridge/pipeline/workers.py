@@ -33,8 +33,15 @@ from bridge.model import CsdDocument, Directory, FhirQuery, QueryPlan, Resource,
 from bridge.pipeline.progress import DIRECTORIES, Progress
 from bridge.pipeline.spool import ORGANIZATION, Spool
 from bridge.translate import Mappings, from_fhir_results, load_mappings
-from bridge.translate.access_profiles import NO_ACTIVITIES, Activities, filter_records, uses_activity
+from bridge.translate.access_profiles import (
+    NO_ACTIVITIES,
+    Activities,
+    filter_document,
+    filter_records,
+    uses_activity,
+)
 from bridge.translate.findings import Finding, Findings
+from bridge.translate.select import named_devices
 
 # Entities mapped and written per step of the read-back: one chunk of the streamed document.
 BATCH_SIZE = 200
@@ -123,8 +130,12 @@ class SpoolWriter:
         pending: deque[Future[_Mapped]] = deque()
         # rows come sorted by entityID: a repeated entityID is written once (per view)
         last: list[str | None] = [None] * len(self._profiles)
+        # A device is made of its lieu alone (entities/device.yaml, no feed): its batch needs the offers given
+        # at the lieux only to filter the devices as a client's access profile filters their UEs.
+        bare = directory is Directory.DEVICE and not any(self._mappings.access.of(p) for p in self._profiles)
         for batch in _whole_groups(cursor):
-            needed = self._spool.context_keys([key for key, _, _ in batch], offers_at=offers_at, below=below)
+            keys = [key for key, _, _ in batch]
+            needed = [] if bare else self._spool.context_keys(keys, offers_at=offers_at, below=below)
             if pool is None:
                 parsed = self._parsed.resolve(self._spool, needed)
                 views = map_batch_views(
@@ -269,6 +280,14 @@ def map_batch_views(
         activities = Activities.of_document(
             from_fhir_results(quiet, units, [result], now=now, selected=offers)
         )
+    # A lieu's devices are seen as the UEs given there show them (select.named_devices): for a client whose
+    # access profile filters the UEs, the offers of the batch's context mapped as their UEs, filtered alike.
+    units_of: CsdDocument | None = None
+    if directory is Directory.DEVICE and document.devices and any(mappings.access.of(p) for p in profiles):
+        offers = [f"HealthcareService/{r.get('id')}" for r in result.includes if _is_offer(r)]
+        units = QueryPlan("extraction", (query,), frozenset({Directory.FACILITY}))
+        quiet = replace(mappings, findings=Findings())  # counted once, when the units are written
+        units_of = from_fhir_results(quiet, units, [result], now=now, selected=offers)
     build = _BUILDERS[directory]
     built: dict[int, tuple[Any, bytes]] = {}  # by the record's identity: what a filter left unchanged
 
@@ -283,6 +302,9 @@ def map_batch_views(
         kept = filter_records(
             mappings.access, profile, _KIND[directory], _records(document, directory), activities
         )
+        if units_of is not None and mappings.access.of(profile):
+            seen = filter_document(mappings.access, profile, replace(units_of, devices=kept))
+            kept = list(named_devices(seen).devices)
         records = {record.entity_id: record for record in kept}
         order = [entity_id for _, entity_id, _ in rows if entity_id is not None and entity_id in records]
         # an entity whose entityID is not its row's (a professional, keyed by the RPPS of its situations'
@@ -378,4 +400,6 @@ def _records(document: CsdDocument, directory: Directory) -> Sequence[Any]:
         return document.services
     if directory is Directory.FACILITY:
         return document.facilities
+    if directory is Directory.DEVICE:
+        return document.devices
     return document.providers

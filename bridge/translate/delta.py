@@ -24,9 +24,15 @@ POST_STEP: dict[str, str | None] = {ENTITIES: None, ORGANIZATION_CHAINS: "establ
 
 
 def feed_directories(delta: str, directories: Collection[Directory]) -> frozenset[Directory]:
-    """The directories whose records decide what changed: the function's own (ITI-74), or every directory
-    for organization-chains (an establishment changed when an entity of its offer did)."""
-    return frozenset(Directory) if delta == ORGANIZATION_CHAINS else frozenset(directories)
+    """The directories whose records decide what changed: the function's own (ITI-74), or for
+    organization-chains every directory but deviceDirectory (an establishment changed when an entity of its
+    offer did). A device is in a reading only as the équipement of a UE's lieu, which the UE's record reads
+    for its content (entities/unit.yaml `location`): a changed lieu already reports the UE's chain, and the
+    lieu's own managingOrganization is not where a reading writes its devices (tests/translate/test_delta.py
+    checks the unit table still reads every resource a device is made of)."""
+    if delta == ORGANIZATION_CHAINS:
+        return frozenset(Directory) - {Directory.DEVICE}
+    return frozenset(directories)
 
 
 # The links of the ROR organisation chain (ror-fhir-api §3): offer → providing organisation → partOf → … → EJ.

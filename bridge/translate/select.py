@@ -230,6 +230,29 @@ def select_records(
     return replace(document, **changes)
 
 
+# The UE's typed element naming a device of its lieu (facilityExtension/equipment, entities/unit.yaml).
+EQUIPMENT = "equipment"
+
+
+def named_devices(document: CsdDocument) -> CsdDocument:
+    """The answer's deviceDirectory reduced to the devices its facilities name in `equipment`: a lieu's
+    équipements are written as the UEs given there show them, so what paging, the IHE filters, the client's
+    access profile or the restricted reading took out of the UEs (the UE, or its `equipment`) leaves the
+    devices too (mappings/README.md, "Équipements as `deviceDirectory`")."""
+    if not document.devices:
+        return document
+    named = {
+        value
+        for facility in document.facilities
+        for extension in facility.extensions
+        if extension.profile and extension.content is not None and extension.content.name == EQUIPMENT
+        for key, value in extension.content.attributes
+        if key == "entityID"
+    }
+    kept = [device for device in document.devices if device.entity_id in named]
+    return document if len(kept) == len(document.devices) else replace(document, devices=kept)
+
+
 def page_upstream(
     spec: FunctionSpec, params: RequestParams, results: Sequence[SearchResult]
 ) -> list[SearchResult]:

@@ -34,7 +34,14 @@ ENTRIES = ("organization", "service", "facility", "provider", "device")
 DEFAULT_CACHE = Path("build/bench-compare")
 
 
+# A csd:device (an équipement) carries nothing but its entityID and is matched by it alone (compare.yaml
+# `match`: device: [entityID]): its entityID, and the UEs' references to it, are kept.
+DEVICE_PREFIX = "urn:ror:equipement:"
+
+
 def rekey(value: str) -> str:
+    if value.startswith(DEVICE_PREFIX):
+        return value
     return value.replace("urn:ror:", "urn:legacy:", 1) if value.startswith("urn:ror:") else value
 
 

@@ -189,9 +189,13 @@ def inject(
     # 6. every entityID re-keyed to another scheme, references with them (no difference)
     # A csd:service of the ROR v2.4 profile carries no identifier but its entityID, the one of its offer's
     # UE facility: re-keyed with it (one new entityID for both), it is matched as the UE is (`via:`).
+    # A csd:device (an équipement) carries nothing but its entityID and is matched by it alone
+    # (compare.yaml `match`: device: [entityID]): its entityID is kept, as the UEs' references to it.
     rekey: dict[str | None, str] = {}
     for e in entities(root):
         value = e.get("entityID")
+        if local(e) == "device":
+            continue
         if value and not value.startswith("urn:legacy-only") and value not in rekey:
             rekey[value] = f"urn:oid:1.2.250.1.999.1:{len(rekey)}"
     for element in root.iter():

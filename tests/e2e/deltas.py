@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bridge.simulator.dataset import EPOCH_UTC, Dataset
+from tests.expected import device_ids
 
 OI = "https://oi.esante.gouv.fr"
 IDNAT = "urn:oid:1.2.250.1.71.4.2.2"
@@ -40,6 +41,7 @@ class Changes:
     units: npt.NDArray[np.int64]
     providers: npt.NDArray[np.int64]
     roles: npt.NDArray[np.int64]
+    lieux: npt.NDArray[np.int64]  # changed lieux: their équipements are the answer's devices
 
 
 def _encode(value: str) -> str:
@@ -114,6 +116,7 @@ def changes(
         units=np.flatnonzero(units & mask["HealthcareService"]),
         providers=np.flatnonzero(providers & in_scope),
         roles=np.flatnonzero(roles & mask["PractitionerRole"]),
+        lieux=np.flatnonzero(updated["Location"]),
     )
 
 
@@ -153,7 +156,8 @@ def expected_modifications(
         "facilityDirectory": entity_ids(dataset, "Organization", found.internal)
         | entity_ids(dataset, "HealthcareService", found.units),
         "providerDirectory": entity_ids(dataset, "Practitioner", found.providers),
-        "deviceDirectory": set(),  # equipment is not mapped to devices yet
+        # the équipements of the changed lieux (a device is made of its lieu alone)
+        "deviceDirectory": {d for i in found.lieux for d in device_ids(dataset.build("Location", int(i)))},
     }
 
 

@@ -28,7 +28,13 @@ from lxml import etree
 from bridge import ns
 from bridge.app import create_app
 from bridge.config import load_settings
-from bridge.csd.writer import facility_element, organization_element, provider_element, service_element
+from bridge.csd.writer import (
+    device_element,
+    facility_element,
+    organization_element,
+    provider_element,
+    service_element,
+)
 from bridge.model import (
     CsdRequest,
     FhirQuery,
@@ -48,12 +54,19 @@ PER_TYPE = 8  # resources changed per type
 NEW_CHAMP = "99"  # a champ d'activité (TRE_R227) code no simulated offer has
 EJ, EG = 0, 1  # Dataset.org_kind
 IDNATSTRUCT = "urn:oid:1.2.250.1.71.4.2.2"
-DIRECTORIES = ("organizationDirectory", "serviceDirectory", "facilityDirectory", "providerDirectory")
+DIRECTORIES = (
+    "organizationDirectory",
+    "serviceDirectory",
+    "facilityDirectory",
+    "providerDirectory",
+    "deviceDirectory",
+)
 ELEMENTS: dict[str, Callable[[Any], etree._Element]] = {
     "organizationDirectory": organization_element,
     "serviceDirectory": service_element,
     "facilityDirectory": facility_element,
     "providerDirectory": provider_element,
+    "deviceDirectory": device_element,
 }
 
 Records = dict[str, dict[str, Any]]  # directory → entityID → the engine's record
@@ -131,6 +144,7 @@ def whole_mapping(mappings: Mappings, dataset: Dataset, now: datetime) -> Record
         "serviceDirectory": {s.entity_id: s for s in document.services},
         "facilityDirectory": {f.entity_id: f for f in document.facilities},
         "providerDirectory": {p.entity_id: p for p in document.providers},
+        "deviceDirectory": {d.entity_id: d for d in document.devices},
     }
 
 
@@ -241,6 +255,7 @@ def test_iti74_answers_exactly_the_entities_whose_records_differ(servers: tuple[
     assert all(expected[d] for d in DIRECTORIES)
     assert len(expected["facilityDirectory"]) > PER_TYPE  # lieux of changed offers
     assert len(expected["providerDirectory"]) > PER_TYPE  # providers of changed offers and professionals
+    assert expected["deviceDirectory"]  # the équipements of changed lieux (their record)
     body = f"<csd:getModificationsRequest><csd:lastModified>{since.isoformat()}</csd:lastModified>"
     response = post(f"{url}/csd", soap12(body + "</csd:getModificationsRequest>"))
     assert response.status_code == 200, response.text[:2000]

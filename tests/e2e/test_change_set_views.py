@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from lxml import etree
 
+from bridge import ns
 from bridge.fhir.client import FhirClient
 from bridge.fhir.resilience import RetryPolicy
 from bridge.model import CsdRequest, RequestForm, Transaction
@@ -84,6 +86,23 @@ def test_one_computation_for_several_profiles_answers_each_as_its_own(
     assert b"<csd:service " in together[0]
     # the profiles do filter (else the comparison could not tell one view from another)
     assert len(set(together)) > 1
+    # each view's devices are named by its UEs (profile 0 sees no équipement: filtre_profil0); a changed UE
+    # may name a device of its unchanged lieu (not in a change set), not since before every change
+    for profile, answer in zip(PROFILES, together, strict=True):
+        devices, named = _devices_and_references(answer)
+        assert devices <= named, f"profile {profile}"
+        assert devices == named or since != "2000-01-01T00:00:00Z", f"profile {profile}"
+    if since == "2000-01-01T00:00:00Z":
+        assert _devices_and_references(together[0])[0], "unfiltered: every lieu's équipements"
+    assert not _devices_and_references(together[PROFILES.index(0)])[0]
+
+
+def _devices_and_references(answer: bytes) -> tuple[set[str], set[str]]:
+    """The entityIDs of an answer's csd:device entries and of its UEs' `equipment` references."""
+    root = etree.fromstring(b"<csd:CSD xmlns:csd='urn:ihe:iti:csd:2013'>" + answer + b"</csd:CSD>")
+    devices = {str(d.get("entityID")) for d in root.iterfind(f".//{{{ns.CSD}}}device")}
+    refs = f".//{{{ns.CSD}}}facility/{{{ns.CSD}}}extension/{{{ns.CSD}}}equipment"
+    return devices, {str(e.get("entityID")) for e in root.iterfind(refs)}
 
 
 class _Stored:

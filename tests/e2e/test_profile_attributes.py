@@ -18,7 +18,7 @@ from bridge.simulator import vocab
 from bridge.simulator.dataset import Dataset
 from tests.e2e.conftest import RunningBridge
 from tests.e2e.test_ror_profile import body_of, reading, send
-from tests.expected import answer_csd
+from tests.expected import answer_csd, device_ids
 from tests.profile.harness import LECTURE_PROJECT
 
 C = {"csd": ns.CSD}
@@ -301,3 +301,23 @@ def test_other_searches_state_no_distance(bridge: RunningBridge) -> None:
     document = _offer_search(bridge, f"<ror:communeCog>{cog}</ror:communeCog>")
     assert document.xpath("count(//csd:location)", namespaces=C) > 0
     assert document.xpath("count(//csd:calculatedDistance)", namespaces=C) == 0
+
+
+def test_a_reading_carries_the_equipements_of_its_lieux(bridge: RunningBridge, official_profile: Any) -> None:
+    """An EG whose offers' lieux hold équipements spécifiques: its TR_Lecture reading writes one csd:device
+    per équipement (deviceDirectory), each named by the UE of an offer given there (the same entityID), valid
+    against the official schema, ANS's rules (TRE_R212 on device/codedType) and PLATINES' assertions."""
+    expected: dict[str, set[str]] = {}  # EG idNatStruct → the entityIDs of its offers' lieux' équipements
+    for code, _offer, lieu in _offers_by_eg(bridge.dataset):
+        expected.setdefault(code, set()).update(device_ids(lieu))
+    code = next((c for c, found in expected.items() if found), None)
+    assert code is not None, "no EG of the dataset has an offer at a lieu with équipements"
+    response = send(bridge, reading(code), "soap12")
+    assert response.status_code == 200, response.text[:2000]
+    document = answer_csd(body_of(response))
+    c = {"csd": ns.CSD}
+    devices = {str(e) for e in document.xpath("//csd:deviceDirectory/csd:device/@entityID", namespaces=c)}
+    refs = "//csd:facility/csd:extension/csd:equipment/@entityID"
+    assert devices == expected[code]
+    assert {str(e) for e in document.xpath(refs, namespaces=c)} == expected[code]
+    _follows_profile(official_profile, bridge, code, "device", "equipment", "deviceDirectory")

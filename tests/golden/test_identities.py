@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -157,11 +158,38 @@ def _entity_ids(document: etree._Element) -> list[tuple[str, str]]:
     return [(tree.getpath(e), str(e.get("entityID"))) for e in document.iter() if e.get("entityID")]
 
 
+EQUIPMENT = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/ror-location-equipment"
+EQUIPMENT_REFS = f".//{{{ns.CSD}}}facility/{{{ns.CSD}}}extension/{{{ns.CSD}}}equipment"
+DEVICES = f".//{{{ns.CSD}}}deviceDirectory/{{{ns.CSD}}}device"
+
+
+def _device_ids(resource: dict[str, Any], identities: Any) -> list[str]:
+    """The entityIDs of a lieu's équipements as mappings/README.md states them, worked out here on their own:
+    urn:ror:equipement: + percent-encoded `<lieu identifier>/<TRE_R212 code>[/<rank among that code>]`."""
+    if resource.get("resourceType") != "Location":
+        return []
+    lieu = identities.reverse(identities.derive(resource)[0])
+    codes = [
+        coding["code"]
+        for e in resource.get("extension") or ()
+        if e.get("url") == EQUIPMENT
+        for part in e.get("extension") or ()
+        if part.get("url") == "equipmentType"
+        for coding in part["valueCodeableConcept"]["coding"][:1]
+    ]
+    out = []
+    for n, code in enumerate(codes):
+        rank = f"/{codes[:n].count(code) + 1}" if codes.count(code) > 1 else ""
+        out.append("urn:ror:equipement:" + quote(f"{lieu.value}/{code}{rank}", safe=""))
+    return out
+
+
 async def _answers(scale: int, seed: int, name: str, draw: Draw) -> None:
     app = create_app(load_settings(demo_scale=scale, demo_seed=seed))
     dataset: Dataset = app.state.upstream.dataset
     identities = app.state.mappings.identities
     own = {identities.derive(r)[0]: r for r in dataset}
+    own.update({device: r for r in dataset for device in _device_ids(r, identities)})
     body = REQUESTS[name](dataset, draw)
     if body is None:
         return
@@ -178,6 +206,17 @@ async def _answers(scale: int, seed: int, name: str, draw: Draw) -> None:
         assert written, f"{name}: an empty answer proves nothing"
         stray = [(path, eid) for path, eid in written if eid not in own]
         assert stray == [], f"{name}: entityIDs that are no entity's own: {stray[:5]}"
+        # each device is named by a UE of the answer; each UE's `equipment` names a csd:device of the same
+        # answer — but in a change set since a date, where a changed UE may name a device of its unchanged
+        # lieu (the device's record did not change)
+        named = {str(e.get("entityID")) for e in document.iterfind(EQUIPMENT_REFS)}
+        devices = [str(e.get("entityID")) for e in document.iterfind(DEVICES)]
+        assert len(devices) == len(set(devices)), f"{name}: a device written twice"
+        assert set(devices) <= named, f"{name}: devices no UE names: {sorted(set(devices) - named)[:5]}"
+        if name != "ITI-74 since a date":
+            assert named == set(devices), (
+                f"{name}: references without device: {sorted(named - set(devices))[:5]}"
+            )
 
 
 @pytest.mark.parametrize("name", sorted(REQUESTS))

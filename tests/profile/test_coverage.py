@@ -74,9 +74,14 @@ def test_every_official_element_is_produced_or_explained(
     contact = coverage["organizationDirectory/organization/extension/contact"]
     assert contact.status == "produced"
     assert "organization#" in contact.detail
+    # équipements: one csd:device per ror-location-equipment (entities/device.yaml); no otherID (explained)
     device = coverage["deviceDirectory/device"]
-    assert device.status == "not produced"
-    assert "deviceDirectory/device yet" in device.detail
+    assert device.status == "produced"
+    assert "entities/device.yaml" in device.detail
+    assert coverage["deviceDirectory/device/codedType"].status == "produced"
+    assert coverage["deviceDirectory/device/extension/nbInService"].status == "produced"
+    assert coverage["deviceDirectory/device/otherID"].status == "not produced"
+    assert "no identifier in v3" in coverage["deviceDirectory/device/otherID"].detail
     # without reasons, the same gaps are reported as unexplained
     bare = profile_coverage(mappings, official, ours, {})
     assert sum(1 for c in bare if c.status == "not produced" and not c.detail) == sum(
@@ -92,7 +97,7 @@ def test_mappings_check_prints_the_profile_coverage(official_profile: OfficialPr
     line = next(x for x in result.stdout.splitlines() if x.startswith("profile-v24.yaml: official"))
     assert "633 elements under CSD" in line
     assert "(0 without a reason)" in line
-    assert "  - deviceDirectory (and the 3 element(s) under it): written, empty: equipment" in result.stdout
+    assert "  + deviceDirectory/device/codedType: device#coded-type" in result.stdout
     assert "  + organizationDirectory/organization/codedType: organization#coded-type" in result.stdout
 
 

@@ -22,7 +22,8 @@ from bridge.model import (
 )
 from bridge.shipped import shipped_dir
 from bridge.translate import Mappings, from_fhir_results, load_mappings, to_fhir_plan
-from bridge.translate.delta import chain_parent, in_region, links
+from bridge.translate.delta import ORGANIZATION_CHAINS, chain_parent, feed_directories, in_region, links
+from bridge.translate.feeds import feeds
 from bridge.translate.tables import MODIFICATIONS_URN
 
 NOW = datetime(2026, 1, 10, 12, tzinfo=UTC)
@@ -234,3 +235,25 @@ def _tables(tmp_path: Path, edit: Any) -> Path:
 def test_the_loader_refuses_broken_delta_entries(tmp_path: Path, edit: Any, message: str) -> None:
     with pytest.raises(MappingTableError, match=message):
         load_mappings(_tables(tmp_path, edit))
+
+
+def test_tr_notif_chains_leave_out_the_devices_whose_lieu_the_units_read(mappings: Mappings) -> None:
+    """organization-chains decides what changed from every directory but deviceDirectory (feed_directories):
+    sound only while every resource a device is made of (its lieu, the device table's one resource, no feed
+    of its own) is read for its content by the unit table, so that a changed lieu reports its UEs' chains."""
+    assert feed_directories(ORGANIZATION_CHAINS, {Directory.ORGANIZATION}) == frozenset(Directory) - {
+        Directory.DEVICE
+    }
+    assert feed_directories("entities", {Directory.DEVICE}) == {Directory.DEVICE}
+    devices = [t for t in mappings.entities.values() if t.kind.directory is Directory.DEVICE]
+    assert devices
+    units = [t for t in mappings.entities.values() if t.kind.directory is Directory.FACILITY]
+    for device in devices:
+        assert not feeds(device)  # made of its own resource only
+        read = {
+            feed.steps[-1].end
+            for unit in units
+            for feed in feeds(unit)
+            if feed.content and len(feed.steps) == 1 and feed.steps[0].start == "HealthcareService"
+        }
+        assert device.resource in read, f"no unit reads {device.resource} for its content"

@@ -1,11 +1,11 @@
 """Équipements as the profile's deviceDirectory (issue 11 item 3): a table with `each` makes one csd:device
-per `ror-location-equipment` extension of a lieu (tests/translate/fixtures/device.yaml: not shipped yet),
-entityID urn:ror:equipement:<lieu>/<TRE_R212 code>[/<rank>] [INFER];
-the UE of the lieu names each in `equipment`."""
+per `ror-location-equipment` extension of a lieu (mappings/entities/device.yaml), entityID
+urn:ror:equipement:<lieu>/<TRE_R212 code>[/<rank>] [INFER]; the UE of the lieu names each in `equipment`."""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +13,12 @@ import pytest
 
 from bridge.csd.writer import device_bytes
 from bridge.errors import MappingTableError
-from bridge.model import Directory, FhirQuery, QueryPlan, SearchResult
+from bridge.model import CsdDocument, Directory, FhirQuery, QueryPlan, SearchResult
 from bridge.shipped import shipped_dir
 from bridge.translate import Mappings, from_fhir_results, load_mappings
+from bridge.translate.access_profiles import filter_document, restrict_document
 from bridge.translate.findings import Finding
+from bridge.translate.select import named_devices
 from tests.translate.conftest import NOW
 
 SD = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/"
@@ -27,45 +29,17 @@ R354 = (
 )
 
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "device.yaml"
-SCHEME = """
-  equipement:
-    prefix: "urn:ror:equipement:"
-    systems: ["any"]
-    note: an équipement of a lieu (test copy).
-"""
-UNIT_RULE = """  - id: equipment
-    target: extension
-    source: location.reference
-    transform: lieu_equipment
-    extension:
-      profile: equipment
-    note: the lieu's équipements (test copy).
-
-"""
-
-
 def _mappings(tmp_path: Path, each: str | None = None, *, drop_each: bool = False) -> Mappings:
-    """A copy of the shipped tables with the device table (tests/translate/fixtures/device.yaml, not shipped
-    yet), the identities.yaml scheme `equipement` and the unit table's `equipment` rule; `each` / `drop_each`
-    edit the device table's `each`."""
+    """The shipped tables; with `each` / `drop_each`, a copy whose device table's `each` is edited."""
+    if each is None and not drop_each:
+        return load_mappings(shipped_dir("mappings"))
     target = tmp_path / "mappings"
     shutil.copytree(shipped_dir("mappings"), target)
-    text = FIXTURE.read_text(encoding="utf-8")
+    path = target / "entities" / "device.yaml"
+    text = path.read_text(encoding="utf-8")
     line = "each: " + text.split("each: ", 1)[1].split("\n", 1)[0] + "\n"
-    if drop_each:
-        text = text.replace(line, "")
-    elif each is not None:
-        text = text.replace(line, f"each: {each}\n")
-    (target / "entities" / "device.yaml").write_text(text, encoding="utf-8")
-    identities = target / "identities.yaml"
-    identities.write_text(
-        identities.read_text(encoding="utf-8").replace("schemes:\n", "schemes:" + SCHEME, 1), encoding="utf-8"
-    )
-    unit = target / "entities" / "unit.yaml"
-    unit_text = unit.read_text(encoding="utf-8")
-    assert "  - id: reception-type\n" in unit_text
-    unit.write_text(unit_text.replace("  - id: reception-type\n", UNIT_RULE + "  - id: reception-type\n", 1))
+    text = text.replace(line, "" if drop_each else f"each: {each}\n")
+    path.write_text(text, encoding="utf-8")
     return load_mappings(target)
 
 
@@ -122,9 +96,8 @@ def test_one_device_per_equipment_of_the_lieu(tmp_path: Path) -> None:
     assert 'code="041"' in written
 
 
-def test_the_unit_names_the_devices_of_its_lieu(tmp_path: Path) -> None:
-    mappings = _mappings(tmp_path)
-    location = lieu(equipment("041", 2), equipment("030", 1), equipment("041", None))
+def _unit_and_lieu(mappings: Mappings, location: dict[str, Any]) -> CsdDocument:
+    """An offer given at the lieu, mapped as its UE with the lieu's devices."""
     offer = {
         "resourceType": "HealthcareService",
         "id": "hs1",
@@ -138,7 +111,13 @@ def test_the_unit_names_the_devices_of_its_lieu(tmp_path: Path) -> None:
     result.matches.append(offer)
     result.includes.append(location)
     plan = QueryPlan("urn:test", (query,), frozenset({Directory.FACILITY, Directory.DEVICE}))
-    document = from_fhir_results(mappings, plan, [result], now=NOW)
+    return from_fhir_results(mappings, plan, [result], now=NOW)
+
+
+def test_the_unit_names_the_devices_of_its_lieu(tmp_path: Path) -> None:
+    mappings = _mappings(tmp_path)
+    location = lieu(equipment("041", 2), equipment("030", 1), equipment("041", None))
+    document = _unit_and_lieu(mappings, location)
     devices = [d.entity_id for d in document.devices]
     (unit,) = document.facilities
     named = [
@@ -170,3 +149,22 @@ def test_each_must_be_a_path(tmp_path: Path) -> None:
 def test_part_entity_id_needs_each(tmp_path: Path) -> None:
     with pytest.raises(MappingTableError, match="needs `each`"):
         _mappings(tmp_path, each=None, drop_each=True)
+
+
+def test_the_devices_follow_what_the_units_show(tmp_path: Path) -> None:
+    """named_devices (every stored function's answer, after paging, filters and access profile): a device
+    no UE of the answer names is left out; profile 0 removes the UEs' equipment (filtre_profil0), so the
+    devices."""
+    mappings = _mappings(tmp_path)
+    document = _unit_and_lieu(mappings, lieu(equipment("041", 2), equipment("030", 1)))
+    assert named_devices(document) is document  # every device named: unchanged
+    assert len(document.devices) == 2
+    public = named_devices(filter_document(mappings.access, 0, document))
+    assert public.facilities
+    assert not public.devices
+    unfiltered = named_devices(filter_document(mappings.access, None, document))
+    assert [d.entity_id for d in unfiltered.devices] == [d.entity_id for d in document.devices]
+    without_units = named_devices(replace(document, facilities=[]))
+    assert without_units.devices == []  # a UE paged or filtered out takes its lieu's devices along
+    restricted = named_devices(restrict_document(mappings.access, document))
+    assert restricted.devices == []  # the restricted reading (RG_ALIM_015) removes the UE's equipment

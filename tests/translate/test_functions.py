@@ -104,7 +104,7 @@ def test_facility_search_sends_what_location_search_answers(mappings: Mappings) 
         ("_lastUpdated", "ge2024-01-02T03:04:05Z"),
     ]
     assert ("_revinclude", "HealthcareService:location") in query_plan.queries[0].params
-    assert query_plan.directories == frozenset({Directory.FACILITY})
+    assert query_plan.directories == frozenset({Directory.FACILITY, Directory.DEVICE})
 
 
 def test_organization_search_by_name_and_entity_id(mappings: Mappings) -> None:

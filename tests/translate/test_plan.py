@@ -30,7 +30,9 @@ def request(urn: str | None = URN, **params: object) -> CsdRequest:
 def queries(mappings: Mappings, req: CsdRequest) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
     plan = to_fhir_plan(mappings, req)
     assert plan.function == URN
-    assert plan.directories == frozenset({Directory.ORGANIZATION, Directory.SERVICE, Directory.FACILITY})
+    assert plan.directories == frozenset(
+        {Directory.ORGANIZATION, Directory.SERVICE, Directory.FACILITY, Directory.DEVICE}
+    )
     return [(q.resource_type, q.params) for q in plan.queries]
 
 

@@ -49,14 +49,24 @@ def test_broken_table_error_names_table_rule_and_path(case: str, tmp_path: Path)
 
 
 def test_shipped_tables_load(mappings: Mappings) -> None:
-    assert set(mappings.entities) == {"organization", "internal-organization", "unit", "service", "provider"}
+    assert set(mappings.entities) == {
+        "organization",
+        "internal-organization",
+        "unit",
+        "service",
+        "provider",
+        "device",
+    }
     kinds = {name: (t.kind.name, t.resource, t.select) for name, t in mappings.entities.items()}
     assert kinds["organization"] == ("organization", "Organization", "establishment")
     assert kinds["internal-organization"] == ("facility", "Organization", "internal-organization")
     assert kinds["unit"] == ("facility", "HealthcareService", None)
     assert kinds["service"] == ("service", "HealthcareService", None)
+    assert kinds["device"] == ("device", "Location", None)
     spec = mappings.function("urn:ror:csd:stored-function:internal-organization")
-    assert spec.directories == frozenset({Directory.ORGANIZATION, Directory.SERVICE, Directory.FACILITY})
+    assert spec.directories == frozenset(
+        {Directory.ORGANIZATION, Directory.SERVICE, Directory.FACILITY, Directory.DEVICE}
+    )
     assert mappings.timezone.key == "Europe/Paris"
 
 

@@ -241,6 +241,7 @@ def test_unit_typed_elements_cover_the_v24_classes(mappings: Mappings) -> None:
         "patientsType",
         "residentialCapactity",
         "resourcesSkills",
+        "equipment",  # the lieu's IRM (ror-location-equipment), named as its csd:device
         "receptionType",
         "takingCareSpeciality",
         "facilityType",
