@@ -15,7 +15,7 @@ from bridge.errors import MappingError
 from bridge.model import CodedType, Directory, Extension, ExtensionNode, Resource
 from bridge.translate.codes import CodeTable
 from bridge.translate.findings import Finding, Findings
-from bridge.translate.paths import SourcePath, _matches, _scalar
+from bridge.translate.paths import SourcePath, Step, _matches, _scalar
 from bridge.translate.tables import EntityTable, ExtensionSpec, Mappings, Rule
 from bridge.translate.transforms import (
     SELECTORS,
@@ -30,8 +30,9 @@ from bridge.translate.transforms import (
 Selector = Callable[[Any], list[Any]]
 # Appends what the rest of a path reaches from one node (one step of a compiled path).
 _Walker = Callable[[Any, list[Any]], None]
-# A record's values while its rules run, by slot (the table's targets, in its kind's order); None: no value.
-Values = list[list[Any] | None]
+# A record's values while its rules run, by slot (the table's targets, in its kind's order; None: no value),
+# then the resource's groups (`Groups`), each worked out when a rule first asks.
+Values = list[Any]
 # One rule bound to an answer's context: (what its source reads, the resource, the values) → None.
 Runner = Callable[[Any, Resource, Values], None]
 # A table bound to an answer's context: (what the sources read, the resource) → the values of its record.
@@ -52,6 +53,8 @@ REFERENCES = frozenset(
 )
 # Extension records made of the same code by the same rule are shared (immutable): bounded per rule.
 MAX_SHARED_EXTENSIONS = 4096
+# Rules sharing a filtered step that make it grouped once per resource (Grouped).
+MIN_GROUPED = 2
 # Compiled tables kept (by id of the table, the table kept alive so that its id is not reused); beyond, the
 # cache starts again (a process loads its tables once; tests load many).
 MAX_COMPILED = 512
@@ -178,6 +181,82 @@ def _step(field: str, filters: tuple[tuple[str, str], ...], then: _Walker | None
     return inner_filtered
 
 
+@dataclass(frozen=True, slots=True)
+class Grouped:
+    """A source path whose first filter several rules of a table share, but for its value:
+    `extension[url=…].valueCodeableConcept`, `characteristic.coding[system=…]`. The values of the filtered
+    step are grouped by the filter's key once per resource (`group`, kept in `Values` at `place`); each rule
+    then takes its value's group and walks the rest of its path (`rest`; None: the group is the result)."""
+
+    place: int
+    group: Callable[[Any], dict[str, list[Any]]]
+    wanted: str
+    rest: _Walker | None
+
+    def select(self, read: Any, values: Values) -> list[Any]:
+        groups = values[self.place]
+        if groups is None:
+            groups = values[self.place] = self.group(read)
+        found = groups.get(self.wanted)
+        if found is None:
+            return []
+        rest = self.rest
+        if rest is None:
+            return list(found)
+        out: list[Any] = []
+        for node in found:
+            rest(node, out)
+        return out
+
+
+# (the fields up to the filtered step, the filter's key): what rules sharing a grouping have in common
+_GroupKey = tuple[tuple[str, ...], str]
+
+
+def _group_key(path: SourcePath) -> tuple[_GroupKey, str, tuple[Step, ...]] | None:
+    """The grouping a path's first filtered step allows (one filter, no filter before it), its value and the
+    steps after it; None: none."""
+    for n, step in enumerate(path.steps):
+        if step.filters:
+            if len(step.filters) != 1:
+                return None
+            ((key, wanted),) = step.filters
+            return (tuple(s.field for s in path.steps[: n + 1]), key), wanted, path.steps[n + 1 :]
+    return None
+
+
+def _grouper(fields: tuple[str, ...], key: str) -> Callable[[Any], dict[str, list[Any]]]:
+    """The values the unfiltered `fields` path reaches, by their `key` as a filter compares it (a str as it
+    is, a number or boolean as text; others never match), each group in document order."""
+    reach = compile_path(SourcePath(".".join(fields), tuple(Step(f) for f in fields)))
+
+    def group(read: Any) -> dict[str, list[Any]]:
+        groups: dict[str, list[Any]] = {}
+        for node in reach(read):
+            if not isinstance(node, dict):
+                continue
+            found = node.get(key)
+            if found.__class__ is not str:
+                found = _scalar(found)
+                if found is None:
+                    continue
+            known = groups.get(found)
+            if known is None:
+                groups[found] = [node]
+            else:
+                known.append(node)
+        return groups
+
+    return group
+
+
+def _rest(steps: tuple[Step, ...]) -> _Walker | None:
+    walk: _Walker | None = None
+    for step in reversed(steps):
+        walk = _step(step.field, step.filters, walk)
+    return walk
+
+
 # --------------------------------------------------------------------------------------------------
 # Rules
 
@@ -230,6 +309,7 @@ class CompiledRule:
     slot: int
     select: Selector | None
     wrap: Callable[[Value], Extension] | None
+    grouped: Grouped | None = None  # instead of `select`: the rule's path through its table's grouping
 
     def bind(self, table: EntityTable, ctx: Context) -> Runner:
         """The rule as one function of an answer (its context bound): runs the transform on what the source
@@ -237,6 +317,8 @@ class CompiledRule:
         when its target has values) and adds what it produced to the target's values."""
         rule, slot, select, wrap = self.rule, self.slot, self.select, self.wrap
         func, fallback = rule.transform.func, rule.fallback
+        if self.grouped is not None:
+            return self._bind_grouped(table, ctx, self.grouped)
         if select is None:
             if rule.transform.source:
                 return _skip  # nothing selected: never runs (the loader requires a source for those)
@@ -273,6 +355,28 @@ class CompiledRule:
                 values[slot] = made if known is None else known + made
 
         return run_selected
+
+    def _bind_grouped(self, table: EntityTable, ctx: Context, grouped: Grouped) -> Runner:
+        rule, slot, wrap = self.rule, self.slot, self.wrap
+        func, fallback, needs_source = rule.transform.func, rule.fallback, rule.transform.source
+        source = grouped.select
+
+        def run_grouped(read: Any, resource: Resource, values: Values) -> None:
+            if fallback and values[slot]:
+                return
+            selected = source(read, values)
+            if needs_source and not selected:
+                return
+            try:
+                produced = func(selected, resource, ctx)
+            except TransformError as error:
+                raise rule_error(table, rule, resource, str(error)) from error
+            if produced:
+                made: list[Any] = produced if wrap is None else [wrap(v) for v in produced]
+                known = values[slot]
+                values[slot] = made if known is None else known + made
+
+        return run_grouped
 
 
 def _skip(read: Any, resource: Resource, values: Values) -> None:
@@ -377,6 +481,7 @@ class CompiledTable:
 
     table: EntityTable
     size: int  # slots: the kind's targets (and any other target a rule names)
+    places: int  # the slots, then one place per grouping (Grouped)
     rules: tuple[CompiledRule, ...]
     # what the reference rules (their transform in REFERENCES, with a source) select: the referenced resources
     references: tuple[Selector, ...]
@@ -389,7 +494,7 @@ class CompiledTable:
         """The table as one function of an answer: `contexts` keeps the base context with each code table,
         made once per answer (not once per rule and resource)."""
         runners = tuple(r.bind(self.table, _with_codes(r.rule.codes, base, contexts)) for r in self.rules)
-        size = self.size
+        size = self.places
 
         def apply(read: Any, resource: Resource) -> Values:
             values: Values = [None] * size
@@ -436,12 +541,32 @@ def _compile(table: EntityTable) -> CompiledTable:
             known = paths[path.text] = compile_path(path)
         return known
 
+    size = len(slots)
+    # groupings shared by several rules: each gets a place in Values after the slots
+    keys = [_group_key(r.source) for r in table.rules if r.source is not None]
+    counts: dict[_GroupKey, int] = {}
+    for found in keys:
+        if found is not None:
+            counts[found[0]] = counts.get(found[0], 0) + 1
+    places: dict[_GroupKey, tuple[int, Callable[[Any], dict[str, list[Any]]]]] = {}
+    for group_key, count in counts.items():
+        if count >= MIN_GROUPED:
+            places[group_key] = (size + len(places), _grouper(*group_key))
+
+    def grouped(path: SourcePath) -> Grouped | None:
+        found = _group_key(path)
+        if found is None or found[0] not in places:
+            return None
+        place, group = places[found[0]]
+        return Grouped(place, group, found[1], _rest(found[2]))
+
     rules = tuple(
         CompiledRule(
             rule,
             slots[rule.target],
             selector(rule.source) if rule.source is not None else None,
             _wrapper(rule.extension) if rule.extension is not None else None,
+            grouped(rule.source) if rule.source is not None else None,
         )
         for rule in table.rules
     )
@@ -451,7 +576,8 @@ def _compile(table: EntityTable) -> CompiledTable:
     id_rule = next((r for r in table.rules if r.target == "@entityID" and r.source is not None), None)
     return CompiledTable(
         table=table,
-        size=len(slots),
+        size=size,
+        places=size + len(places),
         rules=rules,
         references=references,
         each=selector(table.each) if table.each is not None else None,
