@@ -147,12 +147,13 @@ def _context(mappings: Mappings, index: dict[str, Any]) -> Context:
 def test_the_shipped_tables_compiled_give_the_interpreted_values(mappings: Mappings) -> None:
     dataset = generate_dataset(40, 3)
     index = {f"{r['resourceType']}/{r['id']}": r for r in dataset}
-    by_type = tables_by_type(mappings, {t.kind.directory for t in mappings.entities.values()})
+    directories = frozenset(t.kind.directory for t in mappings.entities.values())
+    by_type = tables_by_type(mappings, directories)
     compiled_ctx, interpreted_ctx = _context(mappings, index), _context(mappings, index)
     checked: set[str] = set()
     for resource in dataset:
         tables = tables_of(by_type, resource)
-        expected = mappings.entities_for(resource, {t.kind.directory for t in mappings.entities.values()})
+        expected = mappings.entities_for(resource, directories)
         assert [t.table for t in tables] == expected
         for compiled in tables:
             values = compiled.bind(compiled_ctx, {})(resource, resource)
@@ -197,7 +198,11 @@ def test_a_value_of_the_wrong_type_is_a_mapping_error_naming_the_target(mappings
 
 
 def test_a_lieu_worked_out_once_still_reports_each_time(mappings: Mappings) -> None:
-    good = {"resourceType": "Location", "id": "L1", "meta": {"lastUpdated": "2024-05-02T10:00:00+02:00"}}
+    good: dict[str, Any] = {
+        "resourceType": "Location",
+        "id": "L1",
+        "meta": {"lastUpdated": "2024-05-02T10:00:00+02:00"},
+    }
     good["extension"] = [
         {
             "url": "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/ror-commune-cog",
