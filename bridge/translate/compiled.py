@@ -293,7 +293,12 @@ def _wrapper(spec: ExtensionSpec) -> Callable[[Value], Extension]:
                 shared[value] = made
             return made
         if isinstance(value, ExtensionNode):
-            node = ExtensionNode(element, value.text, value.attributes, value.children)
+            # named as the rule's element already (a typed element's transform names it): the node itself
+            node = (
+                value
+                if value.name == element
+                else ExtensionNode(element, value.text, value.attributes, value.children)
+            )
         else:
             node = ExtensionNode(element, text=str(value))
         return Extension(type=kind, urn=urn, content=node, profile=typed)

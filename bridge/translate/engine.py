@@ -69,6 +69,11 @@ class _Tables:
             self._tables[id(resource)] = tables
         return tables
 
+    def maps_type(self, resource: Resource) -> bool:
+        """A resource of a type some table of the plan's directories maps (whatever their `select`)."""
+        resource_type = resource.get("resourceType")
+        return isinstance(resource_type, str) and resource_type in self._by_type
+
     def references(self, resource: Resource) -> list[str]:
         keys = self._references.get(id(resource))
         if keys is None:
@@ -228,7 +233,7 @@ def _select(
                 if target is None:
                     continue
                 tables = tables_of.of(target)
-                if not tables and _passes_through(mappings, plan, target):
+                if not tables and tables_of.maps_type(target):
                     # excluded by its tables' `select` (a v3 UE organisation): not written, but what it
                     # references (its parent) joins as if the referrer referenced it
                     queue.extendleft(
@@ -253,16 +258,6 @@ def _select(
         reverse = waiting
         if not queue:
             return selected
-
-
-def _passes_through(mappings: Mappings, plan: QueryPlan, resource: Resource) -> bool:
-    """A resource of a type some table of the plan's directories maps, which every such table's `select`
-    excludes."""
-    resource_type = resource.get("resourceType")
-    return any(
-        t.resource == resource_type and t.kind.directory in plan.directories
-        for t in mappings.entities.values()
-    )
 
 
 def _references(mappings: Mappings, plan: QueryPlan, resource: Resource, *, every: bool = False) -> list[str]:

@@ -379,11 +379,18 @@ def coded_type(values: Sequence[Any], resource: Resource, ctx: Context) -> list[
         if crosswalked is not None:
             out.append(crosswalked)
             continue
-        if ctx.systems.oid(system) is None:
+        oid = ctx.systems.oid(system)
+        if oid is None:
             ctx.findings.add(Finding.SYSTEM_WITHOUT_OID, system)
         display = coding.get("display")
-        out.append(CodedType(code, ctx.systems.scheme(system), display if isinstance(display, str) else None))
+        out.append(_coded(code, oid or system, display if isinstance(display, str) else None))
     return out
+
+
+@lru_cache(maxsize=16384)
+def _coded(code: str, scheme: str, display: str | None) -> CodedType:
+    """A codedType (immutable: the same code of the same scheme and display is one object, remembered)."""
+    return CodedType(code, scheme, display)
 
 
 def organization_kind(resource: Resource) -> str:
@@ -784,6 +791,12 @@ SAVOIR_FAIRE_ELEMENTS: Mapping[str, str] = {
 }
 
 
+@lru_cache(maxsize=1024)
+def _savoir_faire_element(system: str) -> str | None:
+    """The credentialsExtension element of a savoir-faire nomenclature (its system), None: not one."""
+    return next((e for mark, e in SAVOIR_FAIRE_ELEMENTS.items() if mark in system), None)
+
+
 def savoir_faire(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
     """A situation's savoir-faire (PractitionerRole.specialty) → the profile's `credential`: codedType = the
     typeSavoirFaire (TRE_R04), number = the code of the savoir-faire (its first value, else its type)
@@ -799,7 +812,7 @@ def savoir_faire(values: Sequence[Any], resource: Resource, ctx: Context) -> lis
         coded = found[0] if found and isinstance(found[0], CodedType) else None
         if coded is None:
             continue
-        element = next((e for mark, e in SAVOIR_FAIRE_ELEMENTS.items() if mark in system), None)
+        element = _savoir_faire_element(system)
         if SAVOIR_FAIRE_TYPE_MARK in system and kind is None:
             kind = coded
         elif element is not None and element not in elements:
