@@ -824,10 +824,7 @@ def savoir_faire(values: Sequence[Any], resource: Resource, ctx: Context) -> lis
         if elements:
             ctx.findings.add(Finding.INCOMPLETE_TYPED_ELEMENT, "credential without typeSavoirFaire")
         return []
-    nodes = [
-        ExtensionNode(name, text=c.display, attributes=(("code", c.code), ("codingScheme", c.coding_scheme)))
-        for name, c in elements.items()
-    ]
+    nodes = [coded_element(name, c) for name, c in elements.items()]
     nodes.append(_record_node(resource, ctx))
     number = next(iter(elements.values()), kind).code
     extensions = tuple(Extension("credentialsExtension", profile.URN, node, profile=True) for node in nodes)
@@ -1048,7 +1045,13 @@ def _coded_node(name: str, value: Any, ctx: Context) -> ExtensionNode | None:
     found = coded_type([value], {}, plain(ctx))
     if not found or not isinstance(found[0], CodedType):
         return None
-    coded = found[0]
+    return coded_element(name, found[0])
+
+
+@lru_cache(maxsize=16384)
+def coded_element(name: str, coded: CodedType) -> ExtensionNode:
+    """A codedtype element (text = display, code and codingScheme attributes), remembered: immutable, and the
+    same codes recur across the entities of an answer."""
     return ExtensionNode(
         name, text=coded.display, attributes=(("code", coded.code), ("codingScheme", coded.coding_scheme))
     )
@@ -1604,8 +1607,7 @@ def offer_resource_skills(values: Sequence[Any], resource: Resource, ctx: Contex
             made = coded_type([coding], resource, uncoded) if name else []
         for coded in made:
             assert isinstance(coded, CodedType)  # crosswalk and coded_type give CodedType values
-            attributes = (("code", coded.code), ("codingScheme", coded.coding_scheme))
-            parts[name].append(ExtensionNode(name, text=coded.display, attributes=attributes))
+            parts[name].append(coded_element(name, coded))
     children = [node for nodes in parts.values() for node in nodes]
     if not children:
         return []
