@@ -226,3 +226,10 @@ def test_a_lieu_worked_out_once_still_reports_each_time(mappings: Mappings) -> N
     for _ in range(3):
         assert lieu_location(["Location/L2"], {}, ctx) == []
     assert mappings.findings.count(Finding.INCOMPLETE_TYPED_ELEMENT) == before + 3
+
+
+def test_the_tables_are_compiled_when_loaded(mappings: Mappings) -> None:
+    from bridge.translate.compiled import _COMPILED
+
+    for table in mappings.entities.values():
+        assert _COMPILED[id(table)][0] is table
