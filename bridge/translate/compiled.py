@@ -57,7 +57,7 @@ MAX_SHARED_EXTENSIONS = 4096
 MIN_GROUPED = 2
 # Compiled tables kept (by id of the table, the table kept alive so that its id is not reused); beyond, the
 # cache starts again (a process loads its tables once; tests load many).
-MAX_COMPILED = 512
+MAX_COMPILED = 64
 
 
 # --------------------------------------------------------------------------------------------------
@@ -594,16 +594,18 @@ def _compile(table: EntityTable) -> CompiledTable:
 
 # Resource type → the compiled tables of that type mapping into some directories, in the tables' order.
 TablesByType = dict[str, tuple[CompiledTable, ...]]
-_BY_TYPE: dict[tuple[int, frozenset[Directory]], tuple[Mappings, TablesByType]] = {}
+# By (id of the tables' mapping, directories): the mapping kept alive so that its id is not reused. A copy of
+# Mappings with other findings (pipeline/workers.py) shares its tables: the same entry.
+_BY_TYPE: dict[tuple[int, frozenset[Directory]], tuple[Mapping[str, EntityTable], TablesByType]] = {}
 
 
 def tables_by_type(mappings: Mappings, directories: Collection[Directory]) -> TablesByType:
     """Every table mapping into one of `directories`, compiled, by resource type (once per tables and
     directories)."""
     wanted = frozenset(directories)
-    key = (id(mappings), wanted)
+    key = (id(mappings.entities), wanted)
     known = _BY_TYPE.get(key)
-    if known is not None and known[0] is mappings:
+    if known is not None and known[0] is mappings.entities:
         return known[1]
     found: dict[str, list[CompiledTable]] = {}
     for table in mappings.entities.values():
@@ -612,7 +614,7 @@ def tables_by_type(mappings: Mappings, directories: Collection[Directory]) -> Ta
     by_type = {resource_type: tuple(tables) for resource_type, tables in found.items()}
     if len(_BY_TYPE) >= MAX_COMPILED:
         _BY_TYPE.clear()
-    _BY_TYPE[key] = (mappings, by_type)
+    _BY_TYPE[key] = (mappings.entities, by_type)
     return by_type
 
 
