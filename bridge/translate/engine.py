@@ -7,21 +7,17 @@ organisation, lieu); facilities and providers read the offers and practitioners 
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from bridge import gc_control
-from bridge.errors import MappingError
 from bridge.model import (
-    CodedType,
     CsdDocument,
     Device,
     Directory,
-    Extension,
-    ExtensionNode,
     Facility,
     Organization,
     Provider,
@@ -31,73 +27,65 @@ from bridge.model import (
     SearchResult,
     Service,
 )
+from bridge.translate.compiled import (
+    Apply,
+    CompiledTable,
+    Values,
+    compile_table,
+    reference_keys,
+    resource_key,
+    tables_by_type,
+    tables_of,
+)
 from bridge.translate.findings import Finding
-from bridge.translate.tables import EntityKind, EntityTable, ExtensionSpec, Mappings, Rule
+from bridge.translate.tables import Mappings
 from bridge.translate.transforms import (
-    TRANSFORMS,
     Context,
     Part,
-    TransformError,
-    Value,
     offers_below,
     offers_by_location,
     reference_key,
 )
 
-# The transforms whose references bring the referenced resources into the answer (README "entities/"), by
-# their functions: compared by identity (a set of functions hashes by id), never by dataclass equality.
-_REFERENCES = frozenset(
-    TRANSFORMS[name].func
-    for name in (
-        "reference_entity_id",
-        "resolved_entity_id",
-        "parent_facility",
-        "lieu_location",
-        "lieu_address",
-        "provider_facilities",
-    )
-)
-# id(table) → (the table, kept alive so that its id is not reused; its reference rules with a source)
-_REFERENCE_RULES: dict[int, tuple[EntityTable, tuple[Rule, ...]]] = {}
-
-
-def _reference_rules(table: EntityTable) -> tuple[Rule, ...]:
-    """The table's rules whose transform brings what their source references into the answer (computed once
-    per table)."""
-    known = _REFERENCE_RULES.get(id(table))
-    if known is not None and known[0] is table:
-        return known[1]
-    rules = tuple(r for r in table.rules if r.transform.func in _REFERENCES and r.source is not None)
-    _REFERENCE_RULES[id(table)] = (table, rules)
-    return rules
-
 
 class _Tables:
-    """The tables mapping each resource into the plan's directories, and the references their reference rules
-    select, worked out once per resource of one answer (the selection asks several times for each)."""
+    """The compiled tables mapping each resource into the plan's directories, the references their reference
+    rules select, and each table bound to the answer's context, worked out once per resource (the selection
+    asks several times for each) or once per answer."""
 
-    __slots__ = ("_directories", "_mappings", "_references", "_tables")
+    __slots__ = ("_bound", "_by_type", "_references", "_tables")
 
     def __init__(self, mappings: Mappings, directories: frozenset[Directory]) -> None:
-        self._mappings = mappings
-        self._directories = directories
+        self._by_type = tables_by_type(mappings, directories)
         # id(resource) → ...: every resource asked about is held by the answer's index or results
-        self._tables: dict[int, list[EntityTable]] = {}
+        self._tables: dict[int, list[CompiledTable]] = {}
         self._references: dict[int, list[str]] = {}
+        self._bound: dict[int, Apply] = {}  # id(compiled table) → the table bound to the answer's context
 
-    def of(self, resource: Resource) -> list[EntityTable]:
+    def of(self, resource: Resource) -> list[CompiledTable]:
         tables = self._tables.get(id(resource))
         if tables is None:
-            tables = self._mappings.entities_for(resource, self._directories)
+            tables = tables_of(self._by_type, resource)
             self._tables[id(resource)] = tables
         return tables
+
+    def maps_type(self, resource: Resource) -> bool:
+        """A resource of a type some table of the plan's directories maps (whatever their `select`)."""
+        resource_type = resource.get("resourceType")
+        return isinstance(resource_type, str) and resource_type in self._by_type
 
     def references(self, resource: Resource) -> list[str]:
         keys = self._references.get(id(resource))
         if keys is None:
-            keys = _reference_keys(self.of(resource), resource)
+            keys = reference_keys(self.of(resource), resource)
             self._references[id(resource)] = keys
         return keys
+
+    def bound(self, table: CompiledTable, base: Context, contexts: dict[int, Context]) -> Apply:
+        apply = self._bound.get(id(table))
+        if apply is None:
+            apply = self._bound[id(table)] = table.bind(base, contexts)
+        return apply
 
 
 def from_fhir_results(
@@ -167,29 +155,31 @@ def _document(
     }
     providers: dict[str, Provider] = {}
     devices: dict[str, Device] = {}
+    findings = mappings.findings
     for resource in chosen:
-        for table in tables_of.of(resource):
-            if table.each is not None:  # one record per part of the resource (a lieu's équipements)
-                for values in _apply_each(table, resource, base, contexts):
-                    device: Device = _build(table, values, mappings)
+        for compiled in tables_of.of(resource):
+            table = compiled.table
+            if compiled.each is not None:  # one record per part of the resource (a lieu's équipements)
+                for values in _apply_each(compiled, resource, base):
+                    device: Device = compiled.build(values, findings)
                     devices.setdefault(device.entity_id, device)
                 continue
-            values = _apply(table, resource, base, contexts)
-            built = _build(table, values, mappings)
-            if table.kind.directory is Directory.ORGANIZATION:
+            built = compiled.build(tables_of.bound(compiled, base, contexts)(resource, resource), findings)
+            directory = table.kind.directory
+            if directory is Directory.ORGANIZATION:
                 org: Organization = built
                 organizations.setdefault(org.entity_id, org)
-            elif table.kind.directory is Directory.SERVICE:
+            elif directory is Directory.SERVICE:
                 service: Service = built
                 services.setdefault(service.entity_id, service)
-            elif table.kind.directory is Directory.FACILITY:
+            elif directory is Directory.FACILITY:
                 facility: Facility = built
                 facilities.setdefault(facility.entity_id, facility)
                 facility_order.setdefault(
                     facility.entity_id,
                     (rank[table.resource], _chain_depth(resource, index), facility.entity_id),
                 )
-            elif table.kind.directory is Directory.PROVIDER:
+            elif directory is Directory.PROVIDER:
                 provider: Provider | None = built
                 if provider is not None:
                     known = providers.get(provider.entity_id)
@@ -204,11 +194,7 @@ def _document(
     )
 
 
-def _key(resource: Resource) -> str | None:
-    resource_type, logical_id = resource.get("resourceType"), resource.get("id")
-    if isinstance(resource_type, str) and isinstance(logical_id, str) and resource_type and logical_id:
-        return f"{resource_type}/{logical_id}"
-    return None
+_key = resource_key
 
 
 def _select(
@@ -247,7 +233,7 @@ def _select(
                 if target is None:
                     continue
                 tables = tables_of.of(target)
-                if not tables and _passes_through(mappings, plan, target):
+                if not tables and tables_of.maps_type(target):
                     # excluded by its tables' `select` (a v3 UE organisation): not written, but what it
                     # references (its parent) joins as if the referrer referenced it
                     queue.extendleft(
@@ -255,7 +241,8 @@ def _select(
                     )
                     continue
                 if not tables or (
-                    target_key not in match_keys and all(t.kind.directory is plan.result for t in tables)
+                    target_key not in match_keys
+                    and all(t.table.kind.directory is plan.result for t in tables)
                 ):
                     continue
                 queue.append(target)
@@ -273,16 +260,6 @@ def _select(
             return selected
 
 
-def _passes_through(mappings: Mappings, plan: QueryPlan, resource: Resource) -> bool:
-    """A resource of a type some table of the plan's directories maps, which every such table's `select`
-    excludes."""
-    resource_type = resource.get("resourceType")
-    return any(
-        t.resource == resource_type and t.kind.directory in plan.directories
-        for t in mappings.entities.values()
-    )
-
-
 def _references(mappings: Mappings, plan: QueryPlan, resource: Resource, *, every: bool = False) -> list[str]:
     """`Type/id` of what the resource's reference rules point at (`every`: of every table of its type in the
     plan's directories, whatever their `select`)."""
@@ -295,169 +272,30 @@ def _references(mappings: Mappings, plan: QueryPlan, resource: Resource, *, ever
         ]
     else:
         tables = mappings.entities_for(resource, plan.directories)
-    return _reference_keys(tables, resource)
+    return reference_keys([compile_table(t) for t in tables], resource)
 
 
-def _reference_keys(tables: Sequence[EntityTable], resource: Resource) -> list[str]:
-    keys: list[str] = []
-    for table in tables:
-        for rule in _reference_rules(table):
-            assert rule.source is not None  # _reference_rules keeps the rules with a source
-            for reference in rule.source.select(resource):
-                key = reference_key(reference) if isinstance(reference, str) else None
-                if key is not None:
-                    keys.append(key)
-    return keys
-
-
-def _apply_each(
-    table: EntityTable, resource: Resource, base: Context, contexts: dict[int, Context]
-) -> list[dict[str, list[Any]]]:
+def _apply_each(compiled: CompiledTable, resource: Resource, base: Context) -> list[Values]:
     """The values of each record an `each` table makes of one resource: its rules applied to each part (JSON
     object) `each` selects, in order, the part in the context (Context.part, with every part's key: what the
     `@entityID` rule's source selects in it)."""
-    assert table.each is not None
-    parts = [p for p in table.each.select(resource) if isinstance(p, dict)]
+    assert compiled.each is not None
+    parts = [p for p in compiled.each(resource) if isinstance(p, dict)]
     if not parts:
         return []
-    id_rule = next((r for r in table.rules if r.target == "@entityID" and r.source is not None), None)
-    keys = tuple(
-        tuple(str(v) for v in id_rule.source.select(p)) if id_rule and id_rule.source else () for p in parts
-    )
+    key_of = compiled.part_key
+    keys = tuple(tuple(str(v) for v in key_of(p)) if key_of is not None else () for p in parts)
     out = []
     for position, part in enumerate(parts):
-        if id_rule is not None and not keys[position]:
+        if key_of is not None and not keys[position]:
             # no key, no entityID (an équipement without type): reported, not written
-            base.findings.add(Finding.PART_WITHOUT_KEY, f"{table.table} in {_key(resource)}")
+            base.findings.add(Finding.PART_WITHOUT_KEY, f"{compiled.table.table} in {_key(resource)}")
             continue
         context = replace(base, part=Part(part, position, keys))
-        # the code tables' contexts are per part too: each rule's context is made from this part's
-        out.append(_apply(table, resource, context, {}, part))
+        # the code tables' contexts are per part too: each rule's context is made from this part's; the
+        # rules' sources read the part, their transforms still get the resource
+        out.append(compiled.bind(context, {})(part, resource))
     return out
-
-
-def _apply(
-    table: EntityTable,
-    resource: Resource,
-    base: Context,
-    contexts: dict[int, Context],
-    part: Resource | None = None,
-) -> dict[str, list[Any]]:
-    """Every rule of the table, in order: target name → the values it collected. `contexts` keeps the base
-    context with each rule's code table, made once per answer (not once per rule and resource). With `part`
-    (an `each` table), the rules' sources read the part; their transforms still get the resource."""
-    values: dict[str, list[Any]] = defaultdict(list)
-    read = resource if part is None else part
-    for rule in table.rules:
-        if rule.fallback and values[rule.target]:
-            continue
-        selected = rule.source.select(read) if rule.source is not None else []
-        if rule.transform.source and not selected:
-            continue
-        context = base
-        if rule.codes is not None:
-            context = contexts.get(id(rule.codes)) or contexts.setdefault(
-                id(rule.codes), replace(base, codes=rule.codes)
-            )
-        try:
-            produced = rule.transform.func(selected, resource, context)
-        except TransformError as error:
-            raise _error(table, rule, resource, str(error)) from error
-        if rule.extension is not None:
-            spec = rule.extension
-            values[rule.target].extend(_extension(spec, value) for value in produced)
-        else:
-            values[rule.target].extend(produced)
-    return values
-
-
-def _extension(spec: ExtensionSpec, value: Value) -> Extension:
-    if isinstance(value, ExtensionNode):  # a `tree`: the top node takes the rule's element name
-        node = ExtensionNode(spec.element, value.text, value.attributes, value.children)
-    elif isinstance(value, CodedType):
-        attributes = (("code", value.code), ("codingScheme", value.coding_scheme))
-        node = ExtensionNode(spec.element, text=value.display, attributes=attributes)
-    else:
-        node = ExtensionNode(spec.element, text=str(value))
-    return Extension(type=spec.type, urn=spec.urn, content=node, profile=spec.profile)
-
-
-def _error(table: EntityTable, rule: Rule, resource: Resource, problem: str) -> MappingError:
-    where = str(rule.source) if rule.source is not None else "(whole resource)"
-    return MappingError(
-        table.table, rule.id, where, f"{problem} (in {_key(resource) or 'a resource without id'})"
-    )
-
-
-def _first(table: EntityTable, values: dict[str, list[Any]], target: str, kind: type) -> Any:
-    found = values.get(target) or []
-    for value in found:
-        if not isinstance(value, kind):
-            rule = next(r.id for r in table.rules if r.target == target)
-            raise MappingError(
-                table.table, rule, target, f"expected {kind.__name__}, got {type(value).__name__}"
-            )
-    return found[0] if found else None
-
-
-def _all(values: dict[str, list[Any]], target: str, kind: type[Any]) -> tuple[Any, ...]:
-    return tuple(v for v in values.get(target, ()) if isinstance(v, kind))
-
-
-# Each kind's targets as the builder reads them: (target, record field, kept type, many, required).
-_PLANS: dict[str, tuple[tuple[str, str, type, bool, bool], ...]] = {}
-
-
-def _plan(kind: EntityKind) -> tuple[tuple[str, str, type, bool, bool], ...]:
-    plan = _PLANS.get(kind.name)
-    if plan is None:
-        plan = _PLANS[kind.name] = tuple(
-            # an extension rule's values are wrapped in Extension records (_extension)
-            (t.name, t.field, Extension if t.type is object else t.type, t.many, t.required)
-            for t in kind.targets.values()
-        )
-    return plan
-
-
-def _build(table: EntityTable, values: dict[str, list[Any]], mappings: Mappings) -> Any:
-    """The record of an entity (its kind's record type, fields from its targets: bridge/model.py
-    `ENTITY_SHAPES`); None (reported) for a provider whose Practitioner was not received: CSD demographic
-    is 1..1. A missing primaryName is reported and written empty; a missing codedType is an error.
-    Single-valued targets take the first value, multi-valued ones every value of their type."""
-    kind = table.kind
-    if "demographic" in kind.targets and not values.get("demographic"):
-        mappings.findings.add(Finding.MISSING_DEMOGRAPHIC, _first(table, values, "@entityID", str))
-        return None
-    fields: dict[str, Any] = {}
-    for name, field, kept, many, required in _plan(kind):
-        found = values.get(name)
-        if found:
-            if many:
-                value = tuple(v for v in found if isinstance(v, kept))
-            else:
-                value = _first(table, values, name, kept)
-            if value or not many:
-                fields[field] = value
-                continue
-        elif not required:
-            continue  # the record's default: None or ()
-        if name == "codedType":
-            # codedType is 1..* (CSD 2014; exactly one for a service); the shipped tables end with a
-            # default_code / kind fallback.
-            entity_id = _first(table, values, "@entityID", str)
-            raise _no_coded_type(table, f"no codedType for {kind.name} {entity_id}")
-        if name == "primaryName":
-            mappings.findings.add(Finding.MISSING_NAME, _first(table, values, "@entityID", str))
-            fields[field] = ""
-        else:
-            fields[field] = () if many else None
-    return kind.shape.record(**fields)
-
-
-def _no_coded_type(table: EntityTable, problem: str) -> MappingError:
-    """The error of an entity left without the codedType CSD requires, naming the table's codedType rule."""
-    rule = next(r for r in table.rules if r.target == "codedType")
-    return MappingError(table.table, rule.id, str(rule.source or "(whole resource)"), problem)
 
 
 def _merged(first: Provider, other: Provider) -> Provider:

@@ -39,6 +39,12 @@ class Findings:
         self._lock = threading.Lock()
         self._counts: Counter[tuple[Finding, str]] = Counter()
         self._details: Counter[Finding] = Counter()  # distinct details per finding
+        self._added = 0  # every add, whatever its finding: what a memo checks a computation reported nothing
+
+    @property
+    def added(self) -> int:
+        """How many times `add` was called (any finding, any thread) since this object was made."""
+        return self._added
 
     def add(self, finding: Finding, detail: str, times: int = 1) -> None:
         with self._lock:
@@ -48,6 +54,7 @@ class Findings:
             if first:
                 self._details[finding] += 1
             self._counts[(finding, detail)] += times
+            self._added += 1
         if first:
             log.info("%s: %s", finding.value, detail, extra={"event": finding.name})
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, tzinfo
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from bridge import profile
 from bridge.errors import TransformError as TransformError  # raised here; importers keep this path
@@ -118,8 +118,9 @@ class Context:
     offers_under: Mapping[str, tuple[Resource, ...]] = field(default_factory=dict)
     # What a transform worked out for one resource of this answer, kept for the other rules and typed elements
     # asking again (the record of a resource is written once per contact point): (name, id(resource)) →
-    # (the resource, kept to check the id still names it; the value). Shared by the `replace`d contexts.
-    memo: dict[tuple[str, int], tuple[Resource, Any]] = field(default_factory=dict)
+    # (the resource, kept to check the id still names it; the value). Shared by the `replace`d contexts, which
+    # also keep there their copy without code table (`plain`, keyed by the context's id).
+    memo: dict[tuple[str, int], tuple[Any, Any]] = field(default_factory=dict)
     # The point of a distance search (QueryPlan.origin): lieu_location states the lieu's distance from it
     origin: tuple[float, float] | None = None
     # The part being mapped by an `each` table (EntityTable.each); None for a table of whole resources
@@ -257,6 +258,39 @@ def _derive(resource: Resource, ctx: Context) -> tuple[str, bool]:
     return made
 
 
+def plain(ctx: Context) -> Context:
+    """The context without its code table (a coded value that must not go through the rule's crosswalk), made
+    once per context of an answer."""
+    if ctx.codes is None:
+        return ctx
+    known = ctx.memo.get(("plain", id(ctx)))
+    if known is not None and known[0] is ctx:
+        made: Context = known[1]
+        return made
+    made = replace(ctx, codes=None)
+    ctx.memo[("plain", id(ctx))] = (ctx, made)
+    return made
+
+
+_T = TypeVar("_T")
+
+
+def once(name: str, owner: Resource, ctx: Context, make: Callable[[Resource, Context], _T]) -> _T:
+    """What `make(owner, ctx)` works out from `owner` alone (a lieu, an offer), once per resource of the
+    answer: every resource referencing it asks again. Kept only when it reported nothing (so a finding is
+    counted each time, as before) and outside an `each` part; `name` says what, and any code table it uses."""
+    key = (name, id(owner))
+    known = ctx.memo.get(key)
+    if known is not None and known[0] is owner:
+        found: _T = known[1]
+        return found
+    before = ctx.findings.added
+    made = make(owner, ctx)
+    if ctx.findings.added == before and ctx.part is None:
+        ctx.memo[key] = (owner, made)
+    return made
+
+
 @lru_cache(maxsize=65536)
 def reference_key(reference: str) -> str | None:
     """`Type/id` of a literal FHIR reference, relative or absolute, with or without `_history/…` (remembered:
@@ -345,11 +379,18 @@ def coded_type(values: Sequence[Any], resource: Resource, ctx: Context) -> list[
         if crosswalked is not None:
             out.append(crosswalked)
             continue
-        if ctx.systems.oid(system) is None:
+        oid = ctx.systems.oid(system)
+        if oid is None:
             ctx.findings.add(Finding.SYSTEM_WITHOUT_OID, system)
         display = coding.get("display")
-        out.append(CodedType(code, ctx.systems.scheme(system), display if isinstance(display, str) else None))
+        out.append(_coded(code, oid or system, display if isinstance(display, str) else None))
     return out
+
+
+@lru_cache(maxsize=16384)
+def _coded(code: str, scheme: str, display: str | None) -> CodedType:
+    """A codedType (immutable: the same code of the same scheme and display is one object, remembered)."""
+    return CodedType(code, scheme, display)
 
 
 def organization_kind(resource: Resource) -> str:
@@ -422,7 +463,7 @@ def contact_point(values: Sequence[Any], resource: Resource, ctx: Context) -> li
         if not isinstance(number, str) or not number:
             continue
         channel = _first_value(value, TELECOM_CHANNEL)
-        found = coded_type([channel], {}, replace(ctx, codes=None)) if isinstance(channel, dict) else []
+        found = coded_type([channel], {}, plain(ctx)) if isinstance(channel, dict) else []
         coded = found[0] if found and isinstance(found[0], CodedType) else None
         if coded is None:
             system = str(value.get("system"))
@@ -537,7 +578,7 @@ def crosswalk(values: Sequence[Any], resource: Resource, ctx: Context) -> list[V
             out.append(crosswalked)
             continue
         ctx.findings.add(Finding.CODE_WITHOUT_CROSSWALK, f"{ctx.codes.name}: {system}|{code}")
-        out.extend(coded_type([coding], resource, replace(ctx, codes=None)))
+        out.extend(coded_type([coding], resource, plain(ctx)))
     return out
 
 
@@ -606,7 +647,7 @@ def _tree(name: str, value: Any, ctx: Context) -> ExtensionNode:
         raise TransformError(f"cannot write a {type(value).__name__} in an extension")
     if isinstance(value.get("code"), str) and isinstance(value.get("system"), str) and "value" not in value:
         # a Coding (a Quantity also has code and system, but with a value: it stays an object)
-        coded = coded_type([value], {}, replace(ctx, codes=None))[0]
+        coded = coded_type([value], {}, plain(ctx))[0]
         assert isinstance(coded, CodedType)  # coded_type gives codedTypes only
         attributes = (("code", coded.code), ("codingScheme", coded.coding_scheme))
         return ExtensionNode(name, text=coded.display, attributes=attributes)
@@ -750,6 +791,12 @@ SAVOIR_FAIRE_ELEMENTS: Mapping[str, str] = {
 }
 
 
+@lru_cache(maxsize=1024)
+def _savoir_faire_element(system: str) -> str | None:
+    """The credentialsExtension element of a savoir-faire nomenclature (its system), None: not one."""
+    return next((e for mark, e in SAVOIR_FAIRE_ELEMENTS.items() if mark in system), None)
+
+
 def savoir_faire(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
     """A situation's savoir-faire (PractitionerRole.specialty) → the profile's `credential`: codedType = the
     typeSavoirFaire (TRE_R04), number = the code of the savoir-faire (its first value, else its type)
@@ -761,11 +808,11 @@ def savoir_faire(values: Sequence[Any], resource: Resource, ctx: Context) -> lis
     elements: dict[str, CodedType] = {}
     for coding in _codings(values):
         system = coding["system"]
-        found = coded_type([coding], resource, replace(ctx, codes=None))
+        found = coded_type([coding], resource, plain(ctx))
         coded = found[0] if found and isinstance(found[0], CodedType) else None
         if coded is None:
             continue
-        element = next((e for mark, e in SAVOIR_FAIRE_ELEMENTS.items() if mark in system), None)
+        element = _savoir_faire_element(system)
         if SAVOIR_FAIRE_TYPE_MARK in system and kind is None:
             kind = coded
         elif element is not None and element not in elements:
@@ -777,10 +824,7 @@ def savoir_faire(values: Sequence[Any], resource: Resource, ctx: Context) -> lis
         if elements:
             ctx.findings.add(Finding.INCOMPLETE_TYPED_ELEMENT, "credential without typeSavoirFaire")
         return []
-    nodes = [
-        ExtensionNode(name, text=c.display, attributes=(("code", c.code), ("codingScheme", c.coding_scheme)))
-        for name, c in elements.items()
-    ]
+    nodes = [coded_element(name, c) for name, c in elements.items()]
     nodes.append(_record_node(resource, ctx))
     number = next(iter(elements.values()), kind).code
     extensions = tuple(Extension("credentialsExtension", profile.URN, node, profile=True) for node in nodes)
@@ -836,19 +880,20 @@ def provider_facilities(values: Sequence[Any], resource: Resource, ctx: Context)
     profile's placement: the UE facility has the offer's entityID), holding the offer as `service` with its
     name and providing organisation. A role without offer received: none."""
     offers = _referenced(values, ctx)
-    return [
-        ProviderFacility(
-            derived_id(offer, ctx),
-            (
-                ProviderService(
-                    entity_id=derived_id(offer, ctx),
-                    names=tuple(n for n in [offer.get("name")] if isinstance(n, str) and n),
-                    organization_id=_establishment_id(offer, ctx),
-                ),
+    return [once("provider_facility", offer, ctx, _provider_facility) for offer in offers]
+
+
+def _provider_facility(offer: Resource, ctx: Context) -> ProviderFacility:
+    return ProviderFacility(
+        derived_id(offer, ctx),
+        (
+            ProviderService(
+                entity_id=derived_id(offer, ctx),
+                names=tuple(n for n in [offer.get("name")] if isinstance(n, str) and n),
+                organization_id=_establishment_id(offer, ctx),
             ),
-        )
-        for offer in offers
-    ]
+        ),
+    )
 
 
 def _establishment_id(offer: Resource, ctx: Context) -> str | None:
@@ -971,7 +1016,18 @@ TELECOM_CHANNEL = f"{_IG_SD}ror-telecom-communication-channel"
 
 
 def _record_node(resource: Resource, ctx: Context) -> ExtensionNode:
-    """The profile's `record` of a sub-element: the record of the resource that carries it."""
+    """The profile's `record` of a sub-element: the record of the resource that carries it (made once per
+    resource of the answer: every typed element of the resource repeats it)."""
+    known = ctx.memo.get(("record_node", id(resource)))
+    if known is not None and known[0] is resource:
+        node: ExtensionNode = known[1]
+        return node
+    node = _new_record_node(resource, ctx)
+    ctx.memo[("record_node", id(resource))] = (resource, node)
+    return node
+
+
+def _new_record_node(resource: Resource, ctx: Context) -> ExtensionNode:
     (made,) = record((), resource, ctx)
     assert isinstance(made, Record)  # record gives one Record
     attributes = (
@@ -986,10 +1042,16 @@ def _coded_node(name: str, value: Any, ctx: Context) -> ExtensionNode | None:
     """The first coding of a Coding / CodeableConcept as a codedtype element (codingScheme = the NOS OID)."""
     if not isinstance(value, dict):
         return None
-    found = coded_type([value], {}, ctx if ctx.codes is None else replace(ctx, codes=None))
+    found = coded_type([value], {}, plain(ctx))
     if not found or not isinstance(found[0], CodedType):
         return None
-    coded = found[0]
+    return coded_element(name, found[0])
+
+
+@lru_cache(maxsize=16384)
+def coded_element(name: str, coded: CodedType) -> ExtensionNode:
+    """A codedtype element (text = display, code and codingScheme attributes), remembered: immutable, and the
+    same codes recur across the entities of an answer."""
     return ExtensionNode(
         name, text=coded.display, attributes=(("code", coded.code), ("codingScheme", coded.coding_scheme))
     )
@@ -1373,7 +1435,7 @@ def subtree_activity_fields(values: Sequence[Any], resource: Resource, ctx: Cont
         ctx.findings.add(
             Finding.INCOMPLETE_TYPED_ELEMENT, "internal organisation without offer: typeActivity"
         )
-    return coded_type([codings[k] for k in sorted(codings)], resource, replace(ctx, codes=None))
+    return coded_type([codings[k] for k in sorted(codings)], resource, plain(ctx))
 
 
 def _age(value: Any) -> int | None:
@@ -1397,7 +1459,18 @@ def _patients_node(
     return ExtensionNode("patientsType", children=tuple(children))
 
 
-def _patient_parts(offer: Resource, ctx: Context) -> tuple[list[ExtensionNode], int | None, int | None]:
+_PatientParts = tuple[tuple[ExtensionNode, ...], int | None, int | None]
+
+
+def _patient_parts(offer: Resource, ctx: Context) -> _PatientParts:
+    """The offer's patientèle: supportedPatient nodes, lowest and highest age (once per offer of the answer:
+    every internal organisation above it asks)."""
+    return once("patient_parts", offer, ctx, _new_patient_parts)
+
+
+def _new_patient_parts(
+    offer: Resource, ctx: Context
+) -> tuple[tuple[ExtensionNode, ...], int | None, int | None]:
     supported: list[ExtensionNode] = []
     low = high = None
     for extension in _extensions(offer, PATIENT_TYPE):
@@ -1411,7 +1484,7 @@ def _patient_parts(offer: Resource, ctx: Context) -> tuple[list[ExtensionNode], 
             elif part.get("url") == "ageRange":
                 age_range = part.get("valueRange") or {}
                 low, high = _age(age_range.get("low")), _age(age_range.get("high"))
-    return supported, low, high
+    return tuple(supported), low, high
 
 
 def patients_type(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
@@ -1457,54 +1530,57 @@ def lieu_location(values: Sequence[Any], resource: Resource, ctx: Context) -> li
     TRE_R13; required: a lieu without it is reported and left out), record. The first lieu received (the
     v2.4 UE had one)."""
     for lieu in _referenced(values, ctx):
-        city = _coded_node("cityNumber", _first_value(lieu, COMMUNE_COG), ctx)
-        if city is None:
-            ctx.findings.add(Finding.INCOMPLETE_TYPED_ELEMENT, "lieu without ror-commune-cog (cityNumber)")
-            continue
-        children: list[ExtensionNode] = []
-        if isinstance(lieu.get("name"), str) and lieu["name"]:
-            children.append(ExtensionNode("name", text=lieu["name"]))
-        if isinstance(lieu.get("description"), str) and lieu["description"]:
-            children.append(ExtensionNode("description", text=lieu["description"]))
-        status = _coded_node("status", lieu.get("operationalStatus"), ctx)
-        if status is not None:
-            children.append(status)
-        for made in address(_lieu_addresses(lieu), lieu, ctx):
-            assert isinstance(made, Address)  # address gives Address values
-            lines = tuple(
-                ExtensionNode("addressLine", text=line.value, attributes=(("component", line.component),))
-                if line.component
-                else ExtensionNode("addressLine", text=line.value)
-                for line in made.lines
-            )
-            children.append(ExtensionNode("address", children=lines))
-        position = lieu.get("position")
-        where: dict[str, Any] = position if isinstance(position, dict) else {}
-        latitude, longitude = where.get("latitude"), where.get("longitude")
-        if isinstance(latitude, int | float) and isinstance(longitude, int | float):
-            children.append(
-                ExtensionNode(
-                    "geoCoordinates",
-                    children=(
-                        ExtensionNode("latitude", text=_decimal(latitude)),
-                        ExtensionNode("longitude", text=_decimal(longitude)),
-                        ExtensionNode("coordinateSystem", text=COORDINATE_SYSTEM),
-                        *_reliability(where, lieu, ctx),
-                        _record_node(lieu, ctx),
-                    ),
-                )
-            )
-        children.append(city)
-        if (
-            ctx.origin is not None
-            and isinstance(latitude, int | float)
-            and isinstance(longitude, int | float)
-        ):
-            distance = calculated_distance(ctx.origin, (latitude, longitude))
-            children.append(ExtensionNode("calculatedDistance", text=distance))
-        children.append(_record_node(lieu, ctx))
-        return [ExtensionNode("location", children=tuple(children))]
+        node = once("lieu_location", lieu, ctx, _lieu_location)
+        if node is not None:
+            return [node]
     return []
+
+
+def _lieu_location(lieu: Resource, ctx: Context) -> ExtensionNode | None:
+    """lieu_location of one lieu (None, reported: without cityNumber)."""
+    city = _coded_node("cityNumber", _first_value(lieu, COMMUNE_COG), ctx)
+    if city is None:
+        ctx.findings.add(Finding.INCOMPLETE_TYPED_ELEMENT, "lieu without ror-commune-cog (cityNumber)")
+        return None
+    children: list[ExtensionNode] = []
+    if isinstance(lieu.get("name"), str) and lieu["name"]:
+        children.append(ExtensionNode("name", text=lieu["name"]))
+    if isinstance(lieu.get("description"), str) and lieu["description"]:
+        children.append(ExtensionNode("description", text=lieu["description"]))
+    status = _coded_node("status", lieu.get("operationalStatus"), ctx)
+    if status is not None:
+        children.append(status)
+    for made in address(_lieu_addresses(lieu), lieu, ctx):
+        assert isinstance(made, Address)  # address gives Address values
+        lines = tuple(
+            ExtensionNode("addressLine", text=line.value, attributes=(("component", line.component),))
+            if line.component
+            else ExtensionNode("addressLine", text=line.value)
+            for line in made.lines
+        )
+        children.append(ExtensionNode("address", children=lines))
+    position = lieu.get("position")
+    where: dict[str, Any] = position if isinstance(position, dict) else {}
+    latitude, longitude = where.get("latitude"), where.get("longitude")
+    if isinstance(latitude, int | float) and isinstance(longitude, int | float):
+        children.append(
+            ExtensionNode(
+                "geoCoordinates",
+                children=(
+                    ExtensionNode("latitude", text=_decimal(latitude)),
+                    ExtensionNode("longitude", text=_decimal(longitude)),
+                    ExtensionNode("coordinateSystem", text=COORDINATE_SYSTEM),
+                    *_reliability(where, lieu, ctx),
+                    _record_node(lieu, ctx),
+                ),
+            )
+        )
+    children.append(city)
+    if ctx.origin is not None and isinstance(latitude, int | float) and isinstance(longitude, int | float):
+        distance = calculated_distance(ctx.origin, (latitude, longitude))
+        children.append(ExtensionNode("calculatedDistance", text=distance))
+    children.append(_record_node(lieu, ctx))
+    return ExtensionNode("location", children=tuple(children))
 
 
 # Compétences ressources of an offer (HealthcareService.characteristic slices ressourceProfession, JDV_J186,
@@ -1521,18 +1597,17 @@ def offer_resource_skills(values: Sequence[Any], resource: Resource, ctx: Contex
     parts: dict[str, list[ExtensionNode]] = {"profession": [], "medicalSpeciality": [], "specificSkills": []}
     for coding in _codings(values):
         system = str(coding.get("system"))
-        plain = replace(ctx, codes=None)  # only the G15 codes go through the profession crosswalk
+        uncoded = plain(ctx)  # only the G15 codes go through the profession crosswalk
         if "/TRE_G15-" in system:
             name, made = "profession", crosswalk([coding], resource, ctx)
         elif any(mark in system for mark in _PROFESSION_MARKS):
-            name, made = "profession", coded_type([coding], resource, plain)
+            name, made = "profession", coded_type([coding], resource, uncoded)
         else:
             name = next((part for mark, part in _SKILL_PARTS if mark in system), "")
-            made = coded_type([coding], resource, plain) if name else []
+            made = coded_type([coding], resource, uncoded) if name else []
         for coded in made:
             assert isinstance(coded, CodedType)  # crosswalk and coded_type give CodedType values
-            attributes = (("code", coded.code), ("codingScheme", coded.coding_scheme))
-            parts[name].append(ExtensionNode(name, text=coded.display, attributes=attributes))
+            parts[name].append(coded_element(name, coded))
     children = [node for nodes in parts.values() for node in nodes]
     if not children:
         return []
@@ -1579,13 +1654,17 @@ def _lieu_addresses(lieu: Resource) -> list[Any]:
     return [a for a in (found if isinstance(found, list) else [found]) if isinstance(a, dict)]
 
 
+def _lieu_address(lieu: Resource, ctx: Context) -> list[Value]:
+    return address(_lieu_addresses(lieu), lieu, ctx)
+
+
 def lieu_address(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
     """The address of the offer's first lieu received (HealthcareService.location → RORLocation.address), as
     the UE facility's csd:address: what an IHE facility-search by address compares."""
     for lieu in _referenced(values, ctx):
-        found = address(_lieu_addresses(lieu), lieu, ctx)
+        found = once("lieu_address", lieu, ctx, _lieu_address)
         if found:
-            return found
+            return list(found)
     return []
 
 
@@ -1651,6 +1730,10 @@ def lieu_accommodation_capacity(values: Sequence[Any], resource: Resource, ctx: 
     lieu = _first_lieu(values, ctx)
     if lieu is None:
         return []
+    return list(once("accommodation_capacity", lieu, ctx, _accommodation_capacity))
+
+
+def _accommodation_capacity(lieu: Resource, ctx: Context) -> list[Value]:
     counts: dict[tuple[str, str], int] = {}
     dates: dict[str, datetime] = {}
     for capacity in _extensions(lieu, SUPPORTED_CAPACITY):
@@ -1695,6 +1778,10 @@ def lieu_residential_capacity(values: Sequence[Any], resource: Resource, ctx: Co
     lieu = _first_lieu(values, ctx)
     if lieu is None:
         return []
+    return list(once("residential_capacity", lieu, ctx, _residential_capacity))
+
+
+def _residential_capacity(lieu: Resource, ctx: Context) -> list[Value]:
     out: list[Value] = []
     for capacity in _extensions(lieu, RESIDENTIAL_CAPACITY):
         kind = _coded_node("residentialType", _part(capacity, "residentialType"), ctx)
@@ -1716,7 +1803,21 @@ def _establishment_of(offer: Resource, ctx: Context) -> Resource | None:
 
 
 def _establishment_above(key: str | None, ctx: Context) -> Resource | None:
-    """The EG on the organisation chain from `key` (itself, then partOf), else its EJ when received."""
+    """The EG on the organisation chain from `key` (itself, then partOf), else its EJ when received (worked
+    out once per organisation of the answer: every offer and role below it asks)."""
+    start = ctx.index.get(key) if key is not None else None
+    if start is None:
+        return None
+    known = ctx.memo.get(("establishment", id(start)))
+    if known is not None and known[0] is start:
+        found: Resource | None = known[1]
+        return found
+    found = _establishment_walk(key, ctx)
+    ctx.memo[("establishment", id(start))] = (start, found)
+    return found
+
+
+def _establishment_walk(key: str | None, ctx: Context) -> Resource | None:
     seen: set[str] = set()
     last: Resource | None = None
     while key is not None and key not in seen:

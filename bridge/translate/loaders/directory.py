@@ -10,6 +10,7 @@ from pathlib import Path
 from bridge.errors import MappingTableError
 from bridge.translate import feeds
 from bridge.translate.access_profiles import load_access_profiles
+from bridge.translate.compiled import tables_by_type
 from bridge.translate.delta import feed_directories
 from bridge.translate.loaders.code_tables import load_code_tables, load_identities, load_systems
 from bridge.translate.loaders.entity_tables import load_entities, load_model
@@ -46,6 +47,8 @@ def load_mappings(directory: Path) -> Mappings:
         access=load_access_profiles(directory),
     )
     _check_deltas(mappings)
+    # the entity tables compiled into functions once, now (translate/compiled.py), not on the first answer
+    tables_by_type(mappings, {table.kind.directory for table in entities.values()})
     return mappings
 
 
