@@ -156,6 +156,10 @@ def test_the_shipped_tables_compiled_give_the_interpreted_values(mappings: Mappi
         expected = mappings.entities_for(resource, directories)
         assert [t.table for t in tables] == expected
         for compiled in tables:
+            if compiled.each is not None:
+                # an `each` table maps parts of the resource, not the resource: tests/translate/test_devices.py
+                # checks the device table through the engine, which runs the compiled tables
+                continue
             values = compiled.bind(compiled_ctx, {})(resource, resource)
             interpreted = _interpreted(compiled.table, resource, interpreted_ctx)
             slots = {name: n for n, name in enumerate(compiled.table.kind.targets)}
