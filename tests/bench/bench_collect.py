@@ -22,8 +22,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -34,7 +36,7 @@ from bridge.fhir.exchange import decode
 from bridge.pipeline.extraction import extraction_request
 from bridge.shipped import shipped_dir
 from bridge.translate.loaders.directory import load_mappings
-from tests.bench.procs import PYTHON_BRIDGE, free_port, running
+from tests.bench.procs import PYTHON_BRIDGE, cpu_seconds, free_port, running
 from tests.bench.targets import Figure, Goal, median_ratio, print_figures
 
 TARGET = 4.0
@@ -49,6 +51,8 @@ class Run:
     requests: int
     pages: int
     keys: set[str]
+    client_cpu_s: float = 0.0
+    simulator_cpu_s: float = 0.0
 
 
 def _key(resource: dict[str, object]) -> str:
@@ -142,6 +146,16 @@ async def exported(base: str, concurrency: int, page_size: int) -> Run:
         return Run(time.perf_counter() - started, requests, stats.files, keys)
 
 
+def _measured(simulator_pid: int, collection: Coroutine[Any, Any, Run]) -> Run:
+    """Run one collection in its own event loop; its CPU seconds, this process's (`process_time`: every
+    thread) and the simulator process's (/proc), are written into the returned `Run`."""
+    client, simulator = time.process_time(), cpu_seconds(simulator_pid)
+    run = asyncio.run(collection)
+    run.client_cpu_s = time.process_time() - client
+    run.simulator_cpu_s = cpu_seconds(simulator_pid) - simulator
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=int, default=40_000, help="offers in the simulator's dataset")
@@ -185,14 +199,16 @@ def collection_figures(
     runs: dict[str, list[Run]] = {"search": [], "sequential": [], "export": []}
     with tempfile.TemporaryDirectory() as work:
         started = time.perf_counter()
-        with running([*PYTHON_BRIDGE, *simulator], f"{base}/metadata", log=Path(work) / "simulator.log"):
+        with running(
+            [*PYTHON_BRIDGE, *simulator], f"{base}/metadata", log=Path(work) / "simulator.log"
+        ) as simulator_process:
             ready_s = time.perf_counter() - started
             print(f"simulator at {scale} offers ready in {ready_s:.1f} s", flush=True)
             for round_ in range(rounds):
                 searches: list[str] = []
-                search = asyncio.run(partitioned(base, concurrency, page_size, searches))
-                baseline = asyncio.run(sequential(searches))
-                export = asyncio.run(exported(base, concurrency, page_size))
+                search = _measured(simulator_process.pid, partitioned(base, concurrency, page_size, searches))
+                baseline = _measured(simulator_process.pid, sequential(searches))
+                export = _measured(simulator_process.pid, exported(base, concurrency, page_size))
                 if not search.keys == baseline.keys == export.keys:
                     sys.exit(
                         f"round {round_}: the sources disagree: {len(search.keys)} resources by search, "
@@ -202,7 +218,8 @@ def collection_figures(
                     runs[name].append(run)
                     print(
                         f"round {round_} {name:>10}: {run.seconds:7.2f} s, {run.requests} requests, "
-                        f"{run.pages} pages/files, {len(run.keys)} resources",
+                        f"{run.pages} pages/files, {len(run.keys)} resources; CPU: client "
+                        f"{run.client_cpu_s:.2f} s, simulator {run.simulator_cpu_s:.2f} s",
                         flush=True,
                     )
     sequential_s = [r.seconds for r in runs["sequential"]]
