@@ -38,6 +38,9 @@ CLEANUP_TIMEOUT_S = 10.0
 # Output files downloaded at once by default (`upstream_export_downloads`); each is held whole until its turn.
 DOWNLOADS = 4
 DOWNLOAD_ACCEPT = "application/fhir+ndjson, application/fhir+json"
+# Files handed out per span of the paused collector (gc_control.Spans): a file decoded, handed out and freed
+# within a span is never walked by the collector, which still runs between spans.
+PAUSED_FILES = 16
 
 
 class LogEvent(StrEnum):
@@ -123,14 +126,19 @@ async def run_export(
                 raise UpstreamProtocolError("a $export output has no url", request=poll_url)
             urls.append(url)
         files = _files(client, urls, deadline, downloads)
-        async with contextlib.aclosing(files):
-            async for resources in files:
-                stats.files += 1
-                for resource in resources:
-                    stats.resources += 1
-                    if validator is not None:
-                        validator.submit(resource)
-                    yield resource
+        spans = gc_control.Spans(PAUSED_FILES)
+        try:
+            async with contextlib.aclosing(files):
+                async for resources in files:
+                    spans.step()
+                    stats.files += 1
+                    for resource in resources:
+                        stats.resources += 1
+                        if validator is not None:
+                            validator.submit(resource)
+                        yield resource
+        finally:
+            spans.close()
         if manifest.get("error"):
             # Bulk Data: `error` lists OperationOutcome files for what could not be exported.
             raise IncompleteResultError(

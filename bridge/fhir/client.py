@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 import httpx
 import orjson
 
+from bridge import gc_control
 from bridge.errors import IncompleteResultError, ResultCapError, UpstreamProtocolError, UpstreamStatusError
 from bridge.fhir.auth import TokenProvider
 from bridge.fhir.bulk_export import DOWNLOADS, ExportRequest, ExportStats, run_export
@@ -46,6 +47,9 @@ PAGES_PER_PARTITION = 1
 # Decoded pages of an unordered walk alive at once, the one the consumer holds included: the walks keep their
 # answers as bytes (which the garbage collector never walks) until it is their turn (`iter_pages_unordered`).
 DECODED_PAGES = 1
+# Pages handed out per span of the paused collector in an unordered walk (gc_control.Spans): a page decoded,
+# handed out and freed within a span is never walked by the collector, which still runs between spans.
+PAUSED_PAGES = 16
 
 
 class LogEvent(StrEnum):
@@ -319,6 +323,7 @@ class FhirClient:
 
         tasks = [asyncio.create_task(worker()) for _ in range(self.concurrency)]
         tasks.append(asyncio.create_task(finish()))
+        spans = gc_control.Spans(PAUSED_PAGES)
         try:
             while True:
                 item = await out.get()
@@ -326,10 +331,12 @@ class FhirClient:
                     return
                 if isinstance(item, Exception):
                     raise item
+                spans.step()
                 yield item
                 del item
                 turns.release()  # the consumer is done with that page: the next walk may decode its own
         finally:
+            spans.close()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -29,9 +29,10 @@ from typing import Any
 
 import httpx
 
+from bridge import gc_control
 from bridge.config import Settings
 from bridge.fhir.bulk_export import ExportStats
-from bridge.fhir.client import FhirClient
+from bridge.fhir.client import PAUSED_PAGES, FhirClient
 from bridge.fhir.exchange import decode
 from bridge.pipeline.extraction import extraction_request
 from bridge.shipped import shipped_dir
@@ -99,11 +100,13 @@ async def partitioned(base: str, concurrency: int, page_size: int, searches: lis
 
 async def sequential(searches: list[str]) -> Run:
     """The baseline: each search, then its next links, one request at a time, each page parsed as the client
-    does (orjson, the collector paused). The client's `_count=0` total probes are left out: the baseline
-    walks only the windows that hold results, as a sequential walker that knew them would."""
+    does (orjson, the collector paused while parsing and over spans of pages). The client's `_count=0` total
+    probes are left out: the baseline walks only the windows that hold results, as a sequential walker that
+    knew them would."""
     keys: set[str] = set()
     requests = pages = 0
     cap = Settings().upstream_max_results  # read once: settings built per page cost the baseline ~5 ms a page
+    spans = gc_control.Spans(PAUSED_PAGES)  # the collector paused over spans of pages, as the client does
     async with httpx.AsyncClient(timeout=120) as http:
         started = time.perf_counter()
         for first in searches:
@@ -111,6 +114,7 @@ async def sequential(searches: list[str]) -> Run:
                 continue
             url: str | None = first
             while url is not None:
+                spans.step()
                 bundle = decode((await http.get(url)).content)
                 requests += 1
                 if bundle.get("total", 0) >= cap:
@@ -119,6 +123,7 @@ async def sequential(searches: list[str]) -> Run:
                 keys.update(_key(e["resource"]) for e in bundle.get("entry") or ())
                 links = bundle.get("link") or ()
                 url = next((link["url"] for link in links if link["relation"] == "next"), None)
+        spans.close()
         return Run(time.perf_counter() - started, requests, pages, keys)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -242,3 +244,18 @@ async def test_windows_are_walked_as_soon_as_their_own_probe_answers(scripted: S
     assert found == [r["id"] for r in data]
     assert pages_asked
     assert min(pages_asked) < slow_probe_answered[0], "windows are walked before every probe is back"
+
+
+async def test_the_collector_is_back_after_a_walk_finished_or_abandoned(scripted: Scripted) -> None:
+    """The walk pauses the collector over spans of pages (gc_control.Spans); it never leaves it paused."""
+    assert gc.isenabled()
+    scripted.fhir_handler = SearchServer(scripted, resources(100), cap=50)
+    async with client_for(scripted, max_results=50, concurrency=2) as client:
+        pages = [page async for page in client.iter_pages_unordered([QUERY])]
+        assert gc.isenabled()
+        walk = client.iter_pages_unordered([QUERY])
+        async with aclosing(walk):
+            await anext(walk)
+            assert not gc.isenabled(), "paused while a span of pages is handed out"
+        assert gc.isenabled()
+    assert sum(len(page.matches) for page in pages) == 100
