@@ -288,8 +288,8 @@ class FhirClient:
         done = object()
         out: asyncio.Queue[Any] = asyncio.Queue(PAGES_PER_PARTITION)
         # A walk decodes its page only when it holds a turn, and every page handed out holds one until the
-        # consumer asks for the next: with eight 2 MB pages decoded and waiting, the collector's passes over
-        # them doubled the client's CPU per page (README, Performance, "Collection").
+        # consumer asks for the next: eight 2 MB pages decoded and waiting made the collector walk them again
+        # and again (README, Performance, "Collection: where the client's CPU went").
         turns = asyncio.Semaphore(DECODED_PAGES)
 
         async def walk(query: FhirQuery, window: Window) -> None:
@@ -435,7 +435,7 @@ class FhirClient:
         response, _ = await self.exchange.send("GET", url, deadline)
         body = response.content
         del response
-        await turns.acquire()
+        await turns.acquire()  # outside the `try`: a walk cancelled while waiting holds no turn to give back
         try:
             try:
                 decoded = decode(body)
