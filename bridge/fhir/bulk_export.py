@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 import httpx
 import orjson
 
+from bridge import gc_control
 from bridge.errors import IncompleteResultError, UpstreamError, UpstreamProtocolError
 from bridge.fhir.exchange import Exchange, decode
 from bridge.fhir.outcome import retry_after_s
@@ -37,6 +38,9 @@ CLEANUP_TIMEOUT_S = 10.0
 # Output files downloaded at once by default (`upstream_export_downloads`); each is held whole until its turn.
 DOWNLOADS = 4
 DOWNLOAD_ACCEPT = "application/fhir+ndjson, application/fhir+json"
+# Files handed out per span of the paused collector (gc_control.Spans): a file decoded, handed out and freed
+# within a span is never walked by the collector, which still runs between spans.
+PAUSED_FILES = 16
 
 
 class LogEvent(StrEnum):
@@ -87,7 +91,8 @@ async def run_export(
     """Every resource of the export, in the manifest's file order; the job is deleted at the end.
 
     Up to `downloads` files are fetched at once, each read whole before its resources are handed out (memory:
-    `downloads` files). Use it under `contextlib.aclosing` so that an abandoned export is still cleaned up.
+    `downloads` files as bytes, one of them decoded). Use it under `contextlib.aclosing` so that an
+    abandoned export is still cleaned up.
     """
     if downloads < 1:
         raise ValueError("downloads must be >= 1")
@@ -121,14 +126,19 @@ async def run_export(
                 raise UpstreamProtocolError("a $export output has no url", request=poll_url)
             urls.append(url)
         files = _files(client, urls, deadline, downloads)
-        async with contextlib.aclosing(files):
-            async for resources in files:
-                stats.files += 1
-                for resource in resources:
-                    stats.resources += 1
-                    if validator is not None:
-                        validator.submit(resource)
-                    yield resource
+        spans = gc_control.Spans(PAUSED_FILES)
+        try:
+            async with contextlib.aclosing(files):
+                async for resources in files:
+                    spans.step()
+                    stats.files += 1
+                    for resource in resources:
+                        stats.resources += 1
+                        if validator is not None:
+                            validator.submit(resource)
+                        yield resource
+        finally:
+            spans.close()
         if manifest.get("error"):
             # Bulk Data: `error` lists OperationOutcome files for what could not be exported.
             raise IncompleteResultError(
@@ -172,60 +182,65 @@ async def _files(
     client: Exchange, urls: list[str], deadline: Deadline, downloads: int
 ) -> AsyncGenerator[list[Resource], None]:
     """Each file's resources, in `urls` order, with up to `downloads` files in flight; the first failure is
-    raised in order and the downloads still running are cancelled."""
+    raised in order and the downloads still running are cancelled.
 
-    async def fetch(url: str) -> list[Resource]:
-        return [resource async for resource in _download(client, url, deadline)]
-
-    pending: deque[asyncio.Task[list[Resource]]] = deque()
+    The files wait as bytes and each is decoded only when its turn comes: the collector never walks the
+    trees of files not handed out yet (eight decoded files alive made it walk them again and again)."""
+    pending: deque[asyncio.Task[tuple[bytes, bool]]] = deque()
     started = 0
     try:
         while started < len(urls) or pending:
             while started < len(urls) and len(pending) < downloads:
-                pending.append(asyncio.create_task(fetch(urls[started])))
+                pending.append(asyncio.create_task(_download(client, urls[started], deadline)))
                 started += 1
-            yield await pending.popleft()
+            url = urls[started - len(pending)]
+            body, ndjson = await pending.popleft()
+            try:
+                resources = _file_resources(body, ndjson, url)
+            except orjson.JSONDecodeError:
+                # A file that does not parse is a transfer cut short: downloaded again, once.
+                body, ndjson = await _download(client, url, deadline)
+                try:
+                    resources = _file_resources(body, ndjson, url)
+                except orjson.JSONDecodeError:
+                    raise UpstreamProtocolError("an export file is not valid JSON", request=url) from None
+            del body
+            yield resources
+            del resources
     finally:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def _download(client: Exchange, url: str, deadline: Deadline) -> AsyncIterator[Resource]:
-    """One output file, streamed through the exchange; a retried download skips the resources already
-    delivered. A fresh token per file and per attempt: long exports outlive tokens (ror-fhir-api.md §2.5)."""
-    delivered = 0
+async def _download(client: Exchange, url: str, deadline: Deadline) -> tuple[bytes, bool]:
+    """One output file, read whole through the exchange (a download cut midway is retried from its start),
+    and whether it is ndjson. A fresh token per file and per attempt: long exports outlive tokens
+    (ror-fhir-api.md §2.5)."""
 
-    async def read(response: httpx.Response) -> AsyncIterator[Resource]:
-        nonlocal delivered
-        position = 0
-        if "ndjson" in response.headers.get("content-type", ""):
-            async for line in response.aiter_lines():
-                if not line.strip():
-                    continue
-                position += 1
-                if position > delivered:
-                    resource = _resource(orjson.loads(line), url)
-                    delivered += 1
-                    yield resource
-        else:
-            # One Bundle per file ("un par tranche de résultats"): bounded by the slice size.
-            for resource in _bundle_resources(decode(await response.aread()), url):
-                position += 1
-                if position > delivered:
-                    delivered += 1
-                    yield resource
+    async def read(response: httpx.Response) -> AsyncIterator[tuple[bytes, bool]]:
+        yield await response.aread(), "ndjson" in response.headers.get("content-type", "")
 
-    resources = client.stream(
+    bodies = client.stream(
         url,
         deadline,
         read,
         extra_headers={"Accept": DOWNLOAD_ACCEPT},
         refusal="the national API refused an export file",
     )
-    async with contextlib.aclosing(resources):
-        async for resource in resources:
-            yield resource
+    async with contextlib.aclosing(bodies):
+        async for body in bodies:
+            return body
+    raise UpstreamProtocolError("no answer", request=url)  # unreachable: `read` yields once
+
+
+def _file_resources(body: bytes, ndjson: bool, url: str) -> list[Resource]:
+    """The resources of one file: one per line (ndjson) or the entries of one Bundle ("un par tranche de
+    résultats"), decoded with the collector paused; raises orjson.JSONDecodeError."""
+    if ndjson:
+        with gc_control.batch():
+            return [_resource(orjson.loads(line), url) for line in body.splitlines() if line.strip()]
+    return list(_bundle_resources(decode(body), url))
 
 
 async def _cleanup(client: Exchange, poll_url: str) -> bool:

@@ -20,12 +20,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import orjson
 
+from bridge import gc_control
 from bridge.errors import IncompleteResultError, ResultCapError, UpstreamProtocolError, UpstreamStatusError
 from bridge.fhir.auth import TokenProvider
 from bridge.fhir.bulk_export import DOWNLOADS, ExportRequest, ExportStats, run_export
 from bridge.fhir.cap_windows import FILL, MAX_RESULTS, WHOLE, Window, sub_windows, windowed
-from bridge.fhir.exchange import Credentials, Exchange
+from bridge.fhir.exchange import Credentials, Exchange, decode
 from bridge.fhir.observe import UpstreamObserver
 from bridge.fhir.resilience import CircuitBreaker, Deadline, RetryPolicy
 from bridge.fhir.validation import SampledValidator
@@ -42,6 +44,12 @@ MAX_PAGES = 10_000
 MAX_RESUMES = 3
 # Pages buffered per partition when partitions are streamed: memory is bounded by concurrency × this.
 PAGES_PER_PARTITION = 1
+# Decoded pages of an unordered walk alive at once, the one the consumer holds included: the walks keep their
+# answers as bytes (which the garbage collector never walks) until it is their turn (`iter_pages_unordered`).
+DECODED_PAGES = 1
+# Pages handed out per span of the paused collector in an unordered walk (gc_control.Spans): a page decoded,
+# handed out and freed within a span is never walked by the collector, which still runs between spans.
+PAUSED_PAGES = 16
 
 
 class LogEvent(StrEnum):
@@ -279,17 +287,25 @@ class FhirClient:
             work.put_nowait((query, WHOLE))
         done = object()
         out: asyncio.Queue[Any] = asyncio.Queue(PAGES_PER_PARTITION)
+        # A walk decodes its page only when it holds a turn, and every page handed out holds one until the
+        # consumer asks for the next: eight 2 MB pages decoded and waiting made the collector walk them again
+        # and again (README, Performance, "Collection: where the client's CPU went").
+        turns = asyncio.Semaphore(DECODED_PAGES)
 
         async def walk(query: FhirQuery, window: Window) -> None:
             try:
-                async for page in self._walk(windowed(query, window), deadline):
+                pages = self._walk(windowed(query, window), deadline, turns)
+                async for page in pages:
                     if self.validator is not None:
                         for resource in (*page.matches, *page.includes):
                             self.validator.submit(resource)
                     await out.put(page)
+                    del page  # not kept alive while this walk waits for its next answer
             except ResultCapError as truncated:
-                for part in await self._split_truncated(query, window, truncated, deadline):
-                    work.put_nowait((query, part))
+                # Each window is walked as soon as its own probe settles it, not once every probe is back.
+                await self._split_truncated(
+                    query, window, truncated, deadline, ready=lambda part: work.put_nowait((query, part))
+                )
 
         async def worker() -> None:
             while True:
@@ -307,6 +323,7 @@ class FhirClient:
 
         tasks = [asyncio.create_task(worker()) for _ in range(self.concurrency)]
         tasks.append(asyncio.create_task(finish()))
+        spans = gc_control.Spans(PAUSED_PAGES)
         try:
             while True:
                 item = await out.get()
@@ -314,8 +331,12 @@ class FhirClient:
                     return
                 if isinstance(item, Exception):
                     raise item
+                spans.step()
                 yield item
+                del item
+                turns.release()  # the consumer is done with that page: the next walk may decode its own
         finally:
+            spans.close()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -333,7 +354,12 @@ class FhirClient:
             yield page
 
     async def _split_truncated(
-        self, query: FhirQuery, window: Window, truncated: ResultCapError, deadline: Deadline
+        self,
+        query: FhirQuery,
+        window: Window,
+        truncated: ResultCapError,
+        deadline: Deadline,
+        ready: Callable[[Window], None] | None = None,
     ) -> list[Window]:
         """The sub-windows of a window the server truncated (fhir/cap_windows.py), sized from its total;
         IncompleteResultError when it cannot be split (issue 13 item 3).
@@ -341,9 +367,10 @@ class FhirClient:
         The windows aim at `window_size(total)` results each, enough of them for `concurrency` walks to run
         side by side. Their totals are asked at once (`_count=0`): empty windows are dropped, windows still
         too large are split again from their own total, so no page is fetched only to learn it is truncated.
+        `ready` is told of each window to walk as soon as its probe settles it (the list comes at the end).
         """
         per_part = self.window_size(truncated.total)
-        return await self._refine(query, window, truncated.total, per_part, deadline)
+        return await self._refine(query, window, truncated.total, per_part, deadline, ready)
 
     def window_size(self, total: int | None) -> int:
         """The results aimed at per window when a search of `total` results is split: at most half the cap,
@@ -354,21 +381,29 @@ class FhirClient:
         return max(2 * self.page_size, min(int(self.max_results * FILL), share))
 
     async def _refine(
-        self, query: FhirQuery, window: Window, total: int | None, per_part: int, deadline: Deadline
+        self,
+        query: FhirQuery,
+        window: Window,
+        total: int | None,
+        per_part: int,
+        deadline: Deadline,
+        ready: Callable[[Window], None] | None,
     ) -> list[Window]:
         parts = sub_windows(window, self.max_results, self.url_for(windowed(query, window)), total, per_part)
         self.observer.truncation_split(query.resource_type)
         log.info("%s %s total=%s into %d", LogEvent.TRUNCATION_SPLIT, query.resource_type, total, len(parts))
-        totals = await asyncio.gather(*(self._count(windowed(query, part), deadline) for part in parts))
 
-        async def settle(part: Window, found: int | None) -> list[Window]:
+        async def settle(part: Window) -> list[Window]:
+            found = await self._count(windowed(query, part), deadline)
             if found == 0:
                 return []
             if found is None or (found < self.max_results and found <= 2 * per_part):
+                if ready is not None:
+                    ready(part)
                 return [part]  # walked; a walk that still meets the cap splits as before
-            return await self._refine(query, part, found, per_part, deadline)
+            return await self._refine(query, part, found, per_part, deadline, ready)
 
-        groups = await asyncio.gather(*(settle(p, t) for p, t in zip(parts, totals, strict=True)))
+        groups = await asyncio.gather(*(settle(part) for part in parts))
         return [part for group in groups for part in group]
 
     async def _count(self, query: FhirQuery, deadline: Deadline) -> int | None:
@@ -391,8 +426,34 @@ class FhirClient:
             return None
         return total
 
-    async def _walk(self, query: FhirQuery, deadline: Deadline) -> AsyncIterator[Page]:
-        """One search, every page: next links, `_offset` fallback, resumes; raises ResultCapError."""
+    async def _bundle(self, url: str, deadline: Deadline, turns: asyncio.Semaphore | None) -> dict[str, Any]:
+        """One page's Bundle. With `turns`, the answer is kept as bytes until a turn is free, then decoded;
+        the caller then holds that turn (and releases it, or hands it over with the page). A body that does
+        not parse is fetched again through the exchange (a transfer cut short: its retry policy)."""
+        if turns is None:
+            return (await self.exchange.get_json(url, deadline))[1]
+        response, _ = await self.exchange.send("GET", url, deadline)
+        body = response.content
+        del response
+        await turns.acquire()  # outside the `try`: a walk cancelled while waiting holds no turn to give back
+        try:
+            try:
+                decoded = decode(body)
+            except orjson.JSONDecodeError:
+                decoded = (await self.exchange.get_json(url, deadline))[1]
+            if not isinstance(decoded, dict):
+                raise UpstreamProtocolError("the answer is not a JSON object", request=url)
+        except BaseException:
+            turns.release()
+            raise
+        return decoded
+
+    async def _walk(
+        self, query: FhirQuery, deadline: Deadline, turns: asyncio.Semaphore | None = None
+    ) -> AsyncIterator[Page]:
+        """One search, every page: next links, `_offset` fallback, resumes; raises ResultCapError. With
+        `turns` (`iter_pages_unordered`), each page is decoded on a turn (`_bundle`) handed over with the page
+        (the consumer's side releases it); a page with nothing to hand out, or a failure, gives it back."""
         first_url = self.url_for(query)
         url = first_url
         seen_urls: set[str] = set()
@@ -402,6 +463,7 @@ class FhirClient:
         pages = 0
         offset_mode = False
         offset_refused = False
+        held = False  # a turn taken for the page in hand and not handed over with it yet
 
         def resume(reason: str, at: str) -> str:
             nonlocal resumes
@@ -416,67 +478,79 @@ class FhirClient:
             seen_urls.clear()
             return first_url
 
-        while True:
-            if url in seen_urls:
-                url = resume("paging loops: next link to a page already read", url)
-                continue
-            if pages >= MAX_PAGES:
-                raise UpstreamProtocolError(f"more than {MAX_PAGES} pages", request=url)
-            seen_urls.add(url)
-            try:
-                _, bundle = await self.exchange.get_json(url, deadline)
-            except UpstreamStatusError as error:
-                # An expired HAPI search snapshot answers 410 Gone (engineering-notes §1.2).
-                if error.status == 410 and url != first_url:
-                    url = resume("the paging cursor expired", url)
+        try:
+            while True:
+                if url in seen_urls:
+                    url = resume("paging loops: next link to a page already read", url)
                     continue
-                if offset_mode and error.status in (400, 404, 422) and not offset_refused:
-                    # A server without `_offset` (the ROR documents none): run the search again instead.
-                    offset_refused = True
-                    url = resume("the server refused _offset paging", url)
+                if pages >= MAX_PAGES:
+                    raise UpstreamProtocolError(f"more than {MAX_PAGES} pages", request=url)
+                seen_urls.add(url)
+                try:
+                    bundle = await self._bundle(url, deadline, turns)
+                    held = turns is not None
+                except UpstreamStatusError as error:
+                    # An expired HAPI search snapshot answers 410 Gone (engineering-notes §1.2).
+                    if error.status == 410 and url != first_url:
+                        url = resume("the paging cursor expired", url)
+                        continue
+                    if offset_mode and error.status in (400, 404, 422) and not offset_refused:
+                        # A server without `_offset` (the ROR documents none): run the search again instead.
+                        offset_refused = True
+                        url = resume("the server refused _offset paging", url)
+                        continue
+                    raise
+                if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "searchset":
+                    raise UpstreamProtocolError("expected a searchset Bundle", request=url)
+                pages += 1
+                self.observer.page(query.resource_type)
+                if isinstance(bundle.get("total"), int):
+                    total = bundle["total"]
+                    if total >= self.max_results:
+                        raise ResultCapError(total)
+                matches, includes = _entries(bundle, url)
+                next_url = _next_link(bundle)
+                del bundle  # not kept alive while the next answer is awaited
+                fresh = [r for r in matches if _key(r) not in seen]
+                if len(fresh) < len(matches):
+                    log.info("%s %d on %s", LogEvent.DUPLICATE_DROPPED, len(matches) - len(fresh), url)
+                seen.update(_key(r) for r in fresh)
+                del matches
+                if held and not (fresh or includes) and turns is not None:
+                    turns.release()
+                held = False  # given back above, or handed over with the page (released by the consumer)
+                got = bool(fresh)
+                if fresh or includes:
+                    yield Page(url, fresh, includes, total)
+                del fresh, includes
+                if next_url is not None:
+                    url = next_url
                     continue
-                raise
-            if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "searchset":
-                raise UpstreamProtocolError("expected a searchset Bundle", request=url)
-            pages += 1
-            self.observer.page(query.resource_type)
-            if isinstance(bundle.get("total"), int):
-                total = bundle["total"]
-                if total >= self.max_results:
-                    raise ResultCapError(total)
-            matches, includes = _entries(bundle, url)
-            fresh = [r for r in matches if _key(r) not in seen]
-            if len(fresh) < len(matches):
-                log.info("%s %d on %s", LogEvent.DUPLICATE_DROPPED, len(matches) - len(fresh), url)
-            seen.update(_key(r) for r in fresh)
-            if fresh or includes:
-                yield Page(url, fresh, includes, total)
-            next_url = _next_link(bundle)
-            if next_url is not None:
-                url = next_url
-                continue
-            if total is not None and len(seen) < min(total, self.max_results):
-                if offset_mode and not fresh:
-                    break  # the server ignores _offset or has no more: the check below says what is missing
-                if offset_refused:
-                    url = resume("a page lacks its next link and _offset is refused", url)
+                if total is not None and len(seen) < min(total, self.max_results):
+                    if offset_mode and not got:
+                        break  # the server ignores _offset or has no more: the check below says so
+                    if offset_refused:
+                        url = resume("a page lacks its next link and _offset is refused", url)
+                        continue
+                    # A total but no next link: page with _count/_offset from what was received (issue 4 §3).
+                    offset_mode = True
+                    log.info("%s %s from %d", LogEvent.OFFSET_PAGING, query.resource_type, len(seen))
+                    url = self.url_for(
+                        FhirQuery(query.resource_type, (*query.params, ("_offset", str(len(seen)))))
+                    )
                     continue
-                # A total but no next link: page with _count/_offset from what was received (issue 4 §3).
-                offset_mode = True
-                log.info("%s %s from %d", LogEvent.OFFSET_PAGING, query.resource_type, len(seen))
-                url = self.url_for(
-                    FhirQuery(query.resource_type, (*query.params, ("_offset", str(len(seen)))))
+                break
+            if len(seen) >= self.max_results:
+                raise ResultCapError(total)  # exactly the cap received: possibly truncated (A1 contract)
+            if total is not None and total != len(seen):
+                raise IncompleteResultError(
+                    f"the server announced {total} results but {len(seen)} were received "
+                    f"({abs(total - len(seen))} {'missing' if total > len(seen) else 'unexpected'})",
+                    request=first_url,
                 )
-                continue
-            break
-        if len(seen) >= self.max_results:
-            raise ResultCapError(total)  # exactly the cap received: possibly truncated (A1 contract)
-        if total is not None and total != len(seen):
-            raise IncompleteResultError(
-                f"the server announced {total} results but {len(seen)} were received "
-                f"({abs(total - len(seen))} {'missing' if total > len(seen) else 'unexpected'})",
-                request=first_url,
-            )
+        finally:
+            if held and turns is not None:
+                turns.release()
 
     async def _ordered(
         self, producers: Sequence[Callable[[], AsyncIterator[Page]]]

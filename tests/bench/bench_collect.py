@@ -18,23 +18,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from bridge import gc_control
 from bridge.config import Settings
 from bridge.fhir.bulk_export import ExportStats
-from bridge.fhir.client import FhirClient
+from bridge.fhir.client import PAUSED_PAGES, FhirClient
 from bridge.fhir.exchange import decode
-from bridge.pipeline.extraction import extraction_request
+from bridge.pipeline.extraction import ExtractionPlan, extraction_request
 from bridge.shipped import shipped_dir
 from bridge.translate.loaders.directory import load_mappings
-from tests.bench.procs import PYTHON_BRIDGE, free_port, running
+from tests.bench.procs import PYTHON_BRIDGE, cpu_seconds, free_port, running
 from tests.bench.targets import Figure, Goal, median_ratio, print_figures
 
 TARGET = 4.0
@@ -49,10 +53,21 @@ class Run:
     requests: int
     pages: int
     keys: set[str]
+    client_cpu_s: float = 0.0
+    simulator_cpu_s: float = 0.0
 
 
 def _key(resource: dict[str, object]) -> str:
     return f"{resource['resourceType']}/{resource['id']}"
+
+
+@functools.cache
+def _plan() -> ExtractionPlan:
+    """The extraction's plan (its offer search and `$export`), the tables loaded once: loading them is not
+    part of a collection's CPU (measured from the first round on, `_measured`)."""
+    plan = extraction_request(load_mappings(shipped_dir("mappings")), None, ()).plan
+    assert plan is not None
+    return plan
 
 
 def _client(base: str, concurrency: int, page_size: int) -> FhirClient:
@@ -69,8 +84,7 @@ def _client(base: str, concurrency: int, page_size: int) -> FhirClient:
 
 async def partitioned(base: str, concurrency: int, page_size: int, searches: list[str]) -> Run:
     """The offer search walked by the client; `searches` gets every search URL it sent (not next links)."""
-    query = extraction_request(load_mappings(shipped_dir("mappings")), None, ()).plan
-    assert query is not None
+    query = _plan()
     requests = 0
 
     async def on_request(request: httpx.Request) -> None:
@@ -95,10 +109,13 @@ async def partitioned(base: str, concurrency: int, page_size: int, searches: lis
 
 async def sequential(searches: list[str]) -> Run:
     """The baseline: each search, then its next links, one request at a time, each page parsed as the client
-    does (orjson, the collector paused). The client's `_count=0` total probes are left out: the baseline
-    walks only the windows that hold results, as a sequential walker that knew them would."""
+    does (orjson, the collector paused while parsing and over spans of pages). The client's `_count=0` total
+    probes are left out: the baseline walks only the windows that hold results, as a sequential walker that
+    knew them would."""
     keys: set[str] = set()
     requests = pages = 0
+    cap = Settings().upstream_max_results  # read once: settings built per page cost the baseline ~5 ms a page
+    spans = gc_control.Spans(PAUSED_PAGES)  # the collector paused over spans of pages, as the client does
     async with httpx.AsyncClient(timeout=120) as http:
         started = time.perf_counter()
         for first in searches:
@@ -106,21 +123,22 @@ async def sequential(searches: list[str]) -> Run:
                 continue
             url: str | None = first
             while url is not None:
+                spans.step()
                 bundle = decode((await http.get(url)).content)
                 requests += 1
-                if bundle.get("total", 0) >= Settings().upstream_max_results:
+                if bundle.get("total", 0) >= cap:
                     break  # a truncated probe: the client split it into windows, walked on their own
                 pages += 1
                 keys.update(_key(e["resource"]) for e in bundle.get("entry") or ())
                 links = bundle.get("link") or ()
                 url = next((link["url"] for link in links if link["relation"] == "next"), None)
+        spans.close()
         return Run(time.perf_counter() - started, requests, pages, keys)
 
 
 async def exported(base: str, concurrency: int, page_size: int) -> Run:
     """The same offer as `$export`: kick-off, polls, every file, the job deleted."""
-    plan = extraction_request(load_mappings(shipped_dir("mappings")), None, ()).plan
-    assert plan is not None
+    plan = _plan()
     requests = 0
 
     async def on_request(_: httpx.Request) -> None:
@@ -140,6 +158,17 @@ async def exported(base: str, concurrency: int, page_size: int) -> Run:
             async for resource in resources:
                 keys.add(_key(resource))
         return Run(time.perf_counter() - started, requests, stats.files, keys)
+
+
+def _measured(simulator_pid: int, collection: Coroutine[Any, Any, Run]) -> Run:
+    """Run one collection in its own event loop; its CPU seconds, this process's (`process_time`: every
+    thread) and the simulator process's (/proc), are written into the returned `Run`."""
+    _plan()
+    client, simulator = time.process_time(), cpu_seconds(simulator_pid)
+    run = asyncio.run(collection)
+    run.client_cpu_s = time.process_time() - client
+    run.simulator_cpu_s = cpu_seconds(simulator_pid) - simulator
+    return run
 
 
 def main() -> None:
@@ -185,14 +214,16 @@ def collection_figures(
     runs: dict[str, list[Run]] = {"search": [], "sequential": [], "export": []}
     with tempfile.TemporaryDirectory() as work:
         started = time.perf_counter()
-        with running([*PYTHON_BRIDGE, *simulator], f"{base}/metadata", log=Path(work) / "simulator.log"):
+        with running(
+            [*PYTHON_BRIDGE, *simulator], f"{base}/metadata", log=Path(work) / "simulator.log"
+        ) as simulator_process:
             ready_s = time.perf_counter() - started
             print(f"simulator at {scale} offers ready in {ready_s:.1f} s", flush=True)
             for round_ in range(rounds):
                 searches: list[str] = []
-                search = asyncio.run(partitioned(base, concurrency, page_size, searches))
-                baseline = asyncio.run(sequential(searches))
-                export = asyncio.run(exported(base, concurrency, page_size))
+                search = _measured(simulator_process.pid, partitioned(base, concurrency, page_size, searches))
+                baseline = _measured(simulator_process.pid, sequential(searches))
+                export = _measured(simulator_process.pid, exported(base, concurrency, page_size))
                 if not search.keys == baseline.keys == export.keys:
                     sys.exit(
                         f"round {round_}: the sources disagree: {len(search.keys)} resources by search, "
@@ -202,7 +233,8 @@ def collection_figures(
                     runs[name].append(run)
                     print(
                         f"round {round_} {name:>10}: {run.seconds:7.2f} s, {run.requests} requests, "
-                        f"{run.pages} pages/files, {len(run.keys)} resources",
+                        f"{run.pages} pages/files, {len(run.keys)} resources; CPU: client "
+                        f"{run.client_cpu_s:.2f} s, simulator {run.simulator_cpu_s:.2f} s",
                         flush=True,
                     )
     sequential_s = [r.seconds for r in runs["sequential"]]

@@ -11,7 +11,8 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from bridge.errors import UpstreamStatusError
+from bridge.errors import UpstreamProtocolError, UpstreamStatusError
+from bridge.fhir import bulk_export
 from bridge.fhir.bulk_export import ExportRequest, ExportStats
 from bridge.fhir.client import Credentials, FhirClient
 from bridge.fhir.resilience import RetryPolicy
@@ -174,3 +175,76 @@ async def test_one_download_at_a_time_when_asked(scripted: Scripted) -> None:
         found = await collect(client, ExportStats())
     assert len(found) == 7
     assert scripted.max_in_flight == 1
+
+
+class ManyBundles:
+    """An export of `files` Bundle files of 3 resources each; `garbled` files answer invalid JSON the first
+    time (or every time with `always_garbled`)."""
+
+    def __init__(self, scripted: Scripted, files: int) -> None:
+        self.scripted = scripted
+        self.files = {f"f{n}": resources(3 * files, "Organization")[3 * n : 3 * n + 3] for n in range(files)}
+        self.downloads: list[str] = []
+        self.garbled: set[str] = set()
+        self.always_garbled = False
+
+    async def __call__(self, request: Request) -> Response:
+        path = request.url.path.removeprefix("/fhir")
+        base = self.scripted.base
+        if path == "/$export":
+            return Response(
+                status_code=202, headers={"Content-Location": f"{base}/$export-poll-status?_jobId=j1"}
+            )
+        if path == "/$export-poll-status":
+            if request.method == "DELETE":
+                return Response(status_code=202)
+            output = [{"type": "Organization", "url": f"{base}/Binary/{name}"} for name in self.files]
+            return Response(orjson.dumps({"output": output, "error": []}), media_type="application/json")
+        name = path.removeprefix("/Binary/")
+        self.downloads.append(name)
+        if name in self.garbled and (self.always_garbled or self.downloads.count(name) == 1):
+            return Response(b'{"resourceType": "Bundle", "entry": [', media_type="application/fhir+json")
+        entries = [{"resource": r} for r in self.files[name]]
+        return fhir({"resourceType": "Bundle", "type": "collection", "entry": entries})
+
+
+async def test_files_wait_as_bytes_and_are_decoded_in_turn(
+    scripted: Scripted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13 item 3: the files in flight are downloaded at once, but only the one being handed out is
+    decoded (decoded files waiting made the collector walk them again and again)."""
+    server = ManyBundles(scripted, 4)
+    scripted.fhir_handler = server
+    decoded: list[int] = []
+
+    def counted(body: bytes) -> Any:
+        bundle = orjson.loads(body)
+        decoded.append(len(bundle["entry"]))
+        return bundle
+
+    monkeypatch.setattr(bulk_export, "decode", counted)
+    async with FhirClient(scripted.base, headers={}, retry=FAST, export_downloads=4) as client:
+        resources_ = client.export(poll_interval_s=0.01)
+        async with aclosing(resources_):
+            first = await anext(resources_)
+            await asyncio.sleep(0.3)  # ample time for every download
+            downloaded, decoded_while_waiting = len(server.downloads), len(decoded)
+            found = [first, *[r async for r in resources_]]
+    assert downloaded == 4, "every file was downloaded meanwhile"
+    assert decoded_while_waiting == 1, "only the file being handed out is decoded"
+    assert [r["id"] for r in found] == [r["id"] for f in server.files.values() for r in f]
+    assert len(decoded) == 4
+
+
+async def test_a_file_that_does_not_parse_is_downloaded_again(scripted: Scripted) -> None:
+    server = ManyBundles(scripted, 2)
+    server.garbled = {"f1"}
+    scripted.fhir_handler = server
+    async with FhirClient(scripted.base, headers={}, retry=FAST) as client:
+        found = await collect(client, ExportStats())
+    assert server.downloads == ["f0", "f1", "f1"]
+    assert found == [f"Organization/{r['id']}" for f in server.files.values() for r in f]
+    server.always_garbled = True
+    async with FhirClient(scripted.base, headers={}, retry=FAST) as client:
+        with pytest.raises(UpstreamProtocolError, match="not valid JSON"):
+            await collect(client, ExportStats())

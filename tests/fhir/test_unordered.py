@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -11,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bridge.errors import IncompleteResultError, UpstreamStatusError
+from bridge.fhir import client as client_module
+from bridge.fhir import exchange as exchange_module
 from bridge.fhir.cap_windows import WHOLE, split
 from bridge.fhir.client import FhirClient
 from bridge.fhir.resilience import RetryPolicy
@@ -173,3 +177,85 @@ def test_window_size_gives_every_walk_a_share_within_half_the_cap() -> None:
     assert client.window_size(1_000_000) == 5_000  # at most half the national cap
     assert client.window_size(1_000) == 400  # at least two pages
     assert client.window_size(None) == 5_000
+
+
+async def test_walks_fetch_ahead_but_decode_one_page_at_a_time(
+    scripted: Scripted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13 item 3: the walks keep fetching while the consumer holds a page, but their answers wait as
+    bytes; only the page handed out is decoded (eight decoded 2 MB pages waiting made the collector walk
+    them again and again)."""
+    server = SearchServer(scripted, resources(200), cap=50)
+    served: list[bool] = []
+    decoded: list[bool] = []  # per Bundle decoded: a walked page (not a truncated one, not a probe)?
+
+    def walked(bundle: Any) -> bool:
+        return bool(bundle.get("entry")) and bundle["total"] < 50
+
+    async def counting(request: Request) -> Response:
+        response = await server(request)
+        served.append(walked(orjson.loads(bytes(response.body))))
+        return response
+
+    def counted(body: bytes) -> Any:
+        bundle = orjson.loads(body)
+        decoded.append(walked(bundle))
+        return bundle
+
+    monkeypatch.setattr(client_module, "decode", counted, raising=False)
+    monkeypatch.setattr(exchange_module, "decode", counted)
+    scripted.fhir_handler = counting
+    async with FhirClient(
+        scripted.base, headers={}, page_size=5, retry=FAST, concurrency=4, max_results=50
+    ) as client:
+        pages = client.iter_pages_unordered([QUERY])
+        first = await anext(pages)
+        await asyncio.sleep(0.3)  # ample time for every walk to fetch its next page
+        fetched, decoded_while_waiting = sum(served), sum(decoded)
+        rest = [first, *[page async for page in pages]]
+    assert fetched >= 3, "the other walks fetched their pages meanwhile"
+    assert decoded_while_waiting == 1, "only the page handed out is decoded"
+    found = [r["id"] for page in rest for r in page.matches]
+    assert len(found) == len(set(found)) == 200
+    assert sum(decoded) == sum(served)  # every page decoded once, when its turn came
+
+
+async def test_windows_are_walked_as_soon_as_their_own_probe_answers(scripted: Scripted) -> None:
+    """A slow `_count=0` probe holds back its own window only: the others are walked meanwhile."""
+    data = resources(230)
+    server = SearchServer(scripted, data, cap=50)
+    slow_probe_answered: list[float] = []
+    pages_asked: list[float] = []
+
+    async def one_slow_probe(request: Request) -> Response:
+        params = list(request.query_params.multi_items())
+        if ("_count", "0") in params and not slow_probe_answered:
+            slow_probe_answered.append(0.0)
+            await asyncio.sleep(0.5)
+            slow_probe_answered[0] = asyncio.get_running_loop().time()
+        elif ("_count", "0") not in params and any(name == "_lastUpdated" for name, _ in params):
+            pages_asked.append(asyncio.get_running_loop().time())
+        return await server(request)
+
+    scripted.fhir_handler = one_slow_probe
+    async with client_for(scripted, max_results=50, concurrency=4) as client:
+        pages = [page async for page in client.iter_pages_unordered([QUERY])]
+    found = sorted(r["id"] for page in pages for r in page.matches)
+    assert found == [r["id"] for r in data]
+    assert pages_asked
+    assert min(pages_asked) < slow_probe_answered[0], "windows are walked before every probe is back"
+
+
+async def test_the_collector_is_back_after_a_walk_finished_or_abandoned(scripted: Scripted) -> None:
+    """The walk pauses the collector over spans of pages (gc_control.Spans); it never leaves it paused."""
+    assert gc.isenabled()
+    scripted.fhir_handler = SearchServer(scripted, resources(100), cap=50)
+    async with client_for(scripted, max_results=50, concurrency=2) as client:
+        pages = [page async for page in client.iter_pages_unordered([QUERY])]
+        assert gc.isenabled()
+        walk = client.iter_pages_unordered([QUERY])
+        async with aclosing(walk):
+            await anext(walk)
+            assert not gc.isenabled(), "paused while a span of pages is handed out"
+        assert gc.isenabled()
+    assert sum(len(page.matches) for page in pages) == 100
