@@ -32,6 +32,7 @@ class Finding(StrEnum):
     HOURS_WITHOUT_START = "opening hours without effective start date (not written as operatingHours)"
     INCOMPLETE_TYPED_ELEMENT = "typed element of the v2.4 profile missing a required part (not written)"
     PART_WITHOUT_KEY = "part of a resource without the key its entityID needs (no record written)"
+    SECOND_CRISIS_TYPE = "crisis capacity of a second crisis type (the profile holds one: not written)"
 
 
 class Findings:

@@ -1771,6 +1771,53 @@ def _accommodation_capacity(lieu: Resource, ctx: Context) -> list[Value]:
     return [ExtensionNode("accommodationCapacity", children=(*children, _record_node(lieu, ctx)))]
 
 
+# temporaliteCapacite (TRE_R331, NOS 2023-06-14) of a crisis capacity → the profile's
+# crisisAccomodationCapacity: [INFER] 01 Courant (or none) is T0, 02 Prévisionnel 1 heure is T60.
+_CRISIS_TIMES = {None: "crisisCapacityT0", _CAPACITY_NOW: "crisisCapacityT0", "02": "crisisCapacityT60"}
+# statutCapacite (TRE_R330) of the beds a crisis mobilises: [INFER] 02 Disponible and 06 Supplémentaire
+# (TRE_R336 "mobiliser le nombre de lits supplémentaires"); the other statuses are not counted.
+_CRISIS_STATUSES = ("02", "06")
+
+
+def lieu_crisis_capacity(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
+    """The offer's first lieu received → the UE's crisisAccomodationCapacity from its crisis capacities
+    (ror-location-supported-capacity with a crisisType TRE_R336): crisisCapacityT0 / crisisCapacityT60 = the
+    sums of the available and supplementary counts (statut TRE_R330 02 / 06) of temporality TRE_R331 01 (or
+    none) / 02 ([INFER] the profile leaves the reading open), record = the lieu's. The profile requires both
+    counts: only one of them is reported and nothing written. The profile holds one crisis capacity without
+    its type: the first crisis type received is written, the counts of another type are reported."""
+    lieu = _first_lieu(values, ctx)
+    if lieu is None:
+        return []
+    counts: dict[str, dict[str, int]] = {}
+    for capacity in _extensions(lieu, SUPPORTED_CAPACITY):
+        crisis = _code_of(_part(capacity, "crisisType"))
+        if crisis is None:
+            continue
+        time = _CRISIS_TIMES.get(_code_of(_part(capacity, "temporalityCapacity")))
+        number = _part(capacity, "nbCapacity")
+        status = _code_of(_part(capacity, "capacityStatus"))
+        if time is None or status not in _CRISIS_STATUSES:
+            continue
+        if not isinstance(number, int) or isinstance(number, bool):
+            continue
+        by_time = counts.setdefault(crisis, {})
+        by_time[time] = by_time.get(time, 0) + number
+    written: list[Value] = []
+    for crisis, by_time in counts.items():
+        if len(by_time) < len(set(_CRISIS_TIMES.values())):
+            ctx.findings.add(
+                Finding.INCOMPLETE_TYPED_ELEMENT, f"crisis capacity (TRE_R336 {crisis}) without T0 or T60"
+            )
+        elif written:
+            ctx.findings.add(Finding.SECOND_CRISIS_TYPE, f"TRE_R336 {crisis}")
+        else:
+            times = ("crisisCapacityT0", "crisisCapacityT60")
+            children = (*(ExtensionNode(t, text=str(by_time[t])) for t in times), _record_node(lieu, ctx))
+            written.append(ExtensionNode("crisisAccomodationCapacity", children=children))
+    return written
+
+
 def lieu_residential_capacity(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:
     """The offer's first lieu received → one residentialCapactity (the schema's spelling) per
     ror-location-residential-capacity: residentialType (typeHabitation TRE_R242; required: one without it is
@@ -2014,6 +2061,14 @@ TRANSFORMS: Mapping[str, Transform] = {
             source=True,
             codes=False,
             func=lieu_accommodation_capacity,
+            reads=(Read((SOURCE,), content=True),),
+        ),
+        Transform(
+            "lieu_crisis_capacity",
+            ExtensionNode,
+            source=True,
+            codes=False,
+            func=lieu_crisis_capacity,
             reads=(Read((SOURCE,), content=True),),
         ),
         Transform(
