@@ -1,17 +1,19 @@
-"""`make bench-workers`: `serve --workers 2` against `--workers 1`; uvloop + httptools against asyncio + h11.
+"""`make bench-workers`: `serve --workers 2` against `--workers 1` and against 2 workers sharing one socket;
+uvloop + httptools against asyncio + h11.
 
-Benchmark support (tests/bench/, issue 13 items 5 and 6). One simulator (no added latency) and four bridges
+Benchmark support (tests/bench/, issue 13 items 5 and 6). One simulator (no added latency) and five bridges
 started once, side by side: `ror-bridge serve --workers 1` and `--workers 2` (uvicorn's defaults: uvloop and
-httptools, installed with `uvicorn[standard]`), and one worker under `uvicorn --factory bridge.app:worker_app`
-with `--loop uvloop --http httptools` and with `--loop asyncio --http h11`. Each round measures every bridge
-in turn (interleaved, so the machine's load hits them alike): CONCURRENCY clients posting the ITI-73
-offer-search answering 50 offers for ROUND_S seconds after a warm-up; requests per second counts 200 answers,
-any other answer stops the run. Measuring starts once every worker listens (one socket each under
-`serve --workers N`). Each round line gives the cores used by each process over the measured window: the
-simulator, the bridge (each worker apart) and this client. The simulator serves from its render cache by
-default (it shares the machine's cores with the bridges; a national API does not): `--render-cache 0` for
-the simulator rendering every resource. Prints `tests/bench/targets.Figure` rows: medians of the per-round
-ratios.
+httptools, installed with `uvicorn[standard]`), and under `uvicorn --factory bridge.app:worker_app` one worker
+with `--loop uvloop --http httptools` and with `--loop asyncio --http h11`, and `--workers 2` (uvicorn's own
+supervisor: the two workers accept from one shared socket, as `serve` did before bridge/listeners.py).
+Each round measures every bridge in turn (interleaved, so the machine's load hits them alike): CONCURRENCY
+clients posting the ITI-73 offer-search answering 50 offers for ROUND_S seconds after a warm-up; requests
+per second counts 200 answers, any other answer stops the run. Measuring starts once every worker listens
+(one socket each under `serve --workers N`). Each round line gives the cores used by each process over the
+measured window: the simulator, the bridge (each worker apart) and this client. The simulator serves from
+its render cache by default (it shares the machine's cores with the bridges; a national API does not):
+`--render-cache 0` for the simulator rendering every resource. Prints `tests/bench/targets.Figure` rows:
+medians of the per-round ratios.
 
     python -m tests.bench.bench_workers [--rounds 3] [--round-s 8] [--concurrency 10] [--render-cache N]
 """
@@ -57,6 +59,7 @@ OFFER_SEARCH = (
     'urn="urn:ror:csd:stored-function:offer-search" encapsulated="true">'
     "<csd:requestParams><csd:max>50</csd:max></csd:requestParams></csd:careServicesRequest>"
 )
+SHARED = "2 workers, one shared socket"
 RENDER_CACHE = 100_000  # resources the simulator keeps serialised: all of them at the default 2 000 offers
 
 
@@ -66,7 +69,7 @@ class Variant:
 
     label: str
     command: tuple[str, ...]
-    workers: int = 1
+    listeners: int = 1  # sockets listening on its port once every worker is up
 
 
 def variants(upstream: str) -> list[Variant]:
@@ -82,9 +85,10 @@ def variants(upstream: str) -> list[Variant]:
     )
     return [
         Variant("serve --workers 1", (*serve, "--workers", "1")),
-        Variant("serve --workers 2", (*serve, "--workers", "2"), workers=2),
+        Variant("serve --workers 2", (*serve, "--workers", "2"), listeners=2),
         Variant("1 worker, uvloop + httptools", (*factory, "--loop", "uvloop", "--http", "httptools")),
         Variant("1 worker, asyncio + h11", (*factory, "--loop", "asyncio", "--http", "h11")),
+        Variant(SHARED, (*factory, "--workers", "2")),
     ]  # fmt: skip
 
 
@@ -191,7 +195,7 @@ def workers_figures(
     scale: int,
     render_cache: int = RENDER_CACHE,
 ) -> list[Figure]:
-    """The rounds (each bridge in turn), then the two ratios as `Figure` rows."""
+    """The rounds (each bridge in turn), then the three ratios as `Figure` rows."""
     with ExitStack() as stack:
         sim_port = free_port()
         upstream = f"http://127.0.0.1:{sim_port}/ws-diffusion-fhir"
@@ -211,12 +215,12 @@ def workers_figures(
             command = [part.format(port=port) for part in variant.command]
             children[variant.label] = stack.enter_context(started(command, env=environment, stop_s=40))
             urls[variant.label] = f"http://127.0.0.1:{port}"
-            ports[variant.label] = (port, variant.workers)
+            ports[variant.label] = (port, variant.listeners)
         for label, url in urls.items():  # started side by side, then each waited for
             wait_ready(f"{url}/healthz", children[label], seconds=180)
             _wait_listening(*ports[label], children[label])
         rates: dict[str, list[float]] = {label: [] for label in urls}
-        splits: list[float] = []  # the busier worker's share of the two workers' CPU, per round
+        splits: dict[str, list[float]] = {label: [] for label in urls}  # the busier worker's CPU share
         entities = 0
         for number in range(1, rounds + 1):
             for label, url in urls.items():
@@ -231,7 +235,7 @@ def workers_figures(
                 print(f"  round {number} {label}: {counted / round_s:.1f}/s; cores: {used}", flush=True)
                 if len(workers) == 2:
                     shares = [cores[f"worker {pid}"] for pid in workers]
-                    splits.append(max(shares) / (sum(shares) or 1.0))
+                    splits[label].append(max(shares) / (sum(shares) or 1.0))
             line = ", ".join(f"{label} {values[-1]:.1f}/s" for label, values in rates.items())
             print(f"round {number}: {line}", flush=True)
 
@@ -242,9 +246,11 @@ def workers_figures(
         f"simulator {scale} offers (render cache {render_cache}); medians of {rounds} interleaved rounds "
         f"of {round_s:g} s"
     )
-    split = (
-        f"; the busier of the 2 workers used {statistics.median(splits):.0%} of their CPU" if splits else ""
-    )
+    own, shared = splits["serve --workers 2"], splits[SHARED]
+    busier = "; the busier of the 2 workers used {:.0%} of their CPU (medians)"
+    split = busier.format(statistics.median(own)) if own else ""
+    split_shared = busier.format(statistics.median(shared)) if shared else ""
+    both = f"{split}, {statistics.median(shared):.0%} with one shared socket" if own and shared else split
     return [
         Figure(
             name="serve --workers 2 throughput",
@@ -253,7 +259,7 @@ def workers_figures(
             goal=Goal.AT_LEAST,
             target=1.6,
             baseline="serve --workers 1",
-            detail=f"{statistics.median(two):.1f} vs {statistics.median(one):.1f} req/s; {where}{split}",
+            detail=f"{statistics.median(two):.1f} vs {statistics.median(one):.1f} req/s; {where}{both}",
             command=COMMAND,
         ),
         Figure(
@@ -264,6 +270,17 @@ def workers_figures(
             target=1.0,
             baseline="asyncio + h11",
             detail=f"{statistics.median(fast):.1f} vs {statistics.median(plain):.1f} req/s; {where}",
+            command=COMMAND,
+        ),
+        Figure(
+            name="one socket per worker (2 workers) throughput",
+            value=median_ratio(two, rates[SHARED]),
+            unit="×",
+            goal=Goal.AT_LEAST,
+            target=1.0,
+            baseline="2 workers sharing one socket (`uvicorn --factory bridge.app:worker_app --workers 2`)",
+            detail=f"{statistics.median(two):.1f} vs {statistics.median(rates[SHARED]):.1f} req/s; {where}"
+            f"{split}{split_shared.replace('; the busier', ', sharing one socket the busier')}",
             command=COMMAND,
         ),
     ]
