@@ -26,6 +26,7 @@ import os
 import resource
 import statistics
 import subprocess
+import sys
 import time
 import uuid
 from contextlib import ExitStack
@@ -182,6 +183,26 @@ def _cores(pids: dict[str, int], before: dict[str, float], seconds: float) -> di
     return {name: (cpu_seconds(pid) - before[name]) / seconds for name, pid in pids.items()}
 
 
+# Two processes spinning for PROBE_S: the cores this benchmark can get on the machine right now. Linux's
+# scheduler shares the CPU between sessions (autogroup) before processes: on a machine busy with other
+# sessions' jobs, the whole benchmark gets its session's share, and a second worker no second core.
+PROBE_S = 2.0
+_SPIN = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass"
+
+
+def cores_available(seconds: float = PROBE_S) -> float:
+    """The cores two busy processes of this session got over `seconds` (≈ 2.0 on an idle 2-core machine)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started_at = time.monotonic()
+    code = _SPIN.format(seconds=seconds)
+    spinners = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]
+    for spinner in spinners:
+        spinner.wait()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return used / (time.monotonic() - started_at)
+
+
 def _client_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -219,6 +240,8 @@ def workers_figures(
         for label, url in urls.items():  # started side by side, then each waited for
             wait_ready(f"{url}/healthz", children[label], seconds=180)
             _wait_listening(*ports[label], children[label])
+        probes = [cores_available()]
+        print(f"cores available to this session: {probes[0]:.2f} of 2 (two busy processes)", flush=True)
         rates: dict[str, list[float]] = {label: [] for label in urls}
         splits: dict[str, list[float]] = {label: [] for label in urls}  # the busier worker's CPU share
         entities = 0
@@ -238,13 +261,15 @@ def workers_figures(
                     splits[label].append(max(shares) / (sum(shares) or 1.0))
             line = ", ".join(f"{label} {values[-1]:.1f}/s" for label, values in rates.items())
             print(f"round {number}: {line}", flush=True)
+        probes.append(cores_available())
 
     one, two = rates["serve --workers 1"], rates["serve --workers 2"]
     fast, plain = rates["1 worker, uvloop + httptools"], rates["1 worker, asyncio + h11"]
     where = (
         f"offer-search answering 50 offers ({entities} entities), concurrency {concurrency}, "
         f"simulator {scale} offers (render cache {render_cache}); medians of {rounds} interleaved rounds "
-        f"of {round_s:g} s"
+        f"of {round_s:g} s; two busy processes of this session got {probes[0]:.2f} cores before the rounds, "
+        f"{probes[-1]:.2f} after"
     )
     own, shared = splits["serve --workers 2"], splits[SHARED]
     busier = "; the busier of the 2 workers used {:.0%} of their CPU (medians)"
