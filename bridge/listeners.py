@@ -119,7 +119,6 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until stopped: 0, or STARTUP_FAILURE when a worker could not start."""
-        multiprocessing.allow_connection_pickling()  # the sockets travel to the spawned workers
         for each in (signal.SIGINT, signal.SIGTERM):
             signal.signal(each, self._on_signal)
         status = 0
