@@ -119,11 +119,16 @@ def _serve(args: argparse.Namespace) -> int:
     owned_metrics_dir = _metrics_directory() if multiprocess else None
     # Imported after the metrics directory is chosen: prometheus-client picks its mode at import.
     from bridge.app import WORKER_ARGS_ENV, create_app, uvicorn_options
+    from bridge.listeners import Supervisor, balanced_listeners_supported, bind_listeners
 
+    listeners = None
     try:
         tls = uvicorn_options(settings)  # the peer-aware protocol; HTTPS and client certificates when set
         # One process: the app is built (and a setting or table error stops the start) before the banner.
         app = create_app(settings) if settings.workers == 1 else None
+        if settings.workers > 1 and balanced_listeners_supported():
+            # One socket per worker (SO_REUSEPORT): the kernel spreads the connections over the workers.
+            listeners = bind_listeners(settings.host, settings.port, settings.workers)
     except ConfigurationError as error:
         print(f"ror-bridge serve: {error.reason}", file=sys.stderr)
         return 2
@@ -170,6 +175,9 @@ def _serve(args: argparse.Namespace) -> int:
         }
     ).decode()
     try:
+        if listeners is not None:
+            config = uvicorn.Config("bridge.app:worker_app", factory=True, **options)
+            return Supervisor(config, listeners).run()
         uvicorn.run("bridge.app:worker_app", factory=True, workers=settings.workers, **options)
     finally:
         if owned_metrics_dir is not None:

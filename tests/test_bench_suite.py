@@ -30,7 +30,11 @@ PROCESS_ROWS = {
     "collection by search (issue 13 item 3)",
     "collection by export (issue 13 item 3)",
 }
-WORKERS_ROWS = {"serve --workers 2 throughput", "uvloop + httptools throughput (1 worker)"}
+WORKERS_ROWS = {
+    "serve --workers 2 throughput",
+    "uvloop + httptools throughput (1 worker)",
+    "one socket per worker (2 workers) throughput",
+}
 
 
 def _suite(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -166,6 +166,19 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def listening_sockets(port: int) -> int:
+    """How many TCP sockets listen on `port` (/proc/net/tcp and tcp6): one per worker under
+    `serve --workers N` (a SO_REUSEPORT group), one in all when the workers share a socket."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:  # 0A: LISTEN
+                    count += 1
+    return count
+
+
 def status_kib(pid: int, field: str) -> int:
     """A KiB field of /proc/<pid>/status: VmRSS (now), VmHWM (peak RSS)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
