@@ -180,9 +180,22 @@ def _sampling(sampler: TreeSampler) -> Iterator[TreeSampler]:
         sampler.stop()
 
 
+def offer_counts(text: str) -> list[int]:
+    """`--scales`: comma-separated positive offer counts (`_` allowed as a thousands separator)."""
+    try:
+        counts = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected offer counts such as 100000,1000000, got {text!r}")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--scales", default="100000,1000000", help="comma-separated offer counts")
+    parser.add_argument(
+        "--scales", type=offer_counts, default="100000,1000000", help="comma-separated offer counts"
+    )
     parser.add_argument("--source", default="auto", choices=("auto", "export", "search"))
     parser.add_argument("--region", help="a region code of mappings/regions.csv (default: national)")
     parser.add_argument("--seed", type=int, default=1)
@@ -196,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="also write every figure to this file (JSON)")
     args = parser.parse_args(argv)
-    scales = [int(s.replace("_", "")) for s in args.scales.split(",") if s.strip()]
+    scales: list[int] = args.scales
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-extract-") as temporary:
         work = args.workdir or Path(temporary)
