@@ -25,11 +25,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bridge.model import Directory
 from tests.bench.procs import PYTHON_BRIDGE, TreeSampler, free_port, running, status_kib
 
 DIRECTORIES = ("organization", "service", "facility", "provider")
@@ -39,25 +41,58 @@ MARKERS = {name: f'<csd:{name} xmlns:csd="urn:ihe:iti:csd:2013"'.encode() for na
 CARRY = max(len(marker) for marker in MARKERS.values())
 
 
-def consume(response: httpx.Response, began: float) -> tuple[float, int, dict[str, int]]:
-    """Read a streamed CSD answer to the end: (first byte after `began`, bytes, entities per directory)."""
-    counts = dict.fromkeys(DIRECTORIES, 0)
-    size = 0
-    tail = b""
+# The directories' start tags (bridge/csd/writer.directory_start): when each arrives splits the write phase.
+SECTIONS = {directory.value: f"<csd:{directory.value}>".encode() for directory in Directory}
+SECTION_CARRY = max(len(tag) for tag in SECTIONS.values())
+
+
+@dataclass
+class Reading:
+    """What a streamed CSD answer has delivered so far (kept when the transfer fails half-way): its first
+    byte, bytes and entities per directory, when each directory started and the longest silence between two
+    chunks (seconds after `began`)."""
+
+    began: float
     first_byte_s: float | None = None
-    for chunk in response.iter_raw():
-        if first_byte_s is None:
-            first_byte_s = time.monotonic() - began
-        size += len(chunk)
-        window = tail + chunk
+    size: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTORIES, 0))
+    sections: dict[str, float] = field(default_factory=dict)
+    last_s: float = 0.0
+    longest_gap_s: float = 0.0
+    longest_gap_from_s: float = 0.0
+    _tail: bytes = b""
+
+    def feed(self, chunk: bytes) -> None:
+        now = time.monotonic() - self.began
+        if self.first_byte_s is None:
+            self.first_byte_s = now
+        elif now - self.last_s > self.longest_gap_s:
+            self.longest_gap_s, self.longest_gap_from_s = now - self.last_s, self.last_s
+        self.last_s = now
+        self.size += len(chunk)
+        window = self._tail + chunk
         for name, marker in MARKERS.items():
-            counts[name] += window.count(marker) - tail.count(marker)
-        tail = window[-CARRY:]
-    return first_byte_s or 0.0, size, counts
+            self.counts[name] += window.count(marker) - self._tail.count(marker)
+        for name, tag in SECTIONS.items():
+            if name not in self.sections and tag in window:
+                self.sections[name] = now
+        self._tail = window[-max(CARRY, SECTION_CARRY) :]
+
+
+def consume(response: httpx.Response, reading: Reading) -> None:
+    """Read a streamed CSD answer to the end into `reading`."""
+    for chunk in response.iter_raw():
+        reading.feed(chunk)
 
 
 def run(
-    scale: int, seed: int, source: str, region: str | None, workers: int | None, workdir: Path
+    scale: int,
+    seed: int,
+    source: str,
+    region: str | None,
+    workers: int | None,
+    workdir: Path,
+    read_timeout_s: float = 120,
 ) -> dict[str, Any]:
     sim_port, bridge_port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{sim_port}/ws-diffusion-fhir"
@@ -79,7 +114,7 @@ def run(
         with running([*PYTHON_BRIDGE, *serve], f"{bridge_url}/healthz", log=log, env=env) as bridge:
             path = "/extraction" + (f"/{region}" if region else "")
             load_start = os.getloadavg()[0]
-            figures = measure(bridge.pid, 120, "GET", bridge_url + path, simulator_pid=sim.pid)
+            figures = measure(bridge.pid, read_timeout_s, "GET", bridge_url + path, simulator_pid=sim.pid)
             load_end = os.getloadavg()[0]
     # The bridge logs when the whole offer was received and spooled (extraction.LogEvent.SPOOLED).
     spooled = re.search(
@@ -129,9 +164,11 @@ def measure(
         _sampling(TreeSampler(simulator_pid)) if simulator_pid is not None else nullcontext()
     )
     client_before = resource.getrusage(resource.RUSAGE_SELF)
+    error = ""
     with watch as sim_sampler:
         sampler.start()
         began = time.monotonic()
+        reading = Reading(began)
         try:
             with (
                 httpx.Client(timeout=httpx.Timeout(read_timeout_s, connect=10)) as http,
@@ -139,10 +176,12 @@ def measure(
             ):
                 if response.status_code != 200:
                     raise RuntimeError(f"HTTP {response.status_code}: {response.read()[:2000]!r}")
-                first_byte_s, size, counts = consume(response, began)
+                consume(response, reading)
+        except httpx.HTTPError as failure:  # the figures so far are kept, with the failure
+            error = f"{type(failure).__name__} after {time.monotonic() - began:.0f} s: {failure}"
+        finally:
             duration_s = time.monotonic() - began
             peak_kib = status_kib(pid, "VmHWM")
-        finally:
             sampler.stop()
     client_after = resource.getrusage(resource.RUSAGE_SELF)
     client_cpu_s = (client_after.ru_utime - client_before.ru_utime) + (
@@ -150,10 +189,15 @@ def measure(
     )
     figures = {
         "began": began,
-        "first_byte_s": first_byte_s,
+        "error": error,
+        "first_byte_s": reading.first_byte_s or 0.0,
         "duration_s": duration_s,
-        "bytes": size,
-        "entities": counts,
+        "bytes": reading.size,
+        "entities": reading.counts,
+        "sections": reading.sections,
+        "longest_gap_s": reading.longest_gap_s,
+        "longest_gap_from_s": reading.longest_gap_from_s,
+        "last_chunk_s": reading.last_s,
         "rss_idle_mib": rss_idle_kib / 1024,
         "rss_peak_mib": peak_kib / 1024,
         "tree_peak_mib": sampler.peak_kib / 1024,
@@ -208,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the bridge's and the simulator's logs there (default: a temporary one)",
     )
     parser.add_argument("--json", type=Path, help="also write every figure to this file (JSON)")
+    parser.add_argument(
+        "--read-timeout",
+        type=float,
+        default=120,
+        help="seconds without a byte of the answer before the download is given up (default 120)",
+    )
     args = parser.parse_args(argv)
     scales: list[int] = args.scales
     results = []
@@ -216,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         for scale in scales:
             print(f"extracting {scale} offers ({args.source}) …", file=sys.stderr, flush=True)
-            figures = run(scale, args.seed, args.source, args.region, args.workers, work)
+            figures = run(scale, args.seed, args.source, args.region, args.workers, work, args.read_timeout)
             results.append(figures)
             entities = figures["entities"]
             print(
@@ -230,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+            if figures["error"]:
+                print(f"  FAILED: {figures['error']}", file=sys.stderr, flush=True)
             if args.json is not None:  # after each scale: a long run's first figures survive its end
                 args.json.write_text(json.dumps(results, indent=1) + "\n")
     print(
@@ -249,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {f['tree_peak_mib']:.0f} MiB ({f['processes'] - 1} children) |"
         )
     print_cpu(results)
+    print_sections(results)
     if len(results) > 1:
         small, large = results[0], results[-1]
         ratio = large["rss_peak_mib"] / small["rss_peak_mib"]
@@ -258,7 +311,27 @@ def main(argv: list[str] | None = None) -> int:
             f"\nRSS({large['scale']}) / RSS({small['scale']}) = {ratio:.2f} (bridge), {tree:.2f} (bridge and "
             f"children) for {factor:.0f}x the offers"
         )
-    return 0
+    failed = [f"{f['scale']}: {f['error']}" for f in results if f["error"]]
+    for failure in failed:
+        print(f"\nFAILED at {failure}")
+    return 1 if failed else 0
+
+
+def print_sections(results: list[dict[str, Any]]) -> None:
+    """Where the write phase went: when each directory's first byte arrived (seconds after the request), how
+    long each took until the next one (or the end), and the longest silence between two chunks."""
+    for f in results:
+        sections = sorted(f["sections"].items(), key=lambda item: item[1])
+        ends = [at for _, at in sections[1:]] + [f["last_chunk_s"]]
+        spans = ", ".join(
+            f"{name} from {at:.0f} s for {end - at:.0f} s"
+            for (name, at), end in zip(sections, ends, strict=True)
+        )
+        print(
+            f"\n{f['scale']} offers, the directories: {spans or 'none started'}; last byte at "
+            f"{f['last_chunk_s']:.0f} s; longest silence {f['longest_gap_s']:.0f} s from "
+            f"{f['longest_gap_from_s']:.0f} s"
+        )
 
 
 def print_cpu(results: list[dict[str, Any]]) -> None:
