@@ -76,11 +76,40 @@ def test_two_tiny_scales_give_every_figure_the_cpu_split_and_the_rss_ratio(tmp_p
         assert math.isclose(r["bridge_fetch_cpu_s"] + r["bridge_write_cpu_s"], r["bridge_cpu_s"])
         assert 0 <= r["simulator_fetch_cpu_s"] <= r["simulator_cpu_s"]
         assert len(r["load_average"]) == 2
+        assert r["error"] == ""
+        # the directories in document order, the last byte at the end of the download
+        assert list(r["sections"]) == [
+            "organizationDirectory",
+            "serviceDirectory",
+            "facilityDirectory",
+            "providerDirectory",
+            "deviceDirectory",
+        ]
+        assert r["first_byte_s"] <= min(r["sections"].values()) <= r["last_chunk_s"] <= r["duration_s"]
+        assert 0 <= r["longest_gap_s"] <= r["duration_s"]
     assert (tmp_path / "bridge-400.log").read_text().count('"event":"extraction-spooled"') == 1
     assert "| bridge CPU: fetch + spool | bridge CPU: map + write |" in done.stdout
     assert "| 400 | " in done.stdout
     assert "RSS(400) / RSS(200) = " in done.stdout
     assert "400 offers, the bridge's part (download + spool + map + write" in done.stdout
+    assert "400 offers, the directories: organizationDirectory from " in done.stdout
+
+
+def test_a_download_given_up_keeps_its_figures_so_far_and_exits_1(tmp_path: Path) -> None:
+    # The bridge sends its first byte, then nothing until the offer is spooled (about a second here, far
+    # under its heartbeat): a read timeout of 0.2 s gives up in that silence.
+    figures = tmp_path / "figures.json"
+    done = _bench(
+        "--scales", "200", "--read-timeout", "0.2", "--workdir", str(tmp_path), "--json", str(figures)
+    )
+    assert done.returncode == 1, done.stderr
+    (result,) = json.loads(figures.read_text())
+    assert result["error"].startswith("ReadTimeout after ")
+    assert 0 < result["bytes"] < 1000  # the document's start only
+    assert result["entities"]["service"] == 0
+    assert result["bridge_own_cpu_s"] > 0
+    assert "FAILED at 200: ReadTimeout after " in done.stdout
+    assert "FAILED: ReadTimeout" in done.stderr
 
 
 def test_bad_scales_are_refused_with_an_example() -> None:

@@ -322,7 +322,7 @@ def print_sections(results: list[dict[str, Any]]) -> None:
     long each took until the next one (or the end), and the longest silence between two chunks."""
     for f in results:
         sections = sorted(f["sections"].items(), key=lambda item: item[1])
-        ends = [at for _, at in sections[1:]] + [f["last_chunk_s"]]
+        ends = [at for _, at in sections[1:]] + [f["last_chunk_s"]] * bool(sections)
         spans = ", ".join(
             f"{name} from {at:.0f} s for {end - at:.0f} s"
             for (name, at), end in zip(sections, ends, strict=True)
