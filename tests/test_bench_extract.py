@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import subprocess
 import sys
 import textwrap
@@ -116,3 +117,27 @@ def test_bad_scales_are_refused_with_an_example() -> None:
     done = _bench("--scales", "100000,lots")
     assert done.returncode == 2
     assert "expected offer counts such as 100000,1000000, got '100000,lots'" in done.stderr
+
+
+def test_sigint_stops_the_run_keeps_the_figures_so_far_and_skips_the_next_scales(tmp_path: Path) -> None:
+    figures = tmp_path / "figures.json"
+    command = [sys.executable, "-m", "tests.bench.bench_extract", "--scales", "3000,200"]
+    command += ["--workdir", str(tmp_path), "--json", str(figures)]
+    with subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as bench:
+        log = tmp_path / "bridge-3000.log"
+        deadline = time.monotonic() + 120
+        while not (log.exists() and '"event":"extraction-started"' in log.read_text()):
+            assert bench.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        bench.send_signal(signal.SIGINT)
+        stdout, stderr = bench.communicate(timeout=120)
+    assert bench.returncode == 1, stderr
+    (result,) = json.loads(figures.read_text())
+    assert result["scale"] == 3000
+    assert result["error"].startswith("interrupted (SIGINT) after ")
+    assert result["entities"]["service"] < 3000
+    assert "extracting 200 offers" not in stderr
+    assert "FAILED at 3000: interrupted (SIGINT)" in stdout

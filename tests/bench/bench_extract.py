@@ -151,6 +151,9 @@ def split_cpu(
     return figures
 
 
+INTERRUPTED = "interrupted (SIGINT)"
+
+
 def measure(
     pid: int, read_timeout_s: float, method: str, url: str, simulator_pid: int | None = None, **request: Any
 ) -> dict[str, Any]:
@@ -179,6 +182,8 @@ def measure(
                 consume(response, reading)
         except httpx.HTTPError as failure:  # the figures so far are kept, with the failure
             error = f"{type(failure).__name__} after {time.monotonic() - began:.0f} s: {failure}"
+        except KeyboardInterrupt:  # SIGINT stops a long run and keeps its figures so far
+            error = f"{INTERRUPTED} after {time.monotonic() - began:.0f} s"
         finally:
             duration_s = time.monotonic() - began
             peak_kib = status_kib(pid, "VmHWM")
@@ -284,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  FAILED: {figures['error']}", file=sys.stderr, flush=True)
             if args.json is not None:  # after each scale: a long run's first figures survive its end
                 args.json.write_text(json.dumps(results, indent=1) + "\n")
+            if figures["error"].startswith(INTERRUPTED):
+                break
     print(
         "| offers | source | duration | of which fetch + spool | first byte | MB | organizations | services "
         "| facilities | providers | bridge RSS idle | bridge peak RSS (VmHWM) "
