@@ -123,8 +123,14 @@ def test_sigint_stops_the_run_keeps_the_figures_so_far_and_skips_the_next_scales
     figures = tmp_path / "figures.json"
     command = [sys.executable, "-m", "tests.bench.bench_extract", "--scales", "3000,200"]
     command += ["--workdir", str(tmp_path), "--json", str(figures)]
+    # started as a shell starts a background job: SIGINT ignored
     with subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     ) as bench:
         log = tmp_path / "bridge-3000.log"
         deadline = time.monotonic() + 120

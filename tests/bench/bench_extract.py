@@ -20,6 +20,7 @@ import json
 import os
 import re
 import resource
+import signal
 import sys
 import tempfile
 import time
@@ -264,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds without a byte of the answer before the download is given up (default 120)",
     )
     args = parser.parse_args(argv)
+    # A shell starts a background job with SIGINT ignored: take it back, so that `kill -INT` still stops a
+    # long run with its figures so far.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     scales: list[int] = args.scales
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-extract-") as temporary:
