@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -197,8 +197,22 @@ def peak_rss_mib(pid: int) -> float:
     return status_kib(pid, "VmHWM") / 1024
 
 
+def stat_cpu(pid: int) -> tuple[int, float]:
+    """A live process's start time (clock ticks since boot, /proc/<pid>/stat field 22: with the pid, an
+    identity that survives pid reuse) and its user + system CPU seconds so far (fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[19]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class TreeSampler(threading.Thread):
-    """The largest sum of VmRSS over a process and its descendants, sampled every `period_s`."""
+    """The largest sum of VmRSS over a process and its descendants, and their CPU seconds (user + system),
+    sampled every `period_s`.
+
+    CPU is counted from the first sample (`start` takes it): the root's own, and the descendants' summed,
+    each descendant by its last sample, so that one which ends between two samples (a mapping worker at the
+    end of an extraction) still counts, less at most `period_s` of its work. `stop` takes a last sample.
+    `series` holds (monotonic time, own CPU, descendants' CPU) of every sample, for splitting by phase.
+    """
 
     def __init__(self, pid: int, period_s: float = 0.2) -> None:
         super().__init__(daemon=True)
@@ -206,20 +220,64 @@ class TreeSampler(threading.Thread):
         self.period_s = period_s
         self.peak_kib = 0
         self.most_processes = 0
+        self.series: list[tuple[float, float, float]] = []
+        self._first: dict[tuple[int, int], float] = {}
+        self._last: dict[tuple[int, int], float] = {}
+        self._root: tuple[int, int] | None = None
         self._halt = threading.Event()
+
+    def start(self) -> None:
+        self.sample()  # the baseline: CPU spent before the measure does not count
+        super().start()
 
     def run(self) -> None:
         while not self._halt.wait(self.period_s):
-            total, processes = 0, 0
-            for pid in (self.pid, *descendants(self.pid)):
-                try:
-                    total += status_kib(pid, "VmRSS")
-                    processes += 1
-                except (OSError, RuntimeError):
-                    continue  # gone between the listing and the read
-            self.peak_kib = max(self.peak_kib, total)
-            self.most_processes = max(self.most_processes, processes)
+            self.sample()
+
+    def sample(self) -> None:
+        """One sample of the tree's memory and CPU (also called directly: `start`, `stop`)."""
+        total, processes = 0, 0
+        for pid in (self.pid, *descendants(self.pid)):
+            try:
+                key_start, cpu = stat_cpu(pid)
+                total += status_kib(pid, "VmRSS")
+            except (OSError, RuntimeError, IndexError, ValueError):
+                continue  # gone between the listing and the read
+            key = (pid, key_start)
+            if pid == self.pid:
+                self._root = key
+            self._first.setdefault(key, cpu)
+            self._last[key] = cpu
+            processes += 1
+        self.peak_kib = max(self.peak_kib, total)
+        self.most_processes = max(self.most_processes, processes)
+        own = self._spent(lambda key: key == self._root)
+        self.series.append((time.monotonic(), own, self._spent(lambda key: key != self._root)))
+
+    def _spent(self, keep: Callable[[tuple[int, int]], bool]) -> float:
+        return sum(cpu - self._first[key] for key, cpu in self._last.items() if keep(key))
+
+    @property
+    def own_cpu_s(self) -> float:
+        """The root process's CPU seconds since the first sample."""
+        return self.series[-1][1] if self.series else 0.0
+
+    @property
+    def descendants_cpu_s(self) -> float:
+        """The descendants' CPU seconds since the first sample (ended ones by their last sample)."""
+        return self.series[-1][2] if self.series else 0.0
+
+    @property
+    def processes_seen(self) -> int:
+        """How many processes (the root included) the samples ever saw."""
+        return len(self._last)
+
+    def cpu_at(self, when: float) -> tuple[float, float]:
+        """(own, descendants) CPU seconds at the last sample taken at or before monotonic time `when`."""
+        before = [(own, children) for at, own, children in self.series if at <= when]
+        return before[-1] if before else (0.0, 0.0)
 
     def stop(self) -> None:
         self._halt.set()
         self.join()
+        self.sample()

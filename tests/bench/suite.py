@@ -98,12 +98,17 @@ TINY = Scale(
 # (README "Performance", "Extraction at flat memory"): keep them in step when `make bench-extract` is re-run.
 NATIONAL_COMMAND = "make bench-extract SCALES=100000,1000000"
 NATIONAL_RECORDED = (
-    "last recorded (README, commit 361a74e, 2026-12-02): 2 742 s end to end, of which the bridge's own part "
-    "~1 340 s (~340 s download and spool + ~1 000 s map and write; the simulator's $export ~1 410 s apart)"
+    "last recorded (README, main 501ef93, 2026-12-06, load 5-10): one million offers did not complete "
+    "(fetch + spool 1 064 s wall, ~376 bridge CPU-s, the simulator's ~232 CPU-s apart; the write phase "
+    "gave up after 120 s without a byte in the organisation directory); 100 000 offers: 608 s wall, "
+    "bridge 426 CPU-s (87 own + 339 mapping workers; 28 fetch + spool, 398 map + write), so >= ~4 300 "
+    "CPU-s at one million; at 361a74e (2026-12-02, before the profile's placement): 2 742 s end to end, "
+    "the bridge's part ~1 340 s"
 )
 NATIONAL_MEMORY = (
-    "last recorded (README, commit 361a74e, 2026-12-02): bridge 176 MiB (VmHWM), with its 2 mapping workers "
-    "300 MiB (sampled); 1M/100k 1.04× (1.02× with workers)"
+    "last recorded (README, main 501ef93, 2026-12-06): at 100 000 offers bridge 257 MiB (VmHWM), with its "
+    "2 mapping workers 694-698 MiB (sampled); 100k/30k 1.05x (1.09x with workers); 1M/100k not taken (one "
+    "million did not complete); at 361a74e: bridge 176 MiB, with workers 300 MiB, 1M/100k 1.04x"
 )
 MSGSPEC_NAMES = tuple(
     f"{name} decoding of FHIR pages (issue 13 item 6)" for name in ("msgspec", "msgspec typed")
