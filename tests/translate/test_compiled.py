@@ -157,7 +157,7 @@ def test_the_shipped_tables_compiled_give_the_interpreted_values(mappings: Mappi
         assert [t.table for t in tables] == expected
         for compiled in tables:
             if compiled.each is not None:
-                # an `each` table maps parts of the resource, not the resource: tests/translate/test_devices.py
+                # an `each` table maps parts of the resource, not the resource: test_devices.py
                 # checks the device table through the engine, which runs the compiled tables
                 continue
             values = compiled.bind(compiled_ctx, {})(resource, resource)
