@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import sqlite3
+import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
 from datetime import datetime
+from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -50,10 +55,21 @@ BATCH_SIZE = 200
 PARALLEL_FROM = 20_000
 # Batches handed to the workers ahead of the one being written, per worker (bounds memory, keeps them busy).
 AHEAD_PER_WORKER = 2
+# A stopped pool's workers still running this long after (a batch being mapped) are terminated.
+STOP_WITHIN_S = 3.0
+# How often a worker checks that the process that started it still runs (it exits when that one died).
+PARENT_CHECK_S = 0.5
 # The context resources parsed last kept parsed for the next batches (most of a batch's context is its
 # neighbours' too: an organisation, its offers and lieux), up to this much of their stored JSON (parsed,
 # about four times as much memory); the least recently read go first.
 CONTEXT_CACHE_BYTES = 8 << 20
+log = logging.getLogger(__name__)
+
+
+class LogEvent(StrEnum):
+    WORKERS_TERMINATED = "mapping-workers-terminated"
+
+
 _BUILDERS: dict[Directory, Callable[[Any], Any]] = {
     Directory.ORGANIZATION: organization_bytes,
     Directory.SERVICE: service_bytes,
@@ -316,14 +332,49 @@ def map_batch_views(
 
 
 def start_pool(workers: int, mappings: Mappings) -> ProcessPoolExecutor:
-    """`workers` mapping processes, each loading the tables of `mappings`' directory once."""
-    return ProcessPoolExecutor(
+    """`workers` mapping processes, each loading the tables of `mappings`' directory once; each exits by
+    itself when this process dies (even killed); `shutdown` ends them within STOP_WITHIN_S (MappingPool)."""
+    return MappingPool(
         max_workers=workers,
         # spawn: a fork of this multi-threaded process could inherit a lock held by another thread.
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
-        initargs=(str(mappings.directory),),
+        initargs=(str(mappings.directory), os.getpid()),
     )
+
+
+class MappingPool(ProcessPoolExecutor):
+    """A process pool whose `shutdown` never leaves a worker running: the batches queued are dropped (whatever
+    `cancel_futures` says), and a worker still running STOP_WITHIN_S later (a batch being mapped, a stuck one)
+    is terminated, then killed, by a thread that the interpreter waits for at exit."""
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        processes = list((self._processes or {}).values())  # emptied by the shutdown
+        super().shutdown(wait=wait, cancel_futures=True)
+        if processes:
+            threading.Thread(
+                target=_end_workers, args=(processes,), name="mapping-pool-stop", daemon=False
+            ).start()
+
+
+def _end_workers(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    """Wait up to STOP_WITHIN_S for the workers to end; terminate those still running, kill the stubborn."""
+    deadline = time.monotonic() + STOP_WITHIN_S
+    running = {p.sentinel: p for p in processes if p.exitcode is None}
+    while running and (left := deadline - time.monotonic()) > 0:
+        for ended in multiprocessing.connection.wait(list(running), timeout=left):
+            running.pop(cast(int, ended))  # a sentinel given: an int
+    if not running:
+        return
+    log.warning(
+        "%s %d still running %.0f s after the stop", LogEvent.WORKERS_TERMINATED, len(running), STOP_WITHIN_S
+    )
+    for process in running.values():
+        process.terminate()
+    for process in running.values():
+        process.join(1.0)
+        if process.exitcode is None:
+            process.kill()
 
 
 def _is_offer(resource: Resource) -> bool:
@@ -360,11 +411,22 @@ def _merged_in(
 _worker_mappings: Mappings | None = None
 
 
-def _start_worker(directory: str) -> None:
+def _start_worker(directory: str, parent: int) -> None:
     global _worker_mappings
+    # The worker ends with the process that started it, even a killed one (no shutdown then): else it would
+    # wait for batches forever (it holds the writing end of its own queue). A thread polling the parent:
+    # Linux's PR_SET_PDEATHSIG would follow the parent's thread that started the worker, not the process.
+    threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
     # A worker's findings are counted and sent back with each batch; the parent logs them (Findings.merge).
     logging.getLogger(Finding.__module__).setLevel(logging.WARNING)
     _worker_mappings = load_mappings(Path(directory))
+
+
+def _exit_with(parent: int) -> None:
+    """Exit this process once `parent` is no longer its parent (it died: this one was re-parented)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(1)
 
 
 def _map_in_worker(
