@@ -42,6 +42,7 @@ from bridge.translate.access_profiles import (
 )
 from bridge.translate.findings import Finding, Findings
 from bridge.translate.select import named_devices
+from bridge.translate.tables import EntityTable
 
 # Entities mapped and written per step of the read-back: one chunk of the streamed document.
 BATCH_SIZE = 200
@@ -133,9 +134,15 @@ class SpoolWriter:
         # A device is made of its lieu alone (entities/device.yaml, no feed): its batch needs the offers given
         # at the lieux only to filter the devices as a client's access profile filters their UEs.
         bare = directory is Directory.DEVICE and not any(self._mappings.access.of(p) for p in self._profiles)
+        tables = [t for t in self._mappings.entities.values() if t.kind.directory is directory]
         for batch in _whole_groups(cursor):
             keys = [key for key, _, _ in batch]
-            needed = [] if bare else self._spool.context_keys(keys, offers_at=offers_at, below=below)
+            # Only the organisations this directory maps read what is below them (an internal organisation's
+            # typeActivity): an EJ's or EG's subtree is no facility's context (issue 13 item 4).
+            under = _mapped_keys(batch, resource_type, tables) if below else None
+            needed = (
+                [] if bare else self._spool.context_keys(keys, offers_at=offers_at, below=below, under=under)
+            )
             if pool is None:
                 parsed = self._parsed.resolve(self._spool, needed)
                 views = map_batch_views(
@@ -205,6 +212,14 @@ class ParsedContext:
         while self._size > self._budget and items:
             self._size -= items.popitem(last=False)[1][1]
         return out
+
+
+def _mapped_keys(
+    rows: Sequence[tuple[str, str | None, bytes]], resource_type: str, tables: Sequence[EntityTable]
+) -> list[str]:
+    """The keys of the rows some table of `tables` maps (its `select`), in row order."""
+    mapping = [t for t in tables if t.resource == resource_type]
+    return [key for key, _, body in rows if any(t.applies(orjson.loads(body)) for t in mapping)]
 
 
 def _whole_groups(cursor: sqlite3.Cursor) -> Iterator[list[Any]]:
