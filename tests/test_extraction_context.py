@@ -1,5 +1,6 @@
 """The context of a facility batch of organisations holds only what its internal organisations read (issue 13
-item 4): an EJ's or EG's subtree, which no facility maps, is not read back for it.
+item 4): an EJ's or EG's subtree, which no facility maps, is not read back for it; and that context is parsed
+with the cyclic collector paused (bridge/gc_control.py), as the mapping is.
 
 Before, every organisation of the batch (EJ and EG included) pulled every organisation and offer below it, the
 facility directory reading about twice the context of the others. The spool is filled with the simulator's
@@ -9,6 +10,7 @@ batch asks for.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -30,6 +32,11 @@ class SpyingSpool(Spool):
     def __init__(self) -> None:
         super().__init__(MAPPINGS)
         self.asked: list[tuple[list[str], list[str]]] = []
+        self.collector_on: list[bool] = []  # gc.isenabled() at each read of stored resources
+
+    def stored(self, keys: Sequence[str]) -> list[tuple[str, bytes]]:
+        self.collector_on.append(gc.isenabled())
+        return super().stored(keys)
 
     def context_keys(
         self,
@@ -65,6 +72,7 @@ def test_a_facility_batch_reads_the_offers_of_its_internal_organisations_only() 
             parent = resources[owner].get("partOf")
             owner = str(parent["reference"]) if isinstance(parent, dict) else ""
     spool = SpyingSpool()
+    assert gc.isenabled(), "the collector runs in the test process: the check below proves something"
     try:
         spool.add(list(resources.values()))
         spool.finish()
@@ -82,3 +90,6 @@ def test_a_facility_batch_reads_the_offers_of_its_internal_organisations_only() 
     assert offers_of_egs, "the dataset has offers no internal organisation holds: the check proves something"
     assert read <= allowed, f"{len(read - allowed)} offers read for no internal organisation"
     assert read, "the internal organisations' offers are still read (their typeActivity)"
+    # workers 0: every read of stored resources is the parse of a batch's context (ParsedContext.resolve)
+    assert spool.collector_on, "the context was read"
+    assert not any(spool.collector_on), "the context was parsed with the cyclic collector running"

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from bridge import gc_control
 from bridge.csd.writer import (
     device_bytes,
     directory_end,
@@ -144,10 +145,13 @@ class SpoolWriter:
                 [] if bare else self._spool.context_keys(keys, offers_at=offers_at, below=below, under=under)
             )
             if pool is None:
-                parsed = self._parsed.resolve(self._spool, needed)
-                views = map_batch_views(
-                    self._mappings, directory, resource_type, batch, parsed, self._now, self._profiles
-                )
+                # The collector paused over the parse as well as the mapping (bridge/gc_control.py): parsing
+                # the context made most of the full collections, each walking every live object (issue 13).
+                with gc_control.batch():
+                    parsed = self._parsed.resolve(self._spool, needed)
+                    views = map_batch_views(
+                        self._mappings, directory, resource_type, batch, parsed, self._now, self._profiles
+                    )
                 yield self._emit(directory, views, last)
                 continue
             context = [body for _, body in self._spool.stored(needed)]
@@ -394,7 +398,8 @@ def _map_in_worker(
     if mappings is None:
         raise RuntimeError("mapping worker started without its mapping tables")
     before = mappings.findings.counts()
-    views = map_batch_views(mappings, directory, resource_type, rows, context, now, profiles)
+    with gc_control.batch():  # the batch's JSON parsed with the collector paused, as it is mapped
+        views = map_batch_views(mappings, directory, resource_type, rows, context, now, profiles)
     after = mappings.findings.counts()
     return views, {key: n - before.get(key, 0) for key, n in after.items() if n != before.get(key, 0)}
 
