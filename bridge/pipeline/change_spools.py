@@ -225,11 +225,19 @@ class DeltaSpool(Spool):
                         purpose="what the records of the changes read below them",
                     )
 
-    def context_keys(self, keys: Sequence[str], *, offers_at: bool, below: bool = False) -> list[str]:
+    def context_keys(
+        self,
+        keys: Sequence[str],
+        *,
+        offers_at: bool,
+        below: bool = False,
+        under: Sequence[str] | None = None,
+    ) -> list[str]:
         """What the records of `keys` (one resource type) read, sorted: every resource their tables' feeds
-        reach in the spool (the extraction's fixed rule does not know the tables); with `offers_at` (lieux:
-        their devices), also the offers given at them and what those offers' records read, the UEs a client's
-        access profile decides the devices' visibility by (workers.map_batch_views)."""
+        reach in the spool (the extraction's fixed rule does not know the tables: `below` and `under` are not
+        read); with `offers_at` (lieux: their devices), also the offers given at them and what those offers'
+        records read, the UEs a client's access profile decides the devices' visibility by
+        (workers.map_batch_views)."""
         reached = self._reached(keys)
         if offers_at:
             sql = "SELECT src FROM link WHERE element = ? AND dst IN ({marks})"

@@ -25,6 +25,7 @@ from typing import Any, cast
 
 import orjson
 
+from bridge import gc_control
 from bridge.csd.writer import (
     device_bytes,
     directory_end,
@@ -47,6 +48,7 @@ from bridge.translate.access_profiles import (
 )
 from bridge.translate.findings import Finding, Findings
 from bridge.translate.select import named_devices
+from bridge.translate.tables import EntityTable
 
 # Entities mapped and written per step of the read-back: one chunk of the streamed document.
 BATCH_SIZE = 200
@@ -149,14 +151,23 @@ class SpoolWriter:
         # A device is made of its lieu alone (entities/device.yaml, no feed): its batch needs the offers given
         # at the lieux only to filter the devices as a client's access profile filters their UEs.
         bare = directory is Directory.DEVICE and not any(self._mappings.access.of(p) for p in self._profiles)
+        tables = [t for t in self._mappings.entities.values() if t.kind.directory is directory]
         for batch in _whole_groups(cursor):
             keys = [key for key, _, _ in batch]
-            needed = [] if bare else self._spool.context_keys(keys, offers_at=offers_at, below=below)
+            # Only the organisations this directory maps read what is below them (an internal organisation's
+            # typeActivity): an EJ's or EG's subtree is no facility's context (issue 13 item 4).
+            under = _mapped_keys(batch, resource_type, tables) if below else None
+            needed = (
+                [] if bare else self._spool.context_keys(keys, offers_at=offers_at, below=below, under=under)
+            )
             if pool is None:
-                parsed = self._parsed.resolve(self._spool, needed)
-                views = map_batch_views(
-                    self._mappings, directory, resource_type, batch, parsed, self._now, self._profiles
-                )
+                # The collector paused over the parse as well as the mapping (bridge/gc_control.py): parsing
+                # the context made most of the full collections, each walking every live object (issue 13).
+                with gc_control.batch():
+                    parsed = self._parsed.resolve(self._spool, needed)
+                    views = map_batch_views(
+                        self._mappings, directory, resource_type, batch, parsed, self._now, self._profiles
+                    )
                 yield self._emit(directory, views, last)
                 continue
             context = [body for _, body in self._spool.stored(needed)]
@@ -221,6 +232,14 @@ class ParsedContext:
         while self._size > self._budget and items:
             self._size -= items.popitem(last=False)[1][1]
         return out
+
+
+def _mapped_keys(
+    rows: Sequence[tuple[str, str | None, bytes]], resource_type: str, tables: Sequence[EntityTable]
+) -> list[str]:
+    """The keys of the rows some table of `tables` maps (its `select`), in row order."""
+    mapping = [t for t in tables if t.resource == resource_type]
+    return [key for key, _, body in rows if any(t.applies(orjson.loads(body)) for t in mapping)]
 
 
 def _whole_groups(cursor: sqlite3.Cursor) -> Iterator[list[Any]]:
@@ -441,7 +460,8 @@ def _map_in_worker(
     if mappings is None:
         raise RuntimeError("mapping worker started without its mapping tables")
     before = mappings.findings.counts()
-    views = map_batch_views(mappings, directory, resource_type, rows, context, now, profiles)
+    with gc_control.batch():  # the batch's JSON parsed with the collector paused, as it is mapped
+        views = map_batch_views(mappings, directory, resource_type, rows, context, now, profiles)
     after = mappings.findings.counts()
     return views, {key: n - before.get(key, 0) for key, n in after.items() if n != before.get(key, 0)}
 

@@ -1,0 +1,95 @@
+"""The context of a facility batch of organisations holds only what its internal organisations read (issue 13
+item 4): an EJ's or EG's subtree, which no facility maps, is not read back for it; and that context is parsed
+with the cyclic collector paused (bridge/gc_control.py), as the mapping is.
+
+Before, every organisation of the batch (EJ and EG included) pulled every organisation and offer below it, the
+facility directory reading about twice the context of the others. The spool is filled with the simulator's
+whole dataset and read back by the extraction's SpoolWriter (no mapping workers), spying on the context each
+batch asks for.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from bridge.pipeline.progress import Progress
+from bridge.pipeline.spool import Spool
+from bridge.pipeline.workers import SpoolWriter
+from bridge.simulator.dataset import generate_dataset
+from bridge.translate.transforms import SELECTORS
+from tests.test_extraction import MAPPINGS
+
+SCALE = 600
+SEED = 5
+OFFER = "HealthcareService/"
+
+
+class SpyingSpool(Spool):
+    """A spool recording the keys and the context of each batch the read-back asks for with `below`."""
+
+    def __init__(self) -> None:
+        super().__init__(MAPPINGS)
+        self.asked: list[tuple[list[str], list[str]]] = []
+        self.collector_on: list[bool] = []  # gc.isenabled() at each read of stored resources
+
+    def stored(self, keys: Sequence[str]) -> list[tuple[str, bytes]]:
+        self.collector_on.append(gc.isenabled())
+        return super().stored(keys)
+
+    def context_keys(
+        self,
+        keys: Sequence[str],
+        *,
+        offers_at: bool,
+        below: bool = False,
+        under: Sequence[str] | None = None,
+    ) -> list[str]:
+        found = super().context_keys(keys, offers_at=offers_at, below=below, under=under)
+        if below:
+            self.asked.append((list(keys), found))
+        return found
+
+
+def test_a_facility_batch_reads_the_offers_of_its_internal_organisations_only() -> None:
+    dataset = generate_dataset(SCALE, SEED)
+    resources = {f"{r['resourceType']}/{r['id']}": r for r in dataset}
+    internal = {
+        k
+        for k, r in resources.items()
+        if k.startswith("Organization/") and SELECTORS["internal-organization"](r)
+    }
+    # The offers under each internal organisation (providedBy, then partOf up the chain).
+    allowed: set[str] = set()
+    for key, resource in resources.items():
+        if not key.startswith(OFFER):
+            continue
+        owner = str(resource["providedBy"]["reference"])
+        while owner in resources:
+            if owner in internal:
+                allowed.add(key)
+            parent = resources[owner].get("partOf")
+            owner = str(parent["reference"]) if isinstance(parent, dict) else ""
+    spool = SpyingSpool()
+    assert gc.isenabled(), "the collector runs in the test process: the check below proves something"
+    try:
+        spool.add(list(resources.values()))
+        spool.finish()
+        writer = SpoolWriter(spool, MAPPINGS, datetime(2026, 1, 1, tzinfo=UTC), Progress())
+        document = b""
+        while (chunk := writer.next_chunk()) is not None:
+            document += chunk
+    finally:
+        spool.close()
+    assert spool.asked, "the facility directory's organisations were read back with `below`"
+    assert b"<csd:facility " in document
+    read = {key for _, context in spool.asked for key in context if key.startswith(OFFER)}
+    # Offers hang off EGs directly (simulator: 12 %): the old rule read them for the EG's row.
+    offers_of_egs = {k for k in resources if k.startswith(OFFER)} - allowed
+    assert offers_of_egs, "the dataset has offers no internal organisation holds: the check proves something"
+    assert read <= allowed, f"{len(read - allowed)} offers read for no internal organisation"
+    assert read, "the internal organisations' offers are still read (their typeActivity)"
+    # workers 0: every read of stored resources is the parse of a batch's context (ParsedContext.resolve)
+    assert spool.collector_on, "the context was read"
+    assert not any(spool.collector_on), "the context was parsed with the cyclic collector running"
