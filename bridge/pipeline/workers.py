@@ -69,6 +69,8 @@ log = logging.getLogger(__name__)
 
 
 class LogEvent(StrEnum):
+    """What the mapping pool logs (house style: events are enum members)."""
+
     WORKERS_TERMINATED = "mapping-workers-terminated"
 
 
