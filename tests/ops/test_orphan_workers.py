@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -22,7 +21,8 @@ import pytest
 
 from bridge.pipeline.workers import STOP_WITHIN_S, LogEvent, MappingPool
 from tests.bench.procs import descendants
-from tests.test_cli import REPO, free_port
+from tests.ops.processes import running
+from tests.test_cli import free_port
 
 # `serve` with the parallel mapping from a small directory (PARALLEL_FROM is a constant: lowered in this
 # process only, before the command line runs; the workers themselves never read it).
@@ -32,45 +32,13 @@ SERVE = (
 )
 
 
-def _wait(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"{url} did not answer: {log.read_text()}")
-        time.sleep(0.1)
-
-
-@contextmanager
-def _process(
-    command: list[str], log: Path, ready: str, env: dict[str, str]
-) -> Iterator[subprocess.Popen[bytes]]:
-    with (
-        log.open("wb") as output,
-        subprocess.Popen(
-            command, cwd=REPO, env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT
-        ) as process,
-    ):
-        try:
-            _wait(ready, process, log)
-            yield process
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("sim") / "simulator.log"
     base = f"http://127.0.0.1:{port}/ws-diffusion-fhir"
     command = [sys.executable, "-m", "bridge", "simulator", "--port", str(port), "--open", "--scale", "300"]
-    with _process(command, log, f"{base}/metadata", {}):
+    with running(command, log, f"{base}/metadata", {}, kill=True):
         yield base
 
 
@@ -110,7 +78,7 @@ def test_no_mapping_worker_outlives_serve(upstream: str, tmp_path: Path, sig: si
     }
     log = tmp_path / "serve.log"
     command = [sys.executable, "-c", SERVE, "serve", "--port", str(port), "--upstream", upstream]
-    with _process(command, log, f"{url}/healthz", env) as serve:
+    with running(command, log, f"{url}/healthz", env, kill=True) as serve:
         response, client, below = _mapping(serve, url)
         try:
             serve.send_signal(sig)

@@ -3,62 +3,24 @@ its terminator, never ended as if complete (issue 16 item 4). Real processes aga
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.test_cli import REPO, free_port
+from tests.ops.processes import running
+from tests.test_cli import free_port
 
 NAME_SEARCH = b"""<csd:careServicesRequest xmlns:csd="urn:ihe:iti:csd:2013">
   <csd:function urn="urn:ihe:iti:csd:2014:stored-function:organization-search">
     <csd:requestParams><csd:name>a</csd:name></csd:requestParams>
   </csd:function>
 </csd:careServicesRequest>"""
-
-
-def _wait(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"{url} did not answer: {log.read_text()}")
-        time.sleep(0.1)
-
-
-@contextmanager
-def _process(
-    args: list[str], log: Path, ready: str, env: dict[str, str]
-) -> Iterator[subprocess.Popen[bytes]]:
-    with (
-        log.open("wb") as output,
-        subprocess.Popen(
-            [sys.executable, "-m", "bridge", *args],
-            cwd=REPO,
-            env={**os.environ, **env},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        ) as process,
-    ):
-        try:
-            _wait(ready, process, log)
-            yield process
-        finally:
-            if process.poll() is None:
-                process.terminate()
-            process.wait(timeout=30)
 
 
 def _drain(chunks: Iterator[bytes], into: bytearray) -> None:
@@ -73,7 +35,7 @@ def slow_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("sim") / "simulator.log"
     base = f"http://127.0.0.1:{port}/ws-diffusion-fhir"
     args = ["simulator", "--port", str(port), "--open", "--scale", "200", "--latency-ms", "150"]
-    with _process(args, log, f"{base}/metadata", {}):
+    with running([sys.executable, "-m", "bridge", *args], log, f"{base}/metadata", {}):
         yield base
 
 
@@ -93,7 +55,7 @@ def test_sigterm_cuts_a_long_extraction_without_its_terminator(slow_upstream: st
     log = tmp_path / "bridge.log"
     args, url, env = _bridge(slow_upstream, 1.0, log)
     received = bytearray()
-    with _process(args, log, f"{url}/healthz", env) as bridge:
+    with running([sys.executable, "-m", "bridge", *args], log, f"{url}/healthz", env) as bridge:
         with httpx.stream("GET", f"{url}/extraction", timeout=60) as response:
             assert response.status_code == 200
             chunks = response.iter_raw()
@@ -124,7 +86,7 @@ def test_sigterm_lets_an_answer_in_flight_finish_and_refuses_new_connections(
         )
         answered_at.append(time.monotonic())
 
-    with _process(args, log, f"{url}/healthz", env) as bridge:
+    with running([sys.executable, "-m", "bridge", *args], log, f"{url}/healthz", env) as bridge:
         request = threading.Thread(target=ask)
         request.start()
         time.sleep(0.8)  # the search is paging (150 ms a page) when the signal arrives
