@@ -94,11 +94,14 @@ def run(
     workers: int | None,
     workdir: Path,
     read_timeout_s: float = 120,
+    simulator_latency_ms: float = 0,
 ) -> dict[str, Any]:
     sim_port, bridge_port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{sim_port}/ws-diffusion-fhir"
     started = time.monotonic()
     simulator = ["simulator", "--open", "--scale", str(scale), "--seed", str(seed), "--port", str(sim_port)]
+    if simulator_latency_ms:
+        simulator += ["--latency-ms", str(simulator_latency_ms)]
     sim_log = workdir / f"simulator-{scale}.log"
     with running([*PYTHON_BRIDGE, *simulator], f"{upstream}/metadata", log=sim_log) as sim:
         simulator_start_s = time.monotonic() - started
@@ -264,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         default=120,
         help="seconds without a byte of the answer before the download is given up (default 120)",
     )
+    parser.add_argument(
+        "--simulator-latency-ms",
+        type=float,
+        default=0,
+        help="latency the simulator adds to every FHIR request (default 0; tests use it for a sure silence)",
+    )
     args = parser.parse_args(argv)
     # A shell starts a background job with SIGINT ignored: take it back, so that `kill -INT` still stops a
     # long run with its figures so far.
@@ -275,7 +284,16 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         for scale in scales:
             print(f"extracting {scale} offers ({args.source}) …", file=sys.stderr, flush=True)
-            figures = run(scale, args.seed, args.source, args.region, args.workers, work, args.read_timeout)
+            figures = run(
+                scale,
+                args.seed,
+                args.source,
+                args.region,
+                args.workers,
+                work,
+                args.read_timeout,
+                args.simulator_latency_ms,
+            )
             results.append(figures)
             entities = figures["entities"]
             print(
