@@ -1235,32 +1235,14 @@ def profile_location(values: Sequence[Any], resource: Resource, ctx: Context) ->
             ctx.findings.add(Finding.INCOMPLETE_TYPED_ELEMENT, "location without INSEE code (cityNumber)")
             continue
         children: list[ExtensionNode] = []
-        for made in address([value], resource, ctx):
-            assert isinstance(made, Address)  # address gives Address values
-            lines = tuple(
-                ExtensionNode("addressLine", text=line.value, attributes=(("component", line.component),))
-                if line.component
-                else ExtensionNode("addressLine", text=line.value)
-                for line in made.lines
-            )
-            children.append(ExtensionNode("address", children=lines))
+        children.extend(_address_nodes([value], resource, ctx))
         where = next(
             (e for e in value.get("extension") or () if isinstance(e, dict) and e.get("url") == GEOLOCATION),
             None,
         )
         latitude, longitude = _first_value(where, "latitude"), _first_value(where, "longitude")
         if isinstance(latitude, int | float) and isinstance(longitude, int | float):
-            children.append(
-                ExtensionNode(
-                    "geoCoordinates",
-                    children=(
-                        ExtensionNode("latitude", text=_decimal(latitude)),
-                        ExtensionNode("longitude", text=_decimal(longitude)),
-                        ExtensionNode("coordinateSystem", text=COORDINATE_SYSTEM),
-                        _record_node(resource, ctx),
-                    ),
-                )
-            )
+            children.append(_geo_coordinates(latitude, longitude, (), _record_node(resource, ctx)))
         children += [city, _record_node(resource, ctx)]
         out.append(ExtensionNode("location", children=tuple(children)))
     return out
@@ -1550,30 +1532,13 @@ def _lieu_location(lieu: Resource, ctx: Context) -> ExtensionNode | None:
     status = _coded_node("status", lieu.get("operationalStatus"), ctx)
     if status is not None:
         children.append(status)
-    for made in address(_lieu_addresses(lieu), lieu, ctx):
-        assert isinstance(made, Address)  # address gives Address values
-        lines = tuple(
-            ExtensionNode("addressLine", text=line.value, attributes=(("component", line.component),))
-            if line.component
-            else ExtensionNode("addressLine", text=line.value)
-            for line in made.lines
-        )
-        children.append(ExtensionNode("address", children=lines))
+    children.extend(_address_nodes(_lieu_addresses(lieu), lieu, ctx))
     position = lieu.get("position")
     where: dict[str, Any] = position if isinstance(position, dict) else {}
     latitude, longitude = where.get("latitude"), where.get("longitude")
     if isinstance(latitude, int | float) and isinstance(longitude, int | float):
         children.append(
-            ExtensionNode(
-                "geoCoordinates",
-                children=(
-                    ExtensionNode("latitude", text=_decimal(latitude)),
-                    ExtensionNode("longitude", text=_decimal(longitude)),
-                    ExtensionNode("coordinateSystem", text=COORDINATE_SYSTEM),
-                    *_reliability(where, lieu, ctx),
-                    _record_node(lieu, ctx),
-                ),
-            )
+            _geo_coordinates(latitude, longitude, _reliability(where, lieu, ctx), _record_node(lieu, ctx))
         )
     children.append(city)
     if ctx.origin is not None and isinstance(latitude, int | float) and isinstance(longitude, int | float):
@@ -1628,6 +1593,38 @@ def calculated_distance(origin: tuple[float, float], point: tuple[float, float])
 
 
 COORDINATE_RELIABILITY = f"{_IG_SD}ror-coordinate-reliability"
+
+
+def _address_nodes(values: Sequence[Any], resource: Resource, ctx: Context) -> list[ExtensionNode]:
+    """The profile's `address` node (its addressLine components) of each address `address` makes."""
+    nodes: list[ExtensionNode] = []
+    for made in address(values, resource, ctx):
+        assert isinstance(made, Address)  # address gives Address values
+        lines = tuple(
+            ExtensionNode("addressLine", text=line.value, attributes=(("component", line.component),))
+            if line.component
+            else ExtensionNode("addressLine", text=line.value)
+            for line in made.lines
+        )
+        nodes.append(ExtensionNode("address", children=lines))
+    return nodes
+
+
+def _geo_coordinates(
+    latitude: float, longitude: float, extensions: Sequence[ExtensionNode], record: ExtensionNode
+) -> ExtensionNode:
+    """The profile's geoCoordinates: latitude, longitude, WGS84, then `extensions` (geoCodeExtension) and
+    the record."""
+    return ExtensionNode(
+        "geoCoordinates",
+        children=(
+            ExtensionNode("latitude", text=_decimal(latitude)),
+            ExtensionNode("longitude", text=_decimal(longitude)),
+            ExtensionNode("coordinateSystem", text=COORDINATE_SYSTEM),
+            *extensions,
+            record,
+        ),
+    )
 
 
 def _reliability(position: dict[str, Any], lieu: Resource, ctx: Context) -> list[ExtensionNode]:
