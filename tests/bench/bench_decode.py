@@ -1,8 +1,8 @@
 """`python -m tests.bench.bench_decode`: decoding real simulator search pages with orjson (what the bridge
 uses) against msgspec, untyped and typed, in the same run (issue 13 item 6, upstream side).
 
-Benchmark support (tests/bench/, never collected by pytest). msgspec is not a dependency of the project: the
-benchmark says so and stops when it is not installed (`pip install msgspec` into the venv to run it). Pages:
+Benchmark support (tests/bench/, never collected by pytest). msgspec is a dev dependency (benchmarks only),
+not one of the bridge's: without it the benchmark says so and stops. Pages:
 the extraction's offer search ("offre complète" includes, `_count` 200) of an in-process simulator; each
 decoder runs over the same bytes, rounds interleaved, and must give the same Python value.
 """
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     if msgspec is None:
-        raise SystemExit("msgspec is not installed (not a project dependency): pip install msgspec")
+        raise SystemExit("msgspec is not installed (a dev dependency): make install")
     print_figures(decode_figures(args.scale, args.pages, args.rounds))
 
 

@@ -159,8 +159,8 @@ def workers(scale: Scale) -> list[Figure]:
 
 def decode(scale: Scale) -> list[Figure]:
     if importlib.util.find_spec("msgspec") is None:
-        why = "msgspec not installed — run `pip install msgspec` to measure"
-        detail = "not a project dependency: measured on demand (README, Performance)"
+        why = "msgspec not installed (a dev dependency) — run `make install` to measure"
+        detail = "benchmarks only: installed by the dev extra (README, Dependencies)"
         return [
             Figure.not_measured(
                 name, "× orjson", Goal.AT_LEAST, 1.2, why, detail, "python -m tests.bench.bench_decode"
