@@ -210,6 +210,35 @@ async def test_a_running_job_answers_202_with_retry_after_and_progress_and_can_b
         assert (await http.delete(poll)).status_code == 404
 
 
+async def test_a_poll_waits_for_a_job_about_to_finish(dataset: Dataset) -> None:
+    """`export_poll_wait_s`: a job finishing within it answers the poll with its manifest, not with a 202
+    and a Retry-After of whole seconds (README, Performance: "`$export` collection: where the wall time
+    went"); with 0 the poll answers at once."""
+    params = {"_type": "Organization"}
+    quick = {"export_step_delay_s": 0.05, "export_file_size": 100_000}  # one file, written after 50 ms
+    async with client_for(sim(dataset, **quick, export_poll_wait_s=0)) as http:
+        assert (await http.get(await kickoff(http, params))).status_code == 202
+    async with client_for(sim(dataset, **quick, export_poll_wait_s=5)) as http:
+        poll = await kickoff(http, params)
+        started = asyncio.get_running_loop().time()
+        first = await http.get(poll)
+        assert first.status_code == 200, first.text
+        waited = asyncio.get_running_loop().time() - started
+        assert waited < 4, "answered once the job ended, not at the end of the wait"
+        assert [item["type"] for item in first.json()["output"]] == ["Organization"]
+
+
+async def test_a_job_deleted_while_a_poll_waits_answers_404(dataset: Dataset) -> None:
+    async with client_for(sim(dataset, export_step_delay_s=3600, export_poll_wait_s=5)) as http:
+        poll = await kickoff(http, {"_type": "HealthcareService"})
+        waiting = asyncio.create_task(http.get(poll))
+        await asyncio.sleep(0.1)
+        assert (await http.delete(poll)).status_code == 202
+        gone = await waiting
+        assert gone.status_code == 404
+        assert gone.json()["resourceType"] == "OperationOutcome"
+
+
 async def test_delete_removes_the_output_files(http: httpx.AsyncClient) -> None:
     poll = await kickoff(http, {"_type": "Organization"})
     manifest = (await wait_done(http, poll)).json()
