@@ -173,7 +173,7 @@ async def test_ndjson_on_request_holds_the_same_resources(
 async def test_files_are_built_when_first_downloaded_and_stay_the_same(dataset: Dataset) -> None:
     """A finished job lists its files before any exists (built on download, issue 13): each file then holds
     the resources of its slice in result order, fullUrls from the job's base, the same bytes every time."""
-    app = sim(dataset, export_file_size=100)
+    app = sim(dataset, export_file_size=100, export_build_ahead=0)
     store: ExportStore = app.state.exports
     async with client_for(app) as http:
         poll = await kickoff(http, {"_type": "HealthcareService"})
@@ -208,6 +208,36 @@ async def test_a_running_job_answers_202_with_retry_after_and_progress_and_can_b
         assert (await http.delete(poll)).status_code == 202
         assert (await http.get(poll)).status_code == 404
         assert (await http.delete(poll)).status_code == 404
+
+
+async def test_a_download_builds_the_next_files_ahead(dataset: Dataset) -> None:
+    """`export_build_ahead`: downloading a job's file i builds files i+1 … i+N in worker threads (README, The
+    ROR simulator); those are then served as built, the same resources as a file built by its own download."""
+    app = sim(dataset, export_file_size=20, export_build_ahead=2)
+    store: ExportStore = app.state.exports
+    async with client_for(app) as http:
+        manifest = (await wait_done(http, await kickoff(http, {"_type": "HealthcareService"}))).json()
+        urls = [item["url"] for item in manifest["output"]]
+        assert len(urls) >= 5
+        ids = [url.rsplit("/", 1)[1] for url in urls]
+        first = await http.get(urls[1])
+        assert first.status_code == 200
+        for _ in range(200):  # the builds ahead run in worker threads
+            if all(store.binaries[i].path.is_file() for i in ids[1:4]):
+                break
+            await asyncio.sleep(0.01)
+        on_disk = [store.binaries[i].path.is_file() for i in ids]
+        assert on_disk[:5] == [False, True, True, True, False]
+        ahead = await http.get(urls[2])
+        assert ahead.status_code == 200
+        assert ahead.content == (await http.get(urls[2])).content
+    fresh = sim(dataset, export_file_size=20, export_build_ahead=0)
+    async with client_for(fresh) as http:
+        manifest = (await wait_done(http, await kickoff(http, {"_type": "HealthcareService"}))).json()
+        built_by_download = (await http.get(manifest["output"][2]["url"])).json()
+    assert [e["resource"] for e in ahead.json()["entry"]] == [
+        e["resource"] for e in built_by_download["entry"]
+    ]
 
 
 async def test_a_poll_waits_for_a_job_about_to_finish(dataset: Dataset) -> None:
