@@ -91,8 +91,8 @@ async def run_export(
     """Every resource of the export, in the manifest's file order; the job is deleted at the end.
 
     Up to `downloads` files are fetched at once, each read whole before its resources are handed out (memory:
-    `downloads` files as bytes, one of them decoded). Use it under `contextlib.aclosing` so that an
-    abandoned export is still cleaned up.
+    up to twice `downloads` files as bytes, `downloads` of them downloading, and one file decoded). Use it
+    under `contextlib.aclosing` so that an abandoned export is still cleaned up.
     """
     if downloads < 1:
         raise ValueError("downloads must be >= 1")
@@ -181,20 +181,44 @@ async def _poll(
 async def _files(
     client: Exchange, urls: list[str], deadline: Deadline, downloads: int
 ) -> AsyncGenerator[list[Resource], None]:
-    """Each file's resources, in `urls` order, with up to `downloads` files in flight; the first failure is
-    raised in order and the downloads still running are cancelled.
+    """Each file's resources, in `urls` order, with up to `downloads` files in flight and up to `downloads`
+    more downloaded, waiting for their turn; the first failure is raised in order and the downloads still
+    running are cancelled.
 
     The files wait as bytes and each is decoded only when its turn comes: the collector never walks the
-    trees of files not handed out yet (eight decoded files alive made it walk them again and again)."""
+    trees of files not handed out yet (eight decoded files alive made it walk them again and again). A
+    download that ends frees its slot at once, whatever the order: a slow file holds back the hand-out,
+    not the downloads behind it (README, Performance: "`$export` collection: where the wall time went")."""
     pending: deque[asyncio.Task[tuple[bytes, bool]]] = deque()
-    started = 0
+    started = in_flight = 0
+    closed = False
+
+    def fill() -> None:
+        nonlocal started, in_flight
+        while not closed and started < len(urls) and in_flight < downloads and len(pending) < 2 * downloads:
+            task = asyncio.create_task(_download(client, urls[started], deadline))
+            task.add_done_callback(ended)
+            pending.append(task)
+            started += 1
+            in_flight += 1
+
+    def ended(_: asyncio.Task[tuple[bytes, bool]]) -> None:
+        nonlocal in_flight
+        in_flight -= 1
+        fill()
+
     try:
-        while started < len(urls) or pending:
-            while started < len(urls) and len(pending) < downloads:
-                pending.append(asyncio.create_task(_download(client, urls[started], deadline)))
-                started += 1
+        fill()
+        while pending:
             url = urls[started - len(pending)]
-            body, ndjson = await pending.popleft()
+            body, ndjson = await pending[0]  # left in `pending` while awaited: it counts in the bound
+            pending.popleft()
+            fill()
+            # One turn of the loop before the decode: the downloads just started send their requests and
+            # those in flight read what has arrived (awaiting a download already finished does not yield:
+            # without it, eight files went out together, came back together and waited for eight decodes
+            # with nothing in flight).
+            await asyncio.sleep(0)
             try:
                 resources = _file_resources(body, ndjson, url)
             except orjson.JSONDecodeError:
@@ -208,6 +232,7 @@ async def _files(
             yield resources
             del resources
     finally:
+        closed = True
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)

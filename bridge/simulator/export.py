@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 import orjson
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 
 from bridge.simulator.bundle import FhirResponse, error_response, fhir_base, operation_outcome
 from bridge.simulator.dataset import RESOURCE_TYPES, Dataset
@@ -67,6 +67,14 @@ class ExportSettings:
     file_size: int = 1000  # resources per output file ("un par tranche de résultats")
     step_delay_s: float = 0.0  # pause before each file is written, to watch a job run
     retry_after_s: int = 1  # Retry-After of a poll while the job runs
+    # A poll of a running job waits up to this long for it to finish before answering 202: a job finishing
+    # within it answers this poll with its manifest instead of sending the client away for a Retry-After of
+    # whole seconds (a 12 000-offer job takes ~0.2 s; README, Performance). 0: every poll answers at once.
+    poll_wait_s: float = 0.5
+    # Files built ahead of the downloads: a request for a job's file i starts building files i+1 … i+N in
+    # worker threads, so that they are on disk when their own requests come (a server whose job wrote its
+    # files answers a download with a read). 0: each file is built by its first download only.
+    build_ahead: int = 8
 
 
 @dataclass
@@ -98,6 +106,7 @@ class _Binary:
     keys: tuple[Key, ...]
     base: str  # the FHIR base of the job's fullUrls
     ndjson: bool
+    index: int  # its place in the job's output
 
 
 _DIRECTORY_PREFIX = "ror-simulator-export-"  # then the owning process id, a dash, a random part
@@ -134,6 +143,7 @@ class ExportStore:
         self.settings = settings
         self.jobs: dict[str, ExportJob] = {}
         self.binaries: dict[str, _Binary] = {}
+        self._builds: dict[str, asyncio.Task[bytes | None]] = {}  # files being built, until built
         self._directory: Path | None = None
 
     @property
@@ -229,17 +239,46 @@ class ExportStore:
             await asyncio.sleep(0)  # let the server answer polls between files
         binary_id = uuid.uuid4().hex
         path = self.directory / f"{binary_id}.{'ndjson' if job.ndjson else 'json'}"
-        self.binaries[binary_id] = _Binary(job.id, path, job.media_type, tuple(keys), job.base, job.ndjson)
+        self.binaries[binary_id] = _Binary(
+            job.id, path, job.media_type, tuple(keys), job.base, job.ndjson, len(job.output)
+        )
         job.output.append((rtype, binary_id, len(keys)))
 
-    def materialise(self, binary_id: str) -> Path | None:
-        """The file's path, built on first use (in a worker thread: the server keeps answering); None when
-        the file is unknown or its job was deleted meanwhile."""
+    def build(self, binary_id: str) -> asyncio.Task[bytes | None]:
+        """The file's bytes (`materialise` in a worker thread), one build at a time per file: a download
+        that comes while its file is built ahead waits for that build."""
+        task = self._builds.get(binary_id)
+        if task is None:
+            task = asyncio.create_task(asyncio.to_thread(self.materialise, binary_id))
+            self._builds[binary_id] = task
+            task.add_done_callback(lambda done: self._built(binary_id, done))
+        return task
+
+    def _built(self, binary_id: str, task: asyncio.Task[bytes | None]) -> None:
+        self._builds.pop(binary_id, None)  # its bytes go with it: a later download reads the file
+        if not task.cancelled():
+            task.exception()  # a failed build ahead is retried by the file's own download
+
+    def build_ahead(self, binary_id: str) -> None:
+        """Start building the `build_ahead` files after this one in its job's output (those not built yet)."""
+        binary = self.binaries.get(binary_id)
+        job = self.jobs.get(binary.job_id) if binary is not None else None
+        if binary is None or job is None or self.settings.build_ahead < 1:
+            return
+        for _, next_id, _ in job.output[binary.index + 1 : binary.index + 1 + self.settings.build_ahead]:
+            following = self.binaries.get(next_id)
+            if following is not None and next_id not in self._builds and not following.path.is_file():
+                self.build(next_id)
+
+    def materialise(self, binary_id: str) -> bytes | None:
+        """The file's bytes, built on first use and kept on disk (called in a worker thread: the server keeps
+        answering); None when the file is unknown or its job was deleted meanwhile. Served whole from memory:
+        a 2 MB file streamed from disk took ~30 reads, each a hop to a worker thread."""
         binary = self.binaries.get(binary_id)
         if binary is None:
             return None
-        if binary.path.is_file():
-            return binary.path
+        with contextlib.suppress(FileNotFoundError):
+            return binary.path.read_bytes()
         resources = self.rendered.rendered(binary.keys)
         if binary.ndjson:
             content = b"".join(orjson.dumps(r) + b"\n" for _, r in resources)
@@ -262,7 +301,7 @@ class ExportStore:
             with contextlib.suppress(FileNotFoundError):
                 binary.path.unlink()
             return None
-        return binary.path
+        return content
 
 
 _FILTER_SPLIT = re.compile(r",(?=[A-Z][A-Za-z]*\?)")
@@ -344,7 +383,8 @@ def add_export_routes(
 
     @app.get("/$export-poll-status")
     async def export_poll(request: Request) -> Response:
-        job = store.jobs.get(request.query_params.get("_jobId", ""))
+        job_id = request.query_params.get("_jobId", "")
+        job = store.jobs.get(job_id)
         if job is None:
             return error_response(404, "unknown or deleted export job", code="not-found")
         rules: tuple[FaultRule, ...] = request.scope.get(SCOPE_KEY, ())
@@ -353,6 +393,10 @@ def add_export_routes(
             if job.task is not None:
                 job.task.cancel()
             store.fail(job, "simulated fault: the export job failed")
+        if job.status == "running" and job.task is not None and settings.poll_wait_s > 0:
+            await asyncio.wait({job.task}, timeout=settings.poll_wait_s)  # the job is not cancelled
+            if store.jobs.get(job_id) is not job:
+                return error_response(404, "unknown or deleted export job", code="not-found")
         if job.status == "running":
             response = Response(status_code=202)
             response.headers["Retry-After"] = str(settings.retry_after_s)
@@ -371,10 +415,14 @@ def add_export_routes(
     @app.get("/Binary/{binary_id}")
     async def binary(binary_id: str) -> Response:
         found = store.binaries.get(binary_id)
-        path = await asyncio.to_thread(store.materialise, binary_id) if found is not None else None
-        if found is None or path is None:
+        content = None
+        if found is not None:
+            build = store.build(binary_id)
+            store.build_ahead(binary_id)
+            content = await asyncio.shield(build)  # a download given up leaves the build to end
+        if found is None or content is None:
             return error_response(404, f"Resource Binary/{binary_id} is not known", code="not-found")
-        return FileResponse(path, media_type=found.media_type)
+        return Response(content, media_type=found.media_type)
 
     return store
 

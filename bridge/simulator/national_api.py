@@ -82,6 +82,8 @@ class SimulatorConfig:
     export_file_size: int = 1000  # resources per output file
     export_step_delay_s: float = 0  # pause before each output file, to watch a job run
     export_retry_after_s: int = 1  # Retry-After while a job runs
+    export_poll_wait_s: float = 0.5  # a poll of a running job waits this long for it to finish (export.py)
+    export_build_ahead: int = 8  # files built ahead of the downloads (export.py)
     # Search (A1): results past this many are not served; Bundle.total still gives the real count
     # (the ROR truncates searches at 10 000 results, ror-fhir-api.md §5 (A); simulator choice, see README).
     max_results: int = 10_000
@@ -132,7 +134,13 @@ def create_simulator_app(config: SimulatorConfig, dataset: Dataset | None = None
     app.state.exports = add_export_routes(
         app,
         data,
-        ExportSettings(config.export_file_size, config.export_step_delay_s, config.export_retry_after_s),
+        ExportSettings(
+            config.export_file_size,
+            config.export_step_delay_s,
+            config.export_retry_after_s,
+            config.export_poll_wait_s,
+            config.export_build_ahead,
+        ),
         rendered,
     )
 

@@ -187,6 +187,8 @@ class ManyBundles:
         self.downloads: list[str] = []
         self.garbled: set[str] = set()
         self.always_garbled = False
+        self.delays: dict[str, float] = {}  # file → seconds before it is answered
+        self.requested_while: dict[str, list[str]] = {}  # delayed file → files requested before its answer
 
     async def __call__(self, request: Request) -> Response:
         path = request.url.path.removeprefix("/fhir")
@@ -202,6 +204,9 @@ class ManyBundles:
             return Response(orjson.dumps({"output": output, "error": []}), media_type="application/json")
         name = path.removeprefix("/Binary/")
         self.downloads.append(name)
+        if name in self.delays:
+            await asyncio.sleep(self.delays[name])
+            self.requested_while[name] = list(self.downloads)
         if name in self.garbled and (self.always_garbled or self.downloads.count(name) == 1):
             return Response(b'{"resourceType": "Bundle", "entry": [', media_type="application/fhir+json")
         entries = [{"resource": r} for r in self.files[name]]
@@ -234,6 +239,22 @@ async def test_files_wait_as_bytes_and_are_decoded_in_turn(
     assert decoded_while_waiting == 1, "only the file being handed out is decoded"
     assert [r["id"] for r in found] == [r["id"] for f in server.files.values() for r in f]
     assert len(decoded) == 4
+
+
+async def test_a_slow_file_holds_back_the_hand_out_not_the_downloads_behind_it(scripted: Scripted) -> None:
+    """A download that ends frees its slot at once (README, Performance: "`$export` collection: where the
+    wall time went"): while the first file is slow, the files behind it are downloaded — at most
+    `export_downloads` in flight, and at most as many more waiting for their turn — and still handed out
+    after it."""
+    server = ManyBundles(scripted, 8)
+    server.delays = {"f0": 0.5}
+    scripted.fhir_handler = server
+    async with FhirClient(scripted.base, headers={}, retry=FAST, export_downloads=2) as client:
+        found = await collect(client, ExportStats())
+    assert server.requested_while["f0"] == ["f0", "f1", "f2", "f3"]
+    assert scripted.max_in_flight == 2
+    assert found == [f"Organization/{r['id']}" for f in server.files.values() for r in f]
+    assert server.downloads == [f"f{n}" for n in range(8)]
 
 
 async def test_a_file_that_does_not_parse_is_downloaded_again(scripted: Scripted) -> None:

@@ -173,7 +173,7 @@ async def test_ndjson_on_request_holds_the_same_resources(
 async def test_files_are_built_when_first_downloaded_and_stay_the_same(dataset: Dataset) -> None:
     """A finished job lists its files before any exists (built on download, issue 13): each file then holds
     the resources of its slice in result order, fullUrls from the job's base, the same bytes every time."""
-    app = sim(dataset, export_file_size=100)
+    app = sim(dataset, export_file_size=100, export_build_ahead=0)
     store: ExportStore = app.state.exports
     async with client_for(app) as http:
         poll = await kickoff(http, {"_type": "HealthcareService"})
@@ -208,6 +208,65 @@ async def test_a_running_job_answers_202_with_retry_after_and_progress_and_can_b
         assert (await http.delete(poll)).status_code == 202
         assert (await http.get(poll)).status_code == 404
         assert (await http.delete(poll)).status_code == 404
+
+
+async def test_a_download_builds_the_next_files_ahead(dataset: Dataset) -> None:
+    """`export_build_ahead`: downloading a job's file i builds files i+1 … i+N in worker threads (README, The
+    ROR simulator); those are then served as built, the same resources as a file built by its own download."""
+    app = sim(dataset, export_file_size=20, export_build_ahead=2)
+    store: ExportStore = app.state.exports
+    async with client_for(app) as http:
+        manifest = (await wait_done(http, await kickoff(http, {"_type": "HealthcareService"}))).json()
+        urls = [item["url"] for item in manifest["output"]]
+        assert len(urls) >= 5
+        ids = [url.rsplit("/", 1)[1] for url in urls]
+        first = await http.get(urls[1])
+        assert first.status_code == 200
+        for _ in range(200):  # the builds ahead run in worker threads
+            if all(store.binaries[i].path.is_file() for i in ids[1:4]):
+                break
+            await asyncio.sleep(0.01)
+        on_disk = [store.binaries[i].path.is_file() for i in ids]
+        assert on_disk[:5] == [False, True, True, True, False]
+        ahead = await http.get(urls[2])
+        assert ahead.status_code == 200
+        assert ahead.content == (await http.get(urls[2])).content
+    fresh = sim(dataset, export_file_size=20, export_build_ahead=0)
+    async with client_for(fresh) as http:
+        manifest = (await wait_done(http, await kickoff(http, {"_type": "HealthcareService"}))).json()
+        built_by_download = (await http.get(manifest["output"][2]["url"])).json()
+    assert [e["resource"] for e in ahead.json()["entry"]] == [
+        e["resource"] for e in built_by_download["entry"]
+    ]
+
+
+async def test_a_poll_waits_for_a_job_about_to_finish(dataset: Dataset) -> None:
+    """`export_poll_wait_s`: a job finishing within it answers the poll with its manifest, not with a 202
+    and a Retry-After of whole seconds (README, Performance: "`$export` collection: where the wall time
+    went"); with 0 the poll answers at once."""
+    params = {"_type": "Organization"}
+    quick = {"export_step_delay_s": 0.05, "export_file_size": 100_000}  # one file, written after 50 ms
+    async with client_for(sim(dataset, **quick, export_poll_wait_s=0)) as http:
+        assert (await http.get(await kickoff(http, params))).status_code == 202
+    async with client_for(sim(dataset, **quick, export_poll_wait_s=5)) as http:
+        poll = await kickoff(http, params)
+        started = asyncio.get_running_loop().time()
+        first = await http.get(poll)
+        assert first.status_code == 200, first.text
+        waited = asyncio.get_running_loop().time() - started
+        assert waited < 4, "answered once the job ended, not at the end of the wait"
+        assert [item["type"] for item in first.json()["output"]] == ["Organization"]
+
+
+async def test_a_job_deleted_while_a_poll_waits_answers_404(dataset: Dataset) -> None:
+    async with client_for(sim(dataset, export_step_delay_s=3600, export_poll_wait_s=5)) as http:
+        poll = await kickoff(http, {"_type": "HealthcareService"})
+        waiting = asyncio.create_task(http.get(poll))
+        await asyncio.sleep(0.1)
+        assert (await http.delete(poll)).status_code == 202
+        gone = await waiting
+        assert gone.status_code == 404
+        assert gone.json()["resourceType"] == "OperationOutcome"
 
 
 async def test_delete_removes_the_output_files(http: httpx.AsyncClient) -> None:
