@@ -123,15 +123,20 @@ def _format_offset(offset: timedelta) -> str:
     return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
+_MINUTE: Final = timedelta(minutes=1)
+
+
 def xs_datetime(value: datetime) -> str:
     """xs:dateTime, always with a zone: naive values are taken as UTC and written with `Z`."""
     offset = value.utcoffset()
     if offset is None:
-        value, offset = value.replace(tzinfo=UTC), timedelta(0)
-    elif offset % timedelta(minutes=1):
+        return value.isoformat() + "Z"
+    if not offset:
+        return value.isoformat()[:-6] + "Z"  # isoformat ends with +00:00
+    if offset % _MINUTE:
         # xs:dateTime zones are whole minutes (XSD 1.0 Part 2 §3.2.7.3); express odd offsets in UTC.
-        value, offset = value.astimezone(UTC), timedelta(0)
-    return value.replace(tzinfo=None).isoformat() + _format_offset(offset)
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
+    return value.isoformat()  # ±HH:MM, as _format_offset writes it
 
 
 def xs_date(value: date) -> str:
@@ -339,16 +344,35 @@ def _node(parts: list[str], node: ExtensionNode, prefixed: bool) -> None:
         if len(_STARTS) >= _CACHED:
             _STARTS.clear()
         _STARTS[name, prefixed, attributes] = start
-    parts.append(start + ">" if text is None else f"{start}>{_escape_text(text)}")
+    append = parts.append
+    append(start + ">" if text is None else f"{start}>{_escape_text(text)}")
     for child in children:
-        _node(parts, child, prefixed)
-    parts.append((_CSD_NAMES if prefixed else _PLAIN_NAMES)[name][1])
+        if child.children:
+            _node(parts, child, prefixed)
+        else:  # a leaf (most children): its serialised element, without a call of its own
+            leaf_key = (child.name, prefixed, child.attributes, child.text)
+            append(_LEAVES.get(leaf_key) or _leaf_node(*leaf_key))
+    append((_CSD_NAMES if prefixed else _PLAIN_NAMES)[name][1])
+
+
+# (typed extension, element) → the element's place in the profile's sequence (bridge/profile.py), looked up
+# once per pair; an element without place raises profile.position's ValueError.
+_POSITIONS: dict[tuple[str, str], int] = {}
+
+
+def _position(extension_type: str, node: ExtensionNode) -> int:
+    found = _POSITIONS.get((extension_type, node.name))
+    if found is None:
+        found = _POSITIONS[extension_type, node.name] = profile.position(extension_type, node.name)
+    return found
 
 
 def _extensions(parts: list[str], extensions: Sequence[Extension]) -> None:
     """Each extension in turn, except the typed elements of the ROR v2.4 profile (`Extension.profile`): those
     of one typed extension go together in one `csd:extension`, where the first of them comes, in the order
     of the profile's sequence (bridge/profile.py; repeats keep their order)."""
+    if not extensions:
+        return
     groups: dict[tuple[str, str, int], tuple[int, Extension, list[ExtensionNode]]] = {}
     opened: dict[tuple[str, str], int] = {}  # how many extensions of a type an OPENS_EXTENSION element opened
     for extension in extensions:
@@ -360,17 +384,25 @@ def _extensions(parts: list[str], extensions: Sequence[Extension]) -> None:
         if content is not None and profile.OPENS_EXTENSION.get(extension.type) == content.name:
             opened[pair] = opened.get(pair, -1) + 1
         key = (*pair, opened.get(pair, 0))
-        if key not in groups:  # the element takes its place now, its content once the group is complete
-            groups[key] = (len(parts), extension, [])
+        group = groups.get(key)
+        if group is None:  # the element takes its place now, its content once the group is complete
+            group = groups[key] = (len(parts), extension, [])
             parts.append("")
         if content is not None:
-            groups[key][2].append(content)
+            group[2].append(content)
     for (extension_type, _urn, _n), (index, extension, nodes) in groups.items():
-        group = [_extension_start(extension)]
-        for node in sorted(nodes, key=lambda n: profile.position(extension_type, n.name)):
-            _node(group, node, True)
-        _close(group, 0, "</csd:extension>")
-        parts[index] = "".join(group)
+        if not nodes:
+            parts[index] = _extension_start(extension) + "/>"
+            continue
+        if len(nodes) > 1:
+            nodes.sort(key=lambda node: _position(extension_type, node))
+        else:
+            _position(extension_type, nodes[0])  # an element without place is refused, alone or not
+        group_parts = [_extension_start(extension) + ">"]
+        for node in nodes:
+            _node(group_parts, node, True)
+        group_parts.append("</csd:extension>")
+        parts[index] = "".join(group_parts)
 
 
 def _extensions_each(parts: list[str], extensions: Sequence[Extension]) -> None:
