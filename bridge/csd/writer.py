@@ -123,15 +123,20 @@ def _format_offset(offset: timedelta) -> str:
     return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
+_MINUTE: Final = timedelta(minutes=1)
+
+
 def xs_datetime(value: datetime) -> str:
     """xs:dateTime, always with a zone: naive values are taken as UTC and written with `Z`."""
     offset = value.utcoffset()
     if offset is None:
-        value, offset = value.replace(tzinfo=UTC), timedelta(0)
-    elif offset % timedelta(minutes=1):
+        return value.isoformat() + "Z"
+    if not offset:
+        return value.isoformat()[:-6] + "Z"  # isoformat ends with +00:00
+    if offset % _MINUTE:
         # xs:dateTime zones are whole minutes (XSD 1.0 Part 2 §3.2.7.3); express odd offsets in UTC.
-        value, offset = value.astimezone(UTC), timedelta(0)
-    return value.replace(tzinfo=None).isoformat() + _format_offset(offset)
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
+    return value.isoformat()  # ±HH:MM, as _format_offset writes it
 
 
 def xs_date(value: date) -> str:
@@ -339,38 +344,75 @@ def _node(parts: list[str], node: ExtensionNode, prefixed: bool) -> None:
         if len(_STARTS) >= _CACHED:
             _STARTS.clear()
         _STARTS[name, prefixed, attributes] = start
-    parts.append(start + ">" if text is None else f"{start}>{_escape_text(text)}")
+    append = parts.append
+    append(start + ">" if text is None else f"{start}>{_escape_text(text)}")
     for child in children:
-        _node(parts, child, prefixed)
-    parts.append((_CSD_NAMES if prefixed else _PLAIN_NAMES)[name][1])
+        if child.children:
+            _node(parts, child, prefixed)
+        else:  # a leaf (most children): its serialised element, without a call of its own
+            leaf_key = (child.name, prefixed, child.attributes, child.text)
+            append(_LEAVES.get(leaf_key) or _leaf_node(*leaf_key))
+    append((_CSD_NAMES if prefixed else _PLAIN_NAMES)[name][1])
+
+
+# Each typed extension's elements → their place in its sequence (bridge/profile.py; a repeated element takes
+# its first place, as profile.position says). An element without place is refused by profile.position.
+_POSITIONS: Final[dict[str, dict[str, int]]] = {
+    extension_type: {element: sequence.index(element) for element in sequence}
+    for extension_type, sequence in profile.SEQUENCES.items()
+}
+
+
+def _in_profile_order(extension_type: str, nodes: list[ExtensionNode]) -> list[ExtensionNode]:
+    """`nodes` in the order of the typed extension's sequence (stable: repeats keep their order)."""
+    positions = _POSITIONS.get(extension_type, {})
+    order: list[int] = []
+    for node in nodes:
+        place = positions.get(node.name)
+        if place is None:
+            place = profile.position(extension_type, node.name)  # raises: not an element of that extension
+        order.append(place)
+    if len(nodes) == 1:
+        return nodes
+    return [nodes[i] for i in sorted(range(len(nodes)), key=order.__getitem__)]
 
 
 def _extensions(parts: list[str], extensions: Sequence[Extension]) -> None:
     """Each extension in turn, except the typed elements of the ROR v2.4 profile (`Extension.profile`): those
     of one typed extension go together in one `csd:extension`, where the first of them comes, in the order
     of the profile's sequence (bridge/profile.py; repeats keep their order)."""
+    if not extensions:
+        return
     groups: dict[tuple[str, str, int], tuple[int, Extension, list[ExtensionNode]]] = {}
     opened: dict[tuple[str, str], int] = {}  # how many extensions of a type an OPENS_EXTENSION element opened
+    opens = profile.OPENS_EXTENSION
     for extension in extensions:
         if not extension.profile:
             _extension(parts, extension)
             continue
-        pair = (extension.type, extension.urn)
-        content = extension.content
-        if content is not None and profile.OPENS_EXTENSION.get(extension.type) == content.name:
-            opened[pair] = opened.get(pair, -1) + 1
-        key = (*pair, opened.get(pair, 0))
-        if key not in groups:  # the element takes its place now, its content once the group is complete
-            groups[key] = (len(parts), extension, [])
+        extension_type, content = extension.type, extension.content
+        if extension_type in opens:
+            pair = (extension_type, extension.urn)
+            if content is not None and opens[extension_type] == content.name:
+                opened[pair] = opened.get(pair, -1) + 1
+            key = (*pair, opened.get(pair, 0))
+        else:
+            key = (extension_type, extension.urn, 0)
+        group = groups.get(key)
+        if group is None:  # the element takes its place now, its content once the group is complete
+            group = groups[key] = (len(parts), extension, [])
             parts.append("")
         if content is not None:
-            groups[key][2].append(content)
+            group[2].append(content)
     for (extension_type, _urn, _n), (index, extension, nodes) in groups.items():
-        group = [_extension_start(extension)]
-        for node in sorted(nodes, key=lambda n: profile.position(extension_type, n.name)):
-            _node(group, node, True)
-        _close(group, 0, "</csd:extension>")
-        parts[index] = "".join(group)
+        if not nodes:
+            parts[index] = _extension_start(extension) + "/>"
+            continue
+        group_parts = [_extension_start(extension) + ">"]
+        for node in _in_profile_order(extension_type, nodes):
+            _node(group_parts, node, True)
+        group_parts.append("</csd:extension>")
+        parts[index] = "".join(group_parts)
 
 
 def _extensions_each(parts: list[str], extensions: Sequence[Extension]) -> None:
@@ -542,19 +584,45 @@ def _provider_facility(parts: list[str], facility: ProviderFacility) -> None:
 # The entries: each entity kind's sequence from its one declaration (bridge/model.py `ENTITY_SHAPES`): how
 # each slot's value is written, by its form and its type.
 
-_Write = Callable[[list[str], Any, str], None]
+_Write = Callable[[list[str], Any], None]
+# The value types written the same whatever the slot's name.
 _VALUES: Final[dict[type, _Write]] = {
-    str: lambda parts, value, name: _leaf(parts, name, value),
-    CodedType: lambda parts, value, name: _coded(parts, value, name),
-    OtherID: lambda parts, value, _name: _other_id(parts, value),
-    Address: lambda parts, value, _name: _address(parts, value),
-    ContactPoint: lambda parts, value, _name: _contact_point(parts, value),
-    Geocode: lambda parts, value, _name: _geocode(parts, value),
-    OperatingHours: lambda parts, value, _name: _operating_hours(parts, value),
-    Demographic: lambda parts, value, _name: _demographic(parts, value),
-    Credential: lambda parts, value, _name: _credential(parts, value),
-    Record: lambda parts, value, _name: _record(parts, value),
+    OtherID: _other_id,
+    Address: _address,
+    ContactPoint: _contact_point,
+    Geocode: _geocode,
+    OperatingHours: _operating_hours,
+    Demographic: _demographic,
+    Credential: _credential,
+    Record: _record,
 }
+
+
+def _named_writer(value_type: type, name: str) -> _Write:
+    """How a value of `value_type` is written in the slot `name`: text and codedType elements take the slot's
+    element name (made once here, not per value); the others are written as their type says."""
+    if value_type is str:
+        opening, closing, empty = f"<csd:{name}>", f"</csd:{name}>", f"<csd:{name}/>"
+
+        def text(parts: list[str], value: str | None) -> None:
+            parts.append(empty if value is None else f"{opening}{_escape_text(value)}{closing}")
+
+        return text
+    if value_type is CodedType:
+        start, end = f'<csd:{name} code="', f"</csd:{name}>"
+
+        def coded(parts: list[str], value: CodedType) -> None:  # as _coded writes it
+            scheme = _escape_attribute(value.coding_scheme)
+            element = f'{start}{_escape_attribute(value.code)}" codingScheme="{scheme}"'
+            if value.display:
+                parts.append(f"{element}>{_escape_text(value.display)}{end}")
+            else:
+                parts.append(element + "/>")
+
+        return coded
+    return _VALUES[value_type]
+
+
 # The entities a LIST slot's wrapper holds (with their own nested sequences, above).
 _LISTED: Final[dict[type, Callable[[list[str], Any], None]]] = {
     FacilityOrganization: _facility_organization,
@@ -588,18 +656,18 @@ def _step(slot: Slot, declared: SlotType) -> _Step:
                 parts.append(closing)
 
         return listed
-    write = _VALUES[declared.type]
+    write = _named_writer(declared.type, name)
     if declared.many:
 
         def each(parts: list[str], record: Any) -> None:
             for item in get(record):
-                write(parts, item, name)
+                write(parts, item)
 
         return each
 
     def one(parts: list[str], record: Any) -> None:
         if (value := get(record)) is not None:
-            write(parts, value, name)
+            write(parts, value)
 
     return one
 

@@ -360,14 +360,18 @@ def coded_type(values: Sequence[Any], resource: Resource, ctx: Context) -> list[
 
     With a code table, the code is looked up there first (v3 → v2.4 crosswalk); absent codes pass through.
     """
-    codings: list[dict[str, Any]] = []
-    for value in values:
-        if not isinstance(value, dict):
-            raise TransformError("coded_type needs Coding or CodeableConcept objects")
-        if "coding" in value:
-            codings.extend(c for c in value.get("coding") or () if isinstance(c, dict))
-        else:
-            codings.append(value)
+    codings: Sequence[dict[str, Any]]
+    if len(values) == 1 and isinstance(values[0], dict) and "coding" not in values[0]:
+        codings = values  # one Coding (most calls): as the loop below would list it
+    else:
+        codings = []
+        for value in values:
+            if not isinstance(value, dict):
+                raise TransformError("coded_type needs Coding or CodeableConcept objects")
+            if "coding" in value:
+                codings.extend(c for c in value.get("coding") or () if isinstance(c, dict))
+            else:
+                codings.append(value)
     out: list[Value] = []
     for coding in codings:
         code, system = coding.get("code"), coding.get("system")
@@ -508,11 +512,7 @@ def status_from_closure(resource: Resource, now: datetime, timezone: tzinfo) -> 
         return "Inactive"
     if resource.get("resourceType") == "Location" and _closed_for_good(resource):
         return "Inactive"
-    for extension in _extensions(resource, ORGANIZATION_PERIOD):
-        end = (extension.get("valuePeriod") or {}).get("end")
-        if end and parse_datetime(end, timezone) <= now:
-            return "Inactive"
-    if _extensions(resource, ORGANIZATION_CLOSING_TYPE):
+    if _closed_organization(resource.get("extension"), now, timezone):
         return "Inactive"
     for slot in resource.get("notAvailable") or ():
         if not isinstance(slot, dict) or slot.get("id") != CLOSING_REOPENING_ID:
@@ -526,6 +526,23 @@ def status_from_closure(resource: Resource, now: datetime, timezone: tzinfo) -> 
         ):
             return "Inactive"
     return "Active"
+
+
+def _closed_organization(extensions: Any, now: datetime, timezone: tzinfo) -> bool:
+    """An organization-period whose end is reached (in their order), else a ror-organization-closing-type
+    present: one pass over the resource's extensions."""
+    closing = False
+    for extension in extensions or ():
+        if not isinstance(extension, dict):
+            continue
+        url = extension.get("url")
+        if url == ORGANIZATION_PERIOD:
+            end = (extension.get("valuePeriod") or {}).get("end")
+            if end and parse_datetime(end, timezone) <= now:
+                return True
+        elif url == ORGANIZATION_CLOSING_TYPE:
+            closing = True
+    return closing
 
 
 def record(values: Sequence[Any], resource: Resource, ctx: Context) -> list[Value]:

@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, overload
+from zoneinfo import ZoneInfo
 
 import pytest
 from lxml import etree
@@ -522,6 +523,14 @@ def test_values_are_written_in_their_xsd_lexical_forms() -> None:
             "2024-01-02T03:04:05-05:30",
         ),
         (datetime(2024, 1, 2, 0, 0, 30, tzinfo=timezone(timedelta(seconds=30))), "2024-01-02T00:00:00Z"),
+        # a zero offset that is not UTC itself is `Z` too; a time-zone database zone takes its offset then
+        (datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(0))), "2024-01-02T03:04:05Z"),
+        (
+            datetime(2024, 7, 2, 3, 4, 5, 7, tzinfo=ZoneInfo("Europe/Paris")),
+            "2024-07-02T03:04:05.000007+02:00",
+        ),
+        (datetime(2024, 1, 2, 3, 4, 5, tzinfo=ZoneInfo("Europe/Paris")), "2024-01-02T03:04:05+01:00"),
+        (datetime(2024, 1, 2, 3, 4, 5, tzinfo=ZoneInfo("Europe/London")), "2024-01-02T03:04:05Z"),
     ],
 )
 def test_xs_datetime(value: datetime, expected: str) -> None:
