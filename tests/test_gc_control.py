@@ -110,3 +110,42 @@ def test_a_page_freed_within_a_span_is_never_walked_by_the_collector() -> None:
         assert collections, "without the span, the same pages are walked"
     finally:
         gc.callbacks.remove(record)
+
+
+def _collections() -> tuple[list[int], object]:
+    seen: list[int] = []
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            seen.append(info["generation"])
+
+    gc.callbacks.append(record)
+    return seen, record
+
+
+def test_overlapping_batches_collect_past_the_young_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches that overlap without a break (a server under steady load) never leave the collector paused
+    for good: one that ends while others run collects once the young objects pass `YOUNG_LIMIT`."""
+    monkeypatch.setattr(gc_control, "YOUNG_LIMIT", 5_000)
+    gc.collect()
+    seen, record = _collections()
+    try:
+        outer = gc_control.batch()
+        outer.__enter__()  # a long answer still streaming
+        try:
+            with gc_control.batch():  # a short answer, begun and done meanwhile
+                kept = [[] for _ in range(1_000)]  # below the limit: nothing collected
+            assert seen == []
+            with gc_control.batch():
+                for _ in range(6_000):  # garbage cycles only the collector frees
+                    cycle: list[object] = []
+                    cycle.append(cycle)
+            assert gc.get_count()[0] < 5_000
+            assert seen, "past the limit, the batch ending collects"
+            assert not gc.isenabled()  # the long answer's pause goes on
+        finally:
+            outer.__exit__(None, None, None)
+        assert gc.isenabled()
+        del kept
+    finally:
+        gc.callbacks.remove(record)  # type: ignore[arg-type]

@@ -23,6 +23,11 @@ from bridge.soap.parser import SoapMessage
 # Chunks waiting between the XML producer and the HTTP consumer: enough to keep both busy, small enough
 # that memory stays flat whatever the document size (engineering-notes §2.4: maxsize 8, measured).
 QUEUE_SIZE = 8
+# Bytes the producer gathers before handing a chunk over: lxml's writes (a start tag, a batch of entries, an
+# end tag) come in a few dozen pieces per answer, each a queue hand-over, a task switch and an HTTP body
+# message; gathered, an offer-search's answer of ~400 KB goes out in ~7 chunks instead of ~55 (README,
+# Performance). Memory stays bounded: QUEUE_SIZE chunks of about this size, plus the one being gathered.
+CHUNK_BYTES = 64 * 1024
 
 
 def response_action(request: CsdRequest) -> str:
@@ -63,10 +68,23 @@ class _QueueSink:
     def __init__(self, queue: asyncio.Queue[bytes | _End]) -> None:
         self._queue = queue
         self.poisoned = False
+        self._pending: list[bytes] = []
+        self._size = 0
 
     async def write(self, data: bytes) -> None:
         if data and not self.poisoned:
-            await self._queue.put(bytes(data))
+            self._pending.append(bytes(data))
+            self._size += len(data)
+            if self._size >= CHUNK_BYTES:
+                await self.flush()
+
+    async def flush(self) -> None:
+        """Hands over what was gathered (written before any failure): at the end, and when a chunk is full."""
+        if self._pending:
+            chunk = b"".join(self._pending)
+            self._pending.clear()
+            self._size = 0
+            await self._queue.put(chunk)
 
 
 class _GuardedElement:
@@ -154,8 +172,10 @@ async def _produce(
     except asyncio.CancelledError:
         raise  # the consumer went away: nobody is left to tell
     except BaseException as exc:
+        await sink.flush()  # the bytes written before the failure, as they would have been sent ungathered
         await queue.put(_End(exc))
         return
+    await sink.flush()
     await queue.put(_End())
 
 

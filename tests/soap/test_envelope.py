@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
@@ -27,7 +28,13 @@ from bridge.model import (
     Transaction,
 )
 from bridge.soap import envelope as envelope_module
-from bridge.soap.envelope import QUEUE_SIZE, content_type_for, response_action, stream_response
+from bridge.soap.envelope import (
+    CHUNK_BYTES,
+    QUEUE_SIZE,
+    content_type_for,
+    response_action,
+    stream_response,
+)
 from bridge.soap.parser import SoapMessage, parse_message
 
 REQUESTS = Path(__file__).resolve().parent.parent / "fixtures" / "requests"
@@ -219,6 +226,25 @@ async def test_big_document_streams_in_chunks_with_back_pressure() -> None:
     assert facilities.read == 2 * 20_000
     assert chunks > QUEUE_SIZE
     assert total > 1_000_000
+
+
+async def test_the_answer_goes_out_in_gathered_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """lxml's many writes (tags, batches of entries) are gathered into chunks of about CHUNK_BYTES (fewer
+    hand-overs and HTTP body messages), the bytes the same as handed over one write at a time."""
+    message = _message("soap12-zeep-style-2016.xml")
+    message_id = re.compile(rb"<wsa:MessageID>[^<]*</wsa:MessageID>")  # a new one per answer
+
+    async def chunks(size: int, gather: int) -> list[bytes]:
+        monkeypatch.setattr(envelope_module, "CHUNK_BYTES", gather)
+        document = CsdDocument(facilities=[_facility(n) for n in range(size)])
+        return await _collect(_response(message, document), message, encapsulated=True)
+
+    for size in (150, 3_000):  # an offer-search's answer (~50 KB), a long one (~1 MB)
+        gathered, ungathered = await chunks(size, CHUNK_BYTES), await chunks(size, 1)
+        assert message_id.sub(b"", b"".join(gathered)) == message_id.sub(b"", b"".join(ungathered))
+        assert all(len(chunk) >= CHUNK_BYTES for chunk in gathered[:-1])
+        assert len(gathered) <= len(b"".join(gathered)) // CHUNK_BYTES + 1
+    assert len(await chunks(150, CHUNK_BYTES)) == 1 < len(await chunks(150, 1))
 
 
 async def test_consumer_leaving_early_stops_the_producer() -> None:
