@@ -32,6 +32,7 @@ class SpyingSpool(Spool):
     def __init__(self) -> None:
         super().__init__(MAPPINGS)
         self.asked: list[tuple[list[str], list[str]]] = []
+        self.batches: list[tuple[list[str], bool]] = []  # the keys of every batch, and its `below`
         self.collector_on: list[bool] = []  # gc.isenabled() at each read of stored resources
 
     def stored(self, keys: Sequence[str]) -> list[tuple[str, bytes]]:
@@ -47,6 +48,7 @@ class SpyingSpool(Spool):
         under: Sequence[str] | None = None,
     ) -> list[str]:
         found = super().context_keys(keys, offers_at=offers_at, below=below, under=under)
+        self.batches.append((list(keys), below))
         if below:
             self.asked.append((list(keys), found))
         return found
@@ -93,3 +95,29 @@ def test_a_facility_batch_reads_the_offers_of_its_internal_organisations_only() 
     # workers 0: every read of stored resources is the parse of a batch's context (ParsedContext.resolve)
     assert spool.collector_on, "the context was read"
     assert not any(spool.collector_on), "the context was parsed with the cyclic collector running"
+
+
+def test_only_the_organisations_a_directory_maps_are_read_back_for_it() -> None:
+    """The organisation directory reads back the EJ / EG only, the facility directory the internal
+    organisations only: a row no table maps makes no entity, so it is neither batched nor given a context
+    (issue 13 item 4: before, both directories read back every organisation, six times the EJ / EG)."""
+    dataset = generate_dataset(SCALE, SEED)
+    organisations = {f"Organization/{r['id']}": r for r in dataset if r["resourceType"] == "Organization"}
+    establishments = {k for k, r in organisations.items() if SELECTORS["establishment"](r)}
+    internal = {k for k, r in organisations.items() if SELECTORS["internal-organization"](r)}
+    assert establishments, "EJ / EG in the dataset: the check proves something"
+    assert internal, "internal organisations in the dataset: the check proves something"
+    assert len(establishments | internal) < len(organisations), "some organisation neither: the check counts"
+    spool = SpyingSpool()
+    try:
+        spool.add(list(dataset))
+        spool.finish()
+        writer = SpoolWriter(spool, MAPPINGS, datetime(2026, 1, 1, tzinfo=UTC), Progress())
+        while writer.next_chunk() is not None:
+            pass
+    finally:
+        spool.close()
+    read = [(key, below) for keys, below in spool.batches for key in keys if key in organisations]
+    assert {key for key, below in read if not below} == establishments  # the organisation directory
+    assert {key for key, below in read if below} == internal  # the facility directory
+    assert len(read) == len(establishments) + len(internal), "each read back once"

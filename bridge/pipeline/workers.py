@@ -10,16 +10,16 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
-import sqlite3
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from enum import StrEnum
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import Any, cast
 
@@ -153,15 +153,20 @@ class SpoolWriter:
         # A device is made of its lieu alone (entities/device.yaml, no feed): its batch needs the offers given
         # at the lieux only to filter the devices as a client's access profile filters their UEs.
         bare = directory is Directory.DEVICE and not any(self._mappings.access.of(p) for p in self._profiles)
-        tables = [t for t in self._mappings.entities.values() if t.kind.directory is directory]
-        for batch in _whole_groups(cursor):
+        tables = [
+            t
+            for t in self._mappings.entities.values()
+            if t.kind.directory is directory and t.resource == resource_type
+        ]
+        # Only the rows some table of this directory maps are read back, batched and mapped: an organisation
+        # directory maps the EJ / EG (a sixth of the organisations), the facility directory the internal
+        # organisations, and a row no table maps makes no entity (issue 13 item 4). So only those read what
+        # is below them (an internal organisation's typeActivity): an EJ's or EG's subtree is no facility's
+        # context.
+        rows = _mapped_rows(cursor, tables) if any(t.select is not None for t in tables) else cursor
+        for batch in _whole_groups(rows):
             keys = [key for key, _, _ in batch]
-            # Only the organisations this directory maps read what is below them (an internal organisation's
-            # typeActivity): an EJ's or EG's subtree is no facility's context (issue 13 item 4).
-            under = _mapped_keys(batch, resource_type, tables) if below else None
-            needed = (
-                [] if bare else self._spool.context_keys(keys, offers_at=offers_at, below=below, under=under)
-            )
+            needed = [] if bare else self._spool.context_keys(keys, offers_at=offers_at, below=below)
             if pool is None:
                 # The collector paused over the parse as well as the mapping (bridge/gc_control.py): parsing
                 # the context made most of the full collections, each walking every live object (issue 13).
@@ -236,21 +241,24 @@ class ParsedContext:
         return out
 
 
-def _mapped_keys(
-    rows: Sequence[tuple[str, str | None, bytes]], resource_type: str, tables: Sequence[EntityTable]
-) -> list[str]:
-    """The keys of the rows some table of `tables` maps (its `select`), in row order."""
-    mapping = [t for t in tables if t.resource == resource_type]
-    return [key for key, _, body in rows if any(t.applies(orjson.loads(body)) for t in mapping)]
+def _mapped_rows(
+    rows: Iterable[tuple[str, str | None, bytes]], tables: Sequence[EntityTable]
+) -> Iterator[tuple[str, str | None, bytes]]:
+    """The rows (`key, entity_id, body`) some table of `tables` maps (its `select`), in row order."""
+    for row in rows:
+        resource = orjson.loads(row[2])
+        if any(t.applies(resource) for t in tables):
+            yield row
 
 
-def _whole_groups(cursor: sqlite3.Cursor) -> Iterator[list[Any]]:
+def _whole_groups(rows: Iterable[Any]) -> Iterator[list[Any]]:
     """The rows in batches of about BATCH_SIZE that never split rows of one spooled entityID: the situations
     of one professional (spooled under their Practitioner, `spool.spooled_entity_id`) make one csd:provider,
     which the engine can only merge within a batch."""
     held: list[Any] = []
-    while rows := cursor.fetchmany(BATCH_SIZE):
-        held += rows
+    source = iter(rows)
+    while part := list(islice(source, BATCH_SIZE)):
+        held += part
         last = held[-1][1]
         cut = len(held)
         while cut > 0 and last is not None and held[cut - 1][1] == last:
