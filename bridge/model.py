@@ -567,3 +567,63 @@ class CsdResponse:
     written: Mapping[Directory, int] | None = None  # records per directory in `directories` (metrics)
     # TR-Notif: EG entityID → the champs d'activité (TRE_R227) of its changed offers (pipeline/changes.py).
     activities: Mapping[str, tuple[CodedType, ...]] | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Cheaper construction of the frozen records (issue 13 item 1): a translation of 3 000 offers makes ~200 000
+# of them (84 000 `ExtensionNode`, 31 500 `Extension`, …). A frozen dataclass's generated `__init__` sets each
+# field through `object.__setattr__(self, "name", value)` (an attribute look-up of the name on the type per
+# field); the one made here calls each slot's own descriptor instead (~0.58 → ~0.30 µs for a 4-field record).
+# Same signature, defaults and default factories, same `__setattr__` (still frozen), `__eq__`, `__hash__`,
+# `__repr__`, pickling (the dataclass's `__getstate__`/`__setstate__`) and `dataclasses.replace`.
+
+
+def _slot_setting_init(cls: type) -> None:
+    """Replace the `__init__` of the frozen slots dataclass `cls` by one setting each slot through its
+    member descriptor (tests/test_model_init.py checks it against the fields)."""
+    namespace: dict[str, Any] = {"__has_factory": _HAS_FACTORY}
+    parameters: list[str] = []
+    body: list[str] = []
+    for number, declared in enumerate(fields(cls)):
+        name = declared.name
+        namespace[f"__set_{number}"] = cls.__dict__[name].__set__
+        if declared.default is not MISSING:
+            namespace[f"__default_{number}"] = declared.default
+            parameters.append(f"{name}=__default_{number}")
+        elif declared.default_factory is not MISSING:
+            namespace[f"__factory_{number}"] = declared.default_factory
+            parameters.append(f"{name}=__has_factory")
+            body.append(f"    if {name} is __has_factory:\n        {name} = __factory_{number}()")
+        else:
+            parameters.append(name)
+        body.append(f"    __set_{number}(self, {name})")
+    source = f"def __init__(self, {', '.join(parameters)}):\n" + "\n".join(body or ["    pass"]) + "\n"
+    exec(source, namespace)  # noqa: S102 — the source is made from the class's own field names only
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    init.__annotations__ = dict(cls.__dict__["__init__"].__annotations__)
+    cls.__init__ = init  # type: ignore[misc]
+
+
+class _HasFactory:
+    """The default of a parameter whose field has a default factory (called when the argument is absent)."""
+
+    def __repr__(self) -> str:
+        return "<factory>"
+
+
+_HAS_FACTORY: Final = _HasFactory()
+
+# Every frozen slots dataclass of this module (the records above).
+FAST_INIT: Final[tuple[type, ...]] = tuple(
+    value
+    for value in list(globals().values())
+    if isinstance(value, type)
+    and value.__module__ == __name__
+    and getattr(getattr(value, "__dataclass_params__", None), "frozen", False)
+    and "__slots__" in value.__dict__
+)
+for _record_type in FAST_INIT:
+    _slot_setting_init(_record_type)
+del _record_type

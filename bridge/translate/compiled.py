@@ -91,8 +91,8 @@ def _one_field(field: str) -> Selector:
         value = node.get(field)
         if value is None:
             return []
-        if isinstance(value, list):
-            return [item for item in value if item is not None]
+        if isinstance(value, list):  # JSON nulls skipped (`in` finds only None: no JSON value equals it)
+            return [item for item in value if item is not None] if None in value else value.copy()
         return [value]
 
     return select
@@ -126,8 +126,8 @@ def _step(field: str, filters: tuple[tuple[str, str], ...], then: _Walker | None
                 value = node.get(field)
                 if value is None:
                     return
-                if isinstance(value, list):
-                    out.extend(item for item in value if item is not None)
+                if isinstance(value, list):  # JSON nulls skipped, without a generator when there are none
+                    out.extend(value if None not in value else [item for item in value if item is not None])
                 else:
                     out.append(value)
 
