@@ -581,6 +581,10 @@ class CsdResponse:
 def _slot_setting_init(cls: type) -> None:
     """Replace the `__init__` of the frozen slots dataclass `cls` by one setting each slot through its
     member descriptor (tests/test_model_init.py checks it against the fields)."""
+    unsupported = [f.name for f in fields(cls) if not f.init or f.kw_only is True]
+    if unsupported or hasattr(cls, "__post_init__"):
+        # The generated __init__ below knows positional fields with defaults or factories only.
+        raise TypeError(f"{cls.__qualname__}: fast init cannot keep __post_init__/init=False/kw_only fields")
     namespace: dict[str, Any] = {"__has_factory": _HAS_FACTORY}
     parameters: list[str] = []
     body: list[str] = []

@@ -119,3 +119,20 @@ def test_the_model_records_of_a_translation_keep_their_values() -> None:
     assert extension == model.Extension(
         "organisationExtension", "urn:x", model.ExtensionNode("adresse", None, (("type", "physical"),)), True
     )
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"__post_init__": lambda self: None},
+        {"__annotations__": {"late": "int"}, "late": dataclasses.field(default=0, init=False)},
+        {"__annotations__": {"named": "int"}, "named": dataclasses.field(default=0, kw_only=True)},
+    ],
+    ids=["post_init", "init_false", "kw_only"],
+)
+def test_a_record_the_fast_init_cannot_keep_is_refused_at_import(extra: dict[str, Any]) -> None:
+    namespace = {"__annotations__": {"value": "int"}, **extra}
+    namespace["__annotations__"] = {"value": "int", **extra.get("__annotations__", {})}
+    record = dataclasses.dataclass(frozen=True, slots=True)(type("Late", (), namespace))
+    with pytest.raises(TypeError, match="fast init cannot keep"):
+        model._slot_setting_init(record)
