@@ -103,8 +103,14 @@ def from_fhir_results(
     references. Keys of a type without entity table in the plan's directories are skipped. The cyclic
     garbage collector is paused meanwhile (bridge/gc_control.py).
     """
-    with gc_control.batch():
-        return _document(mappings, plan, results, now, selected)
+    # What the transforms work out once per answer (`transforms.once`); it holds contexts that hold it, so
+    # it is emptied here: the answer's pages and records are then freed by reference counting alone.
+    memo: dict[tuple[str, int], tuple[Any, Any]] = {}
+    try:
+        with gc_control.batch():
+            return _document(mappings, plan, results, now, selected, memo)
+    finally:
+        memo.clear()
 
 
 def _document(
@@ -113,6 +119,7 @@ def _document(
     results: Sequence[SearchResult],
     now: datetime | None,
     selected: Collection[str] | None,
+    memo: dict[tuple[str, int], tuple[Any, Any]],
 ) -> CsdDocument:
     index: dict[str, Resource] = {}
     for result in results:
@@ -130,6 +137,7 @@ def _document(
         offers_at=offers_by_location(index),
         offers_under=offers_below(index),
         origin=plan.origin,
+        memo=memo,
     )
     tables_of = _Tables(mappings, plan.directories)
     chosen = (
