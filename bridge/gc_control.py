@@ -12,6 +12,7 @@ import gc
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 _lock = threading.Lock()
 _batches = 0  # batches in flight (any thread)
@@ -22,6 +23,10 @@ _paused = False  # True when the first of them disabled an enabled collector
 # answered are collected as they would be without pauses, only less often (a 50-offer offer-search's
 # upstream page alone is ~9 100 tracked dicts and lists).
 YOUNG_LIMIT = 250_000
+# Batches open in the current context (thread, or asyncio task): a batch nested in another of the same work
+# (a translation inside the batch that parses its input) ends without collecting, whatever the young count:
+# the outer batch pauses the collector on purpose, and that collection would walk all its live objects.
+_depth: ContextVar[int] = ContextVar("gc_control_depth", default=0)
 
 
 @contextmanager
@@ -35,15 +40,18 @@ def batch() -> Iterator[None]:
             if _paused:
                 gc.disable()
         _batches += 1
+    outer = _depth.get()
+    token = _depth.set(outer + 1)
     try:
         yield
     finally:
+        _depth.reset(token)
         with _lock:
             _batches -= 1
             if _batches == 0 and _paused:
                 _paused = False
                 gc.enable()
-            elif _paused and gc.get_count()[0] > YOUNG_LIMIT:
+            elif _paused and outer == 0 and gc.get_count()[0] > YOUNG_LIMIT:
                 _collect_as_the_collector_would()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import threading
 from collections.abc import Iterator
@@ -131,7 +132,8 @@ def test_overlapping_batches_collect_past_the_young_limit(monkeypatch: pytest.Mo
     seen, record = _collections()
     try:
         outer = gc_control.batch()
-        outer.__enter__()  # a long answer still streaming
+        elsewhere = contextvars.copy_context()  # another asyncio task's or thread's context
+        elsewhere.run(outer.__enter__)  # a long answer still streaming
         try:
             with gc_control.batch():  # a short answer, begun and done meanwhile
                 kept = [[] for _ in range(1_000)]  # below the limit: nothing collected
@@ -144,7 +146,26 @@ def test_overlapping_batches_collect_past_the_young_limit(monkeypatch: pytest.Mo
             assert seen, "past the limit, the batch ending collects"
             assert not gc.isenabled()  # the long answer's pause goes on
         finally:
-            outer.__exit__(None, None, None)
+            elsewhere.run(outer.__exit__, None, None, None)
+        assert gc.isenabled()
+        del kept
+    finally:
+        gc.callbacks.remove(record)  # type: ignore[arg-type]
+
+
+def test_a_batch_nested_in_the_same_work_never_collects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A translation's batch inside the batch that parsed its input (the same thread or task) ends without a
+    collection past the limit: that one would walk every live object of the outer batch for nothing."""
+    monkeypatch.setattr(gc_control, "YOUNG_LIMIT", 5_000)
+    gc.collect()
+    seen, record = _collections()
+    try:
+        with gc_control.batch():
+            with gc_control.batch():
+                kept = [[] for _ in range(20_000)]  # live, past the limit
+            assert gc.get_count()[0] > 5_000
+            assert seen == []
+            assert not gc.isenabled()
         assert gc.isenabled()
         del kept
     finally:
