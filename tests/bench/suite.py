@@ -98,17 +98,15 @@ TINY = Scale(
 # (README "Performance", "Extraction at flat memory"): keep them in step when `make bench-extract` is re-run.
 NATIONAL_COMMAND = "make bench-extract SCALES=100000,1000000"
 NATIONAL_RECORDED = (
-    "last recorded (README, main 501ef93, 2026-12-06, load 5-10): one million offers did not complete "
-    "(fetch + spool 1 064 s wall, ~376 bridge CPU-s, the simulator's ~232 CPU-s apart; the write phase "
-    "gave up after 120 s without a byte in the organisation directory); 100 000 offers: 608 s wall, "
-    "bridge 426 CPU-s (87 own + 339 mapping workers; 28 fetch + spool, 398 map + write), so >= ~4 300 "
-    "CPU-s at one million; at 361a74e (2026-12-02, before the profile's placement): 2 742 s end to end, "
-    "the bridge's part ~1 340 s"
+    "last recorded (README, main a932b36, 2026-12-06, quiet machine): 100 000 offers 113 s wall, bridge 181 "
+    "CPU-s (60 own + 121 mapping workers; 23.5 fetch + spool, 157 map + write), the simulator's 19 CPU-s "
+    "apart; 30 000 offers 49 CPU-s; so ~2 000 CPU-s at one million if it grows as from 30 000 to 100 000 "
+    "(3.7x for 3.3x); one million: see README, Performance"
 )
 NATIONAL_MEMORY = (
-    "last recorded (README, main 501ef93, 2026-12-06): at 100 000 offers bridge 257 MiB (VmHWM), with its "
-    "2 mapping workers 694-698 MiB (sampled); 100k/30k 1.05x (1.09x with workers); 1M/100k not taken (one "
-    "million did not complete); at 361a74e: bridge 176 MiB, with workers 300 MiB, 1M/100k 1.04x"
+    "last recorded (README, main a932b36, 2026-12-06): at 100 000 offers bridge 186 MiB (VmHWM), with its "
+    "2 mapping workers and the resource tracker 452 MiB (sampled); 100k/30k 0.98x (1.07x with workers); "
+    "one million: see README, Performance"
 )
 MSGSPEC_NAMES = tuple(
     f"{name} decoding of FHIR pages (issue 13 item 6)" for name in ("msgspec", "msgspec typed")
