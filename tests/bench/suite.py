@@ -98,15 +98,13 @@ TINY = Scale(
 # (README "Performance", "Extraction at flat memory"): keep them in step when `make bench-extract` is re-run.
 NATIONAL_COMMAND = "make bench-extract SCALES=100000,1000000"
 NATIONAL_RECORDED = (
-    "last recorded (README, main a932b36, 2026-12-06, quiet machine): 100 000 offers 113 s wall, bridge 181 "
-    "CPU-s (60 own + 121 mapping workers; 23.5 fetch + spool, 157 map + write), the simulator's 19 CPU-s "
-    "apart; 30 000 offers 49 CPU-s; so ~2 000 CPU-s at one million if it grows as from 30 000 to 100 000 "
-    "(3.7x for 3.3x); one million: see README, Performance"
+    "last recorded (README, main a932b36, 2026-12-06, load 0.5-4.3): one million offers 1 242 s wall "
+    "(312 s fetch + spool, 929 s map + write), bridge 1 892 CPU-s (672 own + 1 220 mapping workers; 249 "
+    "fetch + spool, 1 643 map + write), the simulator's 195 CPU-s apart; 100 000 offers 181 CPU-s"
 )
 NATIONAL_MEMORY = (
-    "last recorded (README, main a932b36, 2026-12-06): at 100 000 offers bridge 186 MiB (VmHWM), with its "
-    "2 mapping workers and the resource tracker 452 MiB (sampled); 100k/30k 0.98x (1.07x with workers); "
-    "one million: see README, Performance"
+    "last recorded (README, main a932b36, 2026-12-06): at one million offers bridge 203 MiB (VmHWM), with "
+    "its 2 mapping workers and the resource tracker 471 MiB (sampled); 1M/100k 1.09x (1.04x with workers)"
 )
 MSGSPEC_NAMES = tuple(
     f"{name} decoding of FHIR pages (issue 13 item 6)" for name in ("msgspec", "msgspec typed")
