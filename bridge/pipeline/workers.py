@@ -61,6 +61,9 @@ AHEAD_PER_WORKER = 2
 STOP_WITHIN_S = 3.0
 # How often a worker checks that the process that started it still runs (it exits when that one died).
 PARENT_CHECK_S = 0.5
+# While a batch's result is awaited, how often the pool's manager thread is woken to look at its workers
+# (`_result`): CPython 3.11's pool can miss the death of a worker it has just started.
+WAKE_POOL_S = 1.0
 # The context resources parsed last kept parsed for the next batches (most of a batch's context is its
 # neighbours' too: an organisation, its offers and lieux), up to this much of their stored JSON (parsed,
 # about four times as much memory); the least recently read go first.
@@ -184,14 +187,18 @@ class SpoolWriter:
                 )
             )
             if len(pending) >= AHEAD_PER_WORKER * self._workers:
-                yield self._emit_mapped(directory, pending.popleft(), last)
+                yield self._emit_mapped(directory, pending.popleft(), last, pool)
         while pending:
-            yield self._emit_mapped(directory, pending.popleft(), last)
+            yield self._emit_mapped(directory, pending.popleft(), last, pool)
 
     def _emit_mapped(
-        self, directory: Directory, future: Future[_Mapped], last: list[str | None]
+        self,
+        directory: Directory,
+        future: Future[_Mapped],
+        last: list[str | None],
+        pool: ProcessPoolExecutor | None,
     ) -> tuple[bytes, ...]:
-        views, findings = future.result()  # a worker's failure (or death) fails the answer here
+        views, findings = _result(future, pool)  # a worker's failure (or death) fails the answer here
         self._mappings.findings.merge(findings)
         return self._emit(directory, views, last)
 
@@ -384,6 +391,22 @@ class MappingPool(ProcessPoolExecutor):
             threading.Thread(
                 target=_end_workers, args=(processes,), name="mapping-pool-stop", daemon=False
             ).start()
+
+
+def _result(future: Future[_Mapped], pool: ProcessPoolExecutor | None) -> _Mapped:
+    """`future.result()`, waking the pool's manager thread every WAKE_POOL_S meanwhile. CPython 3.11's
+    `submit` wakes that thread before it starts a new worker, so the thread can wait on a list of workers
+    without it; if that worker then dies (killed, out of memory) with the batch it took, nothing wakes the
+    thread again and the batch is awaited forever (seen once in `make test`: a hung extraction kept alive by
+    its heartbeats). Woken, the thread looks at every worker, finds the dead one and fails the pool
+    (BrokenProcessPool, raised here)."""
+    while True:
+        try:
+            return future.result(timeout=WAKE_POOL_S)
+        except TimeoutError:
+            wakeup = getattr(pool, "_executor_manager_thread_wakeup", None)
+            if wakeup is not None:
+                wakeup.wakeup()
 
 
 def _end_workers(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
