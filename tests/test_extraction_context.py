@@ -45,9 +45,8 @@ class SpyingSpool(Spool):
         *,
         offers_at: bool,
         below: bool = False,
-        under: Sequence[str] | None = None,
     ) -> list[str]:
-        found = super().context_keys(keys, offers_at=offers_at, below=below, under=under)
+        found = super().context_keys(keys, offers_at=offers_at, below=below)
         self.batches.append((list(keys), below))
         if below:
             self.asked.append((list(keys), found))

@@ -231,10 +231,9 @@ class DeltaSpool(Spool):
         *,
         offers_at: bool,
         below: bool = False,
-        under: Sequence[str] | None = None,
     ) -> list[str]:
         """What the records of `keys` (one resource type) read, sorted: every resource their tables' feeds
-        reach in the spool (the extraction's fixed rule does not know the tables: `below` and `under` are not
+        reach in the spool (the extraction's fixed rule does not know the tables: `below` is not
         read); with `offers_at` (lieux: their devices), also the offers given at them and what those offers'
         records read, the UEs a client's access profile decides the devices' visibility by
         (workers.map_batch_views)."""

@@ -213,20 +213,19 @@ class Spool:
         *,
         offers_at: bool,
         below: bool = False,
-        under: Sequence[str] | None = None,
     ) -> list[str]:
         """What the entity tables read besides the resources `keys` name: what they reference and, through the
         offers among those (and, with `offers_at`, the offers whose `location` is one of them), what the
         offers reference — an offer's organisation and lieux (mappings/entities/*.yaml); with `below`, the
-        organisations under the `keys` (only under those of `under` when given: the ones a table maps) and the
-        offers they provide (an internal organisation's typeActivity); and the partOf ancestors of every
+        organisations under the `keys` and the offers they provide (an internal organisation's typeActivity;
+        the read-back asks it only for the organisations a table maps); and the partOf ancestors of every
         organisation met (a UE's EG, its parent facility); sorted."""
         targets = self._targets(keys)
         if offers_at:
             sql = "SELECT src FROM ref WHERE dst IN ({marks}) AND src >= ? AND src < ?"
             targets.update(src for (src,) in select_in(self.db, sql, keys, f"{OFFER}/", f"{OFFER}0"))
         if below:
-            targets.update(self._below(keys if under is None else under))
+            targets.update(self._below(keys))
         offers = [k for k in targets if k.startswith(f"{OFFER}/")]
         targets.update(self._targets(offers))
         targets.update(self._ancestors([k for k in (*keys, *targets) if k.startswith(f"{ORGANIZATION}/")]))
