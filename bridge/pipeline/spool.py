@@ -88,6 +88,7 @@ class Spool:
         self.db.execute("CREATE TABLE ref (src TEXT NOT NULL, dst TEXT NOT NULL)")
         self._closed = False
         self._pool: ProcessPoolExecutor | None = None  # the mapping workers, started by the read-back
+        self._on_close: list[Callable[[], None]] = []  # what ends with the spool (`on_close`)
 
     def mapping_pool(self, start: Callable[[], ProcessPoolExecutor]) -> ProcessPoolExecutor:
         """The spool's mapping worker processes (started by `start` on first use, ended with the spool)."""
@@ -99,10 +100,17 @@ class Spool:
         """`func(*args)` in the spool's thread, after whatever runs there already."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, partial(func, *args))
 
+    def on_close(self, func: Callable[[], None]) -> None:
+        """`func()` when the spool closes (a read-back's paused collector, given back even when the writer
+        is dropped half-way: its generator is only freed by a collection)."""
+        self._on_close.append(func)
+
     def close(self) -> None:
         with self.lock:
             if not self._closed:
                 self._closed = True
+                for func in self._on_close:
+                    func()
                 self.db.close()
                 if self._pool is not None:
                     # Batches still queued are dropped; a worker ends once its current batch is mapped.
