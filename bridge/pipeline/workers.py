@@ -48,7 +48,6 @@ from bridge.translate.access_profiles import (
 )
 from bridge.translate.findings import Finding, Findings
 from bridge.translate.select import named_devices
-from bridge.translate.tables import EntityTable
 
 # Entities mapped and written per step of the read-back: one chunk of the streamed document.
 BATCH_SIZE = 200
@@ -177,7 +176,7 @@ class SpoolWriter:
         # organisations, and a row no table maps makes no entity (issue 13 item 4). So only those read what
         # is below them (an internal organisation's typeActivity): an EJ's or EG's subtree is no facility's
         # context.
-        rows = _mapped_rows(cursor, tables) if any(t.select is not None for t in tables) else cursor
+        rows = self._spool.mapped(cursor, tables) if any(t.select is not None for t in tables) else cursor
         for batch in _whole_groups(rows):
             keys = [key for key, _, _ in batch]
             self._paused.step()
@@ -258,16 +257,6 @@ class ParsedContext:
         while self._size > self._budget and items:
             self._size -= items.popitem(last=False)[1][1]
         return out
-
-
-def _mapped_rows(
-    rows: Iterable[tuple[str, str | None, bytes]], tables: Sequence[EntityTable]
-) -> Iterator[tuple[str, str | None, bytes]]:
-    """The rows (`key, entity_id, body`) some table of `tables` maps (its `select`), in row order."""
-    for row in rows:
-        resource = orjson.loads(row[2])
-        if any(t.applies(resource) for t in tables):
-            yield row
 
 
 def _whole_groups(rows: Iterable[Any]) -> Iterator[list[Any]]:
