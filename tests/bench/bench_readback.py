@@ -124,6 +124,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "workers_cpu_s": round(children_cpu() - children_before, 2),
         "wall_s": round(wall, 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # the largest peak of a reaped child: a mapping worker's (0 without workers)
+        "worker_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
         "bytes": size,
         "sha256": digest.hexdigest(),
         **dict(stats),
