@@ -63,8 +63,11 @@ def _resume(*, collect: bool) -> None:
         if _batches == 0 and _paused:
             _paused = False
             gc.enable()
-        elif _paused and collect and gc.get_count()[0] > YOUNG_LIMIT:
-            _collect_as_the_collector_would()
+            return
+        due = _paused and collect and gc.get_count()[0] > YOUNG_LIMIT
+    # Outside the lock: a collection may finalise a dropped read-back's generator, whose pause ends here too.
+    if due:
+        _collect_as_the_collector_would()
 
 
 def _collect_as_the_collector_would() -> None:

@@ -157,3 +157,35 @@ def test_a_mapping_worker_keeps_its_collector_paused_between_batches(
         gc.callbacks.remove(record)  # type: ignore[arg-type]
         hold.close()
     assert gc.isenabled()
+
+
+def test_a_writer_dropped_with_its_spool_open_is_given_back_by_a_collection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A writer dropped and its spool not closed yet: the generator, in a cycle with the writer, is freed by
+    the next collection, here one that another thread's batch runs as it ends past the young limit; the
+    generator's end gives the pause back from inside that collection (no deadlock on gc_control's lock)."""
+    monkeypatch.setattr(gc_control, "YOUNG_LIMIT", 5_000)
+    monkeypatch.setattr(gc_control, "_collect_as_the_collector_would", gc.collect)  # whatever the generation
+    spool = Spool(MAPPINGS)
+    try:
+        spool.add(list(generate_dataset(40, SEED)))
+        spool.finish()
+        writer = SpoolWriter(spool, MAPPINGS, NOW, Progress())
+        for _ in range(3):
+            assert writer.next_chunk() is not None
+        del writer
+        assert not gc.isenabled(), "held: only a collection frees the dropped writer"
+
+        def other() -> None:
+            with gc_control.batch():  # another thread's answer, past the young limit
+                kept: list[list[object]] = [[] for _ in range(10_000)]
+            del kept
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(10)
+        assert not thread.is_alive(), "deadlocked"
+        assert gc.isenabled()
+    finally:
+        spool.close()

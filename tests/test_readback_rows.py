@@ -8,10 +8,10 @@ reference the stored decision must equal.
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from bridge.model import Directory
-from bridge.pipeline import spool as spool_module
 from bridge.pipeline.spool import Spool
 from bridge.simulator.dataset import generate_dataset
 from tests.test_extraction import MAPPINGS
@@ -45,7 +45,7 @@ def test_the_stored_decision_is_the_tables_select(
         def no_parse(body: bytes) -> object:
             raise AssertionError("a row parsed to be filtered")
 
-        monkeypatch.setattr(spool_module.orjson, "loads", no_parse)
+        monkeypatch.setattr(orjson, "loads", no_parse)  # anywhere, while the rows are filtered
         with spool.lock:
             rows = spool.rows("Organization", directory)
             kept = [key for key, _, _ in spool.mapped(rows, tables)]
