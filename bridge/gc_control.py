@@ -33,6 +33,18 @@ _depth: ContextVar[int] = ContextVar("gc_control_depth", default=0)
 def batch() -> Iterator[None]:
     """No automatic collection while the block runs (nested and concurrent blocks alike); the collector is
     re-enabled when the last block ends, unless it was already disabled before the first."""
+    _pause()
+    outer = _depth.get()
+    token = _depth.set(outer + 1)
+    try:
+        yield
+    finally:
+        _depth.reset(token)
+        _resume(collect=outer == 0)
+
+
+def _pause() -> None:
+    """One pause more (a batch, a hold): the first disables an enabled collector."""
     global _batches, _paused
     with _lock:
         if _batches == 0:
@@ -40,19 +52,22 @@ def batch() -> Iterator[None]:
             if _paused:
                 gc.disable()
         _batches += 1
-    outer = _depth.get()
-    token = _depth.set(outer + 1)
-    try:
-        yield
-    finally:
-        _depth.reset(token)
-        with _lock:
-            _batches -= 1
-            if _batches == 0 and _paused:
-                _paused = False
-                gc.enable()
-            elif _paused and outer == 0 and gc.get_count()[0] > YOUNG_LIMIT:
-                _collect_as_the_collector_would()
+
+
+def _resume(*, collect: bool) -> None:
+    """One pause less: the last re-enables the collector it disabled; another, with `collect`, collects once
+    the young objects pass YOUNG_LIMIT."""
+    global _batches, _paused
+    with _lock:
+        _batches -= 1
+        if _batches == 0 and _paused:
+            _paused = False
+            gc.enable()
+            return
+        due = _paused and collect and gc.get_count()[0] > YOUNG_LIMIT
+    # Outside the lock: a collection may finalise a dropped read-back's generator, whose pause ends here too.
+    if due:
+        _collect_as_the_collector_would()
 
 
 def _collect_as_the_collector_would() -> None:
@@ -100,3 +115,37 @@ class Spans:
         if self._batch is not None:
             current, self._batch = self._batch, None
             current.__exit__(None, None, None)
+
+
+class Hold:
+    """The collector paused over a whole walk of steps (the read-back's batches), collecting at a step only
+    once the young objects pass YOUNG_LIMIT, as a batch ending among others does. For steps that leave no
+    garbage cycles but many survivors (a parsed-context cache that turns over): a collection after each step,
+    or after each fixed span of them (`Spans`), walks those survivors for nothing, while the young count (what
+    is allocated and not freed) grows only with what is really kept, garbage cycles included, so memory stays
+    bounded. The steps may run in any thread, and a `batch` within a step is not nested in the hold (its end
+    collects past the limit too). `close` (from any thread, any number of times) gives the collector back for
+    good: a step after it does nothing."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held = False
+        self._closed = False
+
+    def step(self) -> None:
+        """One step more: starts the pause, or collects if the young objects passed YOUNG_LIMIT."""
+        with self._lock:
+            if self._closed:
+                return
+            if not self._held:
+                self._held = True
+                _pause()
+                return
+        if gc.get_count()[0] > YOUNG_LIMIT:
+            _collect_as_the_collector_would()
+
+    def close(self) -> None:
+        with self._lock:
+            held, self._held, self._closed = self._held, False, True
+        if held:
+            _resume(collect=False)

@@ -17,7 +17,9 @@ def collector_enabled() -> Iterator[None]:
     was = gc.isenabled()
     gc.enable()
     yield
-    if not was:
+    if was:
+        gc.enable()  # a test that disabled it (or failed paused) leaves the next ones as they were
+    else:
         gc.disable()
 
 
@@ -170,3 +172,72 @@ def test_a_batch_nested_in_the_same_work_never_collects(monkeypatch: pytest.Monk
         del kept
     finally:
         gc.callbacks.remove(record)  # type: ignore[arg-type]
+
+
+class _Cycle:
+    """A garbage cycle only the collector frees (weak-referenceable, so the test can count them alive)."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_hold_walks_no_cycle_free_step_and_collects_cycles_past_the_young_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the read-back's pause is for (issue 13 item 4): steps that leave survivors but no garbage cycles
+    (a cache that turns over) are never walked, however many; garbage cycles still are, once the young
+    objects pass YOUNG_LIMIT: what a step leaves stays bounded."""
+    import weakref
+
+    monkeypatch.setattr(gc_control, "YOUNG_LIMIT", 20_000)
+    gc.collect()
+    seen, record = _collections()
+    hold = gc_control.Hold()
+    try:
+        cache: dict[int, list[dict[str, int]]] = {}
+        for step in range(200):
+            hold.step()
+            assert not gc.isenabled()
+            cache[step] = [{"n": n} for n in range(1_000)]  # ~1 000 survivors a step...
+            cache.pop(step - 5, None)  # ...and as many freed: the young count does not grow
+        assert seen == [], "a cycle-free step was walked by the collector"
+        alive: weakref.WeakSet[_Cycle] = weakref.WeakSet()
+        most = 0
+        for _ in range(200):
+            hold.step()
+            for _ in range(1_000):  # 1 000 garbage cycles a step: 200 000 in all
+                alive.add(_Cycle())
+            most = max(most, len(alive))
+        assert seen, "past the young limit, a step collects"
+        assert most < 40_000, f"{most} garbage cycles alive at once: not collected while held"
+        assert not gc.isenabled()
+    finally:
+        hold.close()
+        gc.callbacks.remove(record)  # type: ignore[arg-type]
+    assert gc.isenabled()
+    hold.close()  # closing twice is harmless
+    assert gc.isenabled()
+
+
+def test_a_hold_closed_from_another_thread_gives_the_collector_back() -> None:
+    """A writer dropped half-way closes its pause from whichever thread drops it (a generator finalised
+    elsewhere): the collector comes back, without an error."""
+    hold = gc_control.Hold()
+    started = threading.Thread(target=hold.step)
+    started.start()
+    started.join(10)
+    assert not gc.isenabled()
+    ended = threading.Thread(target=hold.close)  # another thread: another context
+    errors: list[BaseException | None] = []
+
+    def caught(args: threading.ExceptHookArgs) -> None:
+        errors.append(args.exc_value)
+
+    threading.excepthook = caught
+    try:
+        ended.start()
+        ended.join(10)
+    finally:
+        threading.excepthook = threading.__excepthook__
+    assert errors == []
+    assert gc.isenabled()

@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
+from itertools import islice
 from typing import Any, TypeVar
 
 import orjson
 
 from bridge.model import Directory, Resource
 from bridge.translate import Mappings
+from bridge.translate.tables import EntityTable
 from bridge.translate.transforms import reference_key
 
 _T = TypeVar("_T")
@@ -46,7 +48,7 @@ def references(resource: Resource) -> list[str]:
 
 
 def select_in(
-    db: sqlite3.Connection, sql: str, keys: Sequence[str], *extra: str
+    db: sqlite3.Connection, sql: str, keys: Sequence[str], *extra: str | int
 ) -> Iterator[tuple[Any, ...]]:
     """The rows of `sql` — whose one `IN ({marks})` takes `keys` — a bounded number of keys per statement."""
     for start in range(0, len(keys), SQL_CHUNK):
@@ -71,6 +73,11 @@ class Spool:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extraction-spool")
         self._mappings = mappings
         self._entity_types = {table.resource for table in mappings.entities.values()}
+        # The entity tables, numbered: a resource's `maps` is the set of those that map it (bit i: table i),
+        # for the types some table `select`s among (organisations: EJ / EG, internal organisations), decided
+        # when spooled (the resource is parsed then): the read-back never parses a row only to filter it.
+        self._numbered = list(mappings.entities.values())
+        self._selecting = {table.resource for table in self._numbered if table.select is not None}
         # The connection; a subclass answering part of the spool (pipeline/change_spools.py) adds its own
         # tables.
         self.db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
@@ -83,11 +90,12 @@ class Spool:
             self.db.execute(f"PRAGMA {pragma}")
         self.db.execute(
             "CREATE TABLE resource (key TEXT PRIMARY KEY, type TEXT NOT NULL, entity_id TEXT, "
-            "depth INTEGER NOT NULL DEFAULT 0, body BLOB NOT NULL)"
+            "depth INTEGER NOT NULL DEFAULT 0, maps INTEGER, body BLOB NOT NULL)"
         )
         self.db.execute("CREATE TABLE ref (src TEXT NOT NULL, dst TEXT NOT NULL)")
         self._closed = False
         self._pool: ProcessPoolExecutor | None = None  # the mapping workers, started by the read-back
+        self._on_close: list[Callable[[], None]] = []  # what ends with the spool (`on_close`)
 
     def mapping_pool(self, start: Callable[[], ProcessPoolExecutor]) -> ProcessPoolExecutor:
         """The spool's mapping worker processes (started by `start` on first use, ended with the spool)."""
@@ -99,10 +107,17 @@ class Spool:
         """`func(*args)` in the spool's thread, after whatever runs there already."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, partial(func, *args))
 
+    def on_close(self, func: Callable[[], None]) -> None:
+        """`func()` when the spool closes (a read-back's paused collector, given back even when the writer
+        is dropped half-way: its generator is only freed by a collection)."""
+        self._on_close.append(func)
+
     def close(self) -> None:
         with self.lock:
             if not self._closed:
                 self._closed = True
+                for func in self._on_close:
+                    func()
                 self.db.close()
                 if self._pool is not None:
                     # Batches still queued are dropped; a worker ends once its current batch is mapped.
@@ -133,10 +148,19 @@ class Spool:
                 entity_id = None
                 if rtype in self._entity_types:
                     entity_id = spooled_entity_id(resource, self._mappings)
-                rows.append((key, rtype, entity_id, orjson.dumps(resource)))
+                maps = None
+                if rtype in self._selecting:
+                    maps = sum(
+                        1 << number
+                        for number, table in enumerate(self._numbered)
+                        if table.resource == rtype and table.applies(resource)
+                    )
+                rows.append((key, rtype, entity_id, maps, orjson.dumps(resource)))
                 refs += [(key, target) for target in references(resource)]
             self.db.execute("BEGIN")
-            self.db.executemany("INSERT INTO resource (key, type, entity_id, body) VALUES (?, ?, ?, ?)", rows)
+            self.db.executemany(
+                "INSERT INTO resource (key, type, entity_id, maps, body) VALUES (?, ?, ?, ?, ?)", rows
+            )
             self.db.executemany("INSERT INTO ref (src, dst) VALUES (?, ?)", refs)
             self.db.execute("COMMIT")
         return len(rows)
@@ -195,6 +219,18 @@ class Spool:
         """How many rows `rows` gives for a type."""
         sql = f"SELECT COUNT(*) FROM ({self.ROWS_SQL})"  # noqa: S608 (a class constant, no input)
         return int(self.db.execute(sql, (resource_type,)).fetchone()[0])
+
+    def mapped(
+        self, rows: Iterable[tuple[str, str | None, bytes]], tables: Sequence[EntityTable]
+    ) -> Iterator[tuple[str, str | None, bytes]]:
+        """The rows (`key, entity_id, body` of `rows`, a chunk at a time, in order) that some table of
+        `tables` maps (its `select`): read from the `maps` the spool decided, never parsed again."""
+        wanted = sum(1 << n for n, table in enumerate(self._numbered) if any(table is t for t in tables))
+        sql = "SELECT key FROM resource WHERE key IN ({marks}) AND maps & ? != 0"
+        source = iter(rows)
+        while part := list(islice(source, SQL_CHUNK)):
+            kept = {key for (key,) in select_in(self.db, sql, [row[0] for row in part], wanted)}
+            yield from (row for row in part if row[0] in kept)
 
     def context(self, keys: Sequence[str], *, offers_at: bool, below: bool = False) -> list[bytes]:
         """The resources `context_keys` names, as stored (JSON), in key order."""

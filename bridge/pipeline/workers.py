@@ -48,7 +48,6 @@ from bridge.translate.access_profiles import (
 )
 from bridge.translate.findings import Finding, Findings
 from bridge.translate.select import named_devices
-from bridge.translate.tables import EntityTable
 
 # Entities mapped and written per step of the read-back: one chunk of the streamed document.
 BATCH_SIZE = 200
@@ -118,6 +117,12 @@ class SpoolWriter:
         self._now = now
         self._workers = workers
         self._parsed = ParsedContext(CONTEXT_CACHE_BYTES)
+        # The cyclic collector paused over the whole read-back (gc_control.Hold), collecting only once the
+        # young objects pass gc_control.YOUNG_LIMIT: a batch leaves no garbage cycles, only survivors (the
+        # parsed context kept for the next batches), which a collection after every batch walked for nothing
+        # (~15 % of an in-process read-back; issue 13 item 4).
+        self._paused = gc_control.Hold()
+        spool.on_close(self._paused.close)  # a writer dropped half-way: given back with the spool
         self._chunks = self._generate()
 
     def next_chunk(self) -> bytes | None:
@@ -131,16 +136,21 @@ class SpoolWriter:
             return next(self._chunks, None)
 
     def _generate(self) -> Iterator[tuple[bytes, ...]]:
-        for directory in DIRECTORIES:
-            # a directory may be built from several resource types (facilities: internal organisations, then
-            # the offers as unités élémentaires), each in turn
-            types = dict.fromkeys(
-                t.resource for t in self._mappings.entities.values() if t.kind.directory is directory
-            )
-            yield (directory_start(directory),) * len(self._profiles)
-            for resource_type in types:
-                yield from self._directory(directory, resource_type)
-            yield (directory_end(directory),) * len(self._profiles)
+        try:
+            for directory in DIRECTORIES:
+                # a directory may be built from several resource types (facilities: internal organisations,
+                # then the offers as unités élémentaires), each in turn
+                types = dict.fromkeys(
+                    t.resource for t in self._mappings.entities.values() if t.kind.directory is directory
+                )
+                yield (directory_start(directory),) * len(self._profiles)
+                for resource_type in types:
+                    yield from self._directory(directory, resource_type)
+                yield (directory_end(directory),) * len(self._profiles)
+        finally:
+            # The pause ends with the document, or when the generator is closed (a writer dropped half-way;
+            # else when its spool closes).
+            self._paused.close()
 
     def _directory(self, directory: Directory, resource_type: str) -> Iterator[tuple[bytes, ...]]:
         parallel = self._workers > 0 and self._spool.count_rows(resource_type, directory) >= PARALLEL_FROM
@@ -166,9 +176,10 @@ class SpoolWriter:
         # organisations, and a row no table maps makes no entity (issue 13 item 4). So only those read what
         # is below them (an internal organisation's typeActivity): an EJ's or EG's subtree is no facility's
         # context.
-        rows = _mapped_rows(cursor, tables) if any(t.select is not None for t in tables) else cursor
+        rows = self._spool.mapped(cursor, tables) if any(t.select is not None for t in tables) else cursor
         for batch in _whole_groups(rows):
             keys = [key for key, _, _ in batch]
+            self._paused.step()
             needed = [] if bare else self._spool.context_keys(keys, offers_at=offers_at, below=below)
             if pool is None:
                 # The collector paused over the parse as well as the mapping (bridge/gc_control.py): parsing
@@ -246,16 +257,6 @@ class ParsedContext:
         while self._size > self._budget and items:
             self._size -= items.popitem(last=False)[1][1]
         return out
-
-
-def _mapped_rows(
-    rows: Iterable[tuple[str, str | None, bytes]], tables: Sequence[EntityTable]
-) -> Iterator[tuple[str, str | None, bytes]]:
-    """The rows (`key, entity_id, body`) some table of `tables` maps (its `select`), in row order."""
-    for row in rows:
-        resource = orjson.loads(row[2])
-        if any(t.applies(resource) for t in tables):
-            yield row
 
 
 def _whole_groups(rows: Iterable[Any]) -> Iterator[list[Any]]:
@@ -461,6 +462,9 @@ def _merged_in(
 
 # The mapping tables of a worker process, loaded once when it starts.
 _worker_mappings: Mappings | None = None
+# A worker's collector, paused from its first batch on for good (the worker maps batches and does nothing
+# else): it collects only once the young objects pass gc_control.YOUNG_LIMIT (issue 13 item 4).
+_worker_pause = gc_control.Hold()
 
 
 def _start_worker(directory: str, parent: int) -> None:
@@ -472,6 +476,7 @@ def _start_worker(directory: str, parent: int) -> None:
     # A worker's findings are counted and sent back with each batch; the parent logs them (Findings.merge).
     logging.getLogger(Finding.__module__).setLevel(logging.WARNING)
     _worker_mappings = load_mappings(Path(directory))
+    gc_control.freeze_start_up()  # the tables out of the collector's reach, as in `serve`
 
 
 def _exit_with(parent: int) -> None:
@@ -493,6 +498,7 @@ def _map_in_worker(
     if mappings is None:
         raise RuntimeError("mapping worker started without its mapping tables")
     before = mappings.findings.counts()
+    _worker_pause.step()
     with gc_control.batch():  # the batch's JSON parsed with the collector paused, as it is mapped
         views = map_batch_views(mappings, directory, resource_type, rows, context, now, profiles)
     after = mappings.findings.counts()

@@ -1,0 +1,57 @@
+"""The rows a directory maps, decided when spooled (issue 13 item 4): `Spool.mapped` filters the read-back's
+rows by the `maps` the spool stored, without parsing a row again (before, every organisation row was parsed
+once to filter it and once more to map it).
+
+The spool is filled with the simulator's dataset; each table's own `select` on the parsed resources is the
+reference the stored decision must equal.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from bridge.model import Directory
+from bridge.pipeline.spool import Spool
+from bridge.simulator.dataset import generate_dataset
+from tests.test_extraction import MAPPINGS
+
+SCALE = 300
+SEED = 5
+
+
+@pytest.mark.parametrize("directory", [Directory.ORGANIZATION, Directory.FACILITY])
+def test_the_stored_decision_is_the_tables_select(
+    directory: Directory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset = list(generate_dataset(SCALE, SEED))
+    tables = [
+        t
+        for t in MAPPINGS.entities.values()
+        if t.kind.directory is directory and t.resource == "Organization"
+    ]
+    assert tables, "a table of organisations in the directory"
+    assert all(t.select is not None for t in tables), "a `select`: the check filters something"
+    expected = [
+        f"Organization/{r['id']}"
+        for r in dataset
+        if r["resourceType"] == "Organization" and any(t.applies(r) for t in tables)
+    ]
+    spool = Spool(MAPPINGS)
+    try:
+        spool.add(dataset)
+        spool.finish()
+
+        def no_parse(body: bytes) -> object:
+            raise AssertionError("a row parsed to be filtered")
+
+        monkeypatch.setattr(orjson, "loads", no_parse)  # anywhere, while the rows are filtered
+        with spool.lock:
+            rows = spool.rows("Organization", directory)
+            kept = [key for key, _, _ in spool.mapped(rows, tables)]
+            every = [key for key, _, _ in spool.rows("Organization", directory)]
+    finally:
+        spool.close()
+    assert 0 < len(kept) < len(every), "some organisations filtered out, some kept"
+    assert sorted(kept) == sorted(expected)
+    assert kept == [key for key in every if key in set(kept)], "in the rows' order"
