@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 import orjson
 
+from bridge import memory
 from bridge.csd.writer import document_end, document_start
 from bridge.errors import ConfigurationError, ExtractionBusyError, InvalidParameterError
 from bridge.fhir.bulk_export import ExportRequest, ExportStats
@@ -223,6 +224,9 @@ class Extractor:
                     progress.bytes += 1
                     yield b"\n"
             fill.result()
+            # The fetch's freed memory (pages, export files: decoded and spooled) goes back to the system
+            # before the read-back starts its mapping workers, not at the next periodic release (issue 13).
+            await spool.call(memory.release)
             log.info(
                 "%s %d resources (%d received, %d pages/files) in %.1f s",
                 LogEvent.SPOOLED,

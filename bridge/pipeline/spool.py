@@ -7,7 +7,6 @@ the mapping workers (pipeline/workers.py).
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -105,6 +104,9 @@ class Spool:
 
     async def call(self, func: Callable[..., _T], *args: Any) -> _T:
         """`func(*args)` in the spool's thread, after whatever runs there already."""
+        # Imported here: a mapping worker imports this module, never calls this (asyncio brings ssl: ~10 MiB).
+        import asyncio
+
         return await asyncio.get_running_loop().run_in_executor(self._thread, partial(func, *args))
 
     def on_close(self, func: Callable[[], None]) -> None:

@@ -25,7 +25,7 @@ from typing import Any, cast
 
 import orjson
 
-from bridge import gc_control
+from bridge import gc_control, memory
 from bridge.csd.writer import (
     device_bytes,
     directory_end,
@@ -475,6 +475,7 @@ def _start_worker(directory: str, parent: int) -> None:
     threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
     # A worker's findings are counted and sent back with each batch; the parent logs them (Findings.merge).
     logging.getLogger(Finding.__module__).setLevel(logging.WARNING)
+    memory.cap_arenas()
     _worker_mappings = load_mappings(Path(directory))
     gc_control.freeze_start_up()  # the tables out of the collector's reach, as in `serve`
 
@@ -502,6 +503,9 @@ def _map_in_worker(
     with gc_control.batch():  # the batch's JSON parsed with the collector paused, as it is mapped
         views = map_batch_views(mappings, directory, resource_type, rows, context, now, profiles)
     after = mappings.findings.counts()
+    # What the batch freed goes back to the system now: glibc keeps the large blocks of parsed JSON freed
+    # between long-lived ones, and the worker's RSS crept up to its largest batches' (issue 13 item 4).
+    memory.release()
     return views, {key: n - before.get(key, 0) for key, n in after.items() if n != before.get(key, 0)}
 
 

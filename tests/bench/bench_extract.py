@@ -4,8 +4,8 @@
 For each scale, starts `ror-bridge simulator --open --scale N` and `ror-bridge serve --upstream URL` as two
 processes on 127.0.0.1, downloads `GET /extraction` to nowhere, and prints the bridge's peak RSS (VmHWM of its
 process; and, sampled every 0.2 s, the largest sum of the RSS of the bridge and its child processes: the
-mapping workers and multiprocessing's resource tracker), the duration, the bytes and the entities per
-directory; then RSS(largest) / RSS(smallest).
+mapping workers and multiprocessing's resource tracker; and of their PSS, which counts a page they share
+once), the duration, the bytes and the entities per directory; then RSS(largest) / RSS(smallest).
 CPU seconds (user + system, /proc/<pid>/stat, sampled with the memory) are the load-independent figures on a
 shared machine: the bridge's own and its mapping workers' (issue 13 item 4: the bridge's part, download +
 spool + map + write), split at the moment the bridge logs the offer spooled, and the simulator's apart (its
@@ -210,6 +210,7 @@ def measure(
         "rss_idle_mib": rss_idle_kib / 1024,
         "rss_peak_mib": peak_kib / 1024,
         "tree_peak_mib": sampler.peak_kib / 1024,
+        "tree_peak_pss_mib": sampler.peak_pss_kib / 1024,
         "processes": sampler.most_processes,
         "processes_seen": sampler.processes_seen,
         "bridge_own_cpu_s": sampler.own_cpu_s,
@@ -301,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"offer fetched and spooled in {figures['fetch_s']:.1f} s), "
                 f"{figures['bytes'] / 1e6:.1f} MB, {sum(entities.values())} entities, "
                 f"bridge peak RSS {figures['rss_peak_mib']:.0f} MiB, with its "
-                f"{figures['processes'] - 1} child processes {figures['tree_peak_mib']:.0f} MiB; "
+                f"{figures['processes'] - 1} child processes {figures['tree_peak_mib']:.0f} MiB "
+                f"(PSS {figures['tree_peak_pss_mib']:.0f} MiB); "
                 f"CPU: bridge {figures['bridge_cpu_s']:.1f} s, simulator {figures['simulator_cpu_s']:.1f} s; "
                 f"load average {figures['load_average'][0]:.1f} → {figures['load_average'][1]:.1f}",
                 file=sys.stderr,
@@ -316,9 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "| offers | source | duration | of which fetch + spool | first byte | MB | organizations | services "
         "| facilities | providers | bridge RSS idle | bridge peak RSS (VmHWM) "
-        "| bridge + child processes peak RSS (sampled) |"
+        "| bridge + child processes peak RSS (sampled) | the same, PSS |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for f in results:
         e = f["entities"]
         counts = " | ".join(str(e[name]) for name in DIRECTORIES)
@@ -327,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {f['first_byte_s']:.1f} s "
             f"| {f['bytes'] / 1e6:.0f} | {counts} "
             f"| {f['rss_idle_mib']:.0f} MiB | {f['rss_peak_mib']:.0f} MiB "
-            f"| {f['tree_peak_mib']:.0f} MiB ({f['processes'] - 1} children) |"
+            f"| {f['tree_peak_mib']:.0f} MiB ({f['processes'] - 1} children) "
+            f"| {f['tree_peak_pss_mib']:.0f} MiB |"
         )
     print_cpu(results)
     print_sections(results)
@@ -335,10 +338,11 @@ def main(argv: list[str] | None = None) -> int:
         small, large = results[0], results[-1]
         ratio = large["rss_peak_mib"] / small["rss_peak_mib"]
         tree = large["tree_peak_mib"] / small["tree_peak_mib"]
+        tree_pss = large["tree_peak_pss_mib"] / small["tree_peak_pss_mib"]
         factor = large["scale"] / small["scale"]
         print(
             f"\nRSS({large['scale']}) / RSS({small['scale']}) = {ratio:.2f} (bridge), {tree:.2f} (bridge and "
-            f"children) for {factor:.0f}x the offers"
+            f"children; PSS {tree_pss:.2f}) for {factor:.0f}x the offers"
         )
     failed = [f"{f['scale']}: {f['error']}" for f in results if f["error"]]
     for failure in failed:

@@ -187,6 +187,16 @@ def status_kib(pid: int, field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/{pid}/status: the benchmark needs Linux")
 
 
+def pss_kib(pid: int) -> int:
+    """The proportional set size of a process, KiB (/proc/<pid>/smaps_rollup): its private pages plus its
+    share of each page it shares (libraries, the interpreter); summed over processes, unlike RSS, it counts
+    a shared page once."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no Pss in /proc/{pid}/smaps_rollup: the benchmark needs Linux ≥ 4.14")
+
+
 def rss_mib(pid: int) -> float:
     """The resident memory of a process now, MiB."""
     return status_kib(pid, "VmRSS") / 1024
@@ -205,8 +215,8 @@ def stat_cpu(pid: int) -> tuple[int, float]:
 
 
 class TreeSampler(threading.Thread):
-    """The largest sum of VmRSS over a process and its descendants, and their CPU seconds (user + system),
-    sampled every `period_s`.
+    """The largest sum of VmRSS over a process and its descendants (and of their PSS: `peak_pss_kib`), and
+    their CPU seconds (user + system), sampled every `period_s`.
 
     CPU is counted from the first sample (`start` takes it): the root's own, and the descendants' summed,
     each descendant by its last sample, so that one which ends between two samples (a mapping worker at the
@@ -219,6 +229,7 @@ class TreeSampler(threading.Thread):
         self.pid = pid
         self.period_s = period_s
         self.peak_kib = 0
+        self.peak_pss_kib = 0
         self.most_processes = 0
         self.series: list[tuple[float, float, float]] = []
         self._first: dict[tuple[int, int], float] = {}
@@ -236,11 +247,12 @@ class TreeSampler(threading.Thread):
 
     def sample(self) -> None:
         """One sample of the tree's memory and CPU (also called directly: `start`, `stop`)."""
-        total, processes = 0, 0
+        total, proportional, processes = 0, 0, 0
         for pid in (self.pid, *descendants(self.pid)):
             try:
                 key_start, cpu = stat_cpu(pid)
-                total += status_kib(pid, "VmRSS")
+                rss = status_kib(pid, "VmRSS")
+                pss = pss_kib(pid)
             except (OSError, RuntimeError, IndexError, ValueError):
                 continue  # gone between the listing and the read
             key = (pid, key_start)
@@ -248,8 +260,11 @@ class TreeSampler(threading.Thread):
                 self._root = key
             self._first.setdefault(key, cpu)
             self._last[key] = cpu
+            total += rss
+            proportional += pss
             processes += 1
         self.peak_kib = max(self.peak_kib, total)
+        self.peak_pss_kib = max(self.peak_pss_kib, proportional)
         self.most_processes = max(self.most_processes, processes)
         own = self._spent(lambda key: key == self._root)
         self.series.append((time.monotonic(), own, self._spent(lambda key: key != self._root)))
