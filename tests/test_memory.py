@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from bridge import memory
+from bridge import gc_control, memory
 from bridge.model import Directory
 from bridge.pipeline import workers
 from bridge.pipeline.spool import spooled_entity_id
@@ -42,12 +42,19 @@ def test_a_mapping_worker_hands_back_what_each_batch_freed(monkeypatch: pytest.M
     monkeypatch.setattr(memory, "release", lambda: released.append(True) or True)
     mappings = load_mappings(shipped_dir("mappings"))
     monkeypatch.setattr(workers, "_worker_mappings", mappings)
+    # The worker's collector hold is a worker process's, for its life: here a fresh one, closed at the end,
+    # or the pause it takes would outlive the test in this process.
+    hold = gc_control.Hold()
+    monkeypatch.setattr(workers, "_worker_pause", hold)
     organizations = [r for r in generate_dataset(60, 3) if r["resourceType"] == "Organization"]
     rows = [
         (f"Organization/{r['id']}", spooled_entity_id(r, mappings), orjson.dumps(r)) for r in organizations
     ]
     now = datetime(2026, 12, 6, tzinfo=UTC)
-    views, _ = workers._map_in_worker(Directory.ORGANIZATION, "Organization", rows, [], now)
+    try:
+        views, _ = workers._map_in_worker(Directory.ORGANIZATION, "Organization", rows, [], now)
+    finally:
+        hold.close()
     assert views[0], "the batch was mapped"
     assert all(element.startswith(b"<csd:organization ") for _, element in views[0])
     assert released == [True]

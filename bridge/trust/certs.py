@@ -9,9 +9,11 @@ import hashlib
 import ssl
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from cryptography import x509
+if TYPE_CHECKING:
+    from cryptography import x509
 
 MAX_HEADER_BYTES = 16 * 1024  # a forwarded PEM larger than this is refused unread
 
@@ -25,6 +27,15 @@ class PeerCertificate:
     source: str  # "tls" (this server's handshake) or "proxy" (a trusted proxy's header)
 
 
+def _certificate(der: bytes) -> x509.Certificate:
+    """The certificate read from its DER (ValueError when it is not one). cryptography is imported on the
+    first certificate: its OpenSSL build costs the serving process ~16 MiB of RSS, which a bridge that never
+    sees a client certificate does not pay (issue 13 item 4)."""
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(der)
+
+
 def fingerprint(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
@@ -33,7 +44,7 @@ def fingerprint(der: bytes) -> str:
 def subject_of(der: bytes) -> str:
     """The subject as an RFC 4514 string, or "" when the DER cannot be read (it is then never admitted)."""
     try:
-        return x509.load_der_x509_certificate(der).subject.rfc4514_string()
+        return _certificate(der).subject.rfc4514_string()
     except ValueError:
         return ""
 
@@ -57,7 +68,7 @@ def der_from_header(value: str) -> bytes:
     pem = f"{begin}\n{''.join(body.split())}\n{end}\n"
     try:
         der = ssl.PEM_cert_to_DER_cert(pem)
-        x509.load_der_x509_certificate(der)
+        _certificate(der)
     except ValueError as error:
         raise ValueError(f"forwarded certificate header is not a readable certificate: {error}") from None
     return der
