@@ -98,13 +98,15 @@ TINY = Scale(
 # (README "Performance", "Extraction at flat memory"): keep them in step when `make bench-extract` is re-run.
 NATIONAL_COMMAND = "make bench-extract SCALES=100000,1000000"
 NATIONAL_RECORDED = (
-    "last recorded (README, main a932b36, 2026-12-06, load 0.5-4.3): one million offers 1 242 s wall "
-    "(312 s fetch + spool, 929 s map + write), bridge 1 892 CPU-s (672 own + 1 220 mapping workers; 249 "
-    "fetch + spool, 1 643 map + write), the simulator's 195 CPU-s apart; 100 000 offers 181 CPU-s"
+    "last recorded (README, main dd69c2b, 2026-12-06, load 1.2-4.0): one million offers 1 353 s wall "
+    "(384 s fetch + spool, 969 s map + write), bridge 2 006 CPU-s (750 own + 1 257 mapping workers; 291 "
+    "fetch + spool, 1 715 map + write), the simulator's 207 CPU-s apart; 100 000 offers 196 CPU-s; "
+    "1 892 CPU-s at a932b36"
 )
 NATIONAL_MEMORY = (
-    "last recorded (README, main a932b36, 2026-12-06): at one million offers bridge 203 MiB (VmHWM), with "
-    "its 2 mapping workers and the resource tracker 471 MiB (sampled); 1M/100k 1.09x (1.04x with workers)"
+    "last recorded (README, main dd69c2b, 2026-12-06): at one million offers bridge 170 MiB (VmHWM), with "
+    "its 2 mapping workers and the resource tracker 337 MiB summed RSS, 298 MiB PSS (sampled); 1M/100k "
+    "1.00x (1.04x with workers, PSS 1.07x); 471 MiB RSS at a932b36"
 )
 MSGSPEC_NAMES = tuple(
     f"{name} decoding of FHIR pages (issue 13 item 6)" for name in ("msgspec", "msgspec typed")
