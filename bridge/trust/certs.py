@@ -29,7 +29,7 @@ class PeerCertificate:
 
 def _certificate(der: bytes) -> x509.Certificate:
     """The certificate read from its DER (ValueError when it is not one). cryptography is imported on the
-    first certificate: its OpenSSL build costs the serving process ~16 MiB of RSS, which a bridge that never
+    first certificate: its OpenSSL build costs the serving process ~7 MiB of RSS, which a bridge that never
     sees a client certificate does not pay (issue 13 item 4)."""
     from cryptography import x509
 

@@ -1,5 +1,5 @@
 """The serving process imports cryptography only when it reads its first client certificate (issue 13 item 4):
-its OpenSSL build is ~16 MiB of RSS that a bridge without a trust circle never pays."""
+its OpenSSL build is ~7 MiB of RSS that a bridge without a trust circle never pays."""
 
 from __future__ import annotations
 
