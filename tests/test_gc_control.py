@@ -115,7 +115,8 @@ def test_a_page_freed_within_a_span_is_never_walked_by_the_collector() -> None:
         gc.callbacks.remove(record)
 
 
-def _collections() -> tuple[list[int], object]:
+def recorded_collections() -> tuple[list[int], object]:
+    """The generations of the collections from now on, and the callback to remove from `gc.callbacks`."""
     seen: list[int] = []
 
     def record(phase: str, info: dict[str, int]) -> None:
@@ -131,7 +132,7 @@ def test_overlapping_batches_collect_past_the_young_limit(monkeypatch: pytest.Mo
     for good: one that ends while others run collects once the young objects pass `YOUNG_LIMIT`."""
     monkeypatch.setattr(gc_control, "YOUNG_LIMIT", 5_000)
     gc.collect()
-    seen, record = _collections()
+    seen, record = recorded_collections()
     try:
         outer = gc_control.batch()
         elsewhere = contextvars.copy_context()  # another asyncio task's or thread's context
@@ -160,7 +161,7 @@ def test_a_batch_nested_in_the_same_work_never_collects(monkeypatch: pytest.Monk
     collection past the limit: that one would walk every live object of the outer batch for nothing."""
     monkeypatch.setattr(gc_control, "YOUNG_LIMIT", 5_000)
     gc.collect()
-    seen, record = _collections()
+    seen, record = recorded_collections()
     try:
         with gc_control.batch():
             with gc_control.batch():
@@ -191,7 +192,7 @@ def test_a_hold_walks_no_cycle_free_step_and_collects_cycles_past_the_young_limi
 
     monkeypatch.setattr(gc_control, "YOUNG_LIMIT", 20_000)
     gc.collect()
-    seen, record = _collections()
+    seen, record = recorded_collections()
     hold = gc_control.Hold()
     try:
         cache: dict[int, list[dict[str, int]]] = {}

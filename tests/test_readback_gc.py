@@ -25,6 +25,7 @@ from bridge.pipeline.spool import Spool
 from bridge.pipeline.workers import SpoolWriter
 from bridge.simulator.dataset import generate_dataset
 from tests.test_extraction import MAPPINGS
+from tests.test_gc_control import recorded_collections
 
 SCALE = 300
 SEED = 5
@@ -50,17 +51,6 @@ def spool() -> Iterator[Spool]:
         yield spool
     finally:
         spool.close()
-
-
-def _collections() -> tuple[list[int], object]:
-    seen: list[int] = []
-
-    def record(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            seen.append(info["generation"])
-
-    gc.callbacks.append(record)
-    return seen, record
 
 
 def _read_back(spool: Spool) -> tuple[str, int]:
@@ -89,7 +79,7 @@ def test_the_read_back_walks_no_batch_and_writes_the_same_document(
 ) -> None:
     monkeypatch.setattr(workers, "BATCH_SIZE", 20)  # many batches
     gc.collect()
-    seen, record = _collections()
+    seen, record = recorded_collections()
     try:
         digest, batches = _read_back(spool)
     finally:
@@ -106,7 +96,7 @@ def test_the_read_back_walks_no_batch_and_writes_the_same_document(
             self.step, self.close = (lambda: None), (lambda: None)
 
     monkeypatch.setattr(gc_control, "Hold", PerBatch)
-    seen, record = _collections()
+    seen, record = recorded_collections()
     try:
         per_batch, _ = _read_back(spool)
     finally:
@@ -146,7 +136,7 @@ def test_a_mapping_worker_keeps_its_collector_paused_between_batches(
     assert rows
     assert context
     gc.collect()
-    seen, record = _collections()
+    seen, record = recorded_collections()
     try:
         for _ in range(30):
             views, _ = workers._map_in_worker(Directory.SERVICE, "HealthcareService", rows, context, NOW)

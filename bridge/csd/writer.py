@@ -92,8 +92,9 @@ _NOT_XML_CHAR: Final = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-
 _REPLACEMENT: Final = "\ufffd"
 
 
-# Local name → Clark name in the CSD namespace, filled as names are met (a few dozen).
 _T = TypeVar("_T")
+
+# Local name → Clark name in the CSD namespace, filled as names are met (a few dozen).
 _TAGS: dict[str, str] = {}
 
 
