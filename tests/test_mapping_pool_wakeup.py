@@ -1,9 +1,14 @@
 """A batch awaited from the mapping pool (bridge/pipeline/workers.py `_result`): the pool's manager thread is
-woken while the batch is awaited, so that a worker dying unseen fails the answer instead of hanging it."""
+woken while the batch is awaited, so that a worker dying unseen fails the answer instead of hanging it; and a
+worker found dead while its batch is still awaited fails it too (killed while writing its result, the
+manager thread stays blocked reading the rest)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -59,3 +64,26 @@ def test_the_standard_pool_has_the_wake_up_the_guard_uses() -> None:
     with ProcessPoolExecutor(max_workers=1) as pool:
         assert pool.submit(int, "7").result(timeout=60) == 7
         assert callable(pool._executor_manager_thread_wakeup.wakeup)  # type: ignore[attr-defined]
+
+
+def test_a_worker_found_dead_fails_the_batch_even_if_the_manager_never_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A real pool, one worker killed; the batch stands for one the manager thread never settles (blocked
+    reading the result a worker was killed while writing): the batch fails within a few wake-ups."""
+    monkeypatch.setattr(workers, "WAKE_POOL_S", 0.2)
+    pool = ProcessPoolExecutor(max_workers=2)
+    try:
+        pool.submit(int, "1").result(timeout=60)  # the workers are up
+        processes = list(pool._processes.values())  # type: ignore[attr-defined]
+        victim = processes[0]
+        # Stand for the manager thread blocked on a partial message: it never sets the batch's outcome.
+        batch: Future[Any] = Future()
+        os.kill(victim.pid or 0, signal.SIGKILL)
+        victim.join(10)
+        began = time.monotonic()
+        with pytest.raises(BrokenProcessPool, match="exit code -9"):
+            workers._result(batch, pool)
+        assert time.monotonic() - began < 5 * workers.WAKE_POOL_S
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from datetime import datetime
 from enum import StrEnum
@@ -400,7 +401,10 @@ def _result(future: Future[_Mapped], pool: ProcessPoolExecutor | None) -> _Mappe
     without it; if that worker then dies (killed, out of memory) with the batch it took, nothing wakes the
     thread again and the batch is awaited forever (seen once in `make test`: a hung extraction kept alive by
     its heartbeats). Woken, the thread looks at every worker, finds the dead one and fails the pool
-    (BrokenProcessPool, raised here)."""
+    (BrokenProcessPool, raised here). A worker killed while it writes its result leaves the thread blocked
+    reading the rest of that message, which the other workers keep open (seen once in `make test` too): a
+    worker found dead at two wake-ups in a row, the batch still not there, fails the answer here."""
+    dead_before = False
     while True:
         try:
             return future.result(timeout=WAKE_POOL_S)
@@ -408,6 +412,19 @@ def _result(future: Future[_Mapped], pool: ProcessPoolExecutor | None) -> _Mappe
             wakeup = getattr(pool, "_executor_manager_thread_wakeup", None)
             if wakeup is not None:
                 wakeup.wakeup()
+            exit_code = _dead_worker(pool)
+            if exit_code is not None and dead_before:
+                raise BrokenProcessPool(f"a mapping worker died (exit code {exit_code})") from None
+            dead_before = exit_code is not None
+
+
+def _dead_worker(pool: ProcessPoolExecutor | None) -> int | None:
+    """The exit code of a worker of `pool` that has ended (a pool's workers live as long as it), else None."""
+    try:
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+    except RuntimeError:  # changed by the pool's manager thread meanwhile: looked at again next time
+        return None
+    return next((p.exitcode for p in processes if p.exitcode is not None), None)
 
 
 def _end_workers(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
