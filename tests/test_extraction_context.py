@@ -18,6 +18,7 @@ from bridge.pipeline.progress import Progress
 from bridge.pipeline.spool import Spool
 from bridge.pipeline.workers import SpoolWriter
 from bridge.simulator.dataset import generate_dataset
+from bridge.translate.feeds import feeds
 from bridge.translate.transforms import SELECTORS
 from tests.test_extraction import MAPPINGS
 
@@ -120,3 +121,29 @@ def test_only_the_organisations_a_directory_maps_are_read_back_for_it() -> None:
     assert {key for key, below in read if not below} == establishments  # the organisation directory
     assert {key for key, below in read if below} == internal  # the facility directory
     assert len(read) == len(establishments) + len(internal), "each read back once"
+
+
+def test_a_directory_whose_records_read_nothing_else_is_given_no_context() -> None:
+    """A csd:service is its offer alone (entities/service.yaml: no feed, translate/feeds.py), so the service
+    directory's batches read no context: each offer is asked for context once, by the facility directory
+    (its UE reads its lieu and organisation chain), not a second time for its service (issue 13 item 4:
+    that context was a fifth of the read-back's at 30 000 offers). The document's bytes are pinned by
+    tests/test_extraction_bytes.py."""
+    assert feeds(MAPPINGS.entities["service"]) == (), "the premise: a service reads nothing but its offer"
+    assert feeds(MAPPINGS.entities["unit"]), "the premise: a UE reads other resources"
+    dataset = generate_dataset(SCALE, SEED)
+    offers = {f"{OFFER}{r['id']}" for r in dataset if r["resourceType"] == "HealthcareService"}
+    spool = SpyingSpool()
+    try:
+        spool.add(list(dataset))
+        spool.finish()
+        writer = SpoolWriter(spool, MAPPINGS, datetime(2026, 1, 1, tzinfo=UTC), Progress())
+        document = b""
+        while (chunk := writer.next_chunk()) is not None:
+            document += chunk
+    finally:
+        spool.close()
+    asked = [key for keys, _ in spool.batches for key in keys if key.startswith(OFFER)]
+    assert sorted(asked) == sorted(offers), "each offer asked for context once: by its UE, not its service"
+    services = document.split(b"<csd:serviceDirectory>")[1].split(b"</csd:serviceDirectory>")[0]
+    assert services.count(b"<csd:service ") == len(offers), "every offer's service written all the same"

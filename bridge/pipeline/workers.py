@@ -47,6 +47,7 @@ from bridge.translate.access_profiles import (
     filter_records,
     uses_activity,
 )
+from bridge.translate.feeds import feeds
 from bridge.translate.findings import Finding, Findings
 from bridge.translate.select import named_devices
 
@@ -164,14 +165,18 @@ class SpoolWriter:
         pending: deque[Future[_Mapped]] = deque()
         # rows come sorted by entityID: a repeated entityID is written once (per view)
         last: list[str | None] = [None] * len(self._profiles)
-        # A device is made of its lieu alone (entities/device.yaml, no feed): its batch needs the offers given
-        # at the lieux only to filter the devices as a client's access profile filters their UEs.
-        bare = directory is Directory.DEVICE and not any(self._mappings.access.of(p) for p in self._profiles)
         tables = [
             t
             for t in self._mappings.entities.values()
             if t.kind.directory is directory and t.resource == resource_type
         ]
+        # A record that reads nothing besides its own resource (no feed, translate/feeds.py: a csd:service is
+        # its offer alone) needs no context: none is read, sent or parsed (a fifth of the read-back's context
+        # was the service directory's, issue 13 item 4). A device is made of its lieu alone too, but its batch
+        # needs the offers given at the lieux to filter the devices as a client's access profile filters their
+        # UEs.
+        filtered = directory is Directory.DEVICE and any(self._mappings.access.of(p) for p in self._profiles)
+        bare = not filtered and not any(feeds(t) for t in tables)
         # Only the rows some table of this directory maps are read back, batched and mapped: an organisation
         # directory maps the EJ / EG (a sixth of the organisations), the facility directory the internal
         # organisations, and a row no table maps makes no entity (issue 13 item 4). So only those read what
