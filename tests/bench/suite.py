@@ -98,15 +98,15 @@ TINY = Scale(
 # (README "Performance", "Extraction at flat memory"): keep them in step when `make bench-extract` is re-run.
 NATIONAL_COMMAND = "make bench-extract SCALES=100000,1000000"
 NATIONAL_RECORDED = (
-    "last recorded (README, main 85efee2, 2026-12-06, load 0.8-2.8): one million offers 1 179 s wall "
-    "(329 s fetch + spool, 850 s map + write), bridge 1 779 CPU-s (659 own + 1 119 mapping workers; 258 "
-    "fetch + spool, 1 521 map + write), the simulator's 200 CPU-s apart; 100 000 offers 187 CPU-s; "
-    "2 006 CPU-s at dd69c2b (a busier machine), 1 892 at a932b36"
+    "last recorded (README, main 0532230, 2026-12-06, load 1.7-3.5): one million offers 1 128 s wall "
+    "(352 s fetch + spool, 776 s map + write), bridge 1 638 CPU-s (623 own + 1 016 mapping workers; 280 "
+    "fetch + spool, 1 358 map + write), the simulator's 210 CPU-s apart; 1 779 CPU-s at 85efee2, 2 006 at "
+    "dd69c2b (a busier machine), 1 892 at a932b36"
 )
 NATIONAL_MEMORY = (
-    "last recorded (README, main 85efee2, 2026-12-06): at one million offers bridge 166 MiB (VmHWM), with "
-    "its 2 mapping workers and the resource tracker 288 MiB summed RSS, 248 MiB PSS (sampled); 1M/100k "
-    "1.06x (1.02x with workers, PSS 1.01x); 337 MiB RSS at dd69c2b, 471 at a932b36"
+    "last recorded (README, main 85efee2 and 0532230, 2026-12-06): at one million offers bridge 156-166 MiB "
+    "(VmHWM), with its 2 mapping workers and the resource tracker 288 MiB summed RSS, 248-249 MiB PSS "
+    "(sampled); 1M/100k 1.06x (1.02x with workers, PSS 1.01x); 337 MiB RSS at dd69c2b, 471 at a932b36"
 )
 MSGSPEC_NAMES = tuple(
     f"{name} decoding of FHIR pages (issue 13 item 6)" for name in ("msgspec", "msgspec typed")
