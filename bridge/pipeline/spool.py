@@ -258,16 +258,17 @@ class Spool:
         offers among those (and, with `offers_at`, the offers whose `location` is one of them), what the
         offers reference — an offer's organisation and lieux (mappings/entities/*.yaml); with `below`, the
         organisations under the `keys` and the offers they provide (an internal organisation's typeActivity;
-        the read-back asks it only for the organisations a table maps); and the partOf ancestors of every
-        organisation met (a UE's EG, its parent facility); sorted."""
+        the read-back asks it only for the organisations a table maps), read for their own content only (the
+        internal organisation's feeds end there: their lieux are no one's context); and the partOf ancestors
+        of every organisation met (a UE's EG, its parent facility); sorted."""
         targets = self._targets(keys)
         if offers_at:
             sql = "SELECT src FROM ref WHERE dst IN ({marks}) AND src >= ? AND src < ?"
             targets.update(src for (src,) in select_in(self.db, sql, keys, f"{OFFER}/", f"{OFFER}0"))
-        if below:
-            targets.update(self._below(keys))
         offers = [k for k in targets if k.startswith(f"{OFFER}/")]
         targets.update(self._targets(offers))
+        if below:
+            targets.update(self._below(keys))
         targets.update(self._ancestors([k for k in (*keys, *targets) if k.startswith(f"{ORGANIZATION}/")]))
         targets.difference_update(keys)
         return sorted(targets)
