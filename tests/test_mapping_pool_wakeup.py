@@ -1,12 +1,15 @@
 """A batch awaited from the mapping pool (bridge/pipeline/workers.py `_result`): the pool's manager thread is
 woken while the batch is awaited, so that a worker dying unseen fails the answer instead of hanging it; and a
 worker found dead while its batch is still awaited fails it too (killed while writing its result, the
-manager thread stays blocked reading the rest)."""
+manager thread stays blocked reading the rest); and the pool's stop unblocks that thread, which the
+interpreter's exit would otherwise wait for forever."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
+import struct
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -87,3 +90,28 @@ def test_a_worker_found_dead_fails_the_batch_even_if_the_manager_never_does(
         assert time.monotonic() - began < 5 * workers.WAKE_POOL_S
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def test_a_manager_blocked_on_a_partial_result_ends_with_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a worker killed while writing its result leaves in the results pipe: a message's header and part
+    of it. The manager thread blocks reading the rest, and concurrent.futures joins it at the interpreter's
+    exit (a `make test` run hung there once every worker had ended). MappingPool's stop ends the workers
+    and then closes this process's writing end, so the thread reads the pipe's end and stops."""
+    monkeypatch.setattr(workers, "STOP_WITHIN_S", 0.5)
+    pool = workers.MappingPool(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
+    manager = None
+    results = pool._result_queue  # type: ignore[attr-defined]
+    try:
+        assert pool.submit(int, "1").result(timeout=60) == 1  # the workers and the manager thread are up
+        manager = pool._executor_manager_thread  # type: ignore[attr-defined]
+        assert manager is not None
+        # The header announces 1 000 bytes; one follows, as from a writer killed mid-message.
+        os.write(results._writer.fileno(), struct.pack("!i", 1000) + b"x")
+        time.sleep(0.3)
+        assert manager.is_alive(), "the manager thread is blocked reading the rest"
+        pool.shutdown(wait=False, cancel_futures=True)
+        manager.join(20)
+        assert not manager.is_alive(), "the manager thread still blocked after the pool's stop"
+    finally:
+        if manager is not None and manager.is_alive() and not results._writer.closed:
+            os.write(results._writer.fileno(), b"x" * 999)  # the check failed: unblock it for the exit

@@ -389,14 +389,18 @@ def start_pool(workers: int, mappings: Mappings) -> ProcessPoolExecutor:
 class MappingPool(ProcessPoolExecutor):
     """A process pool whose `shutdown` never leaves a worker running: the batches queued are dropped (whatever
     `cancel_futures` says), and a worker still running STOP_WITHIN_S later (a batch being mapped, a stuck one)
-    is terminated, then killed, by a thread that the interpreter waits for at exit."""
+    is terminated, then killed, by a thread that the interpreter waits for at exit. Once they have all ended,
+    that thread closes this process's copy of the results pipe's writing end: a manager thread blocked
+    reading a result a worker was killed while writing then reads the pipe's end and stops, instead of
+    blocking the interpreter's exit for ever (concurrent.futures joins it; seen in `make test`)."""
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         processes = list((self._processes or {}).values())  # emptied by the shutdown
+        results = getattr(self, "_result_queue", None)  # dropped by the shutdown
         super().shutdown(wait=wait, cancel_futures=True)
         if processes:
             threading.Thread(
-                target=_end_workers, args=(processes,), name="mapping-pool-stop", daemon=False
+                target=_end_workers, args=(processes, results), name="mapping-pool-stop", daemon=False
             ).start()
 
 
@@ -432,24 +436,33 @@ def _dead_worker(pool: ProcessPoolExecutor | None) -> int | None:
     return next((p.exitcode for p in processes if p.exitcode is not None), None)
 
 
-def _end_workers(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
-    """Wait up to STOP_WITHIN_S for the workers to end; terminate those still running, kill the stubborn."""
+def _end_workers(processes: Sequence[multiprocessing.process.BaseProcess], results: Any = None) -> None:
+    """Wait up to STOP_WITHIN_S for the workers to end; terminate those still running, kill the stubborn;
+    then close this process's writing end of `results` (the pool's results queue, MappingPool)."""
     deadline = time.monotonic() + STOP_WITHIN_S
     running = {p.sentinel: p for p in processes if p.exitcode is None}
     while running and (left := deadline - time.monotonic()) > 0:
         for ended in multiprocessing.connection.wait(list(running), timeout=left):
             running.pop(cast(int, ended))  # a sentinel given: an int
-    if not running:
-        return
-    log.warning(
-        "%s %d still running %.0f s after the stop", LogEvent.WORKERS_TERMINATED, len(running), STOP_WITHIN_S
-    )
-    for process in running.values():
-        process.terminate()
-    for process in running.values():
-        process.join(1.0)
-        if process.exitcode is None:
-            process.kill()
+    if running:
+        log.warning(
+            "%s %d still running %.0f s after the stop",
+            LogEvent.WORKERS_TERMINATED,
+            len(running),
+            STOP_WITHIN_S,
+        )
+        for process in running.values():
+            process.terminate()
+        for process in running.values():
+            process.join(1.0)
+            if process.exitcode is None:
+                process.kill()
+                process.join(1.0)
+    # No worker writes any more: the pipe's end reaches a reader blocked on a partial result (the pool never
+    # writes to it itself; a no-op when the shutdown closed it already, `wait=True`).
+    writer = getattr(results, "_writer", None)
+    if writer is not None:
+        writer.close()
 
 
 def _is_offer(resource: Resource) -> bool:
