@@ -14,6 +14,7 @@ import gc
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from bridge.model import Resource
 from bridge.pipeline.progress import Progress
 from bridge.pipeline.spool import Spool
 from bridge.pipeline.workers import SpoolWriter
@@ -54,6 +55,18 @@ class SpyingSpool(Spool):
         return found
 
 
+def _read_back(spool: SpyingSpool, resources: Sequence[Resource]) -> bytes:
+    """The resources spooled, then read back by the extraction's SpoolWriter (no mapping workers): the
+    document; the spool closed after."""
+    try:
+        spool.add(list(resources))
+        spool.finish()
+        writer = SpoolWriter(spool, MAPPINGS, datetime(2026, 1, 1, tzinfo=UTC), Progress())
+        return b"".join(iter(writer.next_chunk, None))
+    finally:
+        spool.close()
+
+
 def test_a_facility_batch_reads_the_offers_of_its_internal_organisations_only() -> None:
     dataset = generate_dataset(SCALE, SEED)
     resources = {f"{r['resourceType']}/{r['id']}": r for r in dataset}
@@ -75,15 +88,7 @@ def test_a_facility_batch_reads_the_offers_of_its_internal_organisations_only() 
             owner = str(parent["reference"]) if isinstance(parent, dict) else ""
     spool = SpyingSpool()
     assert gc.isenabled(), "the collector runs in the test process: the check below proves something"
-    try:
-        spool.add(list(resources.values()))
-        spool.finish()
-        writer = SpoolWriter(spool, MAPPINGS, datetime(2026, 1, 1, tzinfo=UTC), Progress())
-        document = b""
-        while (chunk := writer.next_chunk()) is not None:
-            document += chunk
-    finally:
-        spool.close()
+    document = _read_back(spool, list(resources.values()))
     assert spool.asked, "the facility directory's organisations were read back with `below`"
     assert b"<csd:facility " in document
     read = {key for _, context in spool.asked for key in context if key.startswith(OFFER)}
@@ -113,14 +118,7 @@ def test_only_the_organisations_a_directory_maps_are_read_back_for_it() -> None:
     assert internal, "internal organisations in the dataset: the check proves something"
     assert len(establishments | internal) < len(organisations), "some organisation neither: the check counts"
     spool = SpyingSpool()
-    try:
-        spool.add(list(dataset))
-        spool.finish()
-        writer = SpoolWriter(spool, MAPPINGS, datetime(2026, 1, 1, tzinfo=UTC), Progress())
-        while writer.next_chunk() is not None:
-            pass
-    finally:
-        spool.close()
+    _read_back(spool, dataset)
     read = [(key, below) for keys, below in spool.batches for key in keys if key in organisations]
     assert {key for key, below in read if not below} == establishments  # the organisation directory
     assert {key for key, below in read if below} == internal  # the facility directory
@@ -138,15 +136,7 @@ def test_a_directory_whose_records_read_nothing_else_is_given_no_context() -> No
     dataset = generate_dataset(SCALE, SEED)
     offers = {f"{OFFER}{r['id']}" for r in dataset if r["resourceType"] == "HealthcareService"}
     spool = SpyingSpool()
-    try:
-        spool.add(list(dataset))
-        spool.finish()
-        writer = SpoolWriter(spool, MAPPINGS, datetime(2026, 1, 1, tzinfo=UTC), Progress())
-        document = b""
-        while (chunk := writer.next_chunk()) is not None:
-            document += chunk
-    finally:
-        spool.close()
+    document = _read_back(spool, dataset)
     asked = [key for keys, _ in spool.batches for key in keys if key.startswith(OFFER)]
     assert sorted(asked) == sorted(offers), "each offer asked for context once: by its UE, not its service"
     services = document.split(b"<csd:serviceDirectory>")[1].split(b"</csd:serviceDirectory>")[0]
