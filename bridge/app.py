@@ -25,7 +25,7 @@ import httpx
 import orjson
 from fastapi import FastAPI
 
-from bridge import gc_control, memory
+from bridge import gc_control, hot_path, memory
 from bridge.client_profile import PROFILES
 from bridge.compare.shadow import Shadow
 from bridge.config import Settings
@@ -298,7 +298,7 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        log.info("%s upstream=%s", LogEvent.STARTED, settings.upstream_url)
+        log.info("%s upstream=%s hot_path=%s", LogEvent.STARTED, settings.upstream_url, hot_path.STATE)
         if trust.audit is not None:
             trust.audit.install_sighup()
         releaser = asyncio.create_task(_release_memory_periodically())

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         description="`serve` worker processes sharing the port (at most the CPU cores available); see "
         'README "Several workers"',
     )
+    hot_path: Literal["auto", "interpreted"] = Field(
+        "auto",
+        description="the mapping engine and CSD writer: `auto` runs them compiled when `make compiled` built "
+        "them from the current sources, else interpreted; `interpreted` never loads a build. Environment "
+        "only: read when the bridge is imported, before any settings file (bridge/hot_path.py)",
+    )
     shutdown_grace_s: float = Field(
         30.0,
         ge=0,

@@ -6,6 +6,7 @@ No test may reach beyond 127.0.0.1: the guard below refuses any other socket con
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from collections.abc import Iterator
 from copy import deepcopy
@@ -14,6 +15,11 @@ from typing import Any
 
 import pytest
 from lxml import etree
+
+# The suite runs the hot path as written, interpreted, whatever `make compiled` left beside it: some tests
+# instrument the engine by monkeypatching, which compiled modules do not see. tests/test_hot_path.py builds
+# the compiled hot path and runs it (BRIDGE_HOT_PATH=auto in its own processes). Before `bridge` is imported.
+os.environ.setdefault("BRIDGE_HOT_PATH", "interpreted")
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO.parent / "shared" / "reference"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from bridge.errors import MappingError
@@ -539,12 +540,9 @@ def _compile(table: EntityTable) -> CompiledTable:
     for rule in table.rules:
         slots.setdefault(rule.target, len(slots))
     paths: dict[str, Selector] = {}  # a path several rules read is compiled once
-
-    def selector(path: SourcePath) -> Selector:
-        known = paths.get(path.text)
-        if known is None:
-            known = paths[path.text] = compile_path(path)
-        return known
+    # (module functions rather than nested ones: compiled by mypyc, nested functions sharing their closure
+    # hold it and it holds them, a cycle per compiled table left to the collector)
+    selector = partial(_selector, paths)
 
     size = len(slots)
     # groupings shared by several rules: each gets a place in Values after the slots
@@ -558,12 +556,7 @@ def _compile(table: EntityTable) -> CompiledTable:
         if count >= MIN_GROUPED:
             places[group_key] = (size + len(places), _grouper(*group_key))
 
-    def grouped(path: SourcePath) -> Grouped | None:
-        found = _group_key(path)
-        if found is None or found[0] not in places:
-            return None
-        place, group = places[found[0]]
-        return Grouped(place, group, found[1], _rest(found[2]))
+    grouped = partial(_grouped, places)
 
     rules = tuple(
         CompiledRule(
@@ -590,6 +583,25 @@ def _compile(table: EntityTable) -> CompiledTable:
         build=_builder(table, slots),
         applies=SELECTORS[table.select] if table.select is not None else None,
     )
+
+
+def _selector(paths: dict[str, Selector], path: SourcePath) -> Selector:
+    """The path compiled, once per table (`paths`)."""
+    known = paths.get(path.text)
+    if known is None:
+        known = paths[path.text] = compile_path(path)
+    return known
+
+
+def _grouped(
+    places: dict[_GroupKey, tuple[int, Callable[[Any], dict[str, list[Any]]]]], path: SourcePath
+) -> Grouped | None:
+    """The path through its table's grouping (`places`: each grouping's place and function); None: none."""
+    found = _group_key(path)
+    if found is None or found[0] not in places:
+        return None
+    place, group = places[found[0]]
+    return Grouped(place, group, found[1], _rest(found[2]))
 
 
 # Resource type → the compiled tables of that type mapping into some directories, in the tables' order.

@@ -371,14 +371,17 @@ def _chain_depth(resource: Resource, index: dict[str, Resource]) -> int:
 
 def _roots_first(organizations: dict[str, Organization]) -> list[Organization]:
     """Root first: by depth in the parent chain within the answer, then by entityID (deterministic)."""
+    # (a module function, not a nested one that the key would share its closure with: compiled by mypyc,
+    # that closure would hold itself, and every answer's organisations would wait for the collector)
+    return sorted(organizations.values(), key=lambda o: (_depth(o, organizations), o.entity_id))
 
-    def depth(org: Organization) -> int:
-        seen = {org.entity_id}
-        level = 0
-        while org.parent_id in organizations and org.parent_id not in seen:
-            org = organizations[org.parent_id]
-            seen.add(org.entity_id)
-            level += 1
-        return level
 
-    return sorted(organizations.values(), key=lambda o: (depth(o), o.entity_id))
+def _depth(org: Organization, organizations: dict[str, Organization]) -> int:
+    """How many parents above `org` within the answer."""
+    seen = {org.entity_id}
+    level = 0
+    while org.parent_id in organizations and org.parent_id not in seen:
+        org = organizations[org.parent_id]
+        seen.add(org.entity_id)
+        level += 1
+    return level

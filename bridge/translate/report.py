@@ -7,7 +7,11 @@ references).
 
 from __future__ import annotations
 
+import ast
 import re
+import sys
+from functools import lru_cache
+from pathlib import Path
 
 from bridge import profile
 from bridge.model import Directory
@@ -211,8 +215,24 @@ def access_report(mappings: Mappings) -> list[str]:
 def transform_summary(transform: Transform) -> str:
     """What a transform does in one line: the first sentence of its function's docstring ("" when it has none,
     which tests/translate/test_transform_list.py refuses)."""
-    text = " ".join((transform.func.__doc__ or "").split())
+    func = transform.func
+    doc = func.__doc__ or _source_docstrings(func.__module__).get(func.__name__, "")
+    text = " ".join(doc.split())
     return _SENTENCE_END.split(text, maxsplit=1)[0].rstrip(".")
+
+
+@lru_cache(maxsize=8)
+def _source_docstrings(module: str) -> dict[str, str]:
+    """The docstrings of a module's top-level functions, read from its source: a module compiled by mypyc
+    (bridge/hot_path.py) keeps none on its functions, and its source is always beside it."""
+    found = sys.modules[module].__file__ if module in sys.modules else None
+    if found is None:
+        return {}
+    source = Path(found).with_name(Path(found).name.partition(".")[0] + ".py")
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    return {
+        node.name: ast.get_docstring(node) or "" for node in tree.body if isinstance(node, ast.FunctionDef)
+    }
 
 
 def transform_list() -> list[str]:

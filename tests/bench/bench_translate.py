@@ -245,7 +245,11 @@ def direct_url(simulator: str, request: bytes, page_size: int) -> str:
     return client.url_for(plan.queries[0])
 
 
-def serving_figures(scale: int, requests: int, offers: int) -> list[Figure]:
+def serving_figures(
+    scale: int, requests: int, offers: int, env: dict[str, str] | None = None
+) -> list[Figure]:
+    """The offer-search's figure; `env`: variables added to this process's environment for the simulator and
+    the bridge (another PYTHONPATH: tests/bench/bench_compiled.py)."""
     sim_port, bridge_port = free_port(), free_port()
     simulator = f"http://127.0.0.1:{sim_port}/ws-diffusion-fhir"
     body = OFFER_SEARCH.format(
@@ -257,9 +261,11 @@ def serving_figures(scale: int, requests: int, offers: int) -> list[Figure]:
     bridge_args = [ROR_BRIDGE, "serve", "--port", str(bridge_port), "--upstream", simulator]
     ready = f"http://127.0.0.1:{bridge_port}/healthz"
     with (
-        running(sim_args, f"{simulator}/metadata", ready_s=120),
+        running(sim_args, f"{simulator}/metadata", env=env, ready_s=120),
         # one upstream page of `offers` offers: the bridge receives exactly the answer's offers
-        running(bridge_args, ready, env={"BRIDGE_UPSTREAM_PAGE_SIZE": str(offers)}, ready_s=120) as bridge,
+        running(
+            bridge_args, ready, env={**(env or {}), "BRIDGE_UPSTREAM_PAGE_SIZE": str(offers)}, ready_s=120
+        ) as bridge,
         httpx.Client(timeout=60) as http,
     ):
         url = f"http://127.0.0.1:{bridge_port}/csd"

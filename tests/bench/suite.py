@@ -7,7 +7,8 @@ the plumbing's smoke test), then prints the commit, the load average at start an
 row then says BROKEN and why). The one-million-offer target is not run here: its row points to its own
 make target and the last recorded figure.
 
-    python -m tests.bench.suite [--only translate,serve,collect,workers,decode,paging,national] [--tiny]
+    python -m tests.bench.suite [--tiny]
+        [--only translate,serve,collect,workers,compiled,decode,paging,national]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import gc
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -51,6 +53,7 @@ class Scale:
     decode_rounds: int
     paging_offers: int
     paging_rounds: int
+    compiled_processes: int  # processes per variant of the compiled hot path (translate_rounds rounds each)
 
 
 FULL = Scale(
@@ -72,6 +75,7 @@ FULL = Scale(
     decode_rounds=5,
     paging_offers=2000,
     paging_rounds=7,
+    compiled_processes=3,
 )
 TINY = Scale(
     translate_offers=20,
@@ -92,6 +96,7 @@ TINY = Scale(
     decode_rounds=1,
     paging_offers=60,
     paging_rounds=1,
+    compiled_processes=1,
 )
 
 # Target 4 (one million offers) takes most of an hour: the last figures the README records for it
@@ -155,6 +160,24 @@ def workers(scale: Scale) -> list[Figure]:
     )
 
 
+def compiled(scale: Scale) -> list[Figure]:
+    from tests.bench.bench_compiled import COMMAND as COMPILED_COMMAND
+    from tests.bench.bench_compiled import compiled_figures
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        why = "no C compiler on this machine: the hot path cannot be compiled here (make compiled)"
+        name = "compiled hot path (mypyc) ÷ interpreted: translation speed"
+        return [Figure.not_measured(name, "×", Goal.AT_LEAST, 1.0, why, "", COMPILED_COMMAND)]
+    return compiled_figures(
+        scale.translate_offers,
+        scale.compiled_processes,
+        scale.translate_rounds,
+        scale.serve_offers,
+        scale.serve_requests,
+        scale.answer_offers,
+    )
+
+
 def decode(scale: Scale) -> list[Figure]:
     if importlib.util.find_spec("msgspec") is None:
         why = "msgspec not installed (a dev dependency) — run `make install` to measure"
@@ -205,6 +228,7 @@ PARTS: dict[str, Callable[[Scale], list[Figure]]] = {
     "serve": serve,
     "collect": collect,
     "workers": workers,
+    "compiled": compiled,
     "decode": decode,
     "paging": paging,
     "national": national,
