@@ -2,8 +2,10 @@
 
 Leaf module, imported first by `bridge/__init__.py`. `make compiled` (`hot_path.main(["build"])`, a C
 compiler needed) compiles MODULES next to their sources; without it the bridge runs them interpreted, as
-always. At import, compiled modules whose sources changed since their build are ignored (the sources are
-imported instead, and `STATE` says why), so an edited source is never shadowed by an older build.
+always. At import, a build is ignored when any source it was made from changed since — its modules', and
+those of the bridge modules they import, whose declarations mypyc builds in (constants, attribute types) —:
+the sources are imported instead, and `STATE` says why, so an edited source is never shadowed by an older
+build.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ MODULES = (
 )
 # The group's shared library, inside the package (bridge/hot_path_native__mypyc.*.so).
 GROUP = "bridge.hot_path_native"
-# Written by the build next to this file: each compiled module's source digest at build time.
+# Written by the build next to this file: the sha256 at build time of each source the build depends on.
 STAMP = "hot_path_build.json"
 # The setting `hot_path` (bridge/config.py), read here from the environment: `interpreted` never loads the
 # compiled modules (a comparison, a suspected compiler difference); `auto` (default) loads a current build.
@@ -41,7 +43,9 @@ STATE = "interpreted (not checked yet)"
 
 
 def _source(module: str) -> Path:
-    return PACKAGE.parent.joinpath(*module.split(".")).with_suffix(".py")
+    """A module's source file: `bridge/x/y.py`, or a package's `__init__.py`."""
+    path = PACKAGE.parent.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
 def _native(module: str) -> list[Path]:
@@ -54,9 +58,31 @@ def _native(module: str) -> list[Path]:
     ]
 
 
-def digests() -> dict[str, str]:
-    """Each compiled module's source, sha256."""
-    return {module: hashlib.sha256(_source(module).read_bytes()).hexdigest() for module in MODULES}
+def dependencies() -> list[str]:
+    """MODULES and every bridge module they import, transitively (read from their sources), sorted."""
+    import ast
+
+    found: set[str] = set()
+    waiting = list(MODULES)
+    while waiting:
+        module = waiting.pop()
+        if module in found or not _source(module).exists():
+            continue
+        found.add(module)
+        for node in ast.walk(ast.parse(_source(module).read_bytes())):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                # `from bridge import model`: a module; `from bridge.model import X`: a name of one
+                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            waiting += [name for name in names if name == "bridge" or name.startswith("bridge.")]
+    return sorted(found)
+
+
+def digests(modules: Sequence[str]) -> dict[str, str]:
+    """The sha256 of each module's source (absent when the file is gone)."""
+    return {m: hashlib.sha256(_source(m).read_bytes()).hexdigest() for m in modules if _source(m).exists()}
 
 
 class _Sources(importlib.abc.MetaPathFinder):
@@ -86,7 +112,10 @@ def guard() -> str:
             recorded = json.loads((PACKAGE / STAMP).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             recorded = {}
-        changed = [m for m, digest in digests().items() if recorded.get(m) != digest]
+        if not isinstance(recorded, dict) or not set(MODULES) <= set(recorded):
+            recorded = dict.fromkeys(MODULES, "")  # no stamp, or not this build's: every module "changed"
+        now = digests(list(recorded))
+        changed = [module for module, digest in recorded.items() if now.get(module) != digest]
         if changed:
             why = f"stale build: {', '.join(changed)} changed since; make compiled"
     sys.meta_path[:] = [finder for finder in sys.meta_path if not isinstance(finder, _Sources)]
@@ -131,7 +160,7 @@ def build() -> None:
             )
         finally:
             os.chdir(here)
-    (PACKAGE / STAMP).write_text(json.dumps(digests(), indent=1) + "\n", encoding="utf-8")
+    (PACKAGE / STAMP).write_text(json.dumps(digests(dependencies()), indent=1) + "\n", encoding="utf-8")
 
 
 def clean() -> None:

@@ -123,4 +123,4 @@ def test_an_unknown_part_is_refused_with_the_known_ones() -> None:
     done = _suite("--only", "paging,speed")
     assert done.returncode == 2
     assert "unknown part(s) speed" in done.stderr
-    assert "known: translate, serve, collect, workers, decode, paging, national" in done.stderr
+    assert "known: translate, serve, collect, workers, compiled, decode, paging, national" in done.stderr

@@ -30,6 +30,11 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         source = tmp_path.joinpath(*module.split(".")).with_suffix(".py")
         source.parent.mkdir(parents=True, exist_ok=True)
         source.write_text(f"NAME = {module!r}\n", encoding="utf-8")
+    # a module they import, whose declarations a build bakes in
+    (package / "model.py").write_text("LIMIT = 3\n", encoding="utf-8")
+    writer = package / "csd" / "writer.py"
+    source = writer.read_text(encoding="utf-8")
+    writer.write_text(f"{source}from bridge.model import LIMIT\n", encoding="utf-8")
     monkeypatch.setattr(hot_path, "PACKAGE", package)
     monkeypatch.delenv(hot_path.SWITCH, raising=False)
     finders = list(sys.meta_path)
@@ -46,7 +51,8 @@ def build_in(package: Path, *, stamp: bool = True, skip: str = "") -> None:
             source = package.parent.joinpath(*module.split(".")).with_suffix(".py")
             source.with_name(source.stem + SUFFIX).write_bytes(b"")
     if stamp:
-        (package / hot_path.STAMP).write_text(json.dumps(hot_path.digests()), encoding="utf-8")
+        stamp = hot_path.digests(hot_path.dependencies())
+        (package / hot_path.STAMP).write_text(json.dumps(stamp), encoding="utf-8")
 
 
 def sources_finder() -> list[object]:
@@ -83,6 +89,18 @@ def test_a_source_edited_after_the_build_makes_every_module_load_from_its_source
     build_in(tree)
     assert hot_path.guard() == "compiled"
     assert sources_finder() == []
+
+
+def test_a_module_the_compiled_ones_import_edited_after_the_build_makes_them_load_from_source(
+    tree: Path,
+) -> None:
+    assert hot_path.dependencies() == sorted([*hot_path.MODULES, "bridge.model"])
+    build_in(tree)
+    (tree / "model.py").write_text("LIMIT = 4\n", encoding="utf-8")
+    assert hot_path.guard() == "interpreted (stale build: bridge.model changed since; make compiled)"
+    assert len(sources_finder()) == 1
+    (tree / "model.py").unlink()
+    assert hot_path.guard() == "interpreted (stale build: bridge.model changed since; make compiled)"
 
 
 def test_a_build_without_its_stamp_is_not_trusted(tree: Path) -> None:
