@@ -172,10 +172,9 @@ def test_a_real_build_writes_the_same_bytes_as_the_interpreted_modules(tmp_path:
     if _compiler() is None:
         pytest.skip("no C compiler on this machine: `make compiled` cannot build the hot path here")
     from tests.bench.bench_compiled import compiled_copy, translation_figures
-
-    copy = compiled_copy(tmp_path / "tree")
     from tests.bench.bench_translate import offre_complete
 
+    copy = compiled_copy(tmp_path / "tree")
     bundle = tmp_path / "offre.json"
     bundle.write_bytes(offre_complete(300, 3))
     script = tmp_path / "translate.py"
@@ -208,7 +207,8 @@ def test_a_real_build_writes_the_same_bytes_as_the_interpreted_modules(tmp_path:
 
     # The golden cases (byte for byte, official schemas when ../shared is there) and the tests that hold what
     # compiling could change — no garbage cycle per answer, the transforms' docstrings — on the compiled copy.
-    shutil.copytree(ROOT / "tests", copy / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    skip = shutil.ignore_patterns("__pycache__", "node_modules", ".hypothesis")
+    shutil.copytree(ROOT / "tests", copy / "tests", ignore=skip)
     shutil.copy(ROOT / "pyproject.toml", copy)
     if (ROOT.parent / "shared").is_dir():
         (copy.parent / "shared").symlink_to(ROOT.parent / "shared", target_is_directory=True)

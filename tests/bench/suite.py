@@ -103,15 +103,16 @@ TINY = Scale(
 # (README "Performance", "Extraction at flat memory"): keep them in step when `make bench-extract` is re-run.
 NATIONAL_COMMAND = "make bench-extract SCALES=100000,1000000"
 NATIONAL_RECORDED = (
-    "last recorded (README, main 0532230, 2026-12-06, load 1.7-3.5): one million offers 1 128 s wall "
-    "(352 s fetch + spool, 776 s map + write), bridge 1 638 CPU-s (623 own + 1 016 mapping workers; 280 "
-    "fetch + spool, 1 358 map + write), the simulator's 210 CPU-s apart; 1 779 CPU-s at 85efee2, 2 006 at "
-    "dd69c2b (a busier machine), 1 892 at a932b36"
+    "last recorded (README, 2026-12-06): compiled hot path, main 44bb465, load 0.9-3.2: one million offers "
+    "1 021 s wall (337 s fetch + spool, 684 s map + write), bridge 1 480 CPU-s (597 own + 882 mapping "
+    "workers), the simulator's 201 CPU-s apart; interpreted, main 0532230, load 1.7-3.5: 1 128 s wall, "
+    "bridge 1 638 CPU-s (623 own + 1 016 workers); 1 779 CPU-s at 85efee2, 2 006 at dd69c2b, 1 892 at a932b36"
 )
 NATIONAL_MEMORY = (
-    "last recorded (README, main 85efee2 and 0532230, 2026-12-06): at one million offers bridge 156-166 MiB "
-    "(VmHWM), with its 2 mapping workers and the resource tracker 288 MiB summed RSS, 248-249 MiB PSS "
-    "(sampled); 1M/100k 1.06x (1.02x with workers, PSS 1.01x); 337 MiB RSS at dd69c2b, 471 at a932b36"
+    "last recorded (README, 2026-12-06): at one million offers, compiled hot path (44bb465): bridge 162 MiB "
+    "(VmHWM), with its 2 mapping workers and the resource tracker 290 MiB summed RSS, 244 MiB PSS (sampled); "
+    "interpreted (85efee2, 0532230): 156-166 MiB, 288 MiB RSS, 248-249 MiB PSS; 1M/100k 1.06x (1.02x with "
+    "workers, PSS 1.01x) at 85efee2; 337 MiB RSS at dd69c2b, 471 at a932b36"
 )
 MSGSPEC_NAMES = tuple(
     f"{name} decoding of FHIR pages (issue 13 item 6)" for name in ("msgspec", "msgspec typed")
