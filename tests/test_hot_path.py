@@ -165,6 +165,7 @@ def _run(copy: Path, *args: str, env: dict[str, str] | None = None, timeout: flo
     return done.stdout
 
 
+@pytest.mark.slow  # a minute, most of it the build: `make test-slow` (the default run stays under 10 minutes)
 def test_a_real_build_writes_the_same_bytes_as_the_interpreted_modules(tmp_path: Path) -> None:
     """mypyc compiles a copy of the bridge; a 300-offer offre complète translated by the compiled modules and
     by the interpreted ones (the setting, then a stale build) gives the same document, byte for byte; the
