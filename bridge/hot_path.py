@@ -1,11 +1,7 @@
-"""The hot path's optional native build: the mapping engine and the CSD writer compiled by mypyc.
+"""The hot path's optional native build: the mapping engine and CSD writer compiled by mypyc (make compiled).
 
-Leaf module, imported first by `bridge/__init__.py`. `make compiled` (`hot_path.main(["build"])`, a C
-compiler needed) compiles MODULES next to their sources; without it the bridge runs them interpreted, as
-always. At import, a build is ignored when any source it was made from changed since — its modules', and
-those of the bridge modules they import, whose declarations mypyc builds in (constants, attribute types) —:
-the sources are imported instead, and `STATE` says why, so an edited source is never shadowed by an older
-build.
+Leaf module, imported first by `bridge/__init__.py`: loads a build only while every source it was made from is
+unchanged (else the sources, `STATE` saying why), so an edited source is never shadowed by an older build.
 """
 
 from __future__ import annotations
