@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,7 +55,7 @@ def build_in(package: Path, *, stamp: bool = True, skip: str = "") -> None:
 
 
 def sources_finder() -> list[object]:
-    return [f for f in sys.meta_path if type(f).__name__ == "_Sources"]
+    return [f for f in sys.meta_path if isinstance(f, hot_path._Sources)]
 
 
 def test_without_a_build_the_modules_run_interpreted_and_nothing_is_hooked(tree: Path) -> None:
@@ -151,10 +150,6 @@ print("\\n".join(files))
 """
 
 
-def _compiler() -> str | None:
-    return shutil.which(str(sysconfig.get_config_var("CC") or "cc").split()[0]) or shutil.which("cc")
-
-
 def _run(copy: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
     environment = {k: v for k, v in os.environ.items() if k != hot_path.SWITCH}
     environment.update({"PYTHONPATH": str(copy), **(env or {})})
@@ -170,10 +165,11 @@ def test_a_real_build_writes_the_same_bytes_as_the_interpreted_modules(tmp_path:
     """mypyc compiles a copy of the bridge; a 300-offer offre complète translated by the compiled modules and
     by the interpreted ones (the setting, then a stale build) gives the same document, byte for byte; the
     benchmark of `make bench` (part `compiled`) runs on such a copy."""
-    if _compiler() is None:
-        pytest.skip("no C compiler on this machine: `make compiled` cannot build the hot path here")
-    from tests.bench.bench_compiled import compiled_copy, translation_figures
+    from tests.bench.bench_compiled import c_compiler, compiled_copy, translation_figures
     from tests.bench.bench_translate import offre_complete
+
+    if c_compiler() is None:
+        pytest.skip("no C compiler on this machine: `make compiled` cannot build the hot path here")
 
     copy = compiled_copy(tmp_path / "tree")
     bundle = tmp_path / "offre.json"

@@ -16,6 +16,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -49,6 +50,11 @@ for _ in range(rounds):
 print(json.dumps({"state": hot_path.STATE, "sha256": hashlib.sha256(output).hexdigest(),
                   "entities": sum(len(d) for d in root), "phases": phases, "limits": limits}))
 """
+
+
+def c_compiler() -> str | None:
+    """The C compiler a build would run (this Python's CC, else cc), or None: no build possible here."""
+    return shutil.which(str(sysconfig.get_config_var("CC") or "cc").split()[0]) or shutil.which("cc")
 
 
 def compiled_copy(dest: Path) -> Path:

@@ -17,7 +17,6 @@ import argparse
 import gc
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -163,9 +162,9 @@ def workers(scale: Scale) -> list[Figure]:
 
 def compiled(scale: Scale) -> list[Figure]:
     from tests.bench.bench_compiled import COMMAND as COMPILED_COMMAND
-    from tests.bench.bench_compiled import compiled_figures
+    from tests.bench.bench_compiled import c_compiler, compiled_figures
 
-    if shutil.which("cc") is None and shutil.which("gcc") is None:
+    if c_compiler() is None:
         why = "no C compiler on this machine: the hot path cannot be compiled here (make compiled)"
         name = "compiled hot path (mypyc) ÷ interpreted: translation speed"
         return [Figure.not_measured(name, "×", Goal.AT_LEAST, 1.0, why, "", COMPILED_COMMAND)]
