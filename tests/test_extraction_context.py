@@ -1,6 +1,7 @@
 """The context of a facility batch of organisations holds only what its internal organisations read (issue 13
 item 4): an EJ's or EG's subtree, which no facility maps, is not read back for it; and that context is parsed
-with the cyclic collector paused (bridge/gc_control.py), as the mapping is.
+with the cyclic collector paused (bridge/gc_control.py), as the mapping is. An organisation, which the tables
+read for its entityID only, is in a context as its identity elements only, for the same documents.
 
 Before, every organisation of the batch (EJ and EG included) pulled every organisation and offer below it, the
 facility directory reading about twice the context of the others. The spool is filled with the simulator's
@@ -11,6 +12,7 @@ batch asks for.
 from __future__ import annotations
 
 import gc
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -19,7 +21,7 @@ from bridge.pipeline.progress import Progress
 from bridge.pipeline.spool import Spool
 from bridge.pipeline.workers import SpoolWriter
 from bridge.simulator.dataset import generate_dataset
-from bridge.translate.feeds import feeds
+from bridge.translate.feeds import feeds, identity_reads
 from bridge.translate.transforms import SELECTORS
 from tests.test_extraction import MAPPINGS
 
@@ -141,3 +143,61 @@ def test_a_directory_whose_records_read_nothing_else_is_given_no_context() -> No
     assert sorted(asked) == sorted(offers), "each offer asked for context once: by its UE, not its service"
     services = document.split(b"<csd:serviceDirectory>")[1].split(b"</csd:serviceDirectory>")[0]
     assert services.count(b"<csd:service ") == len(offers), "every offer's service written all the same"
+
+
+class ContextSpool(SpyingSpool):
+    """A spool recording every context resource it hands over (`stored`); `whole`: each as received, as the
+    spool did before it kept organisations' identity copies."""
+
+    def __init__(self, *, whole: bool = False) -> None:
+        super().__init__()
+        if whole:
+            self._identity_reads = {}
+        self.handed: dict[str, bytes] = {}
+
+    def stored(self, keys: Sequence[str]) -> list[tuple[str, bytes]]:
+        found = super().stored(keys)
+        self.handed.update(found)
+        return found
+
+
+def _views(spool: Spool, resources: Sequence[Resource], profiles: Sequence[int | None]) -> list[bytes]:
+    """The resources read back once for several access profiles (SpoolWriter views): one document each."""
+    try:
+        spool.add(list(resources))
+        spool.finish()
+        views = [(profile, Progress()) for profile in profiles]
+        writer = SpoolWriter(spool, MAPPINGS, datetime(2026, 1, 1, tzinfo=UTC), Progress(), views=views)
+        return [b"".join(parts) for parts in zip(*iter(writer.next_chunks, None), strict=True)]
+    finally:
+        spool.close()
+
+
+def test_an_organisation_is_in_a_context_as_its_identity_only() -> None:
+    """The tables read an organisation for its entityID and kind only (the EG of a UE, a provider's
+    organisation, a parent facility: feeds.identity_reads, held against what the engine looks up by
+    tests/translate/test_feeds.py), so a batch's context holds its identity elements only, a third of it
+    (issue 13 item 4: organisations were two thirds of the read-back's context). The offers, lieux and
+    professionals are handed over whole; and every access profile's document is the same as with whole
+    organisations."""
+    identity = identity_reads(MAPPINGS)["Organization"]
+    dataset = list(generate_dataset(SCALE, SEED))
+    received = {f"{r['resourceType']}/{r['id']}": r for r in dataset}
+    profiles: list[int | None] = [None, *sorted(MAPPINGS.access.rules)]
+    assert len(profiles) > 2, "the premise: access profiles filter the documents too"
+    spool = ContextSpool()
+    documents = _views(spool, dataset, profiles)
+    whole = ContextSpool(whole=True)
+    assert _views(whole, dataset, profiles) == documents
+    assert all(b"<csd:provider " in d and b"<csd:facility " in d for d in documents)
+    organisations = {k: v for k, v in spool.handed.items() if k.startswith("Organization/")}
+    others = {k: v for k, v in spool.handed.items() if not k.startswith("Organization/")}
+    assert organisations, "organisations were handed over as context"
+    assert others, "other resources were handed over as context"
+    for key, body in organisations.items():
+        kept = json.loads(body)
+        assert kept == {name: received[key][name] for name in identity if name in received[key]}, key
+    assert any("partOf" in json.loads(body) for body in organisations.values()), "chains walked"
+    assert sum(map(len, organisations.values())) * 2 < sum(map(len, (whole.handed[k] for k in organisations)))
+    for key, body in others.items():
+        assert json.loads(body) == received[key], key

@@ -19,6 +19,7 @@ import orjson
 
 from bridge.model import Directory, Resource
 from bridge.translate import Mappings
+from bridge.translate.feeds import identity_reads
 from bridge.translate.tables import EntityTable
 from bridge.translate.transforms import reference_key
 
@@ -79,6 +80,10 @@ class Spool:
         # when spooled (the resource is parsed then): the read-back never parses a row only to filter it.
         self._numbered = list(mappings.entities.values())
         self._selecting = {table.resource for table in self._numbered if table.select is not None}
+        # The types the tables read the entityID of only (feeds.identity_reads: organisations): each also kept
+        # as its context copy, the elements such a read reads, which is what a batch's context hands over
+        # (`stored`): a third of an organisation, half of the read-back's context (issue 13 item 4).
+        self._identity_reads = identity_reads(mappings)
         # The connection; a subclass answering part of the spool (pipeline/change_spools.py) adds its own
         # tables.
         self.db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
@@ -91,7 +96,7 @@ class Spool:
             self.db.execute(f"PRAGMA {pragma}")
         self.db.execute(
             "CREATE TABLE resource (key TEXT PRIMARY KEY, type TEXT NOT NULL, entity_id TEXT, "
-            "depth INTEGER NOT NULL DEFAULT 0, maps INTEGER, body BLOB NOT NULL)"
+            "depth INTEGER NOT NULL DEFAULT 0, maps INTEGER, body BLOB NOT NULL, context BLOB)"
         )
         self.db.execute("CREATE TABLE ref (src TEXT NOT NULL, dst TEXT NOT NULL)")
         self._closed = False
@@ -159,11 +164,18 @@ class Spool:
                         for number, table in enumerate(self._numbered)
                         if table.resource == rtype and table.applies(resource)
                     )
-                rows.append((key, rtype, entity_id, maps, orjson.dumps(resource)))
+                elements = self._identity_reads.get(rtype)
+                context = (
+                    None
+                    if elements is None
+                    else orjson.dumps({name: resource[name] for name in elements if name in resource})
+                )
+                rows.append((key, rtype, entity_id, maps, orjson.dumps(resource), context))
                 refs += [(key, target) for target in references(resource)]
             self.db.execute("BEGIN")
             self.db.executemany(
-                "INSERT INTO resource (key, type, entity_id, maps, body) VALUES (?, ?, ?, ?, ?)", rows
+                "INSERT INTO resource (key, type, entity_id, maps, body, context) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
             )
             self.db.executemany("INSERT INTO ref (src, dst) VALUES (?, ?)", refs)
             self.db.execute("COMMIT")
@@ -241,9 +253,10 @@ class Spool:
         return [body for _, body in self.stored(self.context_keys(keys, offers_at=offers_at, below=below))]
 
     def stored(self, keys: Sequence[str]) -> list[tuple[str, bytes]]:
-        """(key, stored JSON) of the spooled resources of `keys` (sorted), in key order (a key not spooled has
-        none)."""
-        sql = "SELECT key, body FROM resource WHERE key IN ({marks})"
+        """(key, stored JSON) of the spooled resources of `keys` (sorted) as a batch's context reads them, in
+        key order (a key not spooled has none): the whole resource, or its context copy when the tables read
+        its entityID only (an organisation: `_identity_reads`)."""
+        sql = "SELECT key, COALESCE(context, body) FROM resource WHERE key IN ({marks})"
         found = {key: bytes(body) for key, body in select_in(self.db, sql, keys)}
         return [(key, found[key]) for key in keys if key in found]
 

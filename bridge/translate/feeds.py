@@ -124,6 +124,33 @@ def feeds(table: EntityTable) -> tuple[Feed, ...]:
     return tuple(found.values())
 
 
+# What a read of a resource for its entityID only (Read.content False) reads of it: its identifiers (the
+# entityID, mappings/identities.yaml), its type with them (an organisation's kind: EJ, EG, OI or a v3 unité,
+# transforms.organization_kind / is_unit_organization) and the Reference elements the tables walk on from it
+# (REFERENCES: an organisation's partOf, up its chain).
+IDENTITY_ELEMENTS = ("resourceType", "id", "identifier", "type")
+
+
+def identity_reads(mappings: Mappings) -> dict[str, tuple[str, ...]]:
+    """The resource types the entity tables reach through their feeds but never read the content of (every
+    feed ending there reads the entityID only; a resource passed through on a longer path is walked by its
+    references): each with the top-level elements read of it (IDENTITY_ELEMENTS and its REFERENCES
+    elements). A batch's context needs no more of them (pipeline/spool.py: an organisation's context copy is
+    a third of its size). A type some feed reads the content of is not named, nor a type no feed reaches."""
+    content: dict[str, bool] = {}
+    for table in mappings.entities.values():
+        for feed in feeds(table):
+            for number, step in enumerate(feed.steps, start=1):
+                ends_here = feed.content and number == len(feed.steps)
+                content[step.end] = content.get(step.end, False) or ends_here
+    return {
+        resource_type: IDENTITY_ELEMENTS
+        + tuple(sorted({link.element for link in REFERENCES.values() if link.source == resource_type}))
+        for resource_type, read in content.items()
+        if not read
+    }
+
+
 def through_merge(table: EntityTable, feed: Feed) -> bool:
     """Whether the feed goes through the other resources merged into the same record (feeds of a table whose
     entityID is read from a reference)."""

@@ -1,9 +1,11 @@
 """What each record reads (translate/feeds.py): the feeds of the shipped tables, the includes derived from
 them, and — whatever the tables — that the declared reads cover every resource the engine actually reads.
 
-The last test maps each entity of a simulated dataset alone while recording what the transforms look up
+The last tests map each entity of a simulated dataset alone while recording what the transforms look up
 (Context.index, Context.offers_at): a transform that reads a resource without declaring it (Transform.reads)
-would leave a change invisible to ITI-74; the test names the entity and the resource.
+would leave a change invisible to ITI-74; the test names the entity and the resource. And what they read of
+the resources they read for an entityID only: an extraction's context holds no more of them
+(pipeline/spool.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from bridge.translate.feeds import (
     completion_searches,
     describe,
     feeds,
+    identity_reads,
     unrolled,
 )
 from bridge.translate.tables import EntityTable
@@ -295,3 +298,114 @@ def test_an_undeclared_read_is_found(mappings: Mappings, monkeypatch: pytest.Mon
     assert found
     assert all(" reads HealthcareService/" in line for line in found)
     assert all("entities/internal-organization.yaml" in line for line in found)
+
+
+# --------------------------------------------------------------------------------------------------
+# A read for the entityID only reads the identity elements only (feeds.identity_reads)
+
+
+def test_the_shipped_tables_read_organisations_for_their_identity_only(mappings: Mappings) -> None:
+    """Every feed reaching an organisation reads its entityID (an EG, an EJ, a parent), none its content; the
+    offers, lieux, professionals and situations are read for content (a UE's address, a provider's RPPS)."""
+    assert identity_reads(mappings) == {
+        "Organization": ("resourceType", "id", "identifier", "type", "partOf")
+    }
+    # A table reading an organisation's content (its parent's, say) takes organisations out.
+    organization = mappings.entities["organization"]
+    reading = _with_reads(organization, "parent", Read(("partOf",), content=True))
+    assert identity_reads(replace(mappings, entities={**mappings.entities, "organization": reading})) == {}
+
+
+class _Elements(dict[str, Any]):
+    """A resource that notes the names of the elements looked up in it (any iteration: all of them)."""
+
+    def __init__(self, data: Mapping[str, Any], seen: dict[str, set[str]], key: str) -> None:
+        super().__init__(data)
+        self._seen, self._key = seen, key
+
+    def _note(self, *names: str) -> None:
+        self._seen.setdefault(self._key, set()).update(names)
+
+    def __getitem__(self, name: str) -> Any:
+        self._note(name)
+        return super().__getitem__(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        self._note(name)
+        return super().get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        self._note(str(name))
+        return super().__contains__(name)
+
+    def __iter__(self) -> Iterator[str]:
+        self._note(*self)
+        return super().__iter__()
+
+    def keys(self) -> Any:
+        self._note(*super().keys())
+        return super().keys()
+
+    def values(self) -> Any:
+        self._note(*super().keys())
+        return super().values()
+
+    def items(self) -> Any:
+        self._note(*super().keys())
+        return super().items()
+
+
+def _identity_overreads(mappings: Mappings, identity: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """Each entity of a small simulated dataset mapped alone, with every resource received, the resources of
+    the `identity` types noting what is looked up in them: the elements read beyond `identity`'s, of any
+    resource but the entity's own."""
+    seen: dict[str, set[str]] = {}
+    resources: list[Resource] = []
+    for resource in generate_dataset(60, 7):
+        key = f"{resource['resourceType']}/{resource['id']}"
+        resources.append(_Elements(resource, seen, key) if resource["resourceType"] in identity else resource)
+    plan = to_fhir_plan(
+        mappings,
+        CsdRequest(Transaction.MODIFICATIONS, RequestForm.MODIFICATIONS, last_modified=NOW),
+        now=NOW,
+    )
+    received = [SearchResult(FhirQuery("all", ()), matches=resources)]
+    found: list[str] = []
+    checked = 0
+    for resource in resources:
+        key = f"{resource['resourceType']}/{resource['id']}"
+        if not any(t.resource == resource["resourceType"] for t in mappings.entities.values()):
+            continue
+        seen.clear()
+        from_fhir_results(mappings, plan, received, now=NOW, selected=[key])
+        for other, names in sorted(seen.items()):
+            extra = names - set(identity[other.partition("/")[0]])
+            if other != key and extra:
+                found.append(f"{key} reads {sorted(extra)} of {other}")
+        checked += 1
+    assert checked > 100
+    return found
+
+
+@INSTRUMENTED
+def test_an_identity_read_reads_no_more_than_the_identity_elements(mappings: Mappings) -> None:
+    """What the engine actually looks up in an organisation when mapping another entity (a UE's EG, a
+    provider's organisation, a parent facility up the chain) is among feeds.identity_reads': a batch's context
+    holding only those elements of them gives the same document (tests/test_extraction_context.py)."""
+    identity = identity_reads(mappings)
+    assert identity, "the premise: some type is read for its identity only"
+    assert _identity_overreads(mappings, identity) == []
+
+
+@INSTRUMENTED
+def test_an_identity_overread_is_found(mappings: Mappings) -> None:
+    """The check above can fail: without `type` in the identity elements, the organisations' kind (EG or
+    internal organisation, read up a UE's chain) is found read."""
+    identity = {
+        resource_type: tuple(name for name in names if name != "type")
+        for resource_type, names in identity_reads(mappings).items()
+    }
+    found = _identity_overreads(mappings, identity)
+    assert found
+    assert all(" of Organization/" in line for line in found)
+    assert all(line.split(" reads ")[1].startswith("['type']") for line in found)
