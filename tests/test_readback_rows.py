@@ -55,3 +55,22 @@ def test_the_stored_decision_is_the_tables_select(
     assert 0 < len(kept) < len(every), "some organisations filtered out, some kept"
     assert sorted(kept) == sorted(expected)
     assert kept == [key for key in every if key in set(kept)], "in the rows' order"
+
+
+def test_the_rows_counted_are_the_rows_read_back() -> None:
+    """`count_rows` (which decides whether a directory goes to the mapping workers) counts on the index what
+    `rows` reads back sorted, for every type spooled, and nothing for a type not spooled."""
+    dataset = list(generate_dataset(SCALE, SEED))
+    spool = Spool(MAPPINGS)
+    try:
+        spool.add(dataset)
+        spool.finish()
+        types = {str(r["resourceType"]) for r in dataset}
+        assert len(types) >= 5, "the dataset spools several types: the check compares several counts"
+        for resource_type in sorted(types):
+            rows = spool.rows(resource_type).fetchall()
+            assert rows, resource_type
+            assert spool.count_rows(resource_type) == len(rows), resource_type
+        assert spool.count_rows("Patient") == 0
+    finally:
+        spool.close()

@@ -226,15 +226,16 @@ class Spool:
     # read-back writes. A subclass answering part of the spool (pipeline/change_spools.py) says which part
     # here.
     ROWS_SQL = "SELECT key, entity_id, body FROM resource WHERE type = ? ORDER BY depth, entity_id, key"
+    COUNT_SQL = "SELECT COUNT(*) FROM resource WHERE type = ?"  # how many rows ROWS_SQL gives
 
     def rows(self, resource_type: str, directory: Directory | None = None) -> sqlite3.Cursor:
         """The rows to write for a type (ROWS_SQL), into a directory (a subclass may answer per directory)."""
         return self.db.execute(self.ROWS_SQL, (resource_type,))
 
     def count_rows(self, resource_type: str, directory: Directory | None = None) -> int:
-        """How many rows `rows` gives for a type."""
-        sql = f"SELECT COUNT(*) FROM ({self.ROWS_SQL})"  # noqa: S608 (a class constant, no input)
-        return int(self.db.execute(sql, (resource_type,)).fetchone()[0])
+        """How many rows `rows` gives for a type (counted on the index, not through ROWS_SQL's sort: that
+        sorted every row of the type, ~9 CPU-seconds of a national extraction, issue 13 item 4)."""
+        return int(self.db.execute(self.COUNT_SQL, (resource_type,)).fetchone()[0])
 
     def mapped(
         self, rows: Iterable[tuple[str, str | None, bytes]], tables: Sequence[EntityTable]
