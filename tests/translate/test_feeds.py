@@ -339,19 +339,19 @@ class _Elements(dict[str, Any]):
         return super().__contains__(name)
 
     def __iter__(self) -> Iterator[str]:
-        self._note(*self)
+        self._note(*dict.keys(self))
         return super().__iter__()
 
     def keys(self) -> Any:
-        self._note(*super().keys())
+        self._note(*dict.keys(self))
         return super().keys()
 
     def values(self) -> Any:
-        self._note(*super().keys())
+        self._note(*dict.keys(self))
         return super().values()
 
     def items(self) -> Any:
-        self._note(*super().keys())
+        self._note(*dict.keys(self))
         return super().items()
 
 
@@ -387,7 +387,14 @@ def _identity_overreads(mappings: Mappings, identity: Mapping[str, tuple[str, ..
     return found
 
 
-@INSTRUMENTED
+# The look-ups recorded through a dict subclass: compiled code may read a dict natively, past the overrides.
+RECORDING = pytest.mark.skipif(
+    hot_path.STATE == "compiled",
+    reason="records look-ups through a dict subclass: interpreted hot path only (BRIDGE_HOT_PATH)",
+)
+
+
+@RECORDING
 def test_an_identity_read_reads_no_more_than_the_identity_elements(mappings: Mappings) -> None:
     """What the engine actually looks up in an organisation when mapping another entity (a UE's EG, a
     provider's organisation, a parent facility up the chain) is among feeds.identity_reads': a batch's context
@@ -397,7 +404,7 @@ def test_an_identity_read_reads_no_more_than_the_identity_elements(mappings: Map
     assert _identity_overreads(mappings, identity) == []
 
 
-@INSTRUMENTED
+@RECORDING
 def test_an_identity_overread_is_found(mappings: Mappings) -> None:
     """The check above can fail: without `type` in the identity elements, the organisations' kind (EG or
     internal organisation, read up a UE's chain) is found read."""
@@ -407,5 +414,9 @@ def test_an_identity_overread_is_found(mappings: Mappings) -> None:
     }
     found = _identity_overreads(mappings, identity)
     assert found
+    # and an iteration counts as reading every element (no transform iterates an organisation today)
+    seen: dict[str, set[str]] = {}
+    assert list(_Elements({"id": "1", "name": "x"}, seen, "Organization/1")) == ["id", "name"]
+    assert seen == {"Organization/1": {"id", "name"}}
     assert all(" of Organization/" in line for line in found)
     assert all(line.split(" reads ")[1].startswith("['type']") for line in found)
