@@ -82,7 +82,7 @@ class Spool:
         self._selecting = {table.resource for table in self._numbered if table.select is not None}
         # The types the tables read the entityID of only (feeds.identity_reads: organisations): each also kept
         # as its context copy, the elements such a read reads, which is what a batch's context hands over
-        # (`stored`): a third of an organisation, half of the read-back's context (issue 13 item 4).
+        # (`stored`): a third of an organisation; the read-back's context halves (issue 13 item 4).
         self._identity_reads = identity_reads(mappings)
         # The connection; a subclass answering part of the spool (pipeline/change_spools.py) adds its own
         # tables.
