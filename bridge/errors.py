@@ -42,6 +42,8 @@ Leaf module, importable by every part::
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class BridgeError(Exception):
     """Base of every error the bridge raises on purpose."""
@@ -228,11 +230,13 @@ class CompareInputError(BridgeError):
 
 class ResultCapError(BridgeError):
     """A search walk hit the national API's result cap (`total` announced, or exactly the cap received): the
-    caller splits the query into `_lastUpdated` windows (fhir/cap_windows.py). Internal to fhir/."""
+    caller splits the query into `_lastUpdated` windows (fhir/cap_windows.py), cut at `dates` (the truncated
+    page's meta.lastUpdated, `cap_windows.sample`) when they sample the window. Internal to fhir/."""
 
-    def __init__(self, total: int | None) -> None:
+    def __init__(self, total: int | None, dates: tuple[datetime, ...] = ()) -> None:
         super().__init__(f"truncated (total {total})")
         self.total = total
+        self.dates = dates
 
 
 class CatalogueError(BridgeError, ValueError):

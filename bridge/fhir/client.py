@@ -14,6 +14,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from types import TracebackType
 from typing import Any
@@ -26,7 +27,7 @@ from bridge import gc_control
 from bridge.errors import IncompleteResultError, ResultCapError, UpstreamProtocolError, UpstreamStatusError
 from bridge.fhir.auth import TokenProvider
 from bridge.fhir.bulk_export import DOWNLOADS, ExportRequest, ExportStats, run_export
-from bridge.fhir.cap_windows import FILL, MAX_RESULTS, WHOLE, Window, sub_windows, windowed
+from bridge.fhir.cap_windows import FILL, MAX_RESULTS, WHOLE, Window, sample, sub_windows, windowed
 from bridge.fhir.exchange import Credentials, Exchange, decode
 from bridge.fhir.observe import UpstreamObserver
 from bridge.fhir.resilience import CircuitBreaker, Deadline, RetryPolicy
@@ -365,12 +366,14 @@ class FhirClient:
         IncompleteResultError when it cannot be split (issue 13 item 3).
 
         The windows aim at `window_size(total)` results each, enough of them for `concurrency` walks to run
-        side by side. Their totals are asked at once (`_count=0`): empty windows are dropped, windows still
+        side by side. Cut at the quantiles of the truncated page's dates (`cap_windows.sample`), they hold
+        about that many each and are walked at once. Otherwise (a page ordered by date, no total, more parts
+        than MAX_PARTS) their totals are asked at once (`_count=0`): empty windows are dropped, windows still
         too large are split again from their own total, so no page is fetched only to learn it is truncated.
-        `ready` is told of each window to walk as soon as its probe settles it (the list comes at the end).
+        `ready` is told of each window to walk as soon as it is settled (the list comes at the end).
         """
         per_part = self.window_size(truncated.total)
-        return await self._refine(query, window, truncated.total, per_part, deadline, ready)
+        return await self._refine(query, window, truncated.total, per_part, deadline, ready, truncated.dates)
 
     def window_size(self, total: int | None) -> int:
         """The results aimed at per window when a search of `total` results is split: at most half the cap,
@@ -388,10 +391,24 @@ class FhirClient:
         per_part: int,
         deadline: Deadline,
         ready: Callable[[Window], None] | None,
+        dates: tuple[datetime, ...] = (),
     ) -> list[Window]:
-        parts = sub_windows(window, self.max_results, self.url_for(windowed(query, window)), total, per_part)
+        first_page = self.url_for(windowed(query, window))
+        parts, sized = sub_windows(window, self.max_results, first_page, total, per_part, dates)
         self.observer.truncation_split(query.resource_type)
-        log.info("%s %s total=%s into %d", LogEvent.TRUNCATION_SPLIT, query.resource_type, total, len(parts))
+        log.info(
+            "%s %s total=%s into %d%s",
+            LogEvent.TRUNCATION_SPLIT,
+            query.resource_type,
+            total,
+            len(parts),
+            " at the page's dates" if sized else "",
+        )
+        if sized:  # a part that meets the cap all the same is split again from its own first page
+            for part in parts:
+                if ready is not None:
+                    ready(part)
+            return parts
 
         async def settle(part: Window) -> list[Window]:
             found = await self._count(windowed(query, part), deadline)
@@ -401,7 +418,7 @@ class FhirClient:
                 if ready is not None:
                     ready(part)
                 return [part]  # walked; a walk that still meets the cap splits as before
-            return await self._refine(query, part, found, per_part, deadline, ready)
+            return await self._refine(query, part, found, per_part, deadline, ready, dates)
 
         groups = await asyncio.gather(*(settle(part) for part in parts))
         return [part for group in groups for part in group]
@@ -507,7 +524,7 @@ class FhirClient:
                 if isinstance(bundle.get("total"), int):
                     total = bundle["total"]
                     if total >= self.max_results:
-                        raise ResultCapError(total)
+                        raise ResultCapError(total, sample(_entries(bundle, url)[0]))
                 matches, includes = _entries(bundle, url)
                 next_url = _next_link(bundle)
                 del bundle  # not kept alive while the next answer is awaited

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bridge.errors import IncompleteResultError
-from bridge.fhir.cap_windows import EPOCH, MAX_PARTS, WHOLE, split
+from bridge.fhir.cap_windows import EPOCH, MAX_PARTS, WHOLE, sample, split, sub_windows
 from bridge.fhir.client import FhirClient
 from bridge.fhir.resilience import RetryPolicy
 from bridge.fhir.validation import SampledValidator
@@ -222,3 +223,68 @@ def test_windows_are_sized_from_the_total_and_cover_the_axis_exactly() -> None:
     sized = split(WHOLE, 40_000, 10_000)
     assert len(sized) == 2 + 8
     assert all(a[1] == b[0] for a, b in itertools.pairwise(sized))
+
+
+def _dated(moments: list[datetime]) -> list[dict[str, Any]]:
+    return [{"meta": {"lastUpdated": m.isoformat(timespec="milliseconds")}} for m in moments]
+
+
+def test_a_page_samples_its_window_unless_it_is_ordered_by_date() -> None:
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    moments = [start + timedelta(minutes=i) for i in range(40)]
+    shuffled = random.Random(3).sample(moments, len(moments))
+    assert sample(_dated(shuffled)) == tuple(shuffled)
+    assert sample(_dated(moments)) == ()  # ascending: the first results of the window, not a sample
+    assert sample(_dated(moments[::-1])) == ()  # descending
+    with_ties = sorted(moments + moments)  # ascending with ties: still no descent
+    assert sample(_dated(with_ties)) == ()
+    assert sample(_dated([start] * 40)) == ()  # one date: nothing to cut at
+    assert sample([*_dated(shuffled), {"id": "no-meta"}]) == ()
+    assert sample([*_dated(shuffled), {"meta": {"lastUpdated": "2024-01-01T00:00:00"}}]) == ()  # no zone
+    assert sample([*_dated(shuffled), {"meta": {"lastUpdated": "yesterday"}}]) == ()
+
+
+def test_windows_are_cut_at_the_quantiles_of_a_sample() -> None:
+    """Dates crowded into one burst hour of a seven-year span: equal spans of time leave most windows empty
+    and one holding nearly everything; cut at a sample's quantiles, every window holds a fair share."""
+    rng = random.Random(5)
+    start, end = datetime(2019, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
+    burst = datetime(2025, 6, 1, tzinfo=UTC)
+    dates = [
+        burst + timedelta(seconds=rng.randrange(3600))
+        if rng.random() < 0.8
+        else start + timedelta(seconds=rng.randrange(int((end - start).total_seconds())))
+        for _ in range(4_000)
+    ]
+
+    def held(parts: list[tuple[datetime, datetime]]) -> list[int]:
+        return [sum(lo <= d < hi for d in dates) for lo, hi in parts]
+
+    even = split((start, end), 4_000, 10_000, 500)
+    cut = split((start, end), 4_000, 10_000, 500, tuple(rng.sample(dates, 200)))
+    for parts in (even, cut):
+        assert len(parts) == 8
+        assert (parts[0][0], parts[-1][1]) == (start, end)
+        assert all(a[1] == b[0] and a[0] < a[1] for a, b in itertools.pairwise(parts))
+        assert sum(held(parts)) == 4_000
+    assert max(held(even)) > 3_000
+    assert max(held(cut)) < 2 * 500
+    assert min(held(cut)) > 500 // 3
+    # Too few dates for the parts asked: equal spans of time, as without a sample.
+    assert split((start, end), 4_000, 10_000, 500, tuple(dates[:15])) == even
+
+
+def test_only_parts_cut_at_a_sample_and_within_max_parts_may_skip_their_probes() -> None:
+    rng = random.Random(9)
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    dates = tuple(start + timedelta(seconds=rng.randrange(10**6)) for _ in range(200))
+    parts, sized = sub_windows(WHOLE, 10_000, "first-page", 12_000, 750, dates)
+    assert sized
+    assert len(parts) == 2 + 16
+    assert (parts[0], parts[-1][1]) == ((None, EPOCH), None)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))
+    assert sub_windows(WHOLE, 10_000, "first-page", 12_000, 750)[1] is False  # no sample
+    # A million results in at most MAX_PARTS parts: each holds more than `per_part`, its total is asked first.
+    many, sized = sub_windows(WHOLE, 10_000, "first-page", 1_000_000, 5_000, dates)
+    assert len(many) == 2 + MAX_PARTS
+    assert not sized

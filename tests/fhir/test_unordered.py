@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import random
 from contextlib import aclosing
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -147,6 +149,54 @@ async def test_windows_are_sized_from_totals_and_probed_before_any_page(scripted
     probes = [r.params for r in scripted.requests if ("_count", "0") in r.params]
     assert probes, "sub-window totals are probed"
     assert scripted.max_in_flight <= 4
+
+
+async def test_windows_cut_at_the_first_page_dates_are_walked_without_probes(scripted: Scripted) -> None:
+    """Issue 13 item 3: a server that does not order its results by date makes the truncated first page a
+    sample of the dates; the windows are cut at its quantiles and walked at once, without `_count=0` probes
+    (which cost a round trip each before any page), and each holds about the share the total asks for."""
+    rng = random.Random(11)
+    data = resources(400)  # 400 minutes, then shuffled: the server's order is unrelated to the dates
+    rng.shuffle(data)
+    server = SearchServer(scripted, data, cap=200)
+    scripted.fhir_handler = server
+    async with FhirClient(
+        scripted.base, headers={}, page_size=40, retry=FAST, max_results=200, concurrency=4
+    ) as client:
+        pages = [page async for page in client.iter_pages_unordered([QUERY])]
+        size = client.window_size(400)  # 80: 5 windows, at most half the cap each
+    found = [r["id"] for page in pages for r in page.matches]
+    assert sorted(found) == sorted(r["id"] for r in data)
+    assert len(found) == len(set(found))
+    assert not [r for r in scripted.requests if ("_count", "0") in r.params], "no probe"
+    walked = full_pages(scripted)
+    over_cap = [p for p in walked if len(server.matching(p)) >= 200]
+    assert over_cap == [walked[0]], "only the first page finds the search truncated"
+    held = [len(server.matching(p)) for p in walked[1:] if not any(n == "cursor" for n, _ in p)]
+    assert sum(held) == 400
+    assert max(held) <= 2 * size, "the quantiles give every window about its share"
+
+
+async def test_a_window_the_sample_misjudged_is_split_again_from_its_own_page(scripted: Scripted) -> None:
+    """A first page that is not a fair sample (its matches all from one corner of the time axis, in no date
+    order) leaves a window over the cap: that window's own first page splits it again; nothing is lost."""
+    rng = random.Random(13)
+    corner = resources(60, start=datetime(2020, 1, 1, tzinfo=UTC))
+    rest = resources(340, start=datetime(2024, 1, 1, tzinfo=UTC))
+    for index, resource in enumerate(rest):
+        resource["id"] = f"s{index:04d}"
+    rng.shuffle(corner)
+    rng.shuffle(rest)
+    server = SearchServer(scripted, [*corner, *rest], cap=100)
+    scripted.fhir_handler = server
+    async with FhirClient(
+        scripted.base, headers={}, page_size=20, retry=FAST, max_results=100, concurrency=4
+    ) as client:
+        pages = [page async for page in client.iter_pages_unordered([QUERY])]
+    found = sorted(r["id"] for page in pages for r in page.matches)
+    assert found == sorted(r["id"] for r in [*corner, *rest])
+    over_cap = [p for p in full_pages(scripted) if len(server.matching(p)) >= 100]
+    assert len(over_cap) >= 2, "a window cut from the biased sample met the cap and was split again"
 
 
 async def test_a_server_refusing_count_zero_is_still_walked_completely(scripted: Scripted) -> None:
