@@ -402,12 +402,11 @@ class FhirClient:
             query.resource_type,
             total,
             len(parts),
-            " at the page's dates" if sized else "",
+            " at the first page's dates, without probes" if sized else "",
         )
         if sized:  # a part that meets the cap all the same is split again from its own first page
-            for part in parts:
-                if ready is not None:
-                    ready(part)
+            for part in parts if ready is not None else ():
+                ready(part)
             return parts
 
         async def settle(part: Window) -> list[Window]:

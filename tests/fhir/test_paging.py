@@ -112,6 +112,23 @@ async def test_a_truncated_search_is_split_by_last_updated_until_complete(script
     assert windowed, "the query was split into _lastUpdated windows"
 
 
+async def test_a_truncated_search_in_no_date_order_is_cut_at_its_first_page_dates(scripted: Scripted) -> None:
+    """The ordered walk (`search`) splits as the unordered one: windows cut at the truncated page's dates,
+    walked without `_count=0` probes and handed out in time order, every match once."""
+    data = resources(300)
+    random.Random(17).shuffle(data)
+    scripted.fhir_handler = SearchServer(scripted, data, cap=100)
+    async with FhirClient(scripted.base, headers={}, page_size=20, retry=FAST, max_results=100) as client:
+        result = await client.search(QUERY)  # windows of 40 results: at most half the cap, no probe needed
+    found = ids(result.matches)
+    assert sorted(found) == sorted(ids(data))
+    assert len(found) == len(set(found)) == 300
+    assert not [r for r in scripted.requests if ("_count", "0") in r.params]
+    stamps = [r["meta"]["lastUpdated"] for r in result.matches]
+    windows = [stamps[i : i + 20] for i in range(0, 300, 20)]
+    assert max(windows[0]) < min(windows[-1]), "windows come back in time order"
+
+
 async def test_a_truncation_that_cannot_be_split_is_an_error(scripted: Scripted) -> None:
     same_instant = datetime(2024, 1, 1, tzinfo=UTC)
     data = [dict(r, meta={"lastUpdated": same_instant.isoformat()}) for r in resources(60)]
