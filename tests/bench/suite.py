@@ -102,16 +102,17 @@ TINY = Scale(
 # (README "Performance", "Extraction at flat memory"): keep them in step when `make bench-extract` is re-run.
 NATIONAL_COMMAND = "make bench-extract SCALES=100000,1000000"
 NATIONAL_RECORDED = (
-    "last recorded (README, 2026-12-06): compiled hot path, main 8d06e83, load 0.7-2.9: one million offers "
-    "969 s wall (379 s fetch + spool, 590 s map + write), bridge 1 372 CPU-s (604 own + 768 mapping "
-    "workers), the simulator's 224 CPU-s apart; 1 480 CPU-s compiled at 44bb465 (597 own + 882 workers); "
+    "last recorded (README, 2026-12-07): compiled hot path, main aff78ad, load 0.6-3.3: one million offers "
+    "914 s wall (356 s fetch + spool, 558 s map + write), bridge 1 299 CPU-s (560 own + 739 mapping "
+    "workers), the simulator's 212 CPU-s apart; 1 372 CPU-s at 8d06e83 (the same code path: 604 own + 768 "
+    "workers); 1 480 CPU-s compiled at 44bb465 (597 own + 882 workers); "
     "interpreted, main 0532230, load 1.7-3.5: 1 128 s wall, "
     "bridge 1 638 CPU-s (623 own + 1 016 workers); 1 779 CPU-s at 85efee2, 2 006 at dd69c2b, 1 892 at a932b36"
 )
 NATIONAL_MEMORY = (
-    "last recorded (README, 2026-12-06): at one million offers, compiled hot path (8d06e83): bridge 162 MiB "
-    "(VmHWM), with its 2 mapping workers and the resource tracker 256 MiB summed RSS, 210 MiB PSS (sampled), "
-    "1.01x the 100 000-offer peak; 290 MiB RSS, 244 MiB PSS at 44bb465; "
+    "last recorded (README, 2026-12-07): at one million offers, compiled hot path (aff78ad): bridge 162 MiB "
+    "(VmHWM), with its 2 mapping workers and the resource tracker 254 MiB summed RSS, 208 MiB PSS (sampled); "
+    "256 / 210 MiB at 8d06e83, 1.01x the 100 000-offer peak; 290 MiB RSS, 244 MiB PSS at 44bb465; "
     "interpreted (85efee2, 0532230): 156-166 MiB, 288 MiB RSS, 248-249 MiB PSS; 1M/100k 1.06x (1.02x with "
     "workers, PSS 1.01x) at 85efee2; 337 MiB RSS at dd69c2b, 471 at a932b36"
 )
