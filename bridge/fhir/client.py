@@ -366,14 +366,18 @@ class FhirClient:
         IncompleteResultError when it cannot be split (issue 13 item 3).
 
         The windows aim at `window_size(total)` results each, enough of them for `concurrency` walks to run
-        side by side. Cut at the quantiles of the truncated page's dates (`cap_windows.sample`), they hold
-        about that many each and are walked at once. Otherwise (a page ordered by date, no total, more parts
-        than MAX_PARTS) their totals are asked at once (`_count=0`): empty windows are dropped, windows still
-        too large are split again from their own total, so no page is fetched only to learn it is truncated.
+        side by side. The first split of a search is cut at the quantiles of its first page's dates
+        (`cap_windows.sample`): the windows hold about that many each and are walked at once. Otherwise (a
+        page ordered by date, no total, more parts than MAX_PARTS, a window of a split) their totals are asked
+        at once (`_count=0`): empty windows are dropped, windows still too large are split again from their
+        own total, so no page is fetched only to learn it is truncated. A window cut from a sample that meets
+        the cap all the same is thus split as without one: a server whose order follows its dates only in
+        part gives biased samples, and trusting each window's own page again could peel a few results a round.
         `ready` is told of each window to walk as soon as it is settled (the list comes at the end).
         """
         per_part = self.window_size(truncated.total)
-        return await self._refine(query, window, truncated.total, per_part, deadline, ready, truncated.dates)
+        dates = truncated.dates if window == WHOLE else ()
+        return await self._refine(query, window, truncated.total, per_part, deadline, ready, dates)
 
     def window_size(self, total: int | None) -> int:
         """The results aimed at per window when a search of `total` results is split: at most half the cap,
@@ -404,7 +408,7 @@ class FhirClient:
             len(parts),
             " at the first page's dates, without probes" if sized else "",
         )
-        if sized:  # a part that meets the cap all the same is split again from its own first page
+        if sized:  # a part that meets the cap all the same is split again from its own first page, probed
             for part in parts if ready is not None else ():
                 ready(part)
             return parts
@@ -417,7 +421,7 @@ class FhirClient:
                 if ready is not None:
                     ready(part)
                 return [part]  # walked; a walk that still meets the cap splits as before
-            return await self._refine(query, part, found, per_part, deadline, ready, dates)
+            return await self._refine(query, part, found, per_part, deadline, ready)
 
         groups = await asyncio.gather(*(settle(part) for part in parts))
         return [part for group in groups for part in group]

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from bridge.errors import IncompleteResultError, UpstreamStatusError
 from bridge.fhir import client as client_module
 from bridge.fhir import exchange as exchange_module
-from bridge.fhir.cap_windows import WHOLE, split
+from bridge.fhir.cap_windows import WHOLE, sample, split
 from bridge.fhir.client import FhirClient
 from bridge.fhir.resilience import RetryPolicy
 from bridge.model import FhirQuery
@@ -197,6 +197,32 @@ async def test_a_window_the_sample_misjudged_is_split_again_from_its_own_page(sc
     assert found == sorted(r["id"] for r in [*corner, *rest])
     over_cap = [p for p in full_pages(scripted) if len(server.matching(p)) >= 100]
     assert len(over_cap) >= 2, "a window cut from the biased sample met the cap and was split again"
+
+
+async def test_a_sample_biased_by_the_server_order_costs_one_page_not_a_page_a_round(
+    scripted: Scripted,
+) -> None:
+    """A server whose order follows the dates in part (as an insertion order may) passes the sample check
+    with a first page of the earliest results: every window but the last is nearly empty and the last holds
+    the rest. That window, met at the cap, is split as without a sample (equal spans, probed), not again from
+    its own equally biased page, which would peel a few results a round."""
+    rng = random.Random(19)
+    dated = resources(600)
+    data = [
+        r for _, r in sorted(((i + rng.uniform(0, 20), r) for i, r in enumerate(dated)), key=lambda p: p[0])
+    ]
+    first_page = data[:25]
+    assert sample(first_page), "the biased page passes for a sample"
+    server = SearchServer(scripted, data, cap=100)
+    scripted.fhir_handler = server
+    async with FhirClient(
+        scripted.base, headers={}, page_size=25, retry=FAST, max_results=100, concurrency=4
+    ) as client:
+        pages = [page async for page in client.iter_pages_unordered([QUERY])]
+    found = sorted(r["id"] for page in pages for r in page.matches)
+    assert found == sorted(r["id"] for r in data)
+    over_cap = [p for p in full_pages(scripted) if len(server.matching(p)) >= 100]
+    assert len(over_cap) == 2, "the first page, then the one window the biased sample left too large"
 
 
 async def test_a_server_refusing_count_zero_is_still_walked_completely(scripted: Scripted) -> None:
