@@ -409,8 +409,9 @@ class FhirClient:
             " at the first page's dates, without probes" if sized else "",
         )
         if sized:  # a part that meets the cap all the same is split again from its own first page, probed
-            for part in parts if ready is not None else ():
-                ready(part)
+            if ready is not None:
+                for part in parts:
+                    ready(part)
             return parts
 
         async def settle(part: Window) -> list[Window]:
