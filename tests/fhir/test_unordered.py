@@ -179,7 +179,8 @@ async def test_windows_cut_at_the_first_page_dates_are_walked_without_probes(scr
 
 async def test_a_window_the_sample_misjudged_is_split_again_from_its_own_page(scripted: Scripted) -> None:
     """A first page that is not a fair sample (its matches all from one corner of the time axis, in no date
-    order) leaves a window over the cap: that window's own first page splits it again; nothing is lost."""
+    order) leaves a window over the cap: met at that window's own first page, it is split again (from its
+    total, by equal spans and probes); nothing is lost."""
     rng = random.Random(13)
     corner = resources(60, start=datetime(2020, 1, 1, tzinfo=UTC))
     rest = resources(340, start=datetime(2024, 1, 1, tzinfo=UTC))
