@@ -151,6 +151,20 @@ async def test_windows_are_sized_from_totals_and_probed_before_any_page(scripted
     assert scripted.max_in_flight <= 4
 
 
+async def walk_capped(
+    scripted: Scripted, data: list[dict[str, Any]], *, cap: int, page_size: int
+) -> tuple[SearchServer, FhirClient, list[str]]:
+    """QUERY over `data` behind a server that truncates at `cap`, walked unordered by 4 walks: the server,
+    the (closed) client and the ids of the matches in arrival order."""
+    server = SearchServer(scripted, data, cap=cap)
+    scripted.fhir_handler = server
+    async with FhirClient(
+        scripted.base, headers={}, page_size=page_size, retry=FAST, max_results=cap, concurrency=4
+    ) as client:
+        found = [r["id"] async for page in client.iter_pages_unordered([QUERY]) for r in page.matches]
+    return server, client, found
+
+
 async def test_windows_cut_at_the_first_page_dates_are_walked_without_probes(scripted: Scripted) -> None:
     """Issue 13 item 3: a server that does not order its results by date makes the truncated first page a
     sample of the dates; the windows are cut at its quantiles and walked at once, without `_count=0` probes
@@ -158,14 +172,8 @@ async def test_windows_cut_at_the_first_page_dates_are_walked_without_probes(scr
     rng = random.Random(11)
     data = resources(400)  # 400 minutes, then shuffled: the server's order is unrelated to the dates
     rng.shuffle(data)
-    server = SearchServer(scripted, data, cap=200)
-    scripted.fhir_handler = server
-    async with FhirClient(
-        scripted.base, headers={}, page_size=40, retry=FAST, max_results=200, concurrency=4
-    ) as client:
-        pages = [page async for page in client.iter_pages_unordered([QUERY])]
-        size = client.window_size(400)  # 80: 5 windows, at most half the cap each
-    found = [r["id"] for page in pages for r in page.matches]
+    server, client, found = await walk_capped(scripted, data, cap=200, page_size=40)
+    size = client.window_size(400)  # 80: 5 windows, at most half the cap each
     assert sorted(found) == sorted(r["id"] for r in data)
     assert len(found) == len(set(found))
     assert not [r for r in scripted.requests if ("_count", "0") in r.params], "no probe"
@@ -188,14 +196,8 @@ async def test_a_window_the_sample_misjudged_is_split_again_from_its_own_page(sc
         resource["id"] = f"s{index:04d}"
     rng.shuffle(corner)
     rng.shuffle(rest)
-    server = SearchServer(scripted, [*corner, *rest], cap=100)
-    scripted.fhir_handler = server
-    async with FhirClient(
-        scripted.base, headers={}, page_size=20, retry=FAST, max_results=100, concurrency=4
-    ) as client:
-        pages = [page async for page in client.iter_pages_unordered([QUERY])]
-    found = sorted(r["id"] for page in pages for r in page.matches)
-    assert found == sorted(r["id"] for r in [*corner, *rest])
+    server, _, found = await walk_capped(scripted, [*corner, *rest], cap=100, page_size=20)
+    assert sorted(found) == sorted(r["id"] for r in [*corner, *rest])
     over_cap = [p for p in full_pages(scripted) if len(server.matching(p)) >= 100]
     assert len(over_cap) >= 2, "a window cut from the biased sample met the cap and was split again"
 
@@ -214,14 +216,8 @@ async def test_a_sample_biased_by_the_server_order_costs_one_page_not_a_page_a_r
     ]
     first_page = data[:25]
     assert sample(first_page), "the biased page passes for a sample"
-    server = SearchServer(scripted, data, cap=100)
-    scripted.fhir_handler = server
-    async with FhirClient(
-        scripted.base, headers={}, page_size=25, retry=FAST, max_results=100, concurrency=4
-    ) as client:
-        pages = [page async for page in client.iter_pages_unordered([QUERY])]
-    found = sorted(r["id"] for page in pages for r in page.matches)
-    assert found == sorted(r["id"] for r in data)
+    server, _, found = await walk_capped(scripted, data, cap=100, page_size=25)
+    assert sorted(found) == sorted(r["id"] for r in data)
     over_cap = [p for p in full_pages(scripted) if len(server.matching(p)) >= 100]
     assert len(over_cap) == 2, "the first page, then the one window the biased sample left too large"
 
