@@ -14,8 +14,7 @@ import sys
 
 import pytest
 
-from tests.bench.bench_decode import DECODE_FIGURES
-from tests.bench.suite import NATIONAL_COMMAND, TINY
+from tests.bench.suite import MSGSPEC_NAMES, NATIONAL_COMMAND, TINY
 from tests.conftest import REPO
 
 PAGING_ROWS = {f"client paging at {ms} ms latency (FhirClient ÷ bare httpx)" for ms in (0, 50)}
@@ -71,7 +70,7 @@ def test_the_in_process_parts_give_their_rows_and_the_run_its_load_average() -> 
     done = _suite("--only", "paging,decode,national")
     assert done.returncode == 0, done.stderr
     rows = _rows(done.stdout)
-    assert set(rows) == PAGING_ROWS | set(DECODE_FIGURES) | NATIONAL_ROWS
+    assert set(rows) == PAGING_ROWS | set(MSGSPEC_NAMES) | NATIONAL_ROWS
     for name in PAGING_ROWS:
         assert _measured(rows[name]) > 0
     for name in NATIONAL_ROWS:
@@ -79,7 +78,7 @@ def test_the_in_process_parts_give_their_rows_and_the_run_its_load_average() -> 
         assert rows[name][2] == "—"
         assert NATIONAL_COMMAND in rows[name][5]
         assert "last recorded (README" in rows[name][4]
-    for name in DECODE_FIGURES:  # msgspec is a dependency of the bridge: its rows are measured, never skipped
+    for name in MSGSPEC_NAMES:  # msgspec comes with the dev extra: its rows are measured, not skipped
         assert _measured(rows[name]) > 0
     summary = next(line for line in done.stdout.splitlines() if line.startswith("make bench"))
     assert "load average" in summary

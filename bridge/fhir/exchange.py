@@ -20,7 +20,6 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 import httpx
-import msgspec
 import orjson
 
 from bridge import gc_control
@@ -60,29 +59,14 @@ class Credentials:
     client_secret: str | None = field(default=None, repr=False)
 
 
-# Answers longer than this are decoded by msgspec, shorter ones by orjson. orjson parses into a document
-# buffer 12 times the answer's length; past glibc's 32 MiB ceiling for serving a block from the heap, that
-# buffer is a fresh mmap which every parse faults in page by page (~1 700 faults, ~5 ms, for a 3.3 MB page of
-# the "offre complète" at the national page size of 200). msgspec builds the objects without such a buffer:
-# 9 against 13 ms for those pages, while orjson is the faster below (README, Performance, "Large pages").
-LARGE_ANSWER = 32 * 1024 * 1024 // 12
-_large_answers = msgspec.json.Decoder()
-
-
 def decode(body: bytes) -> Any:
-    """One JSON answer parsed — by orjson, or by msgspec past LARGE_ANSWER bytes, to the same plain dicts and
-    lists — with the cyclic garbage collector paused (bridge/gc_control.py, the one pause shared with the
-    mapping and the writer): a parsed JSON tree holds no reference cycles and reference counting frees it,
-    whereas the collector, triggered by its ~50 000 new objects per 2 MB page, would walk the whole heap
-    several times per page (3–5× the parse itself with eight pages in flight, measured: README, Performance).
-    Raises orjson.JSONDecodeError, whichever parsed."""
+    """`orjson.loads` with the cyclic garbage collector paused (bridge/gc_control.py, the one pause
+    shared with the mapping and the writer): a parsed JSON tree holds no reference cycles and reference
+    counting frees it, whereas the collector, triggered by its ~50 000 new objects per 2 MB page, would walk
+    the whole heap several times per page (3–5× the parse itself with eight pages in flight, measured:
+    README, Performance). Raises orjson.JSONDecodeError."""
     with gc_control.batch():
-        if len(body) <= LARGE_ANSWER:
-            return orjson.loads(body)
-        try:
-            return _large_answers.decode(body)
-        except msgspec.DecodeError as error:  # and its ValidationError: a number out of range
-            raise orjson.JSONDecodeError(str(error), "", 0) from None
+        return orjson.loads(body)
 
 
 # Reads one streamed answer (a `$export` file); called again from the start on every attempt.

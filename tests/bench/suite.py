@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import os
 import subprocess
 import sys
@@ -115,6 +116,10 @@ NATIONAL_MEMORY = (
     "interpreted (85efee2, 0532230): 156-166 MiB, 288 MiB RSS, 248-249 MiB PSS; 1M/100k 1.06x (1.02x with "
     "workers, PSS 1.01x) at 85efee2; 337 MiB RSS at dd69c2b, 471 at a932b36"
 )
+MSGSPEC_NAMES = (
+    *(f"{name} decoding of FHIR pages (issue 13 item 6)" for name in ("msgspec", "msgspec typed")),
+    "msgspec decoding of a split search's pages (issue 13 item 6)",
+)
 
 
 def translate(scale: Scale) -> list[Figure]:
@@ -178,6 +183,15 @@ def compiled(scale: Scale) -> list[Figure]:
 
 
 def decode(scale: Scale) -> list[Figure]:
+    if importlib.util.find_spec("msgspec") is None:
+        why = "msgspec not installed (a dev dependency) — run `make install` to measure"
+        detail = "benchmarks only: installed by the dev extra (README, Dependencies)"
+        return [
+            Figure.not_measured(
+                name, "× orjson", Goal.AT_LEAST, 1.2, why, detail, "python -m tests.bench.bench_decode"
+            )
+            for name in MSGSPEC_NAMES
+        ]
     from tests.bench.bench_decode import decode_figures
 
     return decode_figures(scale.decode_offers, scale.decode_pages, scale.decode_rounds)
