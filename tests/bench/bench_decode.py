@@ -25,6 +25,7 @@ import httpx
 import orjson
 
 from bridge import gc_control
+from bridge.fhir import cap_windows
 from bridge.fhir.exchange import decode
 from bridge.pipeline.extraction import extraction_request
 from bridge.shipped import shipped_dir
@@ -57,8 +58,8 @@ else:
 # the heap: each parse of a longer answer maps a fresh buffer and faults it in (README, Performance).
 ORJSON_MMAP_PAST = 32 * 1024 * 1024 // 12
 
-# The windows the split search is cut into, about an eighth of the offers each: the first page's dates cut at
-# their quantiles, as `cap_windows` cuts a search over the cap.
+# The windows the split search is cut into, about an eighth of the offers each, by `cap_windows` as the client
+# cuts a search over the cap (at its first page's dates).
 WINDOWS = 8
 
 
@@ -87,15 +88,13 @@ def pages(scale: int, count: int, *, windowed: bool = False) -> list[bytes]:
                 await walk(http, search)
                 return
             first = orjson.loads((await http.get("/HealthcareService?" + urlencode(search))).content)
-            dates = sorted(
-                e["resource"]["meta"]["lastUpdated"]
-                for e in first.get("entry") or ()
-                if e.get("search", {}).get("mode") == "match"
-            )
-            cuts = [dates[len(dates) * i // WINDOWS] for i in range(1, WINDOWS)]
-            for start, end in zip(["1970-01-01T00:00:00Z", *cuts], [*cuts, None], strict=True):
-                window = [("_lastUpdated", f"ge{start}")] + ([("_lastUpdated", f"lt{end}")] if end else [])
-                await walk(http, [*search, *window])
+            matches = [e["resource"] for e in first["entry"] if e.get("search", {}).get("mode") == "match"]
+            total = first["total"]
+            for window in cap_windows.split(
+                cap_windows.WHOLE, total, per_part=-(-total // WINDOWS), dates=cap_windows.sample(matches)
+            ):
+                if None not in window:  # before 1970 or after tomorrow: empty here, a page that holds nothing
+                    await walk(http, [*cap_windows.windowed(plan.query, window).params, ("_count", "200")])
 
     asyncio.run(fetch())
     return found
