@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -30,11 +30,12 @@ from bridge.csd.writer import document_to_bytes
 from bridge.errors import InvalidParameterError, UnknownRegionError
 from bridge.fhir.client import FhirClient
 from bridge.fhir.resilience import RetryPolicy
-from bridge.model import CsdRequest, Directory, RequestForm, RequestParams, Transaction
+from bridge.model import CsdRequest, Directory, RequestForm, RequestParams, Resource, Transaction
 from bridge.pipeline import Pipeline
 from bridge.pipeline.cache import ExtractionCache
 from bridge.pipeline.extraction import ExtractionRequest, Extractor, extraction_plan, extraction_request
 from bridge.pipeline.progress import Progress, Source
+from bridge.pipeline.spool import Spool
 from bridge.shipped import shipped_dir
 from bridge.simulator.dataset import generate_dataset
 from bridge.simulator.national_api import SimulatorConfig, create_simulator_server
@@ -50,6 +51,18 @@ MAPPINGS = load_mappings(shipped_dir("mappings"))
 FAST = RetryPolicy(max_attempts=2, backoff_base_s=0.001, backoff_max_s=0.01)
 REGION = "ocean-indien"  # two TRE_R30 codes (04, 06): the regional tag is an OR
 REGION_CODES = ("04", "06")
+
+
+@contextmanager
+def filled_spool(resources: Iterable[Resource]) -> Iterator[Spool]:
+    """A spool of the shipped tables holding `resources`, indexed (`finish`), closed on leaving."""
+    spool = Spool(MAPPINGS)
+    try:
+        spool.add(list(resources))
+        spool.finish()
+        yield spool
+    finally:
+        spool.close()
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from bridge.pipeline.progress import Progress
 from bridge.pipeline.spool import Spool
 from bridge.pipeline.workers import SpoolWriter
 from bridge.simulator.dataset import generate_dataset
-from tests.test_extraction import MAPPINGS
+from tests.test_extraction import MAPPINGS, filled_spool
 from tests.test_gc_control import recorded_collections
 
 SCALE = 300
@@ -44,13 +44,8 @@ def collector_enabled() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def spool() -> Iterator[Spool]:
-    spool = Spool(MAPPINGS)
-    try:
-        spool.add(list(generate_dataset(SCALE, SEED)))
-        spool.finish()
-        yield spool
-    finally:
-        spool.close()
+    with filled_spool(generate_dataset(SCALE, SEED)) as filled:
+        yield filled
 
 
 def _read_back(spool: Spool) -> tuple[str, int]:
@@ -157,10 +152,7 @@ def test_a_writer_dropped_with_its_spool_open_is_given_back_by_a_collection(
     generator's end gives the pause back from inside that collection (no deadlock on gc_control's lock)."""
     monkeypatch.setattr(gc_control, "YOUNG_LIMIT", 5_000)
     monkeypatch.setattr(gc_control, "_collect_as_the_collector_would", gc.collect)  # whatever the generation
-    spool = Spool(MAPPINGS)
-    try:
-        spool.add(list(generate_dataset(40, SEED)))
-        spool.finish()
+    with filled_spool(generate_dataset(40, SEED)) as spool:
         writer = SpoolWriter(spool, MAPPINGS, NOW, Progress())
         for _ in range(3):
             assert writer.next_chunk() is not None
@@ -177,5 +169,3 @@ def test_a_writer_dropped_with_its_spool_open_is_given_back_by_a_collection(
         thread.join(10)
         assert not thread.is_alive(), "deadlocked"
         assert gc.isenabled()
-    finally:
-        spool.close()

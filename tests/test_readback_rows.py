@@ -12,9 +12,8 @@ import orjson
 import pytest
 
 from bridge.model import Directory
-from bridge.pipeline.spool import Spool
 from bridge.simulator.dataset import generate_dataset
-from tests.test_extraction import MAPPINGS
+from tests.test_extraction import MAPPINGS, filled_spool
 
 SCALE = 300
 SEED = 5
@@ -37,10 +36,7 @@ def test_the_stored_decision_is_the_tables_select(
         for r in dataset
         if r["resourceType"] == "Organization" and any(t.applies(r) for t in tables)
     ]
-    spool = Spool(MAPPINGS)
-    try:
-        spool.add(dataset)
-        spool.finish()
+    with filled_spool(dataset) as spool:
 
         def no_parse(body: bytes) -> object:
             raise AssertionError("a row parsed to be filtered")
@@ -50,8 +46,6 @@ def test_the_stored_decision_is_the_tables_select(
             rows = spool.rows("Organization", directory)
             kept = [key for key, _, _ in spool.mapped(rows, tables)]
             every = [key for key, _, _ in spool.rows("Organization", directory)]
-    finally:
-        spool.close()
     assert 0 < len(kept) < len(every), "some organisations filtered out, some kept"
     assert sorted(kept) == sorted(expected)
     assert kept == [key for key in every if key in set(kept)], "in the rows' order"
@@ -61,10 +55,7 @@ def test_the_rows_counted_are_the_rows_read_back() -> None:
     """`count_rows` (which decides whether a directory goes to the mapping workers) counts on the index what
     `rows` reads back sorted, for every type spooled, and nothing for a type not spooled."""
     dataset = list(generate_dataset(SCALE, SEED))
-    spool = Spool(MAPPINGS)
-    try:
-        spool.add(dataset)
-        spool.finish()
+    with filled_spool(dataset) as spool:
         types = {str(r["resourceType"]) for r in dataset}
         assert len(types) >= 5, "the dataset spools several types: the check compares several counts"
         for resource_type in sorted(types):
@@ -72,5 +63,3 @@ def test_the_rows_counted_are_the_rows_read_back() -> None:
             assert rows, resource_type
             assert spool.count_rows(resource_type) == len(rows), resource_type
         assert spool.count_rows("Patient") == 0
-    finally:
-        spool.close()

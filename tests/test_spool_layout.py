@@ -16,7 +16,7 @@ import pytest
 from bridge.model import Directory
 from bridge.pipeline.spool import SPOOL_PAGE_BYTES, Spool
 from bridge.simulator.dataset import generate_dataset
-from tests.test_extraction import MAPPINGS
+from tests.test_extraction import filled_spool
 
 SCALE = 300
 SEED = 5
@@ -24,13 +24,8 @@ SEED = 5
 
 @pytest.fixture(scope="module")
 def spool() -> Iterator[Spool]:
-    filled = Spool(MAPPINGS)
-    try:
-        filled.add(list(generate_dataset(SCALE, SEED)))
-        filled.finish()
+    with filled_spool(generate_dataset(SCALE, SEED)) as filled:
         yield filled
-    finally:
-        filled.close()
 
 
 def _ref_reads(db: sqlite3.Connection, statement: str) -> list[str]:
