@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import msgspec
 import orjson
 
 from bridge import gc_control
@@ -31,6 +32,7 @@ from bridge.fhir.cap_windows import FILL, MAX_RESULTS, WHOLE, Window, sample, su
 from bridge.fhir.exchange import Credentials, Exchange, decode
 from bridge.fhir.observe import UpstreamObserver
 from bridge.fhir.resilience import CircuitBreaker, Deadline, RetryPolicy
+from bridge.fhir.searchset import Repeats, Searchset
 from bridge.fhir.validation import SampledValidator
 from bridge.model import FhirQuery, Resource, SearchResult
 
@@ -276,11 +278,13 @@ class FhirClient:
         """Every page of several searches, in the order they arrive, for callers that de-duplicate by key
         themselves (the streamed extraction's disk spool) — at flat memory, whatever the size of the answer.
 
-        Searches over the result cap are split into `_lastUpdated` windows as `iter_pages` does, but nothing
-        is remembered across pages: a page keeps all its includes (each page is complete context for its
-        matches) and matches are de-duplicated within one walk only (at most the cap). A window re-walked
-        after a truncation that came late (no `Bundle.total`), or a resource updated during the walk, can
-        therefore appear twice. Memory: `concurrency` walks, each holding at most one page, plus one queued.
+        Searches over the result cap are split into `_lastUpdated` windows as `iter_pages` does, but little
+        is remembered across pages: matches are de-duplicated within one walk only (at most the cap), and an
+        include is left out of a page only when the walk has handed out the very same bytes before (the
+        digests of the last `searchset.REMEMBERED`, ~10 MB: `searchset.Repeats`); a changed one comes again.
+        A window re-walked after a truncation that came late (no `Bundle.total`), or a resource updated during
+        the walk, can therefore appear twice. Memory: `concurrency` walks, each holding at most one page, plus
+        one queued, and those digests.
         """
         deadline = deadline or self.new_deadline()
         work: asyncio.Queue[tuple[FhirQuery, Window]] = asyncio.Queue()
@@ -292,10 +296,13 @@ class FhirClient:
         # consumer asks for the next: eight 2 MB pages decoded and waiting made the collector walk them again
         # and again (README, Performance, "Collection: where the client's CPU went").
         turns = asyncio.Semaphore(DECODED_PAGES)
+        # The includes handed out so far: a window's page leaves out those it repeats byte for byte (half of
+        # a split search's bytes at 12 000 offers: README, Performance, "Collection: includes received once").
+        repeats = Repeats()
 
         async def walk(query: FhirQuery, window: Window) -> None:
             try:
-                pages = self._walk(windowed(query, window), deadline, turns)
+                pages = self._walk(windowed(query, window), deadline, turns, repeats)
                 async for page in pages:
                     if self.validator is not None:
                         for resource in (*page.matches, *page.includes):
@@ -447,34 +454,41 @@ class FhirClient:
             return None
         return total
 
-    async def _bundle(self, url: str, deadline: Deadline, turns: asyncio.Semaphore | None) -> dict[str, Any]:
-        """One page's Bundle. With `turns`, the answer is kept as bytes until a turn is free, then decoded;
-        the caller then holds that turn (and releases it, or hands it over with the page). A body that does
-        not parse is fetched again through the exchange (a transfer cut short: its retry policy)."""
+    async def _bundle(
+        self, url: str, deadline: Deadline, turns: asyncio.Semaphore | None, repeats: Repeats | None = None
+    ) -> Searchset:
+        """One page's searchset. With `turns`, the answer is kept as bytes until a turn is free, then decoded
+        (without the includes `repeats` has seen handed out); the caller then holds that turn (and releases
+        it, or hands it over with the page). A body that does not parse is fetched again through the exchange
+        (a transfer cut short: its retry policy), and then decoded whole."""
         if turns is None:
-            return (await self.exchange.get_json(url, deadline))[1]
+            return Searchset.from_bundle((await self.exchange.get_json(url, deadline))[1], url)
         response, _ = await self.exchange.send("GET", url, deadline)
         body = response.content
         del response
         await turns.acquire()  # outside the `try`: a walk cancelled while waiting holds no turn to give back
         try:
             try:
-                decoded = decode(body)
-            except orjson.JSONDecodeError:
-                decoded = (await self.exchange.get_json(url, deadline))[1]
-            if not isinstance(decoded, dict):
-                raise UpstreamProtocolError("the answer is not a JSON object", request=url)
+                if repeats is not None:
+                    return repeats.decode(body, url)
+                return Searchset.from_bundle(decode(body), url)
+            except (orjson.JSONDecodeError, msgspec.DecodeError):
+                return Searchset.from_bundle((await self.exchange.get_json(url, deadline))[1], url)
         except BaseException:
             turns.release()
             raise
-        return decoded
 
     async def _walk(
-        self, query: FhirQuery, deadline: Deadline, turns: asyncio.Semaphore | None = None
+        self,
+        query: FhirQuery,
+        deadline: Deadline,
+        turns: asyncio.Semaphore | None = None,
+        repeats: Repeats | None = None,
     ) -> AsyncIterator[Page]:
         """One search, every page: next links, `_offset` fallback, resumes; raises ResultCapError. With
         `turns` (`iter_pages_unordered`), each page is decoded on a turn (`_bundle`) handed over with the page
-        (the consumer's side releases it); a page with nothing to hand out, or a failure, gives it back."""
+        (the consumer's side releases it); a page with nothing to hand out, or a failure, gives it back. With
+        `repeats`, a page leaves out the includes already handed out, and its own are remembered as it is."""
         first_url = self.url_for(query)
         url = first_url
         seen_urls: set[str] = set()
@@ -508,7 +522,7 @@ class FhirClient:
                     raise UpstreamProtocolError(f"more than {MAX_PAGES} pages", request=url)
                 seen_urls.add(url)
                 try:
-                    bundle = await self._bundle(url, deadline, turns)
+                    bundle = await self._bundle(url, deadline, turns, repeats)
                     held = turns is not None
                 except UpstreamStatusError as error:
                     # An expired HAPI search snapshot answers 410 Gone (engineering-notes §1.2).
@@ -521,16 +535,18 @@ class FhirClient:
                         url = resume("the server refused _offset paging", url)
                         continue
                     raise
-                if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "searchset":
+                if bundle.resource_type != "Bundle" or bundle.type != "searchset":
                     raise UpstreamProtocolError("expected a searchset Bundle", request=url)
                 pages += 1
                 self.observer.page(query.resource_type)
-                if isinstance(bundle.get("total"), int):
-                    total = bundle["total"]
+                if isinstance(bundle.total, int):
+                    total = bundle.total
                     if total >= self.max_results:
-                        raise ResultCapError(total, sample(_entries(bundle, url)[0]))
-                matches, includes = _entries(bundle, url)
-                next_url = _next_link(bundle)
+                        # Not handed out: its includes stay unremembered for the windows that follow.
+                        raise ResultCapError(total, sample(bundle.matches))
+                matches, includes, next_url = bundle.matches, bundle.includes, bundle.next_link
+                if repeats is not None and includes:
+                    repeats.remember(bundle)  # handed out below (a page with includes always is)
                 del bundle  # not kept alive while the next answer is awaited
                 fresh = [r for r in matches if _key(r) not in seen]
                 if len(fresh) < len(matches):
@@ -634,22 +650,3 @@ class FhirClient:
 
 def _key(resource: Resource) -> str:
     return f"{resource['resourceType']}/{resource['id']}"
-
-
-def _entries(bundle: Mapping[str, Any], url: str) -> tuple[list[Resource], list[Resource]]:
-    matches: list[Resource] = []
-    includes: list[Resource] = []
-    for entry in bundle.get("entry") or ():
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if not isinstance(resource, dict) or "resourceType" not in resource or "id" not in resource:
-            raise UpstreamProtocolError("a Bundle entry lacks resource type or id", request=url)
-        mode = (entry.get("search") or {}).get("mode", "match")
-        (includes if mode == "include" else matches).append(resource)
-    return matches, includes
-
-
-def _next_link(bundle: Mapping[str, Any]) -> str | None:
-    for link in bundle.get("link") or ():
-        if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
-            return str(link["url"])
-    return None

@@ -231,8 +231,9 @@ async def _matched_everything(
 async def _pages(client: FhirClient, plan: QueryPlan, deadline: Deadline) -> AsyncIterator[tuple[int, Page]]:
     """Every page of the plan's queries with the number of its query. When each query searches its own
     resource type (functions.yaml `modifications` does), the pages come in arrival order and the client
-    remembers nothing across them (FhirClient.iter_pages_unordered: flat memory; a repeat is harmless, the
-    spool keeps each resource once); else in query order, each query's keys remembered (iter_partitioned)."""
+    remembers little across them (FhirClient.iter_pages_unordered: flat memory; a repeat is harmless, the
+    spool keeps each resource once, and an include repeated byte for byte is left out, the spool has it);
+    else in query order, each query's keys remembered (iter_partitioned)."""
     types = [query.resource_type for query in plan.queries]
     if len(set(types)) == len(types):
         numbers = {resource_type: number for number, resource_type in enumerate(types)}

@@ -41,7 +41,7 @@ class Progress:
     source: Source | None = None
     phase: str = "starting"  # starting, fetching, writing, done
     pages: int = 0  # search pages, or `$export` files
-    received: int = 0  # resources received from upstream, repeats included
+    received: int = 0  # resources the client handed out, repeats included (byte-identical includes are not)
     spooled: int = 0  # distinct resources kept
     written: dict[Directory, int] = field(default_factory=lambda: dict.fromkeys(DIRECTORIES, 0))
     expected: dict[Directory, int] = field(default_factory=lambda: dict.fromkeys(DIRECTORIES, 0))

@@ -34,7 +34,7 @@ from bridge import gc_control
 from bridge.config import Settings
 from bridge.fhir.bulk_export import ExportStats
 from bridge.fhir.client import PAUSED_PAGES, FhirClient
-from bridge.fhir.exchange import decode
+from bridge.fhir.searchset import Repeats
 from bridge.pipeline.extraction import ExtractionPlan, extraction_request
 from bridge.shipped import shipped_dir
 from bridge.translate.loaders.directory import load_mappings
@@ -114,13 +114,15 @@ async def partitioned(base: str, concurrency: int, page_size: int, searches: lis
 
 async def sequential(searches: list[str]) -> Run:
     """The baseline: each search, then its next links, one request at a time, each page parsed as the client
-    does (orjson, the collector paused while parsing and over spans of pages). The client's `_count=0` total
+    does (`searchset.Repeats`: the includes already handed out left out, the rest by orjson, the collector
+    paused while parsing and over spans of pages). The client's `_count=0` total
     probes and the windows it found empty are left out: the baseline walks only the windows that hold
     results, as a sequential walker that knew them would (it still pays the truncated first page)."""
     keys: set[str] = set()
     requests = pages = 0
     cap = Settings().upstream_max_results  # read once: settings built per page cost the baseline ~5 ms a page
     spans = gc_control.Spans(PAUSED_PAGES)  # the collector paused over spans of pages, as the client does
+    repeats = Repeats()  # the includes handed out, left out of later pages, as the client does
     async with httpx.AsyncClient(timeout=120) as http:
         started = time.perf_counter()
         for first in searches:
@@ -129,14 +131,14 @@ async def sequential(searches: list[str]) -> Run:
             url: str | None = first
             while url is not None:
                 spans.step()
-                bundle = decode((await http.get(url)).content)
+                page = repeats.decode((await http.get(url)).content, url)
                 requests += 1
-                if bundle.get("total", 0) >= cap:
+                if isinstance(page.total, int) and page.total >= cap:
                     break  # a truncated probe: the client split it into windows, walked on their own
                 pages += 1
-                keys.update(_key(e["resource"]) for e in bundle.get("entry") or ())
-                links = bundle.get("link") or ()
-                url = next((link["url"] for link in links if link["relation"] == "next"), None)
+                repeats.remember(page)
+                keys.update(_key(r) for r in (*page.matches, *page.includes))
+                url = page.next_link
         spans.close()
         return Run(time.perf_counter() - started, requests, pages, keys)
 

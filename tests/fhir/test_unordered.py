@@ -15,11 +15,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bridge.errors import IncompleteResultError, UpstreamStatusError
-from bridge.fhir import client as client_module
-from bridge.fhir import exchange as exchange_module
 from bridge.fhir.cap_windows import WHOLE, sample, split
 from bridge.fhir.client import FhirClient
 from bridge.fhir.resilience import RetryPolicy
+from bridge.fhir.searchset import Repeats, Searchset
 from bridge.model import FhirQuery
 from tests.fhir.scripted import Scripted, SearchServer, fhir, resources
 
@@ -44,27 +43,61 @@ async def test_a_search_over_the_cap_is_split_and_every_match_comes_once(scripte
     assert scripted.max_in_flight <= 3
 
 
-async def test_includes_are_kept_on_every_page_that_carries_them(scripted: Scripted) -> None:
-    # A parent included by two pages: each page keeps it (it is the context of that page's matches), unlike
-    # iter_pages, which hands each include out once.
-    parent = {"resourceType": "Organization", "id": "parent"}
+async def test_an_include_already_handed_out_comes_again_only_when_it_changed(scripted: Scripted) -> None:
+    # A parent included by three pages: handed out with the first, left out of the second (the same bytes:
+    # the consumer has it), handed out again with the third, where it changed. iter_pages hands each include
+    # out once, by key.
+    parent = {"resourceType": "Organization", "id": "parent", "name": "before"}
+    changed = {**parent, "name": "after"}
 
-    async def two_pages(request: Request) -> Response:
-        second = "cursor" in request.query_params
-        matches = resources(4)[2:] if second else resources(4)[:2]
-        entries = [{"resource": r, "search": {"mode": "match"}} for r in matches]
-        entries.append({"resource": parent, "search": {"mode": "include"}})
-        bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": 4, "entry": entries}
-        if not second:
-            bundle["link"] = [{"relation": "next", "url": f"{scripted.base}/Organization?cursor=2"}]
+    async def three_pages(request: Request) -> Response:
+        page = int(request.query_params.get("cursor", "0"))
+        entries = [
+            {"resource": r, "search": {"mode": "match"}} for r in resources(6)[2 * page : 2 * page + 2]
+        ]
+        entries.append({"resource": changed if page == 2 else parent, "search": {"mode": "include"}})
+        bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": 6, "entry": entries}
+        if page < 2:
+            bundle["link"] = [{"relation": "next", "url": f"{scripted.base}/Organization?cursor={page + 1}"}]
         return fhir(bundle)
 
-    scripted.fhir_handler = two_pages
+    scripted.fhir_handler = three_pages
     async with client_for(scripted) as client:
         pages = [page async for page in client.iter_pages_unordered([QUERY])]
         ordered = [page async for page in client.iter_pages(QUERY)]
-    assert [[r["id"] for r in p.includes] for p in pages] == [["parent"], ["parent"]]
-    assert [[r["id"] for r in p.includes] for p in ordered] == [["parent"], []]
+    assert [[r["name"] for r in p.includes] for p in pages] == [["before"], [], ["after"]]
+    assert [[r["id"] for r in p.matches] for p in pages] == [
+        ["r0000", "r0001"],
+        ["r0002", "r0003"],
+        ["r0004", "r0005"],
+    ]
+    assert [[r["id"] for r in p.includes] for p in ordered] == [["parent"], [], []]
+
+
+async def test_the_truncated_first_page_hides_no_include_from_the_windows(scripted: Scripted) -> None:
+    # The whole search's first page is over the cap: decoded for its total and dates, never handed out. Its
+    # includes (every parent) come again on the windows' pages, which must hand each out once.
+    data = resources(230)
+    server = SearchServer(scripted, data, cap=50)
+    parents = [{"resourceType": "Organization", "id": f"parent-{n}", "name": f"P{n}"} for n in range(3)]
+    sent = [0]  # include entries the server sent
+
+    async def with_parents(request: Request) -> Response:
+        answer = await server(request)
+        bundle = orjson.loads(bytes(answer.body))
+        if bundle.get("resourceType") == "Bundle":
+            used = sorted({int(e["resource"]["id"][1:]) % 3 for e in bundle["entry"]})
+            bundle["entry"] += [{"resource": parents[n], "search": {"mode": "include"}} for n in used]
+            sent[0] += len(used)
+        return fhir(bundle, status=answer.status_code)
+
+    scripted.fhir_handler = with_parents
+    async with client_for(scripted, max_results=50, concurrency=3) as client:
+        pages = [page async for page in client.iter_pages_unordered([QUERY])]
+    included = sorted(r["id"] for page in pages for r in page.includes)
+    assert included == ["parent-0", "parent-1", "parent-2"], "each parent once: none hidden, none repeated"
+    assert sorted(r["id"] for page in pages for r in page.matches) == sorted(r["id"] for r in data)
+    assert sent[0] > 3, "the windows' pages repeated parents the walk had handed out: it left them out"
 
 
 async def test_a_failure_reaches_the_consumer_and_stops_the_walks(scripted: Scripted) -> None:
@@ -270,13 +303,13 @@ async def test_walks_fetch_ahead_but_decode_one_page_at_a_time(
         served.append(walked(orjson.loads(bytes(response.body))))
         return response
 
-    def counted(body: bytes) -> Any:
-        bundle = orjson.loads(body)
-        decoded.append(walked(bundle))
-        return bundle
+    decode = Repeats.decode
 
-    monkeypatch.setattr(client_module, "decode", counted, raising=False)
-    monkeypatch.setattr(exchange_module, "decode", counted)
+    def counted(repeats: Repeats, body: bytes, url: str) -> Searchset:
+        decoded.append(walked(orjson.loads(body)))
+        return decode(repeats, body, url)
+
+    monkeypatch.setattr(Repeats, "decode", counted)
     scripted.fhir_handler = counting
     async with FhirClient(
         scripted.base, headers={}, page_size=5, retry=FAST, concurrency=4, max_results=50
