@@ -281,7 +281,7 @@ class FhirClient:
         Searches over the result cap are split into `_lastUpdated` windows as `iter_pages` does, but little
         is remembered across pages: matches are de-duplicated within one walk only (at most the cap), and an
         include is left out of a page only when the walk has handed out the very same bytes before (the
-        digests of the last `searchset.REMEMBERED`, ~10 MB: `searchset.Repeats`); a changed one comes again.
+        digests of the last `searchset.REMEMBERED`, ~11 MiB: `searchset.Repeats`); a changed one comes again.
         A window re-walked after a truncation that came late (no `Bundle.total`), or a resource updated during
         the walk, can therefore appear twice. Memory: `concurrency` walks, each holding at most one page, plus
         one queued, and those digests.

@@ -23,9 +23,9 @@ from bridge import gc_control
 from bridge.errors import UpstreamProtocolError
 from bridge.model import Resource
 
-# Includes remembered per unordered walk (SHA-256 digests, ~100 bytes each: ~10 MB at most). Beyond it the
-# oldest are forgotten and handed out again when they come back: harmless to the consumers, which keep
-# every resource once by key (the spools).
+# Includes remembered per unordered walk: SHA-256 digests, ~115 bytes each with their set and queue (11 MiB
+# at most, traced). Beyond it the oldest are forgotten and handed out again when they come back: harmless to
+# the consumers, which keep every resource once by key (the spools).
 REMEMBERED = 100_000
 _MISSING = "a Bundle entry lacks resource type or id"
 
