@@ -29,7 +29,7 @@ from bridge.errors import IncompleteResultError, ResultCapError, UpstreamProtoco
 from bridge.fhir.auth import TokenProvider
 from bridge.fhir.bulk_export import DOWNLOADS, ExportRequest, ExportStats, run_export
 from bridge.fhir.cap_windows import FILL, MAX_RESULTS, WHOLE, Window, sample, sub_windows, windowed
-from bridge.fhir.exchange import Credentials, Exchange, decode
+from bridge.fhir.exchange import Credentials, Exchange
 from bridge.fhir.observe import UpstreamObserver
 from bridge.fhir.resilience import CircuitBreaker, Deadline, RetryPolicy
 from bridge.fhir.searchset import Repeats, Searchset
@@ -72,6 +72,15 @@ class Page:
     matches: list[Resource]
     includes: list[Resource]
     total: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Unordered:
+    """What the walks of one `iter_pages_unordered` share: the turns to decode a page, and the includes
+    handed out so far."""
+
+    turns: asyncio.Semaphore
+    repeats: Repeats
 
 
 class FhirClient:
@@ -296,13 +305,14 @@ class FhirClient:
         # consumer asks for the next: eight 2 MB pages decoded and waiting made the collector walk them again
         # and again (README, Performance, "Collection: where the client's CPU went").
         turns = asyncio.Semaphore(DECODED_PAGES)
-        # The includes handed out so far: a window's page leaves out those it repeats byte for byte (half of
-        # a split search's bytes at 12 000 offers: README, Performance, "Collection: includes received once").
-        repeats = Repeats()
+        # With the turns, the includes handed out so far: a window's page leaves out those it repeats byte for
+        # byte (half of a split search's bytes at 12 000 offers: README, Performance, "Collection: includes
+        # received once").
+        unordered = _Unordered(turns, Repeats())
 
         async def walk(query: FhirQuery, window: Window) -> None:
             try:
-                pages = self._walk(windowed(query, window), deadline, turns, repeats)
+                pages = self._walk(windowed(query, window), deadline, unordered)
                 async for page in pages:
                     if self.validator is not None:
                         for resource in (*page.matches, *page.includes):
@@ -454,41 +464,38 @@ class FhirClient:
             return None
         return total
 
-    async def _bundle(
-        self, url: str, deadline: Deadline, turns: asyncio.Semaphore | None, repeats: Repeats | None = None
-    ) -> Searchset:
-        """One page's searchset. With `turns`, the answer is kept as bytes until a turn is free, then decoded
-        (without the includes `repeats` has seen handed out); the caller then holds that turn (and releases
+    async def _bundle(self, url: str, deadline: Deadline, unordered: _Unordered | None) -> Searchset:
+        """One page's searchset. In an unordered walk, the answer is kept as bytes until a turn is free, then
+        decoded without the includes the walk has handed out; the caller then holds that turn (and releases
         it, or hands it over with the page). A body that does not parse is fetched again through the exchange
         (a transfer cut short: its retry policy), and then decoded whole."""
-        if turns is None:
+        if unordered is None:
             return Searchset.from_bundle((await self.exchange.get_json(url, deadline))[1], url)
         response, _ = await self.exchange.send("GET", url, deadline)
         body = response.content
         del response
-        await turns.acquire()  # outside the `try`: a walk cancelled while waiting holds no turn to give back
+        # Outside the `try`: a walk cancelled while waiting holds no turn to give back.
+        await unordered.turns.acquire()
         try:
             try:
-                if repeats is not None:
-                    return repeats.decode(body, url)
-                return Searchset.from_bundle(decode(body), url)
+                return unordered.repeats.decode(body, url)
             except (orjson.JSONDecodeError, msgspec.DecodeError):
                 return Searchset.from_bundle((await self.exchange.get_json(url, deadline))[1], url)
         except BaseException:
-            turns.release()
+            unordered.turns.release()
             raise
 
     async def _walk(
         self,
         query: FhirQuery,
         deadline: Deadline,
-        turns: asyncio.Semaphore | None = None,
-        repeats: Repeats | None = None,
+        unordered: _Unordered | None = None,
     ) -> AsyncIterator[Page]:
-        """One search, every page: next links, `_offset` fallback, resumes; raises ResultCapError. With
-        `turns` (`iter_pages_unordered`), each page is decoded on a turn (`_bundle`) handed over with the page
-        (the consumer's side releases it); a page with nothing to hand out, or a failure, gives it back. With
-        `repeats`, a page leaves out the includes already handed out, and its own are remembered as it is."""
+        """One search, every page: next links, `_offset` fallback, resumes; raises ResultCapError. In an
+        unordered walk (`iter_pages_unordered`), each page is decoded on a turn (`_bundle`) handed over with
+        the page (the consumer's side releases it); a page with nothing to hand out, or a failure, gives it
+        back. A page leaves out the includes already handed out, and its own are remembered as it is."""
+        turns = unordered.turns if unordered is not None else None
         first_url = self.url_for(query)
         url = first_url
         seen_urls: set[str] = set()
@@ -522,7 +529,7 @@ class FhirClient:
                     raise UpstreamProtocolError(f"more than {MAX_PAGES} pages", request=url)
                 seen_urls.add(url)
                 try:
-                    bundle = await self._bundle(url, deadline, turns, repeats)
+                    bundle = await self._bundle(url, deadline, unordered)
                     held = turns is not None
                 except UpstreamStatusError as error:
                     # An expired HAPI search snapshot answers 410 Gone (engineering-notes §1.2).
@@ -545,8 +552,8 @@ class FhirClient:
                         # Not handed out: its includes stay unremembered for the windows that follow.
                         raise ResultCapError(total, sample(bundle.matches))
                 matches, includes, next_url = bundle.matches, bundle.includes, bundle.next_link
-                if repeats is not None and includes:
-                    repeats.remember(bundle)  # handed out below (a page with includes always is)
+                if unordered is not None and includes:
+                    unordered.repeats.remember(bundle)  # handed out below (a page with includes always is)
                 del bundle  # not kept alive while the next answer is awaited
                 fresh = [r for r in matches if _key(r) not in seen]
                 if len(fresh) < len(matches):

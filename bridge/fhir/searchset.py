@@ -51,9 +51,7 @@ class Searchset:
         matches: list[Resource] = []
         includes: list[Resource] = []
         for entry in bundle.get("entry") or ():
-            resource = entry.get("resource") if isinstance(entry, dict) else None
-            if not isinstance(resource, dict) or "resourceType" not in resource or "id" not in resource:
-                raise UpstreamProtocolError(_MISSING, request=url)
+            resource = _checked(entry.get("resource") if isinstance(entry, dict) else None, url)
             (includes if _mode(entry.get("search")) == "include" else matches).append(resource)
         return cls(
             bundle.get("resourceType"),
@@ -135,12 +133,14 @@ class Repeats:
 
 
 def _resource(raw: memoryview, url: str) -> Resource:
-    if not raw:
+    return _checked(orjson.loads(raw) if raw else None, url)
+
+
+def _checked(value: object, url: str) -> Resource:
+    """`value` if it is a resource (an object with a type and an id), else the protocol error."""
+    if not isinstance(value, dict) or "resourceType" not in value or "id" not in value:
         raise UpstreamProtocolError(_MISSING, request=url)
-    resource = orjson.loads(raw)
-    if not isinstance(resource, dict) or "resourceType" not in resource or "id" not in resource:
-        raise UpstreamProtocolError(_MISSING, request=url)
-    return resource
+    return value
 
 
 def _mode(search: object) -> object:
