@@ -120,7 +120,7 @@ class Spans:
 class Hold:
     """The collector paused over a whole walk of steps (the read-back's batches), collecting at a step only
     once the young objects pass YOUNG_LIMIT, as a batch ending among others does. For steps that leave no
-    garbage cycles but many survivors (a parsed-context cache that turns over): a collection after each step,
+    garbage cycles but many survivors (a cache that turns over): a collection after each step,
     or after each fixed span of them (`Spans`), walks those survivors for nothing, while the young count (what
     is allocated and not freed) grows only with what is really kept, garbage cycles included, so memory stays
     bounded. The steps may run in any thread, and a `batch` within a step is not nested in the hold (its end

@@ -103,7 +103,7 @@ def test_a_facility_batch_reads_the_offers_of_its_internal_organisations_only() 
     # are no part of the context (issue 13 item 4: they were ~14 % of this directory's).
     lieux = {key for _, context in spool.asked for key in context if key.startswith("Location/")}
     assert not lieux, f"{len(lieux)} lieux read for the internal organisations"
-    # workers 0: every read of stored resources is the parse of a batch's context (ParsedContext.resolve)
+    # workers 0: every read of stored resources is a batch's context, parsed with the batch where it is read
     assert spool.collector_on, "the context was read"
     assert not any(spool.collector_on), "the context was parsed with the cyclic collector running"
 

@@ -173,8 +173,8 @@ async def _write(
             progress.bytes += len(part)
         return True
 
-    # The cyclic collector paused for the whole writing (bridge/gc_control.py), not only while each batch
-    # maps: between batches it would walk the parsed context kept for the next ones (workers.ParsedContext).
+    # The cyclic collector paused for the whole writing (bridge/gc_control.py), the answer files' writes
+    # between the steps included, as the read-back's Hold pauses it over the batches (workers.SpoolWriter).
     with gc_control.batch():
         while await spool.call(step):
             pass

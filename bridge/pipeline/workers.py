@@ -12,7 +12,7 @@ import multiprocessing.connection
 import os
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -65,10 +65,6 @@ PARENT_CHECK_S = 0.5
 # While a batch's result is awaited, how often the pool's manager thread is woken to look at its workers
 # (`_result`): CPython 3.11's pool can miss the death of a worker it has just started.
 WAKE_POOL_S = 1.0
-# The context resources parsed last kept parsed for the next batches (most of a batch's context is its
-# neighbours' too: an organisation, its offers and lieux), up to this much of their stored JSON (parsed,
-# about four times as much memory); the least recently read go first.
-CONTEXT_CACHE_BYTES = 8 << 20
 log = logging.getLogger(__name__)
 
 
@@ -118,11 +114,9 @@ class SpoolWriter:
         self._mappings = mappings
         self._now = now
         self._workers = workers
-        self._parsed = ParsedContext(CONTEXT_CACHE_BYTES)
         # The cyclic collector paused over the whole read-back (gc_control.Hold), collecting only once the
-        # young objects pass gc_control.YOUNG_LIMIT: a batch leaves no garbage cycles, only survivors (the
-        # parsed context kept for the next batches), which a collection after every batch walked for nothing
-        # (~15 % of an in-process read-back; issue 13 item 4).
+        # young objects pass gc_control.YOUNG_LIMIT: a batch leaves no garbage cycles, so a collection after
+        # every batch walked what outlives it for nothing (~15 % of an in-process read-back; issue 13 item 4).
         self._paused = gc_control.Hold()
         spool.on_close(self._paused.close)  # a writer dropped half-way: given back with the spool
         self._chunks = self._generate()
@@ -187,17 +181,19 @@ class SpoolWriter:
             keys = [key for key, _, _ in batch]
             self._paused.step()
             needed = [] if bare else self._spool.context_keys(keys, offers_at=offers_at, below=below)
+            # The context as stored, parsed with the batch (in the worker, or here): nothing parsed is kept
+            # for the next batches. A cache of the parsed context (8 MiB of its JSON) cost 32 MiB and saved
+            # no CPU once an organisation's context became its identity alone (README, issue 13 item 4).
+            context = [body for _, body in self._spool.stored(needed)]
             if pool is None:
                 # The collector paused over the parse as well as the mapping (bridge/gc_control.py): parsing
                 # the context made most of the full collections, each walking every live object (issue 13).
                 with gc_control.batch():
-                    parsed = self._parsed.resolve(self._spool, needed)
                     views = map_batch_views(
-                        self._mappings, directory, resource_type, batch, parsed, self._now, self._profiles
+                        self._mappings, directory, resource_type, batch, context, self._now, self._profiles
                     )
                 yield self._emit(directory, views, last)
                 continue
-            context = [body for _, body in self._spool.stored(needed)]
             pending.append(
                 pool.submit(
                     _map_in_worker, directory, resource_type, batch, context, self._now, self._profiles
@@ -232,37 +228,6 @@ class SpoolWriter:
             progress.written[directory] += len(kept)
             chunks.append(b"".join(kept))
         return tuple(chunks)
-
-
-class ParsedContext:
-    """The context resources parsed last, by key, up to `budget` bytes of their stored JSON (least recently
-    read dropped first). The mapping only reads its input resources: a parsed one serves every batch that
-    reads it."""
-
-    def __init__(self, budget: int) -> None:
-        self._budget = budget
-        self._size = 0
-        self._items: OrderedDict[str, tuple[Resource, int]] = OrderedDict()
-
-    def resolve(self, spool: Spool, keys: Sequence[str]) -> list[Resource]:
-        """The spooled resources of `keys` (sorted), parsed, in key order; those not kept read and parsed."""
-        items = self._items
-        missing = [key for key in keys if key not in items]
-        fetched = {key: (orjson.loads(body), len(body)) for key, body in spool.stored(missing)}
-        out: list[Resource] = []
-        for key in keys:
-            item = items.get(key)
-            if item is not None:
-                items.move_to_end(key)
-            elif (item := fetched.get(key)) is not None:
-                items[key] = item
-                self._size += item[1]
-            else:
-                continue  # not spooled
-            out.append(item[0])
-        while self._size > self._budget and items:
-            self._size -= items.popitem(last=False)[1][1]
-        return out
 
 
 def _whole_groups(rows: Iterable[Any]) -> Iterator[list[Any]]:
@@ -309,17 +274,16 @@ def map_batch_views(
     directory: Directory,
     resource_type: str,
     rows: Sequence[tuple[str, str | None, bytes]],
-    context: Sequence[bytes] | Sequence[Resource],
+    context: Sequence[bytes],
     now: datetime,
     profiles: Sequence[int | None],
 ) -> list[list[tuple[str, bytes]]]:
     """`map_batch` for several access profiles at once: the batch parsed and mapped once, then filtered and
-    built per profile (an element a profile's filter leaves as it is, built once). The context may come
-    parsed already (ParsedContext)."""
+    built per profile (an element a profile's filter leaves as it is, built once)."""
     query = FhirQuery(resource_type, (), purpose="extraction")
     plan = QueryPlan(function="extraction", queries=(query,), directories=frozenset({directory}))
     resources = [orjson.loads(body) for _, _, body in rows]
-    includes = [orjson.loads(item) if isinstance(item, bytes) else item for item in context]
+    includes = [orjson.loads(item) for item in context]
     result = SearchResult(query, matches=resources, includes=includes)
     # The batch's own entities only: an organisation's parent in the context is written in its turn; but the
     # resources of the context whose entityID is a row's (the other situations of a professional) merge in.

@@ -1,7 +1,6 @@
 """A change set computed once for several access profiles (pipeline/changes.py `spooled_deltas`, SpoolWriter
 views: each batch mapped once, then filtered and written per profile) answers each profile byte for byte what
-its own computation answers, the latter with no parsed context kept across batches (workers.ParsedContext).
-Real HTTP on 127.0.0.1 against the open simulator.
+its own computation answers. Real HTTP on 127.0.0.1 against the open simulator.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import orjson
 import pytest
 from lxml import etree
 
@@ -20,7 +18,6 @@ from bridge.fhir.resilience import RetryPolicy
 from bridge.model import CsdRequest, RequestForm, Transaction
 from bridge.pipeline.changes import spooled_delta, spooled_deltas
 from bridge.pipeline.request_plan import plan_transaction
-from bridge.pipeline.workers import ParsedContext
 from bridge.shipped import shipped_dir
 from bridge.simulator.dataset import generate_dataset
 from bridge.simulator.national_api import SimulatorConfig, create_simulator_server
@@ -73,12 +70,9 @@ async def _answers(
 
 
 @pytest.mark.parametrize("since", ["2000-01-01T00:00:00Z", "2025-11-15T00:00:00Z"], ids=["whole", "partial"])
-def test_one_computation_for_several_profiles_answers_each_as_its_own(
-    upstream: str, since: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_one_computation_for_several_profiles_answers_each_as_its_own(upstream: str, since: str) -> None:
     moment = datetime.fromisoformat(since).astimezone(UTC)
     together = asyncio.run(_answers(upstream, moment, PROFILES, together=True))
-    monkeypatch.setattr("bridge.pipeline.workers.CONTEXT_CACHE_BYTES", 0)  # every context parsed per batch
     alone = asyncio.run(_answers(upstream, moment, PROFILES, together=False))
     for profile, shared, own in zip(PROFILES, together, alone, strict=True):
         assert shared == own, f"profile {profile}"
@@ -103,29 +97,3 @@ def _devices_and_references(answer: bytes) -> tuple[set[str], set[str]]:
     devices = {str(d.get("entityID")) for d in root.iterfind(f".//{{{ns.CSD}}}device")}
     refs = f".//{{{ns.CSD}}}facility/{{{ns.CSD}}}extension/{{{ns.CSD}}}equipment"
     return devices, {str(e.get("entityID")) for e in root.iterfind(refs)}
-
-
-class _Stored:
-    """A spool's `stored` over a dict, counting what was read."""
-
-    def __init__(self, bodies: dict[str, bytes]) -> None:
-        self.bodies = bodies
-        self.read: list[str] = []
-
-    def stored(self, keys: list[str]) -> list[tuple[str, bytes]]:
-        self.read += keys
-        return [(key, self.bodies[key]) for key in keys if key in self.bodies]
-
-
-def test_parsed_context_reuses_within_its_budget_and_drops_the_oldest() -> None:
-    bodies = {f"Location/{n}": orjson.dumps({"resourceType": "Location", "id": str(n)}) for n in range(4)}
-    spool = _Stored(bodies)
-    budget = len(bodies["Location/0"]) * 2  # two resources
-    parsed = ParsedContext(budget)
-    first = parsed.resolve(spool, ["Location/0", "Location/1", "Location/9"])  # type: ignore[arg-type]
-    assert [r["id"] for r in first] == ["0", "1"], "in key order, a key not spooled left out"
-    again = parsed.resolve(spool, ["Location/1", "Location/2"])  # type: ignore[arg-type]
-    assert again[0] is first[1], "kept: the same parsed resource"
-    assert spool.read == ["Location/0", "Location/1", "Location/9", "Location/2"]
-    parsed.resolve(spool, ["Location/0"])  # type: ignore[arg-type]
-    assert spool.read[-1] == "Location/0", "the least recently read was dropped beyond the budget"
