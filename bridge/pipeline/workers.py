@@ -182,7 +182,7 @@ class SpoolWriter:
             self._paused.step()
             needed = [] if bare else self._spool.context_keys(keys, offers_at=offers_at, below=below)
             # The context as stored, parsed with the batch (in the worker, or here): nothing parsed is kept
-            # for the next batches. A cache of the parsed context (8 MiB of its JSON) cost 32 MiB and saved
+            # for the next batches. A cache of the parsed context (8 MiB of its JSON) cost ~35 MiB and saved
             # no CPU once an organisation's context became its identity alone (README, issue 13 item 4).
             context = [body for _, body in self._spool.stored(needed)]
             if pool is None:
