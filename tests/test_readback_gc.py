@@ -15,6 +15,7 @@ import hashlib
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 import pytest
@@ -137,7 +138,7 @@ def test_a_mapping_worker_keeps_its_collector_paused_between_batches(
     monkeypatch.setattr(workers, "_worker_mappings", MAPPINGS)
     monkeypatch.setattr(workers, "_worker_pause", hold)
     with spool.lock:
-        rows = spool.rows("HealthcareService", Directory.SERVICE).fetchmany(100)
+        rows = list(islice(spool.rows("HealthcareService", Directory.SERVICE), 100))
         needed = spool.context_keys([key for key, _, _ in rows], offers_at=False)
         context = [body for _, body in spool.stored(needed)]
     assert rows

@@ -1,6 +1,7 @@
-"""The rows a directory maps, decided when spooled (issue 13 item 4): `Spool.mapped` filters the read-back's
-rows by the `maps` the spool stored, without parsing a row again (before, every organisation row was parsed
-once to filter it and once more to map it).
+"""The rows a directory maps, decided when spooled (issue 13 item 4): the spool's rows statement (and
+`Spool.mapped`, for the change spools' own statements) filters the read-back's rows by the `maps` the spool
+stored, without parsing a row again (before, every organisation row was parsed once to filter it and once
+more to map it).
 
 The spool is filled with the simulator's dataset; each table's own `select` on the parsed resources is the
 reference the stored decision must equal.
@@ -43,12 +44,16 @@ def test_the_stored_decision_is_the_tables_select(
 
         monkeypatch.setattr(orjson, "loads", no_parse)  # anywhere, while the rows are filtered
         with spool.lock:
-            rows = spool.rows("Organization", directory)
-            kept = [key for key, _, _ in spool.mapped(rows, tables)]
-            every = [key for key, _, _ in spool.rows("Organization", directory)]
+            every = list(spool.rows("Organization", directory))
+            kept = [key for key, _, _ in spool.mapped(every, tables)]
+            # the spool's own rows statement filters the same rows itself (`maps` in its WHERE clause): a row
+            # no table maps is not even read
+            filtered = list(spool.rows("Organization", directory, tables))
     assert 0 < len(kept) < len(every), "some organisations filtered out, some kept"
     assert sorted(kept) == sorted(expected)
-    assert kept == [key for key in every if key in set(kept)], "in the rows' order"
+    keys = [key for key, _, _ in every]
+    assert kept == [key for key in keys if key in set(kept)], "in the rows' order"
+    assert filtered == [row for row in every if row[0] in set(kept)], "the same rows, in the same order"
 
 
 def test_the_rows_counted_are_the_rows_read_back() -> None:
@@ -59,7 +64,7 @@ def test_the_rows_counted_are_the_rows_read_back() -> None:
         types = {str(r["resourceType"]) for r in dataset}
         assert len(types) >= 5, "the dataset spools several types: the check compares several counts"
         for resource_type in sorted(types):
-            rows = spool.rows(resource_type).fetchall()
+            rows = list(spool.rows(resource_type))
             assert rows, resource_type
             assert spool.count_rows(resource_type) == len(rows), resource_type
         assert spool.count_rows("Patient") == 0

@@ -7,13 +7,13 @@ on their organisation chains and the champs d'activité of their changed offers.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
 
 from bridge.model import CodedType, Directory, FhirQuery, Resource
-from bridge.pipeline.spool import OFFER, ORGANIZATION, Spool
+from bridge.pipeline.spool import OFFER, ORGANIZATION, Row, Spool
 from bridge.translate import FunctionSpec, Mappings
 from bridge.translate.delta import feed_directories, in_region, links, resource_key
 from bridge.translate.feeds import (
@@ -277,7 +277,14 @@ class DeltaSpool(Spool):
                 break
         return found
 
-    def rows(self, resource_type: str, directory: Directory | None = None) -> sqlite3.Cursor:
+    def rows(
+        self, resource_type: str, directory: Directory | None = None, tables: Sequence[EntityTable] = ()
+    ) -> Iterable[Row]:
+        """The changed rows of a type for a directory (by merged entityID where a table merges records),
+        those some of `tables` map kept by `mapped`."""
+        return self.mapped(self._changed_rows(resource_type, directory), tables)
+
+    def _changed_rows(self, resource_type: str, directory: Directory | None) -> sqlite3.Cursor:
         merge = next(
             (
                 element

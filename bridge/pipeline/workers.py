@@ -153,7 +153,6 @@ class SpoolWriter:
         pool = (
             self._spool.mapping_pool(partial(start_pool, self._workers, self._mappings)) if parallel else None
         )
-        cursor = self._spool.rows(resource_type, directory)
         offers_at = resource_type == "Location"
         below = resource_type == ORGANIZATION and directory is Directory.FACILITY
         pending: deque[Future[_Mapped]] = deque()
@@ -176,8 +175,7 @@ class SpoolWriter:
         # organisations, and a row no table maps makes no entity (issue 13 item 4). So only those read what
         # is below them (an internal organisation's typeActivity): an EJ's or EG's subtree is no facility's
         # context.
-        rows = self._spool.mapped(cursor, tables) if any(t.select is not None for t in tables) else cursor
-        for batch in _whole_groups(rows):
+        for batch in _whole_groups(self._spool.rows(resource_type, directory, tables)):
             keys = [key for key, _, _ in batch]
             self._paused.step()
             needed = [] if bare else self._spool.context_keys(keys, offers_at=offers_at, below=below)
