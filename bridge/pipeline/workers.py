@@ -178,11 +178,10 @@ class SpoolWriter:
         for batch in _whole_groups(self._spool.rows(resource_type, directory, tables)):
             keys = [key for key, _, _ in batch]
             self._paused.step()
-            needed = [] if bare else self._spool.context_keys(keys, offers_at=offers_at, below=below)
             # The context as stored, parsed with the batch (in the worker, or here): nothing parsed is kept
             # for the next batches. A cache of the parsed context (8 MiB of its JSON) cost ~35 MiB and saved
             # no CPU once an organisation's context became its identity alone (README, issue 13 item 4).
-            context = [body for _, body in self._spool.stored(needed)]
+            context = [] if bare else self._spool.context(keys, offers_at=offers_at, below=below)
             if pool is None:
                 # The collector paused over the parse as well as the mapping (bridge/gc_control.py): parsing
                 # the context made most of the full collections, each walking every live object (issue 13).
