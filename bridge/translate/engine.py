@@ -42,6 +42,7 @@ from bridge.translate.tables import Mappings
 from bridge.translate.transforms import (
     Context,
     Part,
+    ReverseIndex,
     offers_below,
     offers_by_location,
     reference_key,
@@ -134,8 +135,8 @@ def _document(
         findings=mappings.findings,
         now=now or datetime.now(UTC),
         timezone=mappings.timezone,
-        offers_at=offers_by_location(index),
-        offers_under=offers_below(index),
+        offers_at=ReverseIndex(offers_by_location, index),
+        offers_under=ReverseIndex(offers_below, index),
         origin=plan.origin,
         memo=memo,
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, tzinfo
 from decimal import Decimal
@@ -111,10 +111,11 @@ class Context:
     timezone: tzinfo
     codes: CodeTable | None = None  # the rule's code table, when it names one
     # "Location/<id>" → the received HealthcareServices whose `location` names it, in index order (built once
-    # per answer by the engine: facility_organizations would otherwise scan every resource per Location)
+    # per answer, when first read: a ReverseIndex; facility_organizations would otherwise scan every resource
+    # per Location)
     offers_at: Mapping[str, tuple[Resource, ...]] = field(default_factory=dict)
     # "Organization/<id>" → the received HealthcareServices provided by it or by an organisation below it
-    # (providedBy, then partOf up the chain), built once per answer by the engine (offers_below)
+    # (providedBy, then partOf up the chain), built once per answer when first read (offers_below)
     offers_under: Mapping[str, tuple[Resource, ...]] = field(default_factory=dict)
     # What a transform worked out for one resource of this answer, kept for the other rules and typed elements
     # asking again (the record of a resource is written once per contact point): (name, id(resource)) →
@@ -986,6 +987,41 @@ def _time(value: Any) -> time | None:
         return time.fromisoformat(value)
     except ValueError as error:
         raise TransformError(f"not a FHIR time: {value!r}") from error
+
+
+class ReverseIndex(Mapping[str, tuple[Resource, ...]]):
+    """A reverse index of an answer's resources (`offers_by_location`, `offers_below`), built from its index
+    when a transform first reads it: the answers whose tables never ask (most of an extraction's batches)
+    no longer build it (issue 13 item 4)."""
+
+    __slots__ = ("_build", "_index", "_made")
+
+    def __init__(
+        self,
+        build: Callable[[Mapping[str, Resource]], dict[str, tuple[Resource, ...]]],
+        index: Mapping[str, Resource],
+    ) -> None:
+        self._build = build
+        self._index = index
+        self._made: dict[str, tuple[Resource, ...]] | None = None
+
+    def _data(self) -> dict[str, tuple[Resource, ...]]:
+        made = self._made
+        if made is None:
+            made = self._made = self._build(self._index)
+        return made
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data().get(key, default)
+
+    def __getitem__(self, key: str) -> tuple[Resource, ...]:
+        return self._data()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
 
 
 def offers_by_location(index: Mapping[str, Resource]) -> dict[str, tuple[Resource, ...]]:

@@ -327,3 +327,38 @@ def test_an_answer_leaves_no_cycle_for_the_collector(mappings: Mappings) -> None
     finally:
         gc.enable()
     assert unreachable == 0
+
+
+def test_reverse_indexes_are_built_only_for_the_answers_that_read_them(
+    mappings: Mappings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # offers_below / offers_by_location walk every resource of the answer: only an answer whose tables read
+    # them (an internal organisation's typeActivity and patientsType) pays for them, once (issue 13 item 4).
+    from bridge.translate import engine, transforms
+
+    built: list[str] = []
+
+    def counting(name: str):  # type: ignore[no-untyped-def]
+        real = getattr(transforms, name)
+
+        def build(index):  # type: ignore[no-untyped-def]
+            built.append(name)
+            return real(index)
+
+        return build
+
+    plan, results = plan_and_results(mappings)
+    with monkeypatch.context() as eager:  # built with the answer's index, as the engine did before
+        eager.setattr(engine, "ReverseIndex", lambda build, index: build(index))
+        expected = from_fhir_results(mappings, plan, results, now=NOW)
+    monkeypatch.setattr(engine, "offers_below", counting("offers_below"))
+    monkeypatch.setattr(engine, "offers_by_location", counting("offers_by_location"))
+    services_only = QueryPlan(plan.function, plan.queries, frozenset({Directory.SERVICE}))
+    services = from_fhir_results(mappings, services_only, results, now=NOW)
+    assert services.services
+    assert built == []
+    # the internal organisations (facilities) read the offers below them: built once for the whole answer
+    whole = from_fhir_results(mappings, plan, results, now=NOW)
+    assert built == ["offers_below"]
+    assert whole.facilities
+    assert whole == expected
