@@ -102,18 +102,21 @@ TINY = Scale(
 # (README "Performance", "Extraction at flat memory"): keep them in step when `make bench-extract` is re-run.
 NATIONAL_COMMAND = "make bench-extract SCALES=100000,1000000"
 NATIONAL_RECORDED = (
-    "last recorded (README, 2026-12-07): compiled hot path, main 41d6ca2, load 0.7-3.3: one million offers "
-    "873 s wall (330 s fetch + spool, 542 s map + write), bridge 1 254 CPU-s (497 own + 757 mapping "
-    "workers), the simulator's 212 CPU-s apart; 1 455 CPU-s at d2a3a5f (600 own + 855 workers, simulator "
+    "last recorded (README, 2026-12-07): compiled hot path, main 263dac6, load 0.7-2.8: one million offers "
+    "947 s wall (365 s fetch + spool, 582 s map + write), bridge 1 359 CPU-s (544 own + 815 mapping "
+    "workers), the simulator's 233 CPU-s apart, in an hour slower than 41d6ca2's: 1 254 CPU-s (497 own + 757 "
+    "workers, simulator 212, 873 s wall); 0a3605e right after 263dac6, slower still: 1 655 CPU-s (simulator "
+    "257); 1 455 CPU-s at d2a3a5f (600 own + 855 workers, simulator "
     "259) against 1 487 for 9517883 back to back in a slower hour; 1 299 CPU-s at aff78ad (560 own + 739 "
     "workers, simulator 212, 914 s wall); 1 372 CPU-s at 8d06e83 (604 own + 768 workers); 1 480 CPU-s "
     "compiled at 44bb465 (597 own + 882 workers); interpreted, main 0532230, load 1.7-3.5: 1 128 s wall, "
     "bridge 1 638 CPU-s (623 own + 1 016 workers); 1 779 CPU-s at 85efee2, 2 006 at dd69c2b, 1 892 at a932b36"
 )
 NATIONAL_MEMORY = (
-    "last recorded (README, 2026-12-07): at one million offers, compiled hot path (41d6ca2): bridge 163 MiB "
-    "(VmHWM), with its 2 mapping workers and the resource tracker 264 MiB summed RSS, 218 MiB PSS (sampled); "
-    "261 / 215 MiB at d2a3a5f, 253 / 208 MiB at 9517883 and 254 / 208 MiB at aff78ad; "
+    "last recorded (README, 2026-12-07): at one million offers, compiled hot path (263dac6): bridge 163 MiB "
+    "(VmHWM), with its 2 mapping workers and the resource tracker 262 MiB summed RSS, 216 MiB PSS (sampled); "
+    "264 / 218 MiB at 41d6ca2, 261 / 215 MiB at d2a3a5f, 253 / 208 MiB at 9517883 and 254 / 208 MiB at "
+    "aff78ad; "
     "256 / 210 MiB at 8d06e83, 1.01x the 100 000-offer peak; 290 MiB RSS, 244 MiB PSS at 44bb465; "
     "interpreted (85efee2, 0532230): 156-166 MiB, 288 MiB RSS, 248-249 MiB PSS; 1M/100k 1.06x (1.02x with "
     "workers, PSS 1.01x) at 85efee2; 337 MiB RSS at dd69c2b, 471 at a932b36"
