@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 import gc
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -338,12 +340,12 @@ def test_reverse_indexes_are_built_only_for_the_answers_that_read_them(
 
     built: list[str] = []
 
-    def counting(name: str):  # type: ignore[no-untyped-def]
+    def counting(name: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
         real = getattr(transforms, name)
 
-        def build(index):  # type: ignore[no-untyped-def]
+        def build(index: Mapping[str, Any]) -> dict[str, Any]:
             built.append(name)
-            return real(index)
+            return dict(real(index))
 
         return build
 
