@@ -38,7 +38,7 @@ from bridge.csd.writer import (
 )
 from bridge.model import CsdDocument, Directory, FhirQuery, QueryPlan, Resource, SearchResult
 from bridge.pipeline.progress import DIRECTORIES, Progress
-from bridge.pipeline.spool import ORGANIZATION, Spool
+from bridge.pipeline.spool import ORGANIZATION, Row, Spool
 from bridge.translate import Mappings, from_fhir_results, load_mappings
 from bridge.translate.access_profiles import (
     NO_ACTIVITIES,
@@ -255,7 +255,7 @@ def map_batch(
     mappings: Mappings,
     directory: Directory,
     resource_type: str,
-    rows: Sequence[tuple[str, str | None, bytes]],
+    rows: Sequence[Row],
     context: Sequence[bytes],
     now: datetime,
     profile: int | None = None,
@@ -270,7 +270,7 @@ def map_batch_views(
     mappings: Mappings,
     directory: Directory,
     resource_type: str,
-    rows: Sequence[tuple[str, str | None, bytes]],
+    rows: Sequence[Row],
     context: Sequence[bytes],
     now: datetime,
     profiles: Sequence[int | None],
@@ -486,7 +486,7 @@ def _exit_with(parent: int) -> None:
 def _map_in_worker(
     directory: Directory,
     resource_type: str,
-    rows: Sequence[tuple[str, str | None, bytes]],
+    rows: Sequence[Row],
     context: Sequence[bytes],
     now: datetime,
     profiles: Sequence[int | None] = (None,),
