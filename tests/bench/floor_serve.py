@@ -1,0 +1,47 @@
+"""`ror-bridge` for `bench_extract --floor` (issue 13 item 4): the extraction with a mapping that costs
+nothing — each batch's rows and context still read from the spool, sent to the mapping workers, parsed and
+freed there, but no entity mapped or written — so that its CPU is the data path's floor (fetch, spool, SQL,
+pipes, JSON), the part no faster engine or writer can take away.
+
+The patch is made at import, outside the `__main__` guard: a mapping worker (spawned) imports this module
+as its main module before its first batch, so it runs the same `map_batch_views` as the bridge.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+
+import orjson
+
+from bridge import gc_control
+from bridge.cli import main
+from bridge.model import Directory
+from bridge.pipeline import workers
+from bridge.pipeline.spool import Row
+from bridge.translate import Mappings
+
+
+def parse_only(
+    mappings: Mappings,
+    directory: Directory,
+    resource_type: str,
+    rows: Sequence[Row],
+    context: Sequence[bytes],
+    now: datetime,
+    profiles: Sequence[int | None],
+) -> list[list[tuple[str, bytes]]]:
+    """What `workers.map_batch_views` spends before the engine: the batch's rows and context parsed (the
+    collector paused, as there), then freed; no element for any view."""
+    with gc_control.batch():
+        resources = [orjson.loads(body) for _, _, body in rows]
+        includes = [orjson.loads(item) for item in context]
+    del resources, includes
+    return [[] for _ in profiles]
+
+
+workers.map_batch_views = parse_only
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
