@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -94,6 +95,34 @@ def test_two_tiny_scales_give_every_figure_the_cpu_split_and_the_rss_ratio(tmp_p
     assert "RSS(400) / RSS(200) = " in done.stdout
     assert "400 offers, the bridge's part (download + spool + map + write" in done.stdout
     assert "400 offers, the directories: organizationDirectory from " in done.stdout
+
+
+def test_the_floor_maps_nothing_even_in_the_mapping_workers(tmp_path: Path) -> None:
+    # `--floor` (tests/bench/floor_serve.py): every batch still read, sent to the two workers and parsed
+    # there, no entity written. The workers import the wrapper as their main module: were its patch not to
+    # reach them, they would map the offers and the services would be counted.
+    figures = tmp_path / "figures.json"
+    command = [sys.executable, "-m", "tests.bench.bench_extract", "--scales", "400", "--floor"]
+    command += ["--workers", "2", "--workdir", str(tmp_path), "--json", str(figures)]
+    done = subprocess.run(
+        command,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "FLOOR_PARALLEL_FROM": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(figures.read_text())
+    assert result["floor"] is True
+    assert result["entities"] == dict.fromkeys(("organization", "service", "facility", "provider"), 0)
+    assert result["processes"] >= 3  # the bridge, its two mapping workers (and the resource tracker)
+    assert result["bridge_workers_cpu_s"] > 0
+    assert result["error"] == ""
+    assert "400 offers, the data path's floor, nothing mapped (--floor" in done.stdout
+    assert "the bridge's part" not in done.stdout
+    log = (tmp_path / "bridge-400.log").read_text()
+    assert log.count('"event":"extraction-done"') == 1
 
 
 def test_a_download_given_up_keeps_its_figures_so_far_and_exits_1(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ as its main module before its first batch, so it runs the same `map_batch_views`
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -42,6 +43,10 @@ def parse_only(
 
 
 workers.map_batch_views = parse_only
+# FLOOR_PARALLEL_FROM: `workers.PARALLEL_FROM` of this bridge (a tiny extraction through the mapping workers,
+# tests/test_bench_extract.py); the bridge decides it, so only its own process reads it.
+if "FLOOR_PARALLEL_FROM" in os.environ:
+    workers.PARALLEL_FROM = int(os.environ["FLOOR_PARALLEL_FROM"])
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -111,6 +111,9 @@ NATIONAL_RECORDED = (
     "workers, simulator 212, 914 s wall); 1 372 CPU-s at 8d06e83 (604 own + 768 workers); 1 480 CPU-s "
     "compiled at 44bb465 (597 own + 882 workers); interpreted, main 0532230, load 1.7-3.5: 1 128 s wall, "
     "bridge 1 638 CPU-s (623 own + 1 016 workers); 1 779 CPU-s at 85efee2, 2 006 at dd69c2b, 1 892 at a932b36"
+    "; on a fresh, slower machine (simulator 545 CPU-s), 174aa4a: 2 001 CPU-s (769 own + 1 232 workers, "
+    "1 552 s wall), of which the data path's floor (`--floor`, nothing mapped, run just before) 1 056 CPU-s: "
+    "~660 at 41d6ca2's speed, above 600 with a mapping that costs nothing"
 )
 NATIONAL_MEMORY = (
     "last recorded (README, 2026-12-07): at one million offers, compiled hot path (263dac6): bridge 163 MiB "
