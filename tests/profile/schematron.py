@@ -41,6 +41,14 @@ _VARIABLE = re.compile(r"\$([A-Za-z_][\w.\-]*)")
 _FREE_PATH = re.compile(
     r"""^\s*(doc\(\s*'[^']*'\s*\)|\$[A-Za-z_][\w.\-]*)(\s*//?\s*[\w:*@.\-]+(\[[^\[\]]*\])*)*\s*$"""
 )
+# A path from the document's root (`/…` or `//…`), its predicates free of current() and variables, alone or
+# compared with a string literal: its value is the same for every node of one document (an assert such as
+# `//*:otherID/@assigningAuthorityName='1.2.250.1.71.4.2.2'`, which walked the whole answer once per context
+# node: 60 of the 83 s of the largest answer test), so `validate` computes it once per document.
+_DOCUMENT_PATH = re.compile(
+    r"""^\s*//?\s*[\w:*@.\-]+(\[[^\[\]$]*\])*(\s*//?\s*[\w:*@.\-]+(\[[^\[\]$]*\])*)*"""
+    r"""(\s*!?=\s*'[^']*')?\s*$"""
+)
 
 
 @dataclass(frozen=True)
@@ -184,6 +192,8 @@ class Schematron:
         self._compiled: dict[str, Any] = {}
         self._doc_trees: dict[str, Any] = {}
         self._let_cache: dict[int, Any] = {}
+        # check test → its value for the document being validated (`_DOCUMENT_PATH`), emptied per document
+        self._document_values: dict[str, Any] = {}
 
     @staticmethod
     def _let(element: etree._Element) -> _Let:
@@ -253,6 +263,7 @@ class Schematron:
     def validate(self, document: etree._Element | etree._ElementTree) -> list[SchematronFailure]:
         tree = document if isinstance(document, etree._ElementTree) else document.getroottree()
         root = elementpath.get_node_tree(tree)
+        self._document_values = {}
         failures = []
         schema_vars = self._bind(self.lets, root, root, {})
         for pattern in self.patterns:
@@ -281,6 +292,15 @@ class Schematron:
                     failures.extend(self._check(pattern, rule, root, node, variables))
         return failures
 
+    def _document_value(self, test: str, root: Any, node: Any, variables: dict[str, Any]) -> Any:
+        """A check's value at `node`; a test whose value is the document's (`_DOCUMENT_PATH`) computed once
+        per document (an error is not kept: each node reports it, as before)."""
+        if "current()" in test or _DOCUMENT_PATH.match(test) is None:
+            return self._evaluate(test, root, node, variables)
+        if test not in self._document_values:
+            self._document_values[test] = self._evaluate(test, root, node, variables)
+        return self._document_values[test]
+
     def _contexts(self, context: str, root: Any, variables: dict[str, Any]) -> list[Any]:
         found = self._evaluate(_match_expression(context), root, root, variables)
         return found if isinstance(found, list) else [found]
@@ -291,7 +311,7 @@ class Schematron:
         bound = self._bind(rule.lets, root, node, {**variables, "sch-current": node})
         for check in rule.checks:
             try:
-                value = self._evaluate(check.test, root, node, bound)
+                value = self._document_value(check.test, root, node, bound)
                 outcome = _boolean(value)
             except (elementpath.ElementPathError, _LetError, ValueError, TypeError) as error:
                 yield SchematronFailure(

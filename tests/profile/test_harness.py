@@ -4,6 +4,7 @@ they are."""
 
 from __future__ import annotations
 
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -396,3 +397,48 @@ def test_the_harness_command_lists_the_newer_codes(
     assert "[newer code] TRE_R66 606 at /careServicesResponse/" in out
     assert main([str(answer), "--nos-2023-only"]) == 1
     assert "Code nomenclature inconnu : 606" in capsys.readouterr().out
+
+
+def test_a_test_whose_value_is_the_documents_is_computed_once_per_document(
+    official_profile: OfficialProfile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`//*:otherID/@assigningAuthorityName='…'` (the TR_Lecture pattern's "an idNatStruct in the answer")
+    walks the whole answer: evaluated once per document instead of once per context node, with the same
+    failures, and again for the next document."""
+    from tests.profile import schematron
+
+    test = "//*:otherID/@assigningAuthorityName='1.2.250.1.71.4.2.2'"
+    rules = official_profile.schematron("validation_identifiants.sch")
+    calls: list[str] = []
+    evaluate = schematron.Schematron._evaluate
+
+    def counted(self: Schematron, expression: str, *args: Any) -> Any:
+        calls.append(expression)
+        return evaluate(self, expression, *args)
+
+    monkeypatch.setattr(schematron.Schematron, "_evaluate", counted)
+    document = etree.parse(str(FIXTURES / "profile-shaped-answer.xml")).getroot()
+    # no idNatStruct (the unit identified as the bridge writes an offer's identifier, its establishments'
+    # gone): the assert fails at every context node
+    (facility,) = document.xpath("//c:facility", namespaces={"c": CSD})
+    facility.find(f"{{{CSD}}}otherID").set("assigningAuthorityName", "https://ror.esante.gouv.fr/offre")
+    for _ in range(2):  # three facilities: the rule's three context nodes (each one's otherID)
+        facility.addnext(deepcopy(facility))
+    for other_id in document.xpath("//*[@assigningAuthorityName='1.2.250.1.71.4.2.2']"):
+        other_id.getparent().remove(other_id)
+    cached = rules.validate(document)
+    assert calls.count(test) == 1
+    calls.clear()
+    with monkeypatch.context() as plain:  # every test evaluated at every node, as before
+        plain.setattr(schematron, "_DOCUMENT_PATH", schematron.re.compile("(?!)"))
+        uncached = rules.validate(document)
+    nodes = calls.count(test)
+    assert nodes > 1
+    assert cached == uncached
+    assert sum(f.test == test for f in cached) == nodes  # one failure per context node, as before
+    assert nodes == 3
+    # the next document is another: its own value (with its idNatStruct, the assert holds)
+    calls.clear()
+    conforming = etree.parse(str(FIXTURES / "profile-shaped-answer.xml")).getroot()
+    assert not any(f.test == test for f in rules.validate(conforming))
+    assert calls.count(test) == 1
