@@ -279,8 +279,7 @@ def map_batch_views(
     built per profile (an element a profile's filter leaves as it is, built once)."""
     query = FhirQuery(resource_type, (), purpose="extraction")
     plan = QueryPlan(function="extraction", queries=(query,), directories=frozenset({directory}))
-    resources = [orjson.loads(body) for _, _, body in rows]
-    includes = [orjson.loads(item) for item in context]
+    resources, includes = parse_batch(rows, context)
     result = SearchResult(query, matches=resources, includes=includes)
     # The batch's own entities only: an organisation's parent in the context is written in its turn; but the
     # resources of the context whose entityID is a row's (the other situations of a professional) merge in.
@@ -333,6 +332,12 @@ def map_batch_views(
         order += [entity_id for entity_id in records if entity_id not in placed]
         views.append([(entity_id, element(records[entity_id])) for entity_id in dict.fromkeys(order)])
     return views
+
+
+def parse_batch(rows: Sequence[Row], context: Sequence[bytes]) -> tuple[list[Resource], list[Resource]]:
+    """A batch's rows and its context, as stored (JSON), parsed: what a mapping worker does before the engine
+    (also what `bench_extract --floor` measures alone, tests/bench/floor_serve.py)."""
+    return [orjson.loads(body) for _, _, body in rows], [orjson.loads(item) for item in context]
 
 
 def start_pool(workers: int, mappings: Mappings) -> ProcessPoolExecutor:

@@ -14,9 +14,6 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 
-import orjson
-
-from bridge import gc_control
 from bridge.cli import main
 from bridge.model import Directory
 from bridge.pipeline import workers
@@ -33,12 +30,10 @@ def parse_only(
     now: datetime,
     profiles: Sequence[int | None],
 ) -> list[list[tuple[str, bytes]]]:
-    """What `workers.map_batch_views` spends before the engine: the batch's rows and context parsed (the
-    collector paused, as there), then freed; no element for any view."""
-    with gc_control.batch():
-        resources = [orjson.loads(body) for _, _, body in rows]
-        includes = [orjson.loads(item) for item in context]
-    del resources, includes
+    """What `workers.map_batch_views` spends before the engine: the batch's rows and context parsed as it
+    parses them (`workers.parse_batch`; its callers pause the collector around it), then freed; no element
+    for any view."""
+    workers.parse_batch(rows, context)  # parsed, then freed on return
     return [[] for _ in profiles]
 
 
