@@ -41,8 +41,14 @@ typecheck: install
 imports: install
 	$(BIN)/lint-imports
 
+# The default run spreads the test files over TEST_PROCESSES pytest processes (pytest-xdist; a file's tests stay
+# in one process, in order): 2, the reference machine's cores. TEST_PROCESSES=0 runs them all in this process.
+# A plain `pytest tests/…` runs in one process.
+TEST_PROCESSES ?= 2
+PYTEST_PROCESSES := -n $(TEST_PROCESSES) --dist loadfile
+
 unit: install
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PROCESSES)
 
 # nginx (Debian package) for the `nginx -t` check of docker/nginx/nginx.conf; best effort: without it (no
 # root, no apt-get) that one test is skipped and says why.
@@ -55,7 +61,7 @@ nginx:
 
 test: lint typecheck imports interop-install nginx
 	$(BIN)/ror-bridge mappings check
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PROCESSES)
 
 test-slow: install interop-install
 	$(BIN)/pytest -m slow

@@ -152,16 +152,37 @@ def official_profile() -> Any:
 
 
 # The official_profile of the run, kept so that the end of the run can say which codes it accepted only
-# from the simulator's newer code lists (tests/profile/harness.py, `newer_codes_report`).
+# from the simulator's newer code lists (tests/profile/harness.py, `newer_codes_report`). Under pytest-xdist
+# (`make test`) each worker process has its own: a worker hands its codes over when its session ends, and the
+# controller, which prints the summary, gathers them as each worker goes down.
 _PROFILES: list[Any] = []
+_FROM_WORKERS: dict[str, set[str]] = {}
+
+
+def _accepted_newer() -> dict[str, set[str]]:
+    accepted: dict[str, set[str]] = {key: set(codes) for key, codes in _FROM_WORKERS.items()}
+    for profile in _PROFILES:
+        for key, codes in profile.accepted_newer.items():
+            accepted.setdefault(key, set()).update(codes)
+    return accepted
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)  # set in an xdist worker only
+    if workeroutput is not None:
+        workeroutput["accepted_newer"] = {key: sorted(codes) for key, codes in _accepted_newer().items()}
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown, and never called, without it
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    for key, codes in getattr(node, "workeroutput", {}).get("accepted_newer", {}).items():
+        _FROM_WORKERS.setdefault(key, set()).update(codes)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not _PROFILES:
-        return
     from tests.profile.harness import newer_codes_report
 
-    lines = [line for profile in _PROFILES for line in newer_codes_report(profile)]
+    lines = newer_codes_report(_accepted_newer())
     if lines:
         terminalreporter.section("official ROR profile: codes accepted from the newer code lists only")
         for line in lines:

@@ -355,12 +355,13 @@ def assert_follows_profile(
     assert not failures, f"{len(failures)} failures ({counts})\n{shown}" + (newer and f"\naccepted: {newer}")
 
 
-def newer_codes_report(profile: OfficialProfile) -> list[str]:
-    """One line per table: the codes `check()` met that only the newer lists have (empty when none)."""
+def newer_codes_report(accepted_newer: Mapping[str, Iterable[str]]) -> list[str]:
+    """One line per table of an `OfficialProfile.accepted_newer` (or several merged): the codes `check()` met
+    that only the newer lists have (empty when none)."""
     return [
-        f"{key}: {len(codes)} code(s) newer than the NOS files of 2023-06-14: {', '.join(sorted(codes)[:20])}"
+        f"{key}: {len(codes)} code(s) newer than the NOS files of 2023-06-14: {', '.join(codes[:20])}"
         + (" …" if len(codes) > 20 else "")
-        for key, codes in sorted(profile.accepted_newer.items())
+        for key, codes in sorted((key, sorted(set(codes))) for key, codes in accepted_newer.items())
     ]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from copy import deepcopy
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from tests.profile.harness import (
     USER_ATTRIBUTE_ASSERTION,
     NewerCode,
     OfficialProfile,
+    newer_codes_report,
     simulator_codes,
     summary,
 )
@@ -397,6 +399,34 @@ def test_the_harness_command_lists_the_newer_codes(
     assert "[newer code] TRE_R66 606 at /careServicesResponse/" in out
     assert main([str(answer), "--nos-2023-only"]) == 1
     assert "Code nomenclature inconnu : 606" in capsys.readouterr().out
+
+
+def test_the_runs_summary_gathers_the_newer_codes_of_every_test_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`make test` runs pytest-xdist workers, each with its own official_profile: a worker hands its codes to
+    the controller when its session ends (tests/conftest.py), the controller's summary is their union."""
+    from tests import conftest
+
+    monkeypatch.setattr(conftest, "_FROM_WORKERS", {})
+    # a worker's side: its own profiles' codes, into the output xdist carries to the controller
+    monkeypatch.setattr(conftest, "_PROFILES", [SimpleNamespace(accepted_newer={"TRE_R212": {"190", "189"}})])
+    worker = SimpleNamespace(config=SimpleNamespace(workeroutput={}))
+    conftest.pytest_sessionfinish(worker)  # type: ignore[arg-type]
+    assert worker.config.workeroutput == {"accepted_newer": {"TRE_R212": ["189", "190"]}}
+    # the controller's side: each worker that goes down (one without a profile, one that crashed)
+    monkeypatch.setattr(conftest, "_PROFILES", [])
+    for node in (
+        SimpleNamespace(workeroutput=worker.config.workeroutput),
+        SimpleNamespace(workeroutput={"accepted_newer": {"TRE_R212": ["191", "190"], "TRE_R66": ["606"]}}),
+        SimpleNamespace(workeroutput={}),
+        SimpleNamespace(),
+    ):
+        conftest.pytest_testnodedown(node, None)
+    assert newer_codes_report(conftest._accepted_newer()) == [
+        "TRE_R212: 3 code(s) newer than the NOS files of 2023-06-14: 189, 190, 191",
+        "TRE_R66: 1 code(s) newer than the NOS files of 2023-06-14: 606",
+    ]
 
 
 def test_a_test_whose_value_is_the_documents_is_computed_once_per_document(
