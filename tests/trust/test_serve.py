@@ -3,12 +3,15 @@ SIGHUP, and clear start-up errors for a half-given TLS configuration."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -16,12 +19,32 @@ import orjson
 import pytest
 
 from bridge.cli import main
+from bridge.logs import URL_LOGGERS
 from tests.trust.conftest import Pki, write_clients
 
 BIN = Path(sys.executable).parent
 FACILITY = (
     Path(__file__).resolve().parent.parent / "fixtures" / "trust" / "facility-search-soap12.xml"
 ).read_bytes()
+
+
+@contextmanager
+def _logging_kept() -> Iterator[None]:
+    """Around `serve` run in this process (its start-up errors): serve configures the process's logging
+    (bridge/logs.py: the root's one handler, on this test's captured stderr, its level, uvicorn's and httpx's
+    loggers); they get back what they had, or a later test of this process would log to a closed stream at
+    another level (tests/translate/test_findings.py did, after this file, in `make test`'s processes)."""
+    loggers = [
+        logging.getLogger(name) for name in ("", *URL_LOGGERS, "uvicorn", "uvicorn.error", "uvicorn.access")
+    ]
+    saved = [(logger, logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
+    try:
+        yield
+    finally:
+        for logger, handlers, level, propagate in saved:
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+            logger.propagate = propagate
 
 
 def _free_port() -> int:
@@ -92,13 +115,15 @@ def test_serve_speaks_https_with_client_certificates_and_reopens_the_audit_log(
 def test_serve_refuses_a_half_tls_configuration(
     flags: list[str], words: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["serve", *flags]) == 2
+    with _logging_kept():
+        assert main(["serve", *flags]) == 2
     assert words in capsys.readouterr().err
 
 
 def test_serve_names_a_missing_certificate_file(
     pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["serve", "--tls-cert", str(tmp_path / "nope.pem"), "--tls-key", str(pki.server_key)])
+    with _logging_kept():
+        code = main(["serve", "--tls-cert", str(tmp_path / "nope.pem"), "--tls-key", str(pki.server_key)])
     assert code == 2
     assert "TLS files" in capsys.readouterr().err
