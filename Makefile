@@ -64,7 +64,7 @@ test: lint typecheck imports interop-install nginx
 	$(BIN)/pytest $(PYTEST_PROCESSES)
 
 test-slow: install interop-install
-	$(BIN)/pytest -m slow
+	$(BIN)/pytest -m slow $(PYTEST_PROCESSES)
 
 # The SOAP stacks of the interop lab (Debian packages + the pinned npm package `soap`); a no-op when present,
 # needs root otherwise (README "Interop lab"). `make interop` runs the lab alone, slow stacks included.
