@@ -22,6 +22,8 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 LIBRARY_EVENTS = {"uvicorn.access": "http-access", "uvicorn.error": "http-server"}
 # Loggers that write request URLs (search parameters can hold names): shown only at debug level.
 URL_LOGGERS = ("httpx", "httpcore")
+# uvicorn's own loggers: configure_logging sends them through the root's handler.
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 # Fields of a JSON line, in this order; `exc` only with a traceback.
 JSON_FIELDS = ("time", "level", "event", "request_id", "logger", "message")
 
@@ -85,7 +87,7 @@ def configure_logging(level: str, log_format: str = "auto", stream: TextIO | Non
     for name in URL_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if level.lower() == "debug" else logging.WARNING)
     # uvicorn's own loggers then go through the same handler (serve passes log_config=None).
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in UVICORN_LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True

@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from bridge.cli import main
-from bridge.logs import URL_LOGGERS
+from bridge.logs import URL_LOGGERS, UVICORN_LOGGERS
 from tests.trust.conftest import Pki, write_clients
 
 BIN = Path(sys.executable).parent
@@ -34,9 +34,7 @@ def _logging_kept() -> Iterator[None]:
     (bridge/logs.py: the root's one handler, on this test's captured stderr, its level, uvicorn's and httpx's
     loggers); they get back what they had, or a later test of this process would log to a closed stream at
     another level (tests/translate/test_findings.py did, after this file, in `make test`'s processes)."""
-    loggers = [
-        logging.getLogger(name) for name in ("", *URL_LOGGERS, "uvicorn", "uvicorn.error", "uvicorn.access")
-    ]
+    loggers = [logging.getLogger(name) for name in ("", *URL_LOGGERS, *UVICORN_LOGGERS)]
     saved = [(logger, logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
     try:
         yield
