@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 # The modules compiled together (one group: they call each other natively, so they load all compiled or all
-# interpreted): what a translation spends its time in (README "Performance", compiled hot path).
+# interpreted): what a translation spends its time in (README "Performance"; docs/performance-journal.md).
 MODULES = (
     "bridge.translate.compiled",
     "bridge.translate.transforms",

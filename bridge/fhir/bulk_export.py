@@ -188,7 +188,8 @@ async def _files(
     The files wait as bytes and each is decoded only when its turn comes: the collector never walks the
     trees of files not handed out yet (eight decoded files alive made it walk them again and again). A
     download that ends frees its slot at once, whatever the order: a slow file holds back the hand-out,
-    not the downloads behind it (README, Performance: "`$export` collection: where the wall time went")."""
+    not the downloads behind it (docs/performance-journal.md: "`$export` collection: where the wall time
+    went")."""
     pending: deque[asyncio.Task[tuple[bytes, bool]]] = deque()
     started = in_flight = 0
     closed = False

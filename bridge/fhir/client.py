@@ -303,11 +303,11 @@ class FhirClient:
         out: asyncio.Queue[Any] = asyncio.Queue(PAGES_PER_PARTITION)
         # A walk decodes its page only when it holds a turn, and every page handed out holds one until the
         # consumer asks for the next: eight 2 MB pages decoded and waiting made the collector walk them again
-        # and again (README, Performance, "Collection: where the client's CPU went").
+        # and again (docs/performance-journal.md, "Collection: where the client's CPU went").
         turns = asyncio.Semaphore(DECODED_PAGES)
         # With the turns, the includes handed out so far: a window's page leaves out those it repeats byte for
-        # byte (half of a split search's bytes at 12 000 offers: README, Performance, "Collection: includes
-        # received once").
+        # byte (half of a split search's bytes at 12 000 offers: docs/performance-journal.md,
+        # "Collection: includes received once").
         unordered = _Unordered(turns, Repeats())
 
         async def walk(query: FhirQuery, window: Window) -> None:

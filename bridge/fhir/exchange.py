@@ -64,7 +64,7 @@ def decode(body: bytes) -> Any:
     shared with the mapping and the writer): a parsed JSON tree holds no reference cycles and reference
     counting frees it, whereas the collector, triggered by its ~50 000 new objects per 2 MB page, would walk
     the whole heap several times per page (3–5× the parse itself with eight pages in flight, measured:
-    README, Performance). Raises orjson.JSONDecodeError."""
+    docs/performance-journal.md). Raises orjson.JSONDecodeError."""
     with gc_control.batch():
         return orjson.loads(body)
 

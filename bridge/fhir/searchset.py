@@ -3,9 +3,9 @@ unordered walk, decoded without the includes the walk has already handed out byt
 
 Outbound edge (`bridge/fhir/`), used by the client's walks (client.py). The windows of a split search each
 carry their offers' organisations, parents and locations again: at 12 000 offers half the bytes of a
-partitioned walk are includes it has already received, unchanged (README, Performance, "Collection: includes
-received once"). msgspec finds each entry's resource as raw bytes without building it, so a repeat is never
-parsed, held or freed; everything else is parsed by orjson, as on every other path.
+partitioned walk are includes it has already received, unchanged (docs/performance-journal.md, "Collection:
+includes received once"). msgspec finds each entry's resource as raw bytes without building it, so a repeat is
+never parsed, held or freed; everything else is parsed by orjson, as on every other path.
 """
 
 from __future__ import annotations

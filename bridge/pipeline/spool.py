@@ -31,8 +31,8 @@ _T = TypeVar("_T")
 SPOOL_CACHE_KIB = 4 * 1024
 # SQLite page of a spool, bytes. A resource is ~2.6 KB of JSON: at SQLite's default 4 KiB most rows were a
 # page of their own and the larger ones spilled into overflow pages; at 16 KiB a page holds several. At
-# 100 000 offers the fill takes about a fifth less CPU and the read-back's queries no more (README
-# Performance, "The spool's layout"; issue 13 item 4).
+# 100 000 offers the fill takes about a fifth less CPU and the read-back's queries no more
+# (docs/performance-journal.md, "The spool's layout"; issue 13 item 4).
 SPOOL_PAGE_BYTES = 16 * 1024
 # Host parameters per SQL statement (SQLite's limit is 32766 since 3.32; stay far below it).
 SQL_CHUNK = 500

@@ -180,7 +180,7 @@ class SpoolWriter:
             self._paused.step()
             # The context as stored, parsed with the batch (in the worker, or here): nothing parsed is kept
             # for the next batches. A cache of the parsed context (8 MiB of its JSON) cost ~35 MiB and saved
-            # no CPU once an organisation's context became its identity alone (README, issue 13 item 4).
+            # no CPU once an organisation's context became its identity alone (docs/performance-journal.md).
             context = [] if bare else self._spool.context(keys, offers_at=offers_at, below=below)
             if pool is None:
                 # The collector paused over the parse as well as the mapping (bridge/gc_control.py): parsing

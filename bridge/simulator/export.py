@@ -69,7 +69,8 @@ class ExportSettings:
     retry_after_s: int = 1  # Retry-After of a poll while the job runs
     # A poll of a running job waits up to this long for it to finish before answering 202: a job finishing
     # within it answers this poll with its manifest instead of sending the client away for a Retry-After of
-    # whole seconds (a 12 000-offer job takes ~0.2 s; README, Performance). 0: every poll answers at once.
+    # whole seconds (a 12 000-offer job takes ~0.2 s; docs/performance-journal.md). 0: every poll answers at
+    # once.
     poll_wait_s: float = 0.5
     # Files built ahead of the downloads: a request for a job's file i starts building files i+1 … i+N in
     # worker threads, so that they are on disk when their own requests come (a server whose job wrote its

@@ -37,7 +37,7 @@ from tests.bench.targets import Figure, Goal, median_ratio, print_figures
 
 try:
     import msgspec
-except ImportError:  # not a project dependency: measured, not adopted (README, Performance)
+except ImportError:  # not a project dependency: measured, not adopted (docs/performance-journal.md)
     msgspec = None
 else:
 
@@ -55,7 +55,7 @@ else:
 
 
 # Where orjson's document buffer (12 times the answer) passes glibc's 32 MiB ceiling for serving a block from
-# the heap: each parse of a longer answer maps a fresh buffer and faults it in (README, Performance).
+# the heap: each parse of a longer answer maps a fresh buffer and faults it in (docs/performance-journal.md).
 ORJSON_MMAP_PAST = 32 * 1024 * 1024 // 12
 
 # The windows the split search is cut into, about an eighth of the offers each, by `cap_windows` as the client

@@ -99,30 +99,19 @@ TINY = Scale(
 )
 
 # Target 4 (one million offers) takes most of an hour: the last figures the README records for it
-# (README "Performance", "Extraction at flat memory"): keep them in step when `make bench-extract` is re-run.
+# (README "Performance", the one-million table; every run in docs/performance-journal.md): keep them in step
+# when `make bench-extract` is re-run.
 NATIONAL_COMMAND = "make bench-extract SCALES=100000,1000000"
 NATIONAL_RECORDED = (
-    "last recorded (README, 2026-12-07): compiled hot path, main 263dac6, load 0.7-2.8: one million offers "
-    "947 s wall (365 s fetch + spool, 582 s map + write), bridge 1 359 CPU-s (544 own + 815 mapping "
-    "workers), the simulator's 233 CPU-s apart, in an hour slower than 41d6ca2's: 1 254 CPU-s (497 own + 757 "
-    "workers, simulator 212, 873 s wall); 0a3605e right after 263dac6, slower still: 1 655 CPU-s (simulator "
-    "257); 1 455 CPU-s at d2a3a5f (600 own + 855 workers, simulator "
-    "259) against 1 487 for 9517883 back to back in a slower hour; 1 299 CPU-s at aff78ad (560 own + 739 "
-    "workers, simulator 212, 914 s wall); 1 372 CPU-s at 8d06e83 (604 own + 768 workers); 1 480 CPU-s "
-    "compiled at 44bb465 (597 own + 882 workers); interpreted, main 0532230, load 1.7-3.5: 1 128 s wall, "
-    "bridge 1 638 CPU-s (623 own + 1 016 workers); 1 779 CPU-s at 85efee2, 2 006 at dd69c2b, 1 892 at a932b36"
-    "; on a fresh, slower machine (simulator 545 CPU-s), 174aa4a: 2 001 CPU-s (769 own + 1 232 workers, "
-    "1 552 s wall), of which the data path's floor (`--floor`, nothing mapped, run just before) 1 056 CPU-s: "
-    "~660 at 41d6ca2's speed, above 600 with a mapping that costs nothing"
+    "last recorded (README Performance, 2026-12-07): compiled hot path, main 263dac6: 1 359 CPU-s (544 own + "
+    "815 mapping workers, 947 s wall, the simulator's 233 CPU-s apart); the lowest, 41d6ca2: 1 254 CPU-s "
+    "(873 s wall); on a slower machine, 174aa4a: 2 001 CPU-s, of which the data path's floor (`--floor`, "
+    "nothing mapped) 1 056 CPU-s: ~660 at 41d6ca2's speed, above 600 with a mapping that costs nothing"
 )
 NATIONAL_MEMORY = (
-    "last recorded (README, 2026-12-07): at one million offers, compiled hot path (263dac6): bridge 163 MiB "
+    "last recorded (README Performance, 2026-12-07): compiled hot path, main 263dac6: bridge 163 MiB "
     "(VmHWM), with its 2 mapping workers and the resource tracker 262 MiB summed RSS, 216 MiB PSS (sampled); "
-    "264 / 218 MiB at 41d6ca2, 261 / 215 MiB at d2a3a5f, 253 / 208 MiB at 9517883 and 254 / 208 MiB at "
-    "aff78ad; "
-    "256 / 210 MiB at 8d06e83, 1.01x the 100 000-offer peak; 290 MiB RSS, 244 MiB PSS at 44bb465; "
-    "interpreted (85efee2, 0532230): 156-166 MiB, 288 MiB RSS, 248-249 MiB PSS; 1M/100k 1.06x (1.02x with "
-    "workers, PSS 1.01x) at 85efee2; 337 MiB RSS at dd69c2b, 471 at a932b36"
+    "253-290 MiB RSS in every compiled run since 44bb465; 1.01x the 100 000-offer peak (8d06e83)"
 )
 MSGSPEC_NAMES = (
     *(f"{name} decoding of FHIR pages (issue 13 item 6)" for name in ("msgspec", "msgspec typed")),

@@ -1,5 +1,6 @@
-"""Every link of the READMEs resolves in a clone of this repository: files, folders and #anchors (issue 16
-item 8). Links outside the repository (`../shared/…`) are refused: a clone does not have them."""
+"""Every link of the READMEs and of the performance journal resolves in a clone of this repository: files,
+folders and #anchors (issue 16 item 8). Links outside the repository (`../shared/…`) are refused: a clone does
+not have them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import pytest
 
 from tests.test_cli import REPO
 
-DOCUMENTS = ["README.md", "mappings/README.md", "xsd/README.md", "docker/README.md"]
+DOCUMENTS = [
+    "README.md",
+    "mappings/README.md",
+    "xsd/README.md",
+    "docker/README.md",
+    "docs/performance-journal.md",
+]
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 
 
