@@ -1,4 +1,5 @@
-"""The README stays true: the two commands, and every setting with its default in the configuration table."""
+"""The README stays true: the two commands, every setting with its default in the configuration table, and the
+conformance catalogue's size wherever it is given."""
 
 from __future__ import annotations
 
@@ -32,3 +33,12 @@ def test_the_first_two_commands_install_and_run_and_ci_runs_the_test_command() -
     assert commands[:2] == ["run", "test"]
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert re.search(r"^make test$", ci, flags=re.MULTILINE)
+
+
+def test_every_count_of_the_conformance_scenarios_is_the_catalogues() -> None:
+    from bridge.compare.selftest import load_scenarios
+
+    catalogue = len(load_scenarios())
+    counts = re.findall(r"(\d+) (?:named |conformance )?scenarios", README)
+    assert len(counts) >= 3, "the README gives the catalogue's size in Try it, Commands and Comparison"
+    assert set(counts) == {str(catalogue)}, f"README counts {counts}, catalogue {catalogue}"
