@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
-from tests.bench.suite import MSGSPEC_NAMES, NATIONAL_COMMAND, TINY
+from tests.bench.suite import MSGSPEC_NAMES, NATIONAL_COMMAND, TINY, python_speed
 from tests.conftest import REPO
 
 PAGING_ROWS = {f"client paging at {ms} ms latency (FhirClient ÷ bare httpx)" for ms in (0, 50)}
@@ -84,6 +85,18 @@ def test_the_in_process_parts_give_their_rows_and_the_run_its_load_average() -> 
     assert "load average" in summary
     assert "at start" in summary
     assert "at end" in summary
+    probe = re.search(
+        r"host speed: the probe of (\d+) passes .* ([0-9.]+) s of CPU at start, ([0-9.]+) s at end", summary
+    )
+    assert probe is not None, summary
+    assert int(probe[1]) > 0
+    assert float(probe[2]) > 0
+    assert float(probe[3]) > 0
+
+
+def test_the_host_speed_probe_measures_the_work_it_is_given() -> None:
+    """Ten times the passes take more CPU: the probe times its work, it does not print a constant."""
+    assert python_speed(200) > python_speed(20) > 0
 
 
 def test_the_parts_run_as_processes_give_their_rows() -> None:

@@ -2,10 +2,10 @@
 
 Benchmark support (tests/bench/, never collected by pytest). Runs the benchmark modules' figure functions one
 after the other at a scale that fits about a quarter of an hour on a 2-core machine (`--tiny`: seconds, for
-the plumbing's smoke test), then prints the commit, the load average at start and end, and one
-`targets.print_figures` table. A report: exits 0 whatever the targets, 1 only when a benchmark broke (its
-row then says BROKEN and why). The one-million-offer target is not run here: its row points to its own
-make target and the last recorded figure.
+the plumbing's smoke test), then prints the commit, the load average and the host-speed probe
+(`python_speed`) at start and end, and one `targets.print_figures` table. A report: exits 0 whatever the
+targets, 1 only when a benchmark broke (its row then says BROKEN and why). The one-million-offer target is
+not run here: its row points to its own make target and the last recorded figure.
 
     python -m tests.bench.suite [--tiny]
         [--only translate,serve,collect,workers,compiled,decode,paging,national]
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
+import math
 import os
 import subprocess
 import sys
@@ -250,6 +251,27 @@ def _load() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
+# The host-speed probe's work: 5 000 passes over 1 000 small dicts (a lookup, a len, additions), the kind of
+# work the interpreter does in the mapping. Its CPU time tells how fast this host runs Python, so that the
+# absolute figures (ms per request, CPU-seconds) of runs on different machines can be read side by side: the
+# same code took 2.6x the CPU per offer-search on the machine of 2026-12-07 18:30 UTC as on the earlier one.
+SPEED_PASSES = 5000
+
+
+def python_speed(passes: int = SPEED_PASSES) -> float:
+    """CPU seconds of the host-speed probe, the best of three."""
+    data = [{"id": str(number), "value": number} for number in range(1000)]
+    best = math.inf
+    for _ in range(3):
+        started = time.process_time()
+        total = 0
+        for _ in range(passes):
+            for item in data:
+                total += len(item.get("id", "")) + item["value"]
+        best = min(best, time.process_time() - started)
+    return best
+
+
 def run(parts: list[str], scale: Scale) -> tuple[list[Figure], list[str]]:
     """Every part in turn: its rows, and the parts that broke (a BROKEN row each, with the error)."""
     figures: list[Figure] = []
@@ -285,13 +307,17 @@ def main(argv: list[str] | None = None) -> int:
     scale = TINY if args.tiny else FULL
     began, load_start = time.monotonic(), _load()
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    passes = SPEED_PASSES // 20 if args.tiny else SPEED_PASSES
+    speed_start = python_speed(passes)
     figures, broken = run(parts, scale)
+    speed_end = python_speed(passes)
     print()
     print(
         f"make bench ({COMMAND}{' --tiny' if args.tiny else ''}): commit {_commit()}, {when}, "
         f"{time.monotonic() - began:.0f} s; load average (1, 5, 15 min) at start {load_start}, "
         f"at end {_load()}; "
-        f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
+        f"{os.cpu_count()} cores, Python {sys.version.split()[0]}; host speed: the probe of {passes} passes "
+        f"(tests/bench/suite.py python_speed) {speed_start:.2f} s of CPU at start, {speed_end:.2f} s at end"
     )
     print()
     print_figures(figures)
