@@ -104,13 +104,14 @@ TINY = Scale(
 # when `make bench-extract` is re-run.
 NATIONAL_COMMAND = "make bench-extract SCALES=100000,1000000"
 NATIONAL_RECORDED = (
-    "last recorded (README Performance, 2026-12-07): compiled hot path, main 263dac6: 1 359 CPU-s (544 own + "
-    "815 mapping workers, 947 s wall, the simulator's 233 CPU-s apart); the lowest, 41d6ca2: 1 254 CPU-s "
-    "(873 s wall); on a slower machine, 174aa4a: 2 001 CPU-s, of which the data path's floor (`--floor`, "
-    "nothing mapped) 1 056 CPU-s: ~660 at 41d6ca2's speed, above 600 with a mapping that costs nothing"
+    "last recorded (README Performance, 2026-12-07): compiled hot path; on the slower machine, main 6633b7a: "
+    "2 019 CPU-s (785 own + 1 235 mapping workers, 1 549 s wall, the simulator's 522 CPU-s apart); on the "
+    "earlier machine, 263dac6: 1 359 CPU-s (947 s wall), the lowest 41d6ca2: 1 254 CPU-s (873 s wall); the "
+    "data path's floor (`--floor`, nothing mapped) 1 056 CPU-s on the slower machine, ~660 at 41d6ca2's "
+    "speed: above 600 with a mapping that costs nothing"
 )
 NATIONAL_MEMORY = (
-    "last recorded (README Performance, 2026-12-07): compiled hot path, main 263dac6: bridge 163 MiB "
+    "last recorded (README Performance, 2026-12-07): compiled hot path, main 6633b7a: bridge 167 MiB "
     "(VmHWM), with its 2 mapping workers and the resource tracker 262 MiB summed RSS, 216 MiB PSS (sampled); "
     "253-290 MiB RSS in every compiled run since 44bb465; 1.01x the 100 000-offer peak (8d06e83)"
 )
